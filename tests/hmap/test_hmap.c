@@ -1,0 +1,139 @@
+/*
+ * tests/hmap/test_hmap.c — the hash map against a reference model: random
+ * put/get/del sequences compared with a plain array, the invariant checker
+ * after every operation, and growth/shrink keeping every entry reachable.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/hmap.h"
+
+static void check_ok(const vmt_hmap *m)
+{
+    char why[256] = "";
+    vmt_status st = vmt_hmap_check(m, why, sizeof why);
+    if (st != VMT_OK)
+        fail_msg("invariant: %s", why);
+}
+
+typedef struct {
+    uint64_t a, b;
+} key2;
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static void test_against_model(void **state)
+{
+    (void)state;
+    enum { RANGE = 2000, OPS = 40000 };
+    static uint64_t model[RANGE];
+    static uint8_t present[RANGE];
+    memset(present, 0, sizeof present);
+    vmt_hmap m;
+    vmt_hmap_init(&m, sizeof(key2), sizeof(uint64_t));
+    uint64_t seed = 88172645463325252ULL;
+    for (int op = 0; op < OPS; op++) {
+        uint64_t r = rng_next(&seed);
+        unsigned k = (unsigned)(r % RANGE);
+        key2 key = { k * 0x1000ULL, k & 7 };
+        switch ((r >> 32) % 3) {
+        case 0: { /* put */
+            uint64_t v = r;
+            void *slot;
+            bool existed;
+            assert_int_equal(vmt_hmap_put(&m, &key, &v, &slot, &existed), VMT_OK);
+            assert_int_equal(existed, present[k]);
+            if (!existed) {
+                model[k] = v;
+                present[k] = 1;
+            }
+            assert_memory_equal(slot, &model[k], sizeof(uint64_t));
+            break;
+        }
+        case 1: { /* del */
+            uint64_t old = 0;
+            int had = vmt_hmap_del(&m, &key, &old);
+            assert_int_equal(had, present[k]);
+            if (had)
+                assert_true(old == model[k]);
+            present[k] = 0;
+            break;
+        }
+        default: { /* get */
+            uint64_t *v = vmt_hmap_get(&m, &key);
+            if (present[k]) {
+                assert_non_null(v);
+                assert_true(*v == model[k]);
+            } else {
+                assert_null(v);
+            }
+        }
+        }
+        if (op % 97 == 0)
+            check_ok(&m);
+    }
+    size_t n = 0;
+    for (unsigned k = 0; k < RANGE; k++)
+        n += present[k];
+    assert_int_equal(vmt_hmap_count(&m), n);
+    /* Iteration visits each entry exactly once. */
+    size_t it = 0, seen = 0;
+    void *kp, *vp;
+    while (vmt_hmap_next(&m, &it, &kp, &vp)) {
+        key2 kk;
+        memcpy(&kk, kp, sizeof kk);
+        unsigned k = (unsigned)(kk.a / 0x1000);
+        assert_true(present[k]);
+        seen++;
+    }
+    assert_int_equal(seen, n);
+    check_ok(&m);
+    vmt_hmap_free(&m);
+}
+
+static void test_grow_and_shrink(void **state)
+{
+    (void)state;
+    vmt_hmap m;
+    vmt_hmap_init(&m, sizeof(uint64_t), 0); /* a set */
+    for (uint64_t i = 0; i < 100000; i++) {
+        bool existed = true;
+        assert_int_equal(vmt_hmap_put(&m, &i, NULL, NULL, &existed), VMT_OK);
+        assert_false(existed);
+    }
+    check_ok(&m);
+    size_t big = vmt_hmap_memory(&m);
+    for (uint64_t i = 0; i < 99990; i++)
+        assert_int_equal(vmt_hmap_del(&m, &i, NULL), 1);
+    check_ok(&m);
+    assert_true(vmt_hmap_memory(&m) < big / 100);
+    for (uint64_t i = 99990; i < 100000; i++)
+        assert_non_null(vmt_hmap_get(&m, &i));
+    for (uint64_t i = 99990; i < 100000; i++)
+        assert_int_equal(vmt_hmap_del(&m, &i, NULL), 1);
+    assert_int_equal(vmt_hmap_count(&m), 0);
+    assert_int_equal(vmt_hmap_memory(&m), 0);
+    check_ok(&m);
+    vmt_hmap_free(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_against_model),
+        cmocka_unit_test(test_grow_and_shrink),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
