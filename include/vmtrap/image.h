@@ -11,12 +11,20 @@
  *     ({"rip": "0x...", "cr3": "0x...", ...}: every field of vmt_regs by
  *     name, numbers or hex strings; an unknown field is an error that names it).
  *
- * The vmtrap boot protocol (ELF images with no CPU state): the loader builds
- * identity page tables for the first min(RAM, 4 GiB) with 2 MiB pages in the
- * top 6 frames of RAM (VMT_BOOT_PT_FRAMES), and starts the entry point in
+ * The vmtrap boot protocol (images with no CPU state): the loader builds
+ * identity page tables for the first min(RAM, 4 GiB) (rounded up to 2 MiB)
+ * with 2 MiB pages (P|RW, supervisor, executable) in the top 6 frames of RAM
+ * (VMT_BOOT_PT_FRAMES: PML4, PDPT, 4 PDs), and starts the entry point in
  * 64-bit mode at CPL0 with paging on, interrupts off, CR3 = those tables,
- * rsp = just below them, rdi = RAM size in bytes, rsi = 0. The guest may
- * build its own tables and switch CR3 at any time.
+ * rsp = just below them (16-byte aligned), rdi = RAM size in bytes, rsi = 0.
+ * CR0 = PE|ET|NE|WP|PG, CR4 = PAE, EFER = LME|LMA (NXE clear), RFLAGS = 0x2,
+ * CS = VMT_BOOT_CS (64-bit code), SS/DS/ES/FS/GS = VMT_BOOT_DS. A 3-entry GDT
+ * (null, code, data) lives inside the PML4 frame at VMT_BOOT_GDT_OFFSET
+ * (those PML4 entries read as not present) and GDTR points at it, so the
+ * guest can load an IDT and take exceptions without building its own GDT.
+ * IDTR is empty. The guest may build its own tables and switch CR3 at any time.
+ *
+ * Ownership: an image owns copies of every byte it refers to.
  */
 #ifndef VMTRAP_IMAGE_H
 #define VMTRAP_IMAGE_H
@@ -35,6 +43,15 @@ extern "C" {
 typedef struct vmt_image vmt_image;
 
 #define VMT_BOOT_PT_FRAMES 6
+#define VMT_BOOT_CS 0x08
+#define VMT_BOOT_DS 0x10
+#define VMT_BOOT_GDT_OFFSET 0x40   /* byte offset of the GDT inside the PML4 frame */
+
+/* Guest-physical address of the boot tables (the PML4; the stack is below). */
+static inline vmt_pa vmt_boot_pt_base(uint64_t ram_size)
+{
+    return (ram_size & VMT_PAGE_MASK) - VMT_BOOT_PT_FRAMES * VMT_PAGE_SIZE;
+}
 
 typedef struct vmt_image_segment {
     vmt_pa pa;
@@ -53,6 +70,12 @@ vmt_status vmt_image_load_elf_mem(const void *bytes, size_t len, uint64_t ram_si
 /* Load a raw memory image + a JSON CPU-state file. */
 vmt_status vmt_image_load_raw(const char *mem_path, const char *cpu_state_path, uint64_t ram_size,
                               vmt_image **out, char *why, size_t why_len);
+/* Build an image from segments already in memory (the bytes are copied;
+ * segments with memsz 0 are dropped). regs == NULL: the image has no CPU
+ * state and boots with the boot protocol, entry point = segs[0].pa. Checks
+ * segments against RAM and each other like the ELF loader. */
+vmt_status vmt_image_from_segments(const vmt_image_segment *segs, size_t n, const vmt_regs *regs,
+                                   uint64_t ram_size, vmt_image **out, char *why, size_t why_len);
 /* Parse a JSON CPU state into regs (fields not named keep their value). */
 vmt_status vmt_cpu_state_parse(const char *json_text, vmt_regs *regs, char *why, size_t why_len);
 
@@ -60,20 +83,25 @@ void vmt_image_destroy(vmt_image *img);
 
 size_t vmt_image_segment_count(const vmt_image *img);
 const vmt_image_segment *vmt_image_segment_at(const vmt_image *img, size_t i);
-/* Initial registers. For ELF images this is the boot-protocol state once
- * vmt_image_boot_state() has been called; for raw images the CPU-state file. */
+/* Initial registers: the CPU-state file for raw images (or the regs given to
+ * vmt_image_from_segments); otherwise the boot-protocol state for the RAM
+ * size given at load (vmt_image_place() recomputes it for its own size). */
 const vmt_regs *vmt_image_regs(const vmt_image *img);
 /* 1 when the image brings its own CPU state (raw + CPU state file). */
 int vmt_image_has_cpu_state(const vmt_image *img);
 
-/* Symbols (ELF only): VMT_E_NOTFOUND for an unknown name. */
+/* Symbols (ELF only: function, object and untyped symbols with a name and
+ * a section): VMT_E_NOTFOUND for an unknown name; a global symbol wins over
+ * a local one of the same name. size may be NULL. */
 vmt_status vmt_image_symbol(const vmt_image *img, const char *name, vmt_va *va, uint64_t *size);
-/* The symbol containing va, for logs (NULL if none). */
+/* The symbol containing va (value <= va < value + max(size, 1)), for logs;
+ * NULL if none. *offset (may be NULL) = va - value. */
 const char *vmt_image_symbol_at(const vmt_image *img, vmt_va va, uint64_t *offset);
 
 /* Write the image into guest memory through `write` (segments, zero fill,
- * and for ELF images without CPU state the boot page tables) and compute the
- * initial registers. */
+ * and for images without CPU state the boot page tables + GDT) and compute
+ * the initial registers. Does not clear the rest of RAM (drivers start with
+ * zeroed RAM). A segment that overlaps the boot tables is refused. */
 typedef vmt_status (*vmt_phys_write_fn)(void *ctx, vmt_pa pa, const void *buf, size_t len);
 vmt_status vmt_image_place(vmt_image *img, uint64_t ram_size, vmt_phys_write_fn write, void *ctx,
                            vmt_regs *regs_out, char *why, size_t why_len);
