@@ -1,0 +1,350 @@
+/*
+ * ptm/ptm_write.c — turning guest writes to monitored tables into events.
+ *
+ * Design: a trapped write is cut into pieces, one per 8-byte entry it
+ * touches (a store that straddles two entries gives two). A piece is a byte
+ * mask plus the bytes; only pieces of entries some watch uses are tracked.
+ * Each piece goes through fold_piece(), HVMI's accumulation: bytes collect
+ * per (vCPU, entry) until all 8 have been written; the entry's value before
+ * the first of them is the base. A whole entry equal to its base is "no
+ * change" (duplicate writes, failed CMPXCHG reported as the old value);
+ * otherwise every watch whose path uses the entry is re-walked once.
+ *
+ *  - with write data: the pieces are folded at once; the walker sees the
+ *    new entry through the overlay because the write has not landed yet
+ *    (events come before the access); the response lets it land.
+ *  - without: the pieces become the vCPU's dirty entries (value before the
+ *    write + byte mask) and the vCPU steps in view 0. At its SINGLESTEP the
+ *    written bytes are read back, folded in order of level (top level
+ *    first), re-walked, and the vCPU switches back to its view.
+ *
+ * Whole values of entries still mid-way through a partial write go into the
+ * overlay as their base, so no walk ever sees a torn entry.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ptm/ptm_internal.h"
+
+typedef enum fold_outcome { FOLD_PARTIAL, FOLD_SAME, FOLD_CHANGED } fold_outcome;
+
+typedef struct piece {
+    vmt_pa entry_pa;
+    uint8_t mask;      /* bytes of the entry the write covers */
+    uint64_t bytes;    /* the written bytes at their entry offsets (data path) */
+} piece;
+
+static uint64_t byte_mask_bits(uint8_t mask)
+{
+    uint64_t bits = 0;
+    for (unsigned i = 0; i < 8; i++)
+        if (mask & (1u << i))
+            bits |= 0xffULL << (8 * i);
+    return bits;
+}
+
+/* Cut [gpa, gpa+size) into at most two entry pieces. */
+static unsigned cut_pieces(vmt_pa gpa, unsigned size, uint64_t value, piece out[2])
+{
+    unsigned off = (unsigned)(gpa & 7);
+    unsigned first = size < 8 - off ? size : 8 - off;
+    out[0].entry_pa = gpa & ~7ULL;
+    out[0].mask = (uint8_t)(((1u << first) - 1) << off);
+    out[0].bytes = off ? value << (8 * off) : value;
+    if (first == size)
+        return 1;
+    unsigned rest = size - first;
+    out[1].entry_pa = out[0].entry_pa + 8;
+    out[1].mask = (uint8_t)((1u << rest) - 1);
+    out[1].bytes = value >> (8 * first);
+    return 2;
+}
+
+static bool entry_watched(const vmt_ptm *p, vmt_pa entry_pa)
+{
+    return vmt_hmap_get(&p->entries, &entry_pa) != NULL;
+}
+
+static uint8_t entry_level(const vmt_ptm *p, vmt_pa entry_pa)
+{
+    ptm_link **head = vmt_hmap_get(&p->entries, &entry_pa);
+    if (!head || !*head)
+        return 0;
+    const ptm_link *l = *head;
+    return l->watch->path.level[l - l->watch->links];
+}
+
+/* Fold one piece into the vCPU's state of that entry. `before` is the entry
+ * before this write (used only when no partial write is pending). */
+static vmt_status fold_piece(vmt_ptm *p, vmt_vcpu vcpu, const piece *pc, uint64_t before, fold_outcome *outcome,
+                             uint64_t *new_value)
+{
+    ptm_vcpu_entry k = ptm_make_vcpu_entry(vcpu, pc->entry_pa);
+    ptm_partial *ps = vmt_hmap_get(&p->partial, &k);
+    uint64_t base = ps ? ps->base : before;
+    uint64_t accum = ps ? ps->accum : before;
+    uint8_t mask = (uint8_t)((ps ? ps->mask : 0) | pc->mask);
+    uint64_t bits = byte_mask_bits(pc->mask);
+    accum = (accum & ~bits) | (pc->bytes & bits);
+    if (mask != 0xff) {
+        if (!ps) {
+            ptm_partial np = { base, accum, mask };
+            void *slot;
+            bool existed;
+            vmt_status st = vmt_hmap_put(&p->partial, &k, &np, &slot, &existed);
+            if (st != VMT_OK)
+                return vmt_errbuf_set(&p->err, st, "ptm: out of memory for a partial write");
+        } else {
+            ps->accum = accum;
+            ps->mask = mask;
+        }
+        p->stats.partial_writes++;
+        *outcome = FOLD_PARTIAL;
+        return VMT_OK;
+    }
+    if (ps)
+        vmt_hmap_del(&p->partial, &k, NULL);
+    p->stats.entry_updates++;
+    if (accum == base) {
+        p->stats.no_change++;
+        *outcome = FOLD_SAME;
+        return VMT_OK;
+    }
+    *outcome = FOLD_CHANGED;
+    *new_value = accum;
+    return VMT_OK;
+}
+
+/* Fill resp so that a write the monitor has already accounted for lands:
+ * one exit with EMULATE, else a fast step in view 0, else a step in view 0
+ * whose SINGLESTEP (nothing dirty) only switches back. */
+static vmt_status land_response(vmt_ptm *p, const vmt_event *ev, vmt_response *resp)
+{
+    *resp = vmt_response_continue();
+    if (p->caps & VMT_CAP_EMULATE)
+        return VMT_OK;
+    if (p->caps & VMT_CAP_FAST_STEP) {
+        resp->actions = VMT_RESP_FAST_STEP;
+        resp->step_view = VMT_VIEW_DEFAULT;
+        return VMT_OK;
+    }
+    ptm_step st = { ev->view };
+    void *slot;
+    bool existed;
+    vmt_status s = vmt_hmap_put(&p->steps, &ev->vcpu, &st, &slot, &existed);
+    if (s != VMT_OK)
+        return vmt_errbuf_set(&p->err, s, "ptm: out of memory for a step");
+    resp->actions = VMT_RESP_STEP | VMT_RESP_SWITCH_VIEW;
+    resp->new_view = VMT_VIEW_DEFAULT;
+    return VMT_OK;
+}
+
+static vmt_status step_response(vmt_ptm *p, const vmt_event *ev, vmt_response *resp)
+{
+    ptm_step st = { ev->view };
+    void *slot;
+    bool existed;
+    vmt_status s = vmt_hmap_put(&p->steps, &ev->vcpu, &st, &slot, &existed);
+    if (s != VMT_OK)
+        return vmt_errbuf_set(&p->err, s, "ptm: out of memory for a step");
+    *resp = vmt_response_continue();
+    resp->actions = VMT_RESP_STEP | VMT_RESP_SWITCH_VIEW;
+    resp->new_view = VMT_VIEW_DEFAULT;
+    return VMT_OK;
+}
+
+/* Write with data: fold now, re-walk with the new entries overlaid. */
+static vmt_status write_with_data(vmt_ptm *p, const vmt_event *ev, const piece *pcs, unsigned n)
+{
+    uint64_t before[2] = { 0, 0 };
+    for (unsigned i = 0; i < n; i++) {
+        if (!entry_watched(p, pcs[i].entry_pa))
+            continue;
+        vmt_status st = ptm_read_entry(p, pcs[i].entry_pa, &before[i]);
+        if (st != VMT_OK)
+            return st;
+    }
+    p->stamp++;
+    p->nbatch = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (!entry_watched(p, pcs[i].entry_pa))
+            continue;
+        fold_outcome oc;
+        uint64_t nv = 0;
+        vmt_status st = fold_piece(p, ev->vcpu, &pcs[i], before[i], &oc, &nv);
+        if (st == VMT_OK && oc == FOLD_CHANGED) {
+            st = ptm_overlay_push(p, pcs[i].entry_pa, nv);
+            if (st == VMT_OK)
+                st = ptm_batch_add_entry(p, pcs[i].entry_pa);
+        }
+        if (st != VMT_OK)
+            return st;
+    }
+    if (p->nbatch == 0)
+        return VMT_OK;
+    vmt_status st = ptm_overlay_partials(p);
+    if (st != VMT_OK)
+        return st;
+    return ptm_rewalk_batch(p, ev->vcpu);
+}
+
+/* Write without data: remember the entries and their values before. */
+static vmt_status write_mark_dirty(vmt_ptm *p, const vmt_event *ev, const piece *pcs, unsigned n)
+{
+    vmt_status st = vmt_hmap_reserve(&p->dirty, vmt_hmap_count(&p->dirty) + n);
+    if (st != VMT_OK)
+        return vmt_errbuf_set(&p->err, st, "ptm: out of memory for dirty entries");
+    uint64_t before[2] = { 0, 0 };
+    for (unsigned i = 0; i < n; i++) {
+        if (!entry_watched(p, pcs[i].entry_pa))
+            continue;
+        st = ptm_read_entry(p, pcs[i].entry_pa, &before[i]);
+        if (st != VMT_OK)
+            return st;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (!entry_watched(p, pcs[i].entry_pa))
+            continue;
+        ptm_vcpu_entry k = ptm_make_vcpu_entry(ev->vcpu, pcs[i].entry_pa);
+        ptm_dirty nd = { before[i], pcs[i].mask, entry_level(p, pcs[i].entry_pa) };
+        void *slot;
+        bool existed;
+        vmt_hmap_put(&p->dirty, &k, &nd, &slot, &existed); /* reserved */
+        if (existed)
+            ((ptm_dirty *)slot)->mask |= pcs[i].mask; /* keep the oldest `before` */
+    }
+    return VMT_OK;
+}
+
+typedef struct dirty_item {
+    vmt_pa entry_pa;
+    ptm_dirty d;
+} dirty_item;
+
+static int cmp_dirty_item(const void *a, const void *b)
+{
+    const dirty_item *x = a, *y = b;
+    if (x->d.level != y->d.level)
+        return x->d.level > y->d.level ? -1 : 1; /* top level first */
+    return x->entry_pa < y->entry_pa ? -1 : x->entry_pa > y->entry_pa;
+}
+
+/* The vCPU's SINGLESTEP: read back its dirty entries, top level first. */
+static vmt_status process_dirty(vmt_ptm *p, vmt_vcpu vcpu)
+{
+    size_t n = 0, cap = vmt_hmap_count(&p->dirty);
+    dirty_item *items = cap ? malloc(cap * sizeof *items) : NULL;
+    if (cap && !items)
+        return vmt_errbuf_set(&p->err, VMT_E_NOMEM, "ptm: out of memory for dirty entries");
+    size_t it = 0;
+    void *k, *v;
+    while (vmt_hmap_next(&p->dirty, &it, &k, &v)) {
+        const ptm_vcpu_entry *key = k;
+        if (key->vcpu != vcpu)
+            continue;
+        items[n].entry_pa = key->entry_pa;
+        items[n].d = *(ptm_dirty *)v;
+        n++;
+    }
+    qsort(items, n, sizeof *items, cmp_dirty_item);
+    for (size_t i = 0; i < n; i++) {
+        ptm_vcpu_entry key = ptm_make_vcpu_entry(vcpu, items[i].entry_pa);
+        vmt_hmap_del(&p->dirty, &key, NULL);
+    }
+    p->stamp++;
+    p->nbatch = 0;
+    vmt_status first = VMT_OK;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t now;
+        vmt_status st = ptm_read_entry(p, items[i].entry_pa, &now);
+        if (st == VMT_OK) {
+            piece pc = { items[i].entry_pa, items[i].d.mask, now };
+            fold_outcome oc;
+            uint64_t nv = 0;
+            st = fold_piece(p, vcpu, &pc, items[i].d.before, &oc, &nv);
+            if (st == VMT_OK && oc == FOLD_CHANGED) {
+                st = ptm_overlay_push(p, items[i].entry_pa, nv);
+                if (st == VMT_OK)
+                    st = ptm_batch_add_entry(p, items[i].entry_pa);
+            }
+        }
+        if (st != VMT_OK && first == VMT_OK)
+            first = st;
+    }
+    free(items);
+    if (p->nbatch) {
+        vmt_status st = ptm_overlay_partials(p);
+        if (st == VMT_OK)
+            st = ptm_rewalk_batch(p, vcpu);
+        if (st != VMT_OK && first == VMT_OK)
+            first = st;
+    }
+    return first;
+}
+
+static vmt_status handle_write(vmt_ptm *p, const vmt_event *ev, vmt_response *resp)
+{
+    const vmt_mem_access_info *m = &ev->u.mem;
+    bool data = m->has_data && m->size >= 1 && m->size <= 8;
+    p->stats.writes++;
+    piece pcs[2];
+    unsigned n;
+    if (data) {
+        uint64_t value = m->size == 8 ? m->value : m->value & ((1ULL << (8 * m->size)) - 1);
+        n = cut_pieces(m->gpa, m->size, value, pcs);
+    } else {
+        /* Unknown size: the write covers gpa up to the end of its entry. */
+        unsigned size = m->size >= 1 && m->size <= 8 ? m->size : 8 - (unsigned)(m->gpa & 7);
+        n = cut_pieces(m->gpa, size, 0, pcs);
+    }
+    vmt_status st;
+    if (data) {
+        p->stats.writes_with_data++;
+        st = write_with_data(p, ev, pcs, n);
+        vmt_status rs = land_response(p, ev, resp);
+        if (st == VMT_OK)
+            st = rs;
+    } else {
+        p->stats.writes_stepped++;
+        st = write_mark_dirty(p, ev, pcs, n);
+        vmt_status rs = step_response(p, ev, resp);
+        if (st == VMT_OK)
+            st = rs;
+    }
+    return st;
+}
+
+vmt_status vmt_ptm_handle_event(vmt_ptm *p, const vmt_event *ev, vmt_response *resp, vmt_ptm_sink sink,
+                                void *sink_ctx, bool *handled)
+{
+    if (handled)
+        *handled = false;
+    if (!p || !ev || !resp || !handled)
+        return VMT_E_INVAL;
+    vmt_status st;
+    if (ev->kind == VMT_EVENT_MEM_ACCESS && (ev->u.mem.access & VMT_ACCESS_W) &&
+        vmt_ptm_owns(p, ev->view, vmt_pa_to_gfn(ev->u.mem.gpa))) {
+        *handled = true;
+        ptm_retry_zombies(p);
+        p->noverlay = 0;
+        st = handle_write(p, ev, resp);
+    } else if (ev->kind == VMT_EVENT_SINGLESTEP && vmt_ptm_stepping(p, ev->vcpu)) {
+        *handled = true;
+        ptm_retry_zombies(p);
+        p->noverlay = 0;
+        ptm_step step = *(ptm_step *)vmt_hmap_get(&p->steps, &ev->vcpu);
+        st = process_dirty(p, ev->vcpu);
+        vmt_hmap_del(&p->steps, &ev->vcpu, NULL);
+        *resp = vmt_response_continue();
+        resp->actions = VMT_RESP_SWITCH_VIEW;
+        resp->new_view = step.return_view;
+    } else {
+        return VMT_OK;
+    }
+    p->noverlay = 0;
+    p->nbatch = 0;
+    ptm_prune_orphans(p);
+    ptm_flush_events(p, sink, sink_ctx);
+    return st;
+}
