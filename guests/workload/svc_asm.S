@@ -1,0 +1,50 @@
+/*
+ * guests/workload/svc_asm.S — the parts of the service pages that must be
+ * exact instructions:
+ *  - svc_exit starts with pushfq: a monitor that steps the displaced first
+ *    instruction of a hooked svc_exit with a visible TF is caught (the
+ *    service counts the calls that saw TF: svc_tf_leaks, detector 6);
+ *  - smc_target (same page as svc_exit): `mov $imm32, %eax; ret`, rewritten
+ *    by detector 4 (self-modifying code in a hooked page);
+ *  - int3_in_service_page (same page as svc_write): the guest's own INT3
+ *    inside a hooked page (detector 5).
+ * Section names sort after their service's (.page_text.* is sorted by name)
+ * and carry no alignment, so they share its page.
+ */
+    .section .page_text.4_exit, "ax", @progbits
+    .balign 4096
+    .globl svc_exit
+    .type svc_exit, @function
+svc_exit:
+    pushfq
+    popq    %rax
+    testl   $0x100, %eax
+    jz      1f
+    lock incq svc_tf_leaks(%rip)
+1:  lock incq svc_served + 3 * 8(%rip)
+    xorl    %eax, %eax
+    cmpq    $0, %rdi
+    jg      2f
+    movl    $-3, %eax               /* ESRCH for pid <= 0 */
+2:  ret
+    .size svc_exit, . - svc_exit
+
+    .globl smc_target
+    .globl smc_target_imm
+    .type smc_target, @function
+smc_target:
+    .byte   0xb8                    /* mov $imm32, %eax */
+smc_target_imm:
+    .long   1
+    ret
+    .size smc_target, . - smc_target
+
+    .section .page_text.2_write_z, "ax", @progbits
+    .globl int3_in_service_page
+    .type int3_in_service_page, @function
+int3_in_service_page:
+    int3
+    ret
+    .size int3_in_service_page, . - int3_in_service_page
+
+    .section .note.GNU-stack, "", @progbits
