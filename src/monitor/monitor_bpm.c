@@ -1,0 +1,337 @@
+/*
+ * monitor/monitor_bpm.c — the breakpoint side of the monitor: the
+ * breakpoint manager, the breakpoint view, translation roots, hits and
+ * one-shot return breakpoints.
+ *
+ * Design:
+ *  - The breakpoint manager picks its controller from the driver's
+ *    capabilities (shadow INT3, execute permission, debug registers). The
+ *    first two need a breakpoint view other than view 0: the monitor creates
+ *    one with all rights and moves every vCPU to it; view 0 stays the
+ *    unaltered memory the manager steps through.
+ *  - Registration of hook i under root r = breakpoint (va, r, key ENTRY,
+ *    tag i) + page-table watch (va, r, tag i). Both or neither.
+ *  - Roots are followed: a root seen for the first time (CR3 write, or the
+ *    CR3 of any event) gets every hook registered under it. A root whose
+ *    tables are hostile is remembered as failed (not retried) and reported.
+ *  - A hit event can carry several breakpoints (entry and return sites at
+ *    one address); each entry hook is called once per event. Return
+ *    breakpoints: at an entry of a return-hooked function the return
+ *    address is read from [rsp] and a one-shot breakpoint (key RETURN) is
+ *    put there; the return is recognised by (return context, rsp == entry
+ *    rsp + 8), so recursion and several outstanding calls sharing a return
+ *    address are told apart. The breakpoint goes when its last outstanding
+ *    call returned.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "monitor/monitor_internal.h"
+
+static void sync_root_stats(vmt_monitor *m);
+
+static vmt_bpm_bp entry_bp(const vmt_monitor *m, size_t index, vmt_pa root)
+{
+    vmt_bpm_bp bp;
+    memset(&bp, 0, sizeof bp);
+    bp.ctx = vmt_addr_ctx_make(m->hooks[index].va, root);
+    bp.view = m->view;
+    bp.key = MON_KEY_ENTRY;
+    bp.tag = index;
+    return bp;
+}
+
+vmt_status mon_bpm_setup(vmt_monitor *m, char *why, size_t why_len)
+{
+    vmt_status st = vmt_bpm_create(m->session, NULL, &m->bpm, why, why_len);
+    if (st != VMT_OK)
+        return st;
+    vmt_bpm_controller ctl = vmt_bpm_controller_of(m->bpm);
+    if (ctl == VMT_BPM_CTL_SHADOW || ctl == VMT_BPM_CTL_EXEC) {
+        st = vmt_drv_view_create(m->driver, VMT_ACCESS_RWX, &m->view);
+        if (st == VMT_OK) {
+            m->own_view = true;
+            st = vmt_drv_view_switch(m->driver, VMT_VCPU_ALL, m->view);
+        }
+        if (st != VMT_OK) {
+            vmt_why(why, why_len, "monitor: breakpoint view: %s", vmt_driver_error(m->driver));
+            mon_bpm_teardown(m);
+            return st;
+        }
+    }
+    if (vmt_driver_has(m->driver, VMT_CAP_CR3_EVENTS))
+        (void)vmt_drv_monitor(m->driver, VMT_EVENT_CR_WRITE, 1); /* else roots are seen on events */
+    vmt_regs regs;
+    st = vmt_drv_get_regs(m->driver, 0, &regs);
+    if (st != VMT_OK) {
+        vmt_why(why, why_len, "monitor: registers of vCPU 0: %s", vmt_driver_error(m->driver));
+        mon_bpm_teardown(m);
+        return st;
+    }
+    m->roots[0] = regs.cr3 & VMT_CR3_ADDR_MASK;
+    m->nroots = 1;
+    sync_root_stats(m);
+    mon_describe(m);
+    return VMT_OK;
+}
+
+void mon_bpm_teardown(vmt_monitor *m)
+{
+    vmt_bpm_destroy(m->bpm);
+    m->bpm = NULL;
+    if (m->own_view) {
+        (void)vmt_drv_view_switch(m->driver, VMT_VCPU_ALL, VMT_VIEW_DEFAULT);
+        vmt_session_forget_view(m->session, m->view);
+        (void)vmt_drv_view_destroy(m->driver, m->view);
+        m->own_view = false;
+    }
+}
+
+void mon_describe(vmt_monitor *m)
+{
+    const vmt_caps *caps = vmt_driver_caps(m->driver);
+    const char *roots = vmt_driver_has(m->driver, VMT_CAP_CR3_EVENTS)
+                            ? "address-space switches followed through CR3 writes"
+                            : "address-space switches followed when an event shows a new CR3";
+    switch (vmt_bpm_controller_of(m->bpm)) {
+    case VMT_BPM_CTL_SHADOW:
+        snprintf(m->description, sizeof m->description,
+                 "hidden INT3 in shadow frames (view %u); reads and writes of hooked pages see the original bytes; %s",
+                 m->view, roots);
+        break;
+    case VMT_BPM_CTL_EXEC:
+        snprintf(m->description, sizeof m->description,
+                 "execute-permission traps in view %u (code unchanged, every instruction of a hooked page traps); %s",
+                 m->view, roots);
+        break;
+    case VMT_BPM_CTL_DEBUG:
+        snprintf(m->description, sizeof m->description,
+                 "debug registers (code unchanged, invisible to reads; at most %u distinct addresses); %s",
+                 caps->hw_breakpoints, roots);
+        break;
+    default:
+        snprintf(m->description, sizeof m->description, "breakpoint controller %s; %s",
+                 vmt_bpm_controller_name(vmt_bpm_controller_of(m->bpm)), roots);
+        break;
+    }
+}
+
+vmt_status mon_register(vmt_monitor *m, size_t index, vmt_pa root)
+{
+    vmt_bpm_bp bp = entry_bp(m, index, root);
+    vmt_status st = vmt_bpm_insert(m->bpm, &bp, NULL);
+    bool inserted = st == VMT_OK;
+    if (st != VMT_OK && st != VMT_E_EXISTS)
+        return vmt_errbuf_set(&m->err, st, "breakpoint on %s (va 0x%" PRIx64 ", root 0x%" PRIx64 "): %s",
+                              m->hooks[index].symbol, bp.ctx.va, root, vmt_bpm_error(m->bpm));
+    st = vmt_ptm_monitor(m->ptm, bp.ctx, m->view, index);
+    if (st != VMT_OK && st != VMT_E_EXISTS) {
+        vmt_errbuf_set(&m->err, st, "watching the translation of %s (va 0x%" PRIx64 ", root 0x%" PRIx64 "): %s",
+                       m->hooks[index].symbol, bp.ctx.va, root, vmt_ptm_error(m->ptm));
+        if (inserted)
+            (void)vmt_bpm_remove(m->bpm, &bp);
+        return st;
+    }
+    return VMT_OK;
+}
+
+void mon_unregister(vmt_monitor *m, size_t index, vmt_pa root)
+{
+    vmt_bpm_bp bp = entry_bp(m, index, root);
+    (void)vmt_ptm_unmonitor(m->ptm, bp.ctx, m->view, index);
+    (void)vmt_bpm_remove(m->bpm, &bp);
+}
+
+bool mon_registered(const vmt_monitor *m, size_t index, vmt_pa root)
+{
+    vmt_bpm_bp bp = entry_bp(m, index, root);
+    vmt_ptm_watch_info wi;
+    return vmt_bpm_contains(m->bpm, &bp) && vmt_ptm_query(m->ptm, bp.ctx, m->view, index, &wi) == VMT_OK;
+}
+
+static void sync_root_stats(vmt_monitor *m)
+{
+    m->stats.roots = m->nroots;
+    m->stats.roots_failed = m->nfailed_roots;
+    m->stats.roots_ignored = m->roots_ignored;
+}
+
+static vmt_status follow_root(vmt_monitor *m, vmt_pa root);
+
+vmt_status mon_follow_root(vmt_monitor *m, vmt_pa root)
+{
+    vmt_status st = follow_root(m, root);
+    sync_root_stats(m);
+    return st;
+}
+
+static vmt_status follow_root(vmt_monitor *m, vmt_pa root)
+{
+    root &= VMT_CR3_ADDR_MASK;
+    for (size_t i = 0; i < m->nroots; i++)
+        if (m->roots[i] == root)
+            return VMT_OK;
+    for (size_t i = 0; i < m->nfailed_roots; i++)
+        if (m->failed_roots[i] == root)
+            return VMT_OK;
+    if (m->nroots == MON_MAX_ROOTS) {
+        m->roots_ignored++;
+        return VMT_OK;
+    }
+    for (size_t h = 0; h < m->nhooks; h++) {
+        vmt_status st = mon_register(m, h, root);
+        if (st != VMT_OK) {
+            /* Hostile or unreadable tables under this root: undo, remember,
+             * keep monitoring the other roots. */
+            for (size_t u = 0; u < h; u++)
+                mon_unregister(m, u, root);
+            if (m->nfailed_roots < MON_MAX_ROOTS)
+                m->failed_roots[m->nfailed_roots++] = root;
+            else
+                m->roots_ignored++;
+            return VMT_OK;
+        }
+    }
+    m->roots[m->nroots++] = root;
+    return VMT_OK;
+}
+
+/* ---- return breakpoints ---- */
+
+static vmt_bpm_bp return_bp(const vmt_monitor *m, vmt_addr_ctx ret, size_t hook)
+{
+    vmt_bpm_bp bp;
+    memset(&bp, 0, sizeof bp);
+    bp.ctx = ret;
+    bp.view = m->view;
+    bp.key = MON_KEY_RETURN;
+    bp.tag = hook;
+    return bp;
+}
+
+vmt_status mon_arm_return(vmt_monitor *m, const vmt_event *ev, size_t hook, uint64_t count)
+{
+    vmt_pa root = ev->regs.cr3 & VMT_CR3_ADDR_MASK;
+    uint64_t ret_va = 0;
+    if (m->npending == MON_MAX_PENDING_RETURNS ||
+        vmt_session_read_va(m->session, vmt_addr_ctx_make(ev->regs.rsp, root), &ret_va, sizeof ret_va, NULL) !=
+            VMT_OK) {
+        m->stats.returns_missed++;
+        return VMT_OK;
+    }
+    vmt_bpm_bp bp = return_bp(m, vmt_addr_ctx_make(ret_va, root), hook);
+    vmt_status st = vmt_bpm_insert(m->bpm, &bp, NULL);
+    if (st != VMT_OK && st != VMT_E_EXISTS) {
+        /* e.g. no debug register left: the call is still logged, its return is not. */
+        m->stats.returns_missed++;
+        vmt_errbuf_set(&m->err, st, "return breakpoint of %s at 0x%" PRIx64 ": %s", m->hooks[hook].symbol, ret_va,
+                       vmt_bpm_error(m->bpm));
+        return VMT_OK;
+    }
+    mon_pending_return *p = &m->pending[m->npending++];
+    p->hook = hook;
+    p->ret = bp.ctx;
+    p->rsp_after = ev->regs.rsp + 8;
+    p->count = count;
+    return VMT_OK;
+}
+
+vmt_status mon_call_return(vmt_monitor *m, const vmt_event *ev, size_t hook_hint)
+{
+    (void)hook_hint; /* the tag is the first arming hook; the pending entry is the truth */
+    vmt_addr_ctx here = vmt_addr_ctx_make(ev->regs.rip, ev->regs.cr3);
+    size_t i;
+    for (i = 0; i < m->npending; i++)
+        if (vmt_addr_ctx_eq(m->pending[i].ret, here) && m->pending[i].rsp_after == ev->regs.rsp)
+            break;
+    if (i == m->npending)
+        return VMT_OK; /* the return site executed, but not as the return of a pending call */
+    mon_pending_return p = m->pending[i];
+    m->pending[i] = m->pending[--m->npending];
+    bool shared = false;
+    for (size_t j = 0; j < m->npending; j++)
+        shared |= vmt_addr_ctx_eq(m->pending[j].ret, p.ret);
+    if (!shared) {
+        vmt_bpm_bp bp = return_bp(m, p.ret, p.hook);
+        vmt_status st = vmt_bpm_remove(m->bpm, &bp);
+        if (st != VMT_OK && st != VMT_E_NOTFOUND)
+            return vmt_errbuf_set(&m->err, st, "removing the return breakpoint at 0x%" PRIx64 ": %s", p.ret.va,
+                                  vmt_bpm_error(m->bpm));
+    }
+    mon_hook *k = &m->hooks[p.hook];
+    k->returns++;
+    m->stats.returns++;
+    vmt_hit h = mon_make_hit(m, ev, p.hook, 1, p.count);
+    vmt_status st = k->ret_fn(&h, k->ret_user);
+    if (st != VMT_OK)
+        return vmt_errbuf_set(&m->err, st, "return callback of %s failed: %s", k->symbol, vmt_strerror(st));
+    return VMT_OK;
+}
+
+/* ---- events ---- */
+
+#define MON_MAX_HITS 64
+
+vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp)
+{
+    vmt_bpm_bp hits[MON_MAX_HITS];
+    vmt_bpm_verdict v;
+    vmt_status st = vmt_bpm_handle_event(m->bpm, ev, resp, hits, MON_MAX_HITS, &v);
+    if (st != VMT_OK)
+        return vmt_errbuf_set(&m->err, st, "breakpoint manager on a %s event at rip 0x%" PRIx64 ": %s",
+                              vmt_event_kind_name(ev->kind), ev->regs.rip, vmt_bpm_error(m->bpm));
+    switch (v.disposition) {
+    case VMT_BPM_HIT: {
+        if (v.double_trap)
+            m->stats.foreign_int3++;
+        size_t n = v.nhits < MON_MAX_HITS ? v.nhits : MON_MAX_HITS;
+        bool returned = false;
+        for (size_t i = 0; i < n; i++) {
+            bool dup = false;
+            for (size_t j = 0; j < i; j++)
+                dup |= hits[j].key == hits[i].key && hits[j].tag == hits[i].tag;
+            if (dup)
+                continue;
+            if (hits[i].key == MON_KEY_ENTRY && hits[i].tag < m->nhooks) {
+                st = mon_call_entry(m, ev, (size_t)hits[i].tag);
+            } else if (hits[i].key == MON_KEY_RETURN && !returned) {
+                returned = true;
+                st = mon_call_return(m, ev, (size_t)hits[i].tag);
+            }
+            if (st != VMT_OK)
+                return st;
+        }
+        return VMT_OK;
+    }
+    case VMT_BPM_HIDDEN: m->stats.hidden_accesses++; return VMT_OK;
+    case VMT_BPM_FOREIGN: m->stats.foreign_int3++; return VMT_OK;
+    case VMT_BPM_NOT_OURS:
+    case VMT_BPM_STALE:
+    case VMT_BPM_REFRESHED: break;
+    }
+    return VMT_OK;
+}
+
+vmt_status mon_bpm_check(const vmt_monitor *m)
+{
+    vmt_errbuf *e = (vmt_errbuf *)&m->err;
+    if (vmt_bpm_check(m->bpm) != VMT_OK)
+        return vmt_errbuf_set(e, VMT_E_INTERNAL, "breakpoint manager: %s", vmt_bpm_error(m->bpm));
+    if (m->nroots == 0 || m->nroots > MON_MAX_ROOTS || m->nfailed_roots > MON_MAX_ROOTS)
+        return vmt_errbuf_set(e, VMT_E_INTERNAL, "monitor invariant: root table size %zu", m->nroots);
+    for (size_t r = 0; r < m->nroots; r++)
+        for (size_t h = 0; h < m->nhooks; h++)
+            if (!mon_registered(m, h, m->roots[r]))
+                return vmt_errbuf_set(e, VMT_E_INTERNAL,
+                                      "monitor invariant: hook %s has no breakpoint or watch under root 0x%" PRIx64,
+                                      m->hooks[h].symbol, m->roots[r]);
+    for (size_t i = 0; i < m->npending; i++) {
+        vmt_bpm_bp bp = return_bp(m, m->pending[i].ret, m->pending[i].hook);
+        if (!vmt_bpm_contains(m->bpm, &bp))
+            return vmt_errbuf_set(e, VMT_E_INTERNAL,
+                                  "monitor invariant: pending return at 0x%" PRIx64 " has no breakpoint",
+                                  m->pending[i].ret.va);
+    }
+    return VMT_OK;
+}

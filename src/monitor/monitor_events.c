@@ -1,0 +1,194 @@
+/*
+ * monitor/monitor_events.c — the monitor's event handler.
+ *
+ * Design: one dispatch per event kind, in the order that keeps the pieces
+ * independent:
+ *   MEM_ACCESS, SINGLESTEP  the page-table monitor is offered the event
+ *       first (a write to a table page it protects, or the step it asked
+ *       for); its page events go to the breakpoint manager (which parks or
+ *       re-arms breakpoints) and then to the user's page callback. Otherwise
+ *       the breakpoint manager handles it (a hidden read/write of a hooked
+ *       page, or its own step).
+ *   BREAKPOINT, HW_BREAKPOINT  the breakpoint manager decides: one of ours
+ *       (the hooks behind it are called), the guest's own INT3 (reinjected),
+ *       or a stale one (resumed).
+ *   IO  a ucall is decoded (vmt_ucall_decode over the session's frame
+ *       cache) and recorded; detector results and DONE are kept in the
+ *       stats; every decoded call goes to the ucall callback.
+ *   CR_WRITE  counted; STOPPED  counted (the session loop ends the run).
+ * The guest never waits on a monitor failure that is not a bug: a hook
+ * callback's failure is returned (the loop stops, the guest stays
+ * consistent), a malformed ucall is only counted.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "monitor/monitor_internal.h"
+
+/* ---- page events ---- */
+
+static void ptm_sink(void *ctx, const vmt_ptm_event *ev)
+{
+    vmt_monitor *m = ctx;
+    switch (ev->kind) {
+    case VMT_PTM_PAGE_IN: m->stats.page_in++; break;
+    case VMT_PTM_PAGE_OUT: m->stats.page_out++; break;
+    case VMT_PTM_REMAP: m->stats.remap++; break;
+    }
+    vmt_status st = vmt_bpm_handle_ptm_event(m->bpm, ev, NULL);
+    if (st != VMT_OK && m->sink_status == VMT_OK) {
+        m->sink_status = st;
+        vmt_errbuf_set(&m->err, st, "breakpoint manager on %s of va 0x%llx: %s",
+                       vmt_ptm_event_kind_name(ev->kind), (unsigned long long)ev->ctx.va, vmt_bpm_error(m->bpm));
+    }
+    if (m->page_fn) {
+        const char *symbol = ev->tag < m->nhooks ? m->hooks[ev->tag].symbol : NULL;
+        m->page_fn(ev, symbol, m->page_user);
+    }
+}
+
+static vmt_status offer_to_ptm(vmt_monitor *m, const vmt_event *ev, vmt_response *resp, bool *handled)
+{
+    m->sink_status = VMT_OK;
+    vmt_status st = vmt_ptm_handle_event(m->ptm, ev, resp, ptm_sink, m, handled);
+    if (!*handled)
+        return VMT_OK;
+    if (ev->kind == VMT_EVENT_MEM_ACCESS)
+        m->stats.pt_writes++;
+    if (st != VMT_OK)
+        return vmt_errbuf_set(&m->err, st, "page-table monitor: %s", vmt_ptm_error(m->ptm));
+    return m->sink_status;
+}
+
+/* ---- hooks ---- */
+
+vmt_hit mon_make_hit(vmt_monitor *m, const vmt_event *ev, size_t hook, int is_return, uint64_t count)
+{
+    vmt_hit h;
+    memset(&h, 0, sizeof h);
+    h.monitor = m;
+    h.symbol = m->hooks[hook].symbol;
+    h.symbol_va = m->hooks[hook].va;
+    h.hook_index = (unsigned)hook;
+    h.is_return = is_return;
+    h.count = count;
+    h.vcpu = ev->vcpu;
+    h.view = ev->view;
+    h.root = ev->regs.cr3 & VMT_CR3_ADDR_MASK;
+    h.regs = ev->regs;
+    return h;
+}
+
+vmt_status mon_call_entry(vmt_monitor *m, const vmt_event *ev, size_t hook)
+{
+    mon_hook *k = &m->hooks[hook];
+    k->hits++;
+    m->stats.hits++;
+    vmt_hit h = mon_make_hit(m, ev, hook, 0, k->hits);
+    if (k->ret_fn) {
+        vmt_status st = mon_arm_return(m, ev, hook, k->hits);
+        if (st != VMT_OK)
+            return st;
+    }
+    if (k->fn) {
+        vmt_status st = k->fn(&h, k->user);
+        if (st != VMT_OK)
+            return vmt_errbuf_set(&m->err, st, "hook callback of %s failed: %s", k->symbol, vmt_strerror(st));
+    }
+    return VMT_OK;
+}
+
+/* ---- ucalls ---- */
+
+static void record_detector(vmt_monitor *m, const vmt_ucall *uc)
+{
+    vmt_monitor_stats *st = &m->stats;
+    size_t i;
+    for (i = 0; i < st->ndetectors; i++)
+        if (st->detectors[i].id == uc->args[0])
+            break; /* a detector that runs again replaces its result */
+    if (i == st->ndetectors) {
+        if (st->ndetectors == VMT_MONITOR_MAX_DETECTORS)
+            return;
+        st->ndetectors++;
+    }
+    vmt_detector_result *d = &st->detectors[i];
+    d->id = (uint32_t)uc->args[0];
+    d->pass = uc->args[1] == 1;
+    snprintf(d->name, sizeof d->name, "%s", uc->name);
+    snprintf(d->detail, sizeof d->detail, "%s", uc->text);
+}
+
+static vmt_status handle_io(vmt_monitor *m, const vmt_event *ev, vmt_response *resp)
+{
+    if (!ev->u.io.is_write) {
+        /* No device behind any port: reads see an open bus. */
+        resp->actions |= VMT_RESP_IO_VALUE;
+        resp->io_value = 0xffffffffu;
+        return VMT_OK;
+    }
+    if (!vmt_ucall_is_ucall(ev))
+        return VMT_OK;
+    vmt_ucall uc;
+    char why[160];
+    vmt_phys_reader rd = vmt_session_reader(m->session);
+    uint64_t ram = vmt_driver_caps(m->driver)->ram_frames * VMT_PAGE_SIZE;
+    if (vmt_ucall_decode(&rd, ram, ev, &uc, why, sizeof why) != VMT_OK) {
+        m->stats.ucall_errors++;
+        vmt_errbuf_set(&m->err, VMT_E_FORMAT, "malformed ucall: %s", why);
+        return VMT_OK; /* the guest's problem, not a reason to stop monitoring */
+    }
+    m->stats.ucalls++;
+    if (uc.cmd == VMT_UCALL_DETECTOR)
+        record_detector(m, &uc);
+    if (uc.cmd == VMT_UCALL_DONE) {
+        m->stats.guest_done = 1;
+        m->stats.guest_exit_code = uc.args[0];
+    }
+    if (m->ucall_fn)
+        m->ucall_fn(&uc, m->ucall_user);
+    return VMT_OK;
+}
+
+/* ---- dispatch ---- */
+
+vmt_status vmt_monitor_handle_event(vmt_session *s, const vmt_event *ev, vmt_response *resp, void *user)
+{
+    vmt_monitor *m = user;
+    (void)s;
+    *resp = vmt_response_continue();
+    if (ev->kind > VMT_EVENT_NONE && ev->kind < VMT_EVENT_KIND_COUNT)
+        m->stats.events[ev->kind]++;
+    /* A root not seen before: the hooks get registered under it first, so
+     * this very event (e.g. the first hit there) already finds them. */
+    if (ev->kind != VMT_EVENT_STOPPED && (ev->regs.cr0 & VMT_CR0_PG)) {
+        vmt_status st = mon_follow_root(m, ev->regs.cr3);
+        if (st != VMT_OK)
+            return st;
+    }
+    switch (ev->kind) {
+    case VMT_EVENT_MEM_ACCESS:
+    case VMT_EVENT_SINGLESTEP: {
+        bool handled = false;
+        vmt_status st = offer_to_ptm(m, ev, resp, &handled);
+        if (handled)
+            return st;
+        return mon_bpm_event(m, ev, resp);
+    }
+    case VMT_EVENT_BREAKPOINT:
+    case VMT_EVENT_HW_BREAKPOINT:
+        return mon_bpm_event(m, ev, resp);
+    case VMT_EVENT_IO:
+        return handle_io(m, ev, resp);
+    case VMT_EVENT_CR_WRITE:
+        if (ev->u.cr.cr != 3)
+            return VMT_OK;
+        m->stats.cr3_writes++;
+        return mon_follow_root(m, ev->u.cr.new_value);
+    case VMT_EVENT_STOPPED:
+    case VMT_EVENT_NONE:
+    case VMT_EVENT_KIND_COUNT:
+        break;
+    }
+    return VMT_OK;
+}

@@ -1,0 +1,106 @@
+/*
+ * monitor/monitor_internal.h — the monitor's state (internal).
+ *
+ * A monitor owns a breakpoint manager, a page-table monitor and (when the
+ * driver has views) the breakpoint view; it borrows the session and image.
+ * Hooks live in a growable array, indexed by the hook index that is also the
+ * tag given to the breakpoint manager and the page-table monitor. Pending
+ * returns (a return hook's one-shot breakpoint per outstanding call) are a
+ * small array keyed by (return address context, stack pointer).
+ *
+ * Translation roots: a hook is registered (breakpoint + watch) under every
+ * root the monitor has seen (vCPU 0's CR3 at create, every CR3 write, the
+ * CR3 of every event), because a guest usually leaves its boot tables for
+ * its own: the hooked VA may not even be mapped under the first root. At
+ * most MON_MAX_ROOTS roots are followed; more are counted and reported.
+ */
+#ifndef VMT_MONITOR_INTERNAL_H
+#define VMT_MONITOR_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "core/errbuf.h"
+#include "vmtrap/bpm.h"
+#include "vmtrap/monitor.h"
+#include "vmtrap/ptm.h"
+
+typedef struct mon_hook {
+    char *symbol;
+    vmt_va va;
+    vmt_hook_fn fn;
+    void *user;
+    vmt_hook_fn ret_fn;
+    void *ret_user;
+    uint64_t hits;
+    uint64_t returns;
+} mon_hook;
+
+/* An outstanding call of a return-hooked function. */
+typedef struct mon_pending_return {
+    size_t hook;         /* hook index */
+    vmt_addr_ctx ret;    /* return address under the caller's root */
+    uint64_t rsp_after;  /* rsp after the ret (entry rsp + 8): tells recursion levels apart */
+    uint64_t count;      /* the entry's hit number */
+} mon_pending_return;
+
+#define MON_MAX_PENDING_RETURNS 256
+#define MON_MAX_ROOTS 16
+
+/* Breakpoint keys (vmt_bpm_bp.key): entry hooks and one-shot returns. */
+#define MON_KEY_ENTRY 1u
+#define MON_KEY_RETURN 2u
+
+struct vmt_monitor {
+    vmt_session *session;
+    vmt_driver *driver;
+    const vmt_image *image;
+    vmt_bpm *bpm;
+    vmt_ptm *ptm;
+    vmt_view view;       /* the breakpoint view */
+    bool own_view;       /* created by the monitor (destroyed with it) */
+
+    mon_hook *hooks;
+    size_t nhooks, cap_hooks;
+    vmt_pa roots[MON_MAX_ROOTS];        /* every hook registered under each */
+    size_t nroots;
+    vmt_pa failed_roots[MON_MAX_ROOTS]; /* registration failed (hostile tables) */
+    size_t nfailed_roots;
+    uint64_t roots_ignored;  /* roots seen past MON_MAX_ROOTS */
+    mon_pending_return pending[MON_MAX_PENDING_RETURNS];
+    size_t npending;
+
+    vmt_page_event_fn page_fn;
+    void *page_user;
+    vmt_ucall_fn ucall_fn;
+    void *ucall_user;
+
+    vmt_status sink_status; /* first failure inside the ptm sink of one event */
+    vmt_monitor_stats stats;
+    char description[320];
+    vmt_errbuf err;
+};
+
+/* monitor_bpm.c: the breakpoint side. */
+vmt_status mon_bpm_setup(vmt_monitor *m, char *why, size_t why_len);
+void mon_bpm_teardown(vmt_monitor *m);
+/* Breakpoint + watch of hook `index` under `root` (both or neither). */
+vmt_status mon_register(vmt_monitor *m, size_t index, vmt_pa root);
+void mon_unregister(vmt_monitor *m, size_t index, vmt_pa root);
+bool mon_registered(const vmt_monitor *m, size_t index, vmt_pa root);
+/* A root seen: register every hook under it when it is new. */
+vmt_status mon_follow_root(vmt_monitor *m, vmt_pa root);
+/* Breakpoint, execute and hidden-access events. */
+vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp);
+vmt_status mon_bpm_check(const vmt_monitor *m);
+void mon_describe(vmt_monitor *m);
+
+/* monitor_events.c */
+vmt_status mon_call_entry(vmt_monitor *m, const vmt_event *ev, size_t hook);
+vmt_hit mon_make_hit(vmt_monitor *m, const vmt_event *ev, size_t hook, int is_return, uint64_t count);
+
+/* monitor_bpm.c: a one-shot breakpoint on the return address of this entry;
+ * the return (matched by context and stack pointer) calls the return hook. */
+vmt_status mon_arm_return(vmt_monitor *m, const vmt_event *ev, size_t hook, uint64_t count);
+vmt_status mon_call_return(vmt_monitor *m, const vmt_event *ev, size_t hook_hint);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * tools/cli.h — the pieces of the `vmtrap` command line tool.
+ *
+ * Layers, each in its own file:
+ *   options.c  argv -> vmtrap_options (no side effects; errors as one line)
+ *   decode.c   a hook hit -> decoded call (SysV arguments, guest strings,
+ *              buffer previews; the workload's services have signatures)
+ *   log.c      decoded calls, page events, guest reports -> readable lines
+ *              or one JSON object per line; the summary table
+ *   run.c      image + driver + session + monitor, the run, the summary
+ *   vmtrap.c   main: sub-command dispatch and exit codes
+ * Only run.c talks to the library's run-time objects; decode.c reads guest
+ * memory through vmt_hit helpers only, so it never trusts a guest length.
+ */
+#ifndef VMTRAP_TOOLS_CLI_H
+#define VMTRAP_TOOLS_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "vmtrap/monitor.h"
+
+/* Exit codes. */
+enum {
+    CLI_EXIT_OK = 0,
+    CLI_EXIT_FAIL = 1,   /* the run failed, or the guest/monitor reported a failure */
+    CLI_EXIT_USAGE = 2,  /* bad command line, unknown symbol, missing image, bad driver */
+};
+
+#define CLI_MAX_HOOKS 64
+
+typedef enum cli_command { CLI_CMD_NONE = 0, CLI_CMD_RUN, CLI_CMD_DEMO, CLI_CMD_HELP } cli_command;
+
+typedef struct vmtrap_options {
+    cli_command command;
+    const char *guest;        /* NULL: demo finds the bundled workload */
+    const char *driver;       /* "emu", "kvm", or NULL (= best available) */
+    size_t nhooks;
+    char *hooks[CLI_MAX_HOOKS]; /* owned (strdup) */
+    int returns;              /* also hook returns (--returns) */
+    int json;
+    int quiet;                /* no per-event lines, only the summary */
+    double limit_seconds;     /* 0: none */
+    uint64_t ram_mb;          /* 0: default */
+} vmtrap_options;
+
+/* Parse argv. On error returns CLI_EXIT_USAGE with a one-line message in
+ * err; on --help returns CLI_EXIT_OK with command CLI_CMD_HELP. */
+int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_t err_len);
+void cli_free_options(vmtrap_options *o);
+void cli_usage(FILE *f);
+
+/* ---- decoding ---- */
+
+typedef enum cli_arg_kind {
+    CLI_ARG_HEX = 0,  /* unknown meaning: shown in hex */
+    CLI_ARG_INT,      /* a number (fd, len, pid) */
+    CLI_ARG_STR,      /* pointer to a NUL-terminated string */
+    CLI_ARG_BUF,      /* pointer to `len_arg` bytes: a preview is read */
+} cli_arg_kind;
+
+#define CLI_STR_MAX 128     /* longest string read from the guest */
+#define CLI_PREVIEW_MAX 32  /* bytes of a buffer shown */
+
+typedef struct cli_arg {
+    const char *name;
+    cli_arg_kind kind;
+    uint64_t value;
+    int read_status;          /* vmt_status of reading STR/BUF (VMT_OK when read) */
+    vmt_va fault_va;          /* first unreadable address when NOT_PRESENT */
+    char text[CLI_STR_MAX];   /* STR: the string; BUF: escaped preview */
+    size_t nbytes;            /* STR: length, BUF: bytes previewed */
+    int truncated;            /* the string/buffer is longer than shown */
+} cli_arg;
+
+typedef struct cli_call {
+    const char *symbol;
+    int is_return;
+    uint64_t count;
+    vmt_vcpu vcpu;
+    vmt_va rip;
+    unsigned nargs;
+    cli_arg args[6];
+    const char *ret_name;     /* for returns: "fd", "pid", ... or "value" */
+    uint64_t ret_value;
+} cli_call;
+
+/* 1 when the symbol is one of the workload's services (known signature). */
+int cli_known_service(const char *symbol);
+/* Decode a hit: arguments per the symbol's signature (unknown symbols: six
+ * raw SysV registers), strings and buffer previews from guest memory. */
+void cli_decode_hit(const vmt_hit *hit, cli_call *out);
+
+/* ---- logging ---- */
+
+typedef struct cli_log {
+    FILE *out;
+    int json;
+    int quiet;
+    uint64_t lines;
+} cli_log;
+
+void cli_log_call(cli_log *l, const cli_call *c);
+void cli_log_page_event(cli_log *l, const vmt_ptm_event *ev, const char *symbol);
+void cli_log_ucall(cli_log *l, const vmt_ucall *uc);
+void cli_log_serial(cli_log *l, const char *line);
+void cli_log_note(cli_log *l, const char *what, const char *text);
+
+/* What the summary shows. */
+typedef struct cli_summary {
+    const char *driver;
+    const char *guest;
+    const char *mechanism;      /* vmt_monitor_describe() */
+    double wall_seconds;
+    const vmtrap_options *opts;
+    const vmt_monitor *monitor;
+    const vmt_monitor_stats *stats;
+    int have_driver_stats;
+    vmt_driver_stats dstats;
+    const char *end_reason;     /* "guest done", "time limit", "signal", ... */
+    /* Guest's own counts per hook (from REPORT ucalls), -1 when not reported. */
+    int64_t guest_counts[CLI_MAX_HOOKS];
+    int counts_match;           /* every hook with a guest count matches */
+} cli_summary;
+
+void cli_log_summary(cli_log *l, const cli_summary *s);
+
+/* ---- running ---- */
+
+/* Run `vmtrap run` / `vmtrap demo`; returns the exit code. */
+int cli_run(const vmtrap_options *o, const char *argv0);
+
+#endif

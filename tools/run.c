@@ -1,0 +1,364 @@
+/*
+ * tools/run.c — `vmtrap run` and `vmtrap demo`: build the stack, run, report.
+ *
+ * Design: image (core ELF loader) -> driver (emu or kvm, from one machine
+ * config) -> session (takes the driver) -> monitor (hooks by symbol). Every
+ * hook, page event, guest report and serial line goes to the log as it
+ * happens; the summary comes at the end, also after SIGINT/SIGTERM (the
+ * session watches them through a signalfd and the loop returns cleanly).
+ * The guest's own call counts arrive as REPORT ucalls whose key names the
+ * service (see guest_count_slot); the summary compares them with the hook
+ * counts and a mismatch makes the exit code non-zero.
+ *
+ * Errors before the guest runs (missing image, unknown symbol, driver not
+ * built or not available) are one line on stderr and CLI_EXIT_USAGE.
+ */
+#include <ctype.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "vmtrap/machine.h"
+#include "vmtrap/session.h"
+#ifdef VMT_CLI_HAVE_EMU
+#include "vmtrap/emu.h"
+#endif
+#ifdef VMT_CLI_HAVE_KVM
+#include "vmtrap/kvm.h"
+#endif
+
+#define DEFAULT_RAM_MB 64
+
+static const char *const demo_hooks[] = { "svc_open", "svc_write", "svc_spawn", "svc_exit" };
+
+typedef struct run_ctx {
+    const vmtrap_options *opts;
+    cli_log log;
+    vmt_monitor *mon;
+    const char *hooks[CLI_MAX_HOOKS];
+    size_t nhooks;
+    int64_t guest_counts[CLI_MAX_HOOKS];
+    int assert_failed;
+    int hook_errors;
+} run_ctx;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- finding the bundled workload guest ---- */
+
+static int file_exists(const char *p)
+{
+    return access(p, R_OK) == 0;
+}
+
+static const char *find_workload(char *buf, size_t len)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            /* build tree: build/tools/vmtrap -> build/guests/workload.elf */
+            snprintf(buf, len, "%s/../guests/workload.elf", exe);
+            if (file_exists(buf))
+                return buf;
+            /* install tree: bin/vmtrap -> share/vmtrap/guests/workload.elf */
+            snprintf(buf, len, "%s/../share/vmtrap/guests/workload.elf", exe);
+            if (file_exists(buf))
+                return buf;
+        }
+    }
+#ifdef VMT_CLI_GUEST_DIR
+    snprintf(buf, len, "%s/workload.elf", VMT_CLI_GUEST_DIR);
+    if (file_exists(buf))
+        return buf;
+#endif
+    return NULL;
+}
+
+/* ---- callbacks ---- */
+
+static void on_serial(void *ctx, const char *line)
+{
+    run_ctx *r = ctx;
+    cli_log_serial(&r->log, line);
+}
+
+static vmt_status on_hit(const vmt_hit *hit, void *user)
+{
+    run_ctx *r = user;
+    cli_call call;
+    cli_decode_hit(hit, &call);
+    cli_log_call(&r->log, &call);
+    return VMT_OK;
+}
+
+static void on_page_event(const vmt_ptm_event *ev, const char *symbol, void *user)
+{
+    run_ctx *r = user;
+    cli_log_page_event(&r->log, ev, symbol);
+}
+
+/* The hook a REPORT key counts, or -1. A key names a hooked symbol when it
+ * contains it as a whole word ("svc_open", "calls.svc_open", "svc_open_calls"
+ * would be a different word: only '.', ':', '/', '=' or the ends delimit). */
+static int guest_count_slot(const run_ctx *r, const char *key)
+{
+    for (size_t i = 0; i < r->nhooks; i++) {
+        size_t n = strlen(r->hooks[i]);
+        for (const char *p = strstr(key, r->hooks[i]); p; p = strstr(p + 1, r->hooks[i])) {
+            int left = p == key || strchr(".:/= ", p[-1]);
+            int right = p[n] == 0 || strchr(".:/= ", p[n]);
+            if (left && right)
+                return (int)i;
+        }
+    }
+    return -1;
+}
+
+static void on_ucall(const vmt_ucall *uc, void *user)
+{
+    run_ctx *r = user;
+    if (uc->cmd == VMT_UCALL_REPORT) {
+        int slot = guest_count_slot(r, uc->name);
+        if (slot >= 0 && uc->nargs >= 1)
+            r->guest_counts[slot] = (int64_t)uc->args[0];
+    }
+    if (uc->cmd == VMT_UCALL_ASSERT_FAIL)
+        r->assert_failed = 1;
+    cli_log_ucall(&r->log, uc);
+}
+
+/* ---- the stack ---- */
+
+typedef enum driver_kind { DRV_EMU, DRV_KVM } driver_kind;
+
+static int driver_built(driver_kind k)
+{
+#ifdef VMT_CLI_HAVE_EMU
+    if (k == DRV_EMU)
+        return 1;
+#endif
+#ifdef VMT_CLI_HAVE_KVM
+    if (k == DRV_KVM)
+        return 1;
+#endif
+    (void)k;
+    return 0;
+}
+
+static vmt_status create_driver(driver_kind k, const vmt_machine_config *cfg, vmt_driver **out, char *why,
+                                size_t why_len)
+{
+    *out = NULL;
+#ifdef VMT_CLI_HAVE_EMU
+    if (k == DRV_EMU)
+        return vmt_emu_driver_create(cfg, out, why, why_len);
+#endif
+#ifdef VMT_CLI_HAVE_KVM
+    if (k == DRV_KVM)
+        return vmt_kvm_driver_create(cfg, out, why, why_len);
+#endif
+    (void)cfg;
+    snprintf(why, why_len, "driver '%s' is not built into this vmtrap", k == DRV_EMU ? "emu" : "kvm");
+    return VMT_E_NOTSUP;
+}
+
+/* demo: the emulator when built (it traps reads, writes and execution, so
+ * the breakpoints are fully hidden); else KVM. */
+static driver_kind pick_driver(const vmtrap_options *o, const char **reason)
+{
+    if (o->driver) {
+        *reason = "chosen with --driver";
+        return strcmp(o->driver, "kvm") == 0 ? DRV_KVM : DRV_EMU;
+    }
+    if (driver_built(DRV_EMU)) {
+        *reason = "best available: the emulator traps reads, writes and execution per page, so every "
+                  "breakpoint can be hidden";
+        return DRV_EMU;
+    }
+    *reason = "the only driver built";
+    return DRV_KVM;
+}
+
+static int fail_line(const char *fmt, const char *a, const char *b)
+{
+    fputs("vmtrap: ", stderr);
+    fprintf(stderr, fmt, a, b);
+    fputc('\n', stderr);
+    return CLI_EXIT_USAGE;
+}
+
+static const char *end_reason_text(vmt_session *s, vmt_status run_status, const run_ctx *r, char *buf,
+                                   size_t len)
+{
+    const vmt_monitor_stats *st = vmt_monitor_stats_get(r->mon);
+    const vmt_stop_info *stop = vmt_session_last_stop(s);
+    if (run_status != VMT_OK)
+        snprintf(buf, len, "the run failed: %s", vmt_session_error(s));
+    else if (!stop || stop->reason == 0)
+        snprintf(buf, len, "stopped on request (signal)");
+    else if (stop->reason == VMT_STOP_HALT && st->guest_done)
+        snprintf(buf, len, "the guest finished");
+    else
+        snprintf(buf, len, "guest stopped: %s%s%s", vmt_stop_reason_name(stop->reason),
+                 stop->message[0] ? ": " : "", stop->message);
+    return buf;
+}
+
+int cli_run(const vmtrap_options *o, const char *argv0)
+{
+    (void)argv0;
+    run_ctx r;
+    memset(&r, 0, sizeof r);
+    r.opts = o;
+    r.log.out = stdout;
+    r.log.json = o->json;
+    r.log.quiet = o->quiet;
+    for (size_t i = 0; i < CLI_MAX_HOOKS; i++)
+        r.guest_counts[i] = -1;
+    int demo = o->command == CLI_CMD_DEMO;
+    if (demo) {
+        r.nhooks = sizeof demo_hooks / sizeof demo_hooks[0];
+        for (size_t i = 0; i < r.nhooks; i++)
+            r.hooks[i] = demo_hooks[i];
+    } else {
+        r.nhooks = o->nhooks;
+        for (size_t i = 0; i < r.nhooks; i++)
+            r.hooks[i] = o->hooks[i];
+    }
+
+    /* The image. */
+    char pathbuf[PATH_MAX + 64];
+    const char *guest = o->guest;
+    if (!guest && demo)
+        guest = find_workload(pathbuf, sizeof pathbuf);
+    if (!guest)
+        return fail_line("%s%s", "cannot find the bundled workload guest (workload.elf); build the guests or "
+                                 "give --guest IMAGE",
+                         "");
+    if (!file_exists(guest))
+        return fail_line("guest image '%s': %s", guest, "no such readable file");
+    uint64_t ram = (o->ram_mb ? o->ram_mb : DEFAULT_RAM_MB) << 20;
+    char why[512] = "";
+    vmt_image *img = NULL;
+    if (vmt_image_load_elf(guest, ram, &img, why, sizeof why) != VMT_OK)
+        return fail_line("guest image '%s': %s", guest, why);
+
+    /* Symbols first: an unknown one is a usage error before anything runs. */
+    for (size_t i = 0; i < r.nhooks; i++) {
+        vmt_va va;
+        if (vmt_image_symbol(img, r.hooks[i], &va, NULL) != VMT_OK) {
+            vmt_image_destroy(img);
+            return fail_line("unknown symbol '%s' in %s", r.hooks[i], guest);
+        }
+    }
+
+    const char *pick_reason = "";
+    driver_kind dk = pick_driver(o, &pick_reason);
+    const char *dname = dk == DRV_EMU ? "emu" : "kvm";
+    if (!driver_built(dk)) {
+        vmt_image_destroy(img);
+        return fail_line("unsupported driver '%s': %s", dname, "not built into this vmtrap");
+    }
+    vmt_machine_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.ram_size = ram;
+    mc.vcpus = 1;
+    mc.image = img;
+    mc.serial = on_serial;
+    mc.serial_ctx = &r;
+    vmt_driver *drv = NULL;
+    if (create_driver(dk, &mc, &drv, why, sizeof why) != VMT_OK) {
+        vmt_image_destroy(img);
+        return fail_line("driver '%s' unavailable: %s", dname, why);
+    }
+    vmt_session *s = NULL;
+    if (vmt_session_create(drv, NULL, &s) != VMT_OK) {
+        vmt_image_destroy(img);
+        return fail_line("%s%s", "cannot create the session", "");
+    }
+    int rc = CLI_EXIT_FAIL;
+    if (vmt_monitor_create(s, img, &r.mon, why, sizeof why) != VMT_OK) {
+        fail_line("monitor: %s%s", why, "");
+        goto out;
+    }
+    vmt_monitor_on_page_event(r.mon, on_page_event, &r);
+    vmt_monitor_on_ucall(r.mon, on_ucall, &r);
+    for (size_t i = 0; i < r.nhooks; i++) {
+        if (vmt_monitor_hook(r.mon, r.hooks[i], on_hit, &r) != VMT_OK) {
+            fail_line("hook '%s': %s", r.hooks[i], vmt_monitor_error(r.mon));
+            rc = CLI_EXIT_USAGE;
+            goto out;
+        }
+        int want_return = o->returns || (demo && (strcmp(r.hooks[i], "svc_open") == 0 ||
+                                                  strcmp(r.hooks[i], "svc_spawn") == 0));
+        if (want_return && vmt_monitor_hook_return(r.mon, r.hooks[i], on_hit, &r) != VMT_OK) {
+            fail_line("return hook '%s': %s", r.hooks[i], vmt_monitor_error(r.mon));
+            goto out;
+        }
+    }
+    if (o->limit_seconds > 0 && vmt_drv_set_limit(drv, o->limit_seconds, 0) != VMT_OK) {
+        fail_line("--limit: %s%s", vmt_driver_error(drv), "");
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    if (vmt_session_stop_on_signals(s) != VMT_OK)
+        cli_log_note(&r.log, "warning", "SIGINT/SIGTERM will not end the run cleanly");
+
+    char note[768];
+    snprintf(note, sizeof note, "guest %s on driver %s (%s); %zu hooks; %s", guest, dname, pick_reason, r.nhooks,
+             vmt_monitor_describe(r.mon));
+    cli_log_note(&r.log, demo ? "demo" : "run", note);
+
+    double t0 = now_seconds();
+    vmt_status run_status = vmt_monitor_run(r.mon);
+    double t1 = now_seconds();
+
+    cli_summary sum;
+    memset(&sum, 0, sizeof sum);
+    sum.driver = dname;
+    sum.guest = guest;
+    sum.mechanism = vmt_monitor_describe(r.mon);
+    sum.wall_seconds = t1 - t0;
+    sum.opts = o;
+    sum.monitor = r.mon;
+    sum.stats = vmt_monitor_stats_get(r.mon);
+    sum.have_driver_stats = vmt_drv_stats(drv, &sum.dstats) == VMT_OK;
+    char endbuf[320];
+    sum.end_reason = end_reason_text(s, run_status, &r, endbuf, sizeof endbuf);
+    sum.counts_match = 1;
+    for (size_t i = 0; i < r.nhooks; i++) {
+        sum.guest_counts[i] = r.guest_counts[i];
+        if (r.guest_counts[i] >= 0 && (uint64_t)r.guest_counts[i] != vmt_monitor_hook_hits(r.mon, i))
+            sum.counts_match = 0;
+    }
+    cli_log_summary(&r.log, &sum);
+
+    const vmt_stop_info *stop = vmt_session_last_stop(s);
+    int abnormal = stop && stop->reason != 0 && stop->reason != VMT_STOP_HALT &&
+                   stop->reason != VMT_STOP_TIME_LIMIT && stop->reason != VMT_STOP_SHUTDOWN;
+    int guest_failed = sum.stats->guest_done && sum.stats->guest_exit_code != 0;
+    if (run_status != VMT_OK)
+        fprintf(stderr, "vmtrap: run failed: %s\n", vmt_session_error(s));
+    rc = (run_status == VMT_OK && !abnormal && !guest_failed && !r.assert_failed && sum.counts_match)
+             ? CLI_EXIT_OK
+             : CLI_EXIT_FAIL;
+out:
+    vmt_monitor_destroy(r.mon);
+    vmt_session_destroy(s);
+    vmt_image_destroy(img);
+    return rc;
+}

@@ -1,0 +1,159 @@
+/*
+ * tools/summary.c — the table printed when a run ends.
+ *
+ * Design: one cli_summary record (filled by run.c) rendered either as a
+ * readable table or as one JSON object {"event":"summary", ...}. It shows
+ * hits per hooked symbol next to the guest's own count of its calls when the
+ * guest reported one (and whether they match), page events, exits by reason
+ * (the driver's counters), detector results, and time.
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+#include "cli.h"
+
+static json_object *summary_json(const cli_summary *s)
+{
+    const vmt_monitor_stats *st = s->stats;
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "event", json_object_new_string("summary"));
+    json_object_object_add(o, "driver", json_object_new_string(s->driver ? s->driver : "?"));
+    json_object_object_add(o, "guest", json_object_new_string(s->guest ? s->guest : "?"));
+    json_object_object_add(o, "mechanism", json_object_new_string(s->mechanism ? s->mechanism : ""));
+    json_object_object_add(o, "end", json_object_new_string(s->end_reason ? s->end_reason : "?"));
+    json_object_object_add(o, "wall_seconds", json_object_new_double(s->wall_seconds));
+
+    json_object *hooks = json_object_new_array();
+    size_t n = s->monitor ? vmt_monitor_hook_count(s->monitor) : 0;
+    for (size_t i = 0; i < n; i++) {
+        json_object *h = json_object_new_object();
+        json_object_object_add(h, "symbol", json_object_new_string(vmt_monitor_hook_symbol(s->monitor, i)));
+        json_object_object_add(h, "hits", json_object_new_int64((int64_t)vmt_monitor_hook_hits(s->monitor, i)));
+        json_object_object_add(h, "returns",
+                               json_object_new_int64((int64_t)vmt_monitor_hook_returns(s->monitor, i)));
+        if (i < CLI_MAX_HOOKS && s->guest_counts[i] >= 0)
+            json_object_object_add(h, "guest_count", json_object_new_int64(s->guest_counts[i]));
+        json_object_array_add(hooks, h);
+    }
+    json_object_object_add(o, "hooks", hooks);
+    json_object_object_add(o, "counts_match", json_object_new_boolean(s->counts_match));
+
+    if (st) {
+        json_object *pe = json_object_new_object();
+        json_object_object_add(pe, "page_in", json_object_new_int64((int64_t)st->page_in));
+        json_object_object_add(pe, "page_out", json_object_new_int64((int64_t)st->page_out));
+        json_object_object_add(pe, "remap", json_object_new_int64((int64_t)st->remap));
+        json_object_object_add(pe, "pt_writes", json_object_new_int64((int64_t)st->pt_writes));
+        json_object_object_add(o, "page_events", pe);
+        json_object *mon = json_object_new_object();
+        json_object_object_add(mon, "foreign_int3", json_object_new_int64((int64_t)st->foreign_int3));
+        json_object_object_add(mon, "hidden_accesses", json_object_new_int64((int64_t)st->hidden_accesses));
+        json_object_object_add(mon, "cr3_writes", json_object_new_int64((int64_t)st->cr3_writes));
+        json_object_object_add(mon, "ucalls", json_object_new_int64((int64_t)st->ucalls));
+        json_object_object_add(mon, "ucall_errors", json_object_new_int64((int64_t)st->ucall_errors));
+        json_object_object_add(o, "monitor", mon);
+        json_object *det = json_object_new_array();
+        for (size_t i = 0; i < st->ndetectors; i++) {
+            json_object *d = json_object_new_object();
+            json_object_object_add(d, "id", json_object_new_int64(st->detectors[i].id));
+            json_object_object_add(d, "name", json_object_new_string(st->detectors[i].name));
+            json_object_object_add(d, "pass", json_object_new_boolean(st->detectors[i].pass));
+            json_object_object_add(d, "detail", json_object_new_string(st->detectors[i].detail));
+            json_object_array_add(det, d);
+        }
+        json_object_object_add(o, "detectors", det);
+        if (st->guest_done)
+            json_object_object_add(o, "guest_exit_code", json_object_new_int64((int64_t)st->guest_exit_code));
+    }
+    if (s->have_driver_stats) {
+        const vmt_driver_stats *d = &s->dstats;
+        json_object *ex = json_object_new_object();
+        json_object_object_add(ex, "total", json_object_new_int64((int64_t)d->exits));
+        json_object_object_add(ex, "internal", json_object_new_int64((int64_t)d->internal_exits));
+        for (int k = 1; k < VMT_EVENT_KIND_COUNT; k++)
+            json_object_object_add(ex, vmt_event_kind_name((vmt_event_kind)k),
+                                   json_object_new_int64((int64_t)d->events[k]));
+        json_object_object_add(o, "exits", ex);
+        json_object_object_add(o, "guest_seconds", json_object_new_double((double)d->ns_guest / 1e9));
+        json_object_object_add(o, "monitor_seconds", json_object_new_double((double)d->ns_monitor / 1e9));
+        if (d->instructions)
+            json_object_object_add(o, "instructions", json_object_new_int64((int64_t)d->instructions));
+    }
+    return o;
+}
+
+static void summary_text(FILE *f, const cli_summary *s)
+{
+    const vmt_monitor_stats *st = s->stats;
+    fprintf(f, "\n== vmtrap summary: guest %s on driver %s, %s\n", s->guest ? s->guest : "?",
+            s->driver ? s->driver : "?", s->end_reason ? s->end_reason : "?");
+    if (s->mechanism && s->mechanism[0])
+        fprintf(f, "   breakpoints: %s\n", s->mechanism);
+    size_t n = s->monitor ? vmt_monitor_hook_count(s->monitor) : 0;
+    fprintf(f, "   %-24s %10s %10s %12s\n", "hook", "hits", "returns", "guest count");
+    for (size_t i = 0; i < n; i++) {
+        char gc[32] = "-";
+        const char *verdict = "";
+        if (i < CLI_MAX_HOOKS && s->guest_counts[i] >= 0) {
+            snprintf(gc, sizeof gc, "%" PRId64, s->guest_counts[i]);
+            verdict = (uint64_t)s->guest_counts[i] == vmt_monitor_hook_hits(s->monitor, i) ? "  ok"
+                                                                                           : "  MISMATCH";
+        }
+        fprintf(f, "   %-24s %10" PRIu64 " %10" PRIu64 " %12s%s\n", vmt_monitor_hook_symbol(s->monitor, i),
+                vmt_monitor_hook_hits(s->monitor, i), vmt_monitor_hook_returns(s->monitor, i), gc, verdict);
+    }
+    if (st) {
+        fprintf(f, "   page events: %" PRIu64 " page-in, %" PRIu64 " page-out, %" PRIu64
+                   " remap (%" PRIu64 " monitored page-table writes)\n",
+                st->page_in, st->page_out, st->remap, st->pt_writes);
+        fprintf(f, "   monitor: %" PRIu64 " hidden reads/writes served, %" PRIu64 " guest INT3 reinjected, %" PRIu64
+                   " CR3 writes, %" PRIu64 " guest reports (%" PRIu64 " malformed)\n",
+                st->hidden_accesses, st->foreign_int3, st->cr3_writes, st->ucalls, st->ucall_errors);
+    }
+    if (s->have_driver_stats) {
+        const vmt_driver_stats *d = &s->dstats;
+        fprintf(f, "   exits: %" PRIu64 " total, %" PRIu64 " handled inside the driver;", d->exits, d->internal_exits);
+        for (int k = 1; k < VMT_EVENT_KIND_COUNT; k++)
+            if (d->events[k])
+                fprintf(f, " %s %" PRIu64, vmt_event_kind_name((vmt_event_kind)k), d->events[k]);
+        fputc('\n', f);
+    }
+    if (st && st->ndetectors) {
+        unsigned pass = 0;
+        for (size_t i = 0; i < st->ndetectors; i++)
+            pass += st->detectors[i].pass ? 1u : 0u;
+        fprintf(f, "   stealth detectors: %u of %zu pass\n", pass, st->ndetectors);
+        for (size_t i = 0; i < st->ndetectors; i++)
+            fprintf(f, "     %-4s %u %-28s %s\n", st->detectors[i].pass ? "pass" : "FAIL", st->detectors[i].id,
+                    st->detectors[i].name, st->detectors[i].detail);
+    }
+    if (st && st->guest_done)
+        fprintf(f, "   guest finished with exit code %" PRIu64 "\n", st->guest_exit_code);
+    fprintf(f, "   time: %.3f s wall", s->wall_seconds);
+    if (s->have_driver_stats)
+        fprintf(f, ", %.3f s guest, %.3f s monitor", (double)s->dstats.ns_guest / 1e9,
+                (double)s->dstats.ns_monitor / 1e9);
+    if (s->have_driver_stats && s->dstats.instructions)
+        fprintf(f, ", %" PRIu64 " instructions", s->dstats.instructions);
+    fputc('\n', f);
+    int have_guest_counts = 0;
+    for (size_t i = 0; i < n && i < CLI_MAX_HOOKS; i++)
+        have_guest_counts |= s->guest_counts[i] >= 0;
+    if (have_guest_counts)
+        fprintf(f, "   hook counts %s the guest's own counts\n", s->counts_match ? "equal" : "DO NOT equal");
+}
+
+void cli_log_summary(cli_log *l, const cli_summary *s)
+{
+    if (l->json) {
+        json_object *o = summary_json(s);
+        fputs(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE), l->out);
+        fputc('\n', l->out);
+        json_object_put(o);
+    } else {
+        summary_text(l->out, s);
+    }
+    fflush(l->out);
+}
