@@ -66,7 +66,9 @@ vmt_driver *vmt_session_driver(vmt_session *s);
 const char *vmt_session_error(const vmt_session *s);
 
 /* Paging parameters used by translations (levels from CR4.LA57, NXE from
- * EFER). Read from vCPU 0 at create when the driver has REGS_GET; settable. */
+ * EFER, maxphyaddr from the driver's caps). Read from vCPU 0 at create when
+ * the driver has REGS_GET, then followed from the registers of every event
+ * whose vCPU has CR0.PG set; set_paging pins it (no more auto-detection). */
 const vmt_paging_config *vmt_session_paging(const vmt_session *s);
 void vmt_session_set_paging(vmt_session *s, const vmt_paging_config *cfg);
 
@@ -77,22 +79,30 @@ vmt_status vmt_session_write_pa(vmt_session *s, vmt_pa pa, const void *buf, size
 vmt_phys_reader vmt_session_reader(vmt_session *s);
 
 /* Virtual memory: translate (V2P cache), read and write across pages.
- * A not-present page gives VMT_E_NOT_PRESENT and *done (when non-NULL) says
- * how many bytes were read before it. */
+ * ctx.root is masked with VMT_CR3_ADDR_MASK. A not-present page gives
+ * VMT_E_NOT_PRESENT and *done (when non-NULL) says how many bytes were read
+ * before it. write_va translates every page before writing any, so a
+ * not-present page means nothing was written. Host accesses ignore the
+ * guest's R/W/U bits (a debugger's view). */
 vmt_status vmt_session_translate(vmt_session *s, vmt_addr_ctx ctx, vmt_walk *walk);
 vmt_status vmt_session_va_to_pa(vmt_session *s, vmt_addr_ctx ctx, vmt_pa *pa);
 vmt_status vmt_session_read_va(vmt_session *s, vmt_addr_ctx ctx, void *buf, size_t len, size_t *done);
 vmt_status vmt_session_write_va(vmt_session *s, vmt_addr_ctx ctx, const void *buf, size_t len);
-/* Read a NUL-terminated string of at most max-1 bytes; always terminates buf. */
+/* Read a NUL-terminated string of at most max-1 bytes; always terminates buf.
+ * VMT_E_RANGE when no NUL came within max-1 bytes (buf holds them). */
 vmt_status vmt_session_read_str(vmt_session *s, vmt_addr_ctx ctx, char *buf, size_t max);
 
 void vmt_session_flush_frames(vmt_session *s);
 void vmt_session_flush_v2p(vmt_session *s);
 
-/* Access arbiter. restrict: owner wants at most `allowed` on (view, gfn).
+/* Access arbiter. restrict: owner wants at most `allowed` on (view, gfn)
+ * (replaces that owner's earlier restriction there).
  * unrestrict: owner's restriction goes; the driver gets the intersection of
- * the rest (RWX when none is left). remap: back gfn by another frame and
- * re-apply the arbitrated rights. effective: what is applied now. */
+ * the rest (RWX when none is left); VMT_E_NOTFOUND if the owner had none.
+ * remap: back gfn by another frame and re-apply the arbitrated rights.
+ * effective: what is applied now (RWX when nobody restricts).
+ * The driver is called only when the applied rights change; a driver
+ * failure leaves the arbiter as it was. */
 vmt_status vmt_session_restrict(vmt_session *s, vmt_view view, vmt_gfn gfn, unsigned owner,
                                 vmt_access allowed);
 vmt_status vmt_session_unrestrict(vmt_session *s, vmt_view view, vmt_gfn gfn, unsigned owner);
@@ -101,7 +111,11 @@ vmt_access vmt_session_effective_access(const vmt_session *s, vmt_view view, vmt
 /* Forget every arbiter entry of a view (the view was destroyed). */
 void vmt_session_forget_view(vmt_session *s, vmt_view view);
 
-/* Event loop. */
+/* Event loop. run() returns VMT_OK after a stop request (the flag is
+ * consumed, so a later run() goes on) or after the handler has seen a
+ * VMT_EVENT_STOPPED event (see last_stop); the handler's status when it
+ * fails (the event is still answered, with CONTINUE); a driver status when
+ * waiting or responding fails. Timeouts of the wait slice just loop. */
 typedef vmt_status (*vmt_event_handler)(vmt_session *s, const vmt_event *ev, vmt_response *resp,
                                         void *user);
 vmt_status vmt_session_run(vmt_session *s, vmt_event_handler handler, void *user);
