@@ -1,0 +1,81 @@
+/*
+ * vmtrap/kvm.h — the KVM driver: an embedded VMM on /dev/kvm.
+ *
+ * Design: the driver creates the VM itself (stock KVM cannot introspect a VM
+ * another process owns), places the image (vmtrap/image.h) into memfd-backed
+ * guest RAM and starts vCPU 0 directly in the image's mode (64-bit long mode
+ * for the boot protocol) through KVM_SET_SREGS. One thread drives the vCPU:
+ * wait_event() runs it until something the caller must see happens.
+ *
+ * What it declares (see vmt_driver_caps()), honestly:
+ *  - breakpoints: INT3 at CPL0 is a VMT_EVENT_BREAKPOINT (KVM_EXIT_DEBUG #BP
+ *    on upstream KVM; the emulation-failure exit whose bytes start with 0xCC
+ *    on this machine's kvm_pvm). INT3 at CPL3 is reported on upstream KVM
+ *    only (kvm_pvm delivers it to the guest IDT). REINJECT hands the #BP to
+ *    the guest's own IDT.
+ *  - single-step, hardware execute breakpoints (4, invisible to the guest),
+ *    port I/O events (serial 0x3f8 goes to cfg->serial as lines).
+ *  - views are VM-wide (no VIEW_PER_VCPU): a remap is an mmap(MAP_FIXED) of
+ *    a memfd page over the gfn's host address; write traps are read-only
+ *    memslots, so trap_access is W only and write events carry the exact
+ *    value and size. There are no read or execute traps. A write event's
+ *    regs.rip may already point past the writing instruction (KVM hands the
+ *    store over after emulating it); the store itself is held back until the
+ *    response: CONTINUE/EMULATE/FAST_STEP/STEP make it land, DENY drops it.
+ *  - A/D bits are not set in write-protected tables on kvm_pvm (no
+ *    VMT_CAP_PT_AD_BITS): monitors should pre-set them.
+ *  - a time limit (guest time) ends a run with VMT_EVENT_STOPPED reason
+ *    VMT_STOP_TIME_LIMIT; a triple fault, hlt, or an emulation failure that
+ *    is not a breakpoint stop the guest with a message (rip and bytes).
+ * One vCPU (cfg->vcpus must be 0 or 1).
+ *
+ * Signals: while a driver exists, its calling thread keeps one real-time
+ * signal (SIGRTMIN+7) blocked; the driver's own timer sends it to that thread
+ * to interrupt KVM_RUN, and KVM unblocks it only inside KVM_RUN (no handler,
+ * no global state).
+ */
+#ifndef VMTRAP_KVM_H
+#define VMTRAP_KVM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmtrap/driver.h"
+#include "vmtrap/machine.h"
+#include "vmtrap/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Create a VM from cfg. Without /dev/kvm, or without permission to open it,
+ * the message in `why` says which (VMT_E_NOTSUP / VMT_E_IO). */
+vmt_status vmt_kvm_driver_create(const vmt_machine_config *cfg, vmt_driver **out, char *why, size_t why_len);
+
+/* 1 when d was made by vmt_kvm_driver_create(). */
+int vmt_kvm_is_kvm(const vmt_driver *d);
+
+/* Guest RAM frames written since the previous call (or since creation), by
+ * the guest or through the driver (write_phys, completed write events):
+ * bit g of `bitmap` (64 bits per word) is gfn g. nbits must be at least the
+ * RAM frame count; bits beyond it are cleared. Reading clears the log.
+ * Writes through a remapped gfn are logged under the gfn, not the backing. */
+vmt_status vmt_kvm_dirty_log(vmt_driver *d, uint64_t *bitmap, uint64_t nbits);
+
+/* KVM exits seen so far with this KVM_EXIT_* reason (0 for an unknown one). */
+uint64_t vmt_kvm_exit_count(const vmt_driver *d, uint32_t kvm_exit_reason);
+
+/* Number of KVM memslots the driver currently uses (1 + about 2 per
+ * write-protected run of frames). */
+uint32_t vmt_kvm_memslot_count(const vmt_driver *d);
+
+/* Invariant checker: memslots tile guest RAM exactly, each slot's read-only
+ * flag matches the current view's write right for all its frames, extra
+ * frame reference counts match the views' remaps. VMT_E_INTERNAL with a
+ * message (vmt_driver_error) when one fails. */
+vmt_status vmt_kvm_check(vmt_driver *d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,169 @@
+/*
+ * drivers/kvm/kvm_internal.h — state shared by the KVM driver's files.
+ *
+ * Files: kvm_driver.c (create/destroy, ops table, caps, stats, checker),
+ * kvm_vcpu.c (registers, long-mode setup, guest debug), kvm_mem.c (RAM,
+ * memslots, views, frames, dirty log), kvm_run.c (the run loop, exits,
+ * events and responses, timer).
+ *
+ * Memory layout: one memfd holds guest RAM (frames 0 .. ram_frames-1) followed
+ * by the extra frames (gfn ram_frames + i, at file offset gfn * 4 KiB).
+ * `direct` maps the whole memfd for read_phys/write_phys (a frame's own
+ * bytes); `gmem` maps the RAM part again and is what the memslots point at:
+ * it shows the current view (a remapped gfn's page of gmem is the backing
+ * frame's memfd page, mapped MAP_FIXED).
+ *
+ * Invariants (kvm_check): `slots` is sorted, tiles [0, ram_frames) without
+ * gaps, each slot's `ro` equals ro[g] for all its frames; ro[g] is 1 exactly
+ * when the current view denies W on g; gmem page g maps backing(cur, g);
+ * extra_refs[i] is the number of (view, gfn) pairs backed by extra frame i.
+ */
+#ifndef VMT_KVM_INTERNAL_H
+#define VMT_KVM_INTERNAL_H
+
+#include <linux/kvm.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "core/errbuf.h"
+#include "vmtrap/driver.h"
+#include "vmtrap/kvm.h"
+#include "vmtrap/machine.h"
+
+#define KVM_EXIT_REASONS 64
+#define KVM_SERIAL_LINE 256
+
+typedef struct kvm_view {
+    bool used;
+    vmt_access dflt;
+    uint8_t *access;     /* per RAM gfn */
+    uint32_t *backing;   /* per RAM gfn */
+    uint64_t nremap;     /* gfns with backing != gfn */
+    uint64_t nprot;      /* gfns without W */
+} kvm_view;
+
+typedef struct kvm_slot {
+    uint64_t gfn, npages;
+    uint32_t id;
+    uint8_t ro;
+} kvm_slot;
+
+/* Where a breakpoint event came from: decides how REINJECT works. */
+typedef enum kvm_bp_source { BP_FROM_DEBUG_EXIT = 1, BP_FROM_EMULATION_EXIT } kvm_bp_source;
+
+/* A single-step the driver is carrying out (for STEP, FAST_STEP, or to get
+ * past a hardware breakpoint, since RF is not honoured on kvm_pvm). */
+typedef struct kvm_step {
+    bool active;
+    bool report;          /* user STEP: report VMT_EVENT_SINGLESTEP when done */
+    bool hw_off;          /* hardware breakpoints disabled for this step */
+    bool complete;        /* the stepped instruction has already completed */
+    vmt_view restore_view;/* FAST_STEP: view to go back to (VMT_VIEW_INVALID: none) */
+} kvm_step;
+
+typedef struct kvm_drv {
+    vmt_driver *d;
+    int kvm_fd, vm_fd, vcpu_fd;
+    struct kvm_run *run;
+    size_t run_size;
+
+    /* memory */
+    int memfd;
+    uint8_t *direct, *gmem;
+    uint64_t ram_size, ram_frames, extra_frames, mem_size;
+    bool have_ro_slots;
+    kvm_slot *slots;
+    uint32_t nslots, slots_cap, max_slots;
+    uint32_t *free_ids;
+    uint32_t nfree_ids;
+    uint8_t *ro;          /* per RAM gfn: current layout is read-only */
+    uint64_t *dirty_acc;  /* per RAM gfn, accumulated dirty bits */
+    uint64_t *dirty_tmp;
+    uint8_t *extra_used;
+    uint32_t *extra_refs;
+
+    /* views */
+    kvm_view *views;
+    uint16_t max_views;
+    vmt_view cur_view;
+
+    /* debug state */
+    uint64_t hwbp_addr[4];
+    uint8_t hwbp_on;      /* bit i: breakpoint i enabled */
+    uint32_t dbg_applied; /* control last given to KVM_SET_GUEST_DEBUG (0: never) */
+    bool inject_bp_once;
+    kvm_step step;
+
+    /* run state */
+    bool in_event;        /* an event awaits its response */
+    vmt_event ev;         /* the last event reported */
+    uint64_t seq;
+    kvm_bp_source bp_source;
+    bool exit_pending;    /* run->exit_reason holds an exit not handled yet */
+    bool need_completion; /* an IO/MMIO exit completes on the next KVM_RUN */
+    bool queued_event;    /* ev (kind set) is ready to report without running */
+    uint32_t io_index;    /* element of a string I/O exit being reported */
+    bool stopped;         /* fatal stop: no more running */
+    vmt_stop_info stop;
+
+    /* serial */
+    char line[KVM_SERIAL_LINE];
+    size_t line_len;
+    vmt_serial_fn serial;
+    void *serial_ctx;
+
+    /* timer and limit */
+    int sig;
+    bool sig_was_blocked;
+    bool timer_ok;
+    timer_t timer;
+    uint64_t limit_guest_ns;   /* stop when stats.ns_guest reaches this; 0 = none */
+
+    /* stats */
+    vmt_driver_stats stats;
+    uint64_t exit_counts[KVM_EXIT_REASONS];
+    uint64_t t_last_exit;      /* monotonic ns of the last KVM_RUN return, 0 = none */
+} kvm_drv;
+
+uint64_t kvm_now_ns(void);
+
+/* kvm_vcpu.c */
+vmt_status kvm_setup_vcpu(kvm_drv *k, const vmt_regs *boot, char *why, size_t why_len);
+vmt_status kvm_get_regs(kvm_drv *k, vmt_regs *r);
+vmt_status kvm_set_regs(kvm_drv *k, const vmt_regs *r);
+vmt_status kvm_apply_debug(kvm_drv *k);
+vmt_status kvm_hw_breakpoint(vmt_driver *d, vmt_vcpu vcpu, unsigned index, vmt_va va, int enable);
+vmt_status kvm_inject(vmt_driver *d, vmt_vcpu vcpu, const vmt_injection *inj);
+vmt_status kvm_reinject_bp(kvm_drv *k);
+vmt_status kvm_translate(kvm_drv *k, uint64_t va, uint64_t *pa);
+
+/* kvm_mem.c */
+vmt_status kvm_mem_init(kvm_drv *k, char *why, size_t why_len);
+void kvm_mem_fini(kvm_drv *k);
+uint64_t kvm_backing(const kvm_drv *k, vmt_view v, uint64_t gfn);
+vmt_status kvm_switch_view(kvm_drv *k, vmt_view v);
+vmt_status kvm_mem_check(kvm_drv *k);
+void kvm_mark_dirty(kvm_drv *k, uint64_t gfn);
+vmt_status kvm_read_phys(vmt_driver *d, vmt_pa pa, void *buf, size_t len);
+vmt_status kvm_write_phys(vmt_driver *d, vmt_pa pa, const void *buf, size_t len);
+vmt_status kvm_view_create(vmt_driver *d, vmt_access default_access, vmt_view *out);
+vmt_status kvm_view_destroy(vmt_driver *d, vmt_view view);
+vmt_status kvm_view_switch(vmt_driver *d, vmt_vcpu vcpu, vmt_view view);
+vmt_status kvm_view_current(vmt_driver *d, vmt_vcpu vcpu, vmt_view *out);
+vmt_status kvm_view_remap(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_gfn backing);
+vmt_status kvm_view_set_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_access allowed);
+vmt_status kvm_view_get_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_access *allowed, vmt_gfn *backing);
+vmt_status kvm_frame_alloc(vmt_driver *d, vmt_gfn *out);
+vmt_status kvm_frame_free(vmt_driver *d, vmt_gfn gfn);
+vmt_status kvm_collect_dirty(kvm_drv *k);
+
+/* kvm_run.c */
+vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len);
+void kvm_timer_fini(kvm_drv *k);
+vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev);
+vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp);
+void kvm_serial_fini(kvm_drv *k);
+
+#endif

@@ -1,0 +1,654 @@
+/*
+ * drivers/kvm/kvm_run.c — the run loop: KVM exits in, vmtrap events out.
+ *
+ * Design: wait_event() runs the vCPU until an exit the caller must see,
+ * handling the rest itself (serial port, unbacked MMIO, the single-step that
+ * gets past a hardware breakpoint). Exits that complete on re-entry (IO,
+ * MMIO) set need_completion; when a single-step is under way and the stepped
+ * instruction left through such an exit, the driver re-enters once with
+ * immediate_exit=1, which completes the instruction and returns, and counts
+ * the step as done. That covers kvm_pvm, which gives no step exit for an
+ * instruction completed through an exit, and upstream KVM, which does.
+ *
+ * Breakpoints: KVM_EXIT_DEBUG with #BP (upstream) or an emulation-failure
+ * internal error whose instruction bytes start with 0xCC (kvm_pvm, where
+ * resuming unchanged would repeat the exit forever). Any such INT3 is
+ * reported; the caller decides (CONTINUE after restoring the byte, STEP,
+ * FAST_STEP into another view, or REINJECT into the guest IDT).
+ *
+ * Write traps: a store to a read-only slot arrives as KVM_EXIT_MMIO with the
+ * exact value; KVM has dropped it, so the response decides where it lands.
+ *
+ * Time: one POSIX timer per driver sends a real-time signal to this thread;
+ * the signal is blocked outside KVM_RUN and unblocked inside it
+ * (KVM_SET_SIGNAL_MASK), so it interrupts KVM_RUN without a handler and is
+ * never lost between the check and the ioctl. It is armed only when a
+ * timeout or a time limit applies.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include "drivers/kvm/kvm_internal.h"
+
+enum { H_CONTINUE = 0, H_EVENT = 1 };
+
+uint64_t kvm_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- timer ---- */
+
+vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len)
+{
+    k->sig = SIGRTMIN + 7;
+    sigset_t set, old;
+    sigemptyset(&set);
+    sigaddset(&set, k->sig);
+    if (pthread_sigmask(SIG_BLOCK, &set, &old) != 0) {
+        vmt_why(why, why_len, "kvm: blocking the timer signal failed");
+        return VMT_E_DRIVER;
+    }
+    k->sig_was_blocked = sigismember(&old, k->sig);
+    /* inside KVM_RUN: the thread's mask without our signal */
+    sigdelset(&old, k->sig);
+    struct {
+        struct kvm_signal_mask h;
+        uint8_t bytes[8];
+    } m;
+    m.h.len = 8;
+    memcpy(m.bytes, &old, 8);
+    if (ioctl(k->vcpu_fd, KVM_SET_SIGNAL_MASK, &m) < 0) {
+        vmt_why(why, why_len, "kvm: KVM_SET_SIGNAL_MASK: %s", strerror(errno));
+        return VMT_E_DRIVER;
+    }
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = k->sig;
+#ifdef sigev_notify_thread_id
+    sev.sigev_notify_thread_id = gettid();
+#else
+    sev._sigev_un._tid = gettid();
+#endif
+    if (timer_create(CLOCK_MONOTONIC, &sev, &k->timer) < 0) {
+        vmt_why(why, why_len, "kvm: timer_create: %s", strerror(errno));
+        return VMT_E_DRIVER;
+    }
+    k->timer_ok = true;
+    return VMT_OK;
+}
+
+static void drain_signal(kvm_drv *k)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, k->sig);
+    struct timespec zero = { 0, 0 };
+    while (sigtimedwait(&set, NULL, &zero) == k->sig)
+        ;
+}
+
+void kvm_timer_fini(kvm_drv *k)
+{
+    if (!k->sig)
+        return;
+    if (k->timer_ok)
+        timer_delete(k->timer);
+    drain_signal(k);
+    if (!k->sig_was_blocked) {
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, k->sig);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    }
+}
+
+static void timer_arm(kvm_drv *k, uint64_t ns)
+{
+    if (ns == 0)
+        ns = 1;
+    struct itimerspec its = { .it_value = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) } };
+    timer_settime(k->timer, 0, &its, NULL);
+}
+
+static void timer_disarm(kvm_drv *k)
+{
+    struct itimerspec its = { 0 };
+    timer_settime(k->timer, 0, &its, NULL);
+    drain_signal(k);
+}
+
+/* ---- events ---- */
+
+static void ev_begin(kvm_drv *k, vmt_event_kind kind)
+{
+    memset(&k->ev, 0, sizeof k->ev);
+    k->ev.kind = kind;
+    k->ev.vcpu = 0;
+    k->ev.view = k->cur_view;
+    k->ev.seq = ++k->seq;
+    if (kvm_get_regs(k, &k->ev.regs) != VMT_OK) {
+        /* cannot read the vCPU: report that instead */
+        char msg[sizeof k->ev.u.stop.message];
+        snprintf(msg, sizeof msg, "%s", vmt_driver_error(k->d));
+        k->ev.kind = VMT_EVENT_STOPPED;
+        k->ev.u.stop.reason = VMT_STOP_DRIVER_ERROR;
+        snprintf(k->ev.u.stop.message, sizeof k->ev.u.stop.message, "%s", msg);
+        k->stopped = true;
+        k->stop = k->ev.u.stop;
+    }
+}
+
+static int stop_event(kvm_drv *k, vmt_stop_reason reason, bool fatal, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int stop_event(kvm_drv *k, vmt_stop_reason reason, bool fatal, const char *fmt, ...)
+{
+    ev_begin(k, VMT_EVENT_STOPPED);
+    if (k->ev.kind != VMT_EVENT_STOPPED || k->stopped)
+        return H_EVENT;
+    k->ev.u.stop.reason = reason;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(k->ev.u.stop.message, sizeof k->ev.u.stop.message, fmt, ap);
+    va_end(ap);
+    if (fatal) {
+        k->stopped = true;
+        k->stop = k->ev.u.stop;
+    }
+    return H_EVENT;
+}
+
+/* End the current step. Returns H_EVENT when it was a user STEP. */
+static int step_end(kvm_drv *k, bool report_allowed)
+{
+    kvm_step s = k->step;
+    k->step = (kvm_step){ .restore_view = VMT_VIEW_INVALID };
+    if (!s.active)
+        return H_CONTINUE;
+    if (s.restore_view != VMT_VIEW_INVALID && kvm_switch_view(k, s.restore_view) != VMT_OK)
+        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "switching back to view %u after a step: %s", s.restore_view,
+                          vmt_driver_error(k->d));
+    if (kvm_apply_debug(k) != VMT_OK)
+        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "%s", vmt_driver_error(k->d));
+    if (s.report && report_allowed) {
+        ev_begin(k, VMT_EVENT_SINGLESTEP);
+        return H_EVENT;
+    }
+    return H_CONTINUE;
+}
+
+static int bp_event(kvm_drv *k, kvm_bp_source src)
+{
+    step_end(k, false);
+    k->bp_source = src;
+    ev_begin(k, VMT_EVENT_BREAKPOINT);
+    if (k->ev.kind != VMT_EVENT_BREAKPOINT)
+        return H_EVENT;
+    vmt_breakpoint_info *b = &k->ev.u.bp;
+    b->gva = k->ev.regs.rip;
+    b->insn_len = 1;
+    uint64_t pa;
+    if (kvm_translate(k, b->gva, &pa) == VMT_OK) {
+        b->gpa = pa;
+        b->gfn = pa >> VMT_PAGE_SHIFT;
+    }
+    return H_EVENT;
+}
+
+/* ---- serial ---- */
+
+static void serial_flush(kvm_drv *k)
+{
+    if (!k->line_len)
+        return;
+    k->line[k->line_len] = 0;
+    if (k->serial)
+        k->serial(k->serial_ctx, k->line);
+    k->line_len = 0;
+}
+
+static void serial_putc(kvm_drv *k, uint8_t c)
+{
+    if (c == '\n') {
+        if (k->line_len == 0 && k->serial)
+            k->serial(k->serial_ctx, "");
+        serial_flush(k);
+        return;
+    }
+    if (c == '\r')
+        return;
+    k->line[k->line_len++] = (char)c;
+    if (k->line_len == sizeof k->line - 1)
+        serial_flush(k);
+}
+
+void kvm_serial_fini(kvm_drv *k) { serial_flush(k); }
+
+/* ---- exits ---- */
+
+static uint8_t *io_data(kvm_drv *k) { return (uint8_t *)k->run + k->run->io.data_offset; }
+
+static void io_event(kvm_drv *k)
+{
+    const struct kvm_run *r = k->run;
+    ev_begin(k, VMT_EVENT_IO);
+    if (k->ev.kind != VMT_EVENT_IO)
+        return;
+    vmt_io_info *io = &k->ev.u.io;
+    io->port = r->io.port;
+    io->size = r->io.size;
+    io->is_write = r->io.direction == KVM_EXIT_IO_OUT;
+    if (io->is_write) {
+        uint32_t v = 0;
+        memcpy(&v, io_data(k) + (size_t)k->io_index * r->io.size, r->io.size);
+        io->value = v;
+    }
+}
+
+static int handle_io(kvm_drv *k)
+{
+    const struct kvm_run *r = k->run;
+    uint32_t sz = r->io.size, n = r->io.count;
+    if ((sz != 1 && sz != 2 && sz != 4) || n == 0 || r->io.data_offset > k->run_size ||
+        (uint64_t)sz * n > k->run_size - r->io.data_offset)
+        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "malformed KVM_EXIT_IO (size %u count %u offset %llu)", sz, n,
+                          (unsigned long long)r->io.data_offset);
+    k->need_completion = true;
+    if (r->io.port >= VMT_PORT_SERIAL && r->io.port <= VMT_PORT_SERIAL + 7) {
+        uint8_t *data = io_data(k);
+        for (uint32_t i = 0; i < n; i++) {
+            if (r->io.direction == KVM_EXIT_IO_OUT) {
+                if (r->io.port == VMT_PORT_SERIAL)
+                    serial_putc(k, data[i * sz]);
+            } else {
+                memset(data + i * sz, 0, sz);
+                if (r->io.port == VMT_PORT_SERIAL + 5)
+                    data[i * sz] = 0x60; /* LSR: transmitter empty */
+            }
+        }
+        return H_CONTINUE;
+    }
+    k->io_index = 0;
+    io_event(k);
+    return H_EVENT;
+}
+
+static int handle_mmio(kvm_drv *k)
+{
+    struct kvm_run *r = k->run;
+    uint64_t gpa = r->mmio.phys_addr, gfn = gpa >> VMT_PAGE_SHIFT;
+    uint32_t len = r->mmio.len;
+    if (len == 0 || len > 8)
+        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "malformed KVM_EXIT_MMIO (len %u)", len);
+    k->need_completion = true;
+    if (r->mmio.is_write && gfn < k->ram_frames && k->ro[gfn]) {
+        ev_begin(k, VMT_EVENT_MEM_ACCESS);
+        if (k->ev.kind != VMT_EVENT_MEM_ACCESS)
+            return H_EVENT;
+        vmt_mem_access_info *m = &k->ev.u.mem;
+        m->gpa = gpa;
+        m->access = VMT_ACCESS_W;
+        m->has_data = true;
+        m->size = (uint8_t)len;
+        memcpy(&m->value, r->mmio.data, len);
+        return H_EVENT;
+    }
+    /* Not a trap: RAM the slot layout did not cover, or no RAM at all. */
+    for (uint32_t i = 0; i < len; i++) {
+        uint64_t a = gpa + i;
+        bool ram = (a >> VMT_PAGE_SHIFT) < k->ram_frames;
+        if (r->mmio.is_write) {
+            if (ram) {
+                k->gmem[a] = r->mmio.data[i];
+                kvm_mark_dirty(k, a >> VMT_PAGE_SHIFT);
+            }
+        } else {
+            r->mmio.data[i] = ram ? k->gmem[a] : 0xff;
+        }
+    }
+    return H_CONTINUE;
+}
+
+static int handle_debug(kvm_drv *k)
+{
+    const struct kvm_debug_exit_arch *a = &k->run->debug.arch;
+    if (a->exception == 3)
+        return bp_event(k, BP_FROM_DEBUG_EXIT);
+    if (a->exception != 1)
+        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "debug exit with exception %u at pc 0x%llx", a->exception,
+                          (unsigned long long)a->pc);
+    unsigned hits = (unsigned)(a->dr6 & 0xf) & (k->step.active && k->step.hw_off ? 0u : k->hwbp_on);
+    if (k->step.active && ((a->dr6 & (1ull << 14)) || !hits))
+        return step_end(k, true);
+    if (hits) {
+        unsigned idx = (unsigned)__builtin_ctz(hits);
+        step_end(k, false);
+        ev_begin(k, VMT_EVENT_HW_BREAKPOINT);
+        if (k->ev.kind == VMT_EVENT_HW_BREAKPOINT) {
+            k->ev.u.hwbp.index = (uint8_t)idx;
+            k->ev.u.hwbp.address = k->hwbp_addr[idx];
+        }
+        return H_EVENT;
+    }
+    return H_CONTINUE; /* a stale step exit: nothing to do */
+}
+
+static int handle_internal(kvm_drv *k)
+{
+    const struct kvm_run *r = k->run;
+    if (r->emulation_failure.suberror == KVM_INTERNAL_ERROR_EMULATION && r->emulation_failure.ndata >= 2 &&
+        (r->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) &&
+        r->emulation_failure.insn_size >= 1 && r->emulation_failure.insn_bytes[0] == 0xCC)
+        return bp_event(k, BP_FROM_EMULATION_EXIT);
+    step_end(k, false);
+    char bytes[64] = "";
+    size_t off = 0;
+    uint8_t buf[15];
+    size_t nb = 0;
+    if (r->emulation_failure.suberror == KVM_INTERNAL_ERROR_EMULATION && r->emulation_failure.ndata >= 2 &&
+        (r->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)) {
+        nb = r->emulation_failure.insn_size < 8 ? r->emulation_failure.insn_size : 8;
+        memcpy(buf, r->emulation_failure.insn_bytes, nb);
+    }
+    ev_begin(k, VMT_EVENT_STOPPED);
+    if (k->stopped)
+        return H_EVENT;
+    if (!nb) { /* read them from guest memory when KVM gave none */
+        uint64_t pa;
+        if (kvm_translate(k, k->ev.regs.rip, &pa) == VMT_OK && (pa >> VMT_PAGE_SHIFT) < k->ram_frames) {
+            nb = 8;
+            if (pa + nb > k->ram_size)
+                nb = k->ram_size - pa;
+            memcpy(buf, k->gmem + pa, nb);
+        }
+    }
+    for (size_t i = 0; i < nb && off + 4 < sizeof bytes; i++)
+        off += (size_t)snprintf(bytes + off, sizeof bytes - off, " %02x", buf[i]);
+    k->ev.u.stop.reason = VMT_STOP_GUEST_ERROR;
+    snprintf(k->ev.u.stop.message, sizeof k->ev.u.stop.message,
+             "KVM internal error (suberror %u) at rip 0x%" PRIx64 ", bytes:%s", r->internal.suberror, k->ev.regs.rip,
+             nb ? bytes : " (unreadable)");
+    k->stopped = true;
+    k->stop = k->ev.u.stop;
+    return H_EVENT;
+}
+
+static int handle_exit(kvm_drv *k)
+{
+    const struct kvm_run *r = k->run;
+    uint32_t reason = r->exit_reason;
+    if (reason < KVM_EXIT_REASONS)
+        k->exit_counts[reason]++;
+    switch (reason) {
+    case KVM_EXIT_IO: return handle_io(k);
+    case KVM_EXIT_MMIO: return handle_mmio(k);
+    case KVM_EXIT_DEBUG: return handle_debug(k);
+    case KVM_EXIT_INTERNAL_ERROR: return handle_internal(k);
+    case KVM_EXIT_INTR: return H_CONTINUE;
+    case KVM_EXIT_HLT:
+        step_end(k, false);
+        return stop_event(k, VMT_STOP_HALT, true, "hlt with nothing to wake the vCPU");
+    case KVM_EXIT_SHUTDOWN:
+        step_end(k, false);
+        return stop_event(k, VMT_STOP_TRIPLE_FAULT, true, "triple fault (KVM_EXIT_SHUTDOWN): the guest could not "
+                          "deliver an exception");
+    case KVM_EXIT_FAIL_ENTRY:
+        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "VM entry failed, hardware reason 0x%llx",
+                          (unsigned long long)r->fail_entry.hardware_entry_failure_reason);
+    case KVM_EXIT_SYSTEM_EVENT:
+        return stop_event(k, VMT_STOP_SHUTDOWN, true, "system event %u (shutdown or reset)", r->system_event.type);
+    default:
+        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "unexpected KVM exit reason %u", reason);
+    }
+}
+
+/* Re-enter once with immediate_exit so a pending IO/MMIO instruction
+ * completes. *exited: KVM returned with a new exit (to be handled). */
+static vmt_status complete_pending(kvm_drv *k, bool *exited)
+{
+    *exited = false;
+    k->run->immediate_exit = 1;
+    uint64_t t0 = kvm_now_ns();
+    int rc = ioctl(k->vcpu_fd, KVM_RUN, 0);
+    int err = errno;
+    uint64_t t1 = kvm_now_ns();
+    k->run->immediate_exit = 0;
+    k->stats.ns_guest += t1 - t0;
+    k->need_completion = false;
+    if (rc == 0) {
+        k->stats.exits++;
+        *exited = true;
+        return VMT_OK;
+    }
+    if (err == EINTR || err == EAGAIN)
+        return VMT_OK;
+    return vmt_driver_fail(k->d, VMT_E_DRIVER, "KVM_RUN (completing an I/O exit): %s", strerror(err));
+}
+
+static void deliver(kvm_drv *k, vmt_event *out)
+{
+    k->stats.events[k->ev.kind]++;
+    k->in_event = k->ev.kind != VMT_EVENT_STOPPED;
+    *out = k->ev;
+}
+
+vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
+{
+    kvm_drv *k = vmt_driver_impl(d);
+    if (k->in_event)
+        return vmt_driver_fail(d, VMT_E_BUSY, "event %" PRIu64 " (%s) awaits its response", k->ev.seq,
+                               vmt_event_kind_name(k->ev.kind));
+    if (k->stopped)
+        return vmt_driver_fail(d, VMT_E_STOPPED, "the guest has stopped (%s): %s", vmt_stop_reason_name(k->stop.reason),
+                               k->stop.message);
+    if (k->queued_event) {
+        k->queued_event = false;
+        deliver(k, out);
+        return VMT_OK;
+    }
+    uint64_t start = kvm_now_ns();
+    uint64_t deadline = timeout_ms >= 0 ? start + (uint64_t)timeout_ms * 1000000ull : 0;
+    bool armed = false;
+    vmt_status st = VMT_OK;
+    for (;;) {
+        int h;
+        if (k->step.active && (k->need_completion || k->step.complete)) {
+            bool exited = false;
+            if (!k->step.complete && (st = complete_pending(k, &exited)))
+                break;
+            if (!exited) {
+                if (step_end(k, true) == H_EVENT)
+                    goto event;
+                continue;
+            }
+            h = handle_exit(k);
+        } else {
+            uint64_t now = kvm_now_ns();
+            if (k->limit_guest_ns && k->stats.ns_guest >= k->limit_guest_ns) {
+                uint64_t over = k->stats.ns_guest - k->limit_guest_ns;
+                k->limit_guest_ns = 0;
+                stop_event(k, VMT_STOP_TIME_LIMIT, false, "time limit reached (guest time over by %" PRIu64 " us)",
+                           over / 1000);
+                goto event;
+            }
+            if (timeout_ms == 0 || (deadline && now >= deadline)) {
+                st = VMT_E_TIMEOUT;
+                break;
+            }
+            if (!armed && (deadline || k->limit_guest_ns) && k->timer_ok) {
+                uint64_t ns = deadline ? deadline - now : UINT64_MAX;
+                if (k->limit_guest_ns && k->limit_guest_ns - k->stats.ns_guest < ns)
+                    ns = k->limit_guest_ns - k->stats.ns_guest;
+                timer_arm(k, ns);
+                armed = true;
+            }
+            if ((st = kvm_apply_debug(k)))
+                break;
+            if (k->t_last_exit)
+                k->stats.ns_monitor += now - k->t_last_exit;
+            int rc = ioctl(k->vcpu_fd, KVM_RUN, 0);
+            int err = errno;
+            uint64_t t1 = kvm_now_ns();
+            k->stats.ns_guest += t1 - now;
+            k->t_last_exit = t1;
+            k->need_completion = false;
+            if (rc < 0) {
+                if (err == EINTR || err == EAGAIN) {
+                    drain_signal(k);
+                    armed = false;
+                    continue;
+                }
+                stop_event(k, VMT_STOP_DRIVER_ERROR, true, "KVM_RUN failed: %s", strerror(err));
+                goto event;
+            }
+            k->stats.exits++;
+            h = handle_exit(k);
+        }
+        if (h == H_EVENT)
+            goto event;
+        k->stats.internal_exits++;
+    }
+    if (armed)
+        timer_disarm(k);
+    if (st == VMT_E_TIMEOUT)
+        return vmt_driver_fail(d, VMT_E_TIMEOUT, "no event within %d ms", timeout_ms);
+    return st;
+event:
+    if (armed)
+        timer_disarm(k);
+    deliver(k, out);
+    return VMT_OK;
+}
+
+/* ---- responses ---- */
+
+static vmt_status write_through_view(kvm_drv *k, vmt_view v, uint64_t gpa, uint64_t value, unsigned size)
+{
+    for (unsigned i = 0; i < size; i++) {
+        uint64_t a = gpa + i, g = a >> VMT_PAGE_SHIFT;
+        if (g >= k->ram_frames)
+            break;
+        uint64_t b = kvm_backing(k, v, g);
+        k->direct[(b << VMT_PAGE_SHIFT) | (a & (VMT_PAGE_SIZE - 1))] = (uint8_t)(value >> (8 * i));
+        kvm_mark_dirty(k, g);
+    }
+    return VMT_OK;
+}
+
+static vmt_status check_resp_view(kvm_drv *k, vmt_view v, const char *what)
+{
+    if (v >= k->max_views || !k->views[v].used)
+        return vmt_driver_fail(k->d, VMT_E_NOTFOUND, "%s names view %u, which does not exist", what, v);
+    return VMT_OK;
+}
+
+vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp)
+{
+    kvm_drv *k = vmt_driver_impl(d);
+    uint32_t a = resp->actions;
+    if (!k->in_event) {
+        if (ev->kind == VMT_EVENT_STOPPED)
+            return VMT_OK;
+        return vmt_driver_fail(d, VMT_E_INVAL, "no event awaits a response");
+    }
+    if (ev->seq != k->ev.seq)
+        return vmt_driver_fail(d, VMT_E_INVAL, "response to event %" PRIu64 ", but event %" PRIu64 " is pending",
+                               ev->seq, k->ev.seq);
+    vmt_event_kind kind = k->ev.kind;
+    if ((a & (VMT_RESP_DENY | VMT_RESP_EMULATE)) && kind != VMT_EVENT_MEM_ACCESS)
+        return vmt_driver_fail(d, VMT_E_INVAL, "DENY and EMULATE answer memory-access events only (got %s)",
+                               vmt_event_kind_name(kind));
+    if ((a & VMT_RESP_IO_VALUE) && !(kind == VMT_EVENT_IO && !k->ev.u.io.is_write))
+        return vmt_driver_fail(d, VMT_E_INVAL, "IO_VALUE answers a port read only");
+    vmt_status st;
+    if ((a & VMT_RESP_FAST_STEP) && (st = check_resp_view(k, resp->step_view, "FAST_STEP")))
+        return st;
+    if ((a & VMT_RESP_EMULATE) && (st = check_resp_view(k, resp->emulate_view, "EMULATE")))
+        return st;
+    if ((a & VMT_RESP_SWITCH_VIEW) && (st = check_resp_view(k, resp->new_view, "SWITCH_VIEW")))
+        return st;
+    if ((a & VMT_RESP_SWITCH_VIEW) && (st = kvm_switch_view(k, resp->new_view)))
+        return st;
+
+    kvm_step step = { .restore_view = VMT_VIEW_INVALID };
+    bool fast = false;
+    switch (kind) {
+    case VMT_EVENT_MEM_ACCESS: {
+        const vmt_mem_access_info *m = &k->ev.u.mem;
+        if (a & VMT_RESP_DENY)
+            break;
+        vmt_view v = (a & VMT_RESP_EMULATE) ? resp->emulate_view : (a & VMT_RESP_FAST_STEP) ? resp->step_view
+                                                                                            : k->cur_view;
+        write_through_view(k, v, m->gpa, m->value, m->size);
+        if (a & VMT_RESP_STEP)
+            step = (kvm_step){ .active = true, .report = true, .restore_view = VMT_VIEW_INVALID };
+        break;
+    }
+    case VMT_EVENT_IO:
+        if (!k->ev.u.io.is_write) {
+            uint32_t sz = k->run->io.size;
+            uint32_t v = (a & VMT_RESP_IO_VALUE) ? resp->io_value : 0xffffffffu;
+            memcpy(io_data(k) + (size_t)k->io_index * sz, &v, sz);
+        }
+        if (a & VMT_RESP_STEP)
+            step = (kvm_step){ .active = true, .report = true, .restore_view = VMT_VIEW_INVALID };
+        if (k->io_index + 1 < k->run->io.count) {
+            k->io_index++;
+            io_event(k);
+            k->queued_event = true;
+        }
+        break;
+    case VMT_EVENT_BREAKPOINT:
+    case VMT_EVENT_HW_BREAKPOINT:
+    case VMT_EVENT_SINGLESTEP: {
+        bool hw = kind == VMT_EVENT_HW_BREAKPOINT;
+        if (a & VMT_RESP_REINJECT) {
+            if ((st = kvm_reinject_bp(k)))
+                return st;
+        } else if (a & VMT_RESP_STEP) {
+            step = (kvm_step){ .active = true, .report = true, .hw_off = hw, .restore_view = VMT_VIEW_INVALID };
+        } else if (a & VMT_RESP_FAST_STEP) {
+            step = (kvm_step){ .active = true, .hw_off = hw, .restore_view = k->cur_view };
+            fast = true;
+        } else if (hw) {
+            /* RF is not honoured everywhere: step past the breakpoint with it off */
+            step = (kvm_step){ .active = true, .hw_off = true, .restore_view = VMT_VIEW_INVALID };
+        }
+        break;
+    }
+    default:
+        break;
+    }
+    if (a & VMT_RESP_SET_REGS) {
+        if (k->need_completion) {
+            bool exited;
+            if ((st = complete_pending(k, &exited)))
+                return st;
+            if (exited)
+                return vmt_driver_fail(d, VMT_E_BUSY, "the vCPU exited again while completing an I/O instruction; "
+                                       "registers not set");
+            step.complete = step.active;
+        }
+        if ((st = kvm_set_regs(k, &resp->regs)))
+            return st;
+    }
+    if (fast && (st = kvm_switch_view(k, resp->step_view)))
+        return st;
+    /* a step under way when the stepped instruction raised this I/O or
+     * write event ends once that instruction completes */
+    if (!step.active && k->step.active && (kind == VMT_EVENT_IO || kind == VMT_EVENT_MEM_ACCESS))
+        step = k->step;
+    k->step = step;
+    k->in_event = false; /* a queued string-I/O element is delivered by the next wait_event */
+    return VMT_OK;
+}
