@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# tests/cli/cli_e2e.sh VMTRAP WORKLOAD_ELF DRIVER — the workload guest end to end.
+#
+# Runs `vmtrap run --json --returns` with hooks on the four services and
+# checks the JSON log with jq:
+#  - the run succeeds and the guest finishes with exit code 0;
+#  - every hook's count equals the guest's own count of its calls
+#    (REPORT calls.<svc>), across all the memory manager's page-outs,
+#    page-ins, moves, splits, merges and table replacements;
+#  - the calls of the main loop carry the arguments the guest passed
+#    (paths, program names, fd, len, buffer preview, pids) and svc_spawn
+#    returns the expected pids;
+#  - page-out, page-in and remap events were seen;
+#  - the 8 stealth detectors all pass (on the emulator driver).
+# Exit 77 (skipped) when jq is missing.
+set -u
+vmtrap=$1
+guest=$2
+driver=$3
+command -v jq >/dev/null || { echo "jq not installed: skipped"; exit 77; }
+[ -r "$guest" ] || { echo "FAIL: no guest image $guest"; exit 1; }
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+"$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
+    --returns --json --limit 100 >"$log"
+rc=$?
+failures=0
+check() { # description, jq expression that must print true
+    local what=$1 expr=$2 got
+    got=$(jq -s "$expr" "$log" 2>&1)
+    if [ "$got" = "true" ]; then
+        echo "ok: $what"
+    else
+        echo "FAIL: $what (jq says: $got)"
+        failures=$((failures + 1))
+    fi
+}
+if [ "$rc" -ne 0 ]; then
+    echo "FAIL: vmtrap exited with $rc"; failures=$((failures + 1))
+    jq -c 'select(.event == "summary" or .event == "note" or (.event == "guest" and .kind == "assert_fail"))' "$log" | tail -5
+fi
+check "every line is a JSON object with an event" 'all(.[]; type == "object" and has("event"))'
+check "exactly one summary, last" '(map(select(.event == "summary")) | length == 1) and (last.event == "summary")'
+check "guest finished with exit code 0" 'last.guest_exit_code == 0'
+check "four hooks, each with calls" '(last.hooks | length == 4) and all(last.hooks[]; .hits > 0)'
+check "hook counts equal the guest's own counts" \
+    'last.counts_match and all(last.hooks[]; .guest_count == .hits)'
+check "every entry of a return-hooked call returned" 'all(last.hooks[]; .returns == .hits)'
+check "call lines match the summary's counts" \
+    '. as $all | all(last.hooks[]; .symbol as $s | .hits == ($all | map(select(.event == "call" and .symbol == $s)) | length))'
+check "call numbers run 1..n per symbol" \
+    '[.[] | select(.event == "call")] | group_by(.symbol) | all(.[]; [.[].n] == [range(1; length + 1)])'
+
+# Arguments of the main loop (iterations reported by the guest).
+iters='(map(select(.event == "guest" and .kind == "report" and .name == "iterations")) | .[0].args[0])'
+check "the guest reported its iteration count" "$iters > 0"
+check "svc_open(path) decoded: the loop's paths in order" \
+    "$iters as \$n | [\"/etc/passwd\", \"/var/log/vmtrap.log\", \"/tmp/scratch.bin\", \"/home/guest/notes.txt\"] as \$p |
+     [.[] | select(.event == \"call\" and .symbol == \"svc_open\")][:\$n] |
+     (length == \$n) and all(.[]; .args.path.string == \$p[(.n - 1) % 4])"
+check "svc_write(fd, buf, len) decoded: fd from svc_open, len, buffer preview" \
+    "$iters as \$n | \"hello from the workload guest\\n\" as \$msg |
+     [.[] | select(.event == \"call\" and .symbol == \"svc_write\")][:\$n] |
+     (length == \$n) and all(.[]; .args.fd >= 3 and .args.len == 30 - ((.n - 1) % 7) and
+       (\$msg | startswith(.args.buf.preview | gsub(\"\\\\\\\\n\"; \"\\n\"))))"
+check "svc_write's fd is what svc_open returned" \
+    "$iters as \$n | [.[] | select(.event == \"return\" and .symbol == \"svc_open\")][:\$n] as \$r |
+     [.[] | select(.event == \"call\" and .symbol == \"svc_write\")][:\$n] as \$w |
+     (\$r | length == \$n) and all(range(0; \$n); \$r[.].fd == \$w[.].args.fd)"
+check "svc_spawn(name) decoded: the loop's programs in order" \
+    "$iters as \$n | [\"init\", \"sh\", \"cron\", \"vmtrap-agent\", \"editor\"] as \$p |
+     [.[] | select(.event == \"call\" and .symbol == \"svc_spawn\")][:\$n] |
+     (length == \$n) and all(.[]; .args.name.string == \$p[(.n - 1) % 5])"
+check "svc_spawn returns pids 100, 101, ..." \
+    "$iters as \$n | [.[] | select(.event == \"return\" and .symbol == \"svc_spawn\")][:\$n] |
+     (length == \$n) and all(.[]; .pid == 99 + .n)"
+check "svc_exit(pid) decoded: the spawned pids" \
+    "$iters as \$n | [.[] | select(.event == \"call\" and .symbol == \"svc_exit\")][:\$n] |
+     (length == \$n) and all(.[]; .args.pid == 99 + .n)"
+
+check "page-out, page-in and remap events of hooked pages" \
+    '(map(select(.event == "page-out")) | length > 0) and (map(select(.event == "page-in")) | length > 0) and
+     (map(select(.event == "remap")) | length > 0)'
+check "page events in the log equal the summary" \
+    '(map(select(.event == "page-out")) | length) == last.page_events.page_out and
+     (map(select(.event == "page-in")) | length) == last.page_events.page_in and
+     (map(select(.event == "remap")) | length) == last.page_events.remap'
+check "page events name a hooked symbol" \
+    'all(.[] | select(.event == "page-in" or .event == "page-out" or .event == "remap"); .symbol | startswith("svc_"))'
+check "no guest assertion failed" 'all(.[]; .event != "guest" or .kind != "assert_fail")'
+check "8 stealth detectors reported, all pass" \
+    '(last.detectors | length == 8) and all(last.detectors[]; .pass)'
+check "detector lines agree with the summary" \
+    '[.[] | select(.event == "detector") | .pass] | length == 8 and all(.)'
+echo "$failures check(s) failed"
+exit $((failures > 0))
