@@ -138,6 +138,7 @@ vmt_status guest_run_elf(const char *driver, const char *elf_path, uint64_t ram_
         vmt_driver_destroy(d);
         return st;
     }
+    out->caps_flags = vmt_driver_caps(d)->flags;
     if (time_limit_s > 0 && vmt_driver_has(d, VMT_CAP_TIME_LIMIT))
         vmt_drv_set_limit(d, time_limit_s, 0);
     vmt_session *s = NULL;

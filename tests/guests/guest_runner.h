@@ -36,6 +36,7 @@ typedef struct guest_run {
     int stopped;            /* VMT_EVENT_STOPPED seen */
     vmt_stop_info stop;
     uint64_t reinjected_bps;/* guest INT3s handed back to the guest */
+    uint64_t caps_flags;    /* the driver's VMT_CAP_* */
     char error[512];        /* harness-level failure (bad ucall, driver error) */
 } guest_run;
 
