@@ -318,7 +318,7 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     if (vmt_session_stop_on_signals(s) != VMT_OK)
         cli_log_note(&r.log, "warning", "SIGINT/SIGTERM will not end the run cleanly");
 
-    char note[768];
+    char note[PATH_MAX + 1024];
     snprintf(note, sizeof note, "guest %s on driver %s (%s); %zu hooks; %s", guest, dname, pick_reason, r.nhooks,
              vmt_monitor_describe(r.mon));
     cli_log_note(&r.log, demo ? "demo" : "run", note);

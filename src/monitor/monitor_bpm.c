@@ -47,8 +47,14 @@ vmt_status mon_bpm_setup(vmt_monitor *m, char *why, size_t why_len)
     vmt_status st = vmt_bpm_create(m->session, NULL, &m->bpm, why, why_len);
     if (st != VMT_OK)
         return st;
+    /* A view of our own whenever the driver has views: the shadow and
+     * execute controllers need it for their breakpoints, and the page-table
+     * monitor needs it for any controller (view 0 cannot be restricted). */
     vmt_bpm_controller ctl = vmt_bpm_controller_of(m->bpm);
-    if (ctl == VMT_BPM_CTL_SHADOW || ctl == VMT_BPM_CTL_EXEC) {
+    const vmt_caps *caps = vmt_driver_caps(m->driver);
+    m->watch_tables = vmt_driver_has(m->driver, VMT_CAP_VIEWS | VMT_CAP_VIEW_PERM) &&
+                      (caps->trap_access & VMT_ACCESS_W);
+    if (ctl == VMT_BPM_CTL_SHADOW || ctl == VMT_BPM_CTL_EXEC || vmt_driver_has(m->driver, VMT_CAP_VIEWS)) {
         st = vmt_drv_view_create(m->driver, VMT_ACCESS_RWX, &m->view);
         if (st == VMT_OK) {
             m->own_view = true;
@@ -60,6 +66,8 @@ vmt_status mon_bpm_setup(vmt_monitor *m, char *why, size_t why_len)
             return st;
         }
     }
+    if (!m->own_view)
+        m->watch_tables = false;
     if (vmt_driver_has(m->driver, VMT_CAP_CR3_EVENTS))
         (void)vmt_drv_monitor(m->driver, VMT_EVENT_CR_WRITE, 1); /* else roots are seen on events */
     vmt_regs regs;
@@ -91,9 +99,11 @@ void mon_bpm_teardown(vmt_monitor *m)
 void mon_describe(vmt_monitor *m)
 {
     const vmt_caps *caps = vmt_driver_caps(m->driver);
-    const char *roots = vmt_driver_has(m->driver, VMT_CAP_CR3_EVENTS)
-                            ? "address-space switches followed through CR3 writes"
-                            : "address-space switches followed when an event shows a new CR3";
+    const char *roots = !m->watch_tables ? "page tables NOT watched (the driver cannot trap writes in a view): "
+                                           "hooks do not follow pages that move"
+                        : vmt_driver_has(m->driver, VMT_CAP_CR3_EVENTS)
+                            ? "page tables watched; address-space switches followed through CR3 writes"
+                            : "page tables watched; address-space switches followed when an event shows a new CR3";
     switch (vmt_bpm_controller_of(m->bpm)) {
     case VMT_BPM_CTL_SHADOW:
         snprintf(m->description, sizeof m->description,
@@ -125,7 +135,7 @@ vmt_status mon_register(vmt_monitor *m, size_t index, vmt_pa root)
     if (st != VMT_OK && st != VMT_E_EXISTS)
         return vmt_errbuf_set(&m->err, st, "breakpoint on %s (va 0x%" PRIx64 ", root 0x%" PRIx64 "): %s",
                               m->hooks[index].symbol, bp.ctx.va, root, vmt_bpm_error(m->bpm));
-    st = vmt_ptm_monitor(m->ptm, bp.ctx, m->view, index);
+    st = m->watch_tables ? vmt_ptm_monitor(m->ptm, bp.ctx, m->view, index) : VMT_OK;
     if (st != VMT_OK && st != VMT_E_EXISTS) {
         vmt_errbuf_set(&m->err, st, "watching the translation of %s (va 0x%" PRIx64 ", root 0x%" PRIx64 "): %s",
                        m->hooks[index].symbol, bp.ctx.va, root, vmt_ptm_error(m->ptm));
@@ -139,7 +149,8 @@ vmt_status mon_register(vmt_monitor *m, size_t index, vmt_pa root)
 void mon_unregister(vmt_monitor *m, size_t index, vmt_pa root)
 {
     vmt_bpm_bp bp = entry_bp(m, index, root);
-    (void)vmt_ptm_unmonitor(m->ptm, bp.ctx, m->view, index);
+    if (m->watch_tables)
+        (void)vmt_ptm_unmonitor(m->ptm, bp.ctx, m->view, index);
     (void)vmt_bpm_remove(m->bpm, &bp);
 }
 
@@ -147,7 +158,8 @@ bool mon_registered(const vmt_monitor *m, size_t index, vmt_pa root)
 {
     vmt_bpm_bp bp = entry_bp(m, index, root);
     vmt_ptm_watch_info wi;
-    return vmt_bpm_contains(m->bpm, &bp) && vmt_ptm_query(m->ptm, bp.ctx, m->view, index, &wi) == VMT_OK;
+    return vmt_bpm_contains(m->bpm, &bp) &&
+           (!m->watch_tables || vmt_ptm_query(m->ptm, bp.ctx, m->view, index, &wi) == VMT_OK);
 }
 
 static void sync_root_stats(vmt_monitor *m)

@@ -58,6 +58,7 @@ struct vmt_monitor {
     vmt_ptm *ptm;
     vmt_view view;       /* the breakpoint view */
     bool own_view;       /* created by the monitor (destroyed with it) */
+    bool watch_tables;   /* the ptm can write-protect tables in the view */
 
     mon_hook *hooks;
     size_t nhooks, cap_hooks;
