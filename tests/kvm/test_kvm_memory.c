@@ -1,0 +1,260 @@
+/*
+ * tests/kvm/test_kvm_memory.c — the KVM driver's memory side: a guest write
+ * to a write-protected page table is one event with the exact new value,
+ * and the response decides where it lands (CONTINUE: the table, DENY:
+ * nowhere, EMULATE: view 0's frame); remapped gfns are what the guest sees
+ * (a hidden breakpoint stepped with FAST_STEP through view 0); the dirty
+ * log survives memslot rebuilds; capabilities are declared honestly.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kvm_guest.h"
+#include "util/testutil.h"
+#include "vmtrap/kvm.h"
+
+/* Rewrites boot PD0 entry 30 (va 0x3c00000) to map pa 0x200000 (2 MiB,
+ * A/D preset), invlpg, reports [0x3c00123] and then the entry's low half:
+ *   lea rbx,[rdi-0x4000+30*8]; mov rax,0x2000e3; mov [rbx],rax
+ *   mov rdi,0x3c00000; invlpg [rdi]; mov eax,[rdi+0x123]
+ *   mov dx,0x5e1; out dx,eax; mov eax,[rbx]; out dx,eax; hlt */
+static const uint8_t g_pt[] = {
+    0x48, 0x8d, 0x9f, 0xf0, 0xc0, 0xff, 0xff, 0x48, 0xc7, 0xc0, 0xe3, 0x00, 0x20, 0x00, 0x48, 0x89, 0x03,
+    0x48, 0xc7, 0xc7, 0x00, 0x00, 0xc0, 0x03, 0x0f, 0x01, 0x3f, 0x8b, 0x87, 0x23, 0x01, 0x00, 0x00, 0x66,
+    0xba, 0xe1, 0x05, 0xef, 0x8b, 0x03, 0xef, 0xf4,
+};
+#define PD0_PA (KG_RAM - 4 * VMT_PAGE_SIZE)
+#define PTE_PA (PD0_PA + 30 * 8)
+#define NEW_PTE 0x2000e3ull
+#define MARK_NEW 0xabcd1234u /* at pa 0x200123: seen through the new entry */
+#define MARK_OLD 0x11112222u /* at pa 0x3c00123: seen through the old entry */
+
+/* Same function-call loop as test_kvm_events.c (func at +0x30). */
+static const uint8_t g_calls[] = {
+    0x31, 0xdb, 0xb9, 0xe8, 0x03, 0x00, 0x00, 0x48, 0x89, 0xdf, 0xe8, 0x21, 0x00, 0x00, 0x00, 0x48, 0x39, 0xd8,
+    0x75, 0x0f, 0x48, 0xff, 0xc3, 0xff, 0xc9, 0x75, 0xec, 0x89, 0xd8, 0x66, 0xba, 0xe1, 0x05, 0xef, 0xf4, 0xb8,
+    0xad, 0x0b, 0x00, 0x00, 0x66, 0xba, 0xe2, 0x05, 0xef, 0xf4, 0x66, 0x90, 0x55, 0x48, 0x89, 0xf8, 0x5d, 0xc3,
+};
+#define G_CALLS_FUNC (KG_CODE_PA + 0x30)
+
+static vmt_driver *pt_guest(uint64_t *old_pte, vmt_view *view)
+{
+    vmt_driver *d = kg_driver(g_pt, sizeof g_pt, KG_RAM);
+    uint32_t a = MARK_NEW, b = MARK_OLD;
+    assert_int_equal(vmt_drv_write_phys(d, 0x200123, &a, 4), VMT_OK);
+    assert_int_equal(vmt_drv_write_phys(d, 0x3c00123, &b, 4), VMT_OK);
+    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, old_pte, 8), VMT_OK);
+    assert_int_equal(*old_pte & ~0xfffull, 0x3c00000ull); /* the boot identity entry */
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, view), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(d, VMT_VCPU_ALL, *view), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, *view, PD0_PA >> 12, VMT_ACCESS_RX), VMT_OK);
+    kg_check(d);
+    return d;
+}
+
+static void expect_pt_write(vmt_driver *d, vmt_view view, uint64_t old_pte, vmt_event *ev)
+{
+    kg_expect(d, VMT_EVENT_MEM_ACCESS, ev);
+    assert_int_equal(ev->view, view);
+    assert_int_equal(ev->u.mem.gpa, PTE_PA);
+    assert_int_equal(ev->u.mem.access, VMT_ACCESS_W);
+    assert_true(ev->u.mem.has_data);
+    assert_int_equal(ev->u.mem.size, 8);
+    assert_int_equal(ev->u.mem.value, NEW_PTE);
+    uint64_t now;
+    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
+    assert_int_equal(now, old_pte); /* held back until the response */
+}
+
+static void expect_reports(vmt_driver *d, uint32_t through_mapping, uint32_t entry_low)
+{
+    vmt_event ev;
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.value, through_mapping);
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.value, entry_low);
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_STOPPED, &ev);
+    vmt_driver_stats s;
+    assert_int_equal(vmt_drv_stats(d, &s), VMT_OK);
+    assert_int_equal(s.events[VMT_EVENT_MEM_ACCESS], 1); /* one write, one event */
+}
+
+static void pt_write_continue_lands(void **state)
+{
+    (void)state;
+    uint64_t old;
+    vmt_view v;
+    vmt_driver *d = pt_guest(&old, &v);
+    vmt_event ev;
+    expect_pt_write(d, v, old, &ev);
+    kg_continue(d, &ev);
+    uint64_t now;
+    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
+    assert_int_equal(now, NEW_PTE);
+    expect_reports(d, MARK_NEW, (uint32_t)NEW_PTE); /* the guest's MMU used the new entry */
+    kg_check(d);
+    vmt_driver_destroy(d);
+}
+
+static void pt_write_deny_drops(void **state)
+{
+    (void)state;
+    uint64_t old;
+    vmt_view v;
+    vmt_driver *d = pt_guest(&old, &v);
+    vmt_event ev;
+    expect_pt_write(d, v, old, &ev);
+    vmt_response r = { .actions = VMT_RESP_DENY };
+    assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
+    expect_reports(d, MARK_OLD, (uint32_t)old);
+    uint64_t now;
+    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
+    assert_int_equal(now, old);
+    vmt_driver_destroy(d);
+}
+
+/* View 1 backs the PD with a shadow copy; EMULATE against view 0 puts the
+ * write into the real PD while the guest (in view 1) keeps the shadow. */
+static void pt_write_emulate_in_view0(void **state)
+{
+    (void)state;
+    uint64_t old;
+    vmt_view v;
+    vmt_driver *d = pt_guest(&old, &v);
+    vmt_gfn shadow;
+    uint8_t page[4096];
+    assert_int_equal(vmt_drv_frame_alloc(d, &shadow), VMT_OK);
+    assert_true(shadow >= vmt_driver_caps(d)->ram_frames);
+    assert_int_equal(vmt_drv_read_phys(d, PD0_PA, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_drv_write_phys(d, shadow << 12, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_drv_view_remap(d, v, PD0_PA >> 12, shadow), VMT_OK);
+    vmt_access acc;
+    vmt_gfn back;
+    assert_int_equal(vmt_drv_view_get_access(d, v, PD0_PA >> 12, &acc, &back), VMT_OK);
+    assert_int_equal(acc, VMT_ACCESS_RWX); /* remap reset the rights */
+    assert_int_equal(back, shadow);
+    assert_int_equal(vmt_drv_view_set_access(d, v, PD0_PA >> 12, VMT_ACCESS_RX), VMT_OK);
+    assert_int_equal(vmt_drv_frame_free(d, shadow), VMT_E_BUSY); /* still backing a gfn */
+    kg_check(d);
+    vmt_event ev;
+    expect_pt_write(d, v, old, &ev);
+    vmt_response r = { .actions = VMT_RESP_EMULATE, .emulate_view = VMT_VIEW_DEFAULT };
+    assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
+    uint64_t real, shadowed;
+    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &real, 8), VMT_OK);
+    assert_int_equal(vmt_drv_read_phys(d, (shadow << 12) + 30 * 8, &shadowed, 8), VMT_OK);
+    assert_int_equal(real, NEW_PTE);
+    assert_int_equal(shadowed, old);
+    expect_reports(d, MARK_OLD, (uint32_t)old); /* the guest walks the shadow */
+    assert_int_equal(vmt_drv_view_switch(d, 0, VMT_VIEW_DEFAULT), VMT_OK);
+    assert_int_equal(vmt_drv_view_destroy(d, v), VMT_OK);
+    assert_int_equal(vmt_drv_frame_free(d, shadow), VMT_OK);
+    kg_check(d);
+    vmt_driver_destroy(d);
+}
+
+/* A hidden breakpoint: view 1 shows the code page from a shadow frame with
+ * INT3 at func; FAST_STEP runs the real instruction in view 0 and comes
+ * back, one event per call, guest memory (the frame) never changes. */
+static void hidden_breakpoint_fast_step(void **state)
+{
+    (void)state;
+    vmt_driver *d = kg_driver(g_calls, sizeof g_calls, KG_RAM);
+    vmt_gfn code_gfn = KG_CODE_PA >> 12, shadow;
+    uint8_t page[4096];
+    assert_int_equal(vmt_drv_frame_alloc(d, &shadow), VMT_OK);
+    assert_int_equal(vmt_drv_read_phys(d, KG_CODE_PA, page, sizeof page), VMT_OK);
+    page[G_CALLS_FUNC - KG_CODE_PA] = 0xCC;
+    assert_int_equal(vmt_drv_write_phys(d, shadow << 12, page, sizeof page), VMT_OK);
+    vmt_view v;
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_remap(d, v, code_gfn, shadow), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
+    vmt_event ev;
+    for (uint64_t i = 0; i < 200; i++) {
+        kg_expect(d, VMT_EVENT_BREAKPOINT, &ev);
+        assert_int_equal(ev.regs.rip, G_CALLS_FUNC);
+        assert_int_equal(ev.regs.rdi, i);
+        assert_int_equal(ev.view, v);
+        vmt_response r = { .actions = VMT_RESP_FAST_STEP, .step_view = VMT_VIEW_DEFAULT };
+        assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
+        vmt_view cur;
+        assert_int_equal(vmt_drv_view_current(d, 0, &cur), VMT_OK);
+        assert_int_equal(cur, VMT_VIEW_DEFAULT); /* during the step */
+    }
+    kg_expect(d, VMT_EVENT_BREAKPOINT, &ev);
+    /* unhook: back to view 0 and CONTINUE re-executes the real byte */
+    assert_int_equal(vmt_drv_view_switch(d, 0, VMT_VIEW_DEFAULT), VMT_OK);
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.port, KG_PORT_REPORT);
+    assert_int_equal(ev.u.io.value, 1000);
+    uint8_t b;
+    assert_int_equal(vmt_drv_read_phys(d, G_CALLS_FUNC, &b, 1), VMT_OK);
+    assert_int_equal(b, 0x55); /* the frame kept its push rbp */
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_STOPPED, &ev);
+    kg_check(d);
+    vmt_driver_destroy(d);
+}
+
+/* Caps say what KVM can do: write traps only, VM-wide views. */
+static void caps_are_honest(void **state)
+{
+    (void)state;
+    vmt_driver *d = kg_driver(g_pt, sizeof g_pt, KG_RAM);
+    const vmt_caps *c = vmt_driver_caps(d);
+    assert_true(vmt_kvm_is_kvm(d));
+    assert_int_equal(c->trap_access, VMT_ACCESS_W);
+    assert_false(c->flags & VMT_CAP_VIEW_PER_VCPU);
+    assert_false(c->flags & VMT_CAP_PT_AD_BITS);
+    assert_false(c->flags & VMT_CAP_INSN_LIMIT);
+    assert_true(vmt_driver_has(d, VMT_CAP_WRITE_DATA | VMT_CAP_VIEW_PERM | VMT_CAP_BREAKPOINT_EVENTS));
+    vmt_view v;
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 5, VMT_ACCESS_W | VMT_ACCESS_X), VMT_E_NOTSUP);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 5, VMT_ACCESS_RW), VMT_E_NOTSUP);
+    assert_int_equal(vmt_drv_view_set_access(d, VMT_VIEW_DEFAULT, 5, VMT_ACCESS_RX), VMT_E_INVAL);
+    /* memslots split around protected frames and merge back */
+    assert_int_equal(vmt_kvm_memslot_count(d), 1);
+    assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 5, VMT_ACCESS_RX), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), 3);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 6, VMT_ACCESS_RX), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), 3);
+    kg_check(d);
+    assert_int_equal(vmt_drv_view_switch(d, 0, VMT_VIEW_DEFAULT), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), 1);
+    assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), 3);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 5, VMT_ACCESS_RWX), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 6, VMT_ACCESS_RWX), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), 1);
+    assert_int_equal(vmt_drv_view_destroy(d, v), VMT_E_BUSY);
+    kg_check(d);
+    vmt_driver_destroy(d);
+}
+
+int main(void)
+{
+    char why[128];
+    if (!vmt_test_kvm_available(why, sizeof why)) {
+        printf("SKIP: %s\n", why);
+        return VMT_TEST_SKIP;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(pt_write_continue_lands),
+        cmocka_unit_test(pt_write_deny_drops),
+        cmocka_unit_test(pt_write_emulate_in_view0),
+        cmocka_unit_test(hidden_breakpoint_fast_step),
+        cmocka_unit_test(caps_are_honest),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

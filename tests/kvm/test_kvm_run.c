@@ -1,0 +1,153 @@
+/*
+ * tests/kvm/test_kvm_run.c — how runs end and what the KVM driver says:
+ * timeouts, the guest-time limit (a resumable STOPPED), triple fault, an
+ * internal error that is not a breakpoint (rip and bytes in the message),
+ * creation errors, and the dirty-page log (kept across memslot rebuilds).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kvm_guest.h"
+#include "util/testutil.h"
+#include "vmtrap/kvm.h"
+#include "vmtrap/machine.h"
+
+/* 1: jmp 1b */
+static const uint8_t g_spin[] = { 0xeb, 0xfe };
+
+/* mov rbx,0x100000; mov byte [rbx],1; mov byte [rbx+0x2000],2;
+ * mov dx,0x5e1; out dx,eax; ud2 (no IDT: triple fault) */
+static const uint8_t g_dirty_then_fault[] = {
+    0x48, 0xc7, 0xc3, 0x00, 0x00, 0x10, 0x00, 0xc6, 0x03, 0x01, 0xc6, 0x83,
+    0x00, 0x20, 0x00, 0x00, 0x02, 0x66, 0xba, 0xe1, 0x05, 0xef, 0x0f, 0x0b,
+};
+
+/* mov rax,0x4000000; jmp rax (RAM is 64 MiB: no memslot there) */
+static const uint8_t g_jump_out[] = { 0x48, 0xc7, 0xc0, 0x00, 0x00, 0x00, 0x04, 0xff, 0xe0 };
+
+static bool bit(const uint64_t *bm, uint64_t g) { return (bm[g / 64] >> (g % 64)) & 1; }
+
+static void timeout_and_time_limit(void **state)
+{
+    (void)state;
+    vmt_driver *d = kg_driver(g_spin, sizeof g_spin, KG_RAM);
+    vmt_event ev;
+    assert_int_equal(vmt_drv_wait_event(d, 50, &ev), VMT_E_TIMEOUT);
+    assert_int_equal(vmt_drv_wait_event(d, 0, &ev), VMT_E_TIMEOUT);
+    vmt_driver_stats s0, s1;
+    assert_int_equal(vmt_drv_stats(d, &s0), VMT_OK);
+    assert_int_equal(vmt_drv_set_limit(d, 0.1, 0), VMT_OK);
+    assert_int_equal(vmt_drv_set_limit(d, 0.1, 1000), VMT_E_NOTSUP); /* no instruction counting */
+    kg_expect(d, VMT_EVENT_STOPPED, &ev);
+    assert_int_equal(ev.u.stop.reason, VMT_STOP_TIME_LIMIT);
+    assert_non_null(strstr(ev.u.stop.message, "time limit"));
+    assert_int_equal(ev.regs.rip, KG_CODE_PA);
+    assert_int_equal(vmt_drv_stats(d, &s1), VMT_OK);
+    assert_true(s1.ns_guest - s0.ns_guest >= 100000000ull);
+    /* a limit stop is not fatal: the guest can run on */
+    assert_int_equal(vmt_drv_wait_event(d, 20, &ev), VMT_E_TIMEOUT);
+    kg_check(d);
+    vmt_driver_destroy(d);
+}
+
+static void dirty_log_and_triple_fault(void **state)
+{
+    (void)state;
+    vmt_driver *d = kg_driver(g_dirty_then_fault, sizeof g_dirty_then_fault, KG_RAM);
+    uint64_t frames = vmt_driver_caps(d)->ram_frames;
+    uint64_t *bm = calloc((frames + 63) / 64 + 1, 8);
+    assert_non_null(bm);
+    assert_int_equal(vmt_kvm_dirty_log(d, bm, frames - 1), VMT_E_INVAL); /* too small */
+    assert_int_equal(vmt_kvm_dirty_log(d, bm, frames), VMT_OK);           /* clear it */
+    vmt_event ev;
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_STOPPED, &ev);
+    assert_int_equal(ev.u.stop.reason, VMT_STOP_TRIPLE_FAULT);
+    assert_non_null(strstr(ev.u.stop.message, "triple fault"));
+    assert_int_equal(vmt_drv_wait_event(d, 10, &ev), VMT_E_STOPPED);
+    assert_non_null(strstr(vmt_driver_error(d), "triple fault"));
+    /* a memslot rebuild (protecting gfn 0x101 splits the slot) keeps the log */
+    vmt_view v;
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 0x101, VMT_ACCESS_RX), VMT_OK);
+    uint8_t x = 7;
+    assert_int_equal(vmt_drv_write_phys(d, 0x105000, &x, 1), VMT_OK); /* host writes count too */
+    assert_int_equal(vmt_kvm_dirty_log(d, bm, frames), VMT_OK);
+    assert_true(bit(bm, 0x100));
+    assert_true(bit(bm, 0x102));
+    assert_true(bit(bm, 0x105));
+    assert_false(bit(bm, 0x101));
+    assert_false(bit(bm, 0x103));
+    assert_false(bit(bm, KG_CODE_PA >> 12)); /* code was only read */
+    /* reading cleared it */
+    assert_int_equal(vmt_kvm_dirty_log(d, bm, frames), VMT_OK);
+    assert_false(bit(bm, 0x100));
+    assert_false(bit(bm, 0x105));
+    kg_check(d);
+    free(bm);
+    vmt_driver_destroy(d);
+}
+
+static void internal_error_reports_rip(void **state)
+{
+    (void)state;
+    vmt_driver *d = kg_driver(g_jump_out, sizeof g_jump_out, KG_RAM);
+    /* map va 0x4000000 -> pa 0x4000000 (past RAM) with a 2 MiB PD entry */
+    uint64_t pde = 0x4000000ull | 0xe3;
+    assert_int_equal(vmt_drv_write_phys(d, KG_RAM - 4 * VMT_PAGE_SIZE + 32 * 8, &pde, 8), VMT_OK);
+    vmt_event ev;
+    kg_expect(d, VMT_EVENT_STOPPED, &ev);
+    assert_int_equal(ev.u.stop.reason, VMT_STOP_GUEST_ERROR);
+    assert_non_null(strstr(ev.u.stop.message, "rip 0x4000000"));
+    assert_non_null(strstr(ev.u.stop.message, "bytes"));
+    vmt_driver_destroy(d);
+}
+
+static void create_errors(void **state)
+{
+    (void)state;
+    char why[256] = "";
+    vmt_driver *d = NULL;
+    vmt_machine_config cfg = { 0 };
+    assert_int_equal(vmt_kvm_driver_create(&cfg, &d, why, sizeof why), VMT_E_INVAL);
+    assert_non_null(strstr(why, "image"));
+    vmt_image_segment seg = { .pa = KG_CODE_PA, .data = g_spin, .filesz = 2, .memsz = 2 };
+    vmt_image *img;
+    assert_int_equal(vmt_image_from_segments(&seg, 1, NULL, KG_RAM, &img, why, sizeof why), VMT_OK);
+    cfg.image = img;
+    cfg.vcpus = 2;
+    assert_int_equal(vmt_kvm_driver_create(&cfg, &d, why, sizeof why), VMT_E_NOTSUP);
+    assert_non_null(strstr(why, "one vCPU"));
+    cfg.vcpus = 1;
+    cfg.ram_size = 12345;
+    assert_int_equal(vmt_kvm_driver_create(&cfg, &d, why, sizeof why), VMT_E_INVAL);
+    cfg.ram_size = 1 << 20; /* the image was built for 64 MiB: the segment still fits */
+    assert_int_equal(vmt_kvm_driver_create(&cfg, &d, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_driver_caps(d)->ram_frames, 256);
+    vmt_driver_destroy(d);
+    vmt_image_destroy(img);
+}
+
+int main(void)
+{
+    char why[128];
+    if (!vmt_test_kvm_available(why, sizeof why)) {
+        printf("SKIP: %s\n", why);
+        return VMT_TEST_SKIP;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(timeout_and_time_limit),
+        cmocka_unit_test(dirty_log_and_triple_fault),
+        cmocka_unit_test(internal_error_reports_rip),
+        cmocka_unit_test(create_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
