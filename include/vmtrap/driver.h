@@ -112,7 +112,10 @@ typedef struct vmt_driver_ops {
     vmt_status (*resume)(vmt_driver *d);
 
     /* Views. view_create makes a view where every gfn has `default_access`
-     * and its own backing. view_switch with VMT_VCPU_ALL switches all. */
+     * and its own backing. view_switch with VMT_VCPU_ALL switches all
+     * (without VIEW_PER_VCPU a switch of any vCPU switches all). An unknown
+     * view is VMT_E_NOTFOUND; view_destroy refuses a view a vCPU is on
+     * (VMT_E_BUSY). The conformance suite (tests/conformance) checks this. */
     vmt_status (*view_create)(vmt_driver *d, vmt_access default_access, vmt_view *out);
     vmt_status (*view_destroy)(vmt_driver *d, vmt_view view);
     vmt_status (*view_switch)(vmt_driver *d, vmt_vcpu vcpu, vmt_view view);
