@@ -1,0 +1,361 @@
+/*
+ * tests/ptm/test_ptm_writes.c — how guest writes reach the monitor: exits
+ * per write for each response mechanism, partial writes in both orders
+ * (with data and stepped), failed CMPXCHG and duplicate writes, per-vCPU
+ * dirty sets and partial state, unmonitor while an entry is dirty.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ptm_fixture.h"
+#include "vmtrap/paging.h"
+
+#define VA_A ((1ULL << 39) | (2ULL << 30) | (3ULL << 21) | (4ULL << 12) | 0x123)
+#define TAG 5
+
+static vmt_addr_ctx ctx_a(fx *f)
+{
+    return vmt_addr_ctx_make(VA_A, f->root);
+}
+
+static vmt_ptm_watch_info info_a(fx *f)
+{
+    vmt_ptm_watch_info wi;
+    assert_int_equal(vmt_ptm_query(f->ptm, ctx_a(f), f->view, TAG, &wi), VMT_OK);
+    return wi;
+}
+
+/* Map VA_A to a fresh frame and monitor it; returns the frame. */
+static vmt_gfn setup_a(fx *f)
+{
+    vmt_gfn frame = fx_data(f);
+    fx_map4k(f, f->root, VA_A, frame);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
+    fx_check(f);
+    return frame;
+}
+
+static vmt_pa pt_entry_pa(fx *f)
+{
+    return (fx_table_at(f, f->root, VA_A, 1) << 12) + 8 * 4;
+}
+
+/* Exits per monitored write for each mechanism. */
+static void exits_case(uint64_t caps_remove, bool with_data, uint64_t want_exits, uint32_t want_actions)
+{
+    fx *f = fx_create(caps_remove, 1);
+    f->with_data = with_data;
+    setup_a(f);
+    vmt_pa e = pt_entry_pa(f);
+    vmt_gfn frame2 = fx_data(f);
+    f->exits = 0;
+    vmt_response r = cpu_store_trap(f, 0, e, 8, pte_page(frame2));
+    assert_int_equal(r.actions, want_actions);
+    if (r.actions == VMT_RESP_CONTINUE) {
+        /* with data: the event was emitted before the write even landed */
+        fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+        uint64_t v = pte_page(frame2);
+        assert_int_equal(vmt_drv_write_phys(f->d, e, &v, 8), VMT_OK);
+        vmt_session_flush_frames(f->s);
+    } else {
+        cpu_store_finish(f, 0, e, 8, pte_page(frame2));
+        fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+    }
+    assert_int_equal(f->exits, want_exits);
+    assert_false(vmt_ptm_stepping(f->ptm, 0));
+    assert_int_equal(fx_current_view(f, 0), f->view);
+    vmt_ptm_stats st;
+    vmt_ptm_get_stats(f->ptm, &st);
+    assert_int_equal(st.writes, 1);
+    assert_int_equal(st.writes_with_data, with_data ? 1 : 0);
+    assert_int_equal(st.writes_stepped, with_data ? 0 : 1);
+    fx_destroy(f);
+}
+
+static void test_exits_per_write(void **state)
+{
+    (void)state;
+    exits_case(0, true, 1, VMT_RESP_CONTINUE);
+    exits_case(VMT_CAP_EMULATE, true, 2, VMT_RESP_FAST_STEP);
+    exits_case(VMT_CAP_EMULATE | VMT_CAP_FAST_STEP, true, 2, VMT_RESP_STEP | VMT_RESP_SWITCH_VIEW);
+    exits_case(0, false, 2, VMT_RESP_STEP | VMT_RESP_SWITCH_VIEW);
+}
+
+/* Two 4-byte stores (or eight 1-byte stores) into one entry, in order or
+ * reversed: no event until the entry is whole, then exactly one. */
+static void partial_case(bool with_data, unsigned chunk, bool high_first)
+{
+    fx *f = fx_create(0, 1);
+    f->with_data = with_data;
+    f->report_size = true;
+    vmt_gfn frame = setup_a(f);
+    vmt_pa e = pt_entry_pa(f);
+    vmt_gfn frame2 = fx_data(f);
+    /* Low dword first would look like a remap to frame2 with the old high
+     * dword; the NX bit in the high dword makes the halves differ. */
+    uint64_t nv = pte_page(frame2) | VMT_PTE_NX;
+    unsigned n = 8 / chunk;
+    for (unsigned k = 0; k < n; k++) {
+        unsigned i = high_first ? n - 1 - k : k;
+        uint64_t part = (nv >> (8 * chunk * i)) & (chunk == 8 ? ~0ULL : ((1ULL << (8 * chunk)) - 1));
+        cpu_store(f, 0, e + chunk * i, chunk, part);
+        if (k + 1 < n) {
+            assert_int_equal(f->nevents, 0);
+            vmt_ptm_watch_info wi = info_a(f);
+            assert_true(wi.present);
+            assert_int_equal(wi.pa, (frame << 12) | 0x123);
+        }
+    }
+    const vmt_ptm_event *ev = fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+    assert_int_equal(ev->old_pa, (frame << 12) | 0x123);
+    assert_int_equal(ev->new_pa, (frame2 << 12) | 0x123);
+    vmt_ptm_stats st;
+    vmt_ptm_get_stats(f->ptm, &st);
+    assert_int_equal(st.partial_writes, n - 1);
+    assert_int_equal(st.entry_updates, 1);
+    fx_clear_events(f);
+
+    /* Page-out by halves: the first half (clearing P) emits nothing yet. */
+    if (chunk == 4) {
+        cpu_store(f, 0, e + (high_first ? 4 : 0), 4, 0);
+        assert_int_equal(f->nevents, 0);
+        assert_true(info_a(f).present);
+        cpu_store(f, 0, e + (high_first ? 0 : 4), 4, 0);
+        fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+    }
+    fx_destroy(f);
+}
+
+static void test_partial_writes_with_data(void **state)
+{
+    (void)state;
+    partial_case(true, 4, false);
+    partial_case(true, 4, true);
+    partial_case(true, 1, false);
+    partial_case(true, 2, true);
+}
+
+static void test_partial_writes_stepped(void **state)
+{
+    (void)state;
+    partial_case(false, 4, false);
+    partial_case(false, 4, true);
+    partial_case(false, 2, false);
+}
+
+static void test_straddling_store_updates_both_entries(void **state)
+{
+    (void)state;
+    fx *f = fx_create(0, 1);
+    vmt_gfn frame = setup_a(f);
+    vmt_va vb = VA_A + 0x1000; /* PT entry 5, right after VA_A's entry 4 */
+    fx_map4k(f, f->root, vb, frame + 100);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, vmt_addr_ctx_make(vb, f->root), f->view, TAG), VMT_OK);
+    vmt_pa e = pt_entry_pa(f);
+    /* Entry 4 high half + entry 5 low half in one 8-byte store, then the
+     * rest of each: both complete only then. */
+    cpu_store(f, 0, e + 4, 8, 0);
+    assert_int_equal(f->nevents, 0);
+    cpu_store(f, 0, e, 4, 0);
+    fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+    cpu_store(f, 0, e + 12, 4, 0);
+    fx_expect(f, VMT_PTM_PAGE_OUT, vb, f->root);
+    assert_int_equal(f->nevents, 2);
+    fx_destroy(f);
+}
+
+static void test_cmpxchg_fail_and_duplicates_emit_nothing(void **state)
+{
+    (void)state;
+    for (int mode = 0; mode < 2; mode++) {
+        fx *f = fx_create(0, 1);
+        f->with_data = mode == 0;
+        setup_a(f);
+        vmt_pa e = pt_entry_pa(f);
+        for (unsigned l = 4; l >= 1; l--) {
+            vmt_pa at = (fx_table_at(f, f->root, VA_A, l) << 12) + 8 * vmt_pt_index(VA_A, l);
+            cpu_cmpxchg_fail(f, 0, at);
+        }
+        uint64_t cur = 0;
+        assert_int_equal(vmt_drv_read_phys(f->d, e, &cur, 8), VMT_OK);
+        cpu_store(f, 0, e, 8, cur);
+        cpu_store(f, 0, e, 8, cur);
+        assert_int_equal(f->nevents, 0);
+        vmt_ptm_stats st;
+        vmt_ptm_get_stats(f->ptm, &st);
+        assert_int_equal(st.entry_updates, 6);
+        assert_int_equal(st.no_change, 6);
+        assert_int_equal(st.rewalks, 0);
+        /* Then a real change right after the duplicates is still seen. */
+        cpu_store(f, 0, e, 8, 0);
+        fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+        fx_destroy(f);
+    }
+}
+
+static void test_unwatched_entry_on_watched_page(void **state)
+{
+    (void)state;
+    fx *f = fx_create(0, 1);
+    setup_a(f);
+    vmt_gfn pt = fx_table_at(f, f->root, VA_A, 1);
+    f->exits = 0;
+    cpu_set(f, 0, pt, 100, pte_page(fx_data(f)));
+    cpu_store(f, 0, (pt << 12) + 8 * 101, 4, 0x1234); /* partial, unwatched: no state */
+    assert_int_equal(f->exits, 2);
+    assert_int_equal(f->nevents, 0);
+    assert_int_equal(fx_get(f, pt, 100) & VMT_PTE_P, VMT_PTE_P); /* the writes landed */
+    f->with_data = false;
+    cpu_set(f, 0, pt, 100, 0);
+    assert_int_equal(fx_get(f, pt, 100), 0);
+    assert_int_equal(f->nevents, 0);
+    fx_destroy(f);
+}
+
+static void test_per_vcpu_dirty_sets(void **state)
+{
+    (void)state;
+    fx *f = fx_create(0, 2);
+    f->with_data = false;
+    vmt_gfn frame = setup_a(f);
+    vmt_gfn pd = fx_table_at(f, f->root, VA_A, 2);
+    vmt_pa pt_e = pt_entry_pa(f);
+    vmt_pa pd_e = (pd << 12) + 8 * 3;
+    vmt_gfn frame2 = fx_data(f);
+    uint64_t pd_old = fx_get(f, pd, 3);
+
+    /* vCPU 0 traps on the PT entry, vCPU 1 on the PD entry. */
+    cpu_store_trap(f, 0, pt_e, 8, pte_page(frame2));
+    cpu_store_trap(f, 1, pd_e, 8, 0);
+    assert_true(vmt_ptm_stepping(f->ptm, 0));
+    assert_true(vmt_ptm_stepping(f->ptm, 1));
+    assert_int_equal(fx_current_view(f, 0), 0);
+    assert_int_equal(fx_current_view(f, 1), 0);
+    /* vCPU 1 finishes first: only its PD write is processed. */
+    cpu_store_finish(f, 1, pd_e, 8, 0);
+    const vmt_ptm_event *e = fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+    assert_int_equal(e->vcpu, 1);
+    assert_int_equal(e->old_pa, (frame << 12) | 0x123);
+    assert_true(vmt_ptm_stepping(f->ptm, 0));
+    assert_false(vmt_ptm_stepping(f->ptm, 1));
+    fx_clear_events(f);
+    /* vCPU 0's PT entry is no longer on the path: its step emits nothing. */
+    cpu_store_finish(f, 0, pt_e, 8, pte_page(frame2));
+    assert_int_equal(f->nevents, 0);
+    /* Restoring the PD entry pages in the new frame. */
+    cpu_set(f, 1, pd, 3, pd_old);
+    e = fx_expect(f, VMT_PTM_PAGE_IN, VA_A, f->root);
+    assert_int_equal(e->new_pa, (frame2 << 12) | 0x123);
+    fx_destroy(f);
+}
+
+static void test_per_vcpu_partial_state(void **state)
+{
+    (void)state;
+    fx *f = fx_create(0, 2);
+    setup_a(f);
+    vmt_pa e = pt_entry_pa(f);
+    vmt_gfn frame2 = fx_data(f);
+    uint64_t nv = pte_page(frame2);
+    /* vCPU 0 writes the low half, vCPU 1 the high half: neither owns a
+     * whole entry, so nothing happens yet. */
+    cpu_store(f, 0, e, 4, nv & 0xffffffff);
+    cpu_store(f, 1, e + 4, 4, nv >> 32);
+    assert_int_equal(f->nevents, 0);
+    /* vCPU 0 completes its entry. */
+    cpu_store(f, 0, e + 4, 4, nv >> 32);
+    const vmt_ptm_event *ev = fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+    assert_int_equal(ev->vcpu, 0);
+    fx_clear_events(f);
+    /* vCPU 1 completes its own later: same translation, nothing new. */
+    cpu_store(f, 1, e, 4, nv & 0xffffffff);
+    assert_int_equal(f->nevents, 0);
+    assert_int_equal(info_a(f).pa, (frame2 << 12) | 0x123);
+    fx_destroy(f);
+}
+
+static void test_unmonitor_while_dirty(void **state)
+{
+    (void)state;
+    fx *f = fx_create(0, 1);
+    f->with_data = false;
+    setup_a(f);
+    vmt_pa e = pt_entry_pa(f);
+    cpu_store_trap(f, 0, e, 8, 0);
+    assert_true(vmt_ptm_stepping(f->ptm, 0));
+    assert_int_equal(vmt_ptm_unmonitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
+    fx_check(f);
+    assert_int_equal(fx_access(f, f->view, e >> 12), VMT_ACCESS_RWX);
+    /* The step still comes back to the monitor, which switches back. */
+    cpu_store_finish(f, 0, e, 8, 0);
+    assert_int_equal(f->nevents, 0);
+    assert_false(vmt_ptm_stepping(f->ptm, 0));
+    /* Same with a pending partial write (with data). */
+    f->with_data = true;
+    fx_map4k(f, f->root, VA_A, fx_data(f));
+    assert_int_equal(vmt_ptm_monitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
+    cpu_store(f, 0, e, 4, 0);
+    assert_int_equal(vmt_ptm_unmonitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
+    fx_check(f);
+    fx_destroy(f);
+}
+
+/* One stepped store that completes a PD entry and a PT entry at once (it
+ * straddles the end of the PD page into the PT page that follows): the
+ * vCPU's dirty entries are processed top level first. */
+static void test_processing_order_top_level_first(void **state)
+{
+    (void)state;
+    fx *f = fx_create(0, 1);
+    f->with_data = false;
+    f->report_size = true;
+    vmt_gfn pdpt = fx_table(f), pd = fx_table(f), pt = fx_table(f), pt_b = fx_table(f);
+    assert_int_equal(pt, pd + 1);
+    vmt_va va_b = (1ULL << 39) | (2ULL << 30) | (511ULL << 21); /* PD entry 511 */
+    vmt_va va_c = (1ULL << 39) | (2ULL << 30);                  /* PD 0 -> PT entry 0 */
+    fx_set(f, f->root >> 12, 1, pte_table(pdpt));
+    fx_set(f, pdpt, 2, pte_table(pd));
+    fx_set(f, pd, 511, pte_table(pt_b));
+    fx_set(f, pt_b, 0, pte_page(fx_data(f)));
+    fx_set(f, pd, 0, pte_table(pt));
+    fx_set(f, pt, 0, pte_page(fx_data(f)));
+    assert_int_equal(vmt_ptm_monitor(f->ptm, vmt_addr_ctx_make(va_c, f->root), f->view, TAG), VMT_OK);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, vmt_addr_ctx_make(va_b, f->root), f->view, TAG), VMT_OK);
+    vmt_pa pd511 = (pd << 12) + 8 * 511, pt0 = pt << 12;
+    assert_int_equal(pd511 + 8, pt0);
+    /* Clear PD[511]'s low half and PT[0]'s high half first... */
+    cpu_store(f, 0, pd511, 4, 0);
+    cpu_store(f, 0, pt0 + 4, 4, 0);
+    assert_int_equal(f->nevents, 0);
+    /* ...then one 8-byte store over PD[511]'s high half and PT[0]'s low. */
+    cpu_store_trap(f, 0, pd511 + 4, 8, 0);
+    cpu_store_finish(f, 0, pd511 + 4, 8, 0);
+    assert_int_equal(f->nevents, 2);
+    assert_int_equal(f->events[0].ctx.va, va_b); /* from the PD entry */
+    assert_int_equal(f->events[1].ctx.va, va_c); /* from the PT entry */
+    assert_int_equal(f->events[0].kind, VMT_PTM_PAGE_OUT);
+    assert_int_equal(f->events[1].kind, VMT_PTM_PAGE_OUT);
+    fx_destroy(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exits_per_write),
+        cmocka_unit_test(test_partial_writes_with_data),
+        cmocka_unit_test(test_partial_writes_stepped),
+        cmocka_unit_test(test_straddling_store_updates_both_entries),
+        cmocka_unit_test(test_cmpxchg_fail_and_duplicates_emit_nothing),
+        cmocka_unit_test(test_unwatched_entry_on_watched_page),
+        cmocka_unit_test(test_per_vcpu_dirty_sets),
+        cmocka_unit_test(test_per_vcpu_partial_state),
+        cmocka_unit_test(test_unmonitor_while_dirty),
+        cmocka_unit_test(test_processing_order_top_level_first),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
