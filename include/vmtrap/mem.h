@@ -165,6 +165,14 @@ vmt_status vmt_mem_last_response(const vmt_driver *d, vmt_event *ev, vmt_respons
 
 /* ---- state that has no op to read it back ---- */
 
+/* Guest RAM as a guest in `view` sees it: each gfn through the view's
+ * backing (rights are ignored). For tests that check what a remap shows,
+ * e.g. an INT3 in a shadow frame. Not an op: not logged, counted or
+ * fault-injected. VMT_E_NOTFOUND for an unknown view, VMT_E_RANGE past RAM
+ * (extra frames are not guest-reachable). */
+vmt_status vmt_mem_read_view(vmt_driver *d, vmt_view view, vmt_pa pa, void *buf, size_t len);
+vmt_status vmt_mem_write_view(vmt_driver *d, vmt_view view, vmt_pa pa, const void *buf, size_t len);
+
 bool vmt_mem_paused(const vmt_driver *d);
 /* Hardware breakpoint `index` of a vCPU; VMT_E_INVAL for a bad vcpu/index. */
 vmt_status vmt_mem_hw_breakpoint_get(const vmt_driver *d, vmt_vcpu vcpu, unsigned index, vmt_va *va,

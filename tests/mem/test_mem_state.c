@@ -278,6 +278,40 @@ static void test_noop_mode_only_counts(void **state)
     vmt_driver_destroy(d);
 }
 
+/* What a guest in a view sees: the backing frame of each gfn. */
+static void test_read_write_through_views(void **state)
+{
+    (void)state;
+    vmt_mem_config cfg = { .ram_frames = 8, .extra_frames = 2 };
+    vmt_driver *d = make(&cfg);
+    vmt_view v;
+    vmt_gfn f;
+    uint8_t orig[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, cc = 0xcc, got[8];
+    OK(d, vmt_drv_write_phys(d, 0x3ffc, orig, 8)); /* straddles gfn 3 and 4 */
+    OK(d, vmt_drv_view_create(d, VMT_ACCESS_RWX, &v));
+    OK(d, vmt_drv_frame_alloc(d, &f));
+    uint8_t page[4096];
+    OK(d, vmt_drv_read_phys(d, 0x4000, page, sizeof page));
+    OK(d, vmt_drv_write_phys(d, vmt_gfn_to_pa(f), page, sizeof page)); /* shadow copy of gfn 4 */
+    OK(d, vmt_drv_write_phys(d, vmt_gfn_to_pa(f) + 1, &cc, 1));       /* with an INT3 */
+    OK(d, vmt_drv_view_remap(d, v, 4, f));
+    OK(d, vmt_mem_read_view(d, v, 0x3ffc, got, 8));
+    uint8_t want[8] = { 1, 2, 3, 4, 5, 0xcc, 7, 8 };
+    assert_memory_equal(got, want, 8);
+    OK(d, vmt_mem_read_view(d, 0, 0x3ffc, got, 8));
+    assert_memory_equal(got, orig, 8);
+    uint8_t nine = 9;
+    OK(d, vmt_mem_write_view(d, v, 0x4002, &nine, 1)); /* lands in the shadow frame */
+    OK(d, vmt_drv_read_phys(d, vmt_gfn_to_pa(f) + 2, got, 1));
+    assert_int_equal(got[0], 9);
+    OK(d, vmt_drv_read_phys(d, 0x4002, got, 1));
+    assert_int_equal(got[0], 7);
+    EXPECT(d, VMT_E_RANGE, vmt_mem_read_view(d, v, 8 * 4096 - 2, got, 4));
+    EXPECT(d, VMT_E_RANGE, vmt_mem_read_view(d, v, vmt_gfn_to_pa(f), got, 1)); /* not guest-reachable */
+    EXPECT(d, VMT_E_NOTFOUND, vmt_mem_read_view(d, 5, 0, got, 1));
+    vmt_driver_destroy(d);
+}
+
 /* The checker is not a rubber stamp: corrupt each invariant, see it fail. */
 static void test_check_detects_corruption(void **state)
 {
@@ -334,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_vm_wide_views),
         cmocka_unit_test(test_trap_access_limits),
         cmocka_unit_test(test_noop_mode_only_counts),
+        cmocka_unit_test(test_read_write_through_views),
         cmocka_unit_test(test_check_detects_corruption),
     };
     return cmocka_run_group_tests_name("mem driver state", tests, NULL, NULL);

@@ -264,6 +264,47 @@ vmt_status mem_op_view_get_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt
     return mem_end(m, &c, VMT_OK);
 }
 
+/* Copy between buf and guest RAM as seen through `view`. */
+static vmt_status view_bytes(vmt_driver *d, vmt_view view, vmt_pa pa, uint8_t *buf, size_t len, bool write)
+{
+    mem_drv *m = mem_of(d);
+    if (!m)
+        return VMT_E_INVAL;
+    const char *op = write ? "write_view" : "read_view";
+    if (!mem_view_live(m, view))
+        return vmt_driver_fail(d, VMT_E_NOTFOUND, "%s: no view %u", op, view);
+    uint64_t ram = m->cfg.ram_frames * VMT_PAGE_SIZE;
+    if (pa >= ram || len > ram - pa)
+        return vmt_driver_fail(d, VMT_E_RANGE, "%s: [0x%llx, +0x%zx) is not guest RAM", op, (unsigned long long)pa,
+                               len);
+    while (len) {
+        vmt_gfn gfn = vmt_pa_to_gfn(pa);
+        const mem_entry *e = vmt_hmap_get(&m->views[view].entries, &gfn);
+        uint8_t *frame = mem_frame_ptr(m, e ? e->backing : gfn);
+        size_t off = vmt_page_offset(pa), n = VMT_PAGE_SIZE - off;
+        if (n > len)
+            n = len;
+        if (write)
+            memcpy(frame + off, buf, n);
+        else
+            memcpy(buf, frame + off, n);
+        buf += n;
+        pa += n;
+        len -= n;
+    }
+    return VMT_OK;
+}
+
+vmt_status vmt_mem_read_view(vmt_driver *d, vmt_view view, vmt_pa pa, void *buf, size_t len)
+{
+    return view_bytes(d, view, pa, buf, len, false);
+}
+
+vmt_status vmt_mem_write_view(vmt_driver *d, vmt_view view, vmt_pa pa, const void *buf, size_t len)
+{
+    return view_bytes(d, view, pa, (uint8_t *)buf, len, true);
+}
+
 void mem_views_free(mem_drv *m)
 {
     if (!m->views)
