@@ -1,0 +1,358 @@
+/*
+ * bpm/bpm_event.c — deciding what a driver event means for the manager and
+ * how to answer it.
+ *
+ *   INT3 at one of our sites (SHADOW)    -> HIT: the breakpoints there for this
+ *       address context (global ones for any root); the response executes the
+ *       displaced instruction in view 0 (EMULATE there when the driver can,
+ *       else FAST_STEP there), or REINJECTs when the guest had its own INT3
+ *       at that byte (double trap).
+ *   INT3 elsewhere                       -> byte at rip in view 0 is 0xCC: the
+ *       guest's own (FOREIGN, REINJECT); else a stale event of a removed
+ *       breakpoint (STALE, CONTINUE re-executes the restored byte).
+ *   read/write of a shadowed frame       -> HIDDEN: served from view 0. A write
+ *       is mirrored into the shadow: at once from the event's data when the
+ *       driver reports it, else by stepping the write in view 0 (STEP +
+ *       SWITCH_VIEW 0) and rebuilding the shadow on the SINGLESTEP that
+ *       follows (REFRESHED, SWITCH_VIEW back). Without SINGLESTEP either, the
+ *       shadow is rebuilt at the vCPU's next event.
+ *   execute on a no-execute frame (EXEC) -> HIT at a breakpoint, else HIDDEN;
+ *       both step through in view 0.
+ *   debug-register event (DEBUG)         -> HIT; CONTINUE.
+ *   anything else                        -> NOT_OURS.
+ * Lookups are O(1): frame by (view, gfn), site by offset (binary search in
+ * at most 4096), contexts by (view, va, root) and (view, va) for globals.
+ */
+#include <stdio.h>
+
+#include "bpm/bpm_internal.h"
+
+#define REFRESH_STEPPING (1ULL << 63) /* refresh value: we asked for a STEP */
+
+const char *vmt_bpm_disposition_name(vmt_bpm_disposition d)
+{
+    switch (d) {
+    case VMT_BPM_NOT_OURS: return "not-ours";
+    case VMT_BPM_HIT: return "hit";
+    case VMT_BPM_HIDDEN: return "hidden";
+    case VMT_BPM_FOREIGN: return "foreign";
+    case VMT_BPM_STALE: return "stale";
+    case VMT_BPM_REFRESHED: return "refreshed";
+    }
+    return "unknown";
+}
+
+static vmt_response step_over(const vmt_bpm *b)
+{
+    vmt_response r = vmt_response_continue();
+    if (vmt_driver_has(b->d, VMT_CAP_EMULATE) && !(b->flags & VMT_BPM_PREFER_FAST_STEP)) {
+        r.actions = VMT_RESP_EMULATE;
+        r.emulate_view = VMT_VIEW_DEFAULT;
+    } else {
+        r.actions = VMT_RESP_FAST_STEP;
+        r.step_view = VMT_VIEW_DEFAULT;
+    }
+    return r;
+}
+
+static vmt_pa event_root(const vmt_event *ev) { return ev->regs.cr3 & VMT_CR3_ADDR_MASK; }
+
+/* A gfn an event names may be a shadow frame (drivers that report the
+ * backing): map it back to the guest frame. */
+static vmt_gfn guest_gfn(const vmt_bpm *b, vmt_gfn gfn)
+{
+    const void *p = vmt_hmap_get(&b->shadows, &gfn);
+    if (!p)
+        return gfn;
+    uint64_t fk;
+    memcpy(&fk, p, sizeof fk);
+    return bpm_fkey_gfn(fk);
+}
+
+/* Where an event executed, if it is at one of our sites. */
+typedef struct ev_site {
+    vmt_view view;
+    vmt_va va;
+    vmt_pa root;
+    uint64_t gfn;      /* UINT64_MAX: any (DEBUG) */
+    bpm_site site;     /* SHADOW / EXEC */
+} ev_site;
+
+static bool event_site(const vmt_bpm *b, const vmt_event *ev, ev_site *out)
+{
+    out->view = ev->view;
+    out->root = event_root(ev);
+    vmt_gfn gfn;
+    switch (ev->kind) {
+    case VMT_EVENT_BREAKPOINT:
+        if (b->ctl != VMT_BPM_CTL_SHADOW)
+            return false;
+        out->va = ev->u.bp.gva;
+        gfn = guest_gfn(b, vmt_pa_to_gfn(ev->u.bp.gpa));
+        break;
+    case VMT_EVENT_MEM_ACCESS:
+        if (b->ctl != VMT_BPM_CTL_EXEC || !(ev->u.mem.access & VMT_ACCESS_X))
+            return false;
+        out->va = ev->u.mem.gva_valid ? ev->u.mem.gva : ev->regs.rip;
+        gfn = vmt_pa_to_gfn(ev->u.mem.gpa);
+        break;
+    case VMT_EVENT_HW_BREAKPOINT: {
+        unsigned i = ev->u.hwbp.index;
+        if (b->ctl != VMT_BPM_CTL_DEBUG || i >= b->ndbg || !b->dbg[i].nref)
+            return false;
+        out->va = b->dbg[i].va;
+        out->gfn = UINT64_MAX;
+        return true;
+    }
+    default:
+        return false;
+    }
+    bpm_frame f;
+    if (ev->view > BPM_VIEW_MAX || !bpm_frame_get(b, bpm_fkey(ev->view, gfn), &f))
+        return false;
+    int i = bpm_site_find(&f, (unsigned)vmt_page_offset(out->va));
+    if (i < 0)
+        return false;
+    out->gfn = gfn;
+    out->site = f.sites[i];
+    return true;
+}
+
+size_t vmt_bpm_lookup_event(const vmt_bpm *b, const vmt_event *ev, vmt_bpm_bp *hits, size_t max, size_t *total)
+{
+    ev_site es;
+    if (total)
+        *total = 0;
+    if (!ev || !event_site(b, ev, &es))
+        return 0;
+    return bpm_lookup_exec(b, es.view, es.va, es.root, es.gfn, hits, max, total);
+}
+
+bool vmt_bpm_contains_event(const vmt_bpm *b, const vmt_event *ev)
+{
+    size_t total = 0;
+    (void)vmt_bpm_lookup_event(b, ev, NULL, 0, &total);
+    return total > 0;
+}
+
+static bool ctx_lookup(const vmt_bpm *b, const vmt_bpm_bp *bp, bpm_ctx_key *k, bpm_ctx_val *v)
+{
+    if (!bp || bp->view > BPM_VIEW_MAX)
+        return false;
+    if (bp->global) {
+        if (!bpm_global_key(b, bp->view, bp->ctx.va, k))
+            return false;
+    } else {
+        k->va = bp->ctx.va;
+        k->rootv = bpm_rootv(bp->ctx.root, bp->view, false);
+    }
+    if (!bpm_ctx_get(b, k, v))
+        return false;
+    if (bp->key == VMT_BPM_KEY_ANY || v->key0 == bp->key)
+        return true;
+    uint32_t n = bpm_loc_nkeys(v->loc);
+    for (uint32_t i = 1; i < n; i++) {
+        bpm_keys_key kk;
+        memset(&kk, 0, sizeof kk);
+        kk.va = k->va;
+        kk.rootv = k->rootv;
+        kk.index = i;
+        const uint8_t *p = vmt_hmap_get(&b->keys, &kk);
+        uint32_t key;
+        if (p) {
+            memcpy(&key, p + 8, sizeof key);
+            if (key == bp->key)
+                return true;
+        }
+    }
+    return false;
+}
+
+bool vmt_bpm_contains(const vmt_bpm *b, const vmt_bpm_bp *bp)
+{
+    bpm_ctx_key k;
+    bpm_ctx_val v;
+    return ctx_lookup(b, bp, &k, &v);
+}
+
+bool vmt_bpm_is_active(const vmt_bpm *b, const vmt_bpm_bp *bp)
+{
+    bpm_ctx_key k;
+    bpm_ctx_val v;
+    return ctx_lookup(b, bp, &k, &v) && bpm_loc_active(v.loc);
+}
+
+vmt_status vmt_bpm_remove_by_event(vmt_bpm *b, const vmt_event *ev, uint32_t key, size_t *removed)
+{
+    if (removed)
+        *removed = 0;
+    ev_site es;
+    if (!ev || !event_site(b, ev, &es))
+        return VMT_OK;
+    size_t total = 0;
+    vmt_bpm_bp one;
+    (void)bpm_lookup_exec(b, es.view, es.va, es.root, es.gfn, &one, 1, &total);
+    if (!total)
+        return VMT_OK;
+    /* All hits share one context (a va is global or per-root, never both). */
+    vmt_bpm_bp bp = one;
+    bp.key = key;
+    size_t before = b->nbps;
+    vmt_status st = vmt_bpm_remove(b, &bp);
+    if (st == VMT_E_NOTFOUND)
+        return VMT_OK;
+    if (removed)
+        *removed = before - b->nbps;
+    return st;
+}
+
+/* Rebuild a frame whose write has landed (no data, no single-step). */
+static vmt_status refresh_pending(vmt_bpm *b, const vmt_event *ev, vmt_response *resp, vmt_bpm_verdict *vd,
+                                  bool *done)
+{
+    *done = false;
+    uint32_t vcpu = ev->vcpu;
+    uint64_t *p = vmt_hmap_get(&b->refresh, &vcpu);
+    if (!p)
+        return VMT_OK;
+    uint64_t val;
+    memcpy(&val, p, sizeof val);
+    uint64_t fk = val & ~REFRESH_STEPPING;
+    vmt_status st = bpm_ctl_refresh_frame(b, fk);
+    if (st)
+        return st; /* keep the entry: retried at the next event */
+    vmt_hmap_del(&b->refresh, &vcpu, NULL);
+    if ((val & REFRESH_STEPPING) && ev->kind == VMT_EVENT_SINGLESTEP) {
+        vd->disposition = VMT_BPM_REFRESHED;
+        resp->actions = VMT_RESP_SWITCH_VIEW;
+        resp->new_view = bpm_fkey_view(fk);
+        *done = true;
+    }
+    return VMT_OK;
+}
+
+static vmt_status on_write(vmt_bpm *b, const vmt_event *ev, uint64_t fk, vmt_response *resp)
+{
+    const vmt_mem_access_info *m = &ev->u.mem;
+    if (m->has_data && m->size >= 1 && m->size <= 8) {
+        uint8_t bytes[8];
+        memcpy(bytes, &m->value, sizeof bytes); /* little-endian host, as the guest */
+        return bpm_ctl_patch_frame(b, fk, (unsigned)vmt_page_offset(m->gpa), bytes, m->size);
+    }
+    uint32_t vcpu = ev->vcpu;
+    uint64_t val = fk;
+    if (vmt_driver_has(b->d, VMT_CAP_SINGLESTEP)) {
+        val |= REFRESH_STEPPING;
+        *resp = vmt_response_continue();
+        resp->actions = VMT_RESP_SWITCH_VIEW | VMT_RESP_STEP;
+        resp->new_view = VMT_VIEW_DEFAULT;
+    }
+    void *slot;
+    bool existed;
+    vmt_status st = vmt_hmap_put(&b->refresh, &vcpu, &val, &slot, &existed);
+    if (st)
+        return vmt_errbuf_set(&b->err, st, "bpm: out of memory");
+    memcpy(slot, &val, sizeof val);
+    return VMT_OK;
+}
+
+vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *resp, vmt_bpm_bp *hits,
+                                size_t max_hits, vmt_bpm_verdict *verdict)
+{
+    vmt_bpm_verdict vd = { VMT_BPM_NOT_OURS, 0, false };
+    vmt_response r = vmt_response_continue();
+    vmt_status st = VMT_OK;
+    if (resp)
+        *resp = r;
+    if (verdict)
+        *verdict = vd;
+    if (!ev || !resp)
+        return vmt_errbuf_set(&b->err, VMT_E_INVAL, "bpm: handle_event needs an event and a response");
+    if (hits == NULL)
+        max_hits = 0;
+
+    bool done;
+    if ((st = refresh_pending(b, ev, &r, &vd, &done)))
+        return st;
+    if (done)
+        goto out;
+
+    ev_site es;
+    switch (ev->kind) {
+    case VMT_EVENT_BREAKPOINT: {
+        if (event_site(b, ev, &es)) {
+            bpm_lookup_exec(b, es.view, es.va, es.root, es.gfn, hits, max_hits, &vd.nhits);
+            vd.disposition = VMT_BPM_HIT;
+            vd.double_trap = (es.site.flags & SITE_DOUBLE) != 0;
+            if (vd.double_trap)
+                r.actions = VMT_RESP_REINJECT;
+            else
+                r = step_over(b);
+            b->hits++;
+            break;
+        }
+        /* Not our site: the guest's own INT3, or a stale event. */
+        vmt_pa gpa = vmt_gfn_to_pa(guest_gfn(b, vmt_pa_to_gfn(ev->u.bp.gpa))) | vmt_page_offset(ev->u.bp.gpa);
+        uint8_t byte;
+        st = vmt_drv_read_phys(b->d, gpa, &byte, 1);
+        if (st) {
+            st = vmt_errbuf_set(&b->err, st, "bpm: reading the byte at rip 0x%llx (pa 0x%llx) failed: %s",
+                                (unsigned long long)ev->regs.rip, (unsigned long long)gpa, vmt_driver_error(b->d));
+            break;
+        }
+        if (byte == BPM_INT3) {
+            vd.disposition = VMT_BPM_FOREIGN;
+            r.actions = VMT_RESP_REINJECT;
+            b->foreign++;
+        } else {
+            vd.disposition = VMT_BPM_STALE;
+            b->stale++;
+        }
+        break;
+    }
+    case VMT_EVENT_MEM_ACCESS: {
+        const vmt_mem_access_info *m = &ev->u.mem;
+        vmt_gfn gfn = vmt_pa_to_gfn(m->gpa);
+        uint64_t fk = bpm_fkey(ev->view, gfn);
+        bpm_frame f;
+        if (ev->view > BPM_VIEW_MAX || !bpm_frame_get(b, fk, &f))
+            break;
+        if (b->ctl == VMT_BPM_CTL_SHADOW && (m->access & VMT_ACCESS_RW)) {
+            vd.disposition = VMT_BPM_HIDDEN;
+            r = step_over(b);
+            b->hidden++;
+            if (m->access & VMT_ACCESS_W)
+                st = on_write(b, ev, fk, &r);
+        } else if (b->ctl == VMT_BPM_CTL_EXEC && (m->access & VMT_ACCESS_X)) {
+            r = step_over(b);
+            if (event_site(b, ev, &es)) {
+                bpm_lookup_exec(b, es.view, es.va, es.root, es.gfn, hits, max_hits, &vd.nhits);
+                vd.disposition = VMT_BPM_HIT;
+                b->hits++;
+            } else {
+                vd.disposition = VMT_BPM_HIDDEN;
+                b->hidden++;
+            }
+        }
+        break;
+    }
+    case VMT_EVENT_HW_BREAKPOINT:
+        if (event_site(b, ev, &es)) {
+            bpm_lookup_exec(b, es.view, es.va, es.root, es.gfn, hits, max_hits, &vd.nhits);
+            vd.disposition = VMT_BPM_HIT;
+            b->hits++;
+        }
+        break;
+    default:
+        break;
+    }
+out:
+    if (st) {
+        vd.disposition = VMT_BPM_NOT_OURS;
+        r = vmt_response_continue();
+    }
+    *resp = r;
+    if (verdict)
+        *verdict = vd;
+    return st;
+}

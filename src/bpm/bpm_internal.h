@@ -1,0 +1,220 @@
+/*
+ * bpm/bpm_internal.h — the breakpoint manager's maps (internal).
+ *
+ * The state is five hash maps (core/hmap.h) plus one small sorted array per
+ * installed frame. Values are read and written with memcpy (slots are not
+ * aligned). Keys pack a view into spare bits of an address:
+ *   rootv  = root (bits 12..51) | view (bits 0..11) | BPM_GLOBAL (bit 63)
+ *   fkey   = gfn (bits 0..39) | view << 40              (a (view, frame))
+ *
+ * ctxs     (va, rootv) -> ctx_val { loc, tag0, key0 }
+ *          One entry per address context (view, va, root) with breakpoints.
+ *          loc = gfn (bits 0..39) | nkeys (bits 40..61) | BPM_ACTIVE (bit 63).
+ *          key0/tag0 is the first key; keys 1..nkeys-1 live in `keys`.
+ *          A global context is keyed with its registration root and BPM_GLOBAL.
+ *          Active: installed at (view, gfn), offset va & 0xfff; else pending.
+ * keys     (va, rootv, index 1..nkeys-1) -> key_val { tag, key }
+ *          The extra keys of a context, dense indices (swap-remove).
+ * vas      va -> u32: number of contexts at va (any view, any root), bit 31
+ *          set when they are global. A va is global or per-root, never both.
+ * globals  (va, view) -> registration root of the global context there.
+ * frames   fkey -> frame_val { shadow gfn, sites array, nsites, cap }
+ *          One entry per (view, gfn) with at least one active context
+ *          (SHADOW, EXEC). sites: sorted by offset, each with the number of
+ *          active contexts installed there, the guest's original byte and
+ *          whether it was already 0xCC (double trap).
+ * shadows  shadow gfn -> fkey (SHADOW only): which frame a shadow backs.
+ * DEBUG uses dbg[] instead of frames: one debug register per distinct va,
+ * with the number of active contexts using it.
+ * refresh  vcpu -> fkey: a write without data is being stepped in view 0; the
+ *          SINGLESTEP that follows rebuilds that frame's shadow.
+ *
+ * Invariants (bpm_check.c): every active context's (frame, offset) has a
+ * site whose count equals the number of active contexts there; every frame
+ * has >= 1 site and sites are sorted and unique; shadows is the inverse of
+ * the frames' shadow gfns; vas counts and flags match ctxs; globals has
+ * exactly the global contexts' (va, view) with their root; keys holds
+ * exactly indices 1..nkeys-1 of each context and no key repeats in a context.
+ */
+#ifndef VMT_BPM_INTERNAL_H
+#define VMT_BPM_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/errbuf.h"
+#include "core/hmap.h"
+#include "vmtrap/bpm.h"
+
+#define BPM_GLOBAL      (1ULL << 63)
+#define BPM_ACTIVE      (1ULL << 63)
+#define BPM_GFN_MASK    ((1ULL << 40) - 1)
+#define BPM_NKEYS_SHIFT 40
+#define BPM_NKEYS_MAX   ((1u << 22) - 1)
+#define BPM_VIEW_MAX    4095u
+#define BPM_VAS_GLOBAL  (1u << 31)
+#define BPM_MAX_DBG     4
+#define BPM_INT3        0xCC
+
+#define SITE_DOUBLE     1u   /* the guest's byte there is already 0xCC */
+
+typedef struct bpm_site {
+    uint16_t off;
+    uint8_t orig;     /* the guest's byte (SHADOW) */
+    uint8_t flags;    /* SITE_* */
+    uint32_t nref;    /* active contexts installed here */
+} bpm_site;
+
+typedef struct bpm_frame {
+    uint64_t shadow;  /* shadow gfn (SHADOW), else 0 */
+    bpm_site *sites;
+    uint32_t nsites, cap;
+} bpm_frame;
+
+typedef struct bpm_ctx_key {
+    uint64_t va;
+    uint64_t rootv;
+} bpm_ctx_key;
+
+typedef struct bpm_ctx_val {
+    uint64_t loc;
+    uint64_t tag0;
+    uint32_t key0;
+} bpm_ctx_val;
+#define BPM_CTX_VAL_SIZE 20
+
+typedef struct bpm_keys_key {
+    uint64_t va;
+    uint64_t rootv;
+    uint32_t index;
+} bpm_keys_key;
+#define BPM_KEYS_KEY_SIZE 20
+
+typedef struct bpm_keys_val {
+    uint64_t tag;
+    uint32_t key;
+} bpm_keys_val;
+#define BPM_KEYS_VAL_SIZE 12
+
+typedef struct bpm_va_view {
+    uint64_t va;
+    uint64_t view;
+} bpm_va_view;
+
+typedef struct bpm_dbg_slot {
+    vmt_va va;
+    uint32_t nref;    /* 0: free */
+} bpm_dbg_slot;
+
+struct vmt_bpm {
+    vmt_session *s;
+    vmt_driver *d;
+    vmt_errbuf err;
+    vmt_bpm_controller ctl;
+    unsigned flags;
+    uint64_t ram_frames;
+    vmt_hmap ctxs, keys, vas, globals, frames, shadows, refresh;
+    bpm_dbg_slot dbg[BPM_MAX_DBG];
+    unsigned ndbg;
+    size_t nbps;      /* registrations (sum of nkeys) */
+    size_t nactive;   /* active contexts */
+    size_t nsites;    /* sites over all frames, or debug registers in use */
+    size_t site_bytes;/* heap bytes of the sites arrays */
+    uint64_t hits, hidden, foreign, stale, refreshes;
+};
+
+/* ---- packing ---- */
+
+static inline uint64_t bpm_rootv(vmt_pa root, vmt_view view, bool global)
+{
+    return (root & VMT_CR3_ADDR_MASK) | (uint64_t)view | (global ? BPM_GLOBAL : 0);
+}
+static inline vmt_view bpm_rootv_view(uint64_t rootv) { return (vmt_view)(rootv & 0xfff); }
+static inline vmt_pa bpm_rootv_root(uint64_t rootv) { return rootv & VMT_CR3_ADDR_MASK; }
+static inline bool bpm_rootv_global(uint64_t rootv) { return (rootv & BPM_GLOBAL) != 0; }
+
+static inline uint64_t bpm_fkey(vmt_view view, vmt_gfn gfn) { return (gfn & BPM_GFN_MASK) | ((uint64_t)view << 40); }
+static inline vmt_gfn bpm_fkey_gfn(uint64_t fk) { return fk & BPM_GFN_MASK; }
+static inline vmt_view bpm_fkey_view(uint64_t fk) { return (vmt_view)(fk >> 40); }
+
+static inline vmt_gfn bpm_loc_gfn(uint64_t loc) { return loc & BPM_GFN_MASK; }
+static inline uint32_t bpm_loc_nkeys(uint64_t loc) { return (uint32_t)((loc >> BPM_NKEYS_SHIFT) & BPM_NKEYS_MAX); }
+static inline bool bpm_loc_active(uint64_t loc) { return (loc & BPM_ACTIVE) != 0; }
+static inline uint64_t bpm_loc_make(bool active, vmt_gfn gfn, uint32_t nkeys)
+{
+    return (active ? BPM_ACTIVE : 0) | ((uint64_t)nkeys << BPM_NKEYS_SHIFT) | (gfn & BPM_GFN_MASK);
+}
+
+/* memcpy accessors for unaligned hmap values */
+static inline bool bpm_ctx_get(const vmt_bpm *b, const bpm_ctx_key *k, bpm_ctx_val *v)
+{
+    const void *p = vmt_hmap_get(&b->ctxs, k);
+    if (!p)
+        return false;
+    memset(v, 0, sizeof *v);
+    memcpy(v, p, BPM_CTX_VAL_SIZE);
+    return true;
+}
+static inline void bpm_ctx_set(vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val *v)
+{
+    void *p = vmt_hmap_get(&b->ctxs, k);
+    if (p)
+        memcpy(p, v, BPM_CTX_VAL_SIZE);
+}
+static inline bool bpm_frame_get(const vmt_bpm *b, uint64_t fk, bpm_frame *f)
+{
+    const void *p = vmt_hmap_get(&b->frames, &fk);
+    if (!p)
+        return false;
+    memcpy(f, p, sizeof *f);
+    return true;
+}
+static inline void bpm_frame_set(vmt_bpm *b, uint64_t fk, const bpm_frame *f)
+{
+    void *p = vmt_hmap_get(&b->frames, &fk);
+    if (p)
+        memcpy(p, f, sizeof *f);
+}
+
+/* Index of the site at off in f, or -1. */
+int bpm_site_find(const bpm_frame *f, unsigned off);
+/* Where a site at off would be inserted (keeps the array sorted). */
+unsigned bpm_site_lower_bound(const bpm_frame *f, unsigned off);
+
+/* ---- controllers (bpm_ctl.c) ----
+ * Arm / disarm one active context's install at (view, gfn, off) or, for
+ * DEBUG, at va. Each either succeeds or leaves maps and driver as they were
+ * (undoing the driver calls it made). Capacity of the maps it puts into is
+ * reserved first. */
+vmt_status bpm_ctl_arm(vmt_bpm *b, vmt_view view, vmt_gfn gfn, vmt_va va);
+vmt_status bpm_ctl_disarm(vmt_bpm *b, vmt_view view, vmt_gfn gfn, vmt_va va);
+/* Free every frame/debug register without driver calls succeeding or not
+ * (destroy). */
+void bpm_ctl_release_all(vmt_bpm *b);
+/* Controller choice: the requested one or the first that fits. */
+vmt_status bpm_ctl_choose(vmt_driver *d, vmt_bpm_controller want, vmt_bpm_controller *out, char *why,
+                          size_t why_len);
+/* SHADOW: rebuild the whole shadow of a frame from the original frame. */
+vmt_status bpm_ctl_refresh_frame(vmt_bpm *b, uint64_t fk);
+/* SHADOW: the guest writes `size` bytes `value` at page offset off of frame fk:
+ * make the shadow hold them too (INT3s re-planted, sites' bytes updated). */
+vmt_status bpm_ctl_patch_frame(vmt_bpm *b, uint64_t fk, unsigned off, const uint8_t *bytes, unsigned size);
+/* Treat NOTFOUND (the view is gone) as success on removal paths. */
+static inline vmt_status bpm_gone_ok(vmt_status st) { return st == VMT_E_NOTFOUND ? VMT_OK : st; }
+
+/* ---- lookups shared by bpm.c and bpm_event.c ---- */
+
+/* The context key an event at (view, va) with translation root `root`
+ * resolves to for the global registration (if any): *key. */
+bool bpm_global_key(const vmt_bpm *b, vmt_view view, vmt_va va, bpm_ctx_key *key);
+/* Append the keys of context k (active at gfn) to hits (up to max); returns
+ * how many it has. */
+size_t bpm_ctx_hits(const vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val *v, vmt_bpm_bp *hits,
+                    size_t max, size_t have);
+/* Lookup of an executed address: hits of (view, va, root) and the global at
+ * (view, va), each only if active at gfn (or any gfn when gfn == UINT64_MAX). */
+size_t bpm_lookup_exec(const vmt_bpm *b, vmt_view view, vmt_va va, vmt_pa root, uint64_t gfn,
+                       vmt_bpm_bp *hits, size_t max, size_t *total);
+
+#endif

@@ -1,0 +1,650 @@
+/*
+ * tests/bpm/test_bpm_shadow.c — the manager's semantics with the shadow-INT3
+ * controller on the mem driver: driver calls and their order, sharing,
+ * duplicates, pending/page-in/page-out, globals and conflicts, events.
+ * vmt_bpm_check() runs after every operation (CK).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "bpm_fixture.h"
+
+#define VA1 0x400123ULL
+#define PA1 0x10123ULL   /* gfn 0x10 */
+#define CK(f) fx_check(f)
+
+/* Logged calls other than reads of page tables (translation). */
+static size_t install_calls(fx *f)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < vmt_mem_log_count(f->d); i++) {
+        const vmt_mem_call *c = vmt_mem_log_at(f->d, i);
+        if (c->op == VMT_MEM_OP_READ_PHYS && c->addr >= 0x80000 && c->addr < 0x100000)
+            continue;
+        n++;
+    }
+    return n;
+}
+
+static void test_call_order_and_shadow_content(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, NULL, VMT_BPM_CTL_AUTO);
+    assert_int_equal(vmt_bpm_controller_of(f.b), VMT_BPM_CTL_SHADOW);
+    fx_fill(&f, 0x10, 7);
+    fx_map(&f, FX_ROOT_A, VA1, PA1);
+    uint8_t before[4096];
+    fx_page(&f, 0x10, before);
+    vmt_mem_log_clear(f.d);
+
+    vmt_bpm_bp bp = fx_bp(&f, VA1, FX_ROOT_A, 1, 0x1111, false);
+    bool active = false;
+    assert_int_equal(vmt_bpm_insert(f.b, &bp, &active), VMT_OK);
+    assert_true(active);
+    CK(&f);
+
+    /* frame_alloc -> copy -> remap -> execute-only, in that order */
+    long a = fx_find_call(&f, VMT_MEM_OP_FRAME_ALLOC, 0);
+    assert_true(a >= 0);
+    vmt_gfn shadow = vmt_mem_log_at(f.d, (size_t)a)->gfn;
+    long w = fx_find_call(&f, VMT_MEM_OP_WRITE_PHYS, (size_t)a);
+    assert_true(w > a);
+    assert_int_equal(vmt_mem_log_at(f.d, (size_t)w)->addr, shadow << 12);
+    assert_int_equal(vmt_mem_log_at(f.d, (size_t)w)->len, 4096);
+    long r = fx_find_call(&f, VMT_MEM_OP_VIEW_REMAP, 0);
+    assert_true(r > w);
+    const vmt_mem_call *rc = vmt_mem_log_at(f.d, (size_t)r);
+    assert_int_equal(rc->view, f.view);
+    assert_int_equal(rc->gfn, 0x10);
+    assert_int_equal(rc->backing, shadow);
+    long p = fx_find_call(&f, VMT_MEM_OP_VIEW_SET_ACCESS, 0);
+    assert_true(p > r);
+    assert_int_equal(vmt_mem_log_at(f.d, (size_t)p)->access, VMT_ACCESS_X);
+    assert_int_equal(vmt_mem_log_at(f.d, (size_t)p)->gfn, 0x10);
+
+    /* the shadow has the INT3 and otherwise the page; RAM is untouched */
+    uint8_t sh[4096], now[4096];
+    fx_page(&f, shadow, sh);
+    fx_page(&f, 0x10, now);
+    assert_memory_equal(now, before, 4096);
+    assert_int_equal(sh[0x123], 0xCC);
+    sh[0x123] = before[0x123];
+    assert_memory_equal(sh, before, 4096);
+    vmt_access acc;
+    vmt_gfn backing;
+    fx_view_state(&f, 0x10, &acc, &backing);
+    assert_int_equal(acc, VMT_ACCESS_X);
+    assert_int_equal(backing, shadow);
+
+    /* remove: remap back, rights back, shadow freed (in that order) */
+    vmt_mem_log_clear(f.d);
+    assert_int_equal(vmt_bpm_remove(f.b, &bp), VMT_OK);
+    CK(&f);
+    r = fx_find_call(&f, VMT_MEM_OP_VIEW_REMAP, 0);
+    p = fx_find_call(&f, VMT_MEM_OP_VIEW_SET_ACCESS, 0);
+    long fr = fx_find_call(&f, VMT_MEM_OP_FRAME_FREE, 0);
+    assert_true(r >= 0 && r < fr);
+    assert_int_equal(vmt_mem_log_at(f.d, (size_t)r)->backing, 0x10);
+    assert_int_equal(vmt_mem_log_at(f.d, (size_t)fr)->gfn, shadow);
+    (void)p;
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 0);
+    fx_view_state(&f, 0x10, &acc, &backing);
+    assert_int_equal(acc, VMT_ACCESS_RWX);
+    assert_int_equal(backing, 0x10);
+    vmt_bpm_stats stt;
+    vmt_bpm_get_stats(f.b, &stt);
+    assert_int_equal(stt.breakpoints, 0);
+    assert_int_equal(stt.frames, 0);
+    assert_int_equal(vmt_bpm_remove(f.b, &bp), VMT_E_NOTFOUND);
+    fx_free(&f);
+}
+
+static void test_duplicates_and_sharing(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    fx_fill(&f, 0x10, 1);
+    fx_map(&f, FX_ROOT_A, VA1, PA1);
+    fx_map(&f, FX_ROOT_B, VA1, PA1);            /* same page in another address space */
+    fx_map(&f, FX_ROOT_A, 0x400456, 0x10456);  /* another va on the frame */
+    vmt_bpm_bp a1 = fx_bp(&f, VA1, FX_ROOT_A, 1, 11, false);
+    assert_int_equal(vmt_bpm_insert(f.b, &a1, NULL), VMT_OK);
+    CK(&f);
+
+    vmt_mem_log_clear(f.d);
+    /* duplicate: idempotent, says so, no driver call, first tag kept */
+    vmt_bpm_bp dup = a1;
+    dup.tag = 99;
+    bool active = false;
+    assert_int_equal(vmt_bpm_insert(f.b, &dup, &active), VMT_E_EXISTS);
+    assert_true(active);
+    assert_non_null(strstr(vmt_bpm_error(f.b), "already exists"));
+    /* another key on the same context: joins, no driver call */
+    vmt_bpm_bp a2 = fx_bp(&f, VA1, FX_ROOT_A, 2, 22, false);
+    assert_int_equal(vmt_bpm_insert(f.b, &a2, NULL), VMT_OK);
+    /* the same pa under another root: shares the INT3, no driver call */
+    vmt_bpm_bp b1 = fx_bp(&f, VA1, FX_ROOT_B, 1, 33, false);
+    assert_int_equal(vmt_bpm_insert(f.b, &b1, NULL), VMT_OK);
+    CK(&f);
+    assert_int_equal(install_calls(&f), 0); /* only page-table reads (translation) */
+
+    /* another offset of the frame: one byte read + one byte written, no remap */
+    vmt_bpm_bp c1 = fx_bp(&f, 0x400456, FX_ROOT_A, 1, 44, false);
+    vmt_mem_log_clear(f.d);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &c1, 0x10456, NULL), VMT_OK); /* no translation */
+    CK(&f);
+    assert_int_equal(vmt_mem_log_count(f.d), 2);
+    assert_int_equal(vmt_mem_log_at(f.d, 0)->op, VMT_MEM_OP_READ_PHYS);
+    assert_int_equal(vmt_mem_log_at(f.d, 0)->addr, 0x10456);
+    assert_int_equal(vmt_mem_log_at(f.d, 1)->op, VMT_MEM_OP_WRITE_PHYS);
+    assert_int_equal(vmt_mem_log_at(f.d, 1)->len, 1);
+
+    vmt_bpm_stats st;
+    vmt_bpm_get_stats(f.b, &st);
+    assert_int_equal(st.breakpoints, 4);
+    assert_int_equal(st.contexts, 3);
+    assert_int_equal(st.frames, 1);
+    assert_int_equal(st.sites, 2);
+    assert_int_equal(st.shadow_frames, 1);
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 1);
+
+    /* lookup behind an INT3 event: the keys of that root only */
+    vmt_bpm_bp hits[4];
+    size_t total;
+    vmt_event ev = fx_int3(&f, VA1, PA1, FX_ROOT_A);
+    size_t n = vmt_bpm_lookup_event(f.b, &ev, hits, 4, &total);
+    assert_int_equal(n, 2);
+    assert_int_equal(total, 2);
+    assert_true((hits[0].key == 1 && hits[0].tag == 11 && hits[1].key == 2 && hits[1].tag == 22) ||
+                (hits[1].key == 1 && hits[1].tag == 11 && hits[0].key == 2 && hits[0].tag == 22));
+    assert_true(vmt_bpm_contains_event(f.b, &ev));
+    ev.regs.cr3 = FX_ROOT_B;
+    n = vmt_bpm_lookup_event(f.b, &ev, hits, 4, &total);
+    assert_int_equal(n, 1);
+    assert_int_equal(hits[0].tag, 33);
+    /* truncated copy still reports the total */
+    ev.regs.cr3 = FX_ROOT_A;
+    n = vmt_bpm_lookup_event(f.b, &ev, hits, 1, &total);
+    assert_int_equal(n, 1);
+    assert_int_equal(total, 2);
+
+    /* removals: nothing reaches the driver until the frame's last one */
+    vmt_mem_log_clear(f.d);
+    assert_int_equal(vmt_bpm_remove(f.b, &a1), VMT_OK);
+    CK(&f);
+    assert_int_equal(vmt_mem_log_count(f.d), 0);
+    assert_true(vmt_bpm_contains(f.b, &a2));
+    assert_false(vmt_bpm_contains(f.b, &a1));
+    assert_int_equal(vmt_bpm_remove(f.b, &a2), VMT_OK);
+    CK(&f);
+    assert_int_equal(vmt_bpm_remove(f.b, &b1), VMT_OK); /* last on the site: byte restored */
+    CK(&f);
+    assert_int_equal(vmt_mem_log_count(f.d), 1);
+    assert_int_equal(vmt_mem_log_at(f.d, 0)->op, VMT_MEM_OP_WRITE_PHYS);
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 1);
+    assert_int_equal(vmt_bpm_remove(f.b, &c1), VMT_OK); /* last on the frame */
+    CK(&f);
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 0);
+    assert_true(fx_find_call(&f, VMT_MEM_OP_FRAME_FREE, 0) >= 0);
+    fx_free(&f);
+}
+
+static void test_pending_and_page_events(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    fx_fill(&f, 0x10, 3);
+    fx_fill(&f, 0x11, 5);
+    vmt_bpm_bp bp = fx_bp(&f, VA1, FX_ROOT_A, 7, 70, false);
+    bool active = true;
+    assert_int_equal(vmt_bpm_insert(f.b, &bp, &active), VMT_OK); /* not mapped: pending */
+    assert_false(active);
+    CK(&f);
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 0);
+    assert_true(vmt_bpm_contains(f.b, &bp));
+    assert_false(vmt_bpm_is_active(f.b, &bp));
+    assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_E_EXISTS);
+
+    /* page-in arms it at new_pa */
+    vmt_ptm_event pe;
+    memset(&pe, 0, sizeof pe);
+    pe.kind = VMT_PTM_PAGE_IN;
+    pe.ctx = vmt_addr_ctx_make(VA1, FX_ROOT_A);
+    pe.view = f.view;
+    pe.new_pa = PA1;
+    pe.page_size = 4096;
+    size_t changed = 0;
+    assert_int_equal(vmt_bpm_handle_ptm_event(f.b, &pe, &changed), VMT_OK);
+    assert_int_equal(changed, 1);
+    CK(&f);
+    assert_true(vmt_bpm_is_active(f.b, &bp));
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 1);
+
+    /* remap moves it: the new shadow is built from the new frame */
+    pe.kind = VMT_PTM_REMAP;
+    pe.old_pa = PA1;
+    pe.new_pa = 0x11123;
+    vmt_mem_log_clear(f.d);
+    assert_int_equal(vmt_bpm_handle_ptm_event(f.b, &pe, &changed), VMT_OK);
+    CK(&f);
+    assert_int_equal(changed, 1);
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 1);
+    vmt_access acc;
+    vmt_gfn backing10, backing11;
+    fx_view_state(&f, 0x10, &acc, &backing10);
+    assert_int_equal(backing10, 0x10);
+    assert_int_equal(acc, VMT_ACCESS_RWX);
+    fx_view_state(&f, 0x11, &acc, &backing11);
+    assert_int_equal(acc, VMT_ACCESS_X);
+    uint8_t sh[4096], orig[4096];
+    fx_page(&f, backing11, sh);
+    fx_page(&f, 0x11, orig);
+    assert_int_equal(sh[0x123], 0xCC);
+    sh[0x123] = orig[0x123];
+    assert_memory_equal(sh, orig, 4096);
+    vmt_bpm_bp hits[2];
+    vmt_event ev = fx_int3(&f, VA1, 0x11123, FX_ROOT_A);
+    assert_int_equal(vmt_bpm_lookup_event(f.b, &ev, hits, 2, NULL), 1);
+    ev = fx_int3(&f, VA1, PA1, FX_ROOT_A);
+    assert_int_equal(vmt_bpm_lookup_event(f.b, &ev, hits, 2, NULL), 0);
+
+    /* page-out parks it; the shadow goes */
+    pe.kind = VMT_PTM_PAGE_OUT;
+    pe.old_pa = 0x11123;
+    assert_int_equal(vmt_bpm_handle_ptm_event(f.b, &pe, &changed), VMT_OK);
+    CK(&f);
+    assert_int_equal(changed, 1);
+    assert_false(vmt_bpm_is_active(f.b, &bp));
+    assert_true(vmt_bpm_contains(f.b, &bp));
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 0);
+    /* a second page-out changes nothing; an event of another ctx neither */
+    assert_int_equal(vmt_bpm_handle_ptm_event(f.b, &pe, &changed), VMT_OK);
+    assert_int_equal(changed, 0);
+    pe.ctx.va = 0x999000;
+    pe.kind = VMT_PTM_PAGE_IN;
+    assert_int_equal(vmt_bpm_handle_ptm_event(f.b, &pe, &changed), VMT_OK);
+    assert_int_equal(changed, 0);
+    CK(&f);
+    /* page-in outside RAM (hostile tables): refused, stays pending */
+    pe.ctx.va = VA1;
+    pe.new_pa = 0x7fff0123ULL;
+    assert_int_equal(vmt_bpm_handle_ptm_event(f.b, &pe, &changed), VMT_E_RANGE);
+    assert_non_null(strstr(vmt_bpm_error(f.b), "outside guest RAM"));
+    CK(&f);
+    assert_false(vmt_bpm_is_active(f.b, &bp));
+    /* removing a pending breakpoint makes no driver call */
+    vmt_mem_log_clear(f.d);
+    assert_int_equal(vmt_bpm_remove(f.b, &bp), VMT_OK);
+    assert_int_equal(vmt_mem_log_count(f.d), 0);
+    CK(&f);
+    fx_free(&f);
+}
+
+static void test_global_and_conflicts(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    fx_fill(&f, 0x10, 9);
+    fx_map(&f, FX_ROOT_A, VA1, PA1);
+    fx_map(&f, FX_ROOT_B, VA1, PA1);
+    fx_map(&f, FX_ROOT_A, 0x500000, 0x12000);
+    vmt_bpm_bp g = fx_bp(&f, VA1, FX_ROOT_A, 1, 5, true);
+    assert_int_equal(vmt_bpm_insert(f.b, &g, NULL), VMT_OK);
+    CK(&f);
+    /* any root hits it */
+    vmt_bpm_bp hits[2];
+    vmt_event ev = fx_int3(&f, VA1, PA1, FX_ROOT_B);
+    assert_int_equal(vmt_bpm_lookup_event(f.b, &ev, hits, 2, NULL), 1);
+    assert_true(hits[0].global);
+    assert_int_equal(hits[0].ctx.root, FX_ROOT_A); /* registration root */
+    ev.regs.cr3 = 0x123000;
+    assert_int_equal(vmt_bpm_lookup_event(f.b, &ev, hits, 2, NULL), 1);
+    /* the same global under another root is the same breakpoint */
+    vmt_bpm_bp g2 = fx_bp(&f, VA1, FX_ROOT_B, 1, 6, true);
+    assert_int_equal(vmt_bpm_insert(f.b, &g2, NULL), VMT_E_EXISTS);
+    vmt_bpm_bp g3 = fx_bp(&f, VA1, FX_ROOT_B, 2, 6, true); /* another key joins */
+    assert_int_equal(vmt_bpm_insert(f.b, &g3, NULL), VMT_OK);
+    CK(&f);
+    /* per-root at a global va: conflict, clear message, nothing changed */
+    uint64_t dg = vmt_bpm_digest(f.b);
+    vmt_bpm_bp p = fx_bp(&f, VA1, FX_ROOT_A, 3, 7, false);
+    assert_int_equal(vmt_bpm_insert(f.b, &p, NULL), VMT_E_CONFLICT);
+    assert_non_null(strstr(vmt_bpm_error(f.b), "global"));
+    assert_int_equal(vmt_bpm_digest(f.b), dg);
+    CK(&f);
+    /* and the reverse */
+    vmt_bpm_bp q = fx_bp(&f, 0x500000, FX_ROOT_A, 1, 8, false);
+    assert_int_equal(vmt_bpm_insert(f.b, &q, NULL), VMT_OK);
+    vmt_bpm_bp qg = fx_bp(&f, 0x500000, FX_ROOT_B, 1, 8, true);
+    assert_int_equal(vmt_bpm_insert(f.b, &qg, NULL), VMT_E_CONFLICT);
+    assert_non_null(strstr(vmt_bpm_error(f.b), "per-root"));
+    CK(&f);
+    /* page events under the registration root move the global; others not */
+    vmt_ptm_event pe;
+    memset(&pe, 0, sizeof pe);
+    pe.kind = VMT_PTM_PAGE_OUT;
+    pe.ctx = vmt_addr_ctx_make(VA1, FX_ROOT_B);
+    pe.view = f.view;
+    pe.old_pa = PA1;
+    size_t changed;
+    assert_int_equal(vmt_bpm_handle_ptm_event(f.b, &pe, &changed), VMT_OK);
+    assert_int_equal(changed, 0);
+    pe.ctx.root = FX_ROOT_A;
+    assert_int_equal(vmt_bpm_handle_ptm_event(f.b, &pe, &changed), VMT_OK);
+    assert_int_equal(changed, 1);
+    CK(&f);
+    assert_false(vmt_bpm_is_active(f.b, &g));
+    /* removing all keys of the global context */
+    vmt_bpm_bp any = g;
+    any.key = VMT_BPM_KEY_ANY;
+    assert_int_equal(vmt_bpm_remove(f.b, &any), VMT_OK);
+    CK(&f);
+    assert_false(vmt_bpm_contains(f.b, &g3));
+    /* the va is free again: a per-root breakpoint is fine now */
+    assert_int_equal(vmt_bpm_insert(f.b, &p, NULL), VMT_OK);
+    CK(&f);
+    fx_free(&f); /* destroy removes what is left and frees the shadows */
+}
+
+static void test_int3_events(void **state)
+{
+    (void)state;
+    for (int emulate = 1; emulate >= 0; emulate--) {
+        fx f;
+        vmt_mem_config mc;
+        memset(&mc, 0, sizeof mc);
+        if (!emulate)
+            mc.caps_remove = VMT_CAP_EMULATE;
+        fx_init(&f, &mc, VMT_BPM_CTL_SHADOW);
+        fx_fill(&f, 0x10, 2);
+        uint8_t cc = 0xCC;
+        assert_int_equal(vmt_drv_write_phys(f.d, 0x10200, &cc, 1), VMT_OK); /* the guest's own INT3 */
+        assert_int_equal(vmt_drv_write_phys(f.d, 0x13300, &cc, 1), VMT_OK);
+        fx_map(&f, FX_ROOT_A, VA1, PA1);
+        fx_map(&f, FX_ROOT_A, 0x400200, 0x10200);
+        fx_map(&f, FX_ROOT_B, VA1, PA1);
+        vmt_bpm_bp bp = fx_bp(&f, VA1, FX_ROOT_A, 4, 0xabc, false);
+        assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_OK);
+        vmt_bpm_bp dbl = fx_bp(&f, 0x400200, FX_ROOT_A, 4, 0xdef, false);
+        vmt_mem_log_clear(f.d);
+        assert_int_equal(vmt_bpm_insert(f.b, &dbl, NULL), VMT_OK);
+        /* double trap: the byte is read, nothing is written */
+        assert_int_equal(vmt_mem_log_count(f.d), 1);
+        assert_int_equal(vmt_mem_log_at(f.d, 0)->op, VMT_MEM_OP_READ_PHYS);
+        CK(&f);
+
+        vmt_response resp;
+        vmt_bpm_verdict vd;
+        vmt_bpm_bp hits[4];
+        /* our INT3: hit, execute the displaced instruction in view 0 */
+        vmt_event ev = fx_int3(&f, VA1, PA1, FX_ROOT_A);
+        assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+        assert_int_equal(vd.disposition, VMT_BPM_HIT);
+        assert_int_equal(vd.nhits, 1);
+        assert_int_equal(hits[0].tag, 0xabc);
+        assert_false(vd.double_trap);
+        if (emulate) {
+            assert_int_equal(resp.actions, VMT_RESP_EMULATE);
+            assert_int_equal(resp.emulate_view, 0);
+        } else {
+            assert_int_equal(resp.actions, VMT_RESP_FAST_STEP);
+            assert_int_equal(resp.step_view, 0);
+        }
+        /* the response is one the driver accepts */
+        assert_int_equal(vmt_mem_push_event(f.d, &ev), VMT_OK);
+        vmt_event got;
+        assert_int_equal(vmt_drv_wait_event(f.d, 0, &got), VMT_OK);
+        assert_int_equal(vmt_drv_respond(f.d, &got, &resp), VMT_OK);
+        /* a driver that reports the shadow gfn resolves too */
+        vmt_access acc;
+        vmt_gfn sh;
+        fx_view_state(&f, 0x10, &acc, &sh);
+        vmt_event evs = fx_int3(&f, VA1, (sh << 12) | 0x123, FX_ROOT_A);
+        assert_int_equal(vmt_bpm_handle_event(f.b, &evs, &resp, hits, 4, &vd), VMT_OK);
+        assert_int_equal(vd.disposition, VMT_BPM_HIT);
+        assert_int_equal(vd.nhits, 1);
+        /* same frame shared with another root: ours, no hits, stepped over */
+        ev.regs.cr3 = FX_ROOT_B;
+        assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+        assert_int_equal(vd.disposition, VMT_BPM_HIT);
+        assert_int_equal(vd.nhits, 0);
+        assert_true(resp.actions == VMT_RESP_EMULATE || resp.actions == VMT_RESP_FAST_STEP);
+        /* double trap: hit + the guest's INT3 reinjected */
+        ev = fx_int3(&f, 0x400200, 0x10200, FX_ROOT_A);
+        assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+        assert_int_equal(vd.disposition, VMT_BPM_HIT);
+        assert_true(vd.double_trap);
+        assert_int_equal(vd.nhits, 1);
+        assert_int_equal(resp.actions, VMT_RESP_REINJECT);
+        /* the guest's own INT3 elsewhere: reinjected */
+        ev = fx_int3(&f, 0x777300, 0x13300, FX_ROOT_A);
+        assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+        assert_int_equal(vd.disposition, VMT_BPM_FOREIGN);
+        assert_int_equal(resp.actions, VMT_RESP_REINJECT);
+        /* stale event after removal: continue silently */
+        assert_int_equal(vmt_bpm_remove(f.b, &bp), VMT_OK);
+        CK(&f);
+        ev = fx_int3(&f, VA1, PA1, FX_ROOT_A);
+        assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+        assert_int_equal(vd.disposition, VMT_BPM_STALE);
+        assert_int_equal(resp.actions, VMT_RESP_CONTINUE);
+        /* not ours at all */
+        vmt_event other;
+        memset(&other, 0, sizeof other);
+        other.kind = VMT_EVENT_CR_WRITE;
+        assert_int_equal(vmt_bpm_handle_event(f.b, &other, &resp, hits, 4, &vd), VMT_OK);
+        assert_int_equal(vd.disposition, VMT_BPM_NOT_OURS);
+        vmt_bpm_stats st;
+        vmt_bpm_get_stats(f.b, &st);
+        assert_int_equal(st.hits, 4);
+        assert_int_equal(st.foreign_int3, 1);
+        assert_int_equal(st.stale_int3, 1);
+        CK(&f);
+        fx_free(&f);
+    }
+}
+
+static void test_hidden_reads_and_writes(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    fx_fill(&f, 0x10, 4);
+    fx_map(&f, FX_ROOT_A, VA1, PA1);
+    fx_map(&f, FX_ROOT_A, 0x400130, 0x10130);
+    vmt_bpm_bp bp = fx_bp(&f, VA1, FX_ROOT_A, 1, 1, false);
+    vmt_bpm_bp bp2 = fx_bp(&f, 0x400130, FX_ROOT_A, 1, 2, false);
+    assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_OK);
+    assert_int_equal(vmt_bpm_insert(f.b, &bp2, NULL), VMT_OK);
+    vmt_access acc;
+    vmt_gfn sh;
+    fx_view_state(&f, 0x10, &acc, &sh);
+    vmt_response resp;
+    vmt_bpm_verdict vd;
+
+    /* a read of the page: served from view 0 */
+    vmt_event ev = fx_mem(&f, 0x400120, 0x10120, VMT_ACCESS_R, FX_ROOT_A);
+    assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, NULL, 0, &vd), VMT_OK);
+    assert_int_equal(vd.disposition, VMT_BPM_HIDDEN);
+    assert_int_equal(resp.actions, VMT_RESP_EMULATE);
+    assert_int_equal(resp.emulate_view, 0);
+
+    /* a write with data over a breakpoint: the shadow mirrors it, INT3 stays */
+    ev = fx_mem(&f, 0x400122, 0x10122, VMT_ACCESS_W, FX_ROOT_A);
+    ev.u.mem.has_data = true;
+    ev.u.mem.size = 2;
+    ev.u.mem.value = 0xCC55;  /* byte 0x122 = 0x55, byte 0x123 (our site) = 0xCC */
+    assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, NULL, 0, &vd), VMT_OK);
+    assert_int_equal(vd.disposition, VMT_BPM_HIDDEN);
+    assert_int_equal(resp.actions, VMT_RESP_EMULATE);
+    CK(&f);
+    assert_int_equal(fx_byte(&f, (sh << 12) + 0x122), 0x55);
+    assert_int_equal(fx_byte(&f, (sh << 12) + 0x123), 0xCC);
+    /* the guest now has its own INT3 at our site: a hit is a double trap */
+    vmt_event hit = fx_int3(&f, VA1, PA1, FX_ROOT_A);
+    assert_int_equal(vmt_bpm_handle_event(f.b, &hit, &resp, NULL, 0, &vd), VMT_OK);
+    assert_true(vd.double_trap);
+    assert_int_equal(resp.actions, VMT_RESP_REINJECT);
+    /* removing it leaves the guest's 0xCC in the shadow (it is the guest's) */
+    assert_int_equal(vmt_bpm_remove(f.b, &bp), VMT_OK);
+    CK(&f);
+    assert_int_equal(fx_byte(&f, (sh << 12) + 0x123), 0xCC);
+    assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_OK);
+    CK(&f);
+    fx_free(&f);
+
+    /* without write data: step the write in view 0, rebuild on SINGLESTEP */
+    vmt_mem_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.caps_remove = VMT_CAP_WRITE_DATA;
+    fx_init(&f, &mc, VMT_BPM_CTL_SHADOW);
+    fx_fill(&f, 0x10, 4);
+    fx_map(&f, FX_ROOT_A, VA1, PA1);
+    assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_OK);
+    fx_view_state(&f, 0x10, &acc, &sh);
+    ev = fx_mem(&f, 0x400100, 0x10100, VMT_ACCESS_W, FX_ROOT_A);
+    ev.vcpu = 0;
+    assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, NULL, 0, &vd), VMT_OK);
+    assert_int_equal(vd.disposition, VMT_BPM_HIDDEN);
+    assert_int_equal(resp.actions, VMT_RESP_SWITCH_VIEW | VMT_RESP_STEP);
+    assert_int_equal(resp.new_view, 0);
+    CK(&f);
+    /* the CPU performs the write in view 0 (the test plays it) */
+    uint8_t newcode[0x40];
+    memset(newcode, 0x41, sizeof newcode);
+    assert_int_equal(vmt_drv_write_phys(f.d, 0x10100, newcode, sizeof newcode), VMT_OK);
+    vmt_event step;
+    memset(&step, 0, sizeof step);
+    step.kind = VMT_EVENT_SINGLESTEP;
+    step.view = 0;
+    assert_int_equal(vmt_bpm_handle_event(f.b, &step, &resp, NULL, 0, &vd), VMT_OK);
+    assert_int_equal(vd.disposition, VMT_BPM_REFRESHED);
+    assert_int_equal(resp.actions, VMT_RESP_SWITCH_VIEW);
+    assert_int_equal(resp.new_view, f.view);
+    CK(&f);
+    uint8_t shp[4096], orig[4096];
+    fx_page(&f, sh, shp);
+    fx_page(&f, 0x10, orig);
+    assert_int_equal(shp[0x123], 0xCC);      /* re-planted */
+    assert_int_equal(orig[0x123], 0x41);     /* the write landed there */
+    shp[0x123] = 0x41;
+    assert_memory_equal(shp, orig, 4096);
+    /* another single-step is not ours */
+    assert_int_equal(vmt_bpm_handle_event(f.b, &step, &resp, NULL, 0, &vd), VMT_OK);
+    assert_int_equal(vd.disposition, VMT_BPM_NOT_OURS);
+    /* an access to an unrelated page is not ours */
+    ev = fx_mem(&f, 0x600000, 0x20000, VMT_ACCESS_W, FX_ROOT_A);
+    assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, NULL, 0, &vd), VMT_OK);
+    assert_int_equal(vd.disposition, VMT_BPM_NOT_OURS);
+    assert_int_equal(resp.actions, VMT_RESP_CONTINUE);
+    fx_free(&f);
+}
+
+static void test_remove_by_event_view_and_clear(void **state)
+{
+    (void)state;
+    fx f;
+    vmt_mem_config mc;
+    memset(&mc, 0, sizeof mc);
+    fx_init(&f, &mc, VMT_BPM_CTL_SHADOW);
+    vmt_view v2;
+    assert_int_equal(vmt_drv_view_create(f.d, VMT_ACCESS_RWX, &v2), VMT_OK);
+    for (unsigned i = 0; i < 8; i++) {
+        fx_fill(&f, 0x10 + i, (uint8_t)i);
+        fx_map(&f, FX_ROOT_A, 0x400000 + i * 0x1000 + 0x10, ((0x10ULL + i) << 12) + 0x10);
+    }
+    for (unsigned i = 0; i < 8; i++) {
+        vmt_bpm_bp bp = fx_bp(&f, 0x400000 + i * 0x1000 + 0x10, FX_ROOT_A, 1, i, false);
+        assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_OK);
+        bp.key = 2;
+        assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_OK);
+        bp.view = v2;
+        assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_OK);
+        CK(&f);
+    }
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 16);
+    /* by event: key 1 only, then any key */
+    vmt_event ev = fx_int3(&f, 0x400010, 0x10010, FX_ROOT_A);
+    size_t removed = 0;
+    assert_int_equal(vmt_bpm_remove_by_event(f.b, &ev, 1, &removed), VMT_OK);
+    assert_int_equal(removed, 1);
+    CK(&f);
+    assert_int_equal(vmt_bpm_remove_by_event(f.b, &ev, VMT_BPM_KEY_ANY, &removed), VMT_OK);
+    assert_int_equal(removed, 1);
+    CK(&f);
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 15);
+    assert_int_equal(vmt_bpm_remove_by_event(f.b, &ev, VMT_BPM_KEY_ANY, &removed), VMT_OK);
+    assert_int_equal(removed, 0);
+
+    /* view 2 is destroyed under the manager: removal tolerates it */
+    assert_int_equal(vmt_drv_view_destroy(f.d, v2), VMT_OK);
+    vmt_session_forget_view(f.s, v2);
+    assert_int_equal(vmt_bpm_remove_view(f.b, v2, &removed), VMT_OK);
+    assert_int_equal(removed, 8);
+    CK(&f);
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 7);
+    /* clear removes the rest */
+    assert_int_equal(vmt_bpm_clear(f.b), VMT_OK);
+    CK(&f);
+    assert_int_equal(vmt_mem_frames_in_use(f.d), 0);
+    vmt_bpm_stats st;
+    vmt_bpm_get_stats(f.b, &st);
+    assert_int_equal(st.breakpoints, 0);
+    assert_int_equal(st.contexts, 0);
+    fx_free(&f);
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    fx_map(&f, FX_ROOT_A, 0x400000, 0x7f000);
+    vmt_bpm_bp bp = fx_bp(&f, VA1, FX_ROOT_A, 1, 1, false);
+    bp.view = 0;
+    assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_E_INVAL);
+    assert_non_null(strstr(vmt_bpm_error(f.b), "view 0"));
+    bp.view = f.view;
+    bp.key = VMT_BPM_KEY_ANY;
+    assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_E_INVAL);
+    bp.key = 1;
+    bp.view = 5000;
+    assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_E_RANGE);
+    bp.view = f.view;
+    /* pa outside RAM or with the wrong page offset */
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &bp, 0x40000000123ULL, NULL), VMT_E_RANGE);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &bp, 0x10000, NULL), VMT_E_INVAL);
+    CK(&f);
+    /* insert_pa skips translation; remove_pa checks the frame */
+    vmt_mem_log_clear(f.d);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &bp, 0x20123, NULL), VMT_OK);
+    CK(&f);
+    assert_int_equal(vmt_bpm_remove_pa(f.b, &bp, 0x21123), VMT_E_NOTFOUND);
+    assert_int_equal(vmt_bpm_remove_pa(f.b, &bp, 0x20123), VMT_OK);
+    CK(&f);
+    fx_free(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_call_order_and_shadow_content),
+        cmocka_unit_test(test_duplicates_and_sharing),
+        cmocka_unit_test(test_pending_and_page_events),
+        cmocka_unit_test(test_global_and_conflicts),
+        cmocka_unit_test(test_int3_events),
+        cmocka_unit_test(test_hidden_reads_and_writes),
+        cmocka_unit_test(test_remove_by_event_view_and_clear),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
