@@ -350,6 +350,7 @@ vmt_status vmt_session_run(vmt_session *s, vmt_event_handler handler, void *user
         vmt_status hst = handler(s, &ev, &resp, user);
         if (ev.kind == VMT_EVENT_STOPPED) {
             s->last_stop = ev.u.stop;
+            (void)take_stop_request(s); /* run is returning anyway: do not carry it over */
             if (hst)
                 return vmt_errbuf_set(&s->err, hst, "run: the handler failed (%s) on the stop event",
                                       vmt_strerror(hst));
