@@ -224,7 +224,7 @@ vmt_status vmt_kvm_driver_create(const vmt_machine_config *cfg, vmt_driver **out
         k->max_views = KVM_MAX_VIEWS;
     k->serial = cfg->serial;
     k->serial_ctx = cfg->serial_ctx;
-    k->step.restore_view = VMT_VIEW_INVALID;
+    k->step.fast_view = VMT_VIEW_INVALID;
     k->have_ro_slots = true;
 
     vmt_caps caps = kvm_caps_for(k);
@@ -297,7 +297,7 @@ vmt_status vmt_kvm_check(vmt_driver *d)
         return VMT_E_INVAL;
     if (k->cur_view >= k->max_views || !k->views[k->cur_view].used)
         return vmt_driver_fail(d, VMT_E_INTERNAL, "current view %u does not exist", k->cur_view);
-    if (!k->step.active && (k->step.restore_view != VMT_VIEW_INVALID || k->step.report || k->step.hw_off))
+    if (!k->step.active && (k->step.fast_view != VMT_VIEW_INVALID || k->step.report || k->step.hw_off))
         return vmt_driver_fail(d, VMT_E_INTERNAL, "inactive step carries state");
     if (k->in_event && (k->ev.kind == VMT_EVENT_NONE || k->ev.kind == VMT_EVENT_STOPPED))
         return vmt_driver_fail(d, VMT_E_INTERNAL, "pending event has kind %s", vmt_event_kind_name(k->ev.kind));

@@ -16,7 +16,10 @@
  * Invariants (kvm_check): `slots` is sorted, tiles [0, ram_frames) without
  * gaps, each slot's `ro` equals ro[g] for all its frames; ro[g] is 1 exactly
  * when the current view denies W on g; gmem page g maps backing(cur, g);
- * extra_refs[i] is the number of (view, gfn) pairs backed by extra frame i.
+ * extra_refs[i] is the number of (view, gfn) pairs backed by extra frame i;
+ * gmem shows map_view, which differs from cur_view only inside wait_event
+ * while a FAST_STEP runs (the step's stores to frames cur_view protects but
+ * the step view does not are written through by the driver).
  */
 #ifndef VMT_KVM_INTERNAL_H
 #define VMT_KVM_INTERNAL_H
@@ -40,7 +43,9 @@ typedef struct kvm_view {
     vmt_access dflt;
     uint8_t *access;     /* per RAM gfn */
     uint32_t *backing;   /* per RAM gfn */
-    uint64_t nremap;     /* gfns with backing != gfn */
+    uint64_t nremap;     /* gfns with backing != gfn: the first nremap of `remapped` */
+    uint32_t *remapped;  /* those gfns, unordered (capacity remap_cap) */
+    uint64_t remap_cap;
     uint64_t nprot;      /* gfns without W */
 } kvm_view;
 
@@ -60,7 +65,7 @@ typedef struct kvm_step {
     bool report;          /* user STEP: report VMT_EVENT_SINGLESTEP when done */
     bool hw_off;          /* hardware breakpoints disabled for this step */
     bool complete;        /* the stepped instruction has already completed */
-    vmt_view restore_view;/* FAST_STEP: view to go back to (VMT_VIEW_INVALID: none) */
+    vmt_view fast_view;   /* FAST_STEP: view whose mapping the step runs in (VMT_VIEW_INVALID: none) */
 } kvm_step;
 
 typedef struct kvm_drv {
@@ -87,7 +92,8 @@ typedef struct kvm_drv {
     /* views */
     kvm_view *views;
     uint16_t max_views;
-    vmt_view cur_view;
+    vmt_view cur_view;    /* the vCPU's view: rights (memslots) and, normally, mapping */
+    vmt_view map_view;    /* the view gmem shows: cur_view except during a FAST_STEP */
 
     /* debug state */
     uint64_t hwbp_addr[4];
@@ -125,6 +131,9 @@ typedef struct kvm_drv {
     vmt_driver_stats stats;
     uint64_t exit_counts[KVM_EXIT_REASONS];
     uint64_t t_last_exit;      /* monotonic ns of the last KVM_RUN return, 0 = none */
+    uint64_t timer_expiry;     /* absolute monotonic ns the timer is armed for, 0 = disarmed */
+    bool sync_regs;            /* KVM_CAP_SYNC_REGS: regs/sregs come with each exit */
+    bool regs_fresh;           /* run->s.regs holds this exit's regs/sregs */
 } kvm_drv;
 
 uint64_t kvm_now_ns(void);
@@ -144,6 +153,7 @@ vmt_status kvm_mem_init(kvm_drv *k, char *why, size_t why_len);
 void kvm_mem_fini(kvm_drv *k);
 uint64_t kvm_backing(const kvm_drv *k, vmt_view v, uint64_t gfn);
 vmt_status kvm_switch_view(kvm_drv *k, vmt_view v);
+vmt_status kvm_map_view(kvm_drv *k, vmt_view v);
 vmt_status kvm_mem_check(kvm_drv *k);
 void kvm_mark_dirty(kvm_drv *k, uint64_t gfn);
 vmt_status kvm_read_phys(vmt_driver *d, vmt_pa pa, void *buf, size_t len);

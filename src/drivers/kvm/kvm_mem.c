@@ -190,19 +190,57 @@ static vmt_status map_backing(kvm_drv *k, uint64_t g, uint64_t backing)
     return VMT_OK;
 }
 
+static vmt_status remap_list_set(kvm_drv *k, kvm_view *w, uint64_t g, bool remapped)
+{
+    if (remapped) {
+        if (w->nremap == w->remap_cap) {
+            uint64_t cap = w->remap_cap ? 2 * w->remap_cap : 16;
+            uint32_t *n = realloc(w->remapped, cap * sizeof *n);
+            if (!n)
+                return vmt_driver_fail(k->d, VMT_E_NOMEM, "out of memory for remaps");
+            w->remapped = n;
+            w->remap_cap = cap;
+        }
+        w->remapped[w->nremap++] = (uint32_t)g;
+        return VMT_OK;
+    }
+    for (uint64_t i = 0; i < w->nremap; i++)
+        if (w->remapped[i] == g) {
+            w->remapped[i] = w->remapped[--w->nremap];
+            break;
+        }
+    return VMT_OK;
+}
+
+/* Make gmem show view v's backings: only gfns remapped in either view change. */
+vmt_status kvm_map_view(kvm_drv *k, vmt_view v)
+{
+    vmt_view old = k->map_view;
+    if (v == old)
+        return VMT_OK;
+    vmt_status st;
+    const kvm_view *wo = &k->views[old], *wn = &k->views[v];
+    for (uint64_t i = 0; old && i < wo->nremap; i++) {
+        uint64_t g = wo->remapped[i], b = kvm_backing(k, v, g);
+        if (b != wo->backing[g] && (st = map_backing(k, g, b)))
+            return st;
+    }
+    for (uint64_t i = 0; v && i < wn->nremap; i++) {
+        uint64_t g = wn->remapped[i];
+        if (kvm_backing(k, old, g) == g && (st = map_backing(k, g, wn->backing[g])))
+            return st;
+    }
+    k->map_view = v;
+    return VMT_OK;
+}
+
 vmt_status kvm_switch_view(kvm_drv *k, vmt_view v)
 {
     vmt_view old = k->cur_view;
-    if (v == old)
-        return VMT_OK;
-    bool remaps = (old && k->views[old].nremap) || (v && k->views[v].nremap);
+    vmt_status st = kvm_map_view(k, v);
+    if (st || v == old)
+        return st;
     bool prots = (old && k->views[old].nprot) || (v && k->views[v].nprot);
-    vmt_status st;
-    for (uint64_t g = 0; remaps && g < k->ram_frames; g++) {
-        uint64_t a = kvm_backing(k, old, g), b = kvm_backing(k, v, g);
-        if (a != b && (st = map_backing(k, g, b)))
-            return st;
-    }
     k->cur_view = v;
     if (!prots)
         return VMT_OK;
@@ -273,6 +311,7 @@ void kvm_mem_fini(kvm_drv *k)
         for (uint16_t v = 0; v < k->max_views; v++) {
             free(k->views[v].access);
             free(k->views[v].backing);
+            free(k->views[v].remapped);
         }
     free(k->views);
     free(k->slots);
@@ -372,7 +411,7 @@ vmt_status kvm_view_create(vmt_driver *d, vmt_access dflt, vmt_view *out)
         w->backing[g] = (uint32_t)g;
     w->used = true;
     w->dflt = dflt & VMT_ACCESS_RWX;
-    w->nremap = 0;
+    w->nremap = 0; /* remapped/remap_cap: zero from the last destroy or calloc */
     w->nprot = (dflt & VMT_ACCESS_W) ? 0 : k->ram_frames;
     *out = v;
     return VMT_OK;
@@ -387,11 +426,12 @@ vmt_status kvm_view_destroy(vmt_driver *d, vmt_view v)
     if (v == k->cur_view)
         return vmt_driver_fail(d, VMT_E_BUSY, "view %u is the current view; switch away before destroying it", v);
     kvm_view *w = &k->views[v];
-    for (uint64_t g = 0; w->nremap && g < k->ram_frames; g++)
-        if (w->backing[g] >= k->ram_frames)
-            k->extra_refs[w->backing[g] - k->ram_frames]--;
+    for (uint64_t i = 0; i < w->nremap; i++)
+        if (w->backing[w->remapped[i]] >= k->ram_frames)
+            k->extra_refs[w->backing[w->remapped[i]] - k->ram_frames]--;
     free(w->access);
     free(w->backing);
+    free(w->remapped);
     memset(w, 0, sizeof *w);
     return VMT_OK;
 }
@@ -426,13 +466,17 @@ vmt_status kvm_view_remap(vmt_driver *d, vmt_view v, vmt_gfn gfn, vmt_gfn backin
                                backing);
     kvm_view *w = &k->views[v];
     uint64_t old = w->backing[gfn];
-    if (v == k->cur_view && old != backing && (st = map_backing(k, gfn, backing)))
+    if ((old != gfn) != (backing != gfn) && (st = remap_list_set(k, w, gfn, backing != gfn)))
         return st;
+    if (v == k->map_view && old != backing && (st = map_backing(k, gfn, backing))) {
+        if ((old != gfn) != (backing != gfn))
+            remap_list_set(k, w, gfn, old != gfn);
+        return st;
+    }
     if (old >= k->ram_frames)
         k->extra_refs[old - k->ram_frames]--;
     if (backing >= k->ram_frames)
         k->extra_refs[backing - k->ram_frames]++;
-    w->nremap += (backing != gfn) - (old != gfn);
     w->backing[gfn] = (uint32_t)backing;
     return kvm_view_set_access(d, v, gfn, w->dflt);
 }
@@ -519,6 +563,21 @@ vmt_status kvm_mem_check(kvm_drv *k)
     if (next != k->ram_frames)
         return vmt_driver_fail(k->d, VMT_E_INTERNAL, "memslots end at gfn 0x%" PRIx64 ", RAM has 0x%" PRIx64, next,
                                k->ram_frames);
+    for (uint16_t v = 1; v < k->max_views; v++) {
+        const kvm_view *w = &k->views[v];
+        uint64_t n = 0;
+        for (uint64_t g = 0; w->used && g < k->ram_frames; g++)
+            n += w->backing[g] != g;
+        if (w->used && n != w->nremap)
+            return vmt_driver_fail(k->d, VMT_E_INTERNAL, "view %u has %" PRIu64 " remapped gfns, list has %" PRIu64, v,
+                                   n, w->nremap);
+        for (uint64_t i = 0; w->used && i < w->nremap; i++)
+            if (w->backing[w->remapped[i]] == w->remapped[i])
+                return vmt_driver_fail(k->d, VMT_E_INTERNAL, "view %u lists gfn 0x%x as remapped", v, w->remapped[i]);
+    }
+    if (k->map_view != k->cur_view)
+        return vmt_driver_fail(k->d, VMT_E_INTERNAL, "mapping shows view %u outside a step, current is %u",
+                               k->map_view, k->cur_view);
     uint32_t *refs = calloc(k->extra_frames ? k->extra_frames : 1, sizeof *refs);
     if (!refs)
         return vmt_driver_fail(k->d, VMT_E_NOMEM, "out of memory checking frames");

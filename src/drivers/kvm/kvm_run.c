@@ -85,6 +85,14 @@ vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len)
         return VMT_E_DRIVER;
     }
     k->timer_ok = true;
+    /* registers come with every exit when KVM can do it (saves two ioctls per event) */
+    int sync = ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
+    uint32_t want = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
+    if (sync > 0 && ((uint32_t)sync & want) == want) {
+        k->run->kvm_valid_regs = want;
+        k->run->kvm_dirty_regs = 0;
+        k->sync_regs = true;
+    }
     return VMT_OK;
 }
 
@@ -113,19 +121,16 @@ void kvm_timer_fini(kvm_drv *k)
     }
 }
 
-static void timer_arm(kvm_drv *k, uint64_t ns)
+/* Make sure the timer fires no later than `at` (absolute monotonic ns). A
+ * timer armed for an earlier time stays: firing early only costs one
+ * interrupted KVM_RUN, and it saves two syscalls per event. */
+static void timer_ensure(kvm_drv *k, uint64_t at)
 {
-    if (ns == 0)
-        ns = 1;
-    struct itimerspec its = { .it_value = { (time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull) } };
-    timer_settime(k->timer, 0, &its, NULL);
-}
-
-static void timer_disarm(kvm_drv *k)
-{
-    struct itimerspec its = { 0 };
-    timer_settime(k->timer, 0, &its, NULL);
-    drain_signal(k);
+    if (!k->timer_ok || (k->timer_expiry && k->timer_expiry <= at))
+        return;
+    struct itimerspec its = { .it_value = { (time_t)(at / 1000000000ull), (long)(at % 1000000000ull) } };
+    if (timer_settime(k->timer, TIMER_ABSTIME, &its, NULL) == 0)
+        k->timer_expiry = at;
 }
 
 /* ---- events ---- */
@@ -172,11 +177,11 @@ static int stop_event(kvm_drv *k, vmt_stop_reason reason, bool fatal, const char
 static int step_end(kvm_drv *k, bool report_allowed)
 {
     kvm_step s = k->step;
-    k->step = (kvm_step){ .restore_view = VMT_VIEW_INVALID };
+    k->step = (kvm_step){ .fast_view = VMT_VIEW_INVALID };
     if (!s.active)
         return H_CONTINUE;
-    if (s.restore_view != VMT_VIEW_INVALID && kvm_switch_view(k, s.restore_view) != VMT_OK)
-        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "switching back to view %u after a step: %s", s.restore_view,
+    if (k->map_view != k->cur_view && kvm_map_view(k, k->cur_view) != VMT_OK)
+        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "mapping view %u back after a step: %s", k->cur_view,
                           vmt_driver_error(k->d));
     if (kvm_apply_debug(k) != VMT_OK)
         return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "%s", vmt_driver_error(k->d));
@@ -283,6 +288,19 @@ static int handle_io(kvm_drv *k)
     return H_EVENT;
 }
 
+static vmt_status write_through_view(kvm_drv *k, vmt_view v, uint64_t gpa, uint64_t value, unsigned size)
+{
+    for (unsigned i = 0; i < size; i++) {
+        uint64_t a = gpa + i, g = a >> VMT_PAGE_SHIFT;
+        if (g >= k->ram_frames)
+            break;
+        uint64_t b = kvm_backing(k, v, g);
+        k->direct[(b << VMT_PAGE_SHIFT) | (a & (VMT_PAGE_SIZE - 1))] = (uint8_t)(value >> (8 * i));
+        kvm_mark_dirty(k, g);
+    }
+    return VMT_OK;
+}
+
 static int handle_mmio(kvm_drv *k)
 {
     struct kvm_run *r = k->run;
@@ -291,6 +309,14 @@ static int handle_mmio(kvm_drv *k)
     if (len == 0 || len > 8)
         return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "malformed KVM_EXIT_MMIO (len %u)", len);
     k->need_completion = true;
+    if (r->mmio.is_write && gfn < k->ram_frames && k->ro[gfn] && k->map_view != k->cur_view &&
+        (k->map_view == VMT_VIEW_DEFAULT || (k->views[k->map_view].access[gfn] & VMT_ACCESS_W))) {
+        /* a FAST_STEP's store that its step view allows: it lands there */
+        uint64_t v = 0;
+        memcpy(&v, r->mmio.data, len);
+        write_through_view(k, k->map_view, gpa, v, len);
+        return H_CONTINUE;
+    }
     if (r->mmio.is_write && gfn < k->ram_frames && k->ro[gfn]) {
         ev_begin(k, VMT_EVENT_MEM_ACCESS);
         if (k->ev.kind != VMT_EVENT_MEM_ACCESS)
@@ -418,6 +444,7 @@ static vmt_status complete_pending(kvm_drv *k, bool *exited)
 {
     *exited = false;
     k->run->immediate_exit = 1;
+    k->regs_fresh = false;
     uint64_t t0 = kvm_now_ns();
     int rc = ioctl(k->vcpu_fd, KVM_RUN, 0);
     int err = errno;
@@ -427,6 +454,7 @@ static vmt_status complete_pending(kvm_drv *k, bool *exited)
     k->need_completion = false;
     if (rc == 0) {
         k->stats.exits++;
+        k->regs_fresh = k->sync_regs;
         *exited = true;
         return VMT_OK;
     }
@@ -458,7 +486,6 @@ vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
     }
     uint64_t start = kvm_now_ns();
     uint64_t deadline = timeout_ms >= 0 ? start + (uint64_t)timeout_ms * 1000000ull : 0;
-    bool armed = false;
     vmt_status st = VMT_OK;
     for (;;) {
         int h;
@@ -485,17 +512,20 @@ vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
                 st = VMT_E_TIMEOUT;
                 break;
             }
-            if (!armed && (deadline || k->limit_guest_ns) && k->timer_ok) {
-                uint64_t ns = deadline ? deadline - now : UINT64_MAX;
-                if (k->limit_guest_ns && k->limit_guest_ns - k->stats.ns_guest < ns)
-                    ns = k->limit_guest_ns - k->stats.ns_guest;
-                timer_arm(k, ns);
-                armed = true;
+            if (deadline || k->limit_guest_ns) {
+                uint64_t at = deadline ? deadline : UINT64_MAX;
+                if (k->limit_guest_ns && now + (k->limit_guest_ns - k->stats.ns_guest) < at)
+                    at = now + (k->limit_guest_ns - k->stats.ns_guest);
+                timer_ensure(k, at);
             }
+            if (k->step.active && k->step.fast_view != VMT_VIEW_INVALID && k->map_view != k->step.fast_view &&
+                (st = kvm_map_view(k, k->step.fast_view)))
+                break;
             if ((st = kvm_apply_debug(k)))
                 break;
             if (k->t_last_exit)
                 k->stats.ns_monitor += now - k->t_last_exit;
+            k->regs_fresh = false;
             int rc = ioctl(k->vcpu_fd, KVM_RUN, 0);
             int err = errno;
             uint64_t t1 = kvm_now_ns();
@@ -505,45 +535,30 @@ vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
             if (rc < 0) {
                 if (err == EINTR || err == EAGAIN) {
                     drain_signal(k);
-                    armed = false;
+                    if (k->timer_expiry && t1 >= k->timer_expiry)
+                        k->timer_expiry = 0;
                     continue;
                 }
                 stop_event(k, VMT_STOP_DRIVER_ERROR, true, "KVM_RUN failed: %s", strerror(err));
                 goto event;
             }
             k->stats.exits++;
+            k->regs_fresh = k->sync_regs;
             h = handle_exit(k);
         }
         if (h == H_EVENT)
             goto event;
         k->stats.internal_exits++;
     }
-    if (armed)
-        timer_disarm(k);
     if (st == VMT_E_TIMEOUT)
         return vmt_driver_fail(d, VMT_E_TIMEOUT, "no event within %d ms", timeout_ms);
     return st;
 event:
-    if (armed)
-        timer_disarm(k);
     deliver(k, out);
     return VMT_OK;
 }
 
 /* ---- responses ---- */
-
-static vmt_status write_through_view(kvm_drv *k, vmt_view v, uint64_t gpa, uint64_t value, unsigned size)
-{
-    for (unsigned i = 0; i < size; i++) {
-        uint64_t a = gpa + i, g = a >> VMT_PAGE_SHIFT;
-        if (g >= k->ram_frames)
-            break;
-        uint64_t b = kvm_backing(k, v, g);
-        k->direct[(b << VMT_PAGE_SHIFT) | (a & (VMT_PAGE_SIZE - 1))] = (uint8_t)(value >> (8 * i));
-        kvm_mark_dirty(k, g);
-    }
-    return VMT_OK;
-}
 
 static vmt_status check_resp_view(kvm_drv *k, vmt_view v, const char *what)
 {
@@ -580,8 +595,7 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
     if ((a & VMT_RESP_SWITCH_VIEW) && (st = kvm_switch_view(k, resp->new_view)))
         return st;
 
-    kvm_step step = { .restore_view = VMT_VIEW_INVALID };
-    bool fast = false;
+    kvm_step step = { .fast_view = VMT_VIEW_INVALID };
     switch (kind) {
     case VMT_EVENT_MEM_ACCESS: {
         const vmt_mem_access_info *m = &k->ev.u.mem;
@@ -591,7 +605,7 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
                                                                                             : k->cur_view;
         write_through_view(k, v, m->gpa, m->value, m->size);
         if (a & VMT_RESP_STEP)
-            step = (kvm_step){ .active = true, .report = true, .restore_view = VMT_VIEW_INVALID };
+            step = (kvm_step){ .active = true, .report = true, .fast_view = VMT_VIEW_INVALID };
         break;
     }
     case VMT_EVENT_IO:
@@ -601,7 +615,7 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
             memcpy(io_data(k) + (size_t)k->io_index * sz, &v, sz);
         }
         if (a & VMT_RESP_STEP)
-            step = (kvm_step){ .active = true, .report = true, .restore_view = VMT_VIEW_INVALID };
+            step = (kvm_step){ .active = true, .report = true, .fast_view = VMT_VIEW_INVALID };
         if (k->io_index + 1 < k->run->io.count) {
             k->io_index++;
             io_event(k);
@@ -616,13 +630,12 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
             if ((st = kvm_reinject_bp(k)))
                 return st;
         } else if (a & VMT_RESP_STEP) {
-            step = (kvm_step){ .active = true, .report = true, .hw_off = hw, .restore_view = VMT_VIEW_INVALID };
+            step = (kvm_step){ .active = true, .report = true, .hw_off = hw, .fast_view = VMT_VIEW_INVALID };
         } else if (a & VMT_RESP_FAST_STEP) {
-            step = (kvm_step){ .active = true, .hw_off = hw, .restore_view = k->cur_view };
-            fast = true;
+            step = (kvm_step){ .active = true, .hw_off = hw, .fast_view = resp->step_view };
         } else if (hw) {
             /* RF is not honoured everywhere: step past the breakpoint with it off */
-            step = (kvm_step){ .active = true, .hw_off = true, .restore_view = VMT_VIEW_INVALID };
+            step = (kvm_step){ .active = true, .hw_off = true, .fast_view = VMT_VIEW_INVALID };
         }
         break;
     }
@@ -642,8 +655,6 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
         if ((st = kvm_set_regs(k, &resp->regs)))
             return st;
     }
-    if (fast && (st = kvm_switch_view(k, resp->step_view)))
-        return st;
     /* a step under way when the stepped instruction raised this I/O or
      * write event ends once that instruction completes */
     if (!step.active && k->step.active && (kind == VMT_EVENT_IO || kind == VMT_EVENT_MEM_ACCESS))

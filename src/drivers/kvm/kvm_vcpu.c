@@ -125,10 +125,14 @@ vmt_status kvm_get_regs(kvm_drv *k, vmt_regs *o)
         struct kvm_msrs h;
         struct kvm_msr_entry e;
     } m = { .h.nmsrs = 1, .e.index = MSR_KERNEL_GS_BASE };
-    if (ioctl(k->vcpu_fd, KVM_GET_REGS, &g) < 0)
+    if (k->regs_fresh) {
+        g = k->run->s.regs.regs;
+        s = k->run->s.regs.sregs;
+    } else if (ioctl(k->vcpu_fd, KVM_GET_REGS, &g) < 0) {
         return vfail(k, "KVM_GET_REGS");
-    if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
+    } else if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0) {
         return vfail(k, "KVM_GET_SREGS");
+    }
     if (ioctl(k->vcpu_fd, KVM_GET_DEBUGREGS, &dr) < 0)
         return vfail(k, "KVM_GET_DEBUGREGS");
     if (ioctl(k->vcpu_fd, KVM_GET_MSRS, &m) != 1)
@@ -163,6 +167,7 @@ vmt_status kvm_set_regs(kvm_drv *k, const vmt_regs *o)
         .rip = o->rip, .rflags = o->rflags | 2,
     };
     struct kvm_sregs s;
+    k->regs_fresh = false;
     if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
         return vfail(k, "KVM_GET_SREGS");
     s.cr0 = o->cr0; s.cr2 = o->cr2; s.cr3 = o->cr3; s.cr4 = o->cr4; s.cr8 = o->cr8; s.efer = o->efer;
@@ -274,6 +279,7 @@ vmt_status kvm_reinject_bp(kvm_drv *k)
         return kvm_apply_debug(k);
     }
     struct kvm_regs g;
+    k->regs_fresh = false;
     if (ioctl(k->vcpu_fd, KVM_GET_REGS, &g) < 0)
         return vfail(k, "KVM_GET_REGS");
     g.rip += 1;
@@ -289,6 +295,7 @@ vmt_status kvm_inject(vmt_driver *d, vmt_vcpu vcpu, const vmt_injection *inj)
         return vmt_driver_fail(d, VMT_E_INVAL, "vcpu %u out of range (driver has 1)", vcpu);
     if (inj->vector >= 32)
         return vmt_driver_fail(d, VMT_E_INVAL, "vector %u is not an exception", inj->vector);
+    k->regs_fresh = false;
     if (inj->vector == 14) {
         struct kvm_sregs s;
         if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
