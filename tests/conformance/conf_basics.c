@@ -1,7 +1,8 @@
 /*
  * tests/conformance/conf_basics.c — conformance group "basics": the
  * capability record, refusal of undeclared capabilities, registers,
- * pause/resume, hardware-breakpoint slots and stats.
+ * pause/resume, hardware-breakpoint slots, optional event kinds and run
+ * limits, stats.
  */
 #include <string.h>
 
@@ -146,6 +147,35 @@ static void hw_breakpoint_slots(void **state)
     VMT_CONF_EXPECT(c, VMT_E_RANGE, vmt_drv_hw_breakpoint(c->d, 0, n, 0x100000, 1));
 }
 
+/* Optional event kinds and run limits can be switched on and off. */
+static void optional_kinds_and_limits_toggle(void **state)
+{
+    vmt_conf *c = vmt_conf_begin(state, 0);
+    int did = 0;
+    if (vmt_driver_has(c->d, VMT_CAP_CR3_EVENTS)) {
+        VMT_CONF_OK(c, vmt_drv_monitor(c->d, VMT_EVENT_CR_WRITE, 1));
+        VMT_CONF_OK(c, vmt_drv_monitor(c->d, VMT_EVENT_CR_WRITE, 0));
+        did++;
+    }
+    if (vmt_driver_has(c->d, VMT_CAP_IO_EVENTS)) {
+        /* Port I/O is how testbed guests talk to the host (machine.h): a
+         * driver may report it always, so only enabling is required. */
+        VMT_CONF_OK(c, vmt_drv_monitor(c->d, VMT_EVENT_IO, 1));
+        did++;
+    }
+    if (vmt_driver_has(c->d, VMT_CAP_TIME_LIMIT)) {
+        VMT_CONF_OK(c, vmt_drv_set_limit(c->d, 3600.0, 0));
+        did++;
+    }
+    if (vmt_driver_has(c->d, VMT_CAP_INSN_LIMIT)) {
+        VMT_CONF_OK(c, vmt_drv_set_limit(c->d, 0, 1ull << 40));
+        did++;
+    }
+    VMT_CONF_OK(c, vmt_drv_set_limit(c->d, 0, 0)); /* clearing limits always works */
+    if (!did)
+        skip();
+}
+
 static void stats_of_fresh_driver(void **state)
 {
     vmt_conf *c = vmt_conf_begin(state, VMT_CAP_EVENTS);
@@ -165,6 +195,7 @@ static const struct CMUnitTest basics_tests[] = {
     VMT_CONF_TEST(regs_round_trip),
     VMT_CONF_TEST(pause_resume),
     VMT_CONF_TEST(hw_breakpoint_slots),
+    VMT_CONF_TEST(optional_kinds_and_limits_toggle),
     VMT_CONF_TEST(stats_of_fresh_driver),
 };
 

@@ -180,6 +180,34 @@ static void remap_resets_rights(void **state)
     }
 }
 
+/* State is per view: changing one view leaves the others as they were,
+ * also when the changed view is destroyed. */
+static void views_are_independent(void **state)
+{
+    vmt_conf *c = vmt_conf_begin(state, VMT_CAP_VIEW_REMAP | VMT_CAP_VIEW_PERM);
+    if (c->caps->max_views < 3)
+        skip();
+    vmt_view v1 = new_view(c, VMT_ACCESS_RWX), v2 = new_view(c, VMT_ACCESS_RWX);
+    vmt_access restricted = (vmt_access)(VMT_ACCESS_RWX & ~c->caps->trap_access);
+    vmt_access a;
+    vmt_gfn b;
+    VMT_CONF_OK(c, vmt_drv_view_remap(c->d, v1, 7, 8));
+    VMT_CONF_OK(c, vmt_drv_view_set_access(c->d, v2, 9, restricted));
+    access_of(c, v2, 7, &a, &b);
+    assert_int_equal(b, 7);
+    access_of(c, v1, 9, &a, &b);
+    assert_int_equal(a, VMT_ACCESS_RWX);
+    VMT_CONF_OK(c, vmt_drv_view_destroy(c->d, v1));
+    access_of(c, v2, 9, &a, &b);
+    assert_int_equal(a, restricted);
+    access_of(c, v2, 7, &a, &b);
+    assert_int_equal(b, 7);
+    vmt_view v3 = new_view(c, VMT_ACCESS_RWX); /* may reuse v1's id: starts clean */
+    access_of(c, v3, 7, &a, &b);
+    assert_int_equal(b, 7);
+    assert_int_equal(a, VMT_ACCESS_RWX);
+}
+
 static void bad_views_and_gfns(void **state)
 {
     vmt_conf *c = vmt_conf_begin(state, 0);
@@ -214,6 +242,7 @@ static const struct CMUnitTest views_tests[] = {
     VMT_CONF_TEST(remap_and_get_access),
     VMT_CONF_TEST(rights_set_get),
     VMT_CONF_TEST(remap_resets_rights),
+    VMT_CONF_TEST(views_are_independent),
     VMT_CONF_TEST(bad_views_and_gfns),
 };
 
