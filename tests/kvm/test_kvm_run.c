@@ -52,6 +52,17 @@ static void timeout_and_time_limit(void **state)
     assert_true(s1.ns_guest - s0.ns_guest >= 100000000ull);
     /* a limit stop is not fatal: the guest can run on */
     assert_int_equal(vmt_drv_wait_event(d, 20, &ev), VMT_E_TIMEOUT);
+    /* paused, the guest does not run at all */
+    assert_int_equal(vmt_drv_stats(d, &s0), VMT_OK);
+    assert_int_equal(vmt_drv_pause(d), VMT_OK);
+    assert_int_equal(vmt_drv_wait_event(d, 5, &ev), VMT_E_TIMEOUT);
+    assert_int_equal(vmt_drv_wait_event(d, -1, &ev), VMT_E_BUSY);
+    assert_int_equal(vmt_drv_stats(d, &s1), VMT_OK);
+    assert_int_equal(s1.ns_guest, s0.ns_guest);
+    assert_int_equal(vmt_drv_resume(d), VMT_OK);
+    assert_int_equal(vmt_drv_wait_event(d, 5, &ev), VMT_E_TIMEOUT);
+    assert_int_equal(vmt_drv_stats(d, &s1), VMT_OK);
+    assert_true(s1.ns_guest > s0.ns_guest);
     kg_check(d);
     vmt_driver_destroy(d);
 }

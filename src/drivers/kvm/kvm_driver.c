@@ -65,6 +65,20 @@ static vmt_status kvm_set_regs_op(vmt_driver *d, vmt_vcpu vcpu, const vmt_regs *
     return kvm_set_regs(k, regs);
 }
 
+/* The vCPU runs only inside wait_event(), so pausing means: do not run it
+ * there until resume(). */
+static vmt_status kvm_pause(vmt_driver *d)
+{
+    ((kvm_drv *)vmt_driver_impl(d))->paused = true;
+    return VMT_OK;
+}
+
+static vmt_status kvm_resume(vmt_driver *d)
+{
+    ((kvm_drv *)vmt_driver_impl(d))->paused = false;
+    return VMT_OK;
+}
+
 static vmt_status kvm_monitor(vmt_driver *d, vmt_event_kind kind, int enable)
 {
     if (kind == VMT_EVENT_IO && enable)
@@ -96,6 +110,8 @@ static const vmt_driver_ops kvm_ops = {
     .write_phys = kvm_write_phys,
     .get_regs = kvm_get_regs_op,
     .set_regs = kvm_set_regs_op,
+    .pause = kvm_pause,
+    .resume = kvm_resume,
     .view_create = kvm_view_create,
     .view_destroy = kvm_view_destroy,
     .view_switch = kvm_view_switch,
@@ -117,7 +133,7 @@ static const vmt_driver_ops kvm_ops = {
 static vmt_caps kvm_caps_for(const kvm_drv *k)
 {
     vmt_caps c = { 0 };
-    c.flags = VMT_CAP_READ_PHYS | VMT_CAP_WRITE_PHYS | VMT_CAP_REGS_GET | VMT_CAP_REGS_SET | VMT_CAP_VIEWS |
+    c.flags = VMT_CAP_READ_PHYS | VMT_CAP_WRITE_PHYS | VMT_CAP_REGS_GET | VMT_CAP_REGS_SET | VMT_CAP_PAUSE | VMT_CAP_VIEWS |
               VMT_CAP_VIEW_REMAP | VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_FRAMES | VMT_CAP_INJECT_BP |
               VMT_CAP_EVENTS | VMT_CAP_BREAKPOINT_EVENTS | VMT_CAP_IO_EVENTS | VMT_CAP_HW_BREAKPOINTS |
               VMT_CAP_TIME_LIMIT;

@@ -112,6 +112,7 @@ typedef struct kvm_drv {
     bool queued_event;    /* ev (kind set) is ready to report without running */
     uint32_t io_index;    /* element of a string I/O exit being reported */
     bool stopped;         /* fatal stop: no more running */
+    bool paused;          /* pause(): wait_event does not run the guest */
     vmt_stop_info stop;
 
     /* serial */

@@ -484,6 +484,13 @@ vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
         deliver(k, out);
         return VMT_OK;
     }
+    if (k->paused) {
+        if (timeout_ms < 0)
+            return vmt_driver_fail(d, VMT_E_BUSY, "the VM is paused and no timeout was given; resume it first");
+        struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+        return vmt_driver_fail(d, VMT_E_TIMEOUT, "the VM is paused: no event within %d ms", timeout_ms);
+    }
     uint64_t start = kvm_now_ns();
     uint64_t deadline = timeout_ms >= 0 ? start + (uint64_t)timeout_ms * 1000000ull : 0;
     vmt_status st = VMT_OK;
