@@ -48,9 +48,10 @@
  *
  * No-op mode (cfg.noop): view_create/destroy/remap/set_access/get_access and
  * frame_alloc/free only count (vmt_mem_op_count) and change nothing, nothing
- * is logged; view_create returns ids cycling over 1..max_views-1, frame_alloc
- * returns fresh gfns above RAM whose reads give zeros and whose writes are
- * dropped. For benchmarks that exclude driver cost.
+ * is logged; view_create returns ids cycling over 1..max_views-1 (every id
+ * below max_views can be switched to), view_get_access reports (gfn, RWX),
+ * frame_alloc returns gfns above RAM whose reads give zeros and whose writes
+ * are dropped. For benchmarks that exclude driver cost.
  */
 #ifndef VMTRAP_MEM_H
 #define VMTRAP_MEM_H

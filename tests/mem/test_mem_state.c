@@ -262,6 +262,11 @@ static void test_noop_mode_only_counts(void **state)
         OK(d, vmt_drv_view_remap(d, v, 3, f));
         OK(d, vmt_drv_view_set_access(d, v, 3, VMT_ACCESS_X));
     }
+    vmt_view cur;
+    OK(d, vmt_drv_view_switch(d, 0, v));
+    OK(d, vmt_drv_view_current(d, 0, &cur));
+    assert_int_equal(cur, v);
+    OK(d, vmt_drv_view_switch(d, 0, 0));
     OK(d, vmt_drv_view_get_access(d, v, 3, &a, &b));
     assert_int_equal(a, VMT_ACCESS_RWX); /* nothing changed */
     assert_int_equal(b, 3);
