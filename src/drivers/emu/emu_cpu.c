@@ -1,0 +1,574 @@
+/*
+ * drivers/emu/emu_cpu.c — Unicorn hooks, the run loop, events and responses.
+ *
+ * Design: wait_event() runs uc_emu_start() in a loop. Hooks never stop the
+ * CPU in a broken way: memory-protection / unmapped hooks record the fault
+ * and return false, which (with the no-op memory hook installed) aborts the
+ * faulting instruction with RIP on it and no side effects; the code hook
+ * (one per instruction) calls uc_emu_stop() BEFORE an instruction the driver
+ * must perform itself, before the instruction after a step, at the
+ * instruction limit, and after a page-table write done by a hook; the
+ * interrupt hook stops for exceptions Unicorn raises. After uc_emu_start
+ * returns, exactly one of these is handled and the loop either runs again
+ * (internal exit) or reports one event.
+ *
+ * Steps: a STEP response runs one instruction and reports SINGLESTEP; the
+ * other responses that must perform a trapped access (CONTINUE, EMULATE,
+ * FAST_STEP, DENY) run one instruction with the MMU context changed (right
+ * granted / emulate_view / step_view / access skipped) and then restore it
+ * silently. Events inside a step end the step first.
+ *
+ * Determinism: nothing depends on wall-clock time except the time limit and
+ * wait_event's timeout, neither of which changes the event sequence.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "drivers/emu/emu_priv.h"
+
+#define EMU_UNTIL 0x8000000000000000ull /* non-canonical: never reached */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void stop_cpu(emu *e)
+{
+    e->hook_stop = true;
+    uc_emu_stop(e->uc);
+}
+
+static bool is_prefix(uint8_t b)
+{
+    return (b >= 0x40 && b <= 0x4f) || b == 0x66 || b == 0x67 || b == 0xf0 || b == 0xf2 || b == 0xf3 ||
+           b == 0x2e || b == 0x36 || b == 0x3e || b == 0x26 || b == 0x64 || b == 0x65;
+}
+
+/* Opcode classification only (Capstone decodes the few matches later). */
+static enum emu_special classify(const uint8_t *p, uint32_t size)
+{
+    uint32_t i = 0;
+    while (i < size && is_prefix(p[i]))
+        i++;
+    if (i >= size)
+        return EMU_SP_NONE;
+    uint8_t op = p[i];
+    if (op == 0xcc || (op == 0xcd && i + 1 < size && p[i + 1] == 3))
+        return EMU_SP_INT3;
+    if ((op >= 0xe4 && op <= 0xe7) || (op >= 0xec && op <= 0xef))
+        return EMU_SP_IO;
+    if (op >= 0x6c && op <= 0x6f)
+        return EMU_SP_STRING_IO;
+    if (op == 0x0f && i + 1 < size) {
+        uint8_t op2 = p[i + 1];
+        if (op2 == 0x20 || op2 == 0x22)
+            return EMU_SP_CR;
+        if (op2 == 0x30 || op2 == 0x32)
+            return EMU_SP_MSR;
+        if (op2 == 0x05 || op2 == 0x07 || op2 == 0x34 || op2 == 0x35)
+            return EMU_SP_SYSCALL;
+    }
+    return EMU_SP_NONE;
+}
+
+static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *tmp)
+{
+    uint64_t page = addr & ~(uint64_t)(EMU_PAGE - 1);
+    uint64_t off = addr - page;
+    if (off + size > EMU_PAGE || size > 16) {
+        if (size > 16 || uc_mem_read(e->uc, addr, tmp, size) != UC_ERR_OK)
+            return NULL;
+        return tmp;
+    }
+    if (page != e->code_va) {
+        const uint32_t *slot = vmt_hmap_get(&e->tlb_index, &page);
+        if (!slot)
+            return NULL;
+        const emu_tlb_entry *t = &e->tlb[*slot];
+        e->code_va = page;
+        e->code_host = t->is_void ? e->void_page : emu_frame_ptr(e, t->backing);
+    }
+    return e->code_host + off;
+}
+
+static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
+{
+    (void)uc;
+    emu *e = user;
+    if (e->step != EMU_STEP_NONE) {
+        if (e->step_started) {
+            e->step_done = true;
+            stop_cpu(e);
+            return;
+        }
+        e->step_started = true;
+    }
+    if (e->ptw_active || e->nundo) {
+        stop_cpu(e);
+        return;
+    }
+    if (e->insn_limit && e->icount >= e->insn_limit) {
+        e->insn_limit_hit = true;
+        stop_cpu(e);
+        return;
+    }
+    if (e->deadline_ns && (e->icount & 0xffff) == 0 && now_ns() >= e->deadline_ns) {
+        e->deadline_hit = true;
+        stop_cpu(e);
+        return;
+    }
+    uint8_t tmp[16];
+    const uint8_t *p = code_bytes(e, addr, size, tmp);
+    enum emu_special sp = p ? classify(p, size) : EMU_SP_NONE;
+    if (sp != EMU_SP_NONE) {
+        e->special = sp;
+        e->special_rip = addr;
+        e->special_size = size;
+        stop_cpu(e);
+        return;
+    }
+    e->icount++;
+}
+
+static bool hook_fault(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
+{
+    (void)uc;
+    emu *e = user;
+    vmt_access kind;
+    bool prot = false;
+    switch (type) {
+    case UC_MEM_READ_PROT: prot = true; /* fall through */
+    case UC_MEM_READ_UNMAPPED: kind = VMT_ACCESS_R; break;
+    case UC_MEM_WRITE_PROT: prot = true; /* fall through */
+    case UC_MEM_WRITE_UNMAPPED: kind = VMT_ACCESS_W; break;
+    case UC_MEM_FETCH_PROT: prot = true; /* fall through */
+    default: kind = VMT_ACCESS_X; break;
+    }
+    if (prot && emu_mmu_hook_prot(e, kind, addr, size, value))
+        return true;
+    if (!e->fault.pending) {
+        e->fault.pending = true;
+        e->fault.kind = kind;
+        e->fault.va = addr;
+        e->fault.size = size;
+        e->fault.value = (uint64_t)value;
+    }
+    return false;
+}
+
+static void hook_noop(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
+{
+    (void)uc, (void)type, (void)addr, (void)size, (void)value, (void)user;
+}
+
+static void hook_intr(uc_engine *uc, uint32_t intno, void *user)
+{
+    (void)uc;
+    emu *e = user;
+    if (e->intr_no < 0)
+        e->intr_no = (int)intno;
+    stop_cpu(e);
+}
+
+static uint32_t hook_in(uc_engine *uc, uint32_t port, int size, void *user)
+{
+    (void)uc, (void)port, (void)size, (void)user;
+    return 0xffffffffu; /* not reached: the code hook performs port I/O */
+}
+
+static void hook_out(uc_engine *uc, uint32_t port, int size, uint32_t value, void *user)
+{
+    (void)uc, (void)port, (void)size, (void)value, (void)user;
+}
+
+vmt_status emu_cpu_init(emu *e)
+{
+    uc_err err;
+#define ADD(...)                                                                                   \
+    do {                                                                                           \
+        err = uc_hook_add(e->uc, &e->hooks[e->nhooks], __VA_ARGS__);                               \
+        if (err != UC_ERR_OK)                                                                      \
+            return VMT_E_DRIVER;                                                                   \
+        e->nhooks++;                                                                               \
+    } while (0)
+    ADD(UC_HOOK_CODE, (void *)hook_code, e, 1, 0);
+    ADD(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_PROT, (void *)hook_fault, e, 1, 0);
+    /* a no-op hook on a range nothing uses keeps RIP precise in hooks */
+    ADD(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, (void *)hook_noop, e, 0xfffffffffffff000ull, 0xffffffffffffffffull);
+    ADD(UC_HOOK_INTR, (void *)hook_intr, e, 1, 0);
+    ADD(UC_HOOK_INSN, (void *)hook_in, e, 1, 0, UC_X86_INS_IN);
+    ADD(UC_HOOK_INSN, (void *)hook_out, e, 1, 0, UC_X86_INS_OUT);
+#undef ADD
+    e->intr_no = -1;
+    e->mmu_view = 0;
+    e->monitor_io = true;
+    return VMT_OK;
+}
+
+/* ---- steps ---- */
+
+static void end_step(emu *e)
+{
+    bool changed = e->grant_kinds || e->deny_active || (e->step_restore_view && e->mmu_view != e->cur_view);
+    e->step = EMU_STEP_NONE;
+    e->step_started = false;
+    e->step_done = false;
+    e->grant_kinds = 0;
+    e->grant_va = 0;
+    e->deny_active = false;
+    if (e->step_restore_view) {
+        e->cur_view = e->step_return_view;
+        e->mmu_view = e->cur_view;
+        e->step_restore_view = false;
+    }
+    if (changed)
+        emu_tlb_revalidate(e);
+}
+
+/* ---- the run loop ---- */
+
+static void fill_common(emu *e, vmt_event *ev)
+{
+    ev->vcpu = 0;
+    ev->view = e->cur_view;
+    ev->seq = ++e->seq;
+    emu_regs_read(e, &ev->regs);
+}
+
+static vmt_status report(emu *e, vmt_event *ev)
+{
+    if (e->step != EMU_STEP_NONE && ev->kind != VMT_EVENT_SINGLESTEP)
+        end_step(e);
+    fill_common(e, ev);
+    e->stats.events[ev->kind]++;
+    if (ev->kind == VMT_EVENT_STOPPED) {
+        emu_serial_flush(e);
+        e->stopped = true;
+        e->stop = ev->u.stop;
+    } else {
+        e->awaiting_response = true;
+        e->last = *ev;
+    }
+    e->ns_event_at = now_ns();
+    return VMT_OK;
+}
+
+static vmt_status report_stop(emu *e, vmt_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->kind = VMT_EVENT_STOPPED;
+    ev->u.stop = e->stop;
+    return report(e, ev);
+}
+
+static bool deliver(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip)
+{
+    if (e->step != EMU_STEP_NONE) {
+        bool user = e->step == EMU_STEP_USER;
+        end_step(e);
+        (void)user;
+    }
+    return emu_deliver_exception(e, vector, has_err, err, ret_rip);
+}
+
+static bool vector_has_error(unsigned v)
+{
+    return v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21;
+}
+
+vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
+{
+    emu *e = vmt_driver_impl(d);
+    if (e->stopped) {
+        memset(ev, 0, sizeof *ev);
+        ev->kind = VMT_EVENT_STOPPED;
+        ev->u.stop = e->stop;
+        fill_common(e, ev);
+        return VMT_OK;
+    }
+    if (e->awaiting_response)
+        return vmt_driver_fail(d, VMT_E_BUSY, "event %" PRIu64 " has not been answered", e->last.seq);
+    if (e->ns_event_at) {
+        e->stats.ns_monitor += now_ns() - e->ns_event_at;
+        e->ns_event_at = 0;
+    }
+    uint64_t start = now_ns();
+    uint64_t wait_deadline = timeout_ms >= 0 ? start + (uint64_t)timeout_ms * 1000000ull : 0;
+    uint64_t limit_deadline = 0;
+    if (e->time_limit_s > 0) {
+        double left = e->time_limit_s * 1e9 - (double)e->ns_guest_total;
+        limit_deadline = start + (left > 0 ? (uint64_t)left : 0);
+    }
+    uint64_t last_fault_va = UINT64_MAX;
+    unsigned same_fault = 0;
+    memset(ev, 0, sizeof *ev);
+    for (;;) {
+        e->fault.pending = false;
+        e->special = EMU_SP_NONE;
+        e->intr_no = -1;
+        e->hook_stop = false;
+        e->step_started = false;
+        e->step_done = false;
+        e->insn_limit_hit = false;
+        e->deadline_hit = false;
+        e->deadline_ns = wait_deadline;
+        if (limit_deadline && (!e->deadline_ns || limit_deadline < e->deadline_ns))
+            e->deadline_ns = limit_deadline;
+        if (e->insn_limit && e->icount >= e->insn_limit) {
+            e->stop.reason = VMT_STOP_INSN_LIMIT;
+            snprintf(e->stop.message, sizeof e->stop.message, "instruction limit of %" PRIu64 " reached",
+                     e->insn_limit);
+            return report_stop(e, ev);
+        }
+        uint64_t rip = emu_rip(e);
+        uint64_t t0 = now_ns();
+        uc_err err = uc_emu_start(e->uc, rip, EMU_UNTIL, 0, 0);
+        uint64_t t1 = now_ns();
+        e->ns_guest_total += t1 - t0;
+        e->stats.ns_guest += t1 - t0;
+        e->stats.exits++;
+        e->stats.instructions = e->icount;
+
+        while (e->nundo) { /* skipped writes: restore the bytes, newest first */
+            e->nundo--;
+            memcpy(e->undo[e->nundo].host, e->undo[e->nundo].bytes, e->undo[e->nundo].n);
+        }
+        if (e->undo_overflow) {
+            e->undo_overflow = false;
+            e->stop.reason = VMT_STOP_DRIVER_ERROR;
+            snprintf(e->stop.message, sizeof e->stop.message,
+                     "instruction at rip 0x%" PRIx64 " makes too many (or too wide) skipped writes", emu_rip(e));
+            return report_stop(e, ev);
+        }
+        if (e->ptw_active) {
+            if (e->ptw_many)
+                emu_tlb_flush(e);
+            else
+                emu_tlb_frame_written(e, e->ptw_frame);
+            e->ptw_active = false;
+            e->ptw_many = false;
+            emu_tlb_revalidate(e);
+        }
+        if (e->fault.pending) {
+            if (e->icount)
+                e->icount--; /* the aborted instruction was counted when it started */
+            if (e->fault.va == last_fault_va && ++same_fault > 8) {
+                e->stop.reason = VMT_STOP_DRIVER_ERROR;
+                snprintf(e->stop.message, sizeof e->stop.message,
+                         "the MMU cannot resolve a %s fault at va 0x%" PRIx64 " (rip 0x%" PRIx64 ")",
+                         e->fault.kind == VMT_ACCESS_W ? "write" : e->fault.kind == VMT_ACCESS_R ? "read" : "fetch",
+                         e->fault.va, emu_rip(e));
+                return report_stop(e, ev);
+            }
+            if (e->fault.va != last_fault_va)
+                same_fault = 0;
+            last_fault_va = e->fault.va;
+            uint32_t pf_err = 0;
+            emu_fault_result r = emu_mmu_fault(e, &e->fault, ev, &pf_err);
+            if (r == EMU_FR_RETRY) {
+                e->stats.internal_exits++;
+                continue;
+            }
+            if (r == EMU_FR_EVENT) {
+                ev->kind = VMT_EVENT_MEM_ACCESS;
+                return report(e, ev);
+            }
+            if (r == EMU_FR_STOP)
+                return report_stop(e, ev);
+            e->stats.internal_exits++;
+            if (r == EMU_FR_PAGE_FAULT) {
+                e->cr2 = e->fault.va;
+                e->tstats.pf_injected++;
+                if (!deliver(e, 14, true, pf_err, emu_rip(e)))
+                    return report_stop(e, ev);
+            } else if (!deliver(e, 13, true, 0, emu_rip(e))) {
+                return report_stop(e, ev);
+            }
+            continue;
+        }
+        last_fault_va = UINT64_MAX;
+        if (e->special != EMU_SP_NONE) {
+            emu_insn_result r = emu_insn_special(e, ev);
+            if (r == EMU_IR_STOP)
+                return report_stop(e, ev);
+            if (r == EMU_IR_EVENT)
+                return report(e, ev);
+            if (e->step == EMU_STEP_USER) {
+                ev->kind = VMT_EVENT_SINGLESTEP;
+                end_step(e);
+                return report(e, ev);
+            }
+            if (e->step == EMU_STEP_INTERNAL)
+                end_step(e);
+            e->stats.internal_exits++;
+            continue;
+        }
+        if (e->intr_no >= 0) {
+            unsigned v = (unsigned)e->intr_no;
+            if (v != 1 && v != 3 && v != 4 && e->icount)
+                e->icount--; /* a fault: the instruction did not complete */
+            e->stats.internal_exits++;
+            if (!deliver(e, (uint8_t)v, vector_has_error(v), 0, emu_rip(e)))
+                return report_stop(e, ev);
+            continue;
+        }
+        if (e->step_done) {
+            if (e->step == EMU_STEP_USER) {
+                ev->kind = VMT_EVENT_SINGLESTEP;
+                end_step(e);
+                return report(e, ev);
+            }
+            end_step(e);
+            e->stats.internal_exits++;
+            continue;
+        }
+        if (e->insn_limit_hit) {
+            e->stop.reason = VMT_STOP_INSN_LIMIT;
+            snprintf(e->stop.message, sizeof e->stop.message, "instruction limit of %" PRIu64 " reached at rip 0x%" PRIx64,
+                     e->insn_limit, emu_rip(e));
+            return report_stop(e, ev);
+        }
+        if (e->deadline_hit || (err == UC_ERR_OK && !e->hook_stop && e->deadline_ns && t1 >= e->deadline_ns)) {
+            if (limit_deadline && t1 >= limit_deadline) {
+                e->stop.reason = VMT_STOP_TIME_LIMIT;
+                snprintf(e->stop.message, sizeof e->stop.message, "time limit of %.3f s reached at rip 0x%" PRIx64,
+                         e->time_limit_s, emu_rip(e));
+                return report_stop(e, ev);
+            }
+            if (wait_deadline && t1 >= wait_deadline)
+                return VMT_E_TIMEOUT;
+            continue;
+        }
+        if (err == UC_ERR_OK && !e->hook_stop) {
+            uint64_t r2 = emu_rip(e);
+            uint8_t b = 0;
+            if (emu_va_read(e, r2 - 1, &b, 1) == VMT_OK && b == 0xf4) {
+                uint64_t fl = 0;
+                uc_reg_read(e->uc, UC_X86_REG_RFLAGS, &fl);
+                if (e->step != EMU_STEP_NONE)
+                    end_step(e);
+                e->stop.reason = VMT_STOP_HALT;
+                snprintf(e->stop.message, sizeof e->stop.message,
+                         (fl & VMT_RFLAGS_IF) ? "hlt at rip 0x%" PRIx64 " with interrupts enabled: no interrupt source"
+                                              : "hlt at rip 0x%" PRIx64 " with interrupts disabled",
+                         r2 - 1);
+                return report_stop(e, ev);
+            }
+            e->stats.internal_exits++;
+            continue;
+        }
+        if (err != UC_ERR_OK) {
+            uint64_t r2 = emu_rip(e);
+            e->stop.reason = VMT_STOP_GUEST_ERROR;
+            snprintf(e->stop.message, sizeof e->stop.message, "unicorn stopped at rip 0x%" PRIx64 ": %s", r2,
+                     uc_strerror(err));
+            return report_stop(e, ev);
+        }
+        e->stats.internal_exits++;
+    }
+}
+
+/* ---- responses ---- */
+
+static vmt_status begin_internal_step(emu *e, vmt_view view)
+{
+    e->step = EMU_STEP_INTERNAL;
+    e->step_return_view = e->cur_view;
+    e->step_restore_view = true;
+    e->mmu_view = view;
+    return VMT_OK;
+}
+
+vmt_status emu_op_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp)
+{
+    emu *e = vmt_driver_impl(d);
+    if (!e->awaiting_response)
+        return vmt_driver_fail(d, VMT_E_BUSY, "no event is waiting for a response");
+    if (ev->seq != e->last.seq)
+        return vmt_driver_fail(d, VMT_E_INVAL, "response for event %" PRIu64 " but event %" PRIu64 " is pending",
+                               ev->seq, e->last.seq);
+    uint32_t a = resp->actions;
+    const vmt_event *last = &e->last;
+    if ((a & VMT_RESP_DENY) && last->kind != VMT_EVENT_MEM_ACCESS)
+        return vmt_driver_fail(d, VMT_E_INVAL, "DENY answers memory-access events only");
+    if ((a & VMT_RESP_REINJECT) && last->kind != VMT_EVENT_BREAKPOINT)
+        return vmt_driver_fail(d, VMT_E_INVAL, "REINJECT answers breakpoint events only");
+    vmt_view views_to_check[3] = { (a & VMT_RESP_SWITCH_VIEW) ? resp->new_view : 0,
+                                   (a & VMT_RESP_FAST_STEP) ? resp->step_view : 0,
+                                   (a & VMT_RESP_EMULATE) ? resp->emulate_view : 0 };
+    for (int i = 0; i < 3; i++)
+        if (views_to_check[i] >= e->max_views || !e->views[views_to_check[i]].live)
+            return vmt_driver_fail(d, VMT_E_NOTFOUND, "response names view %u, which does not exist",
+                                   views_to_check[i]);
+    if (a & VMT_RESP_SET_REGS) {
+        char why[192];
+        vmt_status st = emu_regs_write(e, &resp->regs, why, sizeof why);
+        if (st)
+            return vmt_driver_fail(d, st, "SET_REGS refused: %s", why);
+    }
+    e->awaiting_response = false;
+    if (a & VMT_RESP_SWITCH_VIEW) {
+        e->cur_view = resp->new_view;
+        e->mmu_view = resp->new_view;
+    }
+    if ((a & VMT_RESP_IO_VALUE) && last->kind == VMT_EVENT_IO && !last->u.io.is_write) {
+        uint64_t rax = 0;
+        uc_reg_read(e->uc, UC_X86_REG_RAX, &rax);
+        uint64_t mask = last->u.io.size == 4 ? 0xffffffffull : last->u.io.size == 2 ? 0xffffull : 0xffull;
+        rax = (rax & ~mask) | (resp->io_value & mask);
+        if (last->u.io.size == 4)
+            rax &= 0xffffffffull; /* a 32-bit register write zero-extends */
+        uc_reg_write(e->uc, UC_X86_REG_RAX, &rax);
+    }
+    if (a & VMT_RESP_REINJECT) {
+        uint64_t ret = last->regs.rip + last->u.bp.insn_len;
+        if (!(a & VMT_RESP_SET_REGS))
+            emu_set_rip(e, last->regs.rip);
+        if (!emu_deliver_exception(e, 3, false, 0, ret)) {
+            e->stopped = true; /* reported by the next wait_event */
+        }
+    } else if (a & VMT_RESP_STEP) {
+        e->step = EMU_STEP_USER;
+        e->step_restore_view = false;
+    } else if (a & VMT_RESP_FAST_STEP) {
+        begin_internal_step(e, resp->step_view);
+    } else if (a & VMT_RESP_EMULATE) {
+        begin_internal_step(e, resp->emulate_view);
+        e->grant_kinds = VMT_ACCESS_RWX; /* performed against that view's mapping */
+        e->grant_va = UINT64_MAX;
+    } else if (last->kind == VMT_EVENT_MEM_ACCESS) {
+        uint64_t page = last->u.mem.gva & ~(uint64_t)(EMU_PAGE - 1);
+        begin_internal_step(e, e->cur_view);
+        if (a & VMT_RESP_DENY) {
+            e->deny_active = true;
+            e->deny_va = page;
+            e->deny_kind = last->u.mem.access;
+        } else {
+            e->grant_kinds = last->u.mem.access;
+            e->grant_va = last->u.mem.in_pt_walk ? UINT64_MAX : page;
+        }
+    }
+    emu_tlb_revalidate(e);
+    return VMT_OK;
+}
+
+vmt_status emu_op_inject(vmt_driver *d, vmt_vcpu vcpu, const vmt_injection *inj)
+{
+    emu *e = vmt_driver_impl(d);
+    if (vcpu != 0)
+        return vmt_driver_fail(d, VMT_E_NOTFOUND, "no vCPU %u (the emulator has one)", vcpu);
+    if (inj->vector != 3 && inj->vector != 14)
+        return vmt_driver_fail(d, VMT_E_NOTSUP, "only #BP and #PF can be injected (vector %u)", inj->vector);
+    if (inj->vector == 14)
+        e->cr2 = inj->cr2;
+    if (!emu_deliver_exception(e, inj->vector, inj->vector == 14, inj->error_code, emu_rip(e))) {
+        e->stopped = true;
+        return vmt_driver_fail(d, VMT_E_STOPPED, "injection failed: %s", e->stop.message);
+    }
+    return VMT_OK;
+}

@@ -1,0 +1,267 @@
+/*
+ * drivers/emu/emu_priv.h — internal state of the emulator driver.
+ *
+ * Split by concern:
+ *   emu_driver.c  create/destroy, registers, physical memory, frames, ops
+ *   emu_views.c   views: per-gfn backing + rights overrides
+ *   emu_mmu.c     the software TLB: guest walk, A/D bits, view resolution,
+ *                 Unicorn mappings, page-table write protection, invalidation
+ *   emu_cpu.c     Unicorn hooks, the run loop, events, responses, exception
+ *                 delivery through the guest IDT, emulated instructions
+ *
+ * Invariants (vmt_emu_check):
+ *  - tlb_index maps va page -> slot for exactly the valid slots;
+ *  - a valid entry is mapped in Unicorn at its va with uc_perms, onto
+ *    mem + backing*4K (or the void page);
+ *  - uc_perms ⊆ (pte rights ∩ view rights ∪ the current one-step grant),
+ *    and never contains WRITE when the backing frame is a page-table frame
+ *    (pt_refs[backing] > 0) or the PTE's dirty bit is clear;
+ *  - pt_refs[f] == number of (valid entry, table level) pairs whose walk
+ *    read a table in host frame f.
+ */
+#ifndef VMT_EMU_PRIV_H
+#define VMT_EMU_PRIV_H
+
+#include <capstone/capstone.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <unicorn/unicorn.h>
+
+#include "core/hmap.h"
+#include "vmtrap/driver.h"
+#include "vmtrap/emu.h"
+#include "vmtrap/machine.h"
+#include "vmtrap/paging.h"
+
+#define EMU_PAGE 4096u
+#define EMU_NO_SLOT UINT32_MAX
+
+typedef struct emu_view {
+    bool live;
+    vmt_access def;       /* rights of gfns without an override */
+    vmt_hmap gfns;        /* vmt_gfn -> emu_gfn_ov */
+} emu_view;
+
+typedef struct emu_gfn_ov {
+    vmt_gfn backing;
+    vmt_access access;
+} emu_gfn_ov;
+
+typedef struct emu_tlb_entry {
+    bool valid;
+    bool is_void;         /* translation reaches no memory (gfn >= RAM) */
+    uint64_t va;          /* page-aligned guest-virtual address */
+    vmt_gfn gfn;          /* guest frame from the guest's tables */
+    vmt_gfn backing;      /* host frame (after the view) */
+    vmt_access pte_rights;/* R always, W, X from the walk */
+    bool dirty;           /* leaf D bit set (W may be mapped) */
+    uint8_t ntables;
+    vmt_gfn tables[5];    /* host frames of the tables the walk read */
+    vmt_gfn table_gfns[5];/* the same tables as guest frames (pre-view) */
+    uint32_t uc_perms;    /* UC_PROT_* currently mapped */
+} emu_tlb_entry;
+
+/* A memory fault recorded by a Unicorn hook (handled after uc_emu_start). */
+typedef struct emu_fault {
+    bool pending;
+    vmt_access kind;      /* R, W or X */
+    uint64_t va;
+    int size;
+    uint64_t value;
+} emu_fault;
+
+/* What the code hook stopped in front of. */
+enum emu_special {
+    EMU_SP_NONE = 0,
+    EMU_SP_INT3,
+    EMU_SP_IO,
+    EMU_SP_STRING_IO,
+    EMU_SP_CR,            /* mov to/from CRn */
+    EMU_SP_MSR,           /* rdmsr / wrmsr */
+    EMU_SP_SYSCALL,       /* syscall / sysret / sysenter / sysexit */
+};
+
+/* The one-instruction step the driver is running, if any. */
+enum emu_step_kind {
+    EMU_STEP_NONE = 0,
+    EMU_STEP_USER,        /* STEP response: report SINGLESTEP after */
+    EMU_STEP_INTERNAL,    /* CONTINUE/EMULATE/FAST_STEP/DENY: silent */
+};
+
+typedef struct emu {
+    vmt_driver *drv;
+    uc_engine *uc;
+    csh cs;
+    uc_hook hooks[8];
+    unsigned nhooks;
+
+    /* memory: RAM frames then extra frames, one mapping */
+    uint8_t *mem;
+    size_t mem_bytes;
+    uint64_t ram_frames;
+    uint64_t extra_frames;
+    uint8_t *extra_used;  /* 1 per extra frame: handed out by frame_alloc */
+    uint32_t *pt_refs;    /* per host frame */
+    uint8_t *void_page;   /* 4 KiB of 0xff, read-only mapping target */
+    uint8_t maxphyaddr;
+
+    /* views */
+    emu_view *views;
+    uint16_t max_views;
+    vmt_view cur_view;
+
+    /* MMU effective context (current view unless a step overrides it) */
+    vmt_view mmu_view;
+    vmt_access grant_kinds;   /* extra rights for grant_va during a step */
+    uint64_t grant_va;        /* page; UINT64_MAX = every page */
+    bool ptw_active;          /* page-table frames written by a hook: */
+    vmt_gfn ptw_frame;        /* invalidate before the next instruction */
+    bool ptw_many;            /* more than one frame: flush everything */
+    uint64_t deadline_ns;     /* wall-clock end of this run slice (0: none) */
+    bool deadline_hit;
+    struct {                  /* writes to undo before the next instruction */
+        uint8_t *host;        /* (DENY, writes into no memory): Unicorn */
+        uint8_t bytes[16];    /* performs a write even when the WRITE_PROT */
+        uint8_t n;            /* hook says "handled" */
+    } undo[64];
+    unsigned nundo;
+    bool undo_overflow;
+    bool deny_active;         /* DENY: the trapped access is skipped */
+    uint64_t deny_va;
+    vmt_access deny_kind;
+
+    /* software TLB */
+    emu_tlb_entry *tlb;
+    uint32_t tlb_cap;
+    uint32_t tlb_used;
+    uint32_t clock;
+    vmt_hmap tlb_index;       /* uint64 va page -> uint32 slot */
+    uint64_t code_va;         /* 1-entry cache for the code hook */
+    const uint8_t *code_host;
+    vmt_emu_tlb_stats tstats;
+
+    /* virtual control state */
+    uint64_t cr0, cr2, cr3, cr4, efer;
+    uint64_t dr[6];
+    uint16_t sel[6];          /* cs ss ds es fs gs as last set / delivered */
+
+    /* run state */
+    emu_fault fault;
+    enum emu_special special;
+    uint64_t special_rip;
+    uint32_t special_size;
+    int intr_no;              /* -1: none */
+    bool hook_stop;           /* a hook called uc_emu_stop */
+    enum emu_step_kind step;
+    bool step_started;        /* the stepped instruction has begun */
+    bool step_done;
+    vmt_view step_return_view;/* view to restore after an internal step */
+    bool step_restore_view;
+    uint64_t icount;          /* guest instructions completed */
+    uint64_t insn_limit;      /* 0 = none */
+    bool insn_limit_hit;
+    double time_limit_s;
+    uint64_t ns_guest_total;
+
+    /* events */
+    bool awaiting_response;
+    vmt_event last;           /* the event awaiting a response */
+    uint64_t seq;
+    bool stopped;             /* sticky until set_regs / set_limit */
+    vmt_stop_info stop;
+    bool monitor_cr, monitor_io, monitor_ss;
+    vmt_driver_stats stats;
+    uint64_t ns_event_at;
+
+    /* serial line buffer */
+    vmt_serial_fn serial;
+    void *serial_ctx;
+    char serial_line[256];
+    size_t serial_len;
+} emu;
+
+/* emu_views.c */
+vmt_status emu_views_init(emu *e, uint16_t max_views);
+void emu_views_free(emu *e);
+/* Backing and rights of gfn in view v (view 0: gfn itself, RWX). */
+vmt_access emu_view_resolve(const emu *e, vmt_view v, vmt_gfn gfn, vmt_gfn *backing);
+bool emu_frame_is_backing(const emu *e, vmt_gfn frame);
+vmt_status emu_op_view_create(vmt_driver *d, vmt_access def, vmt_view *out);
+vmt_status emu_op_view_destroy(vmt_driver *d, vmt_view view);
+vmt_status emu_op_view_switch(vmt_driver *d, vmt_vcpu vcpu, vmt_view view);
+vmt_status emu_op_view_current(vmt_driver *d, vmt_vcpu vcpu, vmt_view *out);
+vmt_status emu_op_view_remap(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_gfn backing);
+vmt_status emu_op_view_set_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_access allowed);
+vmt_status emu_op_view_get_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_access *allowed,
+                                  vmt_gfn *backing);
+
+/* emu_mmu.c */
+typedef enum emu_fault_result {
+    EMU_FR_RETRY,         /* mapping fixed: run again */
+    EMU_FR_EVENT,         /* a memory-access event was filled in */
+    EMU_FR_PAGE_FAULT,    /* the guest's tables forbid it: deliver #PF */
+    EMU_FR_STOP,          /* the guest cannot go on (e->stop filled) */
+    EMU_FR_GP,            /* non-canonical address: deliver #GP(0) */
+} emu_fault_result;
+
+vmt_status emu_tlb_init(emu *e, uint32_t cap);
+void emu_tlb_free(emu *e);
+/* Handle a recorded fault. On EMU_FR_EVENT, ev->u.mem is filled; on
+ * EMU_FR_PAGE_FAULT, *pf_error is the #PF error code. */
+emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32_t *pf_error);
+/* Drop every entry (CR3 write, paging-mode change). */
+void emu_tlb_flush(emu *e);
+/* Re-derive every entry after a view/rights/grant change. */
+void emu_tlb_revalidate(emu *e);
+/* Entries that map host frame f or walked a table in f: dropped (f < 0:
+ * none). Used after host writes. */
+void emu_tlb_frame_written(emu *e, vmt_gfn frame);
+/* Translate va for the driver's own accesses (IDT, stack frames,
+ * instruction bytes): host pointer of the byte, bytes left in the page.
+ * Sets A (and D when write) bits. VMT_E_NOT_PRESENT etc. on failure. */
+vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, uint8_t **host, size_t *left);
+/* Copy to/from guest-virtual memory with emu_mmu_host_ptr (page by page);
+ * writes invalidate page-table dependents and translated code. */
+/* Guest-physical address of va under the guest's tables (no view). */
+vmt_status emu_mmu_gpa(emu *e, uint64_t va, vmt_pa *gpa);
+vmt_status emu_va_read(emu *e, uint64_t va, void *buf, size_t len);
+vmt_status emu_va_write(emu *e, uint64_t va, const void *buf, size_t len);
+vmt_paging_config emu_paging_cfg(const emu *e);
+/* Called from the Unicorn protection hooks: true when the access was
+ * handled there (a DENY skip, a dropped write to no memory, a write into a
+ * page-table frame performed exactly); false: record it and abort. */
+bool emu_mmu_hook_prot(emu *e, vmt_access kind, uint64_t va, int size, int64_t value);
+vmt_status emu_mmu_check(emu *e, char *why, size_t why_len);
+
+/* emu_insn.c: instructions the driver performs itself, exceptions */
+typedef enum emu_insn_result {
+    EMU_IR_DONE,          /* performed, run on */
+    EMU_IR_EVENT,         /* performed (or not, for INT3), event filled */
+    EMU_IR_STOP,          /* e->stop filled */
+} emu_insn_result;
+emu_insn_result emu_insn_special(emu *e, vmt_event *ev);
+/* Deliver an exception through the guest IDT with return address ret_rip;
+ * false (and e->stop filled) when the guest cannot take it. */
+bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip);
+void emu_serial_flush(emu *e);
+uint64_t emu_rip(emu *e);
+void emu_set_rip(emu *e, uint64_t rip);
+
+/* emu_cpu.c */
+vmt_status emu_cpu_init(emu *e);
+vmt_status emu_regs_read(emu *e, vmt_regs *r);
+vmt_status emu_regs_write(emu *e, const vmt_regs *r, char *why, size_t why_len);
+vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev);
+vmt_status emu_op_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp);
+vmt_status emu_op_inject(vmt_driver *d, vmt_vcpu vcpu, const vmt_injection *inj);
+
+static inline uint8_t *emu_frame_ptr(const emu *e, vmt_gfn frame)
+{
+    return e->mem + (size_t)frame * EMU_PAGE;
+}
+static inline uint64_t emu_total_frames(const emu *e)
+{
+    return e->ram_frames + e->extra_frames;
+}
+
+#endif

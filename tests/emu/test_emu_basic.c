@@ -1,0 +1,401 @@
+/*
+ * tests/emu/test_emu_basic.c — the emulator driver runs small long-mode
+ * guests correctly: non-identity mappings, a guest that moves a page to a
+ * new frame, port I/O events and serial lines, CR3 events, #PF delivery
+ * through the guest IDT, memory past RAM, limits, refusal of what Unicorn
+ * cannot run.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "emu_guest.h"
+#include "vmtrap/image.h"
+#include "vmtrap/paging.h"
+
+#define CODE_VA 0x400000ull
+#define DATA_VA 0x7f0000600000ull
+#define STACK_TOP 0x7fff00000000ull
+
+static void expect_io(eg_guest *g, uint32_t value)
+{
+    vmt_event ev = eg_next(g);
+    if (ev.kind != VMT_EVENT_IO)
+        fail_msg("expected an IO event (value 0x%x), got %s%s%s", value, vmt_event_kind_name(ev.kind),
+                 ev.kind == VMT_EVENT_STOPPED ? ": " : "", ev.kind == VMT_EVENT_STOPPED ? ev.u.stop.message : "");
+    assert_int_equal(ev.u.io.port, 0x5e0);
+    assert_true(ev.u.io.is_write);
+    assert_int_equal(ev.u.io.size, 4);
+    assert_int_equal(ev.u.io.value, value);
+    eg_respond(g, &ev, vmt_response_continue());
+}
+
+static void expect_halt(eg_guest *g)
+{
+    vmt_event ev = eg_next(g);
+    if (ev.kind != VMT_EVENT_STOPPED)
+        fail_msg("expected STOPPED, got %s at rip 0x%llx", vmt_event_kind_name(ev.kind),
+                 (unsigned long long)ev.regs.rip);
+    if (ev.u.stop.reason != VMT_STOP_HALT)
+        fail_msg("expected halt, got %s: %s", vmt_stop_reason_name(ev.u.stop.reason), ev.u.stop.message);
+}
+
+static void run_store_and_report(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    vmt_gfn data = eg_frame(&g);
+    eg_map(&g, DATA_VA, data, 0);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RBX, 0x1234abcd);
+    eg_mov_imm(&c, EG_RAX, DATA_VA + 8);
+    eg_store(&c, EG_RAX, EG_RBX);
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    expect_io(&g, 0x1234abcd);
+    expect_halt(&g);
+    uint64_t v = 0;
+    assert_int_equal(vmt_drv_read_phys(g.d, (data << 12) + 8, &v, 8), VMT_OK);
+    assert_int_equal(v, 0x1234abcd);
+    /* the guest's tables now carry A on the data PTE and D after the store */
+    uint64_t pte = 0;
+    assert_int_equal(vmt_drv_read_phys(g.d, eg_pte_pa(&g, DATA_VA), &pte, 8), VMT_OK);
+    assert_true(pte & VMT_PTE_A);
+    assert_true(pte & VMT_PTE_D);
+    vmt_driver_stats st;
+    assert_int_equal(vmt_drv_stats(g.d, &st), VMT_OK);
+    assert_true(st.instructions >= 6);
+    eg_destroy(&g);
+}
+
+/* The guest edits its own PTE (through a mapping of the page table) so that
+ * DATA_VA moves from frame A to frame B, and keeps using DATA_VA. */
+static void guest_moves_page(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    vmt_gfn fa = eg_frame(&g), fb = eg_frame(&g);
+    eg_map(&g, DATA_VA, fa, 0);
+    vmt_pa pte_pa = eg_pte_pa(&g, DATA_VA);
+    const uint64_t PT_VA = 0x7f0000800000ull;
+    eg_map(&g, PT_VA, pte_pa >> 12, 0); /* the PT itself, writable by the guest */
+    uint64_t new_pte = (fb << 12) | VMT_PTE_P | VMT_PTE_RW;
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, DATA_VA);
+    eg_mov_imm(&c, EG_RBX, 0x1111);
+    eg_store(&c, EG_RAX, EG_RBX);             /* A <- 0x1111 */
+    eg_mov_imm(&c, EG_RSI, PT_VA + (pte_pa & 0xfff));
+    eg_mov_imm(&c, EG_RBX, new_pte);
+    eg_store(&c, EG_RSI, EG_RBX);             /* PTE -> frame B */
+    eg_invlpg(&c, EG_RAX);
+    eg_mov_imm(&c, EG_RBX, 0x2222);
+    eg_store(&c, EG_RAX, EG_RBX);             /* B <- 0x2222 */
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);                 /* reads back 0x2222 */
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    expect_io(&g, 0x2222);
+    expect_halt(&g);
+    uint64_t a = 0, b = 0;
+    assert_int_equal(vmt_drv_read_phys(g.d, fa << 12, &a, 8), VMT_OK);
+    assert_int_equal(vmt_drv_read_phys(g.d, fb << 12, &b, 8), VMT_OK);
+    assert_int_equal(a, 0x1111);
+    assert_int_equal(b, 0x2222);
+    vmt_emu_tlb_stats ts;
+    assert_int_equal(vmt_emu_tlb_stats_get(g.d, &ts), VMT_OK);
+    assert_true(ts.pt_write_faults >= 1);
+    eg_destroy(&g);
+}
+
+/* Switching CR3 to a second set of tables maps the same VA elsewhere; the
+ * CR_WRITE event reports old and new values. */
+static void cr3_switch_event(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    assert_int_equal(vmt_drv_monitor(g.d, VMT_EVENT_CR_WRITE, 1), VMT_OK);
+    vmt_gfn fa = eg_frame(&g), fb = eg_frame(&g);
+    uint64_t va_val = 0xaaaa, vb_val = 0xbbbb;
+    eg_write(&g, fa << 12, &va_val, 8);
+    eg_write(&g, fb << 12, &vb_val, 8);
+    eg_map(&g, DATA_VA, fa, 0);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, DATA_VA);
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);
+    eg_mov_imm(&c, EG_RBX, 0); /* patched below: second root */
+    size_t patch = c.n - 8;
+    eg_mov_cr3(&c, EG_RBX);
+    eg_mov_imm(&c, EG_RAX, DATA_VA);
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);
+    eg_read_cr(&c, EG_RCX, 3);
+    eg_out_ucall(&c, EG_RCX);
+    eg_hlt(&c);
+    vmt_gfn code = eg_frame(&g);
+    eg_map(&g, CODE_VA, code, 0);
+    /* second tables: same code mapping, DATA_VA -> fb */
+    vmt_gfn pml4a = g.pml4;
+    g.pml4 = eg_frame(&g);
+    vmt_gfn pml4b = g.pml4;
+    eg_map(&g, CODE_VA, code, 0);
+    eg_map(&g, DATA_VA, fb, 0);
+    g.pml4 = pml4a;
+    uint64_t root_b = pml4b << 12;
+    memcpy(c.b + patch, &root_b, 8);
+    eg_write(&g, code << 12, c.b, c.n);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    expect_io(&g, 0xaaaa);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_CR_WRITE);
+    assert_int_equal(ev.u.cr.cr, 3);
+    assert_int_equal(ev.u.cr.old_value, pml4a << 12);
+    assert_int_equal(ev.u.cr.new_value, root_b);
+    assert_int_equal(ev.regs.cr3, root_b);
+    eg_respond(&g, &ev, vmt_response_continue());
+    expect_io(&g, 0xbbbb);
+    expect_io(&g, (uint32_t)root_b);
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
+static void serial_cb(void *ctx, const char *line)
+{
+    char *buf = ctx;
+    strncat(buf, line, 63 - strlen(buf));
+    strncat(buf, "|", 63 - strlen(buf));
+}
+
+static void serial_lines(void **state)
+{
+    (void)state;
+    char lines[64] = "";
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, serial_cb, lines), VMT_OK);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RDX, 0x3f8);
+    const char *msg = "hi\nyo\n";
+    for (const char *p = msg; *p; p++) {
+        eg_mov_imm(&c, EG_RAX, (uint8_t)*p);
+        uint8_t out_dx_al = 0xee;
+        eg_bytes(&c, &out_dx_al, 1);
+    }
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    expect_halt(&g); /* serial output is not an event */
+    assert_string_equal(lines, "hi|yo|");
+    eg_destroy(&g);
+}
+
+/* An access to an unmapped VA raises #PF in the guest: the handler sees CR2
+ * and the error code. */
+static void page_fault_delivered(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t HANDLER = CODE_VA + 0x2000, IDT = 0x7f0000900000ull, BAD = 0x7f0000a00010ull;
+    eg_code h = { .n = 0 };
+    eg_read_cr(&h, EG_RCX, 2);
+    eg_out_ucall(&h, EG_RCX);          /* CR2 */
+    eg_bytes(&h, "\x59", 1);           /* pop rcx: the error code */
+    eg_out_ucall(&h, EG_RCX);
+    eg_hlt(&h);
+    eg_place(&g, HANDLER, &h);
+    eg_idt(&g, IDT, 14, HANDLER);
+    eg_stack(&g, STACK_TOP, 2);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, BAD);
+    eg_mov_imm(&c, EG_RBX, 7);
+    eg_store(&c, EG_RAX, EG_RBX);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    expect_io(&g, (uint32_t)BAD);
+    expect_io(&g, 2); /* not present, write, supervisor */
+    expect_halt(&g);
+    vmt_emu_tlb_stats ts;
+    assert_int_equal(vmt_emu_tlb_stats_get(g.d, &ts), VMT_OK);
+    assert_int_equal(ts.pf_injected, 1);
+    eg_destroy(&g);
+}
+
+/* A translation that reaches a gfn past RAM sees no memory: reads give
+ * 0xff bytes and writes are dropped; execution there stops the guest. */
+static void memory_past_ram(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    vmt_gfn beyond = g.ram_frames + 3; /* an extra frame number: unreachable */
+    vmt_gfn shadow;
+    assert_int_equal(vmt_drv_frame_alloc(g.d, &shadow), VMT_OK);
+    uint64_t secret = 0x5ec2e7;
+    eg_write(&g, shadow << 12, &secret, 8);
+    eg_map(&g, DATA_VA, shadow, 0);
+    eg_map(&g, DATA_VA + 0x1000, beyond, 0);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, DATA_VA);
+    eg_mov_imm(&c, EG_RBX, 0x77);
+    eg_store(&c, EG_RAX, EG_RBX);
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);
+    eg_mov_imm(&c, EG_RAX, DATA_VA + 0x1000);
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);
+    eg_mov_imm(&c, EG_RBX, DATA_VA + 0x1000);
+    eg_call(&c, EG_RBX);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    eg_stack(&g, STACK_TOP, 1);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    expect_io(&g, 0xffffffff);
+    expect_io(&g, 0xffffffff);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
+    if (ev.u.stop.reason != VMT_STOP_GUEST_ERROR || !strstr(ev.u.stop.message, "outside guest RAM"))
+        fail_msg("expected a stop naming the frame outside RAM, got %s: %s", vmt_stop_reason_name(ev.u.stop.reason),
+                 ev.u.stop.message);
+    uint64_t v = 0;
+    assert_int_equal(vmt_drv_read_phys(g.d, shadow << 12, &v, 8), VMT_OK);
+    assert_int_equal(v, secret); /* the guest's write did not reach the extra frame */
+    eg_destroy(&g);
+}
+
+static void instruction_limit(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RCX, 0);
+    size_t top = c.n;
+    eg_inc(&c, EG_RCX);
+    uint8_t jmp[2] = { 0xeb, (uint8_t)(int8_t)(top - (c.n + 2)) };
+    eg_bytes(&c, jmp, 2);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    assert_int_equal(vmt_drv_set_limit(g.d, 0, 1001), VMT_OK);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
+    assert_int_equal(ev.u.stop.reason, VMT_STOP_INSN_LIMIT);
+    assert_int_equal(ev.regs.rcx, 500); /* 1 mov + 500 x (inc, jmp) */
+    assert_int_equal(vmt_drv_set_limit(g.d, 0.05, 0), VMT_OK);
+    ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
+    assert_int_equal(ev.u.stop.reason, VMT_STOP_TIME_LIMIT);
+    assert_non_null(strstr(ev.u.stop.message, "time limit"));
+    eg_destroy(&g);
+}
+
+static void refuses_what_unicorn_cannot_run(void **state)
+{
+    (void)state;
+    char why[256] = "";
+    vmt_regs r;
+    memset(&r, 0, sizeof r);
+    r.cr0 = VMT_CR0_PG | VMT_CR0_PE;
+    r.cr4 = VMT_CR4_PAE;
+    r.efer = VMT_EFER_LME | VMT_EFER_LMA | VMT_EFER_SCE;
+    r.rip = 0x1000;
+    static const uint8_t code[] = { 0xf4 };
+    vmt_image_segment seg = { 0x1000, code, 1, 1 };
+    vmt_image *img = NULL;
+    assert_int_equal(vmt_image_from_segments(&seg, 1, &r, 1 << 20, &img, why, sizeof why), VMT_OK);
+    vmt_machine_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.ram_size = 1 << 20;
+    mc.image = img;
+    vmt_driver *d = NULL;
+    assert_int_equal(vmt_emu_driver_create(&mc, &d, why, sizeof why), VMT_E_NOTSUP);
+    assert_null(d);
+    assert_non_null(strstr(why, "SYSCALL"));
+    vmt_image_destroy(img);
+
+    mc.image = NULL;
+    mc.vcpus = 2;
+    assert_int_equal(vmt_emu_driver_create(&mc, &d, why, sizeof why), VMT_E_NOTSUP);
+    assert_non_null(strstr(why, "one vCPU"));
+    mc.vcpus = 1;
+    mc.ram_size = 12345;
+    assert_int_equal(vmt_emu_driver_create(&mc, &d, why, sizeof why), VMT_E_INVAL);
+    assert_non_null(strstr(why, "multiple of 4 KiB"));
+
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    g.regs.cr4 |= VMT_CR4_LA57;
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_E_NOTSUP);
+    assert_non_null(strstr(vmt_driver_error(g.d), "LA57"));
+    g.regs.cr4 &= ~VMT_CR4_LA57;
+    /* a guest that turns on SYSCALL at run time stops with a reason */
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RCX, 0xc0000080);
+    eg_mov_imm(&c, EG_RAX, VMT_EFER_LME | VMT_EFER_LMA | VMT_EFER_SCE);
+    eg_mov_imm(&c, EG_RDX, 0);
+    eg_bytes(&c, "\x0f\x30", 2); /* wrmsr */
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
+    assert_int_equal(ev.u.stop.reason, VMT_STOP_GUEST_ERROR);
+    assert_non_null(strstr(ev.u.stop.message, "SYSCALL"));
+    eg_destroy(&g);
+}
+
+/* An ELF-less image through vmt_image_from_segments with the boot protocol:
+ * identity tables built by the image loader, entry = first segment. */
+static void boots_boot_protocol_image(void **state)
+{
+    (void)state;
+    char why[256] = "";
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RCX, 0x77);
+    eg_out_ucall(&c, EG_RCX);
+    eg_out_ucall(&c, EG_RDI); /* rdi = RAM size by the boot protocol */
+    eg_hlt(&c);
+    vmt_image_segment seg = { 0x100000, c.b, c.n, c.n };
+    vmt_image *img = NULL;
+    assert_int_equal(vmt_image_from_segments(&seg, 1, NULL, 8 << 20, &img, why, sizeof why), VMT_OK);
+    vmt_machine_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.ram_size = 8 << 20;
+    mc.image = img;
+    eg_guest g;
+    memset(&g, 0, sizeof g);
+    if (vmt_emu_driver_create(&mc, &g.d, why, sizeof why))
+        fail_msg("%s", why);
+    vmt_image_destroy(img);
+    expect_io(&g, 0x77);
+    expect_io(&g, 8 << 20);
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(run_store_and_report),
+        cmocka_unit_test(guest_moves_page),
+        cmocka_unit_test(cr3_switch_event),
+        cmocka_unit_test(serial_lines),
+        cmocka_unit_test(page_fault_delivered),
+        cmocka_unit_test(memory_past_ram),
+        cmocka_unit_test(instruction_limit),
+        cmocka_unit_test(refuses_what_unicorn_cannot_run),
+        cmocka_unit_test(boots_boot_protocol_image),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
