@@ -65,8 +65,10 @@ vmt_status ptm_overlay_partials(vmt_ptm *p)
 
 /* ---- reading guest tables ---- */
 
-/* Reads through the session's frame cache, refuses frames past guest RAM
- * (a hostile PFN) and patches in the overlay. Items pushed first win. */
+/* Reads guest memory (view 0) with 8-byte driver reads — cheaper than the
+ * session's frame cache, which is flushed after every guest run and would
+ * load whole frames — refuses frames past guest RAM (a hostile PFN) and
+ * patches in the overlay. Items pushed first win. */
 static vmt_status overlay_read(void *ctx, vmt_pa pa, void *buf, size_t len)
 {
     vmt_ptm *p = ctx;
@@ -75,7 +77,7 @@ static vmt_status overlay_read(void *ctx, vmt_pa pa, void *buf, size_t len)
     if (len > VMT_PAGE_SIZE || vmt_pa_to_gfn(pa) >= p->ram_frames ||
         vmt_pa_to_gfn(pa + len - 1) >= p->ram_frames || pa + len < pa)
         return VMT_E_RANGE;
-    vmt_status st = vmt_session_read_pa(p->s, pa, buf, len);
+    vmt_status st = vmt_drv_read_phys(p->drv, pa, buf, len);
     if (st != VMT_OK)
         return st;
     for (size_t i = p->noverlay; i-- > 0;) {
@@ -97,7 +99,7 @@ vmt_status ptm_read_entry(vmt_ptm *p, vmt_pa entry_pa, uint64_t *value)
     if (st != VMT_OK)
         return vmt_errbuf_set(&p->err, st, "ptm: reading the entry at pa 0x%" PRIx64 " failed: %s%s%s",
                               entry_pa, vmt_strerror(st), st == VMT_E_RANGE ? "" : ": ",
-                              st == VMT_E_RANGE ? "" : vmt_session_error(p->s));
+                              st == VMT_E_RANGE ? "" : vmt_driver_error(p->drv));
     return VMT_OK;
 }
 
@@ -140,7 +142,7 @@ vmt_status ptm_walk(vmt_ptm *p, vmt_addr_ctx ctx, ptm_result *r, char *why, size
         return VMT_OK;
     }
     return vmt_errbuf_set(&p->err, st, "ptm: walking va 0x%" PRIx64 " root 0x%" PRIx64 " failed: %s (%s)", ctx.va,
-                          ctx.root, msg, vmt_session_error(p->s));
+                          ctx.root, msg, vmt_driver_error(p->drv));
 }
 
 /* ---- protected table pages ---- */
@@ -277,16 +279,29 @@ static void queue_event(vmt_ptm *p, const ptm_watch *w, bool was_present, vmt_pa
     p->stats.events[ev.kind]++;
 }
 
+static bool same_path(const ptm_path *a, const ptm_path *b)
+{
+    if (a->depth != b->depth)
+        return false;
+    for (unsigned i = 0; i < a->depth; i++)
+        if (a->entry_pa[i] != b->entry_pa[i] || a->level[i] != b->level[i])
+            return false;
+    return true;
+}
+
 vmt_status ptm_apply(vmt_ptm *p, ptm_watch *w, const ptm_result *r, vmt_vcpu vcpu, bool emit)
 {
     /* Reserve everything that could fail later, before changing anything. */
-    vmt_status st = vmt_hmap_reserve(&p->tables, vmt_hmap_count(&p->tables) + r->path.depth);
-    if (st == VMT_OK)
+    vmt_status st = grow((void **)&p->evq, &p->ev_cap, p->nev + 1, sizeof *p->evq);
+    bool moved = !same_path(&w->path, &r->path) || w->path.depth == 0;
+    if (st == VMT_OK && moved)
+        st = vmt_hmap_reserve(&p->tables, vmt_hmap_count(&p->tables) + r->path.depth);
+    if (st == VMT_OK && moved)
         st = vmt_hmap_reserve(&p->entries, vmt_hmap_count(&p->entries) + r->path.depth);
-    if (st == VMT_OK)
-        st = grow((void **)&p->evq, &p->ev_cap, p->nev + 1, sizeof *p->evq);
     if (st != VMT_OK)
         return vmt_errbuf_set(&p->err, st, "ptm: out of memory");
+    if (!moved)
+        goto translation; /* the usual leaf change: same tables, nothing to move */
 
     for (unsigned i = 0; i < r->path.depth; i++) {
         st = table_ref(p, w->view, vmt_pa_to_gfn(r->path.entry_pa[i]));
@@ -302,6 +317,7 @@ vmt_status ptm_apply(vmt_ptm *p, ptm_watch *w, const ptm_result *r, vmt_vcpu vcp
         w->links[i].watch = w;
         link_step(p, &w->links[i], w->path.entry_pa[i]);
     }
+translation:;
     bool was_present = w->present;
     vmt_pa old_pa = w->pa;
     w->walk_status = r->status;
@@ -414,6 +430,7 @@ vmt_status vmt_ptm_create(vmt_session *s, vmt_ptm **out)
     if (!p)
         return VMT_E_NOMEM;
     p->s = s;
+    p->drv = d;
     p->ram_frames = caps->ram_frames;
     p->caps = caps->flags;
     vmt_hmap_init(&p->watches, sizeof(ptm_watch_key), sizeof(ptm_watch *));

@@ -138,6 +138,7 @@ typedef struct ptm_overlay_item {
 
 struct vmt_ptm {
     vmt_session *s;
+    vmt_driver *drv;           /* the session's */
     vmt_errbuf err;
     uint64_t ram_frames;
     uint64_t caps;
