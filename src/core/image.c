@@ -10,7 +10,9 @@
  * buffer and writes them in one call.
  *
  * Symbols are kept twice: sorted by value (vmt_image_symbol_at: binary
- * search) and by name (vmt_image_symbol: binary search, globals first).
+ * search, then a backward scan bounded by the running maximum of symbol
+ * ends, so nested and zero-size symbols cannot hide an enclosing function)
+ * and by name (vmt_image_symbol: binary search, best ranked first).
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -169,6 +171,7 @@ void vmt_image_destroy(vmt_image *img)
         free(img->syms[i].name);
     free(img->syms);
     free(img->syms_by_name);
+    free(img->reach);
     free(img);
 }
 
@@ -328,8 +331,8 @@ static int cmp_sym_value(const void *a, const void *b)
     const vmt_image_sym *x = a, *y = b;
     if (x->value != y->value)
         return x->value < y->value ? -1 : 1;
-    if (x->global != y->global) /* globals last: symbol_at scans backwards */
-        return x->global ? 1 : -1;
+    if (x->rank != y->rank) /* best last: symbol_at scans backwards */
+        return x->rank < y->rank ? -1 : 1;
     return strcmp(y->name, x->name);
 }
 
@@ -339,9 +342,15 @@ static int cmp_sym_name(const void *a, const void *b)
     int c = strcmp(x->name, y->name);
     if (c)
         return c;
-    if (x->global != y->global)
-        return x->global ? -1 : 1;
+    if (x->rank != y->rank) /* best first: symbol() takes the first match */
+        return x->rank > y->rank ? -1 : 1;
     return x->value < y->value ? -1 : x->value > y->value;
+}
+
+static uint64_t sym_end(const vmt_image_sym *s)
+{
+    uint64_t span = s->size ? s->size : 1;
+    return s->value + span < s->value ? UINT64_MAX : s->value + span;
 }
 
 vmt_status vmt_image_set_symbols(vmt_image *img, vmt_image_sym *syms, size_t n, char *why, size_t why_len)
@@ -352,12 +361,16 @@ vmt_status vmt_image_set_symbols(vmt_image *img, vmt_image_sym *syms, size_t n, 
         return VMT_OK;
     qsort(syms, n, sizeof *syms, cmp_sym_value);
     img->syms_by_name = malloc(n * sizeof *img->syms_by_name);
-    if (!img->syms_by_name) {
+    img->reach = malloc(n * sizeof *img->reach);
+    if (!img->syms_by_name || !img->reach) {
         vmt_why(why, why_len, "image: out of memory indexing %zu symbols", n);
         return VMT_E_NOMEM;
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
         img->syms_by_name[i] = &syms[i];
+        uint64_t end = sym_end(&syms[i]);
+        img->reach[i] = i && img->reach[i - 1] > end ? img->reach[i - 1] : end;
+    }
     qsort(img->syms_by_name, n, sizeof *img->syms_by_name, cmp_sym_name);
     return VMT_OK;
 }
@@ -395,17 +408,17 @@ const char *vmt_image_symbol_at(const vmt_image *img, vmt_va va, uint64_t *offse
         else
             hi = mid;
     }
-    /* Candidates: entries before lo, nearest first; prefer one that contains va. */
+    /* Candidates: entries before lo, nearest (and best ranked) first; stop
+     * when no earlier symbol reaches va. */
     for (size_t i = lo; i-- > 0;) {
+        if (img->reach[i] <= va)
+            break;
         const vmt_image_sym *s = &img->syms[i];
-        uint64_t span = s->size ? s->size : 1;
-        if (va - s->value < span) {
+        if (va < sym_end(s)) {
             if (offset)
                 *offset = va - s->value;
             return s->name;
         }
-        if (lo - i >= 64) /* bounded search among nested/zero-size symbols */
-            break;
     }
     return NULL;
 }

@@ -175,7 +175,8 @@ static vmt_status load_symbols(Elf *elf, vmt_image *img, size_t len, char *why, 
             if (!gelf_getsym(data, (int)i, &s))
                 break;
             unsigned type = GELF_ST_TYPE(s.st_info), bind = GELF_ST_BIND(s.st_info);
-            if (s.st_shndx == SHN_UNDEF || s.st_name == 0 ||
+            /* Undefined and absolute symbols (linker constants) are not places in the image. */
+            if (s.st_shndx == SHN_UNDEF || s.st_shndx == SHN_ABS || s.st_name == 0 ||
                 (type != STT_FUNC && type != STT_OBJECT && type != STT_NOTYPE))
                 continue;
             const char *name = elf_strptr(elf, sh.sh_link, s.st_name);
@@ -194,7 +195,8 @@ static vmt_status load_symbols(Elf *elf, vmt_image *img, size_t len, char *why, 
             }
             syms[n].value = s.st_value;
             syms[n].size = s.st_size;
-            syms[n].global = bind == STB_GLOBAL || bind == STB_WEAK;
+            syms[n].rank = (uint8_t)((strncmp(name, "__", 2) != 0) * 4 + (type != STT_NOTYPE) * 2 +
+                                     (bind == STB_GLOBAL || bind == STB_WEAK));
             n++;
         }
         return vmt_image_set_symbols(img, syms, n, why, why_len);

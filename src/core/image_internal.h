@@ -5,7 +5,8 @@
  * Invariants (vmt_image_check_layout()): segments are sorted by pa, have
  * 0 < memsz, filesz <= memsz, lie inside RAM and do not overlap; every
  * segment's data is owned by the image (NULL only when filesz is 0);
- * syms_by_value is sorted by value, syms_by_name by name.
+ * syms is sorted by value (then rank), syms_by_name by name (then rank,
+ * highest first); reach[] is the running maximum of symbol ends.
  */
 #ifndef VMT_CORE_IMAGE_INTERNAL_H
 #define VMT_CORE_IMAGE_INTERNAL_H
@@ -19,7 +20,9 @@ typedef struct vmt_image_sym {
     char *name;
     uint64_t value;
     uint64_t size;
-    uint8_t global;  /* STB_GLOBAL or STB_WEAK */
+    uint8_t rank;    /* preference among symbols at one address or of one
+                        name: 4 = not a "__" name, 2 = function/object,
+                        1 = global/weak; higher wins */
 } vmt_image_sym;
 
 struct vmt_image {
@@ -29,7 +32,8 @@ struct vmt_image {
     int has_cpu_state;
     vmt_va entry;              /* boot-protocol entry point */
     uint64_t ram_size;         /* as given at load */
-    vmt_image_sym *syms;       /* sorted by value; owns the names */
+    vmt_image_sym *syms;       /* sorted by value, then rank; owns the names */
+    uint64_t *reach;           /* reach[i] = max end (value + max(size,1)) of syms[0..i] */
     size_t nsyms;
     const vmt_image_sym **syms_by_name; /* sorted by name */
 };

@@ -35,6 +35,7 @@ typedef struct tsym {
     const char *name;
     uint64_t value, size;
     unsigned bind, type;
+    int absolute; /* SHN_ABS (a linker constant), else defined in .text */
 } tsym;
 
 typedef struct built_elf {
@@ -68,7 +69,8 @@ static built_elf build_elf(const tseg *segs, size_t nseg, uint64_t entry, const 
     b.seg_data_end = off;
     /* .strtab */
     size_t strtab_off = off, strtab_len = 1;
-    uint32_t name_at[16];
+    uint32_t name_at[128];
+    assert_true(nsym <= 128);
     for (size_t i = 0; i < nsym; i++) {
         name_at[i] = (uint32_t)strtab_len;
         strcpy((char *)b.bytes + strtab_off + strtab_len, syms[i].name);
@@ -81,18 +83,18 @@ static built_elf build_elf(const tseg *segs, size_t nseg, uint64_t entry, const 
     for (size_t i = 0; i < nsym; i++) {
         st[i + 1].st_name = name_at[i];
         st[i + 1].st_info = (unsigned char)ELF64_ST_INFO(syms[i].bind, syms[i].type);
-        st[i + 1].st_shndx = SHN_ABS;
+        st[i + 1].st_shndx = syms[i].absolute ? SHN_ABS : 4;
         st[i + 1].st_value = syms[i].value;
         st[i + 1].st_size = syms[i].size;
     }
     size_t symtab_len = (nsym + 1) * sizeof(Elf64_Sym);
     off = symtab_off + symtab_len;
     /* .shstrtab */
-    static const char shstr[] = "\0.symtab\0.strtab\0.shstrtab";
+    static const char shstr[] = "\0.symtab\0.strtab\0.shstrtab\0.text";
     size_t shstr_off = off;
     memcpy(b.bytes + off, shstr, sizeof shstr);
     off = align16(off + sizeof shstr);
-    /* section headers: null, .symtab (1), .strtab (2), .shstrtab (3) */
+    /* section headers: null, .symtab (1), .strtab (2), .shstrtab (3), .text (4) */
     Elf64_Shdr *sh = (Elf64_Shdr *)(b.bytes + off);
     sh[1] = (Elf64_Shdr){ .sh_name = 1, .sh_type = SHT_SYMTAB, .sh_offset = symtab_off, .sh_size = symtab_len,
                           .sh_link = 2, .sh_info = 1, .sh_entsize = sizeof(Elf64_Sym), .sh_addralign = 8 };
@@ -100,6 +102,7 @@ static built_elf build_elf(const tseg *segs, size_t nseg, uint64_t entry, const 
                           .sh_addralign = 1 };
     sh[3] = (Elf64_Shdr){ .sh_name = 17, .sh_type = SHT_STRTAB, .sh_offset = shstr_off, .sh_size = sizeof shstr,
                           .sh_addralign = 1 };
+    sh[4] = (Elf64_Shdr){ .sh_name = 27, .sh_type = SHT_NOBITS, .sh_addr = 0x100000, .sh_addralign = 16 };
     Elf64_Ehdr *eh = (Elf64_Ehdr *)b.bytes;
     memcpy(eh->e_ident, ELFMAG, SELFMAG);
     eh->e_ident[EI_CLASS] = ELFCLASS64;
@@ -115,9 +118,9 @@ static built_elf build_elf(const tseg *segs, size_t nseg, uint64_t entry, const 
     eh->e_phentsize = sizeof(Elf64_Phdr);
     eh->e_phnum = (uint16_t)nseg;
     eh->e_shentsize = sizeof(Elf64_Shdr);
-    eh->e_shnum = 4;
+    eh->e_shnum = 5;
     eh->e_shstrndx = 3;
-    b.len = off + 4 * sizeof(Elf64_Shdr);
+    b.len = off + 5 * sizeof(Elf64_Shdr);
     assert_true(b.len < cap);
     return b;
 }
@@ -125,13 +128,16 @@ static built_elf build_elf(const tseg *segs, size_t nseg, uint64_t entry, const 
 static const uint8_t code_bytes[] = { 0x48, 0x31, 0xc0, 0x90, 0x90, 0xf4, 0xeb, 0xfd, 0xcc, 0xc3 };
 static const uint8_t data_bytes[] = { 'h', 'e', 'l', 'l', 'o', 0 };
 
-static const tsym test_syms[] = {
-    { "_start", 0x100000, 0, STB_GLOBAL, STT_NOTYPE },
-    { "main", 0x100010, 0x20, STB_GLOBAL, STT_FUNC },
-    { "helper", 0x100040, 0x10, STB_LOCAL, STT_FUNC },
-    { "greeting", 0x200000, 6, STB_GLOBAL, STT_OBJECT },
-    { "main", 0x100080, 4, STB_LOCAL, STT_FUNC }, /* a local with the same name loses */
-    { "test.c", 0, 0, STB_LOCAL, STT_FILE },      /* not a code/data symbol */
+static tsym test_syms[128] = {
+    { "_start", 0x100000, 0, STB_GLOBAL, STT_NOTYPE, 0 },
+    { "__image_start", 0x100000, 0, STB_GLOBAL, STT_NOTYPE, 0 }, /* loses to _start */
+    { "LOAD_BASE", 0x100000, 0, STB_GLOBAL, STT_NOTYPE, 1 },  /* absolute: not a place */
+    { "big", 0x100100, 0x100, STB_GLOBAL, STT_FUNC, 0 },         /* 80 labels inside, below */
+    { "main", 0x100010, 0x20, STB_GLOBAL, STT_FUNC, 0 },
+    { "helper", 0x100040, 0x10, STB_LOCAL, STT_FUNC, 0 },
+    { "greeting", 0x200000, 6, STB_GLOBAL, STT_OBJECT, 0 },
+    { "main", 0x100080, 4, STB_LOCAL, STT_FUNC, 0 }, /* a local with the same name loses */
+    { "test.c", 0, 0, STB_LOCAL, STT_FILE, 0 },      /* not a code/data symbol */
 };
 
 static built_elf standard_elf(void)
@@ -144,7 +150,17 @@ static built_elf standard_elf(void)
         { 0x200000, 0x200000, data_bytes, sizeof data_bytes, 0x3000, PF_R | PF_W },
         { 0x100000, 0x100000, code, sizeof code, sizeof code, PF_R | PF_X },
     };
-    return build_elf(segs, 2, 0x100000, test_syms, sizeof test_syms / sizeof test_syms[0]);
+    static size_t n; /* fixed symbols + 80 labels, appended once */
+    static char label_names[80][8];
+    if (n == 0) {
+        while (test_syms[n].name)
+            n++;
+        for (size_t i = 0; i < 80; i++, n++) {
+            snprintf(label_names[i], sizeof label_names[i], "l%zu", i);
+            test_syms[n] = (tsym){ label_names[i], 0x100102 + 3 * i, 0, STB_LOCAL, STT_NOTYPE, 0 };
+        }
+    }
+    return build_elf(segs, 2, 0x100000, test_syms, n);
 }
 
 static char *write_temp(const void *bytes, size_t len)
@@ -206,6 +222,13 @@ static void test_elf_segments_and_symbols(void **state)
     assert_int_equal(off, 0xf);
     assert_string_equal(vmt_image_symbol_at(img, 0x100000, &off), "_start");
     assert_int_equal(off, 0);
+    assert_int_equal(vmt_image_symbol(img, "LOAD_BASE", &va, &size), VMT_E_NOTFOUND);
+    assert_int_equal(vmt_image_symbol(img, "__image_start", &va, &size), VMT_OK);
+    /* Many zero-size labels inside a function do not hide it. */
+    assert_string_equal(vmt_image_symbol_at(img, 0x1001f8, &off), "big");
+    assert_int_equal(off, 0xf8);
+    assert_string_equal(vmt_image_symbol_at(img, 0x100105, &off), "l1");
+    assert_null(vmt_image_symbol_at(img, 0x100200, &off));
     assert_null(vmt_image_symbol_at(img, 0x100035, &off)); /* between main and helper */
     assert_null(vmt_image_symbol_at(img, 0x100050, &off)); /* just past helper */
     assert_null(vmt_image_symbol_at(img, 0xfff, &off));
@@ -663,6 +686,52 @@ static void test_place_refusals(void **state)
     free(m.bytes);
 }
 
+/* The project's own testbed guests (built by guests/), when present. */
+static void test_real_guest_elfs(void **state)
+{
+    (void)state;
+    static const char *const names[] = { "smoke.elf", "workload.elf" };
+    int found = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", VMT_GUEST_DIR, names[i]);
+        if (access(path, R_OK) != 0)
+            continue;
+        found++;
+        const uint64_t ram = 64ULL << 20;
+        vmt_image *img = NULL;
+        char why[256] = "";
+        if (vmt_image_load_elf(path, ram, &img, why, sizeof why) != VMT_OK)
+            fail_msg("%s", why);
+        const vmt_regs *r0 = vmt_image_regs(img);
+        vmt_va start;
+        assert_int_equal(vmt_image_symbol(img, "_start", &start, NULL), VMT_OK);
+        assert_int_equal(start, r0->rip);
+        uint64_t off;
+        assert_string_equal(vmt_image_symbol_at(img, r0->rip, &off), "_start");
+        hostram m = { calloc(1, ram), ram, 0, 0 };
+        vmt_regs r;
+        assert_int_equal(vmt_image_place(img, ram, ram_write, &m, &r, why, sizeof why), VMT_OK);
+        vmt_phys_reader rd = { ram_read, &m };
+        vmt_paging_config cfg = { .levels = 4, .maxphyaddr = 40 };
+        vmt_walk w;
+        assert_int_equal(vmt_paging_walk(&rd, &cfg, r.cr3, r.rip, &w, why, sizeof why), VMT_OK);
+        /* The entry's bytes in RAM are the ELF's bytes. */
+        const vmt_image_segment *g = NULL;
+        for (size_t k = 0; k < vmt_image_segment_count(img); k++) {
+            const vmt_image_segment *c = vmt_image_segment_at(img, k);
+            if (w.pa >= c->pa && w.pa < c->pa + c->filesz)
+                g = c;
+        }
+        assert_non_null(g);
+        assert_memory_equal(m.bytes + w.pa, g->data + (w.pa - g->pa), g->filesz - (w.pa - g->pa));
+        free(m.bytes);
+        vmt_image_destroy(img);
+    }
+    if (!found)
+        skip();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -679,6 +748,7 @@ int main(void)
         cmocka_unit_test(test_boot_tables_translate),
         cmocka_unit_test(test_boot_tables_cover_4g_of_big_ram),
         cmocka_unit_test(test_place_refusals),
+        cmocka_unit_test(test_real_guest_elfs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
