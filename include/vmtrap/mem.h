@@ -78,6 +78,8 @@ typedef struct vmt_mem_config {
                                 dependents go too: VIEWS takes REMAP, PERM and
                                 PER_VCPU; EVENTS takes every event/response cap) */
     bool noop;               /* no-op mode (see above) */
+    uint32_t log_limit;      /* keep only the newest log_limit calls (a ring,
+                                for long runs); 0: keep all */
 } vmt_mem_config;
 
 /* Create a mem driver; cfg may be NULL (all defaults). */
@@ -136,9 +138,12 @@ typedef struct vmt_mem_call {
 } vmt_mem_call;
 
 size_t vmt_mem_log_count(const vmt_driver *d);
-/* The i-th call since the last clear (0 = oldest), NULL when i is past the end. */
+/* The i-th call kept since the last clear (0 = oldest), NULL when i is past
+ * the end. */
 const vmt_mem_call *vmt_mem_log_at(const vmt_driver *d, size_t i);
 void vmt_mem_log_clear(vmt_driver *d);
+/* Calls dropped from the log because of log_limit, since create. */
+uint64_t vmt_mem_log_dropped(const vmt_driver *d);
 /* Calls of one op (VMT_MEM_OP_ANY: all) that reached the driver since
  * create, including failed ones; counted in no-op mode too. */
 uint64_t vmt_mem_op_count(const vmt_driver *d, vmt_mem_op op);

@@ -135,6 +135,28 @@ static void test_log_records_calls_in_order(void **state)
     vmt_driver_destroy(d);
 }
 
+/* With log_limit the log keeps the newest calls and counts the dropped. */
+static void test_log_limit_keeps_newest(void **state)
+{
+    (void)state;
+    vmt_mem_config cfg = { .ram_frames = 16, .log_limit = 4 };
+    vmt_driver *d = make(&cfg);
+    uint8_t b;
+    for (vmt_pa pa = 0; pa < 10; pa++)
+        OK(d, vmt_drv_read_phys(d, pa, &b, 1));
+    assert_int_equal(vmt_mem_log_count(d), 4);
+    assert_int_equal(vmt_mem_log_dropped(d), 6);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(vmt_mem_log_at(d, i)->addr, 6 + i);
+    assert_null(vmt_mem_log_at(d, 4));
+    vmt_mem_log_clear(d);
+    OK(d, vmt_drv_read_phys(d, 42, &b, 1));
+    assert_int_equal(vmt_mem_log_count(d), 1);
+    assert_int_equal(vmt_mem_log_at(d, 0)->addr, 42);
+    assert_int_equal(vmt_mem_op_count(d, VMT_MEM_OP_READ_PHYS), 11);
+    vmt_driver_destroy(d);
+}
+
 static void test_fail_nth_any(void **state)
 {
     (void)state;
@@ -337,6 +359,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_log_records_calls_in_order),
+        cmocka_unit_test(test_log_limit_keeps_newest),
         cmocka_unit_test(test_fail_nth_any),
         cmocka_unit_test(test_fail_nth_of_one_kind),
         cmocka_unit_test(test_fail_always),

@@ -6,7 +6,8 @@
  * forget to count, log or honour an injected failure. mem_begin() reserves
  * the log slot before the op does anything, so a successful op is always
  * logged (a log that cannot grow fails the call with VMT_E_NOMEM before any
- * change). An injected failure is decided in mem_begin(), before the op
+ * change). With cfg.log_limit the log is a fixed ring that keeps the newest
+ * calls, so long runs do not grow memory. An injected failure is decided in mem_begin(), before the op
  * touches state, which is what makes "a failed call changes nothing" hold.
  */
 #include <stdlib.h>
@@ -76,8 +77,8 @@ vmt_status mem_begin(vmt_driver *d, mem_drv *m, vmt_mem_call *c)
 {
     m->op_count[c->op]++;
     m->op_count[VMT_MEM_OP_ANY]++;
-    if (!m->cfg.noop && m->log_count == m->log_cap) {
-        size_t cap = m->log_cap ? m->log_cap * 2 : 256;
+    if (!m->cfg.noop && m->log_count == m->log_cap && (!m->cfg.log_limit || m->log_cap == 0)) {
+        size_t cap = m->cfg.log_limit ? m->cfg.log_limit : m->log_cap ? m->log_cap * 2 : 256;
         vmt_mem_call *n = realloc(m->log, cap * sizeof *n);
         if (!n)
             return vmt_driver_fail(d, VMT_E_NOMEM, "%s: call log cannot grow", vmt_mem_op_name(c->op));
@@ -95,8 +96,16 @@ vmt_status mem_begin(vmt_driver *d, mem_drv *m, vmt_mem_call *c)
 vmt_status mem_end(mem_drv *m, vmt_mem_call *c, vmt_status st)
 {
     c->status = st;
-    if (!m->cfg.noop && m->log_count < m->log_cap)
-        m->log[m->log_count++] = *c;
+    if (m->cfg.noop || m->log_cap == 0)
+        return st;
+    if (m->log_count < m->log_cap) {
+        m->log[(m->log_start + m->log_count) % m->log_cap] = *c;
+        m->log_count++;
+    } else if (m->cfg.log_limit) { /* full ring: replace the oldest */
+        m->log[m->log_start] = *c;
+        m->log_start = (m->log_start + 1) % m->log_cap;
+        m->log_dropped++;
+    }
     return st;
 }
 
@@ -111,14 +120,20 @@ const vmt_mem_call *vmt_mem_log_at(const vmt_driver *d, size_t i)
     mem_drv *m = mem_of(d);
     if (!m || i >= m->log_count)
         return NULL;
-    return &m->log[i];
+    return &m->log[(m->log_start + i) % m->log_cap];
 }
 
 void vmt_mem_log_clear(vmt_driver *d)
 {
     mem_drv *m = mem_of(d);
     if (m)
-        m->log_count = 0;
+        m->log_count = m->log_start = 0;
+}
+
+uint64_t vmt_mem_log_dropped(const vmt_driver *d)
+{
+    mem_drv *m = mem_of(d);
+    return m ? m->log_dropped : 0;
 }
 
 uint64_t vmt_mem_op_count(const vmt_driver *d, vmt_mem_op op)

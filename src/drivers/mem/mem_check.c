@@ -145,7 +145,8 @@ vmt_status vmt_mem_check(const vmt_driver *d, char *why, size_t why_len)
         vmt_why(why, why_len, "mem: not a mem driver");
         return VMT_E_INTERNAL;
     }
-    if (m->qhead > m->qcount || m->qcount > m->qcap || m->log_count > m->log_cap) {
+    if (m->qhead > m->qcount || m->qcount > m->qcap || m->log_count > m->log_cap ||
+        (m->log_start && m->log_start >= m->log_cap) || (m->cfg.log_limit && m->log_cap > m->cfg.log_limit)) {
         vmt_why(why, why_len, "mem: queue (%zu..%zu of %zu) or log (%zu of %zu) indices out of range", m->qhead,
                 m->qcount, m->qcap, m->log_count, m->log_cap);
         return VMT_E_INTERNAL;

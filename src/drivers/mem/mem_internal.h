@@ -14,7 +14,8 @@
  *  - per vCPU: current view, registers, hardware breakpoints, last injection.
  *  - events: queue[qhead .. qcount-1] not yet delivered; `outstanding`
  *    marks a delivered event waiting for its response.
- *  - log: every call that reached the driver (not in no-op mode).
+ *  - log: every call that reached the driver (not in no-op mode); a growing
+ *    array, or a fixed ring of cfg.log_limit entries.
  *
  * Invariants are checked by vmt_mem_check() (mem_check.c).
  */
@@ -85,8 +86,9 @@ typedef struct mem_drv {
     vmt_response response;
     vmt_driver_stats stats;
 
-    vmt_mem_call *log;
-    size_t log_count, log_cap;
+    vmt_mem_call *log;    /* ring: entry i is log[(log_start + i) % log_cap] */
+    size_t log_start, log_count, log_cap;
+    uint64_t log_dropped;
     uint64_t op_count[VMT_MEM_OP_COUNT]; /* [ANY] = all */
 
     vmt_mem_op fail_nth_op;
