@@ -247,7 +247,8 @@ static vmt_status process_dirty(vmt_ptm *p, vmt_vcpu vcpu)
         items[n].d = *(ptm_dirty *)v;
         n++;
     }
-    qsort(items, n, sizeof *items, cmp_dirty_item);
+    if (n > 1)
+        qsort(items, n, sizeof *items, cmp_dirty_item);
     for (size_t i = 0; i < n; i++) {
         ptm_vcpu_entry key = ptm_make_vcpu_entry(vcpu, items[i].entry_pa);
         vmt_hmap_del(&p->dirty, &key, NULL);
