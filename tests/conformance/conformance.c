@@ -51,6 +51,26 @@ vmt_status vmt_conf_reopen(vmt_conf *c, const vmt_machine_config *cfg)
     return VMT_OK;
 }
 
+vmt_status vmt_conf_reopen_code(vmt_conf *c, const vmt_machine_config *cfg, vmt_pa code_pa, const void *code,
+                                size_t len)
+{
+    vmt_machine_config mc = cfg ? *cfg : vmt_conf_default_config(c);
+    vmt_image_segment seg = { .pa = code_pa, .data = code, .filesz = len, .memsz = len };
+    vmt_image *img = NULL;
+    vmt_status st = vmt_image_from_segments(&seg, 1, NULL, mc.ram_size, &img, c->why, sizeof c->why);
+    if (st) {
+        vmt_driver_destroy(c->d);
+        c->d = NULL;
+        c->caps = NULL;
+        return st;
+    }
+    mc.image = img;
+    st = vmt_conf_reopen(c, &mc); /* the driver copies what it needs from the image */
+    c->cfg.image = NULL;
+    vmt_image_destroy(img);
+    return st;
+}
+
 int vmt_conf_setup(void **state)
 {
     const group_ctx *g = *state;

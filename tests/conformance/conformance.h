@@ -38,9 +38,9 @@
  * test makes its own driver with the guest it needs:
  *
  *     vmt_conf *c = vmt_conf_begin(state, VMT_CAP_BREAKPOINT_EVENTS);
- *     vmt_machine_config mc = vmt_conf_default_config(c);
- *     mc.image = my_int3_image;            // built or loaded by the test
- *     VMT_CONF_OK(c, vmt_conf_reopen(c, &mc));   // c->d is now that guest
+ *     static const uint8_t code[] = { 0x90, 0xcc, 0xf4 };  // nop; int3; hlt
+ *     VMT_CONF_OK(c, vmt_conf_reopen_code(c, NULL, 0x1000, code, sizeof code));
+ *     // c->d now runs that guest; or build any image and vmt_conf_reopen()
  *
  * A test body:
  *
@@ -74,6 +74,7 @@
 #include <cmocka.h>
 
 #include "vmtrap/driver.h"
+#include "vmtrap/image.h"
 #include "vmtrap/machine.h"
 
 typedef struct vmt_conformance_factory {
@@ -128,6 +129,13 @@ vmt_machine_config vmt_conf_default_config(const vmt_conf *c);
 /* Replace c->d by a fresh driver made from cfg (cfg->image NULL: the
  * factory's image). On failure c->d is NULL and c->why says why. */
 vmt_status vmt_conf_reopen(vmt_conf *c, const vmt_machine_config *cfg);
+
+/* Replace c->d by a driver running `code`: the bytes are placed at code_pa
+ * and started there under the vmtrap boot protocol (64-bit, CPL0, identity
+ * paging, see image.h), with cfg (NULL: the default config) for the rest.
+ * Lets CPU groups test every runs_cpu driver with the same tiny guests. */
+vmt_status vmt_conf_reopen_code(vmt_conf *c, const vmt_machine_config *cfg, vmt_pa code_pa, const void *code,
+                                size_t len);
 
 /* Assert a call's status; the failure message names the call, the driver and
  * its error message. */
