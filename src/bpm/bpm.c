@@ -429,28 +429,116 @@ static bpm_ctx_key *collect(vmt_bpm *b, vmt_view view, size_t *n)
     return keys;
 }
 
+/* A removed context, kept so remove_view can put it back on failure. */
+typedef struct saved_ctx {
+    bpm_ctx_key k;
+    bpm_ctx_val v;
+    bpm_keys_val *extra; /* keys 1..nkeys-1 */
+} saved_ctx;
+
+static vmt_status save_ctx(const vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val *v, saved_ctx *out)
+{
+    uint32_t n = bpm_loc_nkeys(v->loc);
+    out->k = *k;
+    out->v = *v;
+    out->extra = NULL;
+    if (n > 1 && !(out->extra = malloc((n - 1) * sizeof *out->extra)))
+        return VMT_E_NOMEM;
+    for (uint32_t i = 1; i < n; i++)
+        (void)keys_get(b, k, i, &out->extra[i - 1]);
+    return VMT_OK;
+}
+
+/* Put a removed context back (arming it again when it was active). */
+static vmt_status restore_ctx(vmt_bpm *b, const saved_ctx *sc)
+{
+    uint32_t n = bpm_loc_nkeys(sc->v.loc);
+    vmt_status st;
+    bool global = bpm_rootv_global(sc->k.rootv);
+    vmt_view view = bpm_rootv_view(sc->k.rootv);
+    if ((st = vmt_hmap_reserve(&b->ctxs, vmt_hmap_count(&b->ctxs) + 1)) ||
+        (st = vmt_hmap_reserve(&b->vas, vmt_hmap_count(&b->vas) + 1)) ||
+        (st = vmt_hmap_reserve(&b->globals, vmt_hmap_count(&b->globals) + 1)) ||
+        (st = vmt_hmap_reserve(&b->keys, vmt_hmap_count(&b->keys) + n)))
+        return st;
+    if (bpm_loc_active(sc->v.loc) && (st = bpm_ctl_arm(b, view, bpm_loc_gfn(sc->v.loc), sc->k.va)))
+        return st;
+    uint8_t raw[BPM_CTX_VAL_SIZE];
+    memcpy(raw, &sc->v, BPM_CTX_VAL_SIZE);
+    (void)vmt_hmap_put(&b->ctxs, &sc->k, raw, NULL, NULL);
+    for (uint32_t i = 1; i < n; i++) {
+        bpm_keys_key kk = keys_key(&sc->k, i);
+        uint8_t kv[BPM_KEYS_VAL_SIZE];
+        memcpy(kv, &sc->extra[i - 1].tag, 8);
+        memcpy(kv + 8, &sc->extra[i - 1].key, 4);
+        (void)vmt_hmap_put(&b->keys, &kk, kv, NULL, NULL);
+    }
+    vas_add(b, sc->k.va, global);
+    if (global) {
+        bpm_va_view gk = { sc->k.va, view };
+        uint64_t root = bpm_rootv_root(sc->k.rootv);
+        (void)vmt_hmap_put(&b->globals, &gk, &root, NULL, NULL);
+    }
+    b->nbps += n;
+    if (bpm_loc_active(sc->v.loc))
+        b->nactive++;
+    return VMT_OK;
+}
+
+/* Remove every context of a view (all views: VMT_VIEW_INVALID).
+ * keep_going (clear): go on after a failure, return the first one.
+ * Else (remove_view): all or nothing: on a failure the contexts already
+ * removed are put back. */
 static vmt_status remove_many(vmt_bpm *b, vmt_view view, bool keep_going, size_t *removed)
 {
-    size_t n = 0, done = 0;
+    size_t n = 0, done = 0, nsaved = 0;
     vmt_status first = VMT_OK;
     bpm_ctx_key *keys = collect(b, view, &n);
-    if (!keys)
+    saved_ctx *saved = keep_going ? NULL : calloc(n ? n : 1, sizeof *saved);
+    if (!keys || (!keep_going && !saved)) {
+        free(keys);
+        free(saved);
         return vmt_errbuf_set(&b->err, VMT_E_NOMEM, "bpm: out of memory");
+    }
     for (size_t i = 0; i < n; i++) {
         bpm_ctx_val v;
         if (!bpm_ctx_get(b, &keys[i], &v))
             continue;
         uint32_t nk = bpm_loc_nkeys(v.loc);
-        vmt_status st = remove_ctx(b, &keys[i], &v);
+        vmt_status st = VMT_OK;
+        if (!keep_going) {
+            st = save_ctx(b, &keys[i], &v, &saved[nsaved]);
+            if (st)
+                st = vmt_errbuf_set(&b->err, st, "bpm: out of memory");
+        }
+        if (!st)
+            st = remove_ctx(b, &keys[i], &v);
         if (st) {
             if (!first)
                 first = st;
-            if (!keep_going)
+            if (!keep_going) {
+                free(saved[nsaved].extra);
                 break;
+            }
             continue;
         }
+        nsaved += !keep_going;
         done += nk;
     }
+    if (first && !keep_going) {
+        char msg[VMT_ERRBUF_LEN];
+        memcpy(msg, b->err.msg, sizeof msg);
+        size_t lost = 0;
+        for (size_t i = nsaved; i-- > 0;)
+            if (restore_ctx(b, &saved[i]))
+                lost++;
+        vmt_errbuf_set(&b->err, first, "%s%s", msg,
+                       lost ? " (and some breakpoints could not be put back)" : " (nothing was removed)");
+        done = 0;
+    }
+    for (size_t i = 0; i < nsaved; i++)
+        free(saved[i].extra);
+    free(saved);
     free(keys);
     if (removed)
         *removed = done;
