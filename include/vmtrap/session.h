@@ -47,7 +47,9 @@ typedef struct vmt_session vmt_session;
 typedef struct vmt_session_config {
     uint32_t frame_cache_frames;  /* 0: default (64) */
     uint32_t v2p_cache_entries;   /* 0: default (1024) */
-    int event_timeout_ms;         /* wait slice of the loop; 0: default (100) */
+    int event_timeout_ms;         /* wait slice of the loop; 0: default (100);
+                                     negative: invalid (stop requests are seen
+                                     between slices) */
 } vmt_session_config;
 
 /* Access-arbiter owners. */
@@ -95,6 +97,14 @@ vmt_status vmt_session_read_str(vmt_session *s, vmt_addr_ctx ctx, char *buf, siz
 void vmt_session_flush_frames(vmt_session *s);
 void vmt_session_flush_v2p(vmt_session *s);
 
+/* Counters since create (for summaries and benchmarks). */
+typedef struct vmt_session_stats {
+    uint64_t frame_hits, frame_misses; /* frame cache lookups */
+    uint64_t v2p_hits, v2p_misses;     /* translations */
+    uint64_t events;                   /* events handed to a handler */
+} vmt_session_stats;
+void vmt_session_get_stats(const vmt_session *s, vmt_session_stats *out);
+
 /* Access arbiter. restrict: owner wants at most `allowed` on (view, gfn)
  * (replaces that owner's earlier restriction there).
  * unrestrict: owner's restriction goes; the driver gets the intersection of
@@ -123,7 +133,10 @@ vmt_status vmt_session_run(vmt_session *s, vmt_event_handler handler, void *user
 void vmt_session_request_stop(vmt_session *s);
 int vmt_session_stop_requested(const vmt_session *s);
 /* Block SIGINT/SIGTERM in this thread and watch them through a signalfd:
- * either one makes run() return cleanly. Undone by destroy. */
+ * either one makes run() return cleanly (within one wait slice). Undone by
+ * destroy, which first drains pending ones. In a multi-threaded program,
+ * call it before creating other threads so they inherit the blocked mask
+ * (a thread that does not block them would take the default action). */
 vmt_status vmt_session_stop_on_signals(vmt_session *s);
 /* Why the last run() returned: 0 when it was a stop request, else the
  * guest's stop reason. */

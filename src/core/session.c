@@ -285,6 +285,15 @@ int vmt_session_stop_requested(const vmt_session *s) { return atomic_load(&((vmt
 const vmt_stop_info *vmt_session_last_stop(const vmt_session *s) { return &s->last_stop; }
 uint64_t vmt_session_events_handled(const vmt_session *s) { return s->events_handled; }
 
+void vmt_session_get_stats(const vmt_session *s, vmt_session_stats *out)
+{
+    out->frame_hits = s->frames.hits;
+    out->frame_misses = s->frames.misses;
+    out->v2p_hits = s->v2p.hits;
+    out->v2p_misses = s->v2p.misses;
+    out->events = s->events_handled;
+}
+
 vmt_status vmt_session_stop_on_signals(vmt_session *s)
 {
     if (s->sigfd >= 0)

@@ -193,12 +193,19 @@ static void test_v2p_cache(void **state)
     assert_int_equal(w.pa, 0x10123);
     assert_int_equal(w.nsteps, 4);
     unsigned reads = x->f.reads;
+    vmt_session_stats st0, st1;
+    vmt_session_get_stats(x->s, &st0);
+    assert_int_equal(st0.v2p_misses, 1);
+    assert_int_equal(st0.frame_misses, 4); /* four table frames */
     /* Same page, other offset: no table reads at all. */
     vmt_pa pa = 0;
     vmt_session_flush_frames(x->s);
     assert_int_equal(vmt_session_va_to_pa(x->s, vmt_addr_ctx_make(0x400ff8, 0x1000), &pa), VMT_OK);
     assert_int_equal(pa, 0x10ff8);
     assert_int_equal(x->f.reads, reads);
+    vmt_session_get_stats(x->s, &st1);
+    assert_int_equal(st1.v2p_hits, st0.v2p_hits + 1);
+    assert_int_equal(st1.frame_misses, st0.frame_misses);
     CHECK(x->s);
     /* The guest remaps the page: seen after a run. */
     poke64(x, 0x4000, 0x30000 | PRW);
