@@ -1,0 +1,431 @@
+/*
+ * tests/emu/test_emu_events.c — events and response semantics of the
+ * emulator driver: INT3 (CONTINUE, REINJECT through the guest IDT), STEP,
+ * the DRAKVUF hidden-breakpoint mechanism (shadow frame with INT3 remapped
+ * into an execute-only view, FAST_STEP in view 0 on a hit, EMULATE for
+ * reads and writes of the hidden page), DENY and CONTINUE on memory events,
+ * 10,000 hidden breakpoints, determinism, software-TLB eviction.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "emu_guest.h"
+#include "vmtrap/paging.h"
+
+#define CODE_VA 0x400000ull
+#define FUNC_VA 0x500000ull
+#define DATA_VA 0x7f0000600000ull
+#define STACK_TOP 0x7fff00000000ull
+#define IDT_VA 0x7f0000900000ull
+
+static void respond_kind(eg_guest *g, vmt_event_kind kind, vmt_response r, vmt_event *out)
+{
+    vmt_event ev = eg_next(g);
+    if (ev.kind != kind)
+        fail_msg("expected %s, got %s at rip 0x%llx%s%s", vmt_event_kind_name(kind), vmt_event_kind_name(ev.kind),
+                 (unsigned long long)ev.regs.rip, ev.kind == VMT_EVENT_STOPPED ? ": " : "",
+                 ev.kind == VMT_EVENT_STOPPED ? ev.u.stop.message : "");
+    if (out)
+        *out = ev;
+    if (kind != VMT_EVENT_STOPPED)
+        eg_respond(g, &ev, r);
+}
+
+static void expect_io(eg_guest *g, uint32_t value)
+{
+    vmt_event ev;
+    respond_kind(g, VMT_EVENT_IO, vmt_response_continue(), &ev);
+    assert_int_equal(ev.u.io.value, value);
+}
+
+static void expect_halt(eg_guest *g)
+{
+    vmt_event ev;
+    respond_kind(g, VMT_EVENT_STOPPED, vmt_response_continue(), &ev);
+    if (ev.u.stop.reason != VMT_STOP_HALT)
+        fail_msg("expected halt: %s", ev.u.stop.message);
+}
+
+static vmt_response resp(uint32_t actions, vmt_view view)
+{
+    vmt_response r = vmt_response_continue();
+    r.actions = actions;
+    r.step_view = view;
+    r.emulate_view = view;
+    r.new_view = view;
+    return r;
+}
+
+static void int3_continue_and_reinject(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t HANDLER = CODE_VA + 0x3000;
+    eg_code h = { .n = 0 };
+    eg_bytes(&h, "\x59", 1); /* pop rcx: the return RIP */
+    eg_out_ucall(&h, EG_RCX);
+    eg_hlt(&h);
+    eg_place(&g, HANDLER, &h);
+    eg_idt(&g, IDT_VA, 3, HANDLER);
+    eg_stack(&g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_nop(&c);
+    eg_int3(&c); /* CODE_VA + 1 */
+    eg_mov_imm(&c, EG_RCX, 0x42);
+    eg_out_ucall(&c, EG_RCX);
+    eg_int3(&c);
+    eg_hlt(&c);
+    size_t second = c.n - 2;
+    vmt_gfn code = eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_BREAKPOINT);
+    assert_int_equal(ev.regs.rip, CODE_VA + 1);
+    assert_int_equal(ev.u.bp.gva, CODE_VA + 1);
+    assert_int_equal(ev.u.bp.gpa, (code << 12) + 1);
+    assert_int_equal(ev.u.bp.insn_len, 1);
+    /* CONTINUE re-executes whatever is there now: replace the INT3 first */
+    uint8_t nop = 0x90;
+    eg_write(&g, (code << 12) + 1, &nop, 1);
+    eg_respond(&g, &ev, vmt_response_continue());
+    expect_io(&g, 0x42);
+    ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_BREAKPOINT);
+    assert_int_equal(ev.regs.rip, CODE_VA + second);
+    eg_respond(&g, &ev, resp(VMT_RESP_REINJECT, 0));
+    expect_io(&g, (uint32_t)(CODE_VA + second + 1)); /* the guest's #BP handler saw int3 + 1 */
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
+static void step_reports_each_instruction(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    eg_code c = { .n = 0 };
+    eg_int3(&c);
+    eg_inc(&c, EG_RCX);
+    eg_inc(&c, EG_RCX);
+    eg_hlt(&c);
+    vmt_gfn code = eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    vmt_event ev;
+    uint8_t nop = 0x90;
+    ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_BREAKPOINT);
+    eg_write(&g, code << 12, &nop, 1);
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_SINGLESTEP);
+    assert_int_equal(ev.regs.rip, CODE_VA + 1);
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_SINGLESTEP);
+    assert_int_equal(ev.regs.rip, CODE_VA + 4);
+    assert_int_equal(ev.regs.rcx, 1);
+    eg_respond(&g, &ev, vmt_response_continue());
+    ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
+    assert_int_equal(ev.regs.rcx, 2);
+    eg_destroy(&g);
+}
+
+/* The seed-000 mechanism: shadow copy with INT3, execute-only view. */
+typedef struct hidden {
+    vmt_gfn orig, shadow;
+    vmt_view view;
+} hidden;
+
+static hidden hide_breakpoint(eg_guest *g, vmt_gfn orig, unsigned offset)
+{
+    hidden h = { orig, 0, 0 };
+    uint8_t page[4096];
+    assert_int_equal(vmt_drv_frame_alloc(g->d, &h.shadow), VMT_OK);
+    assert_int_equal(vmt_drv_read_phys(g->d, orig << 12, page, sizeof page), VMT_OK);
+    page[offset] = 0xcc;
+    assert_int_equal(vmt_drv_write_phys(g->d, h.shadow << 12, page, sizeof page), VMT_OK);
+    return h;
+}
+
+static void run_hidden_breakpoint(eg_guest *g, vmt_event *log, size_t *nlog)
+{
+    vmt_gfn func;
+    eg_code f = { .n = 0 };
+    eg_mov_imm(&f, EG_RCX, 0x99);
+    eg_bytes(&f, "\xc3", 1); /* ret */
+    func = eg_place(g, FUNC_VA, &f);
+    eg_stack(g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, FUNC_VA);
+    eg_call(&c, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);          /* 0x99: the function ran */
+    eg_mov_imm(&c, EG_RBX, FUNC_VA);
+    eg_load8(&c, EG_RCX, EG_RBX);
+    eg_out_ucall(&c, EG_RCX);          /* 0x48: the guest reads the original byte */
+    eg_mov_imm(&c, EG_RBX, FUNC_VA + 0x80);
+    eg_mov_imm(&c, EG_RCX, 0x55);
+    eg_store(&c, EG_RBX, EG_RCX);      /* a write into the hidden page */
+    eg_hlt(&c);
+    eg_place(g, CODE_VA, &c);
+    hidden h = hide_breakpoint(g, func, 0);
+    assert_int_equal(vmt_drv_view_create(g->d, VMT_ACCESS_RWX, &h.view), VMT_OK);
+    assert_int_equal(vmt_drv_view_remap(g->d, h.view, func, h.shadow), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(g->d, h.view, func, VMT_ACCESS_X), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(g->d, 0, h.view), VMT_OK);
+    assert_int_equal(eg_start(g, CODE_VA, STACK_TOP), VMT_OK);
+
+    *nlog = 0;
+    for (;;) {
+        vmt_event ev = eg_next(g);
+        log[(*nlog)++] = ev;
+        if (ev.kind == VMT_EVENT_STOPPED)
+            break;
+        vmt_response r = vmt_response_continue();
+        if (ev.kind == VMT_EVENT_BREAKPOINT)
+            r = resp(VMT_RESP_FAST_STEP, VMT_VIEW_DEFAULT);
+        else if (ev.kind == VMT_EVENT_MEM_ACCESS)
+            r = resp(VMT_RESP_EMULATE, VMT_VIEW_DEFAULT);
+        eg_respond(g, &ev, r);
+        assert_true(*nlog < 16);
+    }
+    uint64_t v = 0;
+    assert_int_equal(vmt_drv_read_phys(g->d, (func << 12) + 0x80, &v, 8), VMT_OK);
+    assert_int_equal(v, 0x55); /* EMULATE in view 0 wrote the original frame */
+    assert_int_equal(vmt_drv_read_phys(g->d, (h.shadow << 12) + 0x80, &v, 8), VMT_OK);
+    assert_int_equal(v, 0);
+    vmt_view cur;
+    assert_int_equal(vmt_drv_view_current(g->d, 0, &cur), VMT_OK);
+    assert_int_equal(cur, h.view);
+}
+
+static void hidden_breakpoint_drakvuf_style(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    vmt_event log[16];
+    size_t n;
+    run_hidden_breakpoint(&g, log, &n);
+    assert_int_equal(n, 6);
+    assert_int_equal(log[0].kind, VMT_EVENT_BREAKPOINT);
+    assert_int_equal(log[0].regs.rip, FUNC_VA);
+    assert_int_equal(log[0].view, 1);
+    assert_int_equal(log[1].kind, VMT_EVENT_IO);
+    assert_int_equal(log[1].u.io.value, 0x99);
+    assert_int_equal(log[2].kind, VMT_EVENT_MEM_ACCESS);
+    assert_int_equal(log[2].u.mem.access, VMT_ACCESS_R);
+    assert_int_equal(log[2].u.mem.gva, FUNC_VA);
+    assert_int_equal(log[2].u.mem.gpa >> 12, log[0].u.bp.gfn);
+    assert_false(log[2].u.mem.in_pt_walk);
+    assert_int_equal(log[3].kind, VMT_EVENT_IO);
+    assert_int_equal(log[3].u.io.value, 0x48); /* not 0xcc: the breakpoint is hidden */
+    assert_int_equal(log[4].kind, VMT_EVENT_MEM_ACCESS);
+    assert_int_equal(log[4].u.mem.access, VMT_ACCESS_W);
+    assert_int_equal(log[4].u.mem.gva, FUNC_VA + 0x80);
+    assert_true(log[4].u.mem.has_data);
+    assert_int_equal(log[4].u.mem.size, 8);
+    assert_int_equal(log[4].u.mem.value, 0x55);
+    assert_int_equal(log[5].kind, VMT_EVENT_STOPPED);
+    eg_destroy(&g);
+}
+
+static void deterministic_event_sequence(void **state)
+{
+    (void)state;
+    vmt_event a[16], b[16];
+    size_t na, nb;
+    for (int run = 0; run < 2; run++) {
+        eg_guest g;
+        assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+        run_hidden_breakpoint(&g, run ? b : a, run ? &nb : &na);
+        eg_destroy(&g);
+    }
+    assert_int_equal(na, nb);
+    for (size_t i = 0; i < na; i++) {
+        assert_int_equal(a[i].kind, b[i].kind);
+        assert_int_equal(a[i].seq, b[i].seq);
+        assert_memory_equal(&a[i].regs, &b[i].regs, sizeof a[i].regs);
+        assert_memory_equal(&a[i].u, &b[i].u, sizeof a[i].u);
+    }
+}
+
+/* DENY skips a write (memory unchanged, the instruction completes); CONTINUE
+ * performs it once and the next write traps again. */
+static void deny_and_continue_writes(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    vmt_gfn data = eg_frame(&g);
+    uint64_t init = 0x11;
+    eg_write(&g, data << 12, &init, 8);
+    eg_map(&g, DATA_VA, data, 0);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, DATA_VA);
+    eg_mov_imm(&c, EG_RBX, 0x55);
+    eg_store(&c, EG_RAX, EG_RBX);  /* denied */
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);
+    eg_mov_imm(&c, EG_RAX, DATA_VA);
+    eg_mov_imm(&c, EG_RBX, 0x66);
+    eg_store(&c, EG_RAX, EG_RBX);  /* continued */
+    eg_mov_imm(&c, EG_RBX, 0x77);
+    eg_store(&c, EG_RAX, EG_RBX);  /* traps again */
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    vmt_view v;
+    assert_int_equal(vmt_drv_view_create(g.d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(g.d, v, data, VMT_ACCESS_R), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(g.d, 0, v), VMT_OK);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    vmt_event ev;
+    respond_kind(&g, VMT_EVENT_MEM_ACCESS, resp(VMT_RESP_DENY, 0), &ev);
+    assert_int_equal(ev.u.mem.value, 0x55);
+    assert_int_equal(ev.u.mem.gpa, data << 12);
+    expect_io(&g, 0x11);
+    respond_kind(&g, VMT_EVENT_MEM_ACCESS, vmt_response_continue(), &ev);
+    assert_int_equal(ev.u.mem.value, 0x66);
+    respond_kind(&g, VMT_EVENT_MEM_ACCESS, vmt_response_continue(), &ev);
+    assert_int_equal(ev.u.mem.value, 0x77);
+    expect_io(&g, 0x77);
+    expect_halt(&g);
+    vmt_access acc;
+    assert_int_equal(vmt_drv_view_get_access(g.d, v, data, &acc, NULL), VMT_OK);
+    assert_int_equal(acc, VMT_ACCESS_R); /* responses never change the view's rights */
+    eg_destroy(&g);
+}
+
+/* More pages than the software TLB holds: every value survives eviction. */
+static void tlb_eviction_keeps_memory_right(void **state)
+{
+    (void)state;
+    const unsigned pages = 300;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 8 << 20, 16, NULL, NULL), VMT_OK);
+    vmt_gfn frames[300];
+    for (unsigned i = 0; i < pages; i++) {
+        frames[i] = eg_frame(&g);
+        eg_map(&g, DATA_VA + 4096ull * i, frames[i], 0);
+    }
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RBX, 4096);
+    eg_mov_imm(&c, EG_RDX, pages);
+    for (int pass = 0; pass < 2; pass++) {
+        eg_mov_imm(&c, EG_RAX, DATA_VA);
+        eg_mov_imm(&c, EG_RCX, 0);
+        size_t top = c.n;
+        if (pass == 0) {
+            eg_store(&c, EG_RAX, EG_RCX);
+        } else {
+            eg_load(&c, EG_RDI, EG_RAX);
+            eg_add(&c, EG_RSI, EG_RDI);
+        }
+        eg_add(&c, EG_RAX, EG_RBX);
+        eg_inc(&c, EG_RCX);
+        eg_loop_below(&c, EG_RCX, EG_RDX, top);
+    }
+    eg_out_ucall(&c, EG_RSI);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    expect_io(&g, pages * (pages - 1) / 2);
+    expect_halt(&g);
+    for (unsigned i = 0; i < pages; i += 37) {
+        uint64_t v = 0;
+        assert_int_equal(vmt_drv_read_phys(g.d, frames[i] << 12, &v, 8), VMT_OK);
+        assert_int_equal(v, i);
+    }
+    vmt_emu_tlb_stats ts;
+    assert_int_equal(vmt_emu_tlb_stats_get(g.d, &ts), VMT_OK);
+    assert_true(ts.evictions >= pages);
+    assert_true(ts.used <= 16);
+    eg_destroy(&g);
+}
+
+/* 10,000 hidden breakpoints on 10,000 distinct pages: every call hits. */
+static void ten_thousand_hidden_breakpoints(void **state)
+{
+    (void)state;
+    const unsigned n = 10000;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 56 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t BASE = 0x10000000ull;
+    vmt_view v;
+    assert_int_equal(vmt_drv_view_create(g.d, VMT_ACCESS_RWX, &v), VMT_OK);
+    static const uint8_t fn[] = { 0x48, 0xff, 0xc6, 0xc3 }; /* inc rsi; ret */
+    vmt_gfn *gfns = calloc(n, sizeof *gfns);
+    assert_non_null(gfns);
+    for (unsigned i = 0; i < n; i++) {
+        vmt_gfn f = eg_frame(&g);
+        gfns[i] = f;
+        eg_map(&g, BASE + 4096ull * i, f, 0);
+        eg_write(&g, f << 12, fn, sizeof fn);
+        hidden h = hide_breakpoint(&g, f, 0);
+        assert_int_equal(vmt_drv_view_remap(g.d, v, f, h.shadow), VMT_OK);
+        assert_int_equal(vmt_drv_view_set_access(g.d, v, f, VMT_ACCESS_X), VMT_OK);
+    }
+    eg_stack(&g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, BASE);
+    eg_mov_imm(&c, EG_RBX, 4096);
+    eg_mov_imm(&c, EG_RCX, 0);
+    eg_mov_imm(&c, EG_RDX, n);
+    size_t top = c.n;
+    eg_call(&c, EG_RAX);
+    eg_add(&c, EG_RAX, EG_RBX);
+    eg_inc(&c, EG_RCX);
+    eg_loop_below(&c, EG_RCX, EG_RDX, top);
+    eg_out_ucall(&c, EG_RSI);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(vmt_drv_view_switch(g.d, 0, v), VMT_OK);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    unsigned hits = 0;
+    for (;;) {
+        vmt_event ev;
+        assert_int_equal(vmt_drv_wait_event(g.d, 20000, &ev), VMT_OK);
+        if (ev.kind != VMT_EVENT_BREAKPOINT) {
+            assert_int_equal(ev.kind, VMT_EVENT_IO);
+            assert_int_equal(ev.u.io.value, n); /* every function ran once */
+            eg_respond(&g, &ev, vmt_response_continue());
+            break;
+        }
+        if (ev.regs.rip != BASE + 4096ull * hits || ev.u.bp.gfn != gfns[hits])
+            fail_msg("hit %u at rip 0x%llx gfn 0x%llx", hits, (unsigned long long)ev.regs.rip,
+                     (unsigned long long)ev.u.bp.gfn);
+        hits++;
+        vmt_response r = resp(VMT_RESP_FAST_STEP, VMT_VIEW_DEFAULT);
+        assert_int_equal(vmt_drv_respond(g.d, &ev, &r), VMT_OK);
+        if (hits % 2500 == 0 && vmt_emu_check(g.d))
+            fail_msg("%s", vmt_driver_error(g.d));
+    }
+    assert_int_equal(hits, n);
+    expect_halt(&g);
+    free(gfns);
+    eg_destroy(&g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(int3_continue_and_reinject),
+        cmocka_unit_test(step_reports_each_instruction),
+        cmocka_unit_test(hidden_breakpoint_drakvuf_style),
+        cmocka_unit_test(deterministic_event_sequence),
+        cmocka_unit_test(deny_and_continue_writes),
+        cmocka_unit_test(tlb_eviction_keeps_memory_right),
+        cmocka_unit_test(ten_thousand_hidden_breakpoints),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
