@@ -49,7 +49,8 @@ static vmt_status check_ram_size(uint64_t ram_size, char *why, size_t why_len)
     return VMT_OK;
 }
 
-/* Validate one segment against RAM; idx names it. */
+/* Validate one segment against RAM; idx names it. Empty segments (memsz 0)
+ * occupy nothing and are not range-checked. */
 static vmt_status check_segment(const vmt_image_segment *g, size_t idx, uint64_t ram_size, char *why,
                                 size_t why_len)
 {
@@ -58,7 +59,7 @@ static vmt_status check_segment(const vmt_image_segment *g, size_t idx, uint64_t
                 " larger than its memory size 0x%" PRIx64, idx, g->pa, g->filesz, g->memsz);
         return VMT_E_FORMAT;
     }
-    if (g->pa >= ram_size || g->memsz > ram_size - g->pa) {
+    if (g->memsz && (g->pa >= ram_size || g->memsz > ram_size - g->pa)) {
         vmt_why(why, why_len, "image: segment %zu [0x%" PRIx64 ", +0x%" PRIx64 ") lies outside RAM (0x%" PRIx64
                 " bytes)", idx, g->pa, g->memsz, ram_size);
         return VMT_E_RANGE;

@@ -229,6 +229,8 @@ vmt_status vmt_session_read_va(vmt_session *s, vmt_addr_ctx ctx, void *buf, size
 vmt_status vmt_session_write_va(vmt_session *s, vmt_addr_ctx ctx, const void *buf, size_t len)
 {
     /* Translate every page first, so a hole writes nothing. */
+    if (len > VMT_SIZE_1G)
+        return vmt_errbuf_set(&s->err, VMT_E_RANGE, "write_va: %zu bytes is more than 1 GiB", len);
     const uint8_t *in = buf;
     size_t npages = len ? (size_t)((vmt_page_offset(ctx.va) + len + VMT_PAGE_SIZE - 1) / VMT_PAGE_SIZE) : 0;
     vmt_pa small[8];

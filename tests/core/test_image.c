@@ -663,9 +663,9 @@ static void test_place_refusals(void **state)
     vmt_image_destroy(img);
     /* With registers: no boot tables are written, the writer failure is reported. */
     vmt_regs given = { .rip = 0x1234, .cr3 = 0x5000 };
-    vmt_image_segment segs[2] = { { 0x1000, code, sizeof code, 0x1000 }, { 0x0, NULL, 0, 0 } };
+    vmt_image_segment segs[2] = { { 0x1000, code, sizeof code, 0x1000 }, { RAM * 2, NULL, 0, 0 } };
     assert_int_equal(vmt_image_from_segments(segs, 2, &given, RAM, &img, why, sizeof why), VMT_OK);
-    assert_int_equal(vmt_image_segment_count(img), 1); /* the empty segment is dropped */
+    assert_int_equal(vmt_image_segment_count(img), 1); /* the empty segment is dropped, wherever it is */
     m.writes = 0;
     assert_int_equal(vmt_image_place(img, RAM, ram_write, &m, &r, why, sizeof why), VMT_OK);
     assert_int_equal(r.rip, 0x1234);
