@@ -70,7 +70,8 @@ const char *vmt_session_error(const vmt_session *s);
 /* Paging parameters used by translations (levels from CR4.LA57, NXE from
  * EFER, maxphyaddr from the driver's caps). Read from vCPU 0 at create when
  * the driver has REGS_GET, then followed from the registers of every event
- * whose vCPU has CR0.PG set; set_paging pins it (no more auto-detection). */
+ * whose vCPU has CR0.PG set; set_paging pins it (no more auto-detection).
+ * Without readable registers: 4-level, NXE on. */
 const vmt_paging_config *vmt_session_paging(const vmt_session *s);
 void vmt_session_set_paging(vmt_session *s, const vmt_paging_config *cfg);
 
