@@ -49,7 +49,8 @@ extern "C" {
 #endif
 
 /* Create a VM from cfg. Without /dev/kvm, or without permission to open it,
- * the message in `why` says which (VMT_E_NOTSUP / VMT_E_IO). */
+ * the message in `why` says which (VMT_E_NOTSUP / VMT_E_IO). The device
+ * path can be overridden with the environment variable VMT_KVM_DEVICE. */
 vmt_status vmt_kvm_driver_create(const vmt_machine_config *cfg, vmt_driver **out, char *why, size_t why_len);
 
 /* 1 when d was made by vmt_kvm_driver_create(). */

@@ -4,6 +4,7 @@
  * internal error that is not a breakpoint (rip and bytes in the message),
  * creation errors, and the dirty-page log (kept across memslot rebuilds).
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -64,6 +65,31 @@ static void timeout_and_time_limit(void **state)
     assert_int_equal(vmt_drv_stats(d, &s1), VMT_OK);
     assert_true(s1.ns_guest > s0.ns_guest);
     kg_check(d);
+    vmt_driver_destroy(d);
+}
+
+static void *wait_in_thread(void *arg)
+{
+    vmt_driver *d = arg;
+    vmt_event ev;
+    static vmt_status st;
+    st = vmt_drv_wait_event(d, 30, &ev);
+    return &st;
+}
+
+/* The timeout still interrupts a spinning guest when another thread than
+ * the creator drives the driver (one at a time). */
+static void timeout_from_another_thread(void **state)
+{
+    (void)state;
+    vmt_driver *d = kg_driver(g_spin, sizeof g_spin, KG_RAM);
+    pthread_t t;
+    void *ret;
+    assert_int_equal(pthread_create(&t, NULL, wait_in_thread, d), 0);
+    assert_int_equal(pthread_join(t, &ret), 0);
+    assert_int_equal(*(vmt_status *)ret, VMT_E_TIMEOUT);
+    vmt_event ev;
+    assert_int_equal(vmt_drv_wait_event(d, 10, &ev), VMT_E_TIMEOUT); /* and back here */
     vmt_driver_destroy(d);
 }
 
@@ -134,6 +160,14 @@ static void create_errors(void **state)
     vmt_image *img;
     assert_int_equal(vmt_image_from_segments(&seg, 1, NULL, KG_RAM, &img, why, sizeof why), VMT_OK);
     cfg.image = img;
+    /* a host without the device, and a device that is not KVM */
+    setenv("VMT_KVM_DEVICE", "/nonexistent/kvm", 1);
+    assert_int_equal(vmt_kvm_driver_create(&cfg, &d, why, sizeof why), VMT_E_NOTSUP);
+    assert_non_null(strstr(why, "/nonexistent/kvm does not exist"));
+    setenv("VMT_KVM_DEVICE", "/dev/null", 1);
+    assert_int_equal(vmt_kvm_driver_create(&cfg, &d, why, sizeof why), VMT_E_NOTSUP);
+    assert_non_null(strstr(why, "not a KVM device"));
+    unsetenv("VMT_KVM_DEVICE");
     cfg.vcpus = 2;
     assert_int_equal(vmt_kvm_driver_create(&cfg, &d, why, sizeof why), VMT_E_NOTSUP);
     assert_non_null(strstr(why, "one vCPU"));
@@ -156,6 +190,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(timeout_and_time_limit),
+        cmocka_unit_test(timeout_from_another_thread),
         cmocka_unit_test(dirty_log_and_triple_fault),
         cmocka_unit_test(internal_error_reports_rip),
         cmocka_unit_test(create_errors),

@@ -134,7 +134,7 @@ static vmt_caps kvm_caps_for(const kvm_drv *k)
 {
     vmt_caps c = { 0 };
     c.flags = VMT_CAP_READ_PHYS | VMT_CAP_WRITE_PHYS | VMT_CAP_REGS_GET | VMT_CAP_REGS_SET | VMT_CAP_PAUSE | VMT_CAP_VIEWS |
-              VMT_CAP_VIEW_REMAP | VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_FRAMES | VMT_CAP_INJECT_BP |
+              VMT_CAP_VIEW_REMAP | VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_FRAMES | VMT_CAP_INJECT_BP | VMT_CAP_INJECT_PF |
               VMT_CAP_EVENTS | VMT_CAP_BREAKPOINT_EVENTS | VMT_CAP_IO_EVENTS | VMT_CAP_HW_BREAKPOINTS |
               VMT_CAP_TIME_LIMIT;
     if (k->have_ro_slots) {
@@ -161,24 +161,28 @@ static vmt_status place_write(void *ctx, vmt_pa pa, const void *buf, size_t len)
 
 static vmt_status open_kvm(kvm_drv *k, char *why, size_t why_len)
 {
-    k->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    const char *dev = getenv("VMT_KVM_DEVICE");
+    if (!dev || !*dev)
+        dev = "/dev/kvm";
+    k->kvm_fd = open(dev, O_RDWR | O_CLOEXEC);
     if (k->kvm_fd < 0) {
         int e = errno;
         if (e == ENOENT || e == ENXIO || e == ENODEV) {
-            vmt_why(why, why_len, "kvm: /dev/kvm does not exist on this host (KVM is not available: %s)", strerror(e));
+            vmt_why(why, why_len, "kvm: %s does not exist on this host (KVM is not available: %s)", dev, strerror(e));
             return VMT_E_NOTSUP;
         }
         if (e == EACCES || e == EPERM) {
-            vmt_why(why, why_len, "kvm: no permission to open /dev/kvm (%s); add the user to the device's group "
-                    "(usually 'kvm')", strerror(e));
+            vmt_why(why, why_len, "kvm: no permission to open %s (%s); add the user to the device's group "
+                    "(usually 'kvm')", dev, strerror(e));
             return VMT_E_IO;
         }
-        vmt_why(why, why_len, "kvm: cannot open /dev/kvm: %s", strerror(e));
+        vmt_why(why, why_len, "kvm: cannot open %s: %s", dev, strerror(e));
         return VMT_E_IO;
     }
     int api = ioctl(k->kvm_fd, KVM_GET_API_VERSION, 0);
     if (api != KVM_API_VERSION) {
-        vmt_why(why, why_len, "kvm: /dev/kvm speaks API version %d, expected %d", api, KVM_API_VERSION);
+        vmt_why(why, why_len, "kvm: %s is not a KVM device (KVM_GET_API_VERSION gave %d, expected %d)", dev, api,
+                KVM_API_VERSION);
         return VMT_E_NOTSUP;
     }
     do

@@ -25,6 +25,7 @@
 #define VMT_KVM_INTERNAL_H
 
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -126,6 +127,7 @@ typedef struct kvm_drv {
     bool sig_was_blocked;
     bool timer_ok;
     timer_t timer;
+    pthread_t thread;          /* the thread the timer signals (rebound if another thread runs) */
     uint64_t limit_guest_ns;   /* stop when stats.ns_guest reaches this; 0 = none */
 
     /* stats */

@@ -48,14 +48,44 @@ uint64_t kvm_now_ns(void)
 
 /* ---- timer ---- */
 
+/* Block the signal in the calling thread and aim a (new) timer at it. */
+static vmt_status timer_bind(kvm_drv *k, char *why, size_t why_len)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, k->sig);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
+        vmt_why(why, why_len, "kvm: blocking the timer signal failed");
+        return VMT_E_DRIVER;
+    }
+    if (k->timer_ok)
+        timer_delete(k->timer);
+    k->timer_ok = false;
+    k->timer_expiry = 0;
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_THREAD_ID;
+    sev.sigev_signo = k->sig;
+#ifdef sigev_notify_thread_id
+    sev.sigev_notify_thread_id = gettid();
+#else
+    sev._sigev_un._tid = gettid();
+#endif
+    if (timer_create(CLOCK_MONOTONIC, &sev, &k->timer) < 0) {
+        vmt_why(why, why_len, "kvm: timer_create: %s", strerror(errno));
+        return VMT_E_DRIVER;
+    }
+    k->timer_ok = true;
+    k->thread = pthread_self();
+    return VMT_OK;
+}
+
 vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len)
 {
     k->sig = SIGRTMIN + 7;
-    sigset_t set, old;
-    sigemptyset(&set);
-    sigaddset(&set, k->sig);
-    if (pthread_sigmask(SIG_BLOCK, &set, &old) != 0) {
-        vmt_why(why, why_len, "kvm: blocking the timer signal failed");
+    sigset_t old;
+    if (pthread_sigmask(SIG_SETMASK, NULL, &old) != 0) {
+        vmt_why(why, why_len, "kvm: reading the signal mask failed");
         return VMT_E_DRIVER;
     }
     k->sig_was_blocked = sigismember(&old, k->sig);
@@ -71,20 +101,9 @@ vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len)
         vmt_why(why, why_len, "kvm: KVM_SET_SIGNAL_MASK: %s", strerror(errno));
         return VMT_E_DRIVER;
     }
-    struct sigevent sev;
-    memset(&sev, 0, sizeof sev);
-    sev.sigev_notify = SIGEV_THREAD_ID;
-    sev.sigev_signo = k->sig;
-#ifdef sigev_notify_thread_id
-    sev.sigev_notify_thread_id = gettid();
-#else
-    sev._sigev_un._tid = gettid();
-#endif
-    if (timer_create(CLOCK_MONOTONIC, &sev, &k->timer) < 0) {
-        vmt_why(why, why_len, "kvm: timer_create: %s", strerror(errno));
-        return VMT_E_DRIVER;
-    }
-    k->timer_ok = true;
+    vmt_status st = timer_bind(k, why, why_len);
+    if (st)
+        return st;
     /* registers come with every exit when KVM can do it (saves two ioctls per event) */
     int sync = ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_SYNC_REGS);
     uint32_t want = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS;
@@ -490,6 +509,12 @@ vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
         struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L };
         nanosleep(&ts, NULL);
         return vmt_driver_fail(d, VMT_E_TIMEOUT, "the VM is paused: no event within %d ms", timeout_ms);
+    }
+    if (k->timer_ok && !pthread_equal(k->thread, pthread_self())) {
+        /* driven from another thread now: the timer must interrupt this one */
+        char why[200];
+        if (timer_bind(k, why, sizeof why))
+            return vmt_driver_fail(d, VMT_E_DRIVER, "%s", why);
     }
     uint64_t start = kvm_now_ns();
     uint64_t deadline = timeout_ms >= 0 ? start + (uint64_t)timeout_ms * 1000000ull : 0;
