@@ -10,6 +10,15 @@
  * driver is recorded in a call log, and any call can be made to fail
  * (fault injection) to test error paths.
  *
+ * Capabilities: everything it implements is declared: READ/WRITE_PHYS,
+ * REGS_GET/SET, PAUSE, VIEWS, VIEW_PER_VCPU, VIEW_REMAP, VIEW_PERM (traps
+ * RWX unless cfg.trap_access says less), FRAMES, HW_BREAKPOINTS (4), INJECT_PF,
+ * INJECT_BP, EVENTS (queued, see below), WRITE_DATA, SINGLESTEP, FAST_STEP,
+ * EMULATE, BREAKPOINT_EVENTS, CR3_EVENTS, IO_EVENTS; not the run limits,
+ * DETERMINISTIC or PT_AD_BITS. cfg.caps_remove takes any of them away, and
+ * behaviour follows (e.g. VM-wide views without VIEW_PER_VCPU). It runs no
+ * CPU: its conformance factory sets runs_cpu = false, so CPU groups skip.
+ *
  * Semantics (the contract of vmtrap/driver.h, made precise):
  *  - RAM is gfn 0 .. ram_frames-1. Extra frames (frame_alloc) are gfns
  *    ram_frames .. ram_frames+extra_frames-1, zero-filled when handed out,
