@@ -41,7 +41,8 @@ void vmt_hmap_init(vmt_hmap *m, size_t key_size, size_t val_size)
     memset(m, 0, sizeof *m);
     m->key_size = (uint32_t)key_size;
     m->val_size = (uint32_t)val_size;
-    m->slot_size = (uint32_t)(key_size + val_size);
+    m->val_offset = (uint32_t)((key_size + 7) & ~(size_t)7);
+    m->slot_size = (uint32_t)(m->val_offset + ((val_size + 7) & ~(size_t)7));
 }
 
 void vmt_hmap_free(vmt_hmap *m)
@@ -81,7 +82,7 @@ static size_t find(const vmt_hmap *m, const void *key)
 
 static vmt_status rehash(vmt_hmap *m, size_t new_cap)
 {
-    uint8_t *slots = malloc(new_cap * (m->slot_size ? m->slot_size : 1));
+    uint8_t *slots = malloc(new_cap * m->slot_size);
     uint8_t *used = calloc(new_cap, 1);
     if (!slots || !used) {
         free(slots);
@@ -119,7 +120,7 @@ vmt_status vmt_hmap_reserve(vmt_hmap *m, size_t n)
 void *vmt_hmap_get(const vmt_hmap *m, const void *key)
 {
     size_t i = find(m, key);
-    return i == SIZE_MAX ? NULL : slot_at(m, i) + m->key_size;
+    return i == SIZE_MAX ? NULL : slot_at(m, i) + m->val_offset;
 }
 
 vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **slot_val, bool *existed)
@@ -129,7 +130,7 @@ vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **sl
         if (existed)
             *existed = true;
         if (slot_val)
-            *slot_val = slot_at(m, i) + m->key_size;
+            *slot_val = slot_at(m, i) + m->val_offset;
         return VMT_OK;
     }
     vmt_status st = vmt_hmap_reserve(m, m->count + 1);
@@ -139,17 +140,16 @@ vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **sl
     while (m->used[i])
         i = (i + 1) & (m->cap - 1);
     uint8_t *s = slot_at(m, i);
+    memset(s, 0, m->slot_size); /* padding is zero: slots compare and hash as bytes */
     memcpy(s, key, m->key_size);
     if (val)
-        memcpy(s + m->key_size, val, m->val_size);
-    else
-        memset(s + m->key_size, 0, m->val_size);
+        memcpy(s + m->val_offset, val, m->val_size);
     m->used[i] = 1;
     m->count++;
     if (existed)
         *existed = false;
     if (slot_val)
-        *slot_val = s + m->key_size;
+        *slot_val = s + m->val_offset;
     return VMT_OK;
 }
 
@@ -159,7 +159,7 @@ int vmt_hmap_del(vmt_hmap *m, const void *key, void *val_out)
     if (i == SIZE_MAX)
         return 0;
     if (val_out)
-        memcpy(val_out, slot_at(m, i) + m->key_size, m->val_size);
+        memcpy(val_out, slot_at(m, i) + m->val_offset, m->val_size);
     /* Backward shift: move later entries of the cluster into the hole when
      * the hole lies on their probe path (between home and position). */
     size_t mask = m->cap - 1, hole = i, j = i;
@@ -191,7 +191,7 @@ bool vmt_hmap_next(const vmt_hmap *m, size_t *it, void **key, void **val)
             if (key)
                 *key = slot_at(m, i);
             if (val)
-                *val = slot_at(m, i) + m->key_size;
+                *val = slot_at(m, i) + m->val_offset;
             return true;
         }
     }

@@ -4,7 +4,9 @@
  * page-table monitor).
  *
  * Design: keys and values are plain bytes of a size fixed at init (composite
- * keys are packed structs: zero their padding). Slots live in one array with
+ * keys are packed structs: zero their padding). Keys and values are 8-byte
+ * aligned in their slots, so callers may use the returned pointers as their
+ * types directly. Slots live in one array with
  * linear probing; deletion shifts later entries back (no tombstones), so a
  * lookup is O(1) expected and the table never fills with dead slots. The
  * capacity is a power of two, grown at 3/4 load and shrunk at 1/8.
@@ -32,7 +34,8 @@ typedef struct vmt_hmap {
     size_t count;
     uint32_t key_size;
     uint32_t val_size;
-    uint32_t slot_size;
+    uint32_t val_offset; /* key_size rounded up to 8: values are 8-byte aligned */
+    uint32_t slot_size;  /* a multiple of 8, so every slot is 8-byte aligned */
 } vmt_hmap;
 
 /* key_size >= 1; val_size may be 0 (a set). */
