@@ -227,12 +227,34 @@ static void test_semantic_lies_are_caught(void **state)
     }
 }
 
+/* The vmt_mem_* calls refuse drivers that are not mem drivers. */
+static void test_mem_calls_refuse_other_drivers(void **state)
+{
+    (void)state;
+    static const lie honest = LIE_NONE;
+    vmt_machine_config mc = { .ram_size = 1 << 20 };
+    vmt_driver *d = NULL;
+    char why[256] = "";
+    assert_int_equal(liar_create((void *)&honest, &mc, &d, why, sizeof why), VMT_OK);
+    assert_false(vmt_mem_is(d));
+    assert_true(vmt_mem_is(L(d)->inner));
+    vmt_event ev = { .kind = VMT_EVENT_BREAKPOINT };
+    assert_int_equal(vmt_mem_push_event(d, &ev), VMT_E_INVAL);
+    assert_int_equal(vmt_mem_log_count(d), 0);
+    assert_int_equal(vmt_mem_check(d, why, sizeof why), VMT_E_INTERNAL);
+    vmt_mem_fail_always(d, VMT_MEM_OP_READ_PHYS, true); /* ignored */
+    uint8_t b;
+    assert_int_equal(vmt_drv_read_phys(d, 0, &b, 1), VMT_OK);
+    vmt_driver_destroy(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_failing_remap_is_caught),
         cmocka_unit_test(test_failing_frame_alloc_is_caught),
         cmocka_unit_test(test_semantic_lies_are_caught),
+        cmocka_unit_test(test_mem_calls_refuse_other_drivers),
     };
     return cmocka_run_group_tests_name("conformance catches lying drivers", tests, NULL, NULL);
 }

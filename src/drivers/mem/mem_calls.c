@@ -50,7 +50,7 @@ const char *vmt_mem_op_name(vmt_mem_op op)
 
 mem_drv *mem_of(const vmt_driver *d)
 {
-    if (!d)
+    if (!d || strcmp(vmt_driver_name(d), "mem") != 0) /* never read another driver's state */
         return NULL;
     mem_drv *m = vmt_driver_impl((vmt_driver *)d);
     if (!m || m->magic != MEM_MAGIC)
