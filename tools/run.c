@@ -243,8 +243,12 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     /* The image. */
     char pathbuf[PATH_MAX + 64];
     const char *guest = o->guest;
-    if (!guest && demo)
+    char realbuf[PATH_MAX];
+    if (!guest && demo) {
         guest = find_workload(pathbuf, sizeof pathbuf);
+        if (guest && realpath(guest, realbuf))
+            guest = realbuf;
+    }
     if (!guest)
         return fail_line("%s%s", "cannot find the bundled workload guest (workload.elf); build the guests or "
                                  "give --guest IMAGE",
@@ -297,14 +301,25 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     }
     vmt_monitor_on_page_event(r.mon, on_page_event, &r);
     vmt_monitor_on_ucall(r.mon, on_ucall, &r);
+    /* The demo reports fd and pid returns when the mechanism has room for
+     * the extra return breakpoints (debug registers: 4 on x86). */
+    unsigned limit = vmt_monitor_breakpoint_limit(r.mon);
+    int demo_returns = demo && (limit == 0 || limit >= r.nhooks + 2);
+    if (demo && !demo_returns) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "return values not hooked: the %u breakpoint addresses of this mechanism are taken by the %zu entry hooks",
+                 limit, r.nhooks);
+        cli_log_note(&r.log, "demo", msg);
+    }
     for (size_t i = 0; i < r.nhooks; i++) {
         if (vmt_monitor_hook(r.mon, r.hooks[i], on_hit, &r) != VMT_OK) {
             fail_line("hook '%s': %s", r.hooks[i], vmt_monitor_error(r.mon));
             rc = CLI_EXIT_USAGE;
             goto out;
         }
-        int want_return = o->returns || (demo && (strcmp(r.hooks[i], "svc_open") == 0 ||
-                                                  strcmp(r.hooks[i], "svc_spawn") == 0));
+        int want_return = o->returns || (demo_returns && (strcmp(r.hooks[i], "svc_open") == 0 ||
+                                                          strcmp(r.hooks[i], "svc_spawn") == 0));
         if (want_return && vmt_monitor_hook_return(r.mon, r.hooks[i], on_hit, &r) != VMT_OK) {
             fail_line("return hook '%s': %s", r.hooks[i], vmt_monitor_error(r.mon));
             goto out;

@@ -31,8 +31,9 @@ static json_object *summary_json(const cli_summary *s)
         json_object *h = json_object_new_object();
         json_object_object_add(h, "symbol", json_object_new_string(vmt_monitor_hook_symbol(s->monitor, i)));
         json_object_object_add(h, "hits", json_object_new_int64((int64_t)vmt_monitor_hook_hits(s->monitor, i)));
-        json_object_object_add(h, "returns",
-                               json_object_new_int64((int64_t)vmt_monitor_hook_returns(s->monitor, i)));
+        if (vmt_monitor_hook_has_return(s->monitor, i))
+            json_object_object_add(h, "returns",
+                                   json_object_new_int64((int64_t)vmt_monitor_hook_returns(s->monitor, i)));
         if (i < CLI_MAX_HOOKS && s->guest_counts[i] >= 0)
             json_object_object_add(h, "guest_count", json_object_new_int64(s->guest_counts[i]));
         json_object_array_add(hooks, h);
@@ -48,6 +49,9 @@ static json_object *summary_json(const cli_summary *s)
         json_object_object_add(pe, "pt_writes", json_object_new_int64((int64_t)st->pt_writes));
         json_object_object_add(o, "page_events", pe);
         json_object *mon = json_object_new_object();
+        json_object_object_add(mon, "returns_missed", json_object_new_int64((int64_t)st->returns_missed));
+        json_object_object_add(mon, "roots", json_object_new_int64((int64_t)st->roots));
+        json_object_object_add(mon, "roots_failed", json_object_new_int64((int64_t)st->roots_failed));
         json_object_object_add(mon, "foreign_int3", json_object_new_int64((int64_t)st->foreign_int3));
         json_object_object_add(mon, "hidden_accesses", json_object_new_int64((int64_t)st->hidden_accesses));
         json_object_object_add(mon, "cr3_writes", json_object_new_int64((int64_t)st->cr3_writes));
@@ -101,8 +105,11 @@ static void summary_text(FILE *f, const cli_summary *s)
             verdict = (uint64_t)s->guest_counts[i] == vmt_monitor_hook_hits(s->monitor, i) ? "  ok"
                                                                                            : "  MISMATCH";
         }
-        fprintf(f, "   %-24s %10" PRIu64 " %10" PRIu64 " %12s%s\n", vmt_monitor_hook_symbol(s->monitor, i),
-                vmt_monitor_hook_hits(s->monitor, i), vmt_monitor_hook_returns(s->monitor, i), gc, verdict);
+        char rets[32] = "-";
+        if (vmt_monitor_hook_has_return(s->monitor, i))
+            snprintf(rets, sizeof rets, "%" PRIu64, vmt_monitor_hook_returns(s->monitor, i));
+        fprintf(f, "   %-24s %10" PRIu64 " %10s %12s%s\n", vmt_monitor_hook_symbol(s->monitor, i),
+                vmt_monitor_hook_hits(s->monitor, i), rets, gc, verdict);
     }
     if (st) {
         fprintf(f, "   page events: %" PRIu64 " page-in, %" PRIu64 " page-out, %" PRIu64
@@ -111,6 +118,14 @@ static void summary_text(FILE *f, const cli_summary *s)
         fprintf(f, "   monitor: %" PRIu64 " hidden reads/writes served, %" PRIu64 " guest INT3 reinjected, %" PRIu64
                    " CR3 writes, %" PRIu64 " guest reports (%" PRIu64 " malformed)\n",
                 st->hidden_accesses, st->foreign_int3, st->cr3_writes, st->ucalls, st->ucall_errors);
+        fprintf(f, "   address spaces: %" PRIu64 " followed", st->roots);
+        if (st->roots_failed || st->roots_ignored)
+            fprintf(f, ", %" PRIu64 " refused (hostile tables), %" PRIu64 " past the limit", st->roots_failed,
+                    st->roots_ignored);
+        if (st->returns_missed)
+            fprintf(f, "; %" PRIu64 " returns could not be hooked (no breakpoint resource or unreadable stack)",
+                    st->returns_missed);
+        fputc('\n', f);
     }
     if (s->have_driver_stats) {
         const vmt_driver_stats *d = &s->dstats;

@@ -123,6 +123,11 @@ size_t vmt_monitor_hook_count(const vmt_monitor *m);
 const char *vmt_monitor_hook_symbol(const vmt_monitor *m, size_t i);
 uint64_t vmt_monitor_hook_hits(const vmt_monitor *m, size_t i);
 uint64_t vmt_monitor_hook_returns(const vmt_monitor *m, size_t i);
+/* 1 when hook i also reports returns. */
+int vmt_monitor_hook_has_return(const vmt_monitor *m, size_t i);
+/* How many distinct breakpoint addresses the mechanism can hold at once
+ * (debug registers), 0 when unlimited. */
+unsigned vmt_monitor_breakpoint_limit(const vmt_monitor *m);
 /* What mechanism hides the breakpoints and what the driver cannot hide
  * ("shadow INT3 in view 1; reads and writes of hooked pages ..."), for logs. */
 const char *vmt_monitor_describe(const vmt_monitor *m);

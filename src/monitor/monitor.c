@@ -168,6 +168,18 @@ uint64_t vmt_monitor_hook_returns(const vmt_monitor *m, size_t i)
     return i < m->nhooks ? m->hooks[i].returns : 0;
 }
 
+int vmt_monitor_hook_has_return(const vmt_monitor *m, size_t i)
+{
+    return i < m->nhooks && m->hooks[i].ret_fn != NULL;
+}
+
+unsigned vmt_monitor_breakpoint_limit(const vmt_monitor *m)
+{
+    if (vmt_bpm_controller_of(m->bpm) != VMT_BPM_CTL_DEBUG)
+        return 0;
+    return vmt_driver_caps(m->driver)->hw_breakpoints;
+}
+
 const char *vmt_monitor_describe(const vmt_monitor *m)
 {
     return m->description;

@@ -31,6 +31,7 @@
 
 static void sync_root_stats(vmt_monitor *m);
 
+
 static vmt_bpm_bp entry_bp(const vmt_monitor *m, size_t index, vmt_pa root)
 {
     vmt_bpm_bp bp;
@@ -79,6 +80,10 @@ vmt_status mon_bpm_setup(vmt_monitor *m, char *why, size_t why_len)
     }
     m->roots[0] = regs.cr3 & VMT_CR3_ADDR_MASK;
     m->nroots = 1;
+    m->stats.roots = 1;
+    for (size_t v = 0; v < MON_MAX_VCPUS; v++)
+        m->vcpu_root[v] = VMT_PA_NONE;
+    m->vcpu_root[0] = m->roots[0];
     sync_root_stats(m);
     mon_describe(m);
     return VMT_OK;
@@ -164,48 +169,88 @@ bool mon_registered(const vmt_monitor *m, size_t index, vmt_pa root)
 
 static void sync_root_stats(vmt_monitor *m)
 {
-    m->stats.roots = m->nroots;
     m->stats.roots_failed = m->nfailed_roots;
     m->stats.roots_ignored = m->roots_ignored;
 }
 
-static vmt_status follow_root(vmt_monitor *m, vmt_pa root);
-
-vmt_status mon_follow_root(vmt_monitor *m, vmt_pa root)
+static int root_index(const vmt_monitor *m, vmt_pa root)
 {
-    vmt_status st = follow_root(m, root);
-    sync_root_stats(m);
-    return st;
-}
-
-static vmt_status follow_root(vmt_monitor *m, vmt_pa root)
-{
-    root &= VMT_CR3_ADDR_MASK;
     for (size_t i = 0; i < m->nroots; i++)
         if (m->roots[i] == root)
-            return VMT_OK;
+            return (int)i;
+    return -1;
+}
+
+static bool root_failed(const vmt_monitor *m, vmt_pa root)
+{
     for (size_t i = 0; i < m->nfailed_roots; i++)
         if (m->failed_roots[i] == root)
-            return VMT_OK;
+            return true;
+    return false;
+}
+
+/* Register every hook under a new root (all or nothing). */
+static void add_root(vmt_monitor *m, vmt_pa root)
+{
     if (m->nroots == MON_MAX_ROOTS) {
         m->roots_ignored++;
-        return VMT_OK;
+        return;
     }
     for (size_t h = 0; h < m->nhooks; h++) {
-        vmt_status st = mon_register(m, h, root);
-        if (st != VMT_OK) {
-            /* Hostile or unreadable tables under this root: undo, remember,
-             * keep monitoring the other roots. */
+        if (mon_register(m, h, root) != VMT_OK) {
+            /* Hostile or unreadable tables under this root: undo, remember
+             * (not retried), keep monitoring the other roots. */
             for (size_t u = 0; u < h; u++)
                 mon_unregister(m, u, root);
-            if (m->nfailed_roots < MON_MAX_ROOTS)
-                m->failed_roots[m->nfailed_roots++] = root;
-            else
-                m->roots_ignored++;
-            return VMT_OK;
+            if (m->nfailed_roots == MON_MAX_ROOTS)
+                memmove(m->failed_roots, m->failed_roots + 1, (MON_MAX_ROOTS - 1) * sizeof m->failed_roots[0]),
+                    m->nfailed_roots--;
+            m->failed_roots[m->nfailed_roots++] = root;
+            return;
         }
     }
     m->roots[m->nroots++] = root;
+    m->stats.roots++;
+}
+
+/* Unregister every hook (and outstanding return) under a root no vCPU runs on. */
+static void drop_root(vmt_monitor *m, vmt_pa root)
+{
+    int i = root_index(m, root);
+    if (i < 0)
+        return;
+    for (size_t h = 0; h < m->nhooks; h++)
+        mon_unregister(m, h, root);
+    for (size_t p = 0; p < m->npending;) {
+        if (m->pending[p].ret.root == root) {
+            mon_pending_return gone = m->pending[p];
+            m->pending[p] = m->pending[--m->npending];
+            mon_drop_return_bp(m, &gone);
+            m->stats.returns_missed++;
+        } else {
+            p++;
+        }
+    }
+    m->roots[i] = m->roots[--m->nroots];
+}
+
+vmt_status mon_follow_root(vmt_monitor *m, vmt_vcpu vcpu, vmt_pa root)
+{
+    root &= VMT_CR3_ADDR_MASK;
+    if (vcpu >= MON_MAX_VCPUS)
+        vcpu = 0; /* more vCPUs than tracked: they share slot 0's root */
+    vmt_pa old = m->vcpu_root[vcpu];
+    if (old == root)
+        return VMT_OK;
+    if (root_index(m, root) < 0 && !root_failed(m, root))
+        add_root(m, root);
+    m->vcpu_root[vcpu] = root;
+    bool still_used = false;
+    for (size_t v = 0; v < MON_MAX_VCPUS; v++)
+        still_used |= m->vcpu_root[v] == old;
+    if (!still_used)
+        drop_root(m, old);
+    sync_root_stats(m);
     return VMT_OK;
 }
 
@@ -247,6 +292,15 @@ vmt_status mon_arm_return(vmt_monitor *m, const vmt_event *ev, size_t hook, uint
     p->rsp_after = ev->regs.rsp + 8;
     p->count = count;
     return VMT_OK;
+}
+
+void mon_drop_return_bp(vmt_monitor *m, const mon_pending_return *gone)
+{
+    for (size_t j = 0; j < m->npending; j++)
+        if (vmt_addr_ctx_eq(m->pending[j].ret, gone->ret))
+            return; /* another outstanding call returns there too */
+    vmt_bpm_bp bp = return_bp(m, gone->ret, gone->hook);
+    (void)vmt_bpm_remove(m->bpm, &bp);
 }
 
 vmt_status mon_call_return(vmt_monitor *m, const vmt_event *ev, size_t hook_hint)
@@ -330,8 +384,17 @@ vmt_status mon_bpm_check(const vmt_monitor *m)
     vmt_errbuf *e = (vmt_errbuf *)&m->err;
     if (vmt_bpm_check(m->bpm) != VMT_OK)
         return vmt_errbuf_set(e, VMT_E_INTERNAL, "breakpoint manager: %s", vmt_bpm_error(m->bpm));
-    if (m->nroots == 0 || m->nroots > MON_MAX_ROOTS || m->nfailed_roots > MON_MAX_ROOTS)
+    if (m->nroots > MON_MAX_ROOTS || m->nfailed_roots > MON_MAX_ROOTS)
         return vmt_errbuf_set(e, VMT_E_INTERNAL, "monitor invariant: root table size %zu", m->nroots);
+    for (size_t r = 0; r < m->nroots; r++) {
+        bool used = false;
+        for (size_t v = 0; v < MON_MAX_VCPUS; v++)
+            used |= m->vcpu_root[v] == m->roots[r];
+        if (!used)
+            return vmt_errbuf_set(e, VMT_E_INTERNAL,
+                                  "monitor invariant: root 0x%" PRIx64 " is registered but no vCPU runs on it",
+                                  m->roots[r]);
+    }
     for (size_t r = 0; r < m->nroots; r++)
         for (size_t h = 0; h < m->nhooks; h++)
             if (!mon_registered(m, h, m->roots[r]))

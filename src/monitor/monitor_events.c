@@ -162,7 +162,7 @@ vmt_status vmt_monitor_handle_event(vmt_session *s, const vmt_event *ev, vmt_res
     /* A root not seen before: the hooks get registered under it first, so
      * this very event (e.g. the first hit there) already finds them. */
     if (ev->kind != VMT_EVENT_STOPPED && (ev->regs.cr0 & VMT_CR0_PG)) {
-        vmt_status st = mon_follow_root(m, ev->regs.cr3);
+        vmt_status st = mon_follow_root(m, ev->vcpu, ev->regs.cr3);
         if (st != VMT_OK)
             return st;
     }
@@ -184,7 +184,7 @@ vmt_status vmt_monitor_handle_event(vmt_session *s, const vmt_event *ev, vmt_res
         if (ev->u.cr.cr != 3)
             return VMT_OK;
         m->stats.cr3_writes++;
-        return mon_follow_root(m, ev->u.cr.new_value);
+        return mon_follow_root(m, ev->vcpu, ev->u.cr.new_value);
     case VMT_EVENT_STOPPED:
     case VMT_EVENT_NONE:
     case VMT_EVENT_KIND_COUNT:

@@ -8,11 +8,12 @@
  * returns (a return hook's one-shot breakpoint per outstanding call) are a
  * small array keyed by (return address context, stack pointer).
  *
- * Translation roots: a hook is registered (breakpoint + watch) under every
- * root the monitor has seen (vCPU 0's CR3 at create, every CR3 write, the
- * CR3 of every event), because a guest usually leaves its boot tables for
- * its own: the hooked VA may not even be mapped under the first root. At
- * most MON_MAX_ROOTS roots are followed; more are counted and reported.
+ * Translation roots: a hook is registered (breakpoint + watch) under the
+ * root each vCPU currently runs on (vCPU 0's CR3 at create, then every CR3
+ * write and the CR3 of every event), because a guest usually leaves its
+ * boot tables for its own: the hooked VA may not even be mapped under the
+ * first root. A root no vCPU runs on any more is dropped: its stale
+ * breakpoints would otherwise stay in frames the guest reuses for data.
  */
 #ifndef VMT_MONITOR_INTERNAL_H
 #define VMT_MONITOR_INTERNAL_H
@@ -45,6 +46,8 @@ typedef struct mon_pending_return {
 
 #define MON_MAX_PENDING_RETURNS 256
 #define MON_MAX_ROOTS 16
+#define MON_MAX_VCPUS 64
+#define VMT_PA_NONE UINT64_MAX
 
 /* Breakpoint keys (vmt_bpm_bp.key): entry hooks and one-shot returns. */
 #define MON_KEY_ENTRY 1u
@@ -64,6 +67,7 @@ struct vmt_monitor {
     size_t nhooks, cap_hooks;
     vmt_pa roots[MON_MAX_ROOTS];        /* every hook registered under each */
     size_t nroots;
+    vmt_pa vcpu_root[MON_MAX_VCPUS];    /* the root each vCPU runs on (VMT_PA_NONE: unknown) */
     vmt_pa failed_roots[MON_MAX_ROOTS]; /* registration failed (hostile tables) */
     size_t nfailed_roots;
     uint64_t roots_ignored;  /* roots seen past MON_MAX_ROOTS */
@@ -88,8 +92,9 @@ void mon_bpm_teardown(vmt_monitor *m);
 vmt_status mon_register(vmt_monitor *m, size_t index, vmt_pa root);
 void mon_unregister(vmt_monitor *m, size_t index, vmt_pa root);
 bool mon_registered(const vmt_monitor *m, size_t index, vmt_pa root);
-/* A root seen: register every hook under it when it is new. */
-vmt_status mon_follow_root(vmt_monitor *m, vmt_pa root);
+/* vCPU runs on root now: register every hook under it when it is new,
+ * drop the root it left when no vCPU runs there any more. */
+vmt_status mon_follow_root(vmt_monitor *m, vmt_vcpu vcpu, vmt_pa root);
 /* Breakpoint, execute and hidden-access events. */
 vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp);
 vmt_status mon_bpm_check(const vmt_monitor *m);
@@ -103,5 +108,7 @@ vmt_hit mon_make_hit(vmt_monitor *m, const vmt_event *ev, size_t hook, int is_re
  * the return (matched by context and stack pointer) calls the return hook. */
 vmt_status mon_arm_return(vmt_monitor *m, const vmt_event *ev, size_t hook, uint64_t count);
 vmt_status mon_call_return(vmt_monitor *m, const vmt_event *ev, size_t hook_hint);
+/* Remove a forgotten return's breakpoint unless another pending call shares it. */
+void mon_drop_return_bp(vmt_monitor *m, const mon_pending_return *gone);
 
 #endif

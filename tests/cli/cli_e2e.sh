@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tests/cli/cli_e2e.sh VMTRAP WORKLOAD_ELF DRIVER — the workload guest end to end.
 #
-# Runs `vmtrap run --json --returns` with hooks on the four services and
-# checks the JSON log with jq:
+# Runs `vmtrap run --json` with hooks on the four services (and, on the
+# emulator, their returns) and checks the JSON log with jq:
 #  - the run succeeds and the guest finishes with exit code 0;
 #  - every hook's count equals the guest's own count of its calls
 #    (REPORT calls.<svc>), across all the memory manager's page-outs,
@@ -11,23 +11,34 @@
 #    (paths, program names, fd, len, buffer preview, pids) and svc_spawn
 #    returns the expected pids;
 #  - page-out, page-in and remap events were seen;
-#  - the 8 stealth detectors all pass (on the emulator driver).
-# Exit 77 (skipped) when jq is missing.
+#  - the 8 stealth detectors all pass (on the emulator driver; on KVM they
+#    must all be reported, their verdicts are the driver's to state).
+# On KVM the breakpoints are debug registers (4): no room for return
+# breakpoints, so returns are not checked there.
+# Exit 77 (skipped) when jq is missing or the driver cannot run here.
 set -u
 vmtrap=$1
 guest=$2
 driver=$3
 command -v jq >/dev/null || { echo "jq not installed: skipped"; exit 77; }
 [ -r "$guest" ] || { echo "FAIL: no guest image $guest"; exit 1; }
+returns=1
+if [ "$driver" = kvm ]; then
+    [ -r /dev/kvm ] && [ -w /dev/kvm ] || { echo "no usable /dev/kvm: skipped"; exit 77; }
+    returns=0
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+extra=()
+[ "$returns" = 1 ] && extra=(--returns)
 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
-    --returns --json --limit 100 >"$log"
+    "${extra[@]}" --json --limit 100 >"$log"
 rc=$?
 failures=0
-check() { # description, jq expression that must print true
+check() { # description, jq expression that must print true, extra jq arguments
     local what=$1 expr=$2 got
-    got=$(jq -s "$expr" "$log" 2>&1)
+    shift 2
+    got=$(jq -s "$@" "$expr" "$log" 2>&1)
     if [ "$got" = "true" ]; then
         echo "ok: $what"
     else
@@ -45,38 +56,40 @@ check "guest finished with exit code 0" 'last.guest_exit_code == 0'
 check "four hooks, each with calls" '(last.hooks | length == 4) and all(last.hooks[]; .hits > 0)'
 check "hook counts equal the guest's own counts" \
     'last.counts_match and all(last.hooks[]; .guest_count == .hits)'
-check "every entry of a return-hooked call returned" 'all(last.hooks[]; .returns == .hits)'
+[ "$returns" = 1 ] && check "every entry of a return-hooked call returned" \
+    'all(last.hooks[]; .returns == .hits) and last.monitor.returns_missed == 0'
 check "call lines match the summary's counts" \
     '. as $all | all(last.hooks[]; .symbol as $s | .hits == ($all | map(select(.event == "call" and .symbol == $s)) | length))'
 check "call numbers run 1..n per symbol" \
     '[.[] | select(.event == "call")] | group_by(.symbol) | all(.[]; [.[].n] == [range(1; length + 1)])'
 
 # Arguments of the main loop (iterations reported by the guest).
-iters='(map(select(.event == "guest" and .kind == "report" and .name == "iterations")) | .[0].args[0])'
-check "the guest reported its iteration count" "$iters > 0"
+n=$(jq -s 'map(select(.event == "guest" and .kind == "report" and .name == "iterations")) | .[0].args[0] // 0' "$log")
+check "the guest reported its iteration count" "$n > 0"
 check "svc_open(path) decoded: the loop's paths in order" \
-    "$iters as \$n | [\"/etc/passwd\", \"/var/log/vmtrap.log\", \"/tmp/scratch.bin\", \"/home/guest/notes.txt\"] as \$p |
-     [.[] | select(.event == \"call\" and .symbol == \"svc_open\")][:\$n] |
-     (length == \$n) and all(.[]; .args.path.string == \$p[(.n - 1) % 4])"
-check "svc_write(fd, buf, len) decoded: fd from svc_open, len, buffer preview" \
-    "$iters as \$n | \"hello from the workload guest\\n\" as \$msg |
-     [.[] | select(.event == \"call\" and .symbol == \"svc_write\")][:\$n] |
-     (length == \$n) and all(.[]; .args.fd >= 3 and .args.len == 30 - ((.n - 1) % 7) and
-       (\$msg | startswith(.args.buf.preview | gsub(\"\\\\\\\\n\"; \"\\n\"))))"
-check "svc_write's fd is what svc_open returned" \
-    "$iters as \$n | [.[] | select(.event == \"return\" and .symbol == \"svc_open\")][:\$n] as \$r |
-     [.[] | select(.event == \"call\" and .symbol == \"svc_write\")][:\$n] as \$w |
-     (\$r | length == \$n) and all(range(0; \$n); \$r[.].fd == \$w[.].args.fd)"
+    '["/etc/passwd", "/var/log/vmtrap.log", "/tmp/scratch.bin", "/home/guest/notes.txt"] as $p |
+     [.[] | select(.event == "call" and .symbol == "svc_open")][:$n] |
+     (length == $n) and all(.[]; .args.path.string == $p[(.n - 1) % 4])' --argjson n "$n"
+check "svc_write(fd, buf, len) decoded: fd, len, buffer preview of the message" \
+    '"hello from the workload guest\n" as $msg |
+     [.[] | select(.event == "call" and .symbol == "svc_write")][:$n] |
+     (length == $n) and all(.[]; .args.fd >= 3 and .args.len == 30 - ((.n - 1) % 7) and
+       ((.args.buf.preview | gsub("\\\\n"; "\n")) as $pv | ($pv | length) == .args.len and ($msg | startswith($pv))))' \
+    --argjson n "$n"
+[ "$returns" = 1 ] && check "svc_write's fd is what svc_open returned" \
+    '[.[] | select(.event == "return" and .symbol == "svc_open")][:$n] as $r |
+     [.[] | select(.event == "call" and .symbol == "svc_write")][:$n] as $w |
+     ($r | length == $n) and all(range(0; $n); $r[.].fd == $w[.].args.fd)' --argjson n "$n"
 check "svc_spawn(name) decoded: the loop's programs in order" \
-    "$iters as \$n | [\"init\", \"sh\", \"cron\", \"vmtrap-agent\", \"editor\"] as \$p |
-     [.[] | select(.event == \"call\" and .symbol == \"svc_spawn\")][:\$n] |
-     (length == \$n) and all(.[]; .args.name.string == \$p[(.n - 1) % 5])"
-check "svc_spawn returns pids 100, 101, ..." \
-    "$iters as \$n | [.[] | select(.event == \"return\" and .symbol == \"svc_spawn\")][:\$n] |
-     (length == \$n) and all(.[]; .pid == 99 + .n)"
+    '["init", "sh", "cron", "vmtrap-agent", "editor"] as $p |
+     [.[] | select(.event == "call" and .symbol == "svc_spawn")][:$n] |
+     (length == $n) and all(.[]; .args.name.string == $p[(.n - 1) % 5])' --argjson n "$n"
+[ "$returns" = 1 ] && check "svc_spawn returns pids 100, 101, ..." \
+    '[.[] | select(.event == "return" and .symbol == "svc_spawn")][:$n] |
+     (length == $n) and all(.[]; .pid == 99 + .n)' --argjson n "$n"
 check "svc_exit(pid) decoded: the spawned pids" \
-    "$iters as \$n | [.[] | select(.event == \"call\" and .symbol == \"svc_exit\")][:\$n] |
-     (length == \$n) and all(.[]; .args.pid == 99 + .n)"
+    '[.[] | select(.event == "call" and .symbol == "svc_exit")][:$n] |
+     (length == $n) and all(.[]; .args.pid == 99 + .n)' --argjson n "$n"
 
 check "page-out, page-in and remap events of hooked pages" \
     '(map(select(.event == "page-out")) | length > 0) and (map(select(.event == "page-in")) | length > 0) and
@@ -88,9 +101,13 @@ check "page events in the log equal the summary" \
 check "page events name a hooked symbol" \
     'all(.[] | select(.event == "page-in" or .event == "page-out" or .event == "remap"); .symbol | startswith("svc_"))'
 check "no guest assertion failed" 'all(.[]; .event != "guest" or .kind != "assert_fail")'
-check "8 stealth detectors reported, all pass" \
-    '(last.detectors | length == 8) and all(last.detectors[]; .pass)'
+check "8 stealth detectors reported" '[last.detectors[].id] | sort == [1, 2, 3, 4, 5, 6, 7, 8]'
 check "detector lines agree with the summary" \
-    '[.[] | select(.event == "detector") | .pass] | length == 8 and all(.)'
+    '[.[] | select(.event == "detector") | {id, pass}] == [last.detectors[] | {id, pass}]'
+if [ "$driver" = emu ]; then
+    check "all stealth detectors pass on the emulator" 'all(last.detectors[]; .pass)'
+else
+    jq -r 'select(.event == "summary") | .detectors[] | "  detector \(.id) \(.name): \(if .pass then "pass" else "FAIL" end) \(.detail)"' "$log"
+fi
 echo "$failures check(s) failed"
 exit $((failures > 0))
