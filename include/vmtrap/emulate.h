@@ -1,0 +1,81 @@
+/*
+ * vmtrap/emulate.h — the reusable instruction emulator: run one instruction
+ * (or a short run) of x86-64 guest code against a register state and
+ * caller-supplied guest-virtual memory accessors.
+ *
+ * Design: other drivers (KVM) use it to perform a displaced instruction in
+ * one exit — a hidden-breakpoint hit or a trapped read of a hidden page is
+ * emulated against the unaltered frame instead of being single-stepped in
+ * another view. The engine is a private Unicorn 2.0.1 instance with paging
+ * off whose memory is filled on demand, page by page, from `mem->read`
+ * (the caller does the guest translation and applies whatever view it
+ * wants). Stores go to a per-instruction log and reach `mem->write` only
+ * when the instruction completes, so a faulting instruction changes
+ * nothing (no partial writes, registers untouched).
+ *
+ * It stops BEFORE instructions whose effect lies outside registers and
+ * memory (INT3/INT n, port I/O, hlt, control/debug-register and MSR
+ * access, syscall/sysenter and their returns, iret, cpuid is allowed):
+ * VMT_EMULATE_SPECIAL, with RIP on it, for the caller to handle.
+ *
+ * Registers used: the 16 GPRs, rip, rflags, fs_base, gs_base; the others
+ * are passed through unchanged. CPL0 64-bit code only; no exceptions are
+ * delivered (a faulting instruction reports VMT_EMULATE_FAULT or
+ * VMT_EMULATE_EXCEPTION).
+ */
+#ifndef VMTRAP_EMULATE_H
+#define VMTRAP_EMULATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmtrap/addr.h"
+#include "vmtrap/regs.h"
+#include "vmtrap/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct vmt_emulator vmt_emulator;
+
+/* Guest-virtual memory for the engine. read() is asked for whole 4 KiB
+ * pages (va page-aligned, len 4096); a failure makes the access fault.
+ * write() gets each completed instruction's stores in program order. */
+typedef struct vmt_emulate_mem {
+    vmt_status (*read)(void *ctx, vmt_va va, void *buf, size_t len);
+    vmt_status (*write)(void *ctx, vmt_va va, const void *buf, size_t len);
+    void *ctx;
+} vmt_emulate_mem;
+
+typedef enum vmt_emulate_stop {
+    VMT_EMULATE_DONE = 0,      /* max_insns instructions completed */
+    VMT_EMULATE_SPECIAL,       /* stopped before an instruction it does not perform */
+    VMT_EMULATE_FAULT,         /* a page could not be read: fault_va */
+    VMT_EMULATE_EXCEPTION,     /* the instruction raised an exception: vector */
+} vmt_emulate_stop;
+
+typedef struct vmt_emulate_result {
+    vmt_emulate_stop stop;
+    uint64_t instructions;     /* completed */
+    vmt_va fault_va;           /* FAULT */
+    uint8_t vector;            /* EXCEPTION */
+    uint64_t bytes_written;    /* through mem->write */
+} vmt_emulate_result;
+
+vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len);
+void vmt_emulator_destroy(vmt_emulator *em);
+/* The message of the last failure ("" if none). */
+const char *vmt_emulator_error(const vmt_emulator *em);
+
+/* Emulate up to max_insns (1..1000) instructions from regs->rip. On VMT_OK,
+ * *regs is the state after the completed instructions and *res says why it
+ * stopped. A failing mem->write is VMT_E_IO (state of that instruction's
+ * other stores unspecified). */
+vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *mem, uint64_t max_insns,
+                       vmt_emulate_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

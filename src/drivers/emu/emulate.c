@@ -1,0 +1,303 @@
+/*
+ * drivers/emu/emulate.c — the reusable instruction emulator (vmtrap/emulate.h).
+ *
+ * Design: a private Unicorn instance (paging off, flat 64-bit) runs exactly
+ * one instruction per uc_emu_start(count = 1) call, so the translated-code
+ * mode never switches (Unicorn flushes all code when count changes). Before
+ * each instruction a code hook decodes it with Capstone and stops in front
+ * of instructions the engine does not perform (they need the host). Pages
+ * are copied in on demand: the unmapped hook records the address and
+ * returns false, which aborts the instruction cleanly (a no-op memory hook
+ * keeps RIP precise); the page is fetched through mem->read and mapped,
+ * and the instruction is retried. A MEM_WRITE hook logs each store; the log
+ * is handed to mem->write once the instruction has completed and dropped if
+ * it aborted. All mapped pages are unmapped at the end of every call, so
+ * nothing is cached across calls (the caller's memory may change).
+ *
+ * Invariants: between calls the Unicorn instance has no mapped region; the
+ * store log is empty.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <capstone/capstone.h>
+#include <unicorn/unicorn.h>
+
+#include "core/errbuf.h"
+#include "vmtrap/emulate.h"
+
+#define EMUL_MAX_PAGES 64
+#define EMUL_MAX_STORES 256
+#define EMUL_UNTIL 0x8000000000000000ull
+
+struct vmt_emulator {
+    uc_engine *uc;
+    csh cs;
+    vmt_errbuf err;
+    uint64_t pages[EMUL_MAX_PAGES];
+    unsigned npages;
+    struct {
+        uint64_t va;
+        uint64_t value;
+        uint8_t size;
+    } stores[EMUL_MAX_STORES];
+    unsigned nstores;
+    bool store_overflow;
+    bool fault;
+    uint64_t fault_va;
+    bool special;
+    int intr;
+};
+
+static const int gpr_ids[16] = { UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
+                                 UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,
+                                 UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
+                                 UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15 };
+
+static bool not_performed(const cs_insn *in)
+{
+    switch (in->id) {
+    case X86_INS_INT3: case X86_INS_INT: case X86_INS_INTO: case X86_INS_INT1:
+    case X86_INS_IN: case X86_INS_OUT: case X86_INS_INSB: case X86_INS_INSW: case X86_INS_INSD:
+    case X86_INS_OUTSB: case X86_INS_OUTSW: case X86_INS_OUTSD:
+    case X86_INS_HLT: case X86_INS_RDMSR: case X86_INS_WRMSR:
+    case X86_INS_SYSCALL: case X86_INS_SYSRET: case X86_INS_SYSENTER: case X86_INS_SYSEXIT:
+    case X86_INS_IRET: case X86_INS_IRETD: case X86_INS_IRETQ:
+    case X86_INS_LGDT: case X86_INS_LIDT: case X86_INS_LLDT: case X86_INS_LTR:
+    case X86_INS_INVLPG: case X86_INS_CLI: case X86_INS_STI: case X86_INS_SWAPGS:
+        return true;
+    default:
+        break;
+    }
+    const cs_x86 *x = &in->detail->x86;
+    for (unsigned i = 0; i < x->op_count; i++) {
+        int r = x->operands[i].type == X86_OP_REG ? x->operands[i].reg : 0;
+        if ((r >= X86_REG_CR0 && r <= X86_REG_CR15) || (r >= X86_REG_DR0 && r <= X86_REG_DR15))
+            return true;
+    }
+    return false;
+}
+
+static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
+{
+    vmt_emulator *em = user;
+    uint8_t bytes[16];
+    if (size > sizeof bytes || uc_mem_read(uc, addr, bytes, size) != UC_ERR_OK)
+        return;
+    cs_insn *in = NULL;
+    if (cs_disasm(em->cs, bytes, size, addr, 1, &in) == 1) {
+        if (not_performed(in)) {
+            em->special = true;
+            uc_emu_stop(uc);
+        }
+        cs_free(in, 1);
+    }
+}
+
+static bool hook_unmapped(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
+{
+    (void)uc, (void)type, (void)size, (void)value;
+    vmt_emulator *em = user;
+    if (!em->fault) {
+        em->fault = true;
+        em->fault_va = addr;
+    }
+    return false;
+}
+
+static void hook_write(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
+{
+    (void)uc, (void)type;
+    vmt_emulator *em = user;
+    if (em->nstores == EMUL_MAX_STORES || size < 1 || size > 8) {
+        em->store_overflow = true;
+        return;
+    }
+    em->stores[em->nstores].va = addr;
+    em->stores[em->nstores].value = (uint64_t)value;
+    em->stores[em->nstores].size = (uint8_t)size;
+    em->nstores++;
+}
+
+static void hook_intr(uc_engine *uc, uint32_t intno, void *user)
+{
+    vmt_emulator *em = user;
+    if (em->intr < 0)
+        em->intr = (int)intno;
+    uc_emu_stop(uc);
+}
+
+vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len)
+{
+    *out = NULL;
+    vmt_emulator *em = calloc(1, sizeof *em);
+    if (!em) {
+        vmt_why(why, why_len, "emulate: out of memory");
+        return VMT_E_NOMEM;
+    }
+    uc_hook h;
+    if (uc_open(UC_ARCH_X86, UC_MODE_64, &em->uc) != UC_ERR_OK) {
+        free(em);
+        vmt_why(why, why_len, "emulate: uc_open failed");
+        return VMT_E_DRIVER;
+    }
+    if (cs_open(CS_ARCH_X86, CS_MODE_64, &em->cs) != CS_ERR_OK ||
+        cs_option(em->cs, CS_OPT_DETAIL, CS_OPT_ON) != CS_ERR_OK ||
+        uc_hook_add(em->uc, &h, UC_HOOK_CODE, (void *)hook_code, em, 1, 0) != UC_ERR_OK ||
+        uc_hook_add(em->uc, &h, UC_HOOK_MEM_UNMAPPED, (void *)hook_unmapped, em, 1, 0) != UC_ERR_OK ||
+        uc_hook_add(em->uc, &h, UC_HOOK_MEM_WRITE, (void *)hook_write, em, 1, 0) != UC_ERR_OK ||
+        uc_hook_add(em->uc, &h, UC_HOOK_INTR, (void *)hook_intr, em, 1, 0) != UC_ERR_OK) {
+        vmt_emulator_destroy(em);
+        vmt_why(why, why_len, "emulate: cannot set up capstone / unicorn hooks");
+        return VMT_E_DRIVER;
+    }
+    *out = em;
+    return VMT_OK;
+}
+
+static void unmap_all(vmt_emulator *em)
+{
+    for (unsigned i = 0; i < em->npages; i++) {
+        uc_mem_unmap(em->uc, em->pages[i], 4096);
+        uc_ctl_remove_cache(em->uc, em->pages[i], em->pages[i] + 4096);
+    }
+    em->npages = 0;
+}
+
+void vmt_emulator_destroy(vmt_emulator *em)
+{
+    if (!em)
+        return;
+    if (em->uc) {
+        unmap_all(em);
+        uc_close(em->uc);
+    }
+    if (em->cs)
+        cs_close(&em->cs);
+    free(em);
+}
+
+const char *vmt_emulator_error(const vmt_emulator *em) { return em ? em->err.msg : ""; }
+
+static void load_regs(vmt_emulator *em, const vmt_regs *r)
+{
+    const uint64_t *g = &r->rax;
+    for (int i = 0; i < 16; i++)
+        uc_reg_write(em->uc, gpr_ids[i], &g[i]);
+    uc_reg_write(em->uc, UC_X86_REG_RIP, &r->rip);
+    uint64_t fl = r->rflags | 2;
+    uc_reg_write(em->uc, UC_X86_REG_RFLAGS, &fl);
+    uc_reg_write(em->uc, UC_X86_REG_FS_BASE, &r->fs_base);
+    uc_reg_write(em->uc, UC_X86_REG_GS_BASE, &r->gs_base);
+}
+
+static void save_regs(vmt_emulator *em, vmt_regs *r)
+{
+    uint64_t *g = &r->rax;
+    for (int i = 0; i < 16; i++)
+        uc_reg_read(em->uc, gpr_ids[i], &g[i]);
+    uc_reg_read(em->uc, UC_X86_REG_RIP, &r->rip);
+    uc_reg_read(em->uc, UC_X86_REG_RFLAGS, &r->rflags);
+    uc_reg_read(em->uc, UC_X86_REG_FS_BASE, &r->fs_base);
+    uc_reg_read(em->uc, UC_X86_REG_GS_BASE, &r->gs_base);
+}
+
+static vmt_status map_page(vmt_emulator *em, const vmt_emulate_mem *mem, uint64_t va, bool *faulted)
+{
+    uint64_t page = va & ~4095ull;
+    *faulted = false;
+    if (em->npages == EMUL_MAX_PAGES)
+        return vmt_errbuf_set(&em->err, VMT_E_RANGE, "emulate: more than %d pages touched", EMUL_MAX_PAGES);
+    uint8_t buf[4096];
+    if (mem->read(mem->ctx, page, buf, sizeof buf) != VMT_OK) {
+        *faulted = true;
+        return VMT_OK;
+    }
+    if (uc_mem_map(em->uc, page, 4096, UC_PROT_ALL) != UC_ERR_OK ||
+        uc_mem_write(em->uc, page, buf, sizeof buf) != UC_ERR_OK)
+        return vmt_errbuf_set(&em->err, VMT_E_DRIVER, "emulate: cannot map page 0x%" PRIx64, page);
+    em->pages[em->npages++] = page;
+    return VMT_OK;
+}
+
+vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *mem, uint64_t max_insns,
+                       vmt_emulate_result *res)
+{
+    memset(res, 0, sizeof *res);
+    vmt_errbuf_clear(&em->err);
+    if (!mem || !mem->read || !mem->write || max_insns < 1 || max_insns > 1000)
+        return vmt_errbuf_set(&em->err, VMT_E_INVAL, "emulate: need read/write accessors and 1..1000 instructions");
+    vmt_regs cur = *regs;
+    vmt_status st = VMT_OK;
+    load_regs(em, &cur);
+    unsigned retries = 0;
+    while (res->instructions < max_insns) {
+        em->nstores = 0;
+        em->store_overflow = false;
+        em->fault = false;
+        em->special = false;
+        em->intr = -1;
+        uint64_t rip;
+        uc_reg_read(em->uc, UC_X86_REG_RIP, &rip);
+        uc_err err = uc_emu_start(em->uc, rip, EMUL_UNTIL, 0, 1);
+        if (em->fault) {
+            bool faulted;
+            load_regs(em, &cur); /* nothing of the aborted instruction stays */
+            if (++retries > 8) {
+                st = vmt_errbuf_set(&em->err, VMT_E_INTERNAL, "emulate: page 0x%" PRIx64 " keeps faulting", em->fault_va);
+                break;
+            }
+            st = map_page(em, mem, em->fault_va, &faulted);
+            if (st)
+                break;
+            if (faulted) {
+                res->stop = VMT_EMULATE_FAULT;
+                res->fault_va = em->fault_va;
+                break;
+            }
+            continue;
+        }
+        retries = 0;
+        if (em->special) {
+            res->stop = VMT_EMULATE_SPECIAL;
+            break;
+        }
+        if (em->intr >= 0) {
+            load_regs(em, &cur);
+            res->stop = VMT_EMULATE_EXCEPTION;
+            res->vector = (uint8_t)em->intr;
+            break;
+        }
+        if (err != UC_ERR_OK) {
+            load_regs(em, &cur);
+            st = vmt_errbuf_set(&em->err, VMT_E_DRIVER, "emulate: unicorn failed at rip 0x%" PRIx64 ": %s", rip,
+                                uc_strerror(err));
+            break;
+        }
+        if (em->store_overflow) {
+            load_regs(em, &cur);
+            st = vmt_errbuf_set(&em->err, VMT_E_NOTSUP, "emulate: instruction at rip 0x%" PRIx64 " stores too much",
+                                rip);
+            break;
+        }
+        for (unsigned i = 0; i < em->nstores; i++) {
+            if (mem->write(mem->ctx, em->stores[i].va, &em->stores[i].value, em->stores[i].size) != VMT_OK) {
+                st = vmt_errbuf_set(&em->err, VMT_E_IO, "emulate: writing %u bytes at 0x%" PRIx64 " failed",
+                                    em->stores[i].size, em->stores[i].va);
+                break;
+            }
+            res->bytes_written += em->stores[i].size;
+        }
+        if (st)
+            break;
+        save_regs(em, &cur);
+        res->instructions++;
+    }
+    unmap_all(em);
+    em->nstores = 0;
+    if (!st)
+        *regs = cur;
+    return st;
+}

@@ -1,0 +1,173 @@
+/*
+ * tests/emu/test_emulate.c — the reusable instruction emulator
+ * (vmtrap/emulate.h) against a small page-table-free "virtual memory" the
+ * test owns: a read-modify-write lands through the write accessor, a short
+ * run updates registers, a stack push/pop works, a fault changes nothing,
+ * and port I/O / INT3 stop the engine in front of the instruction.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "vmtrap/emulate.h"
+
+typedef struct vmem {
+    uint64_t va[4];
+    uint8_t page[4][4096];
+    unsigned n;
+    unsigned writes;
+} vmem;
+
+static uint8_t *find(vmem *m, uint64_t va)
+{
+    for (unsigned i = 0; i < m->n; i++)
+        if (m->va[i] == (va & ~4095ull))
+            return m->page[i] + (va & 4095);
+    return NULL;
+}
+
+static vmt_status rd(void *ctx, vmt_va va, void *buf, size_t len)
+{
+    uint8_t *p = find(ctx, va);
+    if (!p || (va & 4095) + len > 4096)
+        return VMT_E_NOT_PRESENT;
+    memcpy(buf, p, len);
+    return VMT_OK;
+}
+
+static vmt_status wrt(void *ctx, vmt_va va, const void *buf, size_t len)
+{
+    vmem *m = ctx;
+    uint8_t *p = find(m, va);
+    if (!p || (va & 4095) + len > 4096)
+        return VMT_E_NOT_PRESENT;
+    memcpy(p, buf, len);
+    m->writes++;
+    return VMT_OK;
+}
+
+#define CODE 0x7f0000001000ull
+#define DATA 0x7f0000005000ull
+#define STACK 0x7f0000009000ull
+
+static vmem *mk(const uint8_t *code, size_t n)
+{
+    vmem *m = calloc(1, sizeof *m);
+    assert_non_null(m);
+    m->va[0] = CODE;
+    m->va[1] = DATA;
+    m->va[2] = STACK;
+    m->n = 3;
+    memcpy(m->page[0], code, n);
+    return m;
+}
+
+static void rmw_and_short_run(void **state)
+{
+    (void)state;
+    /* add [rbx], rax ; inc rcx ; push rcx ; pop rdx */
+    static const uint8_t code[] = { 0x48, 0x01, 0x03, 0x48, 0xff, 0xc1, 0x51, 0x5a };
+    vmem *m = mk(code, sizeof code);
+    uint64_t init = 40;
+    memcpy(m->page[1] + 8, &init, 8);
+    vmt_emulator *em;
+    char why[128];
+    assert_int_equal(vmt_emulator_create(&em, why, sizeof why), VMT_OK);
+    vmt_regs r;
+    memset(&r, 0, sizeof r);
+    r.rip = CODE;
+    r.rax = 2;
+    r.rbx = DATA + 8;
+    r.rcx = 9;
+    r.rsp = STACK + 0x100;
+    r.cr3 = 0x1234000; /* passed through */
+    vmt_emulate_mem mem = { rd, wrt, m };
+    vmt_emulate_result res;
+    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(res.stop, VMT_EMULATE_DONE);
+    assert_int_equal(res.instructions, 1);
+    assert_int_equal(r.rip, CODE + 3);
+    uint64_t v;
+    memcpy(&v, m->page[1] + 8, 8);
+    assert_int_equal(v, 42);
+    assert_int_equal(vmt_emulate(em, &r, &mem, 3, &res), VMT_OK);
+    assert_int_equal(res.instructions, 3);
+    assert_int_equal(r.rcx, 10);
+    assert_int_equal(r.rdx, 10);
+    assert_int_equal(r.rsp, STACK + 0x100);
+    assert_int_equal(r.rip, CODE + sizeof code);
+    assert_int_equal(r.cr3, 0x1234000);
+    memcpy(&v, m->page[2] + 0xf8, 8);
+    assert_int_equal(v, 10); /* the push reached memory */
+    vmt_emulator_destroy(em);
+    free(m);
+}
+
+static void fault_changes_nothing(void **state)
+{
+    (void)state;
+    /* mov [rbx], rax (ok) ; mov rcx, [rdx] (rdx unmapped) */
+    static const uint8_t code[] = { 0x48, 0x89, 0x03, 0x48, 0x8b, 0x0a };
+    vmem *m = mk(code, sizeof code);
+    vmt_emulator *em;
+    assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
+    vmt_regs r;
+    memset(&r, 0, sizeof r);
+    r.rip = CODE;
+    r.rax = 0x77;
+    r.rbx = DATA;
+    r.rdx = 0x7f00000f0000ull;
+    vmt_emulate_mem mem = { rd, wrt, m };
+    vmt_emulate_result res;
+    assert_int_equal(vmt_emulate(em, &r, &mem, 2, &res), VMT_OK);
+    assert_int_equal(res.stop, VMT_EMULATE_FAULT);
+    assert_int_equal(res.fault_va, 0x7f00000f0000ull);
+    assert_int_equal(res.instructions, 1);
+    assert_int_equal(r.rip, CODE + 3); /* on the faulting instruction */
+    assert_int_equal(r.rcx, 0);
+    assert_int_equal(m->writes, 1);
+    vmt_emulator_destroy(em);
+    free(m);
+}
+
+static void stops_before_special(void **state)
+{
+    (void)state;
+    /* inc rax ; out dx, al ; int3 */
+    static const uint8_t code[] = { 0x48, 0xff, 0xc0, 0xee, 0xcc };
+    vmem *m = mk(code, sizeof code);
+    vmt_emulator *em;
+    assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
+    vmt_regs r;
+    memset(&r, 0, sizeof r);
+    r.rip = CODE;
+    vmt_emulate_mem mem = { rd, wrt, m };
+    vmt_emulate_result res;
+    assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
+    assert_int_equal(res.stop, VMT_EMULATE_SPECIAL);
+    assert_int_equal(res.instructions, 1);
+    assert_int_equal(r.rip, CODE + 3);
+    assert_int_equal(r.rax, 1);
+    r.rip = CODE + 4;
+    assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
+    assert_int_equal(res.stop, VMT_EMULATE_SPECIAL);
+    assert_int_equal(r.rip, CODE + 4);
+    assert_int_equal(vmt_emulate(em, &r, &mem, 0, &res), VMT_E_INVAL);
+    assert_non_null(strstr(vmt_emulator_error(em), "1..1000"));
+    vmt_emulator_destroy(em);
+    free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(rmw_and_short_run),
+        cmocka_unit_test(fault_changes_nothing),
+        cmocka_unit_test(stops_before_special),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
