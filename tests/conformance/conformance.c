@@ -135,6 +135,35 @@ void vmt_conf_expect_fail(vmt_conf *c, vmt_status got, const char *call, const c
     _fail(file, line);
 }
 
+void vmt_conf_expect_event_at(vmt_conf *c, vmt_event_kind kind, vmt_event *ev, const char *file, int line)
+{
+    vmt_status st = vmt_drv_wait_event(c->d, 10000, ev);
+    if (st) {
+        print_error("driver '%s': waiting for a %s event: %s (%s)\n", c->driver_name, vmt_event_kind_name(kind),
+                    vmt_strerror(st), vmt_driver_error(c->d));
+        _fail(file, line);
+    }
+    if (ev->kind != kind) {
+        print_error("driver '%s': expected a %s event, got %s at rip 0x%llx%s%s\n", c->driver_name,
+                    vmt_event_kind_name(kind), vmt_event_kind_name(ev->kind), (unsigned long long)ev->regs.rip,
+                    ev->kind == VMT_EVENT_STOPPED ? ": " : "",
+                    ev->kind == VMT_EVENT_STOPPED ? ev->u.stop.message : "");
+        _fail(file, line);
+    }
+}
+
+void vmt_conf_continue_at(vmt_conf *c, const vmt_event *ev, const char *file, int line)
+{
+    vmt_response r = vmt_response_continue();
+    vmt_status st = vmt_drv_respond(c->d, ev, &r);
+    if (st) {
+        print_error("driver '%s': CONTINUE after %s event %llu: %s (%s)\n", c->driver_name,
+                    vmt_event_kind_name(ev->kind), (unsigned long long)ev->seq, vmt_strerror(st),
+                    vmt_driver_error(c->d));
+        _fail(file, line);
+    }
+}
+
 int vmt_conformance_run_only(const char *driver_name, const vmt_conformance_factory *f, const char *group,
                              const char *test)
 {

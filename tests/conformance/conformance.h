@@ -137,6 +137,14 @@ vmt_status vmt_conf_reopen(vmt_conf *c, const vmt_machine_config *cfg);
 vmt_status vmt_conf_reopen_code(vmt_conf *c, const vmt_machine_config *cfg, vmt_pa code_pa, const void *code,
                                 size_t len);
 
+/* For CPU groups: wait (at most 10 s) for the next event and fail the test
+ * unless it has `kind` (a STOPPED event's message is shown); respond with a
+ * plain CONTINUE (failing the test on error). */
+void vmt_conf_expect_event_at(vmt_conf *c, vmt_event_kind kind, vmt_event *ev, const char *file, int line);
+void vmt_conf_continue_at(vmt_conf *c, const vmt_event *ev, const char *file, int line);
+#define vmt_conf_expect_event(c, kind, ev) vmt_conf_expect_event_at((c), (kind), (ev), __FILE__, __LINE__)
+#define vmt_conf_continue(c, ev) vmt_conf_continue_at((c), (ev), __FILE__, __LINE__)
+
 /* Assert a call's status; the failure message names the call, the driver and
  * its error message. */
 void vmt_conf_expect(vmt_conf *c, vmt_status want, vmt_status got, const char *call, const char *file, int line);
