@@ -41,6 +41,9 @@
  *     static const uint8_t code[] = { 0x90, 0xcc, 0xf4 };  // nop; int3; hlt
  *     VMT_CONF_OK(c, vmt_conf_reopen_code(c, NULL, 0x1000, code, sizeof code));
  *     // c->d now runs that guest; or build any image and vmt_conf_reopen()
+ *     vmt_event ev;
+ *     vmt_conf_expect_event(c, VMT_EVENT_BREAKPOINT, &ev);  // 10 s guard
+ *     assert_int_equal(ev.regs.rip, 0x1001);
  *
  * A test body:
  *
