@@ -22,6 +22,12 @@
  *    regs.rip may already point past the writing instruction (KVM hands the
  *    store over after emulating it); the store itself is held back until the
  *    response: CONTINUE/EMULATE/FAST_STEP/STEP make it land, DENY drops it.
+ *  - I/O and write events: the instruction completes when the guest resumes
+ *    (KVM semantics). SET_REGS in the response is applied after completing
+ *    it, and only the fields the handler changed from the event's registers
+ *    are taken (so an unchanged rip does not re-execute the instruction,
+ *    whether or not KVM had moved it yet). vmt_drv_set_regs() between such an
+ *    event and its response is refused (VMT_E_BUSY): use SET_REGS.
  *  - A/D bits are not set in write-protected tables on kvm_pvm (no
  *    VMT_CAP_PT_AD_BITS): monitors should pre-set them.
  *  - a time limit (guest time) ends a run with VMT_EVENT_STOPPED reason

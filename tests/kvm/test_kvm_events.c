@@ -249,8 +249,8 @@ static void inject_page_fault(void **state)
 static void io_read_and_protocol(void **state)
 {
     (void)state;
-    /* mov dx,0x5e1; in eax,dx; mov dx,0x5e2; out dx,eax; hlt */
-    static const uint8_t code[] = { 0x66, 0xba, 0xe1, 0x05, 0xed, 0x66, 0xba, 0xe2, 0x05, 0xef, 0xf4 };
+    /* mov dx,0x5e1; in eax,dx; mov dx,0x5e2; out dx,eax; mov eax,ebx; out dx,eax; hlt */
+    static const uint8_t code[] = { 0x66, 0xba, 0xe1, 0x05, 0xed, 0x66, 0xba, 0xe2, 0x05, 0xef, 0x89, 0xd8, 0xef, 0xf4 };
     vmt_driver *d = kg_driver(code, sizeof code, KG_RAM);
     vmt_event ev, ev2;
     kg_expect(d, VMT_EVENT_IO, &ev);
@@ -261,12 +261,20 @@ static void io_read_and_protocol(void **state)
     assert_int_equal(vmt_drv_wait_event(d, 10, &ev2), VMT_E_BUSY);
     vmt_response bad = { .actions = VMT_RESP_DENY };
     assert_int_equal(vmt_drv_respond(d, &ev, &bad), VMT_E_INVAL);
-    vmt_response r = { .actions = VMT_RESP_IO_VALUE, .io_value = 0xfeedf00d };
+    /* set_regs outside the response would race the pending instruction */
+    assert_int_equal(vmt_drv_set_regs(d, 0, &ev.regs), VMT_E_BUSY);
+    /* the value for the read plus a changed rbx: the IN completes once (no
+     * second read event), rax gets the value, rbx the handler's number */
+    vmt_response r = { .actions = VMT_RESP_IO_VALUE | VMT_RESP_SET_REGS, .io_value = 0xfeedf00d, .regs = ev.regs };
+    r.regs.rbx = 0x5eed;
     assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
     kg_expect(d, VMT_EVENT_IO, &ev);
     assert_true(ev.u.io.is_write);
     assert_int_equal(ev.u.io.port, KG_PORT_OTHER);
     assert_int_equal(ev.u.io.value, 0xfeedf00d);
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.value, 0x5eed);
     kg_continue(d, &ev);
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     vmt_driver_destroy(d);

@@ -148,6 +148,75 @@ static void internal_error_reports_rip(void **state)
     vmt_driver_destroy(d);
 }
 
+/* An image with its own CPU state (as from a raw memory image + CPU-state
+ * file): its page tables, registers and segment selectors are used as given,
+ * and get_regs reads back exactly what was set. */
+static void own_cpu_state(void **state)
+{
+    (void)state;
+    static uint64_t pml4[512], pdpt[512], pd[512];
+    pml4[0] = 0x11000 | 3;
+    pdpt[0] = 0x12000 | 3;
+    for (uint64_t i = 0; i < 8; i++)
+        pd[i] = (i << 21) | 0xe3;
+    /* mov dx,0x5e1; out dx,eax; mov eax,ebx; out dx,eax; hlt */
+    static const uint8_t code[] = { 0x66, 0xba, 0xe1, 0x05, 0xef, 0x89, 0xd8, 0xef, 0xf4 };
+    vmt_image_segment segs[] = {
+        { .pa = 0x1000, .data = code, .filesz = sizeof code, .memsz = sizeof code },
+        { .pa = 0x10000, .data = (const uint8_t *)pml4, .filesz = 4096, .memsz = 4096 },
+        { .pa = 0x11000, .data = (const uint8_t *)pdpt, .filesz = 4096, .memsz = 4096 },
+        { .pa = 0x12000, .data = (const uint8_t *)pd, .filesz = 4096, .memsz = 4096 },
+    };
+    vmt_regs r = { 0 };
+    r.rip = 0x1000;
+    r.rsp = 0x8000;
+    r.rax = 0x1234;
+    r.rbx = 0x5678;
+    r.r15 = 0xf15;
+    r.rflags = 0x2;
+    r.cr0 = VMT_CR0_PE | VMT_CR0_PG | VMT_CR0_WP | (1u << 5) | (1u << 4);
+    r.cr3 = 0x10000;
+    r.cr4 = VMT_CR4_PAE;
+    r.efer = VMT_EFER_LME | VMT_EFER_LMA;
+    r.cs = 0x08;
+    r.ss = r.ds = r.es = 0x10;
+    r.fs_base = 0x7000;
+    r.gs_base = 0x7100;
+    r.kernel_gs_base = 0x7200;
+    char why[256];
+    vmt_image *img;
+    assert_int_equal(vmt_image_from_segments(segs, 4, &r, 16u << 20, &img, why, sizeof why), VMT_OK);
+    vmt_machine_config cfg = { .ram_size = 16u << 20, .image = img };
+    vmt_driver *d;
+    assert_int_equal(vmt_kvm_driver_create(&cfg, &d, why, sizeof why), VMT_OK);
+    vmt_image_destroy(img);
+    vmt_regs g;
+    assert_int_equal(vmt_drv_get_regs(d, 0, &g), VMT_OK);
+    assert_int_equal(g.rip, r.rip);
+    assert_int_equal(g.rsp, r.rsp);
+    assert_int_equal(g.r15, r.r15);
+    assert_int_equal(g.cr3, r.cr3);
+    assert_int_equal(g.efer & (VMT_EFER_LME | VMT_EFER_LMA), VMT_EFER_LME | VMT_EFER_LMA);
+    assert_int_equal(g.cs, 0x08);
+    assert_int_equal(g.ss, 0x10);
+    assert_int_equal(g.fs_base, r.fs_base);
+    assert_int_equal(g.gs_base, r.gs_base);
+    assert_int_equal(g.kernel_gs_base, r.kernel_gs_base);
+    vmt_event ev;
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.value, 0x1234);
+    assert_int_equal(ev.regs.kernel_gs_base, r.kernel_gs_base);
+    /* set_regs with the response: the next out reports the new rbx */
+    vmt_response resp = { .actions = VMT_RESP_SET_REGS, .regs = ev.regs };
+    resp.regs.rbx = 0xabcdef;
+    assert_int_equal(vmt_drv_respond(d, &ev, &resp), VMT_OK);
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.value, 0xabcdef);
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_STOPPED, &ev);
+    vmt_driver_destroy(d);
+}
+
 static void create_errors(void **state)
 {
     (void)state;
@@ -193,6 +262,7 @@ int main(void)
         cmocka_unit_test(timeout_from_another_thread),
         cmocka_unit_test(dirty_log_and_triple_fault),
         cmocka_unit_test(internal_error_reports_rip),
+        cmocka_unit_test(own_cpu_state),
         cmocka_unit_test(create_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

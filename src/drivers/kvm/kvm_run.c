@@ -592,6 +592,21 @@ event:
 
 /* ---- responses ---- */
 
+/* want := done, except the fields where want differs from orig. */
+static void regs_merge(vmt_regs *want, const vmt_regs *orig, const vmt_regs *done)
+{
+#define M(f) want->f = (want->f != orig->f) ? want->f : done->f
+    M(rax); M(rbx); M(rcx); M(rdx); M(rsi); M(rdi); M(rbp); M(rsp);
+    M(r8); M(r9); M(r10); M(r11); M(r12); M(r13); M(r14); M(r15);
+    M(rip); M(rflags);
+    M(cr0); M(cr2); M(cr3); M(cr4); M(cr8); M(efer);
+    M(fs_base); M(gs_base); M(kernel_gs_base);
+    M(gdtr_base); M(idtr_base); M(gdtr_limit); M(idtr_limit);
+    M(cs); M(ss); M(ds); M(es); M(fs); M(gs);
+    M(dr0); M(dr1); M(dr2); M(dr3); M(dr6); M(dr7);
+#undef M
+}
+
 static vmt_status check_resp_view(kvm_drv *k, vmt_view v, const char *what)
 {
     if (v >= k->max_views || !k->views[v].used)
@@ -674,8 +689,16 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
     default:
         break;
     }
+    /* a step under way when the stepped instruction raised this I/O or
+     * write event ends once that instruction completes */
+    if (!step.active && k->step.active && (kind == VMT_EVENT_IO || kind == VMT_EVENT_MEM_ACCESS))
+        step = k->step;
     if (a & VMT_RESP_SET_REGS) {
+        vmt_regs want = resp->regs;
         if (k->need_completion) {
+            /* Complete the instruction first (KVM may or may not have moved
+             * rip yet, and an IN writes rax), then apply only the fields
+             * the handler changed from the event's registers. */
             bool exited;
             if ((st = complete_pending(k, &exited)))
                 return st;
@@ -683,14 +706,14 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
                 return vmt_driver_fail(d, VMT_E_BUSY, "the vCPU exited again while completing an I/O instruction; "
                                        "registers not set");
             step.complete = step.active;
+            vmt_regs done;
+            if ((st = kvm_get_regs(k, &done)))
+                return st;
+            regs_merge(&want, &k->ev.regs, &done);
         }
-        if ((st = kvm_set_regs(k, &resp->regs)))
+        if ((st = kvm_set_regs(k, &want)))
             return st;
     }
-    /* a step under way when the stepped instruction raised this I/O or
-     * write event ends once that instruction completes */
-    if (!step.active && k->step.active && (kind == VMT_EVENT_IO || kind == VMT_EVENT_MEM_ACCESS))
-        step = k->step;
     k->step = step;
     k->in_event = false; /* a queued string-I/O element is delivered by the next wait_event */
     return VMT_OK;
