@@ -284,8 +284,8 @@ static vmt_status insert_common(vmt_bpm *b, const vmt_bpm_bp *bp, bool have_pa, 
         return st;
 
     if ((st = vmt_hmap_reserve(&b->ctxs, vmt_hmap_count(&b->ctxs) + 1)) ||
-        (st = vmt_hmap_reserve(&b->vas, vmt_hmap_count(&b->vas) + 1)) ||
-        (st = vmt_hmap_reserve(&b->globals, vmt_hmap_count(&b->globals) + 1)))
+        (!vp && (st = vmt_hmap_reserve(&b->vas, vmt_hmap_count(&b->vas) + 1))) ||
+        (bp->global && (st = vmt_hmap_reserve(&b->globals, vmt_hmap_count(&b->globals) + 1))))
         return vmt_errbuf_set(&b->err, st, "bpm: out of memory for the breakpoint maps");
 
     vmt_gfn gfn = present ? vmt_pa_to_gfn(pa) : 0;
