@@ -50,6 +50,11 @@
 #define NSVC 4
 #define MAX_EV 64
 
+/* How write events reach the monitor: as the driver reports them, or with
+ * the value stripped (a driver like Xen's: the monitor must step) with or
+ * without the store's size. */
+enum { WITH_DATA, STEP_SIZE, STEP_BLIND };
+
 static int g_skipped; /* main() turns a skip into exit code 77 for ctest */
 
 static const char *const svc_syms[NSVC] = { "svc_open", "svc_write", "svc_spawn", "svc_exit" };
@@ -69,6 +74,7 @@ typedef struct e2e {
     uint64_t ptm_exits;   /* driver events the monitor handled */
     uint64_t steps, ptm_events;
     uint64_t by_kind[4];
+    int mode;             /* WITH_DATA, STEP_SIZE, STEP_BLIND */
     bool done;
     int64_t exit_code;
     char error[512];
@@ -217,6 +223,15 @@ static vmt_status on_event(vmt_session *s, const vmt_event *ev, vmt_response *re
         vmt_page_offset(ev->u.mem.gpa) != vmt_page_offset(ev->u.mem.gva))
         fail_run(x, "driver '%s' reports gpa 0x%" PRIx64 " for gva 0x%" PRIx64 " (page offsets differ)",
                  vmt_driver_name(x->d), ev->u.mem.gpa, ev->u.mem.gva);
+    vmt_event stripped;
+    if (ev->kind == VMT_EVENT_MEM_ACCESS && x->mode != WITH_DATA) {
+        stripped = *ev;
+        stripped.u.mem.has_data = false;
+        stripped.u.mem.value = 0;
+        if (x->mode == STEP_BLIND)
+            stripped.u.mem.size = 0;
+        ev = &stripped;
+    }
     vmt_status st = vmt_ptm_handle_event(x->ptm, ev, resp, sink, x, &handled);
     if (handled && getenv("PTM_GUEST_TRACE"))
         fprintf(stderr, "ptm event %s vcpu %u view %u gpa 0x%" PRIx64 " size %u value 0x%" PRIx64 " data %d -> %s\n",
@@ -282,11 +297,11 @@ static vmt_status create_driver(const vmt_machine_config *cfg, vmt_driver **d, c
 #endif
 }
 
-static void test_workload_page_tables_followed(void **state)
+static void run_workload(int mode)
 {
-    (void)state;
     e2e x;
     memset(&x, 0, sizeof x);
+    x.mode = mode;
     char why[512];
     vmt_image *img = NULL;
     const char *elf = VMT_GUEST_DIR "/workload.elf";
@@ -330,10 +345,11 @@ static void test_workload_page_tables_followed(void **state)
     vmt_driver_stats ds;
     memset(&ds, 0, sizeof ds);
     vmt_drv_stats(x.d, &ds);
-    print_message("%s: %" PRIu64 " steps checked; %" PRIu64 " monitored PT writes (%" PRIu64 " with data, %" PRIu64
+    static const char *const mode_names[] = { "write data", "stepped, size known", "stepped, size unknown" };
+    print_message("%s (%s): %" PRIu64 " steps checked; %" PRIu64 " monitored PT writes (%" PRIu64 " with data, %" PRIu64
                   " partial), %" PRIu64 " driver exits for them = %.2f per write; events in %" PRIu64
                   " out %" PRIu64 " remap %" PRIu64 "; driver exits in total %" PRIu64 "\n",
-                  vmt_driver_name(x.d), x.steps, ps.writes, ps.writes_with_data, ps.partial_writes, x.ptm_exits,
+                  vmt_driver_name(x.d), mode_names[mode], x.steps, ps.writes, ps.writes_with_data, ps.partial_writes, x.ptm_exits,
                   ps.writes ? (double)x.ptm_exits / (double)ps.writes : 0.0, x.by_kind[VMT_PTM_PAGE_IN],
                   x.by_kind[VMT_PTM_PAGE_OUT], x.by_kind[VMT_PTM_REMAP], ds.exits);
     vmt_status check = vmt_ptm_check(x.ptm);
@@ -347,15 +363,40 @@ static void test_workload_page_tables_followed(void **state)
     assert_int_equal(x.exit_code, 0);
     assert_true(x.steps >= 32);
     assert_true(x.by_kind[VMT_PTM_PAGE_IN] > 0 && x.by_kind[VMT_PTM_PAGE_OUT] > 0 && x.by_kind[VMT_PTM_REMAP] > 0);
-    assert_true(ps.partial_writes > 0); /* the guest's 4-byte halves */
-    if (data_and_emulate)
+    if (mode != STEP_BLIND)
+        assert_true(ps.partial_writes > 0); /* the guest's 4-byte halves */
+    if (mode == WITH_DATA && data_and_emulate)
         assert_int_equal(x.ptm_exits, ps.writes); /* one exit per monitored write */
+    if (mode != WITH_DATA)
+        assert_int_equal(x.ptm_exits, 2 * ps.writes); /* the write and its single-step */
+    if (mode == STEP_BLIND)
+        assert_int_equal(ps.writes_stepped, ps.writes);
+}
+
+static void test_workload_with_write_data(void **state)
+{
+    (void)state;
+    run_workload(WITH_DATA);
+}
+
+static void test_workload_stepped_size_known(void **state)
+{
+    (void)state;
+    run_workload(STEP_SIZE);
+}
+
+static void test_workload_stepped_size_unknown(void **state)
+{
+    (void)state;
+    run_workload(STEP_BLIND);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_workload_page_tables_followed),
+        cmocka_unit_test(test_workload_with_write_data),
+        cmocka_unit_test(test_workload_stepped_size_known),
+        cmocka_unit_test(test_workload_stepped_size_unknown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     return rc == 0 && g_skipped ? 77 : rc;
