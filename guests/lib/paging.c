@@ -8,7 +8,8 @@
  * through the identity map, which covers all RAM below 4 GiB in both the
  * early tables (first 1 GiB) and the guest's own tables.
  *
- * Invariant: every entry these helpers write has A set (D too for leaves).
+ * Invariant: every entry these helpers write has A set (D too for leaves);
+ * the identity map never maps a frame past the end of RAM.
  */
 #include <stdint.h>
 
@@ -120,8 +121,11 @@ uint64_t kpt_build(uint64_t ram_size)
 {
     uint64_t root = pmm_alloc();
     uint64_t top = ram_size < (1ULL << 32) ? ram_size : (1ULL << 32);
-    for (uint64_t pa = 0; pa < top; pa += SIZE_2M)
+    uint64_t top_2m = top & ~(SIZE_2M - 1);
+    for (uint64_t pa = 0; pa < top_2m; pa += SIZE_2M)
         pt_map_2m(root, pa, pa, PTE_LEAF_2M);
+    for (uint64_t pa = top_2m; pa + PAGE_SIZE <= top; pa += PAGE_SIZE) /* RAM not 2 MiB-aligned */
+        pt_map_4k(root, pa, pa, PTE_LEAF);
     for (uint64_t va = (uint64_t)(uintptr_t)__kernel_start; va < (uint64_t)(uintptr_t)__kernel_end;
          va += PAGE_SIZE)
         pt_map_4k(root, va, va - KERNEL_VMA, PTE_LEAF);

@@ -103,6 +103,21 @@ static vmt_status create_driver(const char *driver, const vmt_machine_config *cf
     return VMT_E_INVAL;
 }
 
+static vmt_status driver_check(const char *driver, vmt_driver *d)
+{
+#ifdef GUEST_RUNNER_HAVE_EMU
+    if (!strcmp(driver, "emu"))
+        return vmt_emu_check(d);
+#endif
+#ifdef GUEST_RUNNER_HAVE_KVM
+    if (!strcmp(driver, "kvm"))
+        return vmt_kvm_check(d);
+#endif
+    (void)driver;
+    (void)d;
+    return VMT_OK;
+}
+
 vmt_status guest_run_elf(const char *driver, const char *elf_path, uint64_t ram_size,
                          const guest_param *params, size_t nparams, double time_limit_s,
                          guest_run *out)
@@ -150,6 +165,12 @@ vmt_status guest_run_elf(const char *driver, const char *elf_path, uint64_t ram_
     st = vmt_session_run(s, on_event, out);
     if (st && !out->error[0])
         snprintf(out->error, sizeof(out->error), "run: %s: %s", vmt_strerror(st), vmt_session_error(s));
+    /* the run left the session and the driver consistent */
+    if (!out->error[0] && vmt_session_check(s) != VMT_OK)
+        snprintf(out->error, sizeof(out->error), "session check: %s", vmt_session_error(s));
+    if (!out->error[0] && driver_check(driver, vmt_session_driver(s)) != VMT_OK)
+        snprintf(out->error, sizeof(out->error), "%s driver check: %s", driver,
+                 vmt_driver_error(vmt_session_driver(s)));
     vmt_session_destroy(s);
     return out->error[0] ? (st ? st : VMT_E_FORMAT) : VMT_OK;
 }
