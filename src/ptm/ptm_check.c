@@ -9,6 +9,9 @@
  *  - tables: refs equal the number of path steps on that (view, gfn); refs 0
  *    only for the counted zombies; every table with refs is write-protected
  *    (the arbiter's effective rights lack W);
+ *  - the arbiter (read through core's internal session layout): the pages
+ *    where VMT_OWNER_PTM holds a restriction are exactly the table map's,
+ *    each restricted to RX;
  *  - entries: every list node belongs to a watch step with that entry
  *    address, lists are well linked, and the nodes are exactly the steps;
  *  - per-vCPU: partial masks neither empty nor whole, partial and dirty
@@ -18,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/session_internal.h"
 #include "ptm/ptm_internal.h"
 
 #define FAIL(...) return vmt_errbuf_set(&p->err, VMT_E_INTERNAL, "ptm check: " __VA_ARGS__)
@@ -177,6 +181,31 @@ static vmt_status check_vcpu_state(vmt_ptm *p)
     return VMT_OK;
 }
 
+static vmt_status check_arbiter(vmt_ptm *p)
+{
+    const vmt_hmap *arb = &p->s->arb.map;
+    size_t it = 0, mine = 0;
+    void *k, *v;
+    while (vmt_hmap_next(arb, &it, &k, &v)) {
+        vmt_arb_key ak;
+        memcpy(&ak, k, sizeof ak);
+        const vmt_arb_entry *e = v;
+        if (!(e->owners & (1u << VMT_OWNER_PTM)))
+            continue;
+        mine++;
+        ptm_table_key tk = ptm_make_table_key((vmt_view)ak.view, ak.gfn);
+        if (!vmt_hmap_get(&p->tables, &tk))
+            FAIL("the arbiter holds a monitor restriction on gfn 0x%" PRIx64 " view %u that no watch uses", ak.gfn,
+                 (unsigned)ak.view);
+        if (e->restriction[VMT_OWNER_PTM] != VMT_ACCESS_RX)
+            FAIL("the monitor's restriction on gfn 0x%" PRIx64 " view %u is 0x%x, not RX", ak.gfn, (unsigned)ak.view,
+                 e->restriction[VMT_OWNER_PTM]);
+    }
+    if (mine != vmt_hmap_count(&p->tables))
+        FAIL("the arbiter holds %zu monitor restrictions, the table map %zu pages", mine, vmt_hmap_count(&p->tables));
+    return VMT_OK;
+}
+
 vmt_status vmt_ptm_check(vmt_ptm *p)
 {
     if (!p)
@@ -189,6 +218,8 @@ vmt_status vmt_ptm_check(vmt_ptm *p)
         st = check_entries(p, steps);
     if (st == VMT_OK)
         st = check_vcpu_state(p);
+    if (st == VMT_OK)
+        st = check_arbiter(p);
     if (st == VMT_OK && p->nev != 0)
         FAIL("%zu undelivered events", p->nev);
     return st;

@@ -65,7 +65,7 @@ void fx_check(fx *f)
     char why[256];
     vmt_status st = vmt_ptm_check(f->ptm);
     if (st != VMT_OK)
-        fail_msg("ptm check: %s", vmt_ptm_error(f->ptm));
+        fail_msg("%s", vmt_ptm_error(f->ptm));
     st = vmt_session_check(f->s);
     if (st != VMT_OK)
         fail_msg("session check: %s", vmt_session_error(f->s));
