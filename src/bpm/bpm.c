@@ -61,9 +61,8 @@ vmt_status vmt_bpm_create(vmt_session *s, const vmt_bpm_config *cfg, vmt_bpm **o
         if (b->ndbg > BPM_MAX_DBG)
             b->ndbg = BPM_MAX_DBG;
     }
-    vmt_hmap_init(&b->ctxs, sizeof(bpm_ctx_key), BPM_CTX_VAL_SIZE);
+    bpm_ctxmap_init(b);
     vmt_hmap_init(&b->keys, BPM_KEYS_KEY_SIZE, BPM_KEYS_VAL_SIZE);
-    vmt_hmap_init(&b->vas, sizeof(uint64_t), sizeof(uint32_t));
     vmt_hmap_init(&b->globals, sizeof(bpm_va_view), sizeof(uint64_t));
     vmt_hmap_init(&b->frames, sizeof(uint64_t), sizeof(bpm_frame));
     vmt_hmap_init(&b->shadows, sizeof(uint64_t), sizeof(uint64_t));
@@ -78,9 +77,8 @@ void vmt_bpm_destroy(vmt_bpm *b)
         return;
     (void)vmt_bpm_clear(b);
     bpm_ctl_release_all(b); /* whatever clear could not remove */
-    vmt_hmap_free(&b->ctxs);
+    bpm_ctxmap_free(b);
     vmt_hmap_free(&b->keys);
-    vmt_hmap_free(&b->vas);
     vmt_hmap_free(&b->globals);
     vmt_hmap_free(&b->refresh);
     free(b);
@@ -164,33 +162,6 @@ static int64_t find_key(const vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_va
     return -1;
 }
 
-static void vas_add(vmt_bpm *b, vmt_va va, bool global)
-{
-    void *p;
-    bool existed;
-    uint32_t zero = global ? BPM_VAS_GLOBAL : 0;
-    (void)vmt_hmap_put(&b->vas, &va, &zero, &p, &existed); /* reserved by the caller */
-    uint32_t c;
-    memcpy(&c, p, sizeof c);
-    c++;
-    memcpy(p, &c, sizeof c);
-}
-
-static void vas_sub(vmt_bpm *b, vmt_va va)
-{
-    void *p = vmt_hmap_get(&b->vas, &va);
-    if (!p)
-        return;
-    uint32_t c;
-    memcpy(&c, p, sizeof c);
-    if ((c & ~BPM_VAS_GLOBAL) <= 1) {
-        vmt_hmap_del(&b->vas, &va, NULL);
-        return;
-    }
-    c--;
-    memcpy(p, &c, sizeof c);
-}
-
 static vmt_status translate(vmt_bpm *b, vmt_addr_ctx ctx, bool *present, vmt_pa *pa)
 {
     vmt_status st = vmt_session_va_to_pa(b->s, ctx, pa);
@@ -230,11 +201,9 @@ static vmt_status insert_common(vmt_bpm *b, const vmt_bpm_bp *bp, bool have_pa, 
     const vmt_va va = bp->ctx.va;
     bpm_ctx_key k = ctx_key_of(b, bp);
 
-    const void *vp = vmt_hmap_get(&b->vas, &va);
-    if (vp) {
-        uint32_t c;
-        memcpy(&c, vp, sizeof c);
-        bool is_global = (c & BPM_VAS_GLOBAL) != 0;
+    uint32_t nva;
+    bool is_global;
+    if (bpm_va_info(b, va, &nva, &is_global)) {
         if (is_global != bp->global)
             return vmt_errbuf_set(&b->err, VMT_E_CONFLICT,
                                   "bpm: va 0x%llx already has %s breakpoint(s); a %s breakpoint there "
@@ -283,8 +252,7 @@ static vmt_status insert_common(vmt_bpm *b, const vmt_bpm_bp *bp, bool have_pa, 
     if (present && (st = check_pa(b, pa, va)))
         return st;
 
-    if ((st = vmt_hmap_reserve(&b->ctxs, vmt_hmap_count(&b->ctxs) + 1)) ||
-        (!vp && (st = vmt_hmap_reserve(&b->vas, vmt_hmap_count(&b->vas) + 1))) ||
+    if ((st = bpm_ctx_reserve(b, va)) ||
         (bp->global && (st = vmt_hmap_reserve(&b->globals, vmt_hmap_count(&b->globals) + 1))))
         return vmt_errbuf_set(&b->err, st, "bpm: out of memory for the breakpoint maps");
 
@@ -295,10 +263,7 @@ static vmt_status insert_common(vmt_bpm *b, const vmt_bpm_bp *bp, bool have_pa, 
     v.loc = bpm_loc_make(present, gfn, 1);
     v.tag0 = bp->tag;
     v.key0 = bp->key;
-    uint8_t raw[BPM_CTX_VAL_SIZE];
-    memcpy(raw, &v, BPM_CTX_VAL_SIZE);
-    (void)vmt_hmap_put(&b->ctxs, &k, raw, NULL, NULL);
-    vas_add(b, va, bp->global);
+    bpm_ctx_add(b, &k, &v);
     if (bp->global) {
         bpm_va_view gk = { va, bp->view };
         uint64_t root = bpm_rootv_root(k.rootv);
@@ -344,9 +309,7 @@ static vmt_status remove_ctx(vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val
         bpm_va_view gk = { k->va, view };
         vmt_hmap_del(&b->globals, &gk, NULL);
     }
-    vas_sub(b, k->va);
-    bpm_ctx_key copy = *k;
-    vmt_hmap_del(&b->ctxs, &copy, NULL);
+    bpm_ctx_del(b, k);
     return VMT_OK;
 }
 
@@ -413,15 +376,14 @@ vmt_status vmt_bpm_remove_pa(vmt_bpm *b, const vmt_bpm_bp *bp, vmt_pa pa)
  * VMT_VIEW_INVALID). Caller frees. */
 static bpm_ctx_key *collect(vmt_bpm *b, vmt_view view, size_t *n)
 {
-    size_t cap = vmt_hmap_count(&b->ctxs), cnt = 0;
+    size_t cap = b->nctx, cnt = 0;
     bpm_ctx_key *keys = malloc((cap ? cap : 1) * sizeof *keys);
     if (!keys)
         return NULL;
     size_t it = 0;
-    void *kp;
-    while (vmt_hmap_next(&b->ctxs, &it, &kp, NULL)) {
-        bpm_ctx_key k;
-        memcpy(&k, kp, sizeof k);
+    bpm_ctx_key k;
+    bpm_ctx_val v;
+    while (bpm_ctx_next(b, &it, &k, &v)) {
         if (view == VMT_VIEW_INVALID || bpm_rootv_view(k.rootv) == view)
             keys[cnt++] = k;
     }
@@ -456,16 +418,13 @@ static vmt_status restore_ctx(vmt_bpm *b, const saved_ctx *sc)
     vmt_status st;
     bool global = bpm_rootv_global(sc->k.rootv);
     vmt_view view = bpm_rootv_view(sc->k.rootv);
-    if ((st = vmt_hmap_reserve(&b->ctxs, vmt_hmap_count(&b->ctxs) + 1)) ||
-        (st = vmt_hmap_reserve(&b->vas, vmt_hmap_count(&b->vas) + 1)) ||
+    if ((st = bpm_ctx_reserve(b, sc->k.va)) ||
         (st = vmt_hmap_reserve(&b->globals, vmt_hmap_count(&b->globals) + 1)) ||
         (st = vmt_hmap_reserve(&b->keys, vmt_hmap_count(&b->keys) + n)))
         return st;
     if (bpm_loc_active(sc->v.loc) && (st = bpm_ctl_arm(b, view, bpm_loc_gfn(sc->v.loc), sc->k.va)))
         return st;
-    uint8_t raw[BPM_CTX_VAL_SIZE];
-    memcpy(raw, &sc->v, BPM_CTX_VAL_SIZE);
-    (void)vmt_hmap_put(&b->ctxs, &sc->k, raw, NULL, NULL);
+    bpm_ctx_add(b, &sc->k, &sc->v);
     for (uint32_t i = 1; i < n; i++) {
         bpm_keys_key kk = keys_key(&sc->k, i);
         uint8_t kv[BPM_KEYS_VAL_SIZE];
@@ -473,7 +432,6 @@ static vmt_status restore_ctx(vmt_bpm *b, const saved_ctx *sc)
         memcpy(kv + 8, &sc->extra[i - 1].key, 4);
         (void)vmt_hmap_put(&b->keys, &kk, kv, NULL, NULL);
     }
-    vas_add(b, sc->k.va, global);
     if (global) {
         bpm_va_view gk = { sc->k.va, view };
         uint64_t root = bpm_rootv_root(sc->k.rootv);

@@ -45,8 +45,8 @@ static vmt_status bump(vmt_hmap *m, const void *k)
 static vmt_status check_maps(vmt_bpm *b)
 {
     char why[200];
-    const vmt_hmap *maps[] = { &b->ctxs, &b->keys, &b->vas, &b->globals, &b->frames, &b->shadows, &b->refresh };
-    static const char *names[] = { "ctxs", "keys", "vas", "globals", "frames", "shadows", "refresh" };
+    const vmt_hmap *maps[] = { &b->vas, &b->more, &b->keys, &b->globals, &b->frames, &b->shadows, &b->refresh };
+    static const char *names[] = { "vas", "more", "keys", "globals", "frames", "shadows", "refresh" };
     for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
         if (vmt_hmap_check(maps[i], why, sizeof why))
             return vmt_errbuf_set(&b->err, VMT_E_INTERNAL, "bpm check: map %s: %s", names[i], why);
@@ -56,21 +56,17 @@ static vmt_status check_maps(vmt_bpm *b)
 vmt_status vmt_bpm_check(vmt_bpm *b)
 {
     vmt_status st = check_maps(b);
-    if (st)
+    if (st || (st = bpm_ctxmap_check(b)))
         return st;
-    vmt_hmap sites, vas;   /* recomputed: site_ref -> count, va -> count */
+    vmt_hmap sites;   /* recomputed: site_ref -> count */
     vmt_hmap_init(&sites, sizeof(site_ref), sizeof(uint32_t));
-    vmt_hmap_init(&vas, sizeof(uint64_t), sizeof(uint32_t));
     st = VMT_E_INTERNAL;
     size_t nbps = 0, nactive = 0, nextra = 0, nglobal = 0;
     size_t it = 0;
     void *kp, *vp;
-    while (vmt_hmap_next(&b->ctxs, &it, &kp, &vp)) {
-        bpm_ctx_key k;
-        bpm_ctx_val v;
-        memset(&v, 0, sizeof v);
-        memcpy(&k, kp, sizeof k);
-        memcpy(&v, vp, BPM_CTX_VAL_SIZE);
+    bpm_ctx_key k;
+    bpm_ctx_val v;
+    while (bpm_ctx_next(b, &it, &k, &v)) {
         uint32_t n = bpm_loc_nkeys(v.loc);
         vmt_view view = bpm_rootv_view(k.rootv);
         if (n == 0)
@@ -103,14 +99,6 @@ vmt_status vmt_bpm_check(vmt_bpm *b)
         nbps += n;
         nextra += n - 1;
         bool global = bpm_rootv_global(k.rootv);
-        if (bump(&vas, &k.va))
-            FAIL("out of memory");
-        const void *vv = vmt_hmap_get(&b->vas, &k.va);
-        uint32_t c = 0;
-        if (vv)
-            memcpy(&c, vv, sizeof c);
-        if (!vv || ((c & BPM_VAS_GLOBAL) != 0) != global)
-            FAIL("vas entry of va 0x%llx missing or with the wrong global flag", (unsigned long long)k.va);
         if (global) {
             nglobal++;
             bpm_va_view gk = { k.va, view };
@@ -148,16 +136,6 @@ vmt_status vmt_bpm_check(vmt_bpm *b)
         FAIL("keys map has %zu entries, contexts need %zu", vmt_hmap_count(&b->keys), nextra);
     if (nglobal != vmt_hmap_count(&b->globals))
         FAIL("globals map has %zu entries, there are %zu global contexts", vmt_hmap_count(&b->globals), nglobal);
-    if (vmt_hmap_count(&vas) != vmt_hmap_count(&b->vas))
-        FAIL("vas map has %zu entries, contexts use %zu vas", vmt_hmap_count(&b->vas), vmt_hmap_count(&vas));
-    it = 0;
-    while (vmt_hmap_next(&b->vas, &it, &kp, &vp)) {
-        uint32_t c;
-        memcpy(&c, vp, sizeof c);
-        if ((c & ~BPM_VAS_GLOBAL) != count_of(&vas, kp))
-            FAIL("vas count of va 0x%llx is %u, contexts %u", (unsigned long long)*(uint64_t *)kp,
-                 c & ~BPM_VAS_GLOBAL, count_of(&vas, kp));
-    }
 
     size_t nsites = 0, site_bytes = 0;
     if (b->ctl == VMT_BPM_CTL_DEBUG) {
@@ -223,7 +201,6 @@ vmt_status vmt_bpm_check(vmt_bpm *b)
     st = VMT_OK;
 out:
     vmt_hmap_free(&sites);
-    vmt_hmap_free(&vas);
     return st;
 }
 
@@ -239,10 +216,20 @@ static uint64_t digest_map(const vmt_hmap *m, uint64_t salt)
 
 uint64_t vmt_bpm_digest(const vmt_bpm *b)
 {
-    uint64_t d = digest_map(&b->ctxs, 1) ^ (digest_map(&b->keys, 2) * 3) ^ (digest_map(&b->vas, 3) * 5) ^
-                 (digest_map(&b->globals, 4) * 7) ^ (digest_map(&b->shadows, 5) * 11) ^
-                 (digest_map(&b->refresh, 6) * 13);
+    /* contexts by content (where the store keeps one is not state) */
+    uint64_t csum = b->nctx;
     size_t it = 0;
+    bpm_ctx_key ck;
+    bpm_ctx_val cv;
+    while (bpm_ctx_next(b, &it, &ck, &cv)) {
+        uint8_t raw[16 + BPM_CTX_VAL_SIZE];
+        memcpy(raw, &ck, 16);
+        memcpy(raw + 16, &cv, BPM_CTX_VAL_SIZE);
+        csum += vmt_hash_bytes(raw, sizeof raw);
+    }
+    uint64_t d = csum ^ (digest_map(&b->keys, 2) * 3) ^ (digest_map(&b->globals, 4) * 7) ^
+                 (digest_map(&b->shadows, 5) * 11) ^ (digest_map(&b->refresh, 6) * 13);
+    it = 0;
     void *k, *v;
     uint64_t fsum = vmt_hmap_count(&b->frames);
     while (vmt_hmap_next(&b->frames, &it, &k, &v)) {
@@ -263,13 +250,13 @@ void vmt_bpm_get_stats(const vmt_bpm *b, vmt_bpm_stats *out)
 {
     memset(out, 0, sizeof *out);
     out->breakpoints = b->nbps;
-    out->contexts = vmt_hmap_count(&b->ctxs);
+    out->contexts = b->nctx;
     out->active = b->nactive;
     out->pending = out->contexts - b->nactive;
     out->frames = vmt_hmap_count(&b->frames);
     out->sites = b->nsites;
     out->shadow_frames = vmt_hmap_count(&b->shadows);
-    out->bytes = sizeof *b + vmt_hmap_memory(&b->ctxs) + vmt_hmap_memory(&b->keys) + vmt_hmap_memory(&b->vas) +
+    out->bytes = sizeof *b + vmt_hmap_memory(&b->vas) + vmt_hmap_memory(&b->more) + vmt_hmap_memory(&b->keys) +
                  vmt_hmap_memory(&b->globals) + vmt_hmap_memory(&b->frames) + vmt_hmap_memory(&b->shadows) +
                  vmt_hmap_memory(&b->refresh) + b->site_bytes;
     out->hits = b->hits;

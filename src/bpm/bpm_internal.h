@@ -7,16 +7,18 @@
  *   rootv  = root (bits 12..51) | view (bits 0..11) | BPM_GLOBAL (bit 63)
  *   fkey   = gfn (bits 0..39) | view << 40              (a (view, frame))
  *
- * ctxs     (va, rootv) -> ctx_val { loc, tag0, key0 }
- *          One entry per address context (view, va, root) with breakpoints.
+ * vas/more the address contexts (view, va, root) with breakpoints, stored by
+ *          va first (bpm_ctxmap.c): vas: va -> the va's primary context
+ *          inline + how many contexts use the va and whether they are global;
+ *          more: (va, rootv) -> the va's other contexts. Each context value:
+ *          ctx_val { loc, tag0, key0 }:
  *          loc = gfn (bits 0..39) | nkeys (bits 40..61) | BPM_ACTIVE (bit 63).
  *          key0/tag0 is the first key; keys 1..nkeys-1 live in `keys`.
  *          A global context is keyed with its registration root and BPM_GLOBAL.
  *          Active: installed at (view, gfn), offset va & 0xfff; else pending.
+ *          A va is global or per-root, never both (in every view).
  * keys     (va, rootv, index 1..nkeys-1) -> key_val { tag, key }
  *          The extra keys of a context, dense indices (swap-remove).
- * vas      va -> u32: number of contexts at va (any view, any root), bit 31
- *          set when they are global. A va is global or per-root, never both.
  * globals  (va, view) -> registration root of the global context there.
  * frames   fkey -> frame_val { shadow gfn, sites array, nsites, cap }
  *          One entry per (view, gfn) with at least one active context
@@ -54,6 +56,7 @@
 #define BPM_NKEYS_MAX   ((1u << 22) - 1)
 #define BPM_VIEW_MAX    4095u
 #define BPM_VAS_GLOBAL  (1u << 31)
+#define BPM_HOLE        UINT64_MAX /* vas: no primary context (others remain) */
 #define BPM_MAX_DBG     4
 #define BPM_INT3        0xCC
 
@@ -114,7 +117,8 @@ struct vmt_bpm {
     vmt_bpm_controller ctl;
     unsigned flags;
     uint64_t ram_frames;
-    vmt_hmap ctxs, keys, vas, globals, frames, shadows, refresh;
+    vmt_hmap vas, more, keys, globals, frames, shadows, refresh;
+    size_t nctx;      /* address contexts */
     bpm_dbg_slot dbg[BPM_MAX_DBG];
     unsigned ndbg;
     size_t nbps;      /* registrations (sum of nkeys) */
@@ -146,22 +150,23 @@ static inline uint64_t bpm_loc_make(bool active, vmt_gfn gfn, uint32_t nkeys)
     return (active ? BPM_ACTIVE : 0) | ((uint64_t)nkeys << BPM_NKEYS_SHIFT) | (gfn & BPM_GFN_MASK);
 }
 
-/* memcpy accessors for unaligned hmap values */
-static inline bool bpm_ctx_get(const vmt_bpm *b, const bpm_ctx_key *k, bpm_ctx_val *v)
-{
-    const void *p = vmt_hmap_get(&b->ctxs, k);
-    if (!p)
-        return false;
-    memset(v, 0, sizeof *v);
-    memcpy(v, p, BPM_CTX_VAL_SIZE);
-    return true;
-}
-static inline void bpm_ctx_set(vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val *v)
-{
-    void *p = vmt_hmap_get(&b->ctxs, k);
-    if (p)
-        memcpy(p, v, BPM_CTX_VAL_SIZE);
-}
+/* ---- the context store (bpm_ctxmap.c) ---- */
+void bpm_ctxmap_init(vmt_bpm *b);
+void bpm_ctxmap_free(vmt_bpm *b);
+bool bpm_ctx_get(const vmt_bpm *b, const bpm_ctx_key *k, bpm_ctx_val *v);
+/* Update an existing context's value. */
+void bpm_ctx_set(vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val *v);
+/* Make room so that bpm_ctx_add of a context at va cannot fail. */
+vmt_status bpm_ctx_reserve(vmt_bpm *b, vmt_va va);
+void bpm_ctx_add(vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val *v);
+void bpm_ctx_del(vmt_bpm *b, const bpm_ctx_key *k);
+/* Contexts using va (any view, root) and whether they are global. */
+bool bpm_va_info(const vmt_bpm *b, vmt_va va, uint32_t *count, bool *global);
+/* Iterate: size_t it = 0; while (bpm_ctx_next(b, &it, &k, &v)) ... (no
+ * changes while iterating). */
+bool bpm_ctx_next(const vmt_bpm *b, size_t *it, bpm_ctx_key *k, bpm_ctx_val *v);
+vmt_status bpm_ctxmap_check(vmt_bpm *b);
+
 static inline bool bpm_frame_get(const vmt_bpm *b, uint64_t fk, bpm_frame *f)
 {
     const void *p = vmt_hmap_get(&b->frames, &fk);

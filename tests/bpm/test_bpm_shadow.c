@@ -634,6 +634,68 @@ static void test_bad_input(void **state)
     fx_free(&f);
 }
 
+/* Many address contexts at one va (roots and views): the va's first
+ * context is stored inline and the others aside; removing in any order and
+ * re-inserting keeps every lookup right. */
+static void test_many_contexts_one_va(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    vmt_view v2;
+    assert_int_equal(vmt_drv_view_create(f.d, VMT_ACCESS_RWX, &v2), VMT_OK);
+    fx_fill(&f, 0x10, 1);
+    enum { NR = 6 };
+    vmt_bpm_bp bps[2 * NR];
+    for (unsigned i = 0; i < 2 * NR; i++) {
+        bps[i] = fx_bp(&f, VA1, 0x200000 + (i % NR) * 0x1000, 1, i, false);
+        if (i >= NR)
+            bps[i].view = v2;
+        assert_int_equal(vmt_bpm_insert_pa(f.b, &bps[i], PA1, NULL), VMT_OK);
+        CK(&f);
+    }
+    vmt_bpm_stats st;
+    vmt_bpm_get_stats(f.b, &st);
+    assert_int_equal(st.contexts, 2 * NR);
+    assert_int_equal(st.frames, 2);
+    /* remove the first (inline) one, then every other one */
+    int gone[2 * NR] = { 0 };
+    const unsigned order[] = { 0, 3, 7, 1, 11 };
+    for (unsigned j = 0; j < sizeof order / sizeof order[0]; j++) {
+        assert_int_equal(vmt_bpm_remove(f.b, &bps[order[j]]), VMT_OK);
+        gone[order[j]] = 1;
+        CK(&f);
+        for (unsigned i = 0; i < 2 * NR; i++) {
+            assert_int_equal(vmt_bpm_contains(f.b, &bps[i]), !gone[i]);
+            vmt_bpm_bp hit;
+            vmt_event ev = fx_int3(&f, VA1, PA1, bps[i].ctx.root);
+            ev.view = bps[i].view;
+            size_t total;
+            vmt_bpm_lookup_event(f.b, &ev, &hit, 1, &total);
+            assert_int_equal(total, gone[i] ? 0 : 1);
+            if (!gone[i])
+                assert_int_equal(hit.tag, i);
+        }
+    }
+    /* back in again (fills the freed inline place) */
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &bps[3], PA1, NULL), VMT_OK);
+    CK(&f);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &bps[0], PA1, NULL), VMT_OK);
+    CK(&f);
+    /* a global there conflicts with every one of them */
+    vmt_bpm_bp g = fx_bp(&f, VA1, FX_ROOT_A, 9, 9, true);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &g, PA1, NULL), VMT_E_CONFLICT);
+    assert_int_equal(vmt_bpm_remove_view(f.b, v2, NULL), VMT_OK);
+    CK(&f);
+    vmt_bpm_get_stats(f.b, &st);
+    assert_int_equal(st.contexts, NR - 1 + 0); /* view 1: 6 - {1} */
+    assert_int_equal(vmt_bpm_clear(f.b), VMT_OK);
+    CK(&f);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &g, PA1, NULL), VMT_OK); /* free again */
+    CK(&f);
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -645,6 +707,7 @@ int main(void)
         cmocka_unit_test(test_hidden_reads_and_writes),
         cmocka_unit_test(test_remove_by_event_view_and_clear),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_many_contexts_one_va),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
