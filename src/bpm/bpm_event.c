@@ -237,7 +237,13 @@ static vmt_status on_write(vmt_bpm *b, const vmt_event *ev, uint64_t fk, vmt_res
     if (m->has_data && m->size >= 1 && m->size <= 8) {
         uint8_t bytes[8];
         memcpy(bytes, &m->value, sizeof bytes); /* little-endian host, as the guest */
-        return bpm_ctl_patch_frame(b, fk, (unsigned)vmt_page_offset(m->gpa), bytes, m->size);
+        unsigned off = (unsigned)vmt_page_offset(m->gpa);
+        unsigned here = m->size < VMT_PAGE_SIZE - off ? m->size : (unsigned)(VMT_PAGE_SIZE - off);
+        vmt_status st = bpm_ctl_patch_frame(b, fk, off, bytes, here);
+        if (!st && here < m->size) /* the store crosses into the next frame: mirror its part too */
+            st = bpm_ctl_patch_frame(b, bpm_fkey(ev->view, vmt_pa_to_gfn(m->gpa) + 1), 0, bytes + here,
+                                     m->size - here);
+        return st;
     }
     uint32_t vcpu = ev->vcpu;
     uint64_t val = fk;

@@ -696,6 +696,73 @@ static void test_many_contexts_one_va(void **state)
     fx_free(&f);
 }
 
+/* Writes that cross into the next breakpointed frame, and a driver with
+ * neither write data nor single-step: the shadow is rebuilt at the vCPU's
+ * next event. */
+static void test_write_edges(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    fx_fill(&f, 0x10, 1);
+    fx_fill(&f, 0x11, 2);
+    vmt_bpm_bp a = fx_bp(&f, 0x400ffe, FX_ROOT_A, 1, 1, false);
+    vmt_bpm_bp c = fx_bp(&f, 0x401001, FX_ROOT_A, 1, 2, false);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &a, 0x10ffe, NULL), VMT_OK);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &c, 0x11001, NULL), VMT_OK);
+    vmt_access acc;
+    vmt_gfn sh0, sh1;
+    fx_view_state(&f, 0x10, &acc, &sh0);
+    fx_view_state(&f, 0x11, &acc, &sh1);
+    vmt_event ev = fx_mem(&f, 0x400ffc, 0x10ffc, VMT_ACCESS_W, FX_ROOT_A);
+    ev.u.mem.has_data = true;
+    ev.u.mem.size = 8;
+    ev.u.mem.value = 0x8877665544332211ULL; /* 0x10ffc..0x10fff, 0x11000..0x11003 */
+    vmt_response resp;
+    vmt_bpm_verdict vd;
+    assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, NULL, 0, &vd), VMT_OK);
+    assert_int_equal(vd.disposition, VMT_BPM_HIDDEN);
+    CK(&f);
+    assert_int_equal(fx_byte(&f, (sh0 << 12) + 0xffc), 0x11);
+    assert_int_equal(fx_byte(&f, (sh0 << 12) + 0xffe), 0xCC); /* site kept */
+    assert_int_equal(fx_byte(&f, (sh0 << 12) + 0xfff), 0x44);
+    assert_int_equal(fx_byte(&f, (sh1 << 12) + 0x000), 0x55);
+    assert_int_equal(fx_byte(&f, (sh1 << 12) + 0x001), 0xCC); /* site kept */
+    assert_int_equal(fx_byte(&f, (sh1 << 12) + 0x002), 0x77);
+    /* the sites now remember the written bytes: removing restores them */
+    assert_int_equal(vmt_bpm_remove(f.b, &a), VMT_OK);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &a, 0x10ffe, NULL), VMT_OK); /* re-read from RAM */
+    CK(&f);
+    fx_free(&f);
+
+    vmt_mem_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.caps_remove = VMT_CAP_WRITE_DATA | VMT_CAP_SINGLESTEP;
+    fx_init(&f, &mc, VMT_BPM_CTL_SHADOW);
+    fx_fill(&f, 0x10, 1);
+    vmt_bpm_bp bp = fx_bp(&f, VA1, FX_ROOT_A, 1, 1, false);
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &bp, PA1, NULL), VMT_OK);
+    fx_view_state(&f, 0x10, &acc, &sh0);
+    ev = fx_mem(&f, 0x400120, 0x10120, VMT_ACCESS_W, FX_ROOT_A);
+    assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, NULL, 0, &vd), VMT_OK);
+    assert_int_equal(vd.disposition, VMT_BPM_HIDDEN);
+    assert_int_equal(resp.actions, VMT_RESP_EMULATE);
+    CK(&f);
+    uint8_t w[8] = { 1, 2, 3, 4, 5, 6, 7, 8 };
+    assert_int_equal(vmt_drv_write_phys(f.d, 0x10120, w, sizeof w), VMT_OK); /* the write lands */
+    vmt_event hit = fx_int3(&f, VA1, PA1, FX_ROOT_A);
+    assert_int_equal(vmt_bpm_handle_event(f.b, &hit, &resp, NULL, 0, &vd), VMT_OK);
+    assert_int_equal(vd.disposition, VMT_BPM_HIT);
+    assert_int_equal(fx_byte(&f, (sh0 << 12) + 0x120), 1);
+    assert_int_equal(fx_byte(&f, (sh0 << 12) + 0x123), 0xCC);
+    assert_int_equal(fx_byte(&f, (sh0 << 12) + 0x127), 8);
+    vmt_bpm_stats st;
+    vmt_bpm_get_stats(f.b, &st);
+    assert_int_equal(st.refreshes, 1);
+    CK(&f);
+    fx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -708,6 +775,7 @@ int main(void)
         cmocka_unit_test(test_remove_by_event_view_and_clear),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_many_contexts_one_va),
+        cmocka_unit_test(test_write_edges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
