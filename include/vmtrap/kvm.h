@@ -17,8 +17,15 @@
  *    port I/O events (serial 0x3f8 goes to cfg->serial as lines).
  *  - views are VM-wide (no VIEW_PER_VCPU): a remap is an mmap(MAP_FIXED) of
  *    a memfd page over the gfn's host address; write traps are read-only
- *    memslots, so trap_access is W only and write events carry the exact
- *    value and size. There are no read or execute traps. A write event's
+ *    memslots (write events carry the exact value and size); read traps are
+ *    frames left without a memslot (every data access exits as MMIO and the
+ *    response decides what a read returns). trap_access is R|W: execute is
+ *    never trapped, so rights must always include X. Code in a frame
+ *    without read right still runs: the driver maps the frame read-only for
+ *    one single-step per instruction (~100 us per instruction on kvm_pvm),
+ *    so keep read traps to frames that run little code (a hook's page). Do
+ *    not deny reads on frames KVM itself must read (page tables, GDT, IDT).
+ *    A write event's
  *    regs.rip may already point past the writing instruction (KVM hands the
  *    store over after emulating it); the store itself is held back until the
  *    response: CONTINUE/EMULATE/FAST_STEP/STEP make it land, DENY drops it.

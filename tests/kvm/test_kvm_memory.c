@@ -207,6 +207,125 @@ static void hidden_breakpoint_fast_step(void **state)
     vmt_driver_destroy(d);
 }
 
+/* mov rbx,0x200000; mov dx,0x5e1; 3x { mov rax,[rbx+8]; out dx,eax };
+ * mov qword [rbx+16],0x777; mov rax,[rbx+16]; out dx,eax; hlt */
+static const uint8_t g_read[] = {
+    0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00, 0x66, 0xba, 0xe1, 0x05, 0x48, 0x8b, 0x43, 0x08, 0xef, 0x48, 0x8b, 0x43,
+    0x08, 0xef, 0x48, 0x8b, 0x43, 0x08, 0xef, 0x48, 0xc7, 0x43, 0x10, 0x77, 0x07, 0x00, 0x00, 0x48, 0x8b, 0x43, 0x10,
+    0xef, 0xf4,
+};
+
+/* Read traps (a frame without a memslot): each read is an event before it
+ * happens; CONTINUE reads the current view's frame, EMULATE view 0's,
+ * DENY gives zeros; a write the view allows lands silently. */
+static void read_trap_responses(void **state)
+{
+    (void)state;
+    vmt_driver *d = kg_driver(g_read, sizeof g_read, KG_RAM);
+    const uint64_t real = 0x1111111111ull, other = 0x2222222222ull;
+    vmt_gfn shadow;
+    vmt_view v;
+    assert_int_equal(vmt_drv_write_phys(d, 0x200008, &real, 8), VMT_OK);
+    assert_int_equal(vmt_drv_frame_alloc(d, &shadow), VMT_OK);
+    assert_int_equal(vmt_drv_write_phys(d, (shadow << 12) + 8, &other, 8), VMT_OK);
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_remap(d, v, 0x200, shadow), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 0x200, VMT_ACCESS_WX), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
+    kg_check(d);
+    static const uint32_t actions[] = { VMT_RESP_CONTINUE, VMT_RESP_EMULATE, VMT_RESP_DENY };
+    static const uint32_t seen[] = { 0x22222222u, 0x11111111u, 0 };
+    vmt_event ev;
+    for (int i = 0; i < 3; i++) {
+        kg_expect(d, VMT_EVENT_MEM_ACCESS, &ev);
+        assert_int_equal(ev.u.mem.access, VMT_ACCESS_R);
+        assert_int_equal(ev.u.mem.gpa, 0x200008);
+        assert_int_equal(ev.u.mem.size, 8);
+        assert_false(ev.u.mem.has_data);
+        vmt_response r = { .actions = actions[i], .emulate_view = VMT_VIEW_DEFAULT };
+        assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
+        kg_expect(d, VMT_EVENT_IO, &ev);
+        assert_int_equal(ev.u.io.value, seen[i]);
+        kg_continue(d, &ev);
+    }
+    /* the write is allowed: no event, it lands in the shadow frame */
+    kg_expect(d, VMT_EVENT_MEM_ACCESS, &ev); /* the read back is not */
+    assert_int_equal(ev.u.mem.gpa, 0x200010);
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.value, 0x777);
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_STOPPED, &ev);
+    uint64_t x;
+    assert_int_equal(vmt_drv_read_phys(d, (shadow << 12) + 16, &x, 8), VMT_OK);
+    assert_int_equal(x, 0x777);
+    assert_int_equal(vmt_drv_read_phys(d, 0x200010, &x, 8), VMT_OK);
+    assert_int_equal(x, 0);
+    kg_check(d);
+    vmt_driver_destroy(d);
+}
+
+/* A fully hidden breakpoint: func's page in view 1 is a shadow with INT3
+ * and no read right. The guest calls func 20 times (each call one
+ * breakpoint event, FAST_STEP through view 0 runs the real push rbp; the
+ * rest of func runs from the no-slot page one step at a time), and when the
+ * guest reads func's first byte it sees the original 0x55, not 0xCC. */
+static void hidden_breakpoint_invisible_to_reads(void **state)
+{
+    (void)state;
+    /* at 0x1000: xor ebx,ebx; mov ecx,20; 1: mov rdi,rbx; mov rax,0x2000;
+     * call rax; cmp rax,rbx; jne bad; inc rbx; dec ecx; jnz 1b;
+     * movzx eax,byte [0x2000]; mov dx,0x5e1; out dx,eax; mov eax,ebx;
+     * out dx,eax; hlt; bad: mov eax,0xbad; mov dx,0x5e2; out dx,eax; hlt
+     * at 0x2000: push rbp; mov rax,rdi; pop rbp; ret */
+    static const uint8_t main_code[] = {
+        0x31, 0xdb, 0xb9, 0x14, 0x00, 0x00, 0x00, 0x48, 0x89, 0xdf, 0x48, 0xc7, 0xc0, 0x00, 0x20, 0x00,
+        0x00, 0xff, 0xd0, 0x48, 0x39, 0xd8, 0x75, 0x18, 0x48, 0xff, 0xc3, 0xff, 0xc9, 0x75, 0xe8, 0x0f,
+        0xb6, 0x04, 0x25, 0x00, 0x20, 0x00, 0x00, 0x66, 0xba, 0xe1, 0x05, 0xef, 0x89, 0xd8, 0xef, 0xf4,
+        0xb8, 0xad, 0x0b, 0x00, 0x00, 0x66, 0xba, 0xe2, 0x05, 0xef, 0xf4,
+    };
+    static const uint8_t func[] = { 0x55, 0x48, 0x89, 0xf8, 0x5d, 0xc3 };
+    static uint8_t image[0x1000 + sizeof func];
+    memcpy(image, main_code, sizeof main_code);
+    memcpy(image + 0x1000, func, sizeof func);
+    vmt_driver *d = kg_driver(image, sizeof image, KG_RAM);
+    uint8_t page[4096];
+    vmt_gfn shadow;
+    vmt_view v;
+    assert_int_equal(vmt_drv_frame_alloc(d, &shadow), VMT_OK);
+    assert_int_equal(vmt_drv_read_phys(d, 0x2000, page, sizeof page), VMT_OK);
+    page[0] = 0xCC;
+    assert_int_equal(vmt_drv_write_phys(d, shadow << 12, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_remap(d, v, 2, shadow), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 2, VMT_ACCESS_X), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
+    vmt_event ev;
+    for (uint64_t i = 0; i < 20; i++) {
+        kg_expect(d, VMT_EVENT_BREAKPOINT, &ev);
+        assert_int_equal(ev.regs.rip, 0x2000);
+        assert_int_equal(ev.regs.rdi, i);
+        vmt_response r = { .actions = VMT_RESP_FAST_STEP, .step_view = VMT_VIEW_DEFAULT };
+        assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
+        kg_check(d);
+    }
+    kg_expect(d, VMT_EVENT_MEM_ACCESS, &ev); /* the guest reads func's first byte */
+    assert_int_equal(ev.u.mem.access, VMT_ACCESS_R);
+    assert_int_equal(ev.u.mem.gpa, 0x2000);
+    vmt_response r = { .actions = VMT_RESP_EMULATE, .emulate_view = VMT_VIEW_DEFAULT };
+    assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.value, 0x55); /* not 0xCC */
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.value, 20); /* every call returned its argument */
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_STOPPED, &ev);
+    assert_int_equal(ev.u.stop.reason, VMT_STOP_HALT);
+    kg_check(d);
+    vmt_driver_destroy(d);
+}
+
 /* Caps say what KVM can do: write traps only, VM-wide views. */
 static void caps_are_honest(void **state)
 {
@@ -214,15 +333,17 @@ static void caps_are_honest(void **state)
     vmt_driver *d = kg_driver(g_pt, sizeof g_pt, KG_RAM);
     const vmt_caps *c = vmt_driver_caps(d);
     assert_true(vmt_kvm_is_kvm(d));
-    assert_int_equal(c->trap_access, VMT_ACCESS_W);
+    assert_int_equal(c->trap_access, VMT_ACCESS_RW); /* no execute traps */
     assert_false(c->flags & VMT_CAP_VIEW_PER_VCPU);
     assert_false(c->flags & VMT_CAP_PT_AD_BITS);
     assert_false(c->flags & VMT_CAP_INSN_LIMIT);
     assert_true(vmt_driver_has(d, VMT_CAP_WRITE_DATA | VMT_CAP_VIEW_PERM | VMT_CAP_BREAKPOINT_EVENTS));
     vmt_view v;
     assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
-    assert_int_equal(vmt_drv_view_set_access(d, v, 5, VMT_ACCESS_W | VMT_ACCESS_X), VMT_E_NOTSUP);
     assert_int_equal(vmt_drv_view_set_access(d, v, 5, VMT_ACCESS_RW), VMT_E_NOTSUP);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 5, VMT_ACCESS_R), VMT_E_NOTSUP);
+    vmt_view bad;
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RW, &bad), VMT_E_NOTSUP);
     assert_int_equal(vmt_drv_view_set_access(d, VMT_VIEW_DEFAULT, 5, VMT_ACCESS_RX), VMT_E_INVAL);
     /* memslots split around protected frames and merge back */
     assert_int_equal(vmt_kvm_memslot_count(d), 1);
@@ -236,8 +357,20 @@ static void caps_are_honest(void **state)
     assert_int_equal(vmt_kvm_memslot_count(d), 1);
     assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
     assert_int_equal(vmt_kvm_memslot_count(d), 3);
+    /* a frame without read right has no memslot at all */
+    assert_int_equal(vmt_drv_view_set_access(d, v, 7, VMT_ACCESS_X), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), 3); /* [0,5) rw, [5,7) ro, hole, [8,..) rw */
+    kg_check(d);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 7, VMT_ACCESS_WX), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), 3);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 9, VMT_ACCESS_RX), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), 5); /* ..., [8,9) rw, [9,10) ro, [10,..) rw */
+    kg_check(d);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 9, VMT_ACCESS_RWX), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), 3);
     assert_int_equal(vmt_drv_view_set_access(d, v, 5, VMT_ACCESS_RWX), VMT_OK);
     assert_int_equal(vmt_drv_view_set_access(d, v, 6, VMT_ACCESS_RWX), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 7, VMT_ACCESS_RWX), VMT_OK);
     assert_int_equal(vmt_kvm_memslot_count(d), 1);
     assert_int_equal(vmt_drv_view_destroy(d, v), VMT_E_BUSY);
     kg_check(d);
@@ -256,6 +389,8 @@ int main(void)
         cmocka_unit_test(pt_write_deny_drops),
         cmocka_unit_test(pt_write_emulate_in_view0),
         cmocka_unit_test(hidden_breakpoint_fast_step),
+        cmocka_unit_test(read_trap_responses),
+        cmocka_unit_test(hidden_breakpoint_invisible_to_reads),
         cmocka_unit_test(caps_are_honest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -139,7 +139,7 @@ static vmt_caps kvm_caps_for(const kvm_drv *k)
               VMT_CAP_TIME_LIMIT;
     if (k->have_ro_slots) {
         c.flags |= VMT_CAP_VIEW_PERM | VMT_CAP_WRITE_DATA | VMT_CAP_EMULATE;
-        c.trap_access = VMT_ACCESS_W;
+        c.trap_access = k->trap_access;
     }
     c.max_views = k->max_views;
     c.hw_breakpoints = 4;

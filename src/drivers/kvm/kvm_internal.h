@@ -4,7 +4,7 @@
  * Files: kvm_driver.c (create/destroy, ops table, caps, stats, checker),
  * kvm_vcpu.c (registers, long-mode setup, guest debug), kvm_mem.c (RAM,
  * memslots, views, frames, dirty log), kvm_run.c (the run loop, exits,
- * events and responses, timer).
+ * events, timer), kvm_respond.c (responses).
  *
  * Memory layout: one memfd holds guest RAM (frames 0 .. ram_frames-1) followed
  * by the extra frames (gfn ram_frames + i, at file offset gfn * 4 KiB).
@@ -13,9 +13,11 @@
  * it shows the current view (a remapped gfn's page of gmem is the backing
  * frame's memfd page, mapped MAP_FIXED).
  *
- * Invariants (kvm_check): `slots` is sorted, tiles [0, ram_frames) without
- * gaps, each slot's `ro` equals ro[g] for all its frames; ro[g] is 1 exactly
- * when the current view denies W on g; gmem page g maps backing(cur, g);
+ * Invariants (kvm_check): `slots` is sorted and covers exactly the RAM
+ * frames whose state is not KVM_SLOT_NONE, each slot's `ro` matching the
+ * state of all its frames; state[g] follows the current view's rights (no
+ * slot when R is denied, read-only when W is); temporary execute slots
+ * exist only during a step; gmem page g maps backing(cur, g);
  * extra_refs[i] is the number of (view, gfn) pairs backed by extra frame i;
  * gmem shows map_view, which differs from cur_view only inside wait_event
  * while a FAST_STEP runs (the step's stores to frames cur_view protects but
@@ -38,6 +40,10 @@
 
 #define KVM_EXIT_REASONS 64
 #define KVM_SERIAL_LINE 256
+#define KVM_EXEC_SLOTS 2
+
+/* Memslot state of a RAM frame in the current view. */
+enum { KVM_SLOT_RW = 0, KVM_SLOT_RO = 1, KVM_SLOT_NONE = 2 };
 
 typedef struct kvm_view {
     bool used;
@@ -47,7 +53,7 @@ typedef struct kvm_view {
     uint64_t nremap;     /* gfns with backing != gfn: the first nremap of `remapped` */
     uint32_t *remapped;  /* those gfns, unordered (capacity remap_cap) */
     uint64_t remap_cap;
-    uint64_t nprot;      /* gfns without W */
+    uint64_t nprot;      /* gfns without R or W */
 } kvm_view;
 
 typedef struct kvm_slot {
@@ -84,7 +90,11 @@ typedef struct kvm_drv {
     uint32_t nslots, slots_cap, max_slots;
     uint32_t *free_ids;
     uint32_t nfree_ids;
-    uint8_t *ro;          /* per RAM gfn: current layout is read-only */
+    uint8_t *state;       /* per RAM gfn: KVM_SLOT_* of the current layout */
+    vmt_access trap_access;/* what the host lets the driver trap (R|W with read-only slots) */
+    uint64_t exec_gfn[KVM_EXEC_SLOTS]; /* no-slot frames mapped for one step to run code there */
+    uint32_t exec_id[KVM_EXEC_SLOTS];
+    uint32_t nexec;
     uint64_t *dirty_acc;  /* per RAM gfn, accumulated dirty bits */
     uint64_t *dirty_tmp;
     uint8_t *extra_used;
@@ -157,8 +167,14 @@ void kvm_mem_fini(kvm_drv *k);
 uint64_t kvm_backing(const kvm_drv *k, vmt_view v, uint64_t gfn);
 vmt_status kvm_switch_view(kvm_drv *k, vmt_view v);
 vmt_status kvm_map_view(kvm_drv *k, vmt_view v);
+vmt_status kvm_exec_map(kvm_drv *k, uint64_t gfn);
+vmt_status kvm_exec_unmap_all(kvm_drv *k);
+bool kvm_exec_mapped(const kvm_drv *k, uint64_t gfn);
 vmt_status kvm_mem_check(kvm_drv *k);
 void kvm_mark_dirty(kvm_drv *k, uint64_t gfn);
+/* Guest-physical access as view v maps it (bytes past RAM: writes dropped, reads 0xff). */
+void kvm_write_through(kvm_drv *k, vmt_view v, uint64_t gpa, const uint8_t *data, unsigned size);
+void kvm_read_through(kvm_drv *k, vmt_view v, uint64_t gpa, uint8_t *data, unsigned size);
 vmt_status kvm_read_phys(vmt_driver *d, vmt_pa pa, void *buf, size_t len);
 vmt_status kvm_write_phys(vmt_driver *d, vmt_pa pa, const void *buf, size_t len);
 vmt_status kvm_view_create(vmt_driver *d, vmt_access default_access, vmt_view *out);
@@ -177,6 +193,9 @@ vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len);
 void kvm_timer_fini(kvm_drv *k);
 vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev);
 vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp);
+vmt_status kvm_complete_pending(kvm_drv *k, bool *exited);
+void kvm_io_event(kvm_drv *k);
+static inline uint8_t *kvm_io_data(kvm_drv *k) { return (uint8_t *)k->run + k->run->io.data_offset; }
 void kvm_serial_fini(kvm_drv *k);
 
 #endif

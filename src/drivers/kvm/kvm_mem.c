@@ -25,9 +25,14 @@
 
 #include "drivers/kvm/kvm_internal.h"
 
-static inline bool want_ro(const kvm_drv *k, vmt_view v, uint64_t g)
+/* The memslot state a view's rights call for: no slot when reads are
+ * denied (every data access exits), read-only when writes are. */
+static inline uint8_t want_state(const kvm_drv *k, vmt_view v, uint64_t g)
 {
-    return v != VMT_VIEW_DEFAULT && !(k->views[v].access[g] & VMT_ACCESS_W);
+    if (v == VMT_VIEW_DEFAULT)
+        return KVM_SLOT_RW;
+    uint8_t a = k->views[v].access[g];
+    return !(a & VMT_ACCESS_R) ? KVM_SLOT_NONE : !(a & VMT_ACCESS_W) ? KVM_SLOT_RO : KVM_SLOT_RW;
 }
 
 uint64_t kvm_backing(const kvm_drv *k, vmt_view v, uint64_t gfn)
@@ -39,6 +44,26 @@ void kvm_mark_dirty(kvm_drv *k, uint64_t gfn)
 {
     if (gfn < k->ram_frames)
         k->dirty_acc[gfn / 64] |= 1ull << (gfn % 64);
+}
+
+void kvm_write_through(kvm_drv *k, vmt_view v, uint64_t gpa, const uint8_t *data, unsigned size)
+{
+    for (unsigned i = 0; i < size; i++) {
+        uint64_t a = gpa + i, g = a >> VMT_PAGE_SHIFT;
+        if (g >= k->ram_frames)
+            break;
+        k->direct[(kvm_backing(k, v, g) << VMT_PAGE_SHIFT) | (a & (VMT_PAGE_SIZE - 1))] = data[i];
+        kvm_mark_dirty(k, g);
+    }
+}
+
+void kvm_read_through(kvm_drv *k, vmt_view v, uint64_t gpa, uint8_t *data, unsigned size)
+{
+    for (unsigned i = 0; i < size; i++) {
+        uint64_t a = gpa + i, g = a >> VMT_PAGE_SHIFT;
+        data[i] = g < k->ram_frames ? k->direct[(kvm_backing(k, v, g) << VMT_PAGE_SHIFT) | (a & (VMT_PAGE_SIZE - 1))]
+                                    : 0xff;
+    }
 }
 
 /* ---- memslots ---- */
@@ -85,31 +110,42 @@ vmt_status kvm_collect_dirty(kvm_drv *k)
     return VMT_OK;
 }
 
-static uint32_t slot_find(const kvm_drv *k, uint64_t gfn)
+/* Index of the first slot whose end is above gfn (nslots if none). */
+static uint32_t slot_after(const kvm_drv *k, uint64_t gfn)
 {
     uint32_t lo = 0, hi = k->nslots;
-    while (hi - lo > 1) {
+    while (lo < hi) {
         uint32_t mid = (lo + hi) / 2;
-        if (k->slots[mid].gfn <= gfn)
-            lo = mid;
+        if (k->slots[mid].gfn + k->slots[mid].npages <= gfn)
+            lo = mid + 1;
         else
             hi = mid;
     }
     return lo;
 }
 
-/* Rebuild slots [i0, i1] (inclusive) from the ro[] bitmap over their range. */
-static vmt_status slots_rebuild(kvm_drv *k, uint32_t i0, uint32_t i1)
+/* The slot holding gfn, or -1. */
+static int64_t slot_holding(const kvm_drv *k, uint64_t gfn)
 {
-    uint64_t lo = k->slots[i0].gfn, hi = k->slots[i1].gfn + k->slots[i1].npages;
-    /* new runs */
+    uint32_t i = slot_after(k, gfn);
+    return i < k->nslots && k->slots[i].gfn <= gfn ? (int64_t)i : -1;
+}
+
+/* Rebuild the slots of [lo, hi) from state[]. No slot may straddle lo or
+ * hi. Slots that come out identical stay; runs of KVM_SLOT_NONE get none. */
+static vmt_status slots_rebuild(kvm_drv *k, uint64_t lo, uint64_t hi)
+{
+    uint32_t i0 = slot_after(k, lo), i1 = i0; /* old slots [i0, i1) */
+    while (i1 < k->nslots && k->slots[i1].gfn < hi)
+        i1++;
     uint64_t nruns = 0;
     for (uint64_t g = lo; g < hi; g++)
-        if (g == lo || k->ro[g] != k->ro[g - 1])
+        if (k->state[g] != KVM_SLOT_NONE && (g == lo || k->state[g] != k->state[g - 1]))
             nruns++;
-    kvm_slot *runs = calloc(nruns, sizeof *runs);
-    uint8_t *keep_new = calloc(nruns, 1);
-    uint8_t *keep_old = calloc(i1 - i0 + 1, 1);
+    uint32_t nold = i1 - i0;
+    kvm_slot *runs = calloc(nruns ? nruns : 1, sizeof *runs);
+    uint8_t *keep_new = calloc(nruns ? nruns : 1, 1);
+    uint8_t *keep_old = calloc(nold ? nold : 1, 1);
     vmt_status st = VMT_OK;
     if (!runs || !keep_new || !keep_old) {
         st = vmt_driver_fail(k->d, VMT_E_NOMEM, "out of memory rebuilding memslots");
@@ -117,15 +153,16 @@ static vmt_status slots_rebuild(kvm_drv *k, uint32_t i0, uint32_t i1)
     }
     uint64_t r = 0;
     for (uint64_t g = lo; g < hi; g++) {
-        if (g == lo || k->ro[g] != k->ro[g - 1]) {
+        if (k->state[g] == KVM_SLOT_NONE)
+            continue;
+        if (g == lo || k->state[g] != k->state[g - 1]) {
             runs[r].gfn = g;
-            runs[r].ro = k->ro[g];
+            runs[r].ro = k->state[g] == KVM_SLOT_RO;
             r++;
         }
         runs[r - 1].npages++;
     }
-    /* identical slots stay */
-    for (uint32_t i = i0; i <= i1; i++)
+    for (uint32_t i = i0; i < i1; i++)
         for (uint64_t j = 0; j < nruns; j++)
             if (!keep_new[j] && runs[j].gfn == k->slots[i].gfn && runs[j].npages == k->slots[i].npages &&
                 runs[j].ro == k->slots[i].ro) {
@@ -133,13 +170,11 @@ static vmt_status slots_rebuild(kvm_drv *k, uint32_t i0, uint32_t i1)
                 keep_old[i - i0] = 1;
                 runs[j].id = k->slots[i].id;
             }
-    uint32_t nold = i1 - i0 + 1;
-    uint64_t delta = nruns > nold ? nruns - nold : 0;
-    if (k->nslots + delta > k->slots_cap || k->nfree_ids + nold < nruns) {
+    if (k->nslots - nold + nruns > k->slots_cap || k->nfree_ids + nold < nruns) {
         st = vmt_driver_fail(k->d, VMT_E_RANGE, "out of KVM memslots (%u in use, limit %u)", k->nslots, k->max_slots);
         goto out;
     }
-    for (uint32_t i = i0; i <= i1; i++) {
+    for (uint32_t i = i0; i < i1; i++) {
         if (keep_old[i - i0])
             continue;
         if ((st = slot_collect(k, &k->slots[i])) || (st = slot_ioctl(k, k->slots[i].id, k->slots[i].gfn, 0, false)))
@@ -155,7 +190,7 @@ static vmt_status slots_rebuild(kvm_drv *k, uint32_t i0, uint32_t i1)
             goto out;
         }
     }
-    memmove(&k->slots[i0 + nruns], &k->slots[i1 + 1], (k->nslots - i1 - 1) * sizeof *k->slots);
+    memmove(&k->slots[i0 + nruns], &k->slots[i1], (k->nslots - i1) * sizeof *k->slots);
     memcpy(&k->slots[i0], runs, nruns * sizeof *runs);
     k->nslots = (uint32_t)(k->nslots - nold + nruns);
 out:
@@ -165,17 +200,66 @@ out:
     return st;
 }
 
-static vmt_status set_ro(kvm_drv *k, uint64_t g, bool ro)
+static vmt_status set_state(kvm_drv *k, uint64_t g, uint8_t state)
 {
-    if (k->ro[g] == ro)
+    uint8_t old = k->state[g];
+    if (old == state)
         return VMT_OK;
-    k->ro[g] = ro;
-    uint32_t i = slot_find(k, g);
-    uint32_t i0 = i > 0 ? i - 1 : i, i1 = i + 1 < k->nslots ? i + 1 : i;
-    vmt_status st = slots_rebuild(k, i0, i1);
+    /* the range: g, the slot holding it and the slots touching it (so runs can merge) */
+    uint64_t lo = g, hi = g + 1;
+    int64_t i = slot_holding(k, g);
+    if (i >= 0) {
+        lo = k->slots[i].gfn;
+        hi = k->slots[i].gfn + k->slots[i].npages;
+    }
+    if (lo > 0 && (i = slot_holding(k, lo - 1)) >= 0)
+        lo = k->slots[i].gfn;
+    if (hi < k->ram_frames && (i = slot_holding(k, hi)) >= 0)
+        hi = k->slots[i].gfn + k->slots[i].npages;
+    k->state[g] = state;
+    vmt_status st = slots_rebuild(k, lo, hi);
     if (st)
-        k->ro[g] = !ro;
+        k->state[g] = old;
     return st;
+}
+
+/* ---- temporary execute slots ---- */
+
+vmt_status kvm_exec_map(kvm_drv *k, uint64_t gfn)
+{
+    if (k->nexec >= KVM_EXEC_SLOTS || !k->nfree_ids)
+        return vmt_driver_fail(k->d, VMT_E_RANGE, "no room to map gfn 0x%" PRIx64 " for execution", gfn);
+    uint32_t id = k->free_ids[--k->nfree_ids];
+    vmt_status st = slot_ioctl(k, id, gfn, 1, true);
+    if (st) {
+        k->free_ids[k->nfree_ids++] = id;
+        return st;
+    }
+    k->exec_gfn[k->nexec] = gfn;
+    k->exec_id[k->nexec] = id;
+    k->nexec++;
+    return VMT_OK;
+}
+
+vmt_status kvm_exec_unmap_all(kvm_drv *k)
+{
+    vmt_status first = VMT_OK;
+    while (k->nexec) {
+        k->nexec--;
+        vmt_status st = slot_ioctl(k, k->exec_id[k->nexec], k->exec_gfn[k->nexec], 0, false);
+        if (st && !first)
+            first = st;
+        k->free_ids[k->nfree_ids++] = k->exec_id[k->nexec];
+    }
+    return first;
+}
+
+bool kvm_exec_mapped(const kvm_drv *k, uint64_t gfn)
+{
+    for (uint32_t i = 0; i < k->nexec; i++)
+        if (k->exec_gfn[i] == gfn)
+            return true;
+    return false;
 }
 
 /* ---- backing ---- */
@@ -246,11 +330,11 @@ vmt_status kvm_switch_view(kvm_drv *k, vmt_view v)
         return VMT_OK;
     bool changed = false;
     for (uint64_t g = 0; g < k->ram_frames; g++) {
-        uint8_t want = want_ro(k, v, g);
-        changed |= k->ro[g] != want;
-        k->ro[g] = want;
+        uint8_t want = want_state(k, v, g);
+        changed |= k->state[g] != want;
+        k->state[g] = want;
     }
-    return changed ? slots_rebuild(k, 0, k->nslots - 1) : VMT_OK;
+    return changed ? slots_rebuild(k, 0, k->ram_frames) : VMT_OK;
 }
 
 /* ---- init ---- */
@@ -276,17 +360,18 @@ vmt_status kvm_mem_init(kvm_drv *k, char *why, size_t why_len)
     int n = ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
     k->max_slots = n > 0 ? (uint32_t)n : 32;
     k->have_ro_slots = ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_READONLY_MEM) > 0;
+    k->trap_access = k->have_ro_slots ? VMT_ACCESS_RW : VMT_ACCESS_NONE;
     uint64_t words = (k->ram_frames + 63) / 64;
     k->slots_cap = k->max_slots;
     k->slots = calloc(k->slots_cap, sizeof *k->slots);
     k->free_ids = calloc(k->max_slots, sizeof *k->free_ids);
-    k->ro = calloc(k->ram_frames, 1);
+    k->state = calloc(k->ram_frames, 1);
     k->dirty_acc = calloc(words, 8);
     k->dirty_tmp = calloc(words, 8);
     k->extra_used = calloc(k->extra_frames ? k->extra_frames : 1, 1);
     k->extra_refs = calloc(k->extra_frames ? k->extra_frames : 1, sizeof *k->extra_refs);
     k->views = calloc(k->max_views, sizeof *k->views);
-    if (!k->slots || !k->free_ids || !k->ro || !k->dirty_acc || !k->dirty_tmp || !k->extra_used || !k->extra_refs ||
+    if (!k->slots || !k->free_ids || !k->state || !k->dirty_acc || !k->dirty_tmp || !k->extra_used || !k->extra_refs ||
         !k->views) {
         vmt_why(why, why_len, "kvm: out of memory");
         return VMT_E_NOMEM;
@@ -316,7 +401,7 @@ void kvm_mem_fini(kvm_drv *k)
     free(k->views);
     free(k->slots);
     free(k->free_ids);
-    free(k->ro);
+    free(k->state);
     free(k->dirty_acc);
     free(k->dirty_tmp);
     free(k->extra_used);
@@ -388,9 +473,9 @@ static vmt_status check_gfn(kvm_drv *k, vmt_gfn gfn)
 vmt_status kvm_view_create(vmt_driver *d, vmt_access dflt, vmt_view *out)
 {
     kvm_drv *k = vmt_driver_impl(d);
-    if ((~dflt & VMT_ACCESS_RWX) & ~VMT_ACCESS_W)
-        return vmt_driver_fail(d, VMT_E_NOTSUP, "a view's default rights must allow read and execute (kvm traps "
-                               "writes only)");
+    if (!(dflt & VMT_ACCESS_X) || ((~dflt & VMT_ACCESS_RW) & ~k->trap_access))
+        return vmt_driver_fail(d, VMT_E_NOTSUP, "kvm cannot trap what default rights 0x%x deny (execute is never "
+                               "trapped)", dflt);
     vmt_view v = 1;
     while (v < k->max_views && k->views[v].used)
         v++;
@@ -412,7 +497,7 @@ vmt_status kvm_view_create(vmt_driver *d, vmt_access dflt, vmt_view *out)
     w->used = true;
     w->dflt = dflt & VMT_ACCESS_RWX;
     w->nremap = 0; /* remapped/remap_cap: zero from the last destroy or calloc */
-    w->nprot = (dflt & VMT_ACCESS_W) ? 0 : k->ram_frames;
+    w->nprot = (dflt & VMT_ACCESS_RW) == VMT_ACCESS_RW ? 0 : k->ram_frames;
     *out = v;
     return VMT_OK;
 }
@@ -487,15 +572,18 @@ vmt_status kvm_view_set_access(vmt_driver *d, vmt_view v, vmt_gfn gfn, vmt_acces
     vmt_status st = check_view(k, v, false);
     if (st || (st = check_gfn(k, gfn)))
         return st;
-    if ((~allowed & VMT_ACCESS_RWX) & ~VMT_ACCESS_W)
-        return vmt_driver_fail(d, VMT_E_NOTSUP, "kvm traps writes only; rights must include read and execute");
+    if (!(allowed & VMT_ACCESS_X) || ((~allowed & VMT_ACCESS_RW) & ~k->trap_access))
+        return vmt_driver_fail(d, VMT_E_NOTSUP, "kvm cannot trap what rights 0x%x deny (execute is never trapped)",
+                               allowed);
     kvm_view *w = &k->views[v];
     uint8_t old = w->access[gfn];
     allowed &= VMT_ACCESS_RWX;
-    if (v == k->cur_view && (st = set_ro(k, gfn, !(allowed & VMT_ACCESS_W))))
-        return st;
-    w->nprot += !(allowed & VMT_ACCESS_W) - !(old & VMT_ACCESS_W);
     w->access[gfn] = allowed;
+    if (v == k->cur_view && (st = set_state(k, gfn, want_state(k, v, gfn)))) {
+        w->access[gfn] = old;
+        return st;
+    }
+    w->nprot += ((allowed & VMT_ACCESS_RW) != VMT_ACCESS_RW) - ((old & VMT_ACCESS_RW) != VMT_ACCESS_RW);
     return VMT_OK;
 }
 
@@ -544,30 +632,46 @@ vmt_status kvm_frame_free(vmt_driver *d, vmt_gfn gfn)
 
 vmt_status kvm_mem_check(kvm_drv *k)
 {
-    uint64_t next = 0;
-    for (uint32_t i = 0; i < k->nslots; i++) {
+    /* slots: sorted, disjoint, exactly the frames whose state is not NONE */
+    uint64_t g = 0;
+    for (uint32_t i = 0; i <= k->nslots; i++) {
+        uint64_t start = i < k->nslots ? k->slots[i].gfn : k->ram_frames;
+        if (i < k->nslots && (k->slots[i].npages == 0 || start < g))
+            return vmt_driver_fail(k->d, VMT_E_INTERNAL, "memslot %u (gfn 0x%" PRIx64 ") overlaps or is empty", i,
+                                   start);
+        for (; g < start; g++)
+            if (k->state[g] != KVM_SLOT_NONE)
+                return vmt_driver_fail(k->d, VMT_E_INTERNAL, "gfn 0x%" PRIx64 " has state %u but no memslot", g,
+                                       k->state[g]);
+        if (i == k->nslots)
+            break;
         const kvm_slot *s = &k->slots[i];
-        if (s->gfn != next || s->npages == 0)
-            return vmt_driver_fail(k->d, VMT_E_INTERNAL, "memslot %u starts at gfn 0x%" PRIx64 ", expected 0x%" PRIx64,
-                                   i, s->gfn, next);
-        for (uint64_t g = s->gfn; g < s->gfn + s->npages; g++) {
-            if (k->ro[g] != s->ro)
-                return vmt_driver_fail(k->d, VMT_E_INTERNAL, "gfn 0x%" PRIx64 " ro %u in slot with ro %u", g, k->ro[g],
-                                       s->ro);
-            if (k->ro[g] != want_ro(k, k->cur_view, g))
-                return vmt_driver_fail(k->d, VMT_E_INTERNAL, "gfn 0x%" PRIx64 " protection differs from view %u", g,
-                                       k->cur_view);
-        }
-        next = s->gfn + s->npages;
+        uint8_t want = s->ro ? KVM_SLOT_RO : KVM_SLOT_RW;
+        for (; g < s->gfn + s->npages; g++)
+            if (g >= k->ram_frames || k->state[g] != want)
+                return vmt_driver_fail(k->d, VMT_E_INTERNAL, "gfn 0x%" PRIx64 " in a %s memslot has state %u", g,
+                                       s->ro ? "read-only" : "writable", g < k->ram_frames ? k->state[g] : 0);
     }
-    if (next != k->ram_frames)
-        return vmt_driver_fail(k->d, VMT_E_INTERNAL, "memslots end at gfn 0x%" PRIx64 ", RAM has 0x%" PRIx64, next,
-                               k->ram_frames);
+    for (g = 0; g < k->ram_frames; g++)
+        if (k->state[g] != want_state(k, k->cur_view, g))
+            return vmt_driver_fail(k->d, VMT_E_INTERNAL, "gfn 0x%" PRIx64 " memslot state %u differs from view %u's "
+                                   "rights", g, k->state[g], k->cur_view);
+    if (k->nexec)
+        return vmt_driver_fail(k->d, VMT_E_INTERNAL, "%u temporary execute slots outside a step", k->nexec);
     for (uint16_t v = 1; v < k->max_views; v++) {
         const kvm_view *w = &k->views[v];
         uint64_t n = 0;
-        for (uint64_t g = 0; w->used && g < k->ram_frames; g++)
-            n += w->backing[g] != g;
+        for (uint64_t x = 0; w->used && x < k->ram_frames; x++)
+            n += (w->access[x] & VMT_ACCESS_RW) != VMT_ACCESS_RW;
+        if (w->used && n != w->nprot)
+            return vmt_driver_fail(k->d, VMT_E_INTERNAL, "view %u has %" PRIu64 " restricted gfns, counter %" PRIu64, v,
+                                   n, w->nprot);
+    }
+    for (uint16_t v = 1; v < k->max_views; v++) {
+        const kvm_view *w = &k->views[v];
+        uint64_t n = 0;
+        for (uint64_t x = 0; w->used && x < k->ram_frames; x++)
+            n += w->backing[x] != x;
         if (w->used && n != w->nremap)
             return vmt_driver_fail(k->d, VMT_E_INTERNAL, "view %u has %" PRIu64 " remapped gfns, list has %" PRIu64, v,
                                    n, w->nremap);
@@ -582,8 +686,8 @@ vmt_status kvm_mem_check(kvm_drv *k)
     if (!refs)
         return vmt_driver_fail(k->d, VMT_E_NOMEM, "out of memory checking frames");
     for (uint16_t v = 1; v < k->max_views; v++)
-        for (uint64_t g = 0; k->views[v].used && g < k->ram_frames; g++) {
-            uint64_t b = k->views[v].backing[g];
+        for (uint64_t x = 0; k->views[v].used && x < k->ram_frames; x++) {
+            uint64_t b = k->views[v].backing[x];
             if (b >= k->ram_frames)
                 refs[b - k->ram_frames]++;
         }

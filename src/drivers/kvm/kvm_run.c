@@ -199,6 +199,9 @@ static int step_end(kvm_drv *k, bool report_allowed)
     k->step = (kvm_step){ .fast_view = VMT_VIEW_INVALID };
     if (!s.active)
         return H_CONTINUE;
+    if (k->nexec && kvm_exec_unmap_all(k) != VMT_OK)
+        return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "removing a temporary execute slot: %s",
+                          vmt_driver_error(k->d));
     if (k->map_view != k->cur_view && kvm_map_view(k, k->cur_view) != VMT_OK)
         return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "mapping view %u back after a step: %s", k->cur_view,
                           vmt_driver_error(k->d));
@@ -260,9 +263,7 @@ void kvm_serial_fini(kvm_drv *k) { serial_flush(k); }
 
 /* ---- exits ---- */
 
-static uint8_t *io_data(kvm_drv *k) { return (uint8_t *)k->run + k->run->io.data_offset; }
-
-static void io_event(kvm_drv *k)
+void kvm_io_event(kvm_drv *k)
 {
     const struct kvm_run *r = k->run;
     ev_begin(k, VMT_EVENT_IO);
@@ -274,7 +275,7 @@ static void io_event(kvm_drv *k)
     io->is_write = r->io.direction == KVM_EXIT_IO_OUT;
     if (io->is_write) {
         uint32_t v = 0;
-        memcpy(&v, io_data(k) + (size_t)k->io_index * r->io.size, r->io.size);
+        memcpy(&v, kvm_io_data(k) + (size_t)k->io_index * r->io.size, r->io.size);
         io->value = v;
     }
 }
@@ -289,7 +290,7 @@ static int handle_io(kvm_drv *k)
                           (unsigned long long)r->io.data_offset);
     k->need_completion = true;
     if (r->io.port >= VMT_PORT_SERIAL && r->io.port <= VMT_PORT_SERIAL + 7) {
-        uint8_t *data = io_data(k);
+        uint8_t *data = kvm_io_data(k);
         for (uint32_t i = 0; i < n; i++) {
             if (r->io.direction == KVM_EXIT_IO_OUT) {
                 if (r->io.port == VMT_PORT_SERIAL)
@@ -303,21 +304,14 @@ static int handle_io(kvm_drv *k)
         return H_CONTINUE;
     }
     k->io_index = 0;
-    io_event(k);
+    kvm_io_event(k);
     return H_EVENT;
 }
 
-static vmt_status write_through_view(kvm_drv *k, vmt_view v, uint64_t gpa, uint64_t value, unsigned size)
+/* Can view v make this access without a trap? (view 0 always can) */
+static bool view_allows(const kvm_drv *k, vmt_view v, uint64_t gfn, vmt_access acc)
 {
-    for (unsigned i = 0; i < size; i++) {
-        uint64_t a = gpa + i, g = a >> VMT_PAGE_SHIFT;
-        if (g >= k->ram_frames)
-            break;
-        uint64_t b = kvm_backing(k, v, g);
-        k->direct[(b << VMT_PAGE_SHIFT) | (a & (VMT_PAGE_SIZE - 1))] = (uint8_t)(value >> (8 * i));
-        kvm_mark_dirty(k, g);
-    }
-    return VMT_OK;
+    return v == VMT_VIEW_DEFAULT || (k->views[v].access[gfn] & acc);
 }
 
 static int handle_mmio(kvm_drv *k)
@@ -328,40 +322,37 @@ static int handle_mmio(kvm_drv *k)
     if (len == 0 || len > 8)
         return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "malformed KVM_EXIT_MMIO (len %u)", len);
     k->need_completion = true;
-    if (r->mmio.is_write && gfn < k->ram_frames && k->ro[gfn] && k->map_view != k->cur_view &&
-        (k->map_view == VMT_VIEW_DEFAULT || (k->views[k->map_view].access[gfn] & VMT_ACCESS_W))) {
-        /* a FAST_STEP's store that its step view allows: it lands there */
-        uint64_t v = 0;
-        memcpy(&v, r->mmio.data, len);
-        write_through_view(k, k->map_view, gpa, v, len);
+    vmt_access acc = r->mmio.is_write ? VMT_ACCESS_W : VMT_ACCESS_R;
+    if (gfn >= k->ram_frames) { /* no RAM: reads see all-ones, writes vanish */
+        if (!r->mmio.is_write)
+            memset(r->mmio.data, 0xff, len);
         return H_CONTINUE;
     }
-    if (r->mmio.is_write && gfn < k->ram_frames && k->ro[gfn]) {
-        ev_begin(k, VMT_EVENT_MEM_ACCESS);
-        if (k->ev.kind != VMT_EVENT_MEM_ACCESS)
-            return H_EVENT;
-        vmt_mem_access_info *m = &k->ev.u.mem;
-        m->gpa = gpa;
-        m->access = VMT_ACCESS_W;
-        m->has_data = true;
-        m->size = (uint8_t)len;
-        memcpy(&m->value, r->mmio.data, len);
+    /* Served without an event: what the current view allows (a frame
+     * without a slot still allows writes, say), and a FAST_STEP's access
+     * that its step view allows, through that view's mapping. */
+    vmt_view through = view_allows(k, k->cur_view, gfn, acc)                            ? k->cur_view
+                       : k->map_view != k->cur_view && view_allows(k, k->map_view, gfn, acc) ? k->map_view
+                                                                                          : VMT_VIEW_INVALID;
+    if (through != VMT_VIEW_INVALID) {
+        if (r->mmio.is_write)
+            kvm_write_through(k, through, gpa, r->mmio.data, len);
+        else
+            kvm_read_through(k, through, gpa, r->mmio.data, len);
+        return H_CONTINUE;
+    }
+    ev_begin(k, VMT_EVENT_MEM_ACCESS);
+    if (k->ev.kind != VMT_EVENT_MEM_ACCESS)
         return H_EVENT;
+    vmt_mem_access_info *m = &k->ev.u.mem;
+    m->gpa = gpa;
+    m->access = acc;
+    m->size = (uint8_t)len;
+    if (r->mmio.is_write) {
+        m->has_data = true;
+        memcpy(&m->value, r->mmio.data, len);
     }
-    /* Not a trap: RAM the slot layout did not cover, or no RAM at all. */
-    for (uint32_t i = 0; i < len; i++) {
-        uint64_t a = gpa + i;
-        bool ram = (a >> VMT_PAGE_SHIFT) < k->ram_frames;
-        if (r->mmio.is_write) {
-            if (ram) {
-                k->gmem[a] = r->mmio.data[i];
-                kvm_mark_dirty(k, a >> VMT_PAGE_SHIFT);
-            }
-        } else {
-            r->mmio.data[i] = ram ? k->gmem[a] : 0xff;
-        }
-    }
-    return H_CONTINUE;
+    return H_EVENT;
 }
 
 static int handle_debug(kvm_drv *k)
@@ -395,6 +386,24 @@ static int handle_internal(kvm_drv *k)
         (r->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) &&
         r->emulation_failure.insn_size >= 1 && r->emulation_failure.insn_bytes[0] == 0xCC)
         return bp_event(k, BP_FROM_EMULATION_EXIT);
+    /* Code in a frame without a memslot (its view denies reads) cannot be
+     * fetched: map the frame read-only for one step, then take it away. */
+    struct kvm_regs cur;
+    if (ioctl(k->vcpu_fd, KVM_GET_REGS, &cur) == 0) {
+        for (uint64_t va = cur.rip; va <= cur.rip + 15; va = (va | (VMT_PAGE_SIZE - 1)) + 1) {
+            uint64_t fetch_pa;
+            if (kvm_translate(k, va, &fetch_pa) != VMT_OK)
+                break;
+            uint64_t gfn = fetch_pa >> VMT_PAGE_SHIFT;
+            if (gfn >= k->ram_frames || k->state[gfn] != KVM_SLOT_NONE || kvm_exec_mapped(k, gfn))
+                continue;
+            if (kvm_exec_map(k, gfn) != VMT_OK)
+                return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "%s", vmt_driver_error(k->d));
+            if (!k->step.active)
+                k->step = (kvm_step){ .active = true, .fast_view = VMT_VIEW_INVALID };
+            return H_CONTINUE;
+        }
+    }
     step_end(k, false);
     char bytes[64] = "";
     size_t off = 0;
@@ -459,7 +468,7 @@ static int handle_exit(kvm_drv *k)
 
 /* Re-enter once with immediate_exit so a pending IO/MMIO instruction
  * completes. *exited: KVM returned with a new exit (to be handled). */
-static vmt_status complete_pending(kvm_drv *k, bool *exited)
+vmt_status kvm_complete_pending(kvm_drv *k, bool *exited)
 {
     *exited = false;
     k->run->immediate_exit = 1;
@@ -523,7 +532,7 @@ vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
         int h;
         if (k->step.active && (k->need_completion || k->step.complete)) {
             bool exited = false;
-            if (!k->step.complete && (st = complete_pending(k, &exited)))
+            if (!k->step.complete && (st = kvm_complete_pending(k, &exited)))
                 break;
             if (!exited) {
                 if (step_end(k, true) == H_EVENT)
@@ -590,131 +599,3 @@ event:
     return VMT_OK;
 }
 
-/* ---- responses ---- */
-
-/* want := done, except the fields where want differs from orig. */
-static void regs_merge(vmt_regs *want, const vmt_regs *orig, const vmt_regs *done)
-{
-#define M(f) want->f = (want->f != orig->f) ? want->f : done->f
-    M(rax); M(rbx); M(rcx); M(rdx); M(rsi); M(rdi); M(rbp); M(rsp);
-    M(r8); M(r9); M(r10); M(r11); M(r12); M(r13); M(r14); M(r15);
-    M(rip); M(rflags);
-    M(cr0); M(cr2); M(cr3); M(cr4); M(cr8); M(efer);
-    M(fs_base); M(gs_base); M(kernel_gs_base);
-    M(gdtr_base); M(idtr_base); M(gdtr_limit); M(idtr_limit);
-    M(cs); M(ss); M(ds); M(es); M(fs); M(gs);
-    M(dr0); M(dr1); M(dr2); M(dr3); M(dr6); M(dr7);
-#undef M
-}
-
-static vmt_status check_resp_view(kvm_drv *k, vmt_view v, const char *what)
-{
-    if (v >= k->max_views || !k->views[v].used)
-        return vmt_driver_fail(k->d, VMT_E_NOTFOUND, "%s names view %u, which does not exist", what, v);
-    return VMT_OK;
-}
-
-vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp)
-{
-    kvm_drv *k = vmt_driver_impl(d);
-    uint32_t a = resp->actions;
-    if (!k->in_event) {
-        if (ev->kind == VMT_EVENT_STOPPED)
-            return VMT_OK;
-        return vmt_driver_fail(d, VMT_E_INVAL, "no event awaits a response");
-    }
-    if (ev->seq != k->ev.seq)
-        return vmt_driver_fail(d, VMT_E_INVAL, "response to event %" PRIu64 ", but event %" PRIu64 " is pending",
-                               ev->seq, k->ev.seq);
-    vmt_event_kind kind = k->ev.kind;
-    if ((a & (VMT_RESP_DENY | VMT_RESP_EMULATE)) && kind != VMT_EVENT_MEM_ACCESS)
-        return vmt_driver_fail(d, VMT_E_INVAL, "DENY and EMULATE answer memory-access events only (got %s)",
-                               vmt_event_kind_name(kind));
-    if ((a & VMT_RESP_IO_VALUE) && !(kind == VMT_EVENT_IO && !k->ev.u.io.is_write))
-        return vmt_driver_fail(d, VMT_E_INVAL, "IO_VALUE answers a port read only");
-    vmt_status st;
-    if ((a & VMT_RESP_FAST_STEP) && (st = check_resp_view(k, resp->step_view, "FAST_STEP")))
-        return st;
-    if ((a & VMT_RESP_EMULATE) && (st = check_resp_view(k, resp->emulate_view, "EMULATE")))
-        return st;
-    if ((a & VMT_RESP_SWITCH_VIEW) && (st = check_resp_view(k, resp->new_view, "SWITCH_VIEW")))
-        return st;
-    if ((a & VMT_RESP_SWITCH_VIEW) && (st = kvm_switch_view(k, resp->new_view)))
-        return st;
-
-    kvm_step step = { .fast_view = VMT_VIEW_INVALID };
-    switch (kind) {
-    case VMT_EVENT_MEM_ACCESS: {
-        const vmt_mem_access_info *m = &k->ev.u.mem;
-        if (a & VMT_RESP_DENY)
-            break;
-        vmt_view v = (a & VMT_RESP_EMULATE) ? resp->emulate_view : (a & VMT_RESP_FAST_STEP) ? resp->step_view
-                                                                                            : k->cur_view;
-        write_through_view(k, v, m->gpa, m->value, m->size);
-        if (a & VMT_RESP_STEP)
-            step = (kvm_step){ .active = true, .report = true, .fast_view = VMT_VIEW_INVALID };
-        break;
-    }
-    case VMT_EVENT_IO:
-        if (!k->ev.u.io.is_write) {
-            uint32_t sz = k->run->io.size;
-            uint32_t v = (a & VMT_RESP_IO_VALUE) ? resp->io_value : 0xffffffffu;
-            memcpy(io_data(k) + (size_t)k->io_index * sz, &v, sz);
-        }
-        if (a & VMT_RESP_STEP)
-            step = (kvm_step){ .active = true, .report = true, .fast_view = VMT_VIEW_INVALID };
-        if (k->io_index + 1 < k->run->io.count) {
-            k->io_index++;
-            io_event(k);
-            k->queued_event = true;
-        }
-        break;
-    case VMT_EVENT_BREAKPOINT:
-    case VMT_EVENT_HW_BREAKPOINT:
-    case VMT_EVENT_SINGLESTEP: {
-        bool hw = kind == VMT_EVENT_HW_BREAKPOINT;
-        if (a & VMT_RESP_REINJECT) {
-            if ((st = kvm_reinject_bp(k)))
-                return st;
-        } else if (a & VMT_RESP_STEP) {
-            step = (kvm_step){ .active = true, .report = true, .hw_off = hw, .fast_view = VMT_VIEW_INVALID };
-        } else if (a & VMT_RESP_FAST_STEP) {
-            step = (kvm_step){ .active = true, .hw_off = hw, .fast_view = resp->step_view };
-        } else if (hw) {
-            /* RF is not honoured everywhere: step past the breakpoint with it off */
-            step = (kvm_step){ .active = true, .hw_off = true, .fast_view = VMT_VIEW_INVALID };
-        }
-        break;
-    }
-    default:
-        break;
-    }
-    /* a step under way when the stepped instruction raised this I/O or
-     * write event ends once that instruction completes */
-    if (!step.active && k->step.active && (kind == VMT_EVENT_IO || kind == VMT_EVENT_MEM_ACCESS))
-        step = k->step;
-    if (a & VMT_RESP_SET_REGS) {
-        vmt_regs want = resp->regs;
-        if (k->need_completion) {
-            /* Complete the instruction first (KVM may or may not have moved
-             * rip yet, and an IN writes rax), then apply only the fields
-             * the handler changed from the event's registers. */
-            bool exited;
-            if ((st = complete_pending(k, &exited)))
-                return st;
-            if (exited)
-                return vmt_driver_fail(d, VMT_E_BUSY, "the vCPU exited again while completing an I/O instruction; "
-                                       "registers not set");
-            step.complete = step.active;
-            vmt_regs done;
-            if ((st = kvm_get_regs(k, &done)))
-                return st;
-            regs_merge(&want, &k->ev.regs, &done);
-        }
-        if ((st = kvm_set_regs(k, &want)))
-            return st;
-    }
-    k->step = step;
-    k->in_event = false; /* a queued string-I/O element is delivered by the next wait_event */
-    return VMT_OK;
-}
