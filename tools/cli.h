@@ -41,6 +41,7 @@ typedef struct vmtrap_options {
     int returns;              /* also hook returns (--returns) */
     int json;
     int quiet;                /* no per-event lines, only the summary */
+    int trace;                /* also every driver event and the response (--trace) */
     double limit_seconds;     /* 0: none */
     uint64_t ram_mb;          /* 0: default */
 } vmtrap_options;
@@ -106,6 +107,7 @@ void cli_log_page_event(cli_log *l, const vmt_ptm_event *ev, const char *symbol)
 void cli_log_ucall(cli_log *l, const vmt_ucall *uc);
 void cli_log_serial(cli_log *l, const char *line);
 void cli_log_note(cli_log *l, const char *what, const char *text);
+void cli_log_trace(cli_log *l, const vmt_event *ev, const vmt_response *resp, vmt_status st);
 
 /* What the summary shows. */
 typedef struct cli_summary {

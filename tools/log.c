@@ -237,3 +237,79 @@ void cli_log_note(cli_log *l, const char *what, const char *text)
     snprintf(line, sizeof line, "%s: %s", what, text);
     emit_text(l, "vmtrap", line);
 }
+
+/* ---- --trace ---- */
+
+static void actions_text(uint32_t a, char *buf, size_t len)
+{
+    static const struct {
+        uint32_t bit;
+        const char *name;
+    } names[] = {
+        { VMT_RESP_DENY, "deny" },           { VMT_RESP_REINJECT, "reinject" },
+        { VMT_RESP_STEP, "step" },           { VMT_RESP_FAST_STEP, "fast-step" },
+        { VMT_RESP_EMULATE, "emulate" },     { VMT_RESP_SWITCH_VIEW, "switch-view" },
+        { VMT_RESP_SET_REGS, "set-regs" },   { VMT_RESP_IO_VALUE, "io-value" },
+    };
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((a & names[i].bit) && n < len)
+            n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? "+" : "", names[i].name);
+    if (!n)
+        snprintf(buf, len, "continue");
+}
+
+static void event_detail(const vmt_event *ev, char *buf, size_t len)
+{
+    char acc[4];
+    switch (ev->kind) {
+    case VMT_EVENT_MEM_ACCESS:
+        snprintf(buf, len, "%s gpa=0x%" PRIx64 " gva=0x%" PRIx64 "%s", vmt_access_str(ev->u.mem.access, acc),
+                 ev->u.mem.gpa, ev->u.mem.gva, ev->u.mem.in_pt_walk ? " (pt walk)" : "");
+        break;
+    case VMT_EVENT_BREAKPOINT: snprintf(buf, len, "gpa=0x%" PRIx64, ev->u.bp.gpa); break;
+    case VMT_EVENT_CR_WRITE:
+        snprintf(buf, len, "cr%u 0x%" PRIx64 " -> 0x%" PRIx64, ev->u.cr.cr, ev->u.cr.old_value, ev->u.cr.new_value);
+        break;
+    case VMT_EVENT_HW_BREAKPOINT: snprintf(buf, len, "dr%u 0x%" PRIx64, ev->u.hwbp.index, ev->u.hwbp.address); break;
+    case VMT_EVENT_IO:
+        snprintf(buf, len, "port 0x%x %s 0x%x", ev->u.io.port, ev->u.io.is_write ? "out" : "in", ev->u.io.value);
+        break;
+    case VMT_EVENT_STOPPED: snprintf(buf, len, "%s", vmt_stop_reason_name(ev->u.stop.reason)); break;
+    default: buf[0] = 0; break;
+    }
+}
+
+void cli_log_trace(cli_log *l, const vmt_event *ev, const vmt_response *resp, vmt_status st)
+{
+    char acts[128], detail[160];
+    actions_text(resp->actions, acts, sizeof acts);
+    size_t n = strlen(acts);
+    if (resp->actions & VMT_RESP_EMULATE)
+        n += (size_t)snprintf(acts + n, sizeof acts - n, " emulate_view=%u", resp->emulate_view);
+    if ((resp->actions & VMT_RESP_FAST_STEP) && n < sizeof acts)
+        n += (size_t)snprintf(acts + n, sizeof acts - n, " step_view=%u", resp->step_view);
+    if ((resp->actions & VMT_RESP_SWITCH_VIEW) && n < sizeof acts)
+        snprintf(acts + n, sizeof acts - n, " new_view=%u", resp->new_view);
+    event_detail(ev, detail, sizeof detail);
+    if (l->json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "event", json_object_new_string("trace"));
+        json_object_object_add(o, "seq", json_object_new_int64((int64_t)ev->seq));
+        json_object_object_add(o, "kind", json_object_new_string(vmt_event_kind_name(ev->kind)));
+        json_object_object_add(o, "rip", hex(ev->regs.rip));
+        json_object_object_add(o, "view", json_object_new_int(ev->view));
+        json_object_object_add(o, "detail", json_object_new_string(detail));
+        json_object_object_add(o, "response", json_object_new_string(acts));
+        if (st != VMT_OK)
+            json_object_object_add(o, "error", json_object_new_string(vmt_strerror(st)));
+        emit_json(l, o);
+        return;
+    }
+    char line[512];
+    snprintf(line, sizeof line, "#%" PRIu64 " %s rip=0x%" PRIx64 " view %u %s -> %s%s%s", ev->seq,
+             vmt_event_kind_name(ev->kind), ev->regs.rip, ev->view, detail, acts, st != VMT_OK ? " FAILED: " : "",
+             st != VMT_OK ? vmt_strerror(st) : "");
+    emit_text(l, "trace", line);
+}

@@ -16,7 +16,7 @@
 void cli_usage(FILE *f)
 {
     fputs("usage: vmtrap run --guest IMAGE --driver emu|kvm --hook SYMBOL[,SYMBOL...]\n"
-          "                  [--returns] [--json] [--quiet] [--limit SECONDS] [--ram MB]\n"
+          "                  [--returns] [--json] [--quiet] [--trace] [--limit SECONDS] [--ram MB]\n"
           "       vmtrap demo [--guest IMAGE] [--driver emu|kvm] [--json] [--quiet]\n"
           "                  [--limit SECONDS]\n"
           "       vmtrap --help\n"
@@ -27,7 +27,8 @@ void cli_usage(FILE *f)
           "      a summary table follows at exit (also on SIGINT/SIGTERM).\n"
           "demo  runs the bundled workload guest on the best available driver with\n"
           "      hooks on svc_open, svc_write, svc_spawn and svc_exit (and their returns).\n"
-          "--json writes one JSON object per line instead of readable lines.\n",
+          "--json writes one JSON object per line instead of readable lines.\n"
+          "--trace also logs every driver event with the monitor's response.\n",
           f);
 }
 
@@ -99,12 +100,13 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
     else
         return fail(err, err_len, "unknown command '%s' (expected run or demo)", cmd);
 
-    enum { OPT_RETURNS = 256, OPT_RAM };
+    enum { OPT_RETURNS = 256, OPT_RAM, OPT_TRACE };
     static const struct option longopts[] = {
         { "guest", required_argument, NULL, 'g' },
         { "driver", required_argument, NULL, 'd' },
         { "hook", required_argument, NULL, 'k' },
         { "returns", no_argument, NULL, OPT_RETURNS },
+        { "trace", no_argument, NULL, OPT_TRACE },
         { "json", no_argument, NULL, 'j' },
         { "quiet", no_argument, NULL, 'q' },
         { "limit", required_argument, NULL, 'l' },
@@ -130,6 +132,7 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
             break;
         case 'k': rc = add_hooks(o, optarg, err, err_len); break;
         case OPT_RETURNS: o->returns = 1; break;
+        case OPT_TRACE: o->trace = 1; break;
         case 'j': o->json = 1; break;
         case 'q': o->quiet = 1; break;
         case 'l':

@@ -105,6 +105,12 @@ static vmt_status on_hit(const vmt_hit *hit, void *user)
     return VMT_OK;
 }
 
+static void on_trace(const vmt_event *ev, const vmt_response *resp, vmt_status st, void *user)
+{
+    run_ctx *r = user;
+    cli_log_trace(&r->log, ev, resp, st);
+}
+
 static void on_page_event(const vmt_ptm_event *ev, const char *symbol, void *user)
 {
     run_ctx *r = user;
@@ -301,6 +307,8 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     }
     vmt_monitor_on_page_event(r.mon, on_page_event, &r);
     vmt_monitor_on_ucall(r.mon, on_ucall, &r);
+    if (o->trace)
+        vmt_monitor_on_event(r.mon, on_trace, &r);
     /* The demo reports fd and pid returns when the mechanism has room for
      * the extra return breakpoints (debug registers: 4 on x86). */
     unsigned limit = vmt_monitor_breakpoint_limit(r.mon);

@@ -117,6 +117,10 @@ vmt_status vmt_monitor_hook(vmt_monitor *m, const char *symbol, vmt_hook_fn fn, 
 vmt_status vmt_monitor_hook_return(vmt_monitor *m, const char *symbol, vmt_hook_fn fn, void *user);
 void vmt_monitor_on_page_event(vmt_monitor *m, vmt_page_event_fn fn, void *user);
 void vmt_monitor_on_ucall(vmt_monitor *m, vmt_ucall_fn fn, void *user);
+/* Every event after the monitor handled it, with the response it gives and
+ * the status of its handling (for tracing). */
+typedef void (*vmt_event_trace_fn)(const vmt_event *ev, const vmt_response *resp, vmt_status st, void *user);
+void vmt_monitor_on_event(vmt_monitor *m, vmt_event_trace_fn fn, void *user);
 
 /* The hooks, for reports: count, name and counters of hook i. */
 size_t vmt_monitor_hook_count(const vmt_monitor *m);

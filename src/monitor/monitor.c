@@ -148,6 +148,12 @@ void vmt_monitor_on_ucall(vmt_monitor *m, vmt_ucall_fn fn, void *user)
     m->ucall_user = user;
 }
 
+void vmt_monitor_on_event(vmt_monitor *m, vmt_event_trace_fn fn, void *user)
+{
+    m->trace_fn = fn;
+    m->trace_user = user;
+}
+
 size_t vmt_monitor_hook_count(const vmt_monitor *m)
 {
     return m->nhooks;

@@ -152,10 +152,20 @@ static vmt_status handle_io(vmt_monitor *m, const vmt_event *ev, vmt_response *r
 
 /* ---- dispatch ---- */
 
+static vmt_status dispatch(vmt_monitor *m, const vmt_event *ev, vmt_response *resp);
+
 vmt_status vmt_monitor_handle_event(vmt_session *s, const vmt_event *ev, vmt_response *resp, void *user)
 {
     vmt_monitor *m = user;
     (void)s;
+    vmt_status st = dispatch(m, ev, resp);
+    if (m->trace_fn)
+        m->trace_fn(ev, resp, st, m->trace_user);
+    return st;
+}
+
+static vmt_status dispatch(vmt_monitor *m, const vmt_event *ev, vmt_response *resp)
+{
     *resp = vmt_response_continue();
     if (ev->kind > VMT_EVENT_NONE && ev->kind < VMT_EVENT_KIND_COUNT)
         m->stats.events[ev->kind]++;

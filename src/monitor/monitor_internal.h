@@ -78,6 +78,8 @@ struct vmt_monitor {
     void *page_user;
     vmt_ucall_fn ucall_fn;
     void *ucall_user;
+    vmt_event_trace_fn trace_fn;
+    void *trace_user;
 
     vmt_status sink_status; /* first failure inside the ptm sink of one event */
     vmt_monitor_stats stats;
