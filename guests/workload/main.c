@@ -4,6 +4,12 @@
  * splits and re-tables the pages that hold them, then runs the stealth
  * detectors and reports.
  *
+ * Every 8th iteration the path given to svc_open and the buffer given to
+ * svc_write are in workload_user_page, paged out just before each call: a
+ * monitor decoding the arguments at the hook finds them not present, and
+ * the service's own read faults the page back in (STEP pagein "demand
+ * fault").
+ *
  * Reports, in order: REPORT iterations, REPORT detectors.skip ... (see
  * detectors.c), STEP per memory-manager operation during the loop, DETECTOR
  * 1..8, REPORT mm.* counters, REPORT calls.<svc> (calls made) for each
@@ -23,6 +29,11 @@ __attribute__((section(".data"))) volatile uint32_t workload_skip = 0;
 
 volatile uint64_t workload_calls[SVC_COUNT];
 
+__attribute__((aligned(4096))) char workload_user_page[4096];
+#define USER_PATH_TEXT "/paged/out/path.txt"
+#define USER_MESSAGE_TEXT "this message was paged out\n"
+_Static_assert(sizeof(USER_PATH_TEXT) <= 64, "the path fits before the message");
+
 static const char *const paths[] = {
     "/etc/passwd", "/var/log/vmtrap.log", "/tmp/scratch.bin", "/home/guest/notes.txt",
 };
@@ -39,19 +50,33 @@ int guest_main(uint64_t ram_size)
     ucall_report("iterations", iterations);
     serial_printf("workload: %u iterations, RAM %lu MiB\n", iterations, (unsigned long)(ram_size >> 20));
 
+    strlcpy(USER_PATH, USER_PATH_TEXT, 64);
+    strlcpy(USER_MESSAGE, USER_MESSAGE_TEXT, 64);
     mm_init();
     detectors_baseline();
 
     int64_t expected_pid = 100;
     for (uint32_t it = 0; it < iterations; it++) {
+        /* every 8th iteration the strings passed are in a paged-out page */
+        int paged_args = it % 8 == 7;
         const char *path = paths[it % (sizeof(paths) / sizeof(paths[0]))];
+        if (paged_args) {
+            mm_page_out_user();
+            path = USER_PATH;
+        }
         workload_calls[SVC_OPEN]++;
         int64_t fd = svc_open(path);
         GUEST_ASSERT(fd >= 3);
 
+        const char *buf = message;
         uint64_t len = sizeof(message) - 1 - (it % 7);
+        if (paged_args) {
+            mm_page_out_user();
+            buf = USER_MESSAGE;
+            len = sizeof(USER_MESSAGE_TEXT) - 1;
+        }
         workload_calls[SVC_WRITE]++;
-        int64_t written = svc_write(fd, message, len);
+        int64_t written = svc_write(fd, buf, len);
         GUEST_ASSERT_EQ(written, len);
 
         workload_calls[SVC_SPAWN]++;

@@ -17,6 +17,9 @@
  *   replace-pt new page table with the same entries, repoint the PDE
  *   merge-2m   every page home, PDE becomes a 2 MiB leaf, PT freed
  *   split-2m   new PT of 512 4 KiB entries for the same frames
+ * The data page holding the strings the workload passes to services
+ * (workload_user_page) is paged out the same way and reported as
+ * pageout-data / pagein-data (it is outside the 2 MiB region).
  * PTEs are written by a plain store, as two 4-byte halves (high half first
  * when making present, low first when clearing, like a PAE OS) or with
  * `lock cmpxchg`; one cmpxchg per round fails on purpose (stale expected
@@ -37,11 +40,14 @@ struct svc_page {
     int present;
 };
 
-static struct svc_page pages[SVC_COUNT];
+/* pages[0..SVC_COUNT-1]: the service pages (in the 2 MiB region);
+ * pages[USER_PAGE]: the data page holding strings passed to the services. */
+#define USER_PAGE SVC_COUNT
+static struct svc_page pages[SVC_COUNT + 1];
 static uint64_t region_va, region_pa;
 static int region_2m;
 static uint64_t n_pageout, n_pagein, n_faults, n_moves, n_replace, n_merge, n_split, n_cmpxchg_fail;
-static uint64_t n_steps;
+static uint64_t n_steps, n_data_pageout, n_data_pagein;
 
 static void step(const char *name, const char *text, uint64_t va, uint64_t old, uint64_t new_)
 {
@@ -56,9 +62,14 @@ static volatile uint64_t *region_pde(void)
     return e;
 }
 
+static int in_region(const struct svc_page *p)
+{
+    return p != &pages[USER_PAGE];
+}
+
 static volatile uint64_t *page_pte(const struct svc_page *p)
 {
-    GUEST_ASSERT(!region_2m);
+    GUEST_ASSERT(!region_2m || !in_region(p));
     volatile uint64_t *e = pt_entry(kpt_root(), p->va, 1, 0);
     GUEST_ASSERT(e != 0);
     return e;
@@ -125,7 +136,7 @@ static void release_frame(const struct svc_page *p, uint64_t frame)
 static void page_out(unsigned i, enum pte_method m)
 {
     struct svc_page *p = &pages[i];
-    if (region_2m || !p->present)
+    if ((region_2m && in_region(p)) || !p->present)
         return;
     volatile uint64_t *e = page_pte(p);
     memcpy(phys_ptr(p->swap), phys_ptr(p->frame), PAGE_SIZE);
@@ -134,14 +145,19 @@ static void page_out(unsigned i, enum pte_method m)
     release_frame(p, p->frame);
     p->prev_frame = p->frame;
     p->present = 0;
-    n_pageout++;
-    step("pageout", method_names[m], p->va, p->frame, 0);
+    if (in_region(p)) {
+        n_pageout++;
+        step("pageout", method_names[m], p->va, p->frame, 0);
+    } else {
+        n_data_pageout++;
+        step("pageout-data", method_names[m], p->va, p->frame, 0);
+    }
 }
 
 static void page_in(unsigned i, enum pte_method m, const char *why)
 {
     struct svc_page *p = &pages[i];
-    if (region_2m || p->present)
+    if ((region_2m && in_region(p)) || p->present)
         return;
     volatile uint64_t *e = page_pte(p);
     uint64_t f = alloc_frame_not(p->prev_frame);
@@ -150,8 +166,13 @@ static void page_in(unsigned i, enum pte_method m, const char *why)
     invlpg(p->va);
     p->frame = f;
     p->present = 1;
-    n_pagein++;
-    step("pagein", why, p->va, p->prev_frame, f);
+    if (in_region(p)) {
+        n_pagein++;
+        step("pagein", why, p->va, p->prev_frame, f);
+    } else {
+        n_data_pagein++;
+        step("pagein-data", why, p->va, p->prev_frame, f);
+    }
 }
 
 static void move(unsigned i, enum pte_method m)
@@ -235,7 +256,7 @@ static int mm_page_fault(struct trap_frame *f)
     uint64_t cr2 = read_cr2();
     if (f->error & 1) /* protection fault, not a missing page */
         return 0;
-    for (unsigned i = 0; i < SVC_COUNT; i++) {
+    for (unsigned i = 0; i <= USER_PAGE; i++) {
         if (!pages[i].present && (cr2 & ~(PAGE_SIZE - 1)) == pages[i].va) {
             n_faults++;
             page_in(i, (enum pte_method)(n_faults % 3), "demand fault");
@@ -259,7 +280,18 @@ void mm_init(void)
         p->swap = pmm_alloc();
         p->present = 1;
     }
+    struct svc_page *u = &pages[USER_PAGE];
+    u->va = (uint64_t)(uintptr_t)workload_user_page;
+    GUEST_ASSERT_EQ(u->va & (PAGE_SIZE - 1), 0);
+    u->home = u->frame = kva_to_pa(workload_user_page);
+    u->swap = pmm_alloc();
+    u->present = 1;
     trap_set_handler(14, mm_page_fault);
+}
+
+void mm_page_out_user(void)
+{
+    page_out(USER_PAGE, WRITE_HALVES);
 }
 
 void mm_step(uint32_t it)
@@ -321,4 +353,6 @@ void mm_report(void)
     ucall_report("mm.merges", n_merge);
     ucall_report("mm.splits", n_split);
     ucall_report("mm.cmpxchg_failures", n_cmpxchg_fail);
+    ucall_report("mm.data_pageouts", n_data_pageout);
+    ucall_report("mm.data_pageins", n_data_pagein);
 }

@@ -43,6 +43,13 @@ uint64_t svc_va(unsigned svc);
 void mm_init(void);
 /* One memory-manager operation, chosen by the iteration number. */
 void mm_step(uint32_t iteration);
+/* Page out the data page holding the strings in workload_user_page: the
+ * next service that reads them faults it back in (at another frame). */
+void mm_page_out_user(void);
+/* A page-aligned data page: "/paged/out/path.txt" at 0, a message at 64. */
+extern char workload_user_page[];
+#define USER_PATH (workload_user_page)
+#define USER_MESSAGE (workload_user_page + 64)
 /* Bring every service page back to its home frame under 4 KiB pages. */
 void mm_settle(void);
 void mm_report(void);

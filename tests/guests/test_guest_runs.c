@@ -149,11 +149,15 @@ static void check_step_consistency(const guest_run *r)
             continue;
         assert_int_equal(u->nargs, 3);
         if (!strcmp(u->name, "merge-2m")) {
-            nwhere = 0; /* every page is back at its home frame */
+            /* every service page of the region is back at its home frame */
+            for (size_t k = 0; k < nwhere; k++)
+                if (where[k].va >= u->args[0] && where[k].va < u->args[0] + (2u << 20))
+                    where[k].frame = where[k].va - GUEST_KERNEL_VMA;
             continue;
         }
-        int is_page_op = !strcmp(u->name, "pageout") || !strcmp(u->name, "pagein") || !strcmp(u->name, "move");
-        if (!is_page_op)
+        int is_out = !strcmp(u->name, "pageout") || !strcmp(u->name, "pageout-data");
+        int is_in = !strcmp(u->name, "pagein") || !strcmp(u->name, "pagein-data");
+        if (!is_out && !is_in && strcmp(u->name, "move"))
             continue;
         size_t k = 0;
         while (k < nwhere && where[k].va != u->args[0])
@@ -164,7 +168,7 @@ static void check_step_consistency(const guest_run *r)
             where[nwhere].frame = u->args[0] - GUEST_KERNEL_VMA; /* its home (load) frame */
             nwhere++;
         }
-        if (!strcmp(u->name, "pagein")) {
+        if (is_in) {
             assert_int_not_equal(u->args[2], u->args[1]);
             assert_int_equal(u->args[1], where[k].frame);
         } else {
@@ -172,7 +176,17 @@ static void check_step_consistency(const guest_run *r)
         }
         if (!strcmp(u->name, "move"))
             assert_int_not_equal(u->args[2], u->args[1]);
-        where[k].frame = !strcmp(u->name, "pageout") ? u->args[1] : u->args[2];
+        where[k].frame = is_out ? u->args[1] : u->args[2];
+        /* the data page goes out right before a service reads it: that
+         * service's read faults it back in, the very next step */
+        if (!strcmp(u->name, "pageout-data")) {
+            const vmt_ucall *next = u + 1;
+            assert_true(next < r->calls + r->ncalls);
+            assert_int_equal(next->cmd, VMT_UCALL_STEP);
+            assert_string_equal(next->name, "pagein-data");
+            assert_string_equal(next->text, "demand fault");
+            assert_int_equal(next->args[0], u->args[0]);
+        }
         assert_int_equal(u->args[0] & 0xfff, 0);
     }
 }
@@ -198,6 +212,7 @@ static void test_workload(void **state)
         { "move", "mm.moves" },            { "replace-pt", "mm.pt_replacements" },
         { "merge-2m", "mm.merges" },       { "split-2m", "mm.splits" },
         { "cmpxchg-fail", "mm.cmpxchg_failures" },
+        { "pageout-data", "mm.data_pageouts" }, { "pagein-data", "mm.data_pageins" },
     };
     size_t total = 0;
     for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
