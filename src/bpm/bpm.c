@@ -3,10 +3,50 @@
  * contexts, page-in/page-out (after vmi-rs bpm/mod.rs, in C, with O(1) maps
  * and no leaked shadow frames).
  *
- * The maps and their invariants are described in bpm_internal.h. The unit
- * of location is the address context (view, va, root): all keys registered
- * on it share its state (pending, or active at one frame). Every operation
- * here follows one pattern so a failure changes nothing:
+ * The unit of location is the address context (view, va, root): all keys
+ * registered on it share its state (pending, or active at one frame).
+ *
+ * The maps (struct vmt_bpm in bpm_internal.h): seven hash maps (core/hmap.h,
+ * O(1) expected) plus one small sorted array per installed frame. Values are read and written with
+ * memcpy (packed sizes). Keys pack a view into spare bits of an address:
+ *   rootv  = root (bits 12..51) | view (bits 0..11) | BPM_GLOBAL (bit 63)
+ *   fkey   = gfn (bits 0..39) | view << 40              (a (view, frame))
+ *
+ * vas/more the address contexts (view, va, root) with breakpoints, stored by
+ *          va first (bpm_ctxmap.c): vas: va -> the va's primary context
+ *          inline + how many contexts use the va and whether they are global;
+ *          more: (va, rootv) -> the va's other contexts. Each context value:
+ *          ctx_val { loc, tag0, key0 }:
+ *          loc = gfn (bits 0..39) | nkeys (bits 40..61) | BPM_ACTIVE (bit 63).
+ *          key0/tag0 is the first key; keys 1..nkeys-1 live in `keys`.
+ *          A global context is keyed with its registration root and BPM_GLOBAL.
+ *          Active: installed at (view, gfn), offset va & 0xfff; else pending.
+ *          A va is global or per-root, never both (in every view).
+ * keys     (va, rootv, index 1..nkeys-1) -> key_val { tag, key }
+ *          The extra keys of a context, dense indices (swap-remove).
+ * globals  (va, view) -> registration root of the global context there.
+ * frames   fkey -> frame_val { shadow gfn, sites array, nsites, cap }
+ *          One entry per (view, gfn) with at least one active context
+ *          (SHADOW, EXEC). sites: sorted by offset, each with the number of
+ *          active contexts installed there, the guest's original byte and
+ *          whether it was already 0xCC (double trap).
+ * shadows  shadow gfn -> fkey (SHADOW only): which frame a shadow backs.
+ * DEBUG uses dbg[] instead of frames: one debug register per distinct va,
+ * with the number of active contexts using it.
+ * refresh  vcpu -> fkey (| bit 63 when we asked for a STEP): a write without
+ *          data; the vCPU's next event (the SINGLESTEP) rebuilds the shadow.
+ *
+ * Invariants (bpm_check.c): every active context's (frame, offset) has a
+ * site whose count equals the number of active contexts there; every frame
+ * has >= 1 site and sites are sorted and unique; shadows is the inverse of
+ * the frames' shadow gfns; each va's count and global flag match its
+ * contexts (bpm_ctxmap.c); counters (breakpoints, active, sites, site
+ * bytes) match the maps; globals has exactly the global contexts' (va,
+ * view) with their root; keys holds exactly indices 1..nkeys-1 of each
+ * context and no key repeats in a context. Every breakpoint view, gfn and
+ * shadow frame the maps name is what the driver has: tests compare both.
+ *
+ * Every operation here follows one pattern so a failure changes nothing:
  *   1. validate and look up;
  *   2. reserve capacity in every map it will insert into (NOMEM here is
  *      harmless);
@@ -515,9 +555,9 @@ vmt_status vmt_bpm_remove_view(vmt_bpm *b, vmt_view view, size_t *removed)
 
 vmt_status vmt_bpm_clear(vmt_bpm *b)
 {
-    vmt_status st = remove_many(b, VMT_VIEW_INVALID, true, NULL);
-    vmt_hmap_free(&b->refresh);
-    return st;
+    /* refresh entries stay: a vCPU stepping in view 0 still gets switched
+     * back by its SINGLESTEP */
+    return remove_many(b, VMT_VIEW_INVALID, true, NULL);
 }
 
 /* ---- event lookups ---- */

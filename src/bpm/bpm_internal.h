@@ -1,42 +1,6 @@
 /*
- * bpm/bpm_internal.h — the breakpoint manager's maps (internal).
- *
- * The state is five hash maps (core/hmap.h) plus one small sorted array per
- * installed frame. Values are read and written with memcpy (slots are not
- * aligned). Keys pack a view into spare bits of an address:
- *   rootv  = root (bits 12..51) | view (bits 0..11) | BPM_GLOBAL (bit 63)
- *   fkey   = gfn (bits 0..39) | view << 40              (a (view, frame))
- *
- * vas/more the address contexts (view, va, root) with breakpoints, stored by
- *          va first (bpm_ctxmap.c): vas: va -> the va's primary context
- *          inline + how many contexts use the va and whether they are global;
- *          more: (va, rootv) -> the va's other contexts. Each context value:
- *          ctx_val { loc, tag0, key0 }:
- *          loc = gfn (bits 0..39) | nkeys (bits 40..61) | BPM_ACTIVE (bit 63).
- *          key0/tag0 is the first key; keys 1..nkeys-1 live in `keys`.
- *          A global context is keyed with its registration root and BPM_GLOBAL.
- *          Active: installed at (view, gfn), offset va & 0xfff; else pending.
- *          A va is global or per-root, never both (in every view).
- * keys     (va, rootv, index 1..nkeys-1) -> key_val { tag, key }
- *          The extra keys of a context, dense indices (swap-remove).
- * globals  (va, view) -> registration root of the global context there.
- * frames   fkey -> frame_val { shadow gfn, sites array, nsites, cap }
- *          One entry per (view, gfn) with at least one active context
- *          (SHADOW, EXEC). sites: sorted by offset, each with the number of
- *          active contexts installed there, the guest's original byte and
- *          whether it was already 0xCC (double trap).
- * shadows  shadow gfn -> fkey (SHADOW only): which frame a shadow backs.
- * DEBUG uses dbg[] instead of frames: one debug register per distinct va,
- * with the number of active contexts using it.
- * refresh  vcpu -> fkey: a write without data is being stepped in view 0; the
- *          SINGLESTEP that follows rebuilds that frame's shadow.
- *
- * Invariants (bpm_check.c): every active context's (frame, offset) has a
- * site whose count equals the number of active contexts there; every frame
- * has >= 1 site and sites are sorted and unique; shadows is the inverse of
- * the frames' shadow gfns; vas counts and flags match ctxs; globals has
- * exactly the global contexts' (va, view) with their root; keys holds
- * exactly indices 1..nkeys-1 of each context and no key repeats in a context.
+ * bpm/bpm_internal.h — the breakpoint manager's state (internal). The maps,
+ * their keys, values and invariants are documented in bpm.c.
  */
 #ifndef VMT_BPM_INTERNAL_H
 #define VMT_BPM_INTERNAL_H
