@@ -17,6 +17,11 @@
  * (the driver steps and returns on its own). Expected: 1 with write data
  * and EMULATE, 2 otherwise.
  *
+ * Part 3, real drivers: the `workload` guest (tests/ptm/ptm_guest_run.c)
+ * on each CPU-running driver built, with the monitor on its four service
+ * pages: driver exits per monitored PT write with write data and through
+ * the step path, and the run's wall time against an unmonitored run.
+ *
  * Prints ratios measured in this run; no assertions about time.
  */
 #include <inttypes.h>
@@ -29,6 +34,9 @@
 #include "vmtrap/paging.h"
 #include "vmtrap/ptm.h"
 #include "vmtrap/session.h"
+#ifdef BENCH_PTM_GUEST
+#include "ptm_guest_run.h"
+#endif
 
 #define NVA 64
 #define VA_BASE ((1ULL << 39) | (2ULL << 30) | (3ULL << 21))
@@ -277,9 +285,47 @@ static void part2(void)
     }
 }
 
+#ifdef BENCH_PTM_GUEST
+static void part3(void)
+{
+    static const char *const drivers[] = { "kvm", "emu" };
+    static const ptm_guest_mode modes[] = { PTM_GUEST_UNMONITORED, PTM_GUEST_WITH_DATA, PTM_GUEST_STEP_SIZE };
+    printf("part 3: the workload guest on real drivers (monitor on its 4 service pages)\n");
+    for (size_t d = 0; d < sizeof drivers / sizeof drivers[0]; d++) {
+        double base = 0;
+        for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+            ptm_guest_result r;
+            ptm_guest_run(drivers[d], BENCH_GUEST_DIR "/workload.elf", modes[m], &r);
+            if (r.skipped) {
+                printf("  %-4s skipped: %s\n", drivers[d], r.error);
+                break;
+            }
+            if (r.error[0] || !r.done) {
+                printf("  %-4s %-22s FAILED: %s\n", drivers[d], ptm_guest_mode_name(modes[m]),
+                       r.error[0] ? r.error : "no DONE");
+                continue;
+            }
+            if (modes[m] == PTM_GUEST_UNMONITORED) {
+                base = r.seconds;
+                printf("  %-4s %-22s %8.4f s\n", drivers[d], ptm_guest_mode_name(modes[m]), r.seconds);
+                continue;
+            }
+            printf("  %-4s %-22s %8.4f s (x%.2f of unmonitored), %" PRIu64 " PT writes, %.2f exits/write, %" PRIu64
+                   " page events\n",
+                   drivers[d], ptm_guest_mode_name(modes[m]), r.seconds, base > 0 ? r.seconds / base : 0.0,
+                   r.stats.writes, r.stats.writes ? (double)r.ptm_exits / (double)r.stats.writes : 0.0,
+                   r.events[1] + r.events[2] + r.events[3]);
+        }
+    }
+}
+#endif
+
 int main(void)
 {
     part1();
     part2();
+#ifdef BENCH_PTM_GUEST
+    part3();
+#endif
     return 0;
 }

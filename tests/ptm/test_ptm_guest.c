@@ -1,394 +1,77 @@
 /*
  * tests/ptm/test_ptm_guest.c — the monitor against real guest instructions.
  *
- * Runs the `workload` testbed guest on a CPU-running driver (emu or kvm,
- * chosen at build time) and monitors its four service pages, which the
- * guest's memory manager pages out, pages in (also on demand from its #PF
- * handler), moves with plain stores, 4-byte halves and `lock cmpxchg`, hits
- * with a failing cmpxchg, re-tables, merges into a 2 MiB page and splits
- * again. Monitoring starts at the guest's first ucall (its own CR3 is live
- * by then) and the vCPU is switched into the monitored view.
- *
- * At every STEP ucall the guest reports what it just did; the test checks:
- *  - the translation each service VA has now (walked by the session) equals
- *    the one the monitor's events say (start + every PAGE_IN/OUT/REMAP), and
- *    the monitor's own query agrees;
- *  - pageout / pagein / move produced that event for that VA with those
- *    frames; cmpxchg-fail, replace-pt and split-2m produced none;
- *  - every event is consistent with the state before it (no duplicates);
- *  - vmt_ptm_check() holds.
- * And at the end: the guest passed (DONE 0), and each monitored write cost
- * exactly one driver exit when the driver hands over the written value.
+ * Runs the `workload` testbed guest (ptm_guest_run.c) on the driver this
+ * binary is built for; the guest's memory manager pages its four service
+ * pages out, in (also on demand from its #PF handler), moves them with plain
+ * stores, 4-byte halves and `lock cmpxchg`, hits them with a failing
+ * cmpxchg, re-tables, merges them into a 2 MiB page and splits it again. The
+ * runner checks each reported step against the monitor's events; here we
+ * also require: the guest passed, every kind of event happened, and each
+ * monitored write cost one driver exit with write data (two when the value
+ * is stripped and the monitor has to single-step).
  */
 #include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include <cmocka.h>
 
-#include "util/testutil.h"
-#include "vmtrap/image.h"
-#include "vmtrap/machine.h"
-#include "vmtrap/paging.h"
-#include "vmtrap/ptm.h"
-#include "vmtrap/session.h"
-#include "vmtrap/ucall.h"
-#ifdef PTM_GUEST_EMU
-#include "vmtrap/emu.h"
-#endif
-#ifdef PTM_GUEST_KVM
-#include "vmtrap/kvm.h"
-#endif
-
-#define KERNEL_VMA 0xffffffff80000000ULL
-#define RAM_SIZE (64ULL << 20)
-#define NSVC 4
-#define MAX_EV 64
-
-/* How write events reach the monitor: as the driver reports them, or with
- * the value stripped (a driver like Xen's: the monitor must step) with or
- * without the store's size. */
-enum { WITH_DATA, STEP_SIZE, STEP_BLIND };
+#include "ptm_guest_run.h"
 
 static int g_skipped; /* main() turns a skip into exit code 77 for ctest */
 
-static const char *const svc_syms[NSVC] = { "svc_open", "svc_write", "svc_spawn", "svc_exit" };
-
-typedef struct e2e {
-    vmt_driver *d;
-    vmt_session *s;
-    vmt_ptm *ptm;
-    vmt_view view;
-    bool monitoring;
-    vmt_va va[NSVC];
-    vmt_pa root;
-    bool present[NSVC];   /* what the events say */
-    vmt_pa pa[NSVC];
-    vmt_ptm_event ev[MAX_EV];
-    unsigned nev;
-    uint64_t ptm_exits;   /* driver events the monitor handled */
-    uint64_t steps, ptm_events;
-    uint64_t by_kind[4];
-    int mode;             /* WITH_DATA, STEP_SIZE, STEP_BLIND */
-    bool done;
-    int64_t exit_code;
-    char error[512];
-} e2e;
-
-static void fail_run(e2e *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fail_run(e2e *x, const char *fmt, ...)
+static void run_workload(ptm_guest_mode mode)
 {
-    if (x->error[0])
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(x->error, sizeof x->error, fmt, ap);
-    va_end(ap);
-    vmt_session_request_stop(x->s);
-}
-
-static int svc_index(const e2e *x, vmt_va va)
-{
-    for (int i = 0; i < NSVC; i++)
-        if ((x->va[i] & VMT_PAGE_MASK) == (va & VMT_PAGE_MASK))
-            return i;
-    return -1;
-}
-
-static void sink(void *ctx, const vmt_ptm_event *e)
-{
-    e2e *x = ctx;
-    int i = svc_index(x, e->ctx.va);
-    if (i < 0 || e->ctx.root != x->root || e->view != x->view || e->tag != (uint64_t)i) {
-        fail_run(x, "event for an unknown watch: va 0x%" PRIx64, e->ctx.va);
-        return;
-    }
-    bool ok = false;
-    switch (e->kind) {
-    case VMT_PTM_PAGE_IN:
-        ok = !x->present[i];
-        break;
-    case VMT_PTM_PAGE_OUT:
-        ok = x->present[i] && e->old_pa == x->pa[i];
-        break;
-    case VMT_PTM_REMAP:
-        ok = x->present[i] && e->old_pa == x->pa[i] && e->new_pa != e->old_pa;
-        break;
-    }
-    if (!ok) {
-        fail_run(x, "%s for %s contradicts the state before it (present %d pa 0x%" PRIx64 ")",
-                 vmt_ptm_event_kind_name(e->kind), svc_syms[i], x->present[i], x->pa[i]);
-        return;
-    }
-    x->present[i] = e->kind != VMT_PTM_PAGE_OUT;
-    x->pa[i] = x->present[i] ? e->new_pa : 0;
-    x->by_kind[e->kind]++;
-    x->ptm_events++;
-    if (x->nev < MAX_EV)
-        x->ev[x->nev++] = *e;
-}
-
-static void start_monitoring(e2e *x, const vmt_event *ev, vmt_response *resp)
-{
-    vmt_paging_config pc = { 0 };
-    pc.levels = (ev->regs.cr4 & (1ULL << 12)) ? 5 : 4;
-    pc.maxphyaddr = vmt_driver_caps(x->d)->maxphyaddr;
-    pc.nxe = (ev->regs.efer >> 11) & 1;
-    vmt_session_set_paging(x->s, &pc);
-    x->root = ev->regs.cr3 & VMT_CR3_ADDR_MASK;
-    for (int i = 0; i < NSVC; i++) {
-        vmt_addr_ctx ctx = vmt_addr_ctx_make(x->va[i], x->root);
-        vmt_status st = vmt_ptm_monitor(x->ptm, ctx, x->view, (uint64_t)i);
-        if (st != VMT_OK) {
-            fail_run(x, "monitor %s: %s", svc_syms[i], vmt_ptm_error(x->ptm));
-            return;
-        }
-        vmt_ptm_watch_info wi;
-        vmt_ptm_query(x->ptm, ctx, x->view, (uint64_t)i, &wi);
-        x->present[i] = wi.present;
-        x->pa[i] = wi.pa;
-    }
-    x->monitoring = true;
-    resp->actions |= VMT_RESP_SWITCH_VIEW;
-    resp->new_view = x->view;
-}
-
-/* Does the step's list of events hold `kind` for va (old/new frames)? */
-static bool saw(const e2e *x, vmt_ptm_event_kind kind, vmt_va va, uint64_t old_frame, uint64_t new_frame)
-{
-    for (unsigned k = 0; k < x->nev; k++) {
-        const vmt_ptm_event *e = &x->ev[k];
-        if (e->kind != kind || (e->ctx.va & VMT_PAGE_MASK) != (va & VMT_PAGE_MASK))
-            continue;
-        if (kind != VMT_PTM_PAGE_IN && (e->old_pa & VMT_PAGE_MASK) != old_frame)
-            continue;
-        if (kind != VMT_PTM_PAGE_OUT && (e->new_pa & VMT_PAGE_MASK) != new_frame)
-            continue;
-        return true;
-    }
-    return false;
-}
-
-static void check_step(e2e *x, const vmt_ucall *uc)
-{
-    x->steps++;
-    vmt_va va = uc->args[0];
-    uint64_t old = uc->args[1], nw = uc->args[2];
-    const char *n = uc->name;
-    if (!strcmp(n, "pageout") && !saw(x, VMT_PTM_PAGE_OUT, va, old, 0))
-        fail_run(x, "step %" PRIu64 ": pageout of 0x%" PRIx64 " (frame 0x%" PRIx64 ") not seen", x->steps, va, old);
-    if (!strcmp(n, "pagein") && !saw(x, VMT_PTM_PAGE_IN, va, 0, nw))
-        fail_run(x, "step %" PRIu64 ": pagein of 0x%" PRIx64 " at 0x%" PRIx64 " (%s) not seen", x->steps, va, nw,
-                 uc->text);
-    if (!strcmp(n, "move") && !saw(x, VMT_PTM_REMAP, va, old, nw))
-        fail_run(x, "step %" PRIu64 ": move of 0x%" PRIx64 " 0x%" PRIx64 " -> 0x%" PRIx64 " (%s) not seen", x->steps,
-                 va, old, nw, uc->text);
-    if ((!strcmp(n, "cmpxchg-fail") || !strcmp(n, "replace-pt") || !strcmp(n, "split-2m")) && x->nev != 0)
-        fail_run(x, "step %" PRIu64 ": %s produced %u page events", x->steps, n, x->nev);
-    /* The events' picture equals the tables' and the monitor's own. */
-    for (int i = 0; i < NSVC; i++) {
-        vmt_addr_ctx ctx = vmt_addr_ctx_make(x->va[i], x->root);
-        vmt_pa pa = 0;
-        vmt_session_flush_v2p(x->s);
-        vmt_status st = vmt_session_va_to_pa(x->s, ctx, &pa);
-        bool present = st == VMT_OK;
-        if (st != VMT_OK && st != VMT_E_NOT_PRESENT)
-            fail_run(x, "translating %s: %s", svc_syms[i], vmt_session_error(x->s));
-        if (present != x->present[i] || (present && pa != x->pa[i]))
-            fail_run(x, "after step %" PRIu64 " (%s): %s is %s 0x%" PRIx64 " but the events say %s 0x%" PRIx64,
-                     x->steps, n, svc_syms[i], present ? "at" : "absent", pa, x->present[i] ? "at" : "absent",
-                     x->pa[i]);
-        vmt_ptm_watch_info wi;
-        vmt_ptm_query(x->ptm, ctx, x->view, (uint64_t)i, &wi);
-        if (wi.present != present || (present && wi.pa != pa))
-            fail_run(x, "after step %" PRIu64 ": the monitor's query disagrees for %s", x->steps, svc_syms[i]);
-    }
-    if (vmt_ptm_check(x->ptm) != VMT_OK)
-        fail_run(x, "ptm check: %s", vmt_ptm_error(x->ptm));
-    x->nev = 0;
-}
-
-static vmt_status on_event(vmt_session *s, const vmt_event *ev, vmt_response *resp, void *user)
-{
-    e2e *x = user;
-    bool handled = false;
-    /* A translation keeps the page offset: an event whose gpa and gva
-     * offsets differ is a driver bug the monitor cannot see through. */
-    if (ev->kind == VMT_EVENT_MEM_ACCESS && ev->u.mem.gva_valid &&
-        vmt_page_offset(ev->u.mem.gpa) != vmt_page_offset(ev->u.mem.gva))
-        fail_run(x, "driver '%s' reports gpa 0x%" PRIx64 " for gva 0x%" PRIx64 " (page offsets differ)",
-                 vmt_driver_name(x->d), ev->u.mem.gpa, ev->u.mem.gva);
-    vmt_event stripped;
-    if (ev->kind == VMT_EVENT_MEM_ACCESS && x->mode != WITH_DATA) {
-        stripped = *ev;
-        stripped.u.mem.has_data = false;
-        stripped.u.mem.value = 0;
-        if (x->mode == STEP_BLIND)
-            stripped.u.mem.size = 0;
-        ev = &stripped;
-    }
-    vmt_status st = vmt_ptm_handle_event(x->ptm, ev, resp, sink, x, &handled);
-    if (handled && getenv("PTM_GUEST_TRACE"))
-        fprintf(stderr, "ptm event %s vcpu %u view %u gpa 0x%" PRIx64 " size %u value 0x%" PRIx64 " data %d -> %s\n",
-                vmt_event_kind_name(ev->kind), ev->vcpu, ev->view, ev->u.mem.gpa, ev->u.mem.size, ev->u.mem.value,
-                ev->u.mem.has_data, vmt_strerror(st));
-    if (handled) {
-        x->ptm_exits++;
-        if (st != VMT_OK)
-            fail_run(x, "ptm: %s", vmt_ptm_error(x->ptm));
-        return VMT_OK;
-    }
-    *resp = vmt_response_continue();
-    switch (ev->kind) {
-    case VMT_EVENT_IO: {
-        if (!vmt_ucall_is_ucall(ev))
-            break;
-        vmt_phys_reader rd = vmt_session_reader(s);
-        vmt_ucall uc;
-        char why[256];
-        if (vmt_ucall_decode(&rd, RAM_SIZE, ev, &uc, why, sizeof why) != VMT_OK) {
-            fail_run(x, "bad ucall: %s", why);
-            break;
-        }
-        if (!x->monitoring)
-            start_monitoring(x, ev, resp);
-        if (uc.cmd == VMT_UCALL_STEP)
-            check_step(x, &uc);
-        else if (uc.cmd == VMT_UCALL_ASSERT_FAIL)
-            fail_run(x, "guest assertion: %s:%" PRIu64 " %s", uc.name, uc.args[0], uc.text);
-        else if (uc.cmd == VMT_UCALL_DONE) {
-            x->done = true;
-            x->exit_code = (int64_t)uc.args[0];
-            vmt_session_request_stop(s);
-        }
-        break;
-    }
-    case VMT_EVENT_BREAKPOINT:
-        resp->actions = VMT_RESP_REINJECT; /* the guest's own INT3s */
-        break;
-    case VMT_EVENT_STOPPED:
-        fail_run(x, "guest stopped: %s %s", vmt_stop_reason_name(ev->u.stop.reason), ev->u.stop.message);
-        break;
-    case VMT_EVENT_MEM_ACCESS:
-        fail_run(x, "a memory access nobody claimed at gpa 0x%" PRIx64, ev->u.mem.gpa);
-        break;
-    default:
-        break;
-    }
-    return VMT_OK;
-}
-
-static vmt_status create_driver(const vmt_machine_config *cfg, vmt_driver **d, char *why, size_t len)
-{
-#if defined(PTM_GUEST_EMU)
-    return vmt_emu_driver_create(cfg, d, why, len);
-#elif defined(PTM_GUEST_KVM)
-    if (!vmt_test_kvm_available(why, len))
-        return VMT_E_NOTSUP;
-    return vmt_kvm_driver_create(cfg, d, why, len);
-#else
-    snprintf(why, len, "no CPU-running driver");
-    return VMT_E_NOTSUP;
-#endif
-}
-
-static void run_workload(int mode)
-{
-    e2e x;
-    memset(&x, 0, sizeof x);
-    x.mode = mode;
-    char why[512];
-    vmt_image *img = NULL;
-    const char *elf = VMT_GUEST_DIR "/workload.elf";
-    if (vmt_image_load_elf(elf, RAM_SIZE, &img, why, sizeof why) != VMT_OK)
-        fail_msg("loading %s: %s", elf, why);
-    for (int i = 0; i < NSVC; i++) {
-        uint64_t size;
-        assert_int_equal(vmt_image_symbol(img, svc_syms[i], &x.va[i], &size), VMT_OK);
-    }
-    vmt_machine_config cfg = { 0 };
-    cfg.ram_size = RAM_SIZE;
-    cfg.image = img;
-    vmt_status st = create_driver(&cfg, &x.d, why, sizeof why);
-    vmt_image_destroy(img);
-    if (st == VMT_E_NOTSUP) {
-        print_message("skipped: %s\n", why);
+    ptm_guest_result r;
+    ptm_guest_run(PTM_GUEST_DRIVER, VMT_GUEST_DIR "/workload.elf", mode, &r);
+    if (r.skipped) {
+        print_message("skipped: %s\n", r.error);
         g_skipped = 1;
         skip();
     }
-    if (st != VMT_OK)
-        fail_msg("driver: %s", why);
-    if (vmt_driver_has(x.d, VMT_CAP_TIME_LIMIT))
-        vmt_drv_set_limit(x.d, 60.0, 0);
-    assert_int_equal(vmt_session_create(x.d, NULL, &x.s), VMT_OK);
-    st = vmt_ptm_create(x.s, &x.ptm);
-    if (st == VMT_E_NOTSUP) {
-        print_message("skipped: driver '%s' cannot write-protect pages\n", vmt_driver_name(x.d));
-        vmt_session_destroy(x.s);
-        g_skipped = 1;
-        skip();
-    }
-    assert_int_equal(st, VMT_OK);
-    assert_int_equal(vmt_drv_view_create(x.d, VMT_ACCESS_RWX, &x.view), VMT_OK);
-
-    st = vmt_session_run(x.s, on_event, &x);
-    if (st != VMT_OK && !x.error[0])
-        snprintf(x.error, sizeof x.error, "run: %s: %s", vmt_strerror(st), vmt_session_error(x.s));
-
-    vmt_ptm_stats ps;
-    vmt_ptm_get_stats(x.ptm, &ps);
-    vmt_driver_stats ds;
-    memset(&ds, 0, sizeof ds);
-    vmt_drv_stats(x.d, &ds);
-    static const char *const mode_names[] = { "write data", "stepped, size known", "stepped, size unknown" };
     print_message("%s (%s): %" PRIu64 " steps checked; %" PRIu64 " monitored PT writes (%" PRIu64 " with data, %" PRIu64
-                  " partial), %" PRIu64 " driver exits for them = %.2f per write; events in %" PRIu64
-                  " out %" PRIu64 " remap %" PRIu64 "; driver exits in total %" PRIu64 "\n",
-                  vmt_driver_name(x.d), mode_names[mode], x.steps, ps.writes, ps.writes_with_data, ps.partial_writes, x.ptm_exits,
-                  ps.writes ? (double)x.ptm_exits / (double)ps.writes : 0.0, x.by_kind[VMT_PTM_PAGE_IN],
-                  x.by_kind[VMT_PTM_PAGE_OUT], x.by_kind[VMT_PTM_REMAP], ds.exits);
-    vmt_status check = vmt_ptm_check(x.ptm);
-    bool data_and_emulate = vmt_driver_has(x.d, VMT_CAP_WRITE_DATA | VMT_CAP_EMULATE);
-    vmt_ptm_destroy(x.ptm);
-    vmt_session_destroy(x.s);
-    if (x.error[0])
-        fail_msg("%s", x.error);
-    assert_int_equal(check, VMT_OK);
-    assert_true(x.done);
-    assert_int_equal(x.exit_code, 0);
-    assert_true(x.steps >= 32);
-    assert_true(x.by_kind[VMT_PTM_PAGE_IN] > 0 && x.by_kind[VMT_PTM_PAGE_OUT] > 0 && x.by_kind[VMT_PTM_REMAP] > 0);
-    if (mode != STEP_BLIND)
-        assert_true(ps.partial_writes > 0); /* the guest's 4-byte halves */
-    if (mode == WITH_DATA && data_and_emulate)
-        assert_int_equal(x.ptm_exits, ps.writes); /* one exit per monitored write */
-    if (mode != WITH_DATA)
-        assert_int_equal(x.ptm_exits, 2 * ps.writes); /* the write and its single-step */
-    if (mode == STEP_BLIND)
-        assert_int_equal(ps.writes_stepped, ps.writes);
+                  " partial), %" PRIu64 " driver exits for them = %.2f per write; events in %" PRIu64 " out %" PRIu64
+                  " remap %" PRIu64 "\n",
+                  r.driver, ptm_guest_mode_name(mode), r.steps, r.stats.writes, r.stats.writes_with_data,
+                  r.stats.partial_writes, r.ptm_exits,
+                  r.stats.writes ? (double)r.ptm_exits / (double)r.stats.writes : 0.0, r.events[VMT_PTM_PAGE_IN],
+                  r.events[VMT_PTM_PAGE_OUT], r.events[VMT_PTM_REMAP]);
+    if (r.error[0])
+        fail_msg("%s", r.error);
+    assert_int_equal(r.check, VMT_OK);
+    assert_true(r.done);
+    assert_int_equal(r.exit_code, 0);
+    assert_true(r.steps >= 32);
+    assert_true(r.events[VMT_PTM_PAGE_IN] > 0 && r.events[VMT_PTM_PAGE_OUT] > 0 && r.events[VMT_PTM_REMAP] > 0);
+    if (mode != PTM_GUEST_STEP_BLIND)
+        assert_true(r.stats.partial_writes > 0); /* the guest's 4-byte halves */
+    if (mode == PTM_GUEST_WITH_DATA && r.data_and_emulate)
+        assert_int_equal(r.ptm_exits, r.stats.writes); /* one exit per monitored write */
+    if (mode != PTM_GUEST_WITH_DATA) {
+        assert_int_equal(r.ptm_exits, 2 * r.stats.writes); /* the write and its single-step */
+        assert_int_equal(r.stats.writes_stepped, r.stats.writes);
+    }
 }
 
 static void test_workload_with_write_data(void **state)
 {
     (void)state;
-    run_workload(WITH_DATA);
+    run_workload(PTM_GUEST_WITH_DATA);
 }
 
 static void test_workload_stepped_size_known(void **state)
 {
     (void)state;
-    run_workload(STEP_SIZE);
+    run_workload(PTM_GUEST_STEP_SIZE);
 }
 
 static void test_workload_stepped_size_unknown(void **state)
 {
     (void)state;
-    run_workload(STEP_BLIND);
+    run_workload(PTM_GUEST_STEP_BLIND);
 }
 
 int main(void)
