@@ -2,7 +2,8 @@
  * guests/smoke/smoke.c — the smallest testbed guest: proves the boot path,
  * the guest's own page tables, serial output and every ucall command.
  * Host tests (tests/guests) check exactly this sequence:
- *   PRINT "smoke: hello", serial line "smoke: serial ok",
+ *   PRINT "smoke: hello", PRINT of a formatted line (the guest's printf),
+ *   serial line "smoke: serial ok",
  *   REPORT ram_size = <RAM>, STEP "smoke" (1, 2, 3),
  *   DETECTOR 0 pass "smoke", DONE 0.
  * Parameter smoke_fault (host-patchable, default 0) instead ends the guest
@@ -22,6 +23,8 @@ __attribute__((section(".data"))) volatile uint32_t smoke_fault = 0;
 int guest_main(uint64_t ram_size)
 {
     ucall_print("smoke: hello");
+    ucall_print("fmt: %d %u %x %08lx %s|%-4s|%3d|%c %% %lld", -42, 42u, 0xbeefu, 0x1234UL, "str", "ab", 7, 'z',
+                (long long)-9000000000LL);
     serial_write("smoke: serial ok\n");
     ucall_report("ram_size", ram_size);
     /* running on our own tables, at KERNEL_VMA */

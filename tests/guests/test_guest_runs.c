@@ -51,27 +51,28 @@ static void test_smoke_sequence(void **state)
     (void)state;
     guest_run r;
     run_or_fail("smoke", NULL, 0, &r);
-    if (!r.done || r.ncalls != 5)
+    if (!r.done || r.ncalls != 6)
         guest_run_dump(&r);
     assert_true(r.done);
     assert_int_equal(r.exit_code, 0);
-    assert_int_equal(r.ncalls, 5);
-    static const vmt_ucall_cmd want[] = { VMT_UCALL_PRINT, VMT_UCALL_REPORT, VMT_UCALL_STEP,
-                                          VMT_UCALL_DETECTOR, VMT_UCALL_DONE };
-    for (size_t i = 0; i < 5; i++) {
+    assert_int_equal(r.ncalls, 6);
+    static const vmt_ucall_cmd want[] = { VMT_UCALL_PRINT, VMT_UCALL_PRINT, VMT_UCALL_REPORT,
+                                          VMT_UCALL_STEP, VMT_UCALL_DETECTOR, VMT_UCALL_DONE };
+    for (size_t i = 0; i < 6; i++) {
         assert_int_equal(r.calls[i].cmd, want[i]);
         assert_int_equal(r.calls[i].seq, i + 1);
     }
     assert_string_equal(r.calls[0].text, "smoke: hello");
-    assert_string_equal(r.calls[1].name, "ram_size");
-    assert_int_equal(r.calls[1].args[0], RAM_SIZE);
-    assert_string_equal(r.calls[2].name, "smoke");
-    assert_int_equal(r.calls[2].nargs, 3);
-    assert_int_equal(r.calls[2].args[0], 1);
-    assert_int_equal(r.calls[2].args[1], 2);
-    assert_int_equal(r.calls[2].args[2], 3);
-    assert_int_equal(r.calls[3].args[0], 0);
-    assert_int_equal(r.calls[3].args[1], 1);
+    assert_string_equal(r.calls[1].text, "fmt: -42 42 beef 00001234 str|ab  |  7|z % -9000000000");
+    assert_string_equal(r.calls[2].name, "ram_size");
+    assert_int_equal(r.calls[2].args[0], RAM_SIZE);
+    assert_string_equal(r.calls[3].name, "smoke");
+    assert_int_equal(r.calls[3].nargs, 3);
+    assert_int_equal(r.calls[3].args[0], 1);
+    assert_int_equal(r.calls[3].args[1], 2);
+    assert_int_equal(r.calls[3].args[2], 3);
+    assert_int_equal(r.calls[4].args[0], 0);
+    assert_int_equal(r.calls[4].args[1], 1);
     int serial_ok = 0;
     for (size_t i = 0; i < r.nserial; i++)
         serial_ok |= !strcmp(r.serial[i], "smoke: serial ok");
