@@ -278,6 +278,27 @@ static void test_workload(void **state)
     guest_run_free(&r);
 }
 
+/* workload_skip turns detectors off one by one; the rest still run. */
+static void test_workload_skip_detectors(void **state)
+{
+    (void)state;
+    const uint32_t skip = (1u << 7) | (1u << 8);
+    guest_param p[2] = { { "workload_iterations", 8 }, { "workload_skip", skip } };
+    guest_run r;
+    run_or_fail("workload", p, 2, &r);
+    if (!r.done)
+        guest_run_dump(&r);
+    assert_true(r.done);
+    assert_int_equal(r.exit_code, 0);
+    assert_int_equal(report_or_fail(&r, "iterations"), 8);
+    assert_int_equal(report_or_fail(&r, "detectors.skip"), skip);
+    assert_int_equal(guest_run_count(&r, VMT_UCALL_DETECTOR, NULL), 6);
+    for (size_t i = 0; i < r.ncalls; i++)
+        if (r.calls[i].cmd == VMT_UCALL_DETECTOR)
+            assert_true(r.calls[i].args[0] >= 1 && r.calls[i].args[0] <= 6);
+    guest_run_free(&r);
+}
+
 int main(void)
 {
     char why[256] = "";
@@ -292,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_smoke_unhandled_pf),
         cmocka_unit_test(test_smoke_assert_fails),
         cmocka_unit_test(test_workload),
+        cmocka_unit_test(test_workload_skip_detectors),
     };
     return cmocka_run_group_tests_name(GUEST_TEST_DRIVER, tests, NULL, NULL);
 }
