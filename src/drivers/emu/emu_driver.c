@@ -24,7 +24,7 @@
 #define EMU_DEFAULT_RAM (64ull << 20)
 #define EMU_DEFAULT_EXTRA 65536u
 #define EMU_DEFAULT_VIEWS 16
-#define EMU_DEFAULT_TLB 192
+#define EMU_DEFAULT_TLB 64
 #define EMU_MAXPHYADDR 40
 
 static emu *impl(vmt_driver *d) { return vmt_driver_impl(d); }

@@ -106,8 +106,9 @@ static void drop_slot(emu *e, uint32_t slot)
     emu_tlb_entry *t = &e->tlb[slot];
     if (!t->valid)
         return;
-    uc_mem_unmap(e->uc, t->va, EMU_PAGE);
+    /* translated code first: the cache is found through the mapping */
     uc_ctl_remove_cache(e->uc, t->va, t->va + EMU_PAGE);
+    uc_mem_unmap(e->uc, t->va, EMU_PAGE);
     for (unsigned i = 0; i < t->ntables; i++)
         e->pt_refs[t->tables[i]]--;
     vmt_hmap_del(&e->tlb_index, &t->va, NULL);
@@ -296,7 +297,7 @@ static vmt_status install(emu *e, uint32_t slot, emu_tlb_entry *n)
         return vmt_driver_fail(e->drv, VMT_E_DRIVER, "unicorn cannot map va 0x%" PRIx64 ": %s", n->va,
                                uc_strerror(err));
     }
-    uc_ctl_remove_cache(e->uc, n->va, n->va + EMU_PAGE);
+    /* no stale code here: every unmap of this va removed its cache */
     e->tlb[slot] = *n;
     void *sv;
     bool existed;

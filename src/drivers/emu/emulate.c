@@ -160,8 +160,8 @@ vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len)
 static void unmap_all(vmt_emulator *em)
 {
     for (unsigned i = 0; i < em->npages; i++) {
+        uc_ctl_remove_cache(em->uc, em->pages[i], em->pages[i] + 4096); /* before the unmap */
         uc_mem_unmap(em->uc, em->pages[i], 4096);
-        uc_ctl_remove_cache(em->uc, em->pages[i], em->pages[i] + 4096);
     }
     em->npages = 0;
 }
