@@ -6,6 +6,7 @@
 
 #include "vmtrap/access.h"
 #include "vmtrap/addr.h"
+#include "vmtrap/bpm.h"
 #include "vmtrap/driver.h"
 #include "vmtrap/event.h"
 #include "vmtrap/image.h"
