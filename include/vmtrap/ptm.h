@@ -47,6 +47,23 @@
  * Events are delivered through the sink after the monitor's state is fully
  * updated, so a sink may call vmt_ptm_monitor/unmonitor.
  *
+ * Guest tables are read in view 0 with the driver's read_phys (8 bytes per
+ * entry; no frame cache to go stale) and walked with vmt_session_paging():
+ * keep that in step with the guest's CR4.LA57 / EFER.NXE. A gfn at or past
+ * caps.ram_frames is never read.
+ *
+ * Wiring into an event handler (the monitor owns the view and the loop):
+ *
+ *     bool mine;
+ *     vmt_status st = vmt_ptm_handle_event(ptm, ev, resp, on_page_event, bpm, &mine);
+ *     if (mine)
+ *         return VMT_OK;    // resp is filled; log st if not VMT_OK
+ *     ...other handlers (breakpoints, ucalls)...
+ *
+ * The monitor claims MEM_ACCESS writes to table pages it protects in
+ * ev->view and the SINGLESTEP of each vCPU it stepped (vmt_ptm_stepping());
+ * nothing else. Tested end to end on the workload guest (tests/ptm).
+ *
  * Threading: one thread (the session's).
  */
 #ifndef VMTRAP_PTM_H
