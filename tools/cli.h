@@ -107,6 +107,8 @@ void cli_log_page_event(cli_log *l, const vmt_ptm_event *ev, const char *symbol)
 void cli_log_ucall(cli_log *l, const vmt_ucall *uc);
 void cli_log_serial(cli_log *l, const char *line);
 void cli_log_note(cli_log *l, const char *what, const char *text);
+/* The guest's hash of a function's entry bytes against the ELF's. */
+void cli_log_entry_check(cli_log *l, const char *symbol, uint64_t guest_hash, uint64_t elf_hash);
 void cli_log_trace(cli_log *l, const vmt_event *ev, const vmt_response *resp, vmt_status st);
 
 /* What the summary shows. */
@@ -124,9 +126,24 @@ typedef struct cli_summary {
     /* Guest's own counts per hook (from REPORT ucalls), -1 when not reported. */
     int64_t guest_counts[CLI_MAX_HOOKS];
     int counts_match;           /* every hook with a guest count matches */
+    unsigned entry_checked;     /* d1.<symbol> hashes compared with the ELF */
+    unsigned entry_mismatch;    /* ... that differ */
+    vmt_bpm_controller controller;
 } cli_summary;
 
 void cli_log_summary(cli_log *l, const cli_summary *s);
+
+/* ---- the ELF file as ground truth (elfbytes.c) ---- */
+
+/* Copy len bytes of the file's PT_LOAD contents at va; 0, or -1 when va is
+ * not backed by file bytes. */
+int cli_elf_read_va(const char *path, uint64_t va, void *buf, size_t len);
+/* FNV-1a 64 (the hash the workload guest reports). */
+uint64_t cli_fnv1a(const void *p, size_t n);
+
+/* Why a detector can fail with this breakpoint mechanism ("" when no known
+ * reason). */
+const char *cli_detector_why(unsigned id, vmt_bpm_controller ctl);
 
 /* ---- running ---- */
 

@@ -313,3 +313,23 @@ void cli_log_trace(cli_log *l, const vmt_event *ev, const vmt_response *resp, vm
              st != VMT_OK ? vmt_strerror(st) : "");
     emit_text(l, "trace", line);
 }
+
+void cli_log_entry_check(cli_log *l, const char *symbol, uint64_t guest_hash, uint64_t elf_hash)
+{
+    if (l->quiet)
+        return;
+    if (l->json) {
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "event", json_object_new_string("entry-check"));
+        json_object_object_add(o, "symbol", json_object_new_string(symbol));
+        json_object_object_add(o, "guest_hash", hex(guest_hash));
+        json_object_object_add(o, "elf_hash", hex(elf_hash));
+        json_object_object_add(o, "match", json_object_new_boolean(guest_hash == elf_hash));
+        emit_json(l, o);
+        return;
+    }
+    char line[256];
+    snprintf(line, sizeof line, "%s: the entry bytes the guest read %s the ELF file's", symbol,
+             guest_hash == elf_hash ? "equal" : "DIFFER FROM");
+    emit_text(l, "check", line);
+}

@@ -45,6 +45,9 @@ typedef struct run_ctx {
     int64_t guest_counts[CLI_MAX_HOOKS];
     int assert_failed;
     int hook_errors;
+    const char *guest_path;
+    const vmt_image *img;
+    unsigned entry_checked, entry_mismatch;
 } run_ctx;
 
 static double now_seconds(void)
@@ -145,6 +148,19 @@ static void on_ucall(const vmt_ucall *uc, void *user)
     if (uc->cmd == VMT_UCALL_ASSERT_FAIL)
         r->assert_failed = 1;
     cli_log_ucall(&r->log, uc);
+    /* The workload reports d1.<symbol> = FNV-1a of the 32 entry bytes it
+     * read: compare with the ELF file, which no monitor can alter. */
+    if (uc->cmd == VMT_UCALL_REPORT && strncmp(uc->name, "d1.", 3) == 0 && uc->nargs >= 1) {
+        vmt_va va;
+        uint8_t bytes[32];
+        if (vmt_image_symbol(r->img, uc->name + 3, &va, NULL) == VMT_OK &&
+            cli_elf_read_va(r->guest_path, va, bytes, sizeof bytes) == 0) {
+            uint64_t h = cli_fnv1a(bytes, sizeof bytes);
+            r->entry_checked++;
+            r->entry_mismatch += h != uc->args[0];
+            cli_log_entry_check(&r->log, uc->name + 3, uc->args[0], h);
+        }
+    }
 }
 
 /* ---- the stack ---- */
@@ -266,6 +282,8 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     vmt_image *img = NULL;
     if (vmt_image_load_elf(guest, ram, &img, why, sizeof why) != VMT_OK)
         return fail_line("guest image '%s': %s", guest, why);
+    r.img = img;
+    r.guest_path = guest;
 
     /* Symbols first: an unknown one is a usage error before anything runs. */
     for (size_t i = 0; i < r.nhooks; i++) {
@@ -363,6 +381,9 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     char endbuf[320];
     sum.end_reason = end_reason_text(s, run_status, &r, endbuf, sizeof endbuf);
     sum.counts_match = 1;
+    sum.entry_checked = r.entry_checked;
+    sum.entry_mismatch = r.entry_mismatch;
+    sum.controller = vmt_monitor_controller(r.mon);
     for (size_t i = 0; i < r.nhooks; i++) {
         sum.guest_counts[i] = r.guest_counts[i];
         if (r.guest_counts[i] >= 0 && (uint64_t)r.guest_counts[i] != vmt_monitor_hook_hits(r.mon, i))
@@ -376,7 +397,8 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     int guest_failed = sum.stats->guest_done && sum.stats->guest_exit_code != 0;
     if (run_status != VMT_OK)
         fprintf(stderr, "vmtrap: run failed: %s\n", vmt_session_error(s));
-    rc = (run_status == VMT_OK && !abnormal && !guest_failed && !r.assert_failed && sum.counts_match)
+    rc = (run_status == VMT_OK && !abnormal && !guest_failed && !r.assert_failed && sum.counts_match &&
+          r.entry_mismatch == 0)
              ? CLI_EXIT_OK
              : CLI_EXIT_FAIL;
 out:

@@ -14,6 +14,36 @@
 
 #include "cli.h"
 
+/* Why a detector can fail with a mechanism: the honest limits of each. */
+const char *cli_detector_why(unsigned id, vmt_bpm_controller ctl)
+{
+    switch (id) {
+    case 1:
+    case 2:
+        return ctl == VMT_BPM_CTL_SHADOW ? "reads of hooked pages must be served from the original frame (read traps)"
+                                         : "no code byte is changed by this mechanism: a failure is not the monitor's";
+    case 3:
+        return "writes into hooked pages must land in the original frame and refresh the shadow copy";
+    case 4:
+        return "new code written into a hooked page must be what executes (shadow refresh, translated-code flush)";
+    case 5:
+        return "the guest's own INT3 must be told apart from the monitor's and reinjected into its IDT";
+    case 6:
+        return ctl == VMT_BPM_CTL_DEBUG ? "a debug-register hit is stepped with TF, which pushf can see unless the "
+                                          "driver hides it"
+                                        : "the displaced instruction is stepped; TF must not be visible to pushf "
+                                          "(emulation avoids TF)";
+    case 7:
+        return "shadow frames must live outside guest-reachable physical memory";
+    case 8:
+        return ctl == VMT_BPM_CTL_DEBUG ? "the monitor's breakpoints occupy the debug registers, so the guest's own "
+                                          "DR0-3/DR7 values cannot be kept in the hardware"
+                                        : "debug registers are the guest's: the driver must keep them as written";
+    default:
+        return "";
+    }
+}
+
 static json_object *summary_json(const cli_summary *s)
 {
     const vmt_monitor_stats *st = s->stats;
@@ -40,6 +70,10 @@ static json_object *summary_json(const cli_summary *s)
     }
     json_object_object_add(o, "hooks", hooks);
     json_object_object_add(o, "counts_match", json_object_new_boolean(s->counts_match));
+    json_object *ec = json_object_new_object();
+    json_object_object_add(ec, "checked", json_object_new_int64(s->entry_checked));
+    json_object_object_add(ec, "mismatch", json_object_new_int64(s->entry_mismatch));
+    json_object_object_add(o, "entry_checks", ec);
 
     if (st) {
         json_object *pe = json_object_new_object();
@@ -65,6 +99,9 @@ static json_object *summary_json(const cli_summary *s)
             json_object_object_add(d, "name", json_object_new_string(st->detectors[i].name));
             json_object_object_add(d, "pass", json_object_new_boolean(st->detectors[i].pass));
             json_object_object_add(d, "detail", json_object_new_string(st->detectors[i].detail));
+            if (!st->detectors[i].pass)
+                json_object_object_add(d, "why",
+                                       json_object_new_string(cli_detector_why(st->detectors[i].id, s->controller)));
             json_object_array_add(det, d);
         }
         json_object_object_add(o, "detectors", det);
@@ -140,10 +177,16 @@ static void summary_text(FILE *f, const cli_summary *s)
         for (size_t i = 0; i < st->ndetectors; i++)
             pass += st->detectors[i].pass ? 1u : 0u;
         fprintf(f, "   stealth detectors: %u of %zu pass\n", pass, st->ndetectors);
-        for (size_t i = 0; i < st->ndetectors; i++)
+        for (size_t i = 0; i < st->ndetectors; i++) {
             fprintf(f, "     %-4s %u %-28s %s\n", st->detectors[i].pass ? "pass" : "FAIL", st->detectors[i].id,
                     st->detectors[i].name, st->detectors[i].detail);
+            if (!st->detectors[i].pass)
+                fprintf(f, "          why: %s\n", cli_detector_why(st->detectors[i].id, s->controller));
+        }
     }
+    if (s->entry_checked)
+        fprintf(f, "   entry bytes the guest read vs the ELF file: %u of %u functions equal\n",
+                s->entry_checked - s->entry_mismatch, s->entry_checked);
     if (st && st->guest_done)
         fprintf(f, "   guest finished with exit code %" PRIu64 "\n", st->guest_exit_code);
     fprintf(f, "   time: %.3f s wall", s->wall_seconds);

@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmtrap/bpm.h"
 #include "vmtrap/event.h"
 #include "vmtrap/image.h"
 #include "vmtrap/ptm.h"
@@ -132,6 +133,8 @@ int vmt_monitor_hook_has_return(const vmt_monitor *m, size_t i);
 /* How many distinct breakpoint addresses the mechanism can hold at once
  * (debug registers), 0 when unlimited. */
 unsigned vmt_monitor_breakpoint_limit(const vmt_monitor *m);
+/* The breakpoint controller the manager chose from the driver's caps. */
+vmt_bpm_controller vmt_monitor_controller(const vmt_monitor *m);
 /* What mechanism hides the breakpoints and what the driver cannot hide
  * ("shadow INT3 in view 1; reads and writes of hooked pages ..."), for logs. */
 const char *vmt_monitor_describe(const vmt_monitor *m);

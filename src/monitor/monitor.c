@@ -186,6 +186,11 @@ unsigned vmt_monitor_breakpoint_limit(const vmt_monitor *m)
     return vmt_driver_caps(m->driver)->hw_breakpoints;
 }
 
+vmt_bpm_controller vmt_monitor_controller(const vmt_monitor *m)
+{
+    return vmt_bpm_controller_of(m->bpm);
+}
+
 const char *vmt_monitor_describe(const vmt_monitor *m)
 {
     return m->description;
