@@ -311,7 +311,7 @@ static void fill_mem_event(const emu_fault *f, const vmt_walk *w, vmt_event *ev)
 {
     vmt_mem_access_info *m = &ev->u.mem;
     memset(m, 0, sizeof *m);
-    m->gpa = w->pa;
+    m->gpa = (w->pa & ~(uint64_t)(EMU_PAGE - 1)) | vmt_page_offset(f->va);
     m->gva = f->va;
     m->gva_valid = true;
     m->access = f->kind;
