@@ -398,7 +398,7 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     if (run_status != VMT_OK)
         fprintf(stderr, "vmtrap: run failed: %s\n", vmt_session_error(s));
     rc = (run_status == VMT_OK && !abnormal && !guest_failed && !r.assert_failed && sum.counts_match &&
-          r.entry_mismatch == 0)
+          r.entry_mismatch == 0 && sum.stats->errors == 0)
              ? CLI_EXIT_OK
              : CLI_EXIT_FAIL;
 out:

@@ -91,6 +91,9 @@ static json_object *summary_json(const cli_summary *s)
         json_object_object_add(mon, "cr3_writes", json_object_new_int64((int64_t)st->cr3_writes));
         json_object_object_add(mon, "ucalls", json_object_new_int64((int64_t)st->ucalls));
         json_object_object_add(mon, "ucall_errors", json_object_new_int64((int64_t)st->ucall_errors));
+        json_object_object_add(mon, "errors", json_object_new_int64((int64_t)st->errors));
+        if (st->errors)
+            json_object_object_add(mon, "first_error", json_object_new_string(vmt_monitor_first_error(s->monitor)));
         json_object_object_add(o, "monitor", mon);
         json_object *det = json_object_new_array();
         for (size_t i = 0; i < st->ndetectors; i++) {
@@ -163,6 +166,9 @@ static void summary_text(FILE *f, const cli_summary *s)
             fprintf(f, "; %" PRIu64 " returns could not be hooked (no breakpoint resource or unreadable stack)",
                     st->returns_missed);
         fputc('\n', f);
+        if (st->errors)
+            fprintf(f, "   MONITOR ERRORS: %" PRIu64 " (survived, watches re-walked %" PRIu64 " times); first: %s\n",
+                    st->errors, st->resyncs, vmt_monitor_first_error(s->monitor));
     }
     if (s->have_driver_stats) {
         const vmt_driver_stats *d = &s->dstats;

@@ -94,6 +94,8 @@ typedef struct vmt_monitor_stats {
     uint64_t pt_writes;               /* monitored page-table writes */
     uint64_t cr3_writes;
     uint64_t ucalls, ucall_errors;
+    uint64_t errors;                  /* failures the monitor survived (see vmt_monitor_first_error) */
+    uint64_t resyncs;                 /* page-table re-walks after such a failure */
     uint64_t events[VMT_EVENT_KIND_COUNT]; /* events handled, by kind */
     int guest_done;                   /* the guest sent DONE */
     uint64_t guest_exit_code;         /* its code */
@@ -148,6 +150,11 @@ vmt_status vmt_monitor_run(vmt_monitor *m);
 void vmt_monitor_request_stop(vmt_monitor *m);
 
 const vmt_monitor_stats *vmt_monitor_stats_get(const vmt_monitor *m);
+/* The first failure the monitor survived ("" if none): a page-table monitor
+ * or breakpoint manager call that failed while handling an event. The guest
+ * went on; the page-table watches are re-walked (vmt_ptm_resync) before the
+ * next event so the breakpoints catch up. */
+const char *vmt_monitor_first_error(const vmt_monitor *m);
 
 /* Invariant checker for tests: VMT_OK or VMT_E_INTERNAL with the reason. */
 vmt_status vmt_monitor_check(const vmt_monitor *m);

@@ -206,6 +206,11 @@ void vmt_monitor_request_stop(vmt_monitor *m)
     vmt_session_request_stop(m->session);
 }
 
+const char *vmt_monitor_first_error(const vmt_monitor *m)
+{
+    return m->first_error;
+}
+
 const vmt_monitor_stats *vmt_monitor_stats_get(const vmt_monitor *m)
 {
     return &m->stats;

@@ -25,6 +25,17 @@
 
 #include "monitor/monitor_internal.h"
 
+/* ---- failures the monitor survives ---- */
+
+void mon_survived(vmt_monitor *m, const char *what, const char *msg)
+{
+    m->stats.errors++;
+    m->resync_pending = true;
+    vmt_errbuf_set(&m->err, VMT_E_DRIVER, "%s: %s", what, msg);
+    if (!m->first_error[0])
+        snprintf(m->first_error, sizeof m->first_error, "%s: %s", what, msg);
+}
+
 /* ---- page events ---- */
 
 static void ptm_sink(void *ctx, const vmt_ptm_event *ev)
@@ -35,11 +46,11 @@ static void ptm_sink(void *ctx, const vmt_ptm_event *ev)
     case VMT_PTM_PAGE_OUT: m->stats.page_out++; break;
     case VMT_PTM_REMAP: m->stats.remap++; break;
     }
-    vmt_status st = vmt_bpm_handle_ptm_event(m->bpm, ev, NULL);
-    if (st != VMT_OK && m->sink_status == VMT_OK) {
-        m->sink_status = st;
-        vmt_errbuf_set(&m->err, st, "breakpoint manager on %s of va 0x%llx: %s",
-                       vmt_ptm_event_kind_name(ev->kind), (unsigned long long)ev->ctx.va, vmt_bpm_error(m->bpm));
+    if (vmt_bpm_handle_ptm_event(m->bpm, ev, NULL) != VMT_OK) {
+        char what[96];
+        snprintf(what, sizeof what, "breakpoint manager on %s of va 0x%llx", vmt_ptm_event_kind_name(ev->kind),
+                 (unsigned long long)ev->ctx.va);
+        mon_survived(m, what, vmt_bpm_error(m->bpm));
     }
     if (m->page_fn) {
         const char *symbol = ev->tag < m->nhooks ? m->hooks[ev->tag].symbol : NULL;
@@ -47,17 +58,28 @@ static void ptm_sink(void *ctx, const vmt_ptm_event *ev)
     }
 }
 
-static vmt_status offer_to_ptm(vmt_monitor *m, const vmt_event *ev, vmt_response *resp, bool *handled)
+/* The ptm fills a response that lets the guest go on even when it fails
+ * (the affected watches keep their old state): the failure is recorded and
+ * the watches are re-walked before the next event. */
+static void offer_to_ptm(vmt_monitor *m, const vmt_event *ev, vmt_response *resp, bool *handled)
 {
-    m->sink_status = VMT_OK;
     vmt_status st = vmt_ptm_handle_event(m->ptm, ev, resp, ptm_sink, m, handled);
     if (!*handled)
-        return VMT_OK;
+        return;
     if (ev->kind == VMT_EVENT_MEM_ACCESS)
         m->stats.pt_writes++;
     if (st != VMT_OK)
-        return vmt_errbuf_set(&m->err, st, "page-table monitor: %s", vmt_ptm_error(m->ptm));
-    return m->sink_status;
+        mon_survived(m, "page-table monitor", vmt_ptm_error(m->ptm));
+}
+
+static void resync(vmt_monitor *m)
+{
+    m->resync_pending = false;
+    m->stats.resyncs++;
+    if (vmt_ptm_resync(m->ptm, ptm_sink, m) != VMT_OK) {
+        m->stats.errors++;
+        vmt_errbuf_set(&m->err, VMT_E_DRIVER, "page-table re-walk: %s", vmt_ptm_error(m->ptm));
+    }
 }
 
 /* ---- hooks ---- */
@@ -176,13 +198,15 @@ static vmt_status dispatch(vmt_monitor *m, const vmt_event *ev, vmt_response *re
         if (st != VMT_OK)
             return st;
     }
+    if (m->resync_pending && m->watch_tables && !vmt_ptm_stepping(m->ptm, ev->vcpu))
+        resync(m);
     switch (ev->kind) {
     case VMT_EVENT_MEM_ACCESS:
     case VMT_EVENT_SINGLESTEP: {
         bool handled = false;
-        vmt_status st = offer_to_ptm(m, ev, resp, &handled);
+        offer_to_ptm(m, ev, resp, &handled);
         if (handled)
-            return st;
+            return VMT_OK;
         return mon_bpm_event(m, ev, resp);
     }
     case VMT_EVENT_BREAKPOINT:

@@ -81,7 +81,8 @@ struct vmt_monitor {
     vmt_event_trace_fn trace_fn;
     void *trace_user;
 
-    vmt_status sink_status; /* first failure inside the ptm sink of one event */
+    bool resync_pending;    /* a ptm/bpm failure: re-walk the watches before the next event */
+    char first_error[VMT_ERRBUF_LEN];
     vmt_monitor_stats stats;
     char description[320];
     vmt_errbuf err;
@@ -102,7 +103,8 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
 vmt_status mon_bpm_check(const vmt_monitor *m);
 void mon_describe(vmt_monitor *m);
 
-/* monitor_events.c */
+/* monitor_events.c: record a failure the monitor survives. */
+void mon_survived(vmt_monitor *m, const char *what, const char *msg);
 vmt_status mon_call_entry(vmt_monitor *m, const vmt_event *ev, size_t hook);
 vmt_hit mon_make_hit(vmt_monitor *m, const vmt_event *ev, size_t hook, int is_return, uint64_t count);
 

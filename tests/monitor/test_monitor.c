@@ -452,6 +452,47 @@ static void test_page_out_and_in_follow_the_hook(void **state)
     assert_string_equal(f->last_string, "sh");
 }
 
+static void test_page_table_monitor_failure_is_survived(void **state)
+{
+    fixture *f = *state;
+    vmt_monitor_on_page_event(f->m, on_page, f);
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_spawn", on_hit, f), VMT_OK);
+    vmt_va va = sym(f, "svc_spawn");
+    vmt_pa pte = PT_PA + ((va - KVMA - 0x200000) >> 12) * 8;
+    vmt_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = VMT_EVENT_MEM_ACCESS;
+    ev.regs = cpu_regs(f);
+    ev.u.mem.gpa = pte;
+    ev.u.mem.access = VMT_ACCESS_W;
+    ev.u.mem.has_data = true;
+    ev.u.mem.size = 8;
+    ev.u.mem.value = 0;
+    assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
+    /* The page-table monitor's read of the tables fails once. */
+    vmt_mem_fail_nth(f->drv, VMT_MEM_OP_READ_PHYS, 1);
+    run(f);
+    const vmt_monitor_stats *st = vmt_monitor_stats_get(f->m);
+    assert_int_equal(vmt_mem_injected(f->drv), 1);
+    assert_int_equal(st->errors, 1);
+    assert_non_null(strstr(vmt_monitor_first_error(f->m), "page-table monitor"));
+    /* The guest was let go on, and the watches were re-walked before the next event. */
+    vmt_response resp = last_response(f, VMT_EVENT_MEM_ACCESS);
+    assert_false(resp.actions & VMT_RESP_DENY);
+    assert_int_equal(st->resyncs, 1);
+    /* The store landed meanwhile: the next event's re-walk... none pending now;
+     * a new write is handled normally. */
+    put64(f, pte, 0);
+    ev.u.mem.value = 0x500000 | PTE_FLAGS;
+    assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
+    run(f);
+    put64(f, pte, 0x500000 | PTE_FLAGS);
+    assert_int_equal(st->errors, 1);
+    assert_true(f->pages >= 1);
+    assert_int_equal(f->last_page.new_pa, 0x500000 + vmt_page_offset(va));
+    assert_string_equal(f->last_page_symbol, "svc_spawn");
+}
+
 static void test_new_root_gets_every_hook(void **state)
 {
     fixture *f = *state;
@@ -524,6 +565,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_guest_int3_in_hooked_page_is_reinjected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ucalls_are_decoded_and_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_out_and_in_follow_the_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_page_table_monitor_failure_is_survived, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_root_gets_every_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_return_hook_reports_rax_once, setup, teardown),
     };
