@@ -493,12 +493,14 @@ vmt_status vmt_ptm_monitor(vmt_ptm *p, vmt_addr_ctx ctx, vmt_view view, uint64_t
         return vmt_errbuf_set(&p->err, VMT_E_EXISTS, "ptm: va 0x%" PRIx64 " root 0x%" PRIx64
                               " view %u tag %" PRIu64 " is already monitored", ctx.va, ctx.root, view, tag);
     ptm_result r;
-    p->noverlay = 0;
+    /* Called from a sink, the event's writes that have not landed yet stay
+     * in the overlay below `mark`. */
+    size_t mark = p->noverlay;
     char why[200];
     vmt_status st = ptm_overlay_partials(p);
     if (st == VMT_OK)
         st = ptm_walk(p, ctx, &r, why, sizeof why);
-    p->noverlay = 0;
+    p->noverlay = mark;
     if (st != VMT_OK)
         return st;
     if (is_hostile(r.status))
@@ -582,14 +584,16 @@ vmt_status vmt_ptm_resync(vmt_ptm *p, vmt_ptm_sink sink, void *sink_ctx)
     ptm_retry_zombies(p);
     p->stamp++;
     p->nbatch = 0;
-    p->noverlay = 0;
+    size_t mark = p->noverlay; /* see vmt_ptm_monitor */
     vmt_status st = grow((void **)&p->batch, &p->batch_cap, vmt_hmap_count(&p->watches), sizeof *p->batch);
     if (st != VMT_OK)
         return vmt_errbuf_set(&p->err, st, "ptm: out of memory for the re-walk batch");
     /* Keep the monitor's view of entries mid-way through a partial write. */
     st = ptm_overlay_partials(p);
-    if (st != VMT_OK)
+    if (st != VMT_OK) {
+        p->noverlay = mark;
         return st;
+    }
     size_t it = 0;
     void *k, *v;
     while (vmt_hmap_next(&p->watches, &it, &k, &v)) {
@@ -598,7 +602,7 @@ vmt_status vmt_ptm_resync(vmt_ptm *p, vmt_ptm_sink sink, void *sink_ctx)
         p->batch[p->nbatch++] = w;
     }
     st = ptm_rewalk_batch(p, VMT_VCPU_ALL);
-    p->noverlay = 0;
+    p->noverlay = mark;
     ptm_prune_orphans(p);
     ptm_flush_events(p, sink, sink_ctx);
     return st;

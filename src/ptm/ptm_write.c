@@ -324,16 +324,15 @@ vmt_status vmt_ptm_handle_event(vmt_ptm *p, const vmt_event *ev, vmt_response *r
     if (!p || !ev || !resp || !handled)
         return VMT_E_INVAL;
     vmt_status st;
+    size_t mark = p->noverlay; /* 0 unless called from inside a sink */
     if (ev->kind == VMT_EVENT_MEM_ACCESS && (ev->u.mem.access & VMT_ACCESS_W) &&
         vmt_ptm_owns(p, ev->view, vmt_pa_to_gfn(ev->u.mem.gpa))) {
         *handled = true;
         ptm_retry_zombies(p);
-        p->noverlay = 0;
         st = handle_write(p, ev, resp);
     } else if (ev->kind == VMT_EVENT_SINGLESTEP && vmt_ptm_stepping(p, ev->vcpu)) {
         *handled = true;
         ptm_retry_zombies(p);
-        p->noverlay = 0;
         ptm_step step = *(ptm_step *)vmt_hmap_get(&p->steps, &ev->vcpu);
         st = process_dirty(p, ev->vcpu);
         vmt_hmap_del(&p->steps, &ev->vcpu, NULL);
@@ -343,9 +342,11 @@ vmt_status vmt_ptm_handle_event(vmt_ptm *p, const vmt_event *ev, vmt_response *r
     } else {
         return VMT_OK;
     }
-    p->noverlay = 0;
     p->nbatch = 0;
     ptm_prune_orphans(p);
+    /* The overlay stays while the sink runs: a write that has not landed
+     * yet is what a vmt_ptm_monitor() from the sink must see. */
     ptm_flush_events(p, sink, sink_ctx);
+    p->noverlay = mark;
     return st;
 }

@@ -19,6 +19,8 @@ void fx_sink(void *ctx, const vmt_ptm_event *ev)
     fx *f = ctx;
     assert_true(f->nevents < FX_MAX_EVENTS);
     f->events[f->nevents++] = *ev;
+    if (f->on_event)
+        f->on_event(f, ev);
 }
 
 fx *fx_create(uint64_t caps_remove, uint32_t vcpus)

@@ -42,6 +42,10 @@ typedef struct fx {
     vmt_status last_status; /* of the last vmt_ptm_handle_event */
     vmt_response last_resp[4]; /* per vCPU: the response to its last trap */
     unsigned levels;      /* 4 or 5 */
+    /* Called by the sink for each event (after recording it), may be NULL:
+     * what a consumer such as the breakpoint manager does in its sink. */
+    void (*on_event)(struct fx *f, const vmt_ptm_event *ev);
+    uint64_t user;        /* for on_event */
 } fx;
 
 /* caps_remove: VMT_CAP_* the mem driver must not declare. */

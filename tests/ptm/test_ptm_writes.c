@@ -343,6 +343,48 @@ static void test_processing_order_top_level_first(void **state)
     fx_destroy(f);
 }
 
+/* A sink that starts watching another VA when one pages in (what the
+ * breakpoint manager does for pending breakpoints): with write data the
+ * write has not landed yet, so the new watch must see it through the
+ * monitor, not in memory. */
+static void monitor_b_on_page_in(fx *f, const vmt_ptm_event *ev)
+{
+    if (ev->kind == VMT_PTM_PAGE_IN && ev->ctx.va == VA_A)
+        assert_int_equal(vmt_ptm_monitor(f->ptm, vmt_addr_ctx_make(f->user, f->root), f->view, TAG), VMT_OK);
+}
+
+static void test_sink_may_monitor_during_the_event(void **state)
+{
+    (void)state;
+    for (int mode = 0; mode < 2; mode++) {
+        fx *f = fx_create(0, 1);
+        f->with_data = mode == 0;
+        vmt_gfn frame = setup_a(f);
+        vmt_va vb = VA_A + 0x1000;
+        fx_map4k(f, f->root, vb, frame + 1);
+        vmt_gfn pd = fx_table_at(f, f->root, VA_A, 2);
+        uint64_t pd_old = fx_get(f, pd, 3);
+        cpu_set(f, 0, pd, 3, 0);
+        fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+        fx_clear_events(f);
+        f->on_event = monitor_b_on_page_in;
+        f->user = vb;
+        cpu_set(f, 0, pd, 3, pd_old);
+        fx_expect(f, VMT_PTM_PAGE_IN, VA_A, f->root);
+        vmt_ptm_watch_info wi;
+        assert_int_equal(vmt_ptm_query(f->ptm, vmt_addr_ctx_make(vb, f->root), f->view, TAG, &wi), VMT_OK);
+        assert_true(wi.present);
+        assert_int_equal(wi.pa, ((frame + 1) << 12) | 0x123);
+        assert_int_equal(wi.depth, 4);
+        f->on_event = NULL;
+        fx_clear_events(f);
+        /* And it follows later changes like any watch. */
+        cpu_set(f, 0, fx_table_at(f, f->root, vb, 1), 5, 0);
+        fx_expect(f, VMT_PTM_PAGE_OUT, vb, f->root);
+        fx_destroy(f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_per_vcpu_partial_state),
         cmocka_unit_test(test_unmonitor_while_dirty),
         cmocka_unit_test(test_processing_order_top_level_first),
+        cmocka_unit_test(test_sink_may_monitor_during_the_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
