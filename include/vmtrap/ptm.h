@@ -45,7 +45,11 @@
  *    message is in vmt_ptm_error().
  *
  * Events are delivered through the sink after the monitor's state is fully
- * updated, so a sink may call vmt_ptm_monitor/unmonitor.
+ * updated, so a sink may call vmt_ptm_monitor/unmonitor (which then see the
+ * tables as they are after the write). With write data the guest's write
+ * has NOT landed in memory while the sink runs (it lands when the driver
+ * applies the response): take the new frame from the event's new_pa, not
+ * from a fresh vmt_session_translate(), which still reads the old entry.
  *
  * Guest tables are read in view 0 with the driver's read_phys (8 bytes per
  * entry; no frame cache to go stale) and walked with vmt_session_paging():
