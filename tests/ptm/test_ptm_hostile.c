@@ -287,6 +287,32 @@ static void test_failed_release_is_retried(void **state)
     fx_destroy(f);
 }
 
+/* The step path: the read-back at the SINGLESTEP fails. The vCPU still goes
+ * back to its view, the watch keeps its state, resync repairs it. */
+static void test_failed_step_read_back(void **state)
+{
+    (void)state;
+    fx *f = fx_create(0, 1);
+    f->with_data = false;
+    vmt_gfn frame = setup_a(f);
+    vmt_gfn pt = info_a(f).tables[3];
+    vmt_pa e = (pt << 12) + 8 * 4;
+    cpu_store_trap(f, 0, e, 8, 0);
+    assert_true(vmt_ptm_stepping(f->ptm, 0));
+    vmt_mem_fail_nth(f->d, VMT_MEM_OP_READ_PHYS, 1);
+    cpu_store_finish(f, 0, e, 8, 0); /* asserts the switch back */
+    vmt_mem_fail_clear(f->d);
+    assert_int_equal(f->last_status, VMT_E_INJECTED);
+    assert_false(vmt_ptm_stepping(f->ptm, 0));
+    assert_int_equal(f->nevents, 0);
+    assert_true(info_a(f).present);
+    assert_int_equal(info_a(f).pa, (frame << 12) | 0x123);
+    assert_int_equal(vmt_ptm_resync(f->ptm, fx_sink, f), VMT_OK);
+    fx_check(f);
+    fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+    fx_destroy(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -296,6 +322,7 @@ int main(void)
         cmocka_unit_test(test_monitor_fails_cleanly),
         cmocka_unit_test(test_failed_event_keeps_state_and_resync_repairs),
         cmocka_unit_test(test_failed_release_is_retried),
+        cmocka_unit_test(test_failed_step_read_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -345,6 +345,19 @@ static void test_large_page_transitions(void **state)
         cpu_set(f, 0, pdpt, 2, pte_large(0));
         e = fx_expect(f, VMT_PTM_PAGE_IN, VA_L, f->root);
         assert_int_equal(e->page_size, VMT_SIZE_1G);
+        fx_clear_events(f);
+
+        /* 1G -> 4K (split two levels), other frame: remap. */
+        vmt_gfn pd4 = fx_table(f), pt4 = fx_table(f);
+        fx_set(f, pd4, 1, pte_table(pt4));
+        fx_set(f, pt4, 5, pte_page(0x301));
+        cpu_set(f, 0, pdpt, 2, pte_table(pd4));
+        e = fx_expect(f, VMT_PTM_REMAP, VA_L, f->root);
+        assert_int_equal(e->old_pa, 0x205abc);
+        assert_int_equal(e->new_pa, 0x301abc);
+        assert_int_equal(e->page_size, VMT_PAGE_SIZE);
+        assert_int_equal(info(f, VA_L, f->root).depth, 4);
+        assert_true(protected_in(f, pd4) && protected_in(f, pt4));
         fx_destroy(f);
     }
 }
