@@ -116,6 +116,22 @@ static vmt_status fold_piece(vmt_ptm *p, vmt_vcpu vcpu, const piece *pc, uint64_
     return VMT_OK;
 }
 
+/* Step the vCPU in view 0; its SINGLESTEP switches back to ev->view. On
+ * failure (no memory) resp is CONTINUE and the error is returned. */
+static vmt_status step_response(vmt_ptm *p, const vmt_event *ev, vmt_response *resp)
+{
+    *resp = vmt_response_continue();
+    ptm_step st = { ev->view };
+    void *slot;
+    bool existed;
+    vmt_status s = vmt_hmap_put(&p->steps, &ev->vcpu, &st, &slot, &existed);
+    if (s != VMT_OK)
+        return vmt_errbuf_set(&p->err, s, "ptm: out of memory for a step");
+    resp->actions = VMT_RESP_STEP | VMT_RESP_SWITCH_VIEW;
+    resp->new_view = VMT_VIEW_DEFAULT;
+    return VMT_OK;
+}
+
 /* Fill resp so that a write the monitor has already accounted for lands:
  * one exit with EMULATE, else a fast step in view 0, else a step in view 0
  * whose SINGLESTEP (nothing dirty) only switches back. */
@@ -129,29 +145,7 @@ static vmt_status land_response(vmt_ptm *p, const vmt_event *ev, vmt_response *r
         resp->step_view = VMT_VIEW_DEFAULT;
         return VMT_OK;
     }
-    ptm_step st = { ev->view };
-    void *slot;
-    bool existed;
-    vmt_status s = vmt_hmap_put(&p->steps, &ev->vcpu, &st, &slot, &existed);
-    if (s != VMT_OK)
-        return vmt_errbuf_set(&p->err, s, "ptm: out of memory for a step");
-    resp->actions = VMT_RESP_STEP | VMT_RESP_SWITCH_VIEW;
-    resp->new_view = VMT_VIEW_DEFAULT;
-    return VMT_OK;
-}
-
-static vmt_status step_response(vmt_ptm *p, const vmt_event *ev, vmt_response *resp)
-{
-    ptm_step st = { ev->view };
-    void *slot;
-    bool existed;
-    vmt_status s = vmt_hmap_put(&p->steps, &ev->vcpu, &st, &slot, &existed);
-    if (s != VMT_OK)
-        return vmt_errbuf_set(&p->err, s, "ptm: out of memory for a step");
-    *resp = vmt_response_continue();
-    resp->actions = VMT_RESP_STEP | VMT_RESP_SWITCH_VIEW;
-    resp->new_view = VMT_VIEW_DEFAULT;
-    return VMT_OK;
+    return step_response(p, ev, resp);
 }
 
 /* Write with data: fold now, re-walk with the new entries overlaid. */
