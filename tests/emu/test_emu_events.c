@@ -416,6 +416,91 @@ static void ten_thousand_hidden_breakpoints(void **state)
     eg_destroy(&g);
 }
 
+/* The page-table monitor's setup: the view forbids writes to the frame
+ * holding the guest's PT. The guest's own A/D updates never raise events;
+ * a view that forbids reading the PT frame raises an in_pt_walk event. */
+static void page_walk_and_ad_bits(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    vmt_gfn data = eg_frame(&g);
+    vmt_gfn pt = eg_map(&g, DATA_VA, data, 0);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, DATA_VA);
+    eg_mov_imm(&c, EG_RBX, 0x99);
+    eg_store(&c, EG_RAX, EG_RBX);
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_out_ucall(&c, EG_RCX);
+    eg_mov_imm(&c, EG_RAX, DATA_VA + 8);
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    vmt_view v;
+    assert_int_equal(vmt_drv_view_create(g.d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(g.d, v, pt, VMT_ACCESS_R), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(g.d, 0, v), VMT_OK);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    expect_io(&g, 0x99); /* no event for the A and D updates in the write-protected PT */
+    uint64_t pte = 0;
+    assert_int_equal(vmt_drv_read_phys(g.d, eg_pte_pa(&g, DATA_VA), &pte, 8), VMT_OK);
+    assert_true((pte & (VMT_PTE_A | VMT_PTE_D)) == (VMT_PTE_A | VMT_PTE_D));
+    /* now forbid reading the PT frame: the next translation walk traps */
+    assert_int_equal(vmt_drv_view_set_access(g.d, v, pt, VMT_ACCESS_NONE), VMT_OK);
+    vmt_event ev;
+    respond_kind(&g, VMT_EVENT_MEM_ACCESS, vmt_response_continue(), &ev);
+    assert_true(ev.u.mem.in_pt_walk);
+    assert_int_equal(ev.u.mem.access, VMT_ACCESS_R);
+    assert_int_equal(ev.u.mem.gpa >> 12, pt);
+    assert_int_equal(ev.u.mem.gva, DATA_VA + 8);
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
+/* Rights and backing changed while the page is in the software TLB apply to
+ * the very next access. */
+static void changes_apply_to_mapped_pages(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    vmt_gfn data = eg_frame(&g), other;
+    eg_map(&g, DATA_VA, data, 0);
+    uint64_t a = 0xa, b = 0xb;
+    eg_write(&g, data << 12, &a, 8);
+    assert_int_equal(vmt_drv_frame_alloc(g.d, &other), VMT_OK);
+    eg_write(&g, other << 12, &b, 8);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, DATA_VA);
+    for (int i = 0; i < 3; i++) {
+        eg_load(&c, EG_RCX, EG_RAX);
+        eg_out_ucall(&c, EG_RCX);
+        eg_mov_imm(&c, EG_RAX, DATA_VA);
+    }
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    vmt_view v;
+    assert_int_equal(vmt_drv_view_create(g.d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(g.d, 0, v), VMT_OK);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_IO);
+    assert_int_equal(ev.u.io.value, 0xa);
+    assert_int_equal(vmt_drv_view_remap(g.d, v, data, other), VMT_OK); /* page is mapped now */
+    eg_respond(&g, &ev, vmt_response_continue());
+    ev = eg_next(&g);
+    assert_int_equal(ev.u.io.value, 0xb);
+    assert_int_equal(vmt_drv_view_set_access(g.d, v, data, VMT_ACCESS_X), VMT_OK);
+    eg_respond(&g, &ev, vmt_response_continue());
+    ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_MEM_ACCESS);
+    assert_int_equal(ev.u.mem.access, VMT_ACCESS_R);
+    eg_respond(&g, &ev, resp(VMT_RESP_EMULATE, VMT_VIEW_DEFAULT));
+    expect_io(&g, 0xa); /* emulated against view 0: the original frame */
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -425,6 +510,8 @@ int main(void)
         cmocka_unit_test(deterministic_event_sequence),
         cmocka_unit_test(deny_and_continue_writes),
         cmocka_unit_test(tlb_eviction_keeps_memory_right),
+        cmocka_unit_test(page_walk_and_ad_bits),
+        cmocka_unit_test(changes_apply_to_mapped_pages),
         cmocka_unit_test(ten_thousand_hidden_breakpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
