@@ -232,6 +232,41 @@ static void page_fault_delivered(void **state)
     eg_destroy(&g);
 }
 
+/* EFER.NXE works even though Unicorn 2.0.1 drops it: the driver's MMU
+ * enforces NX and delivers #PF with the instruction-fetch bit. */
+static void nx_enforced_by_the_mmu(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t HANDLER = CODE_VA + 0x2000, IDT = 0x7f0000900000ull, NXPAGE = 0x7f0000b00000ull;
+    eg_code h = { .n = 0 };
+    eg_bytes(&h, "\x59", 1); /* pop rcx: error code */
+    eg_out_ucall(&h, EG_RCX);
+    eg_read_cr(&h, EG_RCX, 2);
+    eg_out_ucall(&h, EG_RCX);
+    eg_hlt(&h);
+    eg_place(&g, HANDLER, &h);
+    eg_idt(&g, IDT, 14, HANDLER);
+    eg_stack(&g, STACK_TOP, 1);
+    vmt_gfn nx = eg_frame(&g);
+    uint8_t ret = 0xc3;
+    eg_write(&g, nx << 12, &ret, 1);
+    eg_map(&g, NXPAGE, nx, VMT_PTE_NX);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RBX, NXPAGE);
+    eg_load(&c, EG_RCX, EG_RBX); /* reading an NX page is fine */
+    eg_call(&c, EG_RBX);         /* executing it is not */
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    g.regs.efer |= VMT_EFER_NXE;
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    expect_io(&g, 0x11); /* present, instruction fetch */
+    expect_io(&g, (uint32_t)NXPAGE);
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
 /* A translation that reaches a gfn past RAM sees no memory: reads give
  * 0xff bytes and writes are dropped; execution there stops the guest. */
 static void memory_past_ram(void **state)
@@ -392,6 +427,7 @@ int main(void)
         cmocka_unit_test(cr3_switch_event),
         cmocka_unit_test(serial_lines),
         cmocka_unit_test(page_fault_delivered),
+        cmocka_unit_test(nx_enforced_by_the_mmu),
         cmocka_unit_test(memory_past_ram),
         cmocka_unit_test(instruction_limit),
         cmocka_unit_test(refuses_what_unicorn_cannot_run),
