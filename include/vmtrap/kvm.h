@@ -35,6 +35,9 @@
  *    are taken (so an unchanged rip does not re-execute the instruction,
  *    whether or not KVM had moved it yet). vmt_drv_set_regs() between such an
  *    event and its response is refused (VMT_E_BUSY): use SET_REGS.
+ *  - EMULATE on a breakpoint, hardware-breakpoint or single-step event runs
+ *    the one instruction through emulate_view's mapping with a single-step
+ *    (the same as FAST_STEP: two exits instead of one).
  *  - A/D bits are not set in write-protected tables on kvm_pvm (no
  *    VMT_CAP_PT_AD_BITS): monitors should pre-set them.
  *  - a time limit (guest time) ends a run with VMT_EVENT_STOPPED reason

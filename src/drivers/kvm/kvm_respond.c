@@ -50,9 +50,12 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
         return vmt_driver_fail(d, VMT_E_INVAL, "response to event %" PRIu64 ", but event %" PRIu64 " is pending",
                                ev->seq, k->ev.seq);
     vmt_event_kind kind = k->ev.kind;
-    if ((a & (VMT_RESP_DENY | VMT_RESP_EMULATE)) && kind != VMT_EVENT_MEM_ACCESS)
-        return vmt_driver_fail(d, VMT_E_INVAL, "DENY and EMULATE answer memory-access events only (got %s)",
+    if ((a & VMT_RESP_DENY) && kind != VMT_EVENT_MEM_ACCESS)
+        return vmt_driver_fail(d, VMT_E_INVAL, "DENY answers memory-access events only (got %s)",
                                vmt_event_kind_name(kind));
+    if ((a & VMT_RESP_EMULATE) && kind != VMT_EVENT_MEM_ACCESS && kind != VMT_EVENT_BREAKPOINT &&
+        kind != VMT_EVENT_HW_BREAKPOINT && kind != VMT_EVENT_SINGLESTEP)
+        return vmt_driver_fail(d, VMT_E_INVAL, "EMULATE cannot answer a %s event", vmt_event_kind_name(kind));
     if ((a & VMT_RESP_IO_VALUE) && !(kind == VMT_EVENT_IO && !k->ev.u.io.is_write))
         return vmt_driver_fail(d, VMT_E_INVAL, "IO_VALUE answers a port read only");
     vmt_status st;
@@ -108,8 +111,11 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
                 return st;
         } else if (a & VMT_RESP_STEP) {
             step = (kvm_step){ .active = true, .report = true, .hw_off = hw, .fast_view = VMT_VIEW_INVALID };
-        } else if (a & VMT_RESP_FAST_STEP) {
-            step = (kvm_step){ .active = true, .hw_off = hw, .fast_view = resp->step_view };
+        } else if (a & (VMT_RESP_FAST_STEP | VMT_RESP_EMULATE)) {
+            /* KVM has no instruction emulator for us: EMULATE is one step
+             * through emulate_view's mapping, like FAST_STEP (two exits) */
+            vmt_view through = (a & VMT_RESP_EMULATE) ? resp->emulate_view : resp->step_view;
+            step = (kvm_step){ .active = true, .hw_off = hw, .fast_view = through };
         } else if (hw) {
             /* RF is not honoured everywhere: step past the breakpoint with it off */
             step = (kvm_step){ .active = true, .hw_off = true, .fast_view = VMT_VIEW_INVALID };
