@@ -8,7 +8,8 @@
  *     (b) an in-place INT3 (restore, STEP, re-arm: two events per hit) and
  *     (c) a hardware execute breakpoint;
  *   - monitored page-table write: a guest storing N times into a
- *     write-protected frame, each store a write event answered CONTINUE.
+ *     write-protected frame, each store a write event answered CONTINUE;
+ *   - trapped read: the same loop loading from a frame without read right.
  * Each hit cost subtracts the same guest loop run without monitoring
  * (CPL0 guest code is interpreted on kvm_pvm, so the loop itself is not
  * free). Usage: bench_kvm [N] (default 5000).
@@ -195,12 +196,17 @@ static double calls_hw_bp(uint32_t n)
     return t;
 }
 
-static double writes(uint32_t n, int monitored)
+/* The store loop, or the same loop loading instead (mov rax,[rbx]). */
+static double accesses(uint32_t n, int monitored, int reads)
 {
-    vmt_driver *d = make(g_write_loop, sizeof g_write_loop, WRITE_N_OFF, n);
+    uint8_t code[sizeof g_write_loop];
+    memcpy(code, g_write_loop, sizeof code);
+    if (reads)
+        code[13] = 0x8b;
+    vmt_driver *d = make(code, sizeof code, WRITE_N_OFF, n);
     vmt_view v;
     if (monitored && (vmt_drv_view_create(d, VMT_ACCESS_RWX, &v) || vmt_drv_view_switch(d, 0, v) ||
-                      vmt_drv_view_set_access(d, v, WRITE_PA >> 12, VMT_ACCESS_RX)))
+                      vmt_drv_view_set_access(d, v, WRITE_PA >> 12, reads ? VMT_ACCESS_WX : VMT_ACCESS_RX)))
         die("setup", vmt_driver_error(d));
     double t0 = now_s();
     vmt_event ev;
@@ -223,14 +229,17 @@ int main(int argc, char **argv)
     double hidden = calls_hidden_int3(n) / n - plain;
     double inplace = calls_inplace_int3(n) / n - plain;
     double hw = calls_hw_bp(n) / n - plain;
-    double wplain = writes(n, 0) / n;
-    double wmon = writes(n, 1) / n - wplain;
+    double wplain = accesses(n, 0, 0) / n;
+    double wmon = accesses(n, 1, 0) / n - wplain;
+    double rplain = accesses(n, 0, 1) / n;
+    double rmon = accesses(n, 1, 1) / n - rplain;
     printf("bench_kvm: N=%u, times per event/hit in microseconds (guest loop cost subtracted)\n", n);
     printf("  %-44s %9.2f us  ratio 1.00\n", "bare exit round trip (out loop)", bare * 1e6);
     printf("  %-44s %9.2f us  ratio %.2f\n", "breakpoint hit, hidden INT3 + FAST_STEP", hidden * 1e6, hidden / bare);
     printf("  %-44s %9.2f us  ratio %.2f\n", "breakpoint hit, in-place INT3 + STEP", inplace * 1e6, inplace / bare);
     printf("  %-44s %9.2f us  ratio %.2f\n", "breakpoint hit, hardware execute bp", hw * 1e6, hw / bare);
     printf("  %-44s %9.2f us  ratio %.2f\n", "monitored page-table write (CONTINUE)", wmon * 1e6, wmon / bare);
+    printf("  %-44s %9.2f us  ratio %.2f\n", "trapped read (no-memslot frame, CONTINUE)", rmon * 1e6, rmon / bare);
     printf("  (unmonitored guest loops: %.2f us per call iteration, %.2f us per write iteration)\n", plain * 1e6,
            wplain * 1e6);
     return 0;
