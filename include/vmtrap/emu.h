@@ -40,7 +40,9 @@
  * Limits (stated as capabilities; refused with a message when needed):
  * one vCPU; CPL0 guests in 64-bit mode with paging on and 4-level tables
  * (LA57 refused); EFER.SCE / syscall refused (Unicorn 2.0.1 cannot run
- * SYSCALL); string port I/O stops the guest; no debug-register breakpoints.
+ * SYSCALL); string port I/O stops the guest. Four debug-register execute
+ * breakpoints (hw_breakpoint op, checked by the code hook; DR0-3/DR7 in the
+ * registers mirror them and cannot be changed through set_regs).
  * EFER.NXE is supported (the driver's MMU enforces NX).
  */
 #ifndef VMTRAP_EMU_H

@@ -501,6 +501,45 @@ static void changes_apply_to_mapped_pages(void **state)
     eg_destroy(&g);
 }
 
+/* Debug-register execute breakpoints: fire before the instruction, and
+ * CONTINUE runs it (RF semantics) instead of firing again. */
+static void hw_breakpoints(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    eg_code c = { .n = 0 };
+    size_t loop = c.n;
+    eg_nop(&c);
+    eg_inc(&c, EG_RCX); /* CODE_VA + 1: breakpoint 2 */
+    eg_mov_imm(&c, EG_RDX, 3);
+    eg_loop_below(&c, EG_RCX, EG_RDX, loop);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    assert_int_equal(vmt_drv_hw_breakpoint(g.d, 0, 2, CODE_VA + 1, 1), VMT_OK);
+    vmt_regs r;
+    assert_int_equal(vmt_drv_get_regs(g.d, 0, &r), VMT_OK);
+    assert_int_equal(r.dr2, CODE_VA + 1);
+    assert_int_equal(r.dr7 & 0xff, 1u << 4);
+    assert_int_equal(vmt_drv_set_regs(g.d, 0, &r), VMT_OK); /* same DRs: accepted */
+    r.dr7 |= 1;
+    assert_int_equal(vmt_drv_set_regs(g.d, 0, &r), VMT_E_NOTSUP);
+    for (uint64_t i = 0; i < 3; i++) {
+        vmt_event ev = eg_next(&g);
+        assert_int_equal(ev.kind, VMT_EVENT_HW_BREAKPOINT);
+        assert_int_equal(ev.u.hwbp.index, 2);
+        assert_int_equal(ev.u.hwbp.address, CODE_VA + 1);
+        assert_int_equal(ev.regs.rip, CODE_VA + 1);
+        assert_int_equal(ev.regs.rcx, i); /* before the instruction */
+        eg_respond(&g, &ev, vmt_response_continue());
+    }
+    expect_halt(&g);
+    assert_int_equal(vmt_drv_hw_breakpoint(g.d, 0, 2, 0, 0), VMT_OK);
+    assert_int_equal(vmt_drv_hw_breakpoint(g.d, 0, 4, CODE_VA, 1), VMT_E_RANGE);
+    eg_destroy(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -511,6 +550,7 @@ int main(void)
         cmocka_unit_test(deny_and_continue_writes),
         cmocka_unit_test(tlb_eviction_keeps_memory_right),
         cmocka_unit_test(page_walk_and_ad_bits),
+        cmocka_unit_test(hw_breakpoints),
         cmocka_unit_test(changes_apply_to_mapped_pages),
         cmocka_unit_test(ten_thousand_hidden_breakpoints),
     };

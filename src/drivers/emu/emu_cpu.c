@@ -122,6 +122,20 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
         stop_cpu(e);
         return;
     }
+    if (e->hwbp_mask) {
+        if (e->hwbp_suppress && addr != e->hwbp_suppress_rip)
+            e->hwbp_suppress = false;
+        for (uint8_t i = 0; i < 4 && !e->hwbp_suppress; i++) {
+            if ((e->hwbp_mask >> i & 1) && e->hwbp_va[i] == addr) {
+                e->hwbp_hit = i;
+                e->special = EMU_SP_HWBP;
+                e->special_rip = addr;
+                e->special_size = size;
+                stop_cpu(e);
+                return;
+            }
+        }
+    }
     uint8_t tmp[16];
     const uint8_t *p = code_bytes(e, addr, size, tmp);
     enum emu_special sp = p ? classify(p, size) : EMU_SP_NONE;
@@ -293,6 +307,8 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
     }
     if (e->awaiting_response)
         return vmt_driver_fail(d, VMT_E_BUSY, "event %" PRIu64 " has not been answered", e->last.seq);
+    if (e->paused)
+        return VMT_E_TIMEOUT;
     if (e->ns_event_at) {
         e->stats.ns_monitor += now_ns() - e->ns_event_at;
         e->ns_event_at = 0;

@@ -129,6 +129,38 @@ static vmt_status op_frame_free(vmt_driver *d, vmt_gfn gfn)
     return VMT_OK;
 }
 
+static vmt_status op_pause(vmt_driver *d)
+{
+    impl(d)->paused = true; /* the CPU only runs inside wait_event */
+    return VMT_OK;
+}
+
+static vmt_status op_resume(vmt_driver *d)
+{
+    impl(d)->paused = false;
+    return VMT_OK;
+}
+
+static vmt_status op_hw_breakpoint(vmt_driver *d, vmt_vcpu vcpu, unsigned index, vmt_va va, int enable)
+{
+    emu *e = impl(d);
+    if (vcpu != 0 && vcpu != VMT_VCPU_ALL)
+        return vmt_driver_fail(d, VMT_E_NOTFOUND, "no vCPU %u (the emulator has one)", vcpu);
+    if (index >= 4)
+        return vmt_driver_fail(d, VMT_E_RANGE, "hardware breakpoint %u: there are 4 (0..3)", index);
+    if (enable) {
+        e->hwbp_va[index] = va;
+        e->hwbp_mask |= (uint8_t)(1u << index);
+        e->dr[index] = va;
+    } else {
+        e->hwbp_va[index] = 0;
+        e->hwbp_mask &= (uint8_t)~(1u << index);
+        e->dr[index] = 0;
+    }
+    e->dr[5] = (e->dr[5] & ~0xffull) | emu_hwbp_dr7(e);
+    return VMT_OK;
+}
+
 static vmt_status op_monitor(vmt_driver *d, vmt_event_kind kind, int enable)
 {
     emu *e = impl(d);
@@ -179,6 +211,9 @@ static const vmt_driver_ops emu_ops = {
     .frame_alloc = op_frame_alloc,
     .frame_free = op_frame_free,
     .inject = emu_op_inject,
+    .pause = op_pause,
+    .resume = op_resume,
+    .hw_breakpoint = op_hw_breakpoint,
     .monitor = op_monitor,
     .wait_event = emu_op_wait_event,
     .respond = emu_op_respond,
@@ -293,10 +328,10 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
                  VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_EMULATE | VMT_CAP_FRAMES | VMT_CAP_INJECT_PF |
                  VMT_CAP_INJECT_BP | VMT_CAP_EVENTS | VMT_CAP_BREAKPOINT_EVENTS | VMT_CAP_CR3_EVENTS |
                  VMT_CAP_IO_EVENTS | VMT_CAP_TIME_LIMIT | VMT_CAP_INSN_LIMIT | VMT_CAP_DETERMINISTIC |
-                 VMT_CAP_PT_AD_BITS;
+                 VMT_CAP_PT_AD_BITS | VMT_CAP_PAUSE | VMT_CAP_HW_BREAKPOINTS;
     caps.trap_access = VMT_ACCESS_RWX;
     caps.max_views = views;
-    caps.hw_breakpoints = 0;
+    caps.hw_breakpoints = 4;
     caps.vcpus = 1;
     caps.ram_frames = e->ram_frames;
     caps.maxphyaddr = e->maxphyaddr;

@@ -108,8 +108,18 @@ vmt_status emu_regs_read(emu *e, vmt_regs *r)
     return VMT_OK;
 }
 
+/* DR7 enable bits (L0..L3, execute, 1 byte) of the hw_breakpoint state. */
+uint64_t emu_hwbp_dr7(const emu *e)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < 4; i++)
+        if (e->hwbp_mask >> i & 1)
+            v |= 1ull << (2 * i);
+    return v;
+}
+
 /* What the emulator can run: checked for set_regs and images. */
-static vmt_status regs_supported(const vmt_regs *r, char *why, size_t why_len)
+static vmt_status regs_supported(const emu *e, const vmt_regs *r, char *why, size_t why_len)
 {
     if ((r->cr0 & (VMT_CR0_PG | VMT_CR0_PE)) != (VMT_CR0_PG | VMT_CR0_PE) || !(r->cr4 & VMT_CR4_PAE) ||
         !(r->efer & VMT_EFER_LME)) {
@@ -128,8 +138,13 @@ static vmt_status regs_supported(const vmt_regs *r, char *why, size_t why_len)
         snprintf(why, why_len, "CR4.LA57 (5-level paging) is not supported by the emulator driver");
         return VMT_E_NOTSUP;
     }
-    if (r->dr7 & 0xff) {
-        snprintf(why, why_len, "DR7 enables debug-register breakpoints, which the emulator does not implement");
+    const uint64_t drs[4] = { r->dr0, r->dr1, r->dr2, r->dr3 };
+    bool same = (r->dr7 & 0xff) == emu_hwbp_dr7(e);
+    for (unsigned i = 0; i < 4 && same; i++)
+        same = !(e->hwbp_mask >> i & 1) || drs[i] == e->hwbp_va[i];
+    if (!same) {
+        snprintf(why, why_len, "debug registers are changed with the hw_breakpoint op, not with set_regs "
+                               "(DR7 0x%" PRIx64 ")", r->dr7);
         return VMT_E_NOTSUP;
     }
     return VMT_OK;
@@ -137,7 +152,7 @@ static vmt_status regs_supported(const vmt_regs *r, char *why, size_t why_len)
 
 vmt_status emu_regs_write(emu *e, const vmt_regs *r, char *why, size_t why_len)
 {
-    vmt_status st = regs_supported(r, why, why_len);
+    vmt_status st = regs_supported(e, r, why, why_len);
     if (st)
         return st;
     static const int gprs[] = { UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
@@ -179,6 +194,8 @@ vmt_status emu_regs_write(emu *e, const vmt_regs *r, char *why, size_t why_len)
     e->dr[3] = r->dr3;
     e->dr[4] = r->dr6;
     e->dr[5] = r->dr7;
+    if (r->rip != e->hwbp_suppress_rip)
+        e->hwbp_suppress = false;
     if (paging_changed)
         emu_tlb_flush(e);
     return VMT_OK;
@@ -436,6 +453,14 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev)
             ev->u.bp.gpa = gpa;
             ev->u.bp.gfn = gpa >> 12;
         }
+        return EMU_IR_EVENT;
+    }
+    if (e->special == EMU_SP_HWBP) {
+        ev->kind = VMT_EVENT_HW_BREAKPOINT;
+        ev->u.hwbp.index = e->hwbp_hit;
+        ev->u.hwbp.address = rip;
+        e->hwbp_suppress = true; /* resuming here does not fire again (RF) */
+        e->hwbp_suppress_rip = rip;
         return EMU_IR_EVENT;
     }
     if (e->special == EMU_SP_SYSCALL) {

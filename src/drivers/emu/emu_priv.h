@@ -79,6 +79,7 @@ enum emu_special {
     EMU_SP_CR,            /* mov to/from CRn */
     EMU_SP_MSR,           /* rdmsr / wrmsr */
     EMU_SP_SYSCALL,       /* syscall / sysret / sysenter / sysexit */
+    EMU_SP_HWBP,          /* a debug-register execute breakpoint */
 };
 
 /* The one-instruction step the driver is running, if any. */
@@ -142,7 +143,13 @@ typedef struct emu {
 
     /* virtual control state */
     uint64_t cr0, cr2, cr3, cr4, efer;
-    uint64_t dr[6];
+    uint64_t dr[6];           /* dr0-3, dr6, dr7 as the guest set them */
+    uint64_t hwbp_va[4];      /* execute breakpoints (hw_breakpoint op) */
+    uint8_t hwbp_mask;
+    uint8_t hwbp_hit;         /* index of the one that fired */
+    bool hwbp_suppress;       /* like EFLAGS.RF: not again at this rip */
+    uint64_t hwbp_suppress_rip;
+    bool paused;
     uint16_t sel[6];          /* cs ss ds es fs gs as last set / delivered */
 
     /* run state */
@@ -244,6 +251,7 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev);
  * false (and e->stop filled) when the guest cannot take it. */
 bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip);
 void emu_serial_flush(emu *e);
+uint64_t emu_hwbp_dr7(const emu *e);
 uint64_t emu_rip(emu *e);
 void emu_set_rip(emu *e, uint64_t rip);
 
