@@ -45,10 +45,12 @@
  *    is not a breakpoint stop the guest with a message (rip and bytes).
  * One vCPU (cfg->vcpus must be 0 or 1).
  *
- * Signals: while a driver exists, its calling thread keeps one real-time
- * signal (SIGRTMIN+7) blocked; the driver's own timer sends it to that thread
- * to interrupt KVM_RUN, and KVM unblocks it only inside KVM_RUN (no handler,
- * no global state).
+ * Signals: the thread that runs a driver gets one real-time signal
+ * (SIGRTMIN+7) blocked, and it stays blocked (several drivers may share the
+ * thread); the driver's own timer sends it to that thread to interrupt
+ * KVM_RUN, and KVM unblocks it only inside KVM_RUN (no handler, no global
+ * state). A driver may be driven from another thread than its creator's
+ * (one thread at a time): the timer follows.
  */
 #ifndef VMTRAP_KVM_H
 #define VMTRAP_KVM_H

@@ -93,6 +93,21 @@ static void timeout_from_another_thread(void **state)
     vmt_driver_destroy(d);
 }
 
+/* Two drivers in one thread: timeouts work for both, and destroying one
+ * leaves the other's timer working (the signal stays blocked). */
+static void two_drivers_one_thread(void **state)
+{
+    (void)state;
+    vmt_driver *a = kg_driver(g_spin, sizeof g_spin, KG_RAM);
+    vmt_driver *b = kg_driver(g_spin, sizeof g_spin, KG_RAM);
+    vmt_event ev;
+    assert_int_equal(vmt_drv_wait_event(a, 10, &ev), VMT_E_TIMEOUT);
+    assert_int_equal(vmt_drv_wait_event(b, 10, &ev), VMT_E_TIMEOUT);
+    vmt_driver_destroy(a);
+    assert_int_equal(vmt_drv_wait_event(b, 20, &ev), VMT_E_TIMEOUT);
+    vmt_driver_destroy(b);
+}
+
 static void dirty_log_and_triple_fault(void **state)
 {
     (void)state;
@@ -260,6 +275,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(timeout_and_time_limit),
         cmocka_unit_test(timeout_from_another_thread),
+        cmocka_unit_test(two_drivers_one_thread),
         cmocka_unit_test(dirty_log_and_triple_fault),
         cmocka_unit_test(internal_error_reports_rip),
         cmocka_unit_test(own_cpu_state),

@@ -134,7 +134,6 @@ typedef struct kvm_drv {
 
     /* timer and limit */
     int sig;
-    bool sig_was_blocked;
     bool timer_ok;
     timer_t timer;
     pthread_t thread;          /* the thread the timer signals (rebound if another thread runs) */

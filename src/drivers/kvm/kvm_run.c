@@ -88,7 +88,6 @@ vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len)
         vmt_why(why, why_len, "kvm: reading the signal mask failed");
         return VMT_E_DRIVER;
     }
-    k->sig_was_blocked = sigismember(&old, k->sig);
     /* inside KVM_RUN: the thread's mask without our signal */
     sigdelset(&old, k->sig);
     struct {
@@ -125,19 +124,16 @@ static void drain_signal(kvm_drv *k)
         ;
 }
 
+/* The signal stays blocked in the thread: another driver in the same thread
+ * may rely on it, and a blocked real-time signal costs nothing. */
 void kvm_timer_fini(kvm_drv *k)
 {
     if (!k->sig)
         return;
     if (k->timer_ok)
         timer_delete(k->timer);
-    drain_signal(k);
-    if (!k->sig_was_blocked) {
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, k->sig);
-        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    }
+    if (pthread_equal(k->thread, pthread_self()))
+        drain_signal(k);
 }
 
 /* Make sure the timer fires no later than `at` (absolute monotonic ns). A
