@@ -313,6 +313,46 @@ static void test_failed_step_read_back(void **state)
     fx_destroy(f);
 }
 
+/* A self-map (Windows): with VMT_WALK_ALLOW_RECURSIVE the PML4 may appear at
+ * several levels of one walk. The monitor counts each use, follows changes
+ * and releases everything. */
+static void test_recursive_self_map_when_allowed(void **state)
+{
+    (void)state;
+    fx *f = fx_create(0, 1);
+    vmt_paging_config pc = { 4, 39, 1, VMT_WALK_ALLOW_RECURSIVE };
+    vmt_session_set_paging(f->s, &pc);
+    vmt_gfn r = f->root >> 12;
+    vmt_gfn frame = fx_data(f);
+    fx_map4k(f, f->root, VA_A, frame); /* PML4[1] -> PDPT */
+    fx_set(f, r, 5, pte_table(r));     /* the self-map slot */
+    /* PML4[5] -> PML4 as PDPT [5] -> as PD [5] -> as PT, entry 1: the PDPT page. */
+    vmt_va self = (5ULL << 39) | (5ULL << 30) | (5ULL << 21) | (1ULL << 12);
+    vmt_gfn pdpt = fx_table_at(f, f->root, VA_A, 3);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, vmt_addr_ctx_make(self, f->root), f->view, TAG), VMT_OK);
+    fx_check(f);
+    vmt_ptm_watch_info wi;
+    assert_int_equal(vmt_ptm_query(f->ptm, vmt_addr_ctx_make(self, f->root), f->view, TAG, &wi), VMT_OK);
+    assert_true(wi.present);
+    assert_int_equal(wi.pa, pdpt << 12);
+    assert_int_equal(wi.depth, 4);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(wi.tables[i], r);
+    /* PML4[1] is the leaf of the self-mapped VA: repointing it remaps. */
+    vmt_gfn pdpt2 = fx_table(f);
+    cpu_set(f, 0, r, 1, pte_table(pdpt2));
+    const vmt_ptm_event *e = fx_expect(f, VMT_PTM_REMAP, self, f->root);
+    assert_int_equal(e->new_pa, pdpt2 << 12);
+    fx_clear_events(f);
+    /* Removing the self-map pages it out. */
+    cpu_set(f, 0, r, 5, 0);
+    fx_expect(f, VMT_PTM_PAGE_OUT, self, f->root);
+    assert_int_equal(vmt_ptm_unmonitor(f->ptm, vmt_addr_ctx_make(self, f->root), f->view, TAG), VMT_OK);
+    fx_check(f);
+    assert_nothing_protected(f);
+    fx_destroy(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -323,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_failed_event_keeps_state_and_resync_repairs),
         cmocka_unit_test(test_failed_release_is_retried),
         cmocka_unit_test(test_failed_step_read_back),
+        cmocka_unit_test(test_recursive_self_map_when_allowed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
