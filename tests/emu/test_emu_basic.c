@@ -267,6 +267,32 @@ static void nx_enforced_by_the_mmu(void **state)
     eg_destroy(&g);
 }
 
+/* ud2 is #UD for the guest, through its IDT (Unicorn reports it as an
+ * invalid instruction, not as an exception). */
+static void invalid_opcode_delivered(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t HANDLER = CODE_VA + 0x2000, IDT = 0x7f0000900000ull;
+    eg_code h = { .n = 0 };
+    eg_bytes(&h, "\x59", 1); /* pop rcx: the faulting rip (no error code) */
+    eg_out_ucall(&h, EG_RCX);
+    eg_hlt(&h);
+    eg_place(&g, HANDLER, &h);
+    eg_idt(&g, IDT, 6, HANDLER);
+    eg_stack(&g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_nop(&c);
+    eg_bytes(&c, "\x0f\x0b", 2); /* ud2 at CODE_VA + 1 */
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    expect_io(&g, (uint32_t)(CODE_VA + 1));
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
 /* A translation that reaches a gfn past RAM sees no memory: reads give
  * 0xff bytes and writes are dropped; execution there stops the guest. */
 static void memory_past_ram(void **state)
@@ -428,6 +454,7 @@ int main(void)
         cmocka_unit_test(serial_lines),
         cmocka_unit_test(page_fault_delivered),
         cmocka_unit_test(nx_enforced_by_the_mmu),
+        cmocka_unit_test(invalid_opcode_delivered),
         cmocka_unit_test(memory_past_ram),
         cmocka_unit_test(instruction_limit),
         cmocka_unit_test(refuses_what_unicorn_cannot_run),

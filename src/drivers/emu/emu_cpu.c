@@ -478,6 +478,22 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             e->stats.internal_exits++;
             continue;
         }
+        if (err == UC_ERR_INSN_INVALID) {
+            /* an invalid opcode is #UD for the guest; a valid one Unicorn
+             * cannot run stops the guest with its name */
+            uint64_t r2 = emu_rip(e);
+            if (e->icount)
+                e->icount--;
+            if (!emu_insn_is_undefined(e, r2, ev->u.stop.message, sizeof ev->u.stop.message)) {
+                e->stop.reason = VMT_STOP_GUEST_ERROR;
+                snprintf(e->stop.message, sizeof e->stop.message, "%s", ev->u.stop.message);
+                return report_stop(e, ev);
+            }
+            e->stats.internal_exits++;
+            if (!deliver(e, 6, false, 0, r2))
+                return report_stop(e, ev);
+            continue;
+        }
         if (err != UC_ERR_OK) {
             uint64_t r2 = emu_rip(e);
             e->stop.reason = VMT_STOP_GUEST_ERROR;

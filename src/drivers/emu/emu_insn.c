@@ -498,3 +498,16 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev)
     cs_free(in, 1);
     return r;
 }
+
+bool emu_insn_is_undefined(emu *e, uint64_t rip, char *msg, size_t msg_len)
+{
+    cs_insn *in = decode(e, rip);
+    if (!in)
+        return true;
+    bool ud = in->id == X86_INS_UD2 || in->id == X86_INS_UD0 || in->id == X86_INS_INVALID;
+    if (!ud)
+        snprintf(msg, msg_len, "unsupported instruction at rip 0x%" PRIx64 ": %s %s (Unicorn 2.0.1 cannot run it)",
+                 rip, in->mnemonic, in->op_str);
+    cs_free(in, 1);
+    return ud;
+}

@@ -252,6 +252,9 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev);
 bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip);
 void emu_serial_flush(emu *e);
 uint64_t emu_hwbp_dr7(const emu *e);
+/* For UC_ERR_INSN_INVALID: true when the bytes at rip are not a valid
+ * instruction (#UD for the guest); else msg names the instruction. */
+bool emu_insn_is_undefined(emu *e, uint64_t rip, char *msg, size_t msg_len);
 uint64_t emu_rip(emu *e);
 void emu_set_rip(emu *e, uint64_t rip);
 
