@@ -16,8 +16,14 @@
  * reported; the caller decides (CONTINUE after restoring the byte, STEP,
  * FAST_STEP into another view, or REINJECT into the guest IDT).
  *
- * Write traps: a store to a read-only slot arrives as KVM_EXIT_MMIO with the
- * exact value; KVM has dropped it, so the response decides where it lands.
+ * Memory traps: a store to a read-only slot arrives as KVM_EXIT_MMIO with
+ * the exact value; KVM has dropped it, so the response decides where it
+ * lands. Any data access to a frame without a slot (read denied) exits the
+ * same way; a read is answered by the response. An instruction fetch from
+ * such a frame fails (emulation error without bytes): the driver maps the
+ * frame read-only with a temporary slot for one single-step and removes the
+ * slot when the step ends (however it ends). Accesses the current view (or,
+ * during a FAST_STEP, the step view) allows are served without an event.
  *
  * Time: one POSIX timer per driver sends a real-time signal to this thread;
  * the signal is blocked outside KVM_RUN and unblocked inside it
