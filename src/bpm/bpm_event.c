@@ -11,11 +11,11 @@
  *       guest's own (FOREIGN, REINJECT); else a stale event of a removed
  *       breakpoint (STALE, CONTINUE re-executes the restored byte).
  *   read/write of a shadowed frame       -> HIDDEN: served from view 0. A write
- *       is mirrored into the shadow: at once from the event's data when the
- *       driver reports it, else by stepping the write in view 0 (STEP +
- *       SWITCH_VIEW 0) and rebuilding the shadow on the SINGLESTEP that
- *       follows (REFRESHED, SWITCH_VIEW back). Without SINGLESTEP either, the
- *       shadow is rebuilt at the vCPU's next event.
+ *       is stepped in view 0 (STEP + SWITCH_VIEW 0) and the shadow rebuilt
+ *       from the whole frame on the SINGLESTEP that follows (REFRESHED,
+ *       SWITCH_VIEW back): exact for any instruction (rep stos, ...).
+ *       Without SINGLESTEP: EMULATE/FAST_STEP, the reported bytes mirrored at
+ *       once, and the whole shadow rebuilt at the vCPU's next event.
  *   execute on a no-execute frame (EXEC) -> HIT at a breakpoint, else HIDDEN;
  *       both step through in view 0.
  *   debug-register event (DEBUG)         -> HIT; CONTINUE.
@@ -222,42 +222,54 @@ static vmt_status refresh_pending(vmt_bpm *b, const vmt_event *ev, vmt_response 
     if (st)
         return st; /* keep the entry: retried at the next event */
     vmt_hmap_del(&b->refresh, &vcpu, NULL);
-    if ((val & REFRESH_STEPPING) && ev->kind == VMT_EVENT_SINGLESTEP) {
-        vd->disposition = VMT_BPM_REFRESHED;
-        resp->actions = VMT_RESP_SWITCH_VIEW;
+    if (val & REFRESH_STEPPING) {
+        /* the stepped vCPU goes back to the breakpoint view */
+        resp->actions |= VMT_RESP_SWITCH_VIEW;
         resp->new_view = bpm_fkey_view(fk);
-        *done = true;
+        if (ev->kind == VMT_EVENT_SINGLESTEP) {
+            vd->disposition = VMT_BPM_REFRESHED;
+            *done = true;
+        }
     }
     return VMT_OK;
 }
 
+/* A guest write into a shadowed frame. The instruction may store more than
+ * the event reports (rep stos/movs, several stores), so the shadow is
+ * rebuilt from the whole frame once the write has landed:
+ *   - with SINGLESTEP: step the instruction in view 0 (SWITCH_VIEW 0 + STEP);
+ *     the SINGLESTEP that follows rebuilds the shadow and switches back;
+ *   - else: let it run in view 0 (EMULATE / FAST_STEP), mirror the reported
+ *     bytes into the shadow at once (exact for a plain store), and rebuild
+ *     the whole shadow at the vCPU's next event. */
 static vmt_status on_write(vmt_bpm *b, const vmt_event *ev, uint64_t fk, vmt_response *resp)
 {
     const vmt_mem_access_info *m = &ev->u.mem;
-    if (m->has_data && m->size >= 1 && m->size <= 8) {
-        uint8_t bytes[8];
-        memcpy(bytes, &m->value, sizeof bytes); /* little-endian host, as the guest */
-        unsigned off = (unsigned)vmt_page_offset(m->gpa);
-        unsigned here = m->size < VMT_PAGE_SIZE - off ? m->size : (unsigned)(VMT_PAGE_SIZE - off);
-        vmt_status st = bpm_ctl_patch_frame(b, fk, off, bytes, here);
-        if (!st && here < m->size) /* the store crosses into the next frame: mirror its part too */
-            st = bpm_ctl_patch_frame(b, bpm_fkey(ev->view, vmt_pa_to_gfn(m->gpa) + 1), 0, bytes + here,
-                                     m->size - here);
-        return st;
-    }
     uint32_t vcpu = ev->vcpu;
     uint64_t val = fk;
+    vmt_status st;
+    if ((st = vmt_hmap_reserve(&b->refresh, vmt_hmap_count(&b->refresh) + 1)))
+        return vmt_errbuf_set(&b->err, st, "bpm: out of memory");
     if (vmt_driver_has(b->d, VMT_CAP_SINGLESTEP)) {
         val |= REFRESH_STEPPING;
         *resp = vmt_response_continue();
         resp->actions = VMT_RESP_SWITCH_VIEW | VMT_RESP_STEP;
         resp->new_view = VMT_VIEW_DEFAULT;
+    } else if (m->has_data && m->size >= 1 && m->size <= 8) {
+        uint8_t bytes[8];
+        memcpy(bytes, &m->value, sizeof bytes); /* little-endian host, as the guest */
+        unsigned off = (unsigned)vmt_page_offset(m->gpa);
+        unsigned here = m->size < VMT_PAGE_SIZE - off ? m->size : (unsigned)(VMT_PAGE_SIZE - off);
+        st = bpm_ctl_patch_frame(b, fk, off, bytes, here);
+        if (!st && here < m->size) /* the store crosses into the next frame: mirror its part too */
+            st = bpm_ctl_patch_frame(b, bpm_fkey(ev->view, vmt_pa_to_gfn(m->gpa) + 1), 0, bytes + here,
+                                     m->size - here);
+        if (st)
+            return st;
     }
     void *slot;
     bool existed;
-    vmt_status st = vmt_hmap_put(&b->refresh, &vcpu, &val, &slot, &existed);
-    if (st)
-        return vmt_errbuf_set(&b->err, st, "bpm: out of memory");
+    (void)vmt_hmap_put(&b->refresh, &vcpu, &val, &slot, &existed); /* reserved */
     memcpy(slot, &val, sizeof val);
     return VMT_OK;
 }
@@ -278,10 +290,13 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
         max_hits = 0;
 
     bool done;
-    if ((st = refresh_pending(b, ev, &r, &vd, &done)))
+    vmt_response back = vmt_response_continue(); /* SWITCH_VIEW back after a step, if any */
+    if ((st = refresh_pending(b, ev, &back, &vd, &done)))
         return st;
-    if (done)
+    if (done) {
+        r = back;
         goto out;
+    }
 
     ev_site es;
     switch (ev->kind) {
@@ -351,6 +366,10 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
         break;
     default:
         break;
+    }
+    if ((back.actions & VMT_RESP_SWITCH_VIEW) && !(r.actions & VMT_RESP_SWITCH_VIEW)) {
+        r.actions |= VMT_RESP_SWITCH_VIEW;
+        r.new_view = back.new_view;
     }
 out:
     if (st) {

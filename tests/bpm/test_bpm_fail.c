@@ -274,7 +274,7 @@ static void test_fail_each_call(void **state)
         { "shadow page-in", VMT_BPM_CTL_SHADOW, 0, setup_pending, op_page_in },
         { "shadow page-out", VMT_BPM_CTL_SHADOW, 0, setup_one, op_page_out },
         { "shadow remap", VMT_BPM_CTL_SHADOW, 0, setup_one, op_remap },
-        { "shadow write with data", VMT_BPM_CTL_SHADOW, 0, setup_one, op_write_data },
+        { "shadow write with data", VMT_BPM_CTL_SHADOW, VMT_CAP_SINGLESTEP, setup_one, op_write_data },
         { "shadow refresh after step", VMT_BPM_CTL_SHADOW, VMT_CAP_WRITE_DATA, setup_nodata_write, op_refresh },
         { "foreign INT3 check", VMT_BPM_CTL_SHADOW, 0, setup_foreign, op_foreign_check },
         { "exec insert", VMT_BPM_CTL_EXEC, 0, setup_mapped, op_insert_new_frame },

@@ -457,7 +457,10 @@ static void test_hidden_reads_and_writes(void **state)
 {
     (void)state;
     fx f;
-    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    vmt_mem_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.caps_remove = VMT_CAP_SINGLESTEP; /* writes: mirror the data, rebuild at the next event */
+    fx_init(&f, &mc, VMT_BPM_CTL_SHADOW);
     fx_fill(&f, 0x10, 4);
     fx_map(&f, FX_ROOT_A, VA1, PA1);
     fx_map(&f, FX_ROOT_A, 0x400130, 0x10130);
@@ -489,6 +492,8 @@ static void test_hidden_reads_and_writes(void **state)
     CK(&f);
     assert_int_equal(fx_byte(&f, (sh << 12) + 0x122), 0x55);
     assert_int_equal(fx_byte(&f, (sh << 12) + 0x123), 0xCC);
+    uint8_t landed[2] = { 0x55, 0xCC }; /* the CPU performs the write in view 0 */
+    assert_int_equal(vmt_drv_write_phys(f.d, 0x10122, landed, 2), VMT_OK);
     /* the guest now has its own INT3 at our site: a hit is a double trap */
     vmt_event hit = fx_int3(&f, VA1, PA1, FX_ROOT_A);
     assert_int_equal(vmt_bpm_handle_event(f.b, &hit, &resp, NULL, 0, &vd), VMT_OK);
@@ -502,10 +507,8 @@ static void test_hidden_reads_and_writes(void **state)
     CK(&f);
     fx_free(&f);
 
-    /* without write data: step the write in view 0, rebuild on SINGLESTEP */
-    vmt_mem_config mc;
+    /* with single-step: step the write in view 0, rebuild on SINGLESTEP */
     memset(&mc, 0, sizeof mc);
-    mc.caps_remove = VMT_CAP_WRITE_DATA;
     fx_init(&f, &mc, VMT_BPM_CTL_SHADOW);
     fx_fill(&f, 0x10, 4);
     fx_map(&f, FX_ROOT_A, VA1, PA1);
@@ -513,12 +516,15 @@ static void test_hidden_reads_and_writes(void **state)
     fx_view_state(&f, 0x10, &acc, &sh);
     ev = fx_mem(&f, 0x400100, 0x10100, VMT_ACCESS_W, FX_ROOT_A);
     ev.vcpu = 0;
+    ev.u.mem.has_data = true; /* a rep stos: the event reports its first store only */
+    ev.u.mem.size = 1;
+    ev.u.mem.value = 0x41;
     assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, NULL, 0, &vd), VMT_OK);
     assert_int_equal(vd.disposition, VMT_BPM_HIDDEN);
     assert_int_equal(resp.actions, VMT_RESP_SWITCH_VIEW | VMT_RESP_STEP);
     assert_int_equal(resp.new_view, 0);
     CK(&f);
-    /* the CPU performs the write in view 0 (the test plays it) */
+    /* the CPU performs the whole rep stos in view 0 (the test plays it) */
     uint8_t newcode[0x40];
     memset(newcode, 0x41, sizeof newcode);
     assert_int_equal(vmt_drv_write_phys(f.d, 0x10100, newcode, sizeof newcode), VMT_OK);
@@ -703,7 +709,10 @@ static void test_write_edges(void **state)
 {
     (void)state;
     fx f;
-    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    vmt_mem_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.caps_remove = VMT_CAP_SINGLESTEP;
+    fx_init(&f, &mc, VMT_BPM_CTL_SHADOW);
     fx_fill(&f, 0x10, 1);
     fx_fill(&f, 0x11, 2);
     vmt_bpm_bp a = fx_bp(&f, 0x400ffe, FX_ROOT_A, 1, 1, false);
@@ -735,7 +744,6 @@ static void test_write_edges(void **state)
     CK(&f);
     fx_free(&f);
 
-    vmt_mem_config mc;
     memset(&mc, 0, sizeof mc);
     mc.caps_remove = VMT_CAP_WRITE_DATA | VMT_CAP_SINGLESTEP;
     fx_init(&f, &mc, VMT_BPM_CTL_SHADOW);
