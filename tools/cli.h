@@ -29,6 +29,13 @@ enum {
 };
 
 #define CLI_MAX_HOOKS 64
+#define CLI_MAX_SETS 16
+
+/* --set SYMBOL=VALUE: a guest variable written before the first instruction. */
+typedef struct cli_set {
+    char *symbol; /* owned */
+    uint64_t value;
+} cli_set;
 
 typedef enum cli_command { CLI_CMD_NONE = 0, CLI_CMD_RUN, CLI_CMD_DEMO, CLI_CMD_HELP } cli_command;
 
@@ -38,12 +45,15 @@ typedef struct vmtrap_options {
     const char *driver;       /* "emu", "kvm", or NULL (= best available) */
     size_t nhooks;
     char *hooks[CLI_MAX_HOOKS]; /* owned (strdup) */
-    int returns;              /* also hook returns (--returns) */
+    int returns;              /* also hook returns (--returns): of every hook... */
+    char *return_list;        /* ...or of these (--returns=SYMBOL[,SYMBOL...]), owned */
     int json;
     int quiet;                /* no per-event lines, only the summary */
     int trace;                /* also every driver event and the response (--trace) */
     double limit_seconds;     /* 0: none */
     uint64_t ram_mb;          /* 0: default */
+    size_t nsets;
+    cli_set sets[CLI_MAX_SETS];
 } vmtrap_options;
 
 /* Parse argv. On error returns CLI_EXIT_USAGE with a one-line message in
@@ -138,6 +148,8 @@ void cli_log_summary(cli_log *l, const cli_summary *s);
 /* Copy len bytes of the file's PT_LOAD contents at va; 0, or -1 when va is
  * not backed by file bytes. */
 int cli_elf_read_va(const char *path, uint64_t va, void *buf, size_t len);
+/* Physical address the loader puts va at (PT_LOAD p_paddr); 0 or -1. */
+int cli_elf_va_to_pa(const char *path, uint64_t va, size_t len, uint64_t *pa);
 /* FNV-1a 64 (the hash the workload guest reports). */
 uint64_t cli_fnv1a(const void *p, size_t n);
 

@@ -16,9 +16,10 @@
 void cli_usage(FILE *f)
 {
     fputs("usage: vmtrap run --guest IMAGE --driver emu|kvm --hook SYMBOL[,SYMBOL...]\n"
-          "                  [--returns] [--json] [--quiet] [--trace] [--limit SECONDS] [--ram MB]\n"
+          "                  [--returns[=SYMBOL,...]] [--json] [--quiet] [--trace] [--limit SECONDS]\n"
+          "                  [--ram MB] [--set SYMBOL=VALUE ...]\n"
           "       vmtrap demo [--guest IMAGE] [--driver emu|kvm] [--json] [--quiet]\n"
-          "                  [--limit SECONDS]\n"
+          "                  [--limit SECONDS] [--set SYMBOL=VALUE ...]\n"
           "       vmtrap --help\n"
           "\n"
           "run   boots IMAGE (an ELF64 guest) on the driver, puts hidden breakpoints on\n"
@@ -28,7 +29,9 @@ void cli_usage(FILE *f)
           "demo  runs the bundled workload guest on the best available driver with\n"
           "      hooks on svc_open, svc_write, svc_spawn and svc_exit (and their returns).\n"
           "--json writes one JSON object per line instead of readable lines.\n"
-          "--trace also logs every driver event with the monitor's response.\n",
+          "--trace also logs every driver event with the monitor's response.\n"
+          "--set writes VALUE into the guest variable SYMBOL (1, 2, 4 or 8 bytes) before it\n"
+          "      starts, e.g. --set workload_iterations=8 for a shorter workload run.\n",
           f);
 }
 
@@ -69,6 +72,27 @@ static int add_hooks(vmtrap_options *o, const char *list, char *err, size_t err_
     }
 }
 
+static int add_set(vmtrap_options *o, const char *arg, char *err, size_t err_len)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq || eq == arg || !eq[1])
+        return fail(err, err_len, "--set '%s': expected SYMBOL=VALUE", arg);
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(eq + 1, &end, 0);
+    if (errno || *end || eq[1] == '-')
+        return fail(err, err_len, "--set '%s': VALUE must be a non-negative integer", arg);
+    if (o->nsets == CLI_MAX_SETS)
+        return fail(err, err_len, "--set: more than %s variables", "16");
+    char *name = strndup(arg, (size_t)(eq - arg));
+    if (!name)
+        return fail(err, err_len, "%s", "out of memory");
+    o->sets[o->nsets].symbol = name;
+    o->sets[o->nsets].value = v;
+    o->nsets++;
+    return CLI_EXIT_OK;
+}
+
 static int parse_double(const char *s, double *out)
 {
     char *end;
@@ -100,13 +124,14 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
     else
         return fail(err, err_len, "unknown command '%s' (expected run or demo)", cmd);
 
-    enum { OPT_RETURNS = 256, OPT_RAM, OPT_TRACE };
+    enum { OPT_RETURNS = 256, OPT_RAM, OPT_TRACE, OPT_SET };
     static const struct option longopts[] = {
         { "guest", required_argument, NULL, 'g' },
         { "driver", required_argument, NULL, 'd' },
         { "hook", required_argument, NULL, 'k' },
-        { "returns", no_argument, NULL, OPT_RETURNS },
+        { "returns", optional_argument, NULL, OPT_RETURNS },
         { "trace", no_argument, NULL, OPT_TRACE },
+        { "set", required_argument, NULL, OPT_SET },
         { "json", no_argument, NULL, 'j' },
         { "quiet", no_argument, NULL, 'q' },
         { "limit", required_argument, NULL, 'l' },
@@ -131,8 +156,15 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
                 o->driver = optarg;
             break;
         case 'k': rc = add_hooks(o, optarg, err, err_len); break;
-        case OPT_RETURNS: o->returns = 1; break;
+        case OPT_RETURNS:
+            o->returns = 1;
+            if (optarg) {
+                free(o->return_list);
+                o->return_list = strdup(optarg);
+            }
+            break;
         case OPT_TRACE: o->trace = 1; break;
+        case OPT_SET: rc = add_set(o, optarg, err, err_len); break;
         case 'j': o->json = 1; break;
         case 'q': o->quiet = 1; break;
         case 'l':
@@ -174,6 +206,23 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
             return fail(err, err_len, "run: missing %s", missing);
         }
     }
+    if (o->return_list) {
+        /* every symbol named must be hooked */
+        char *copy = strdup(o->return_list), *save = NULL;
+        int rc = copy ? CLI_EXIT_OK : fail(err, err_len, "%s", "out of memory");
+        for (char *t = copy ? strtok_r(copy, ",", &save) : NULL; t && rc == CLI_EXIT_OK; t = strtok_r(NULL, ",", &save)) {
+            size_t i;
+            for (i = 0; i < o->nhooks && strcmp(o->hooks[i], t) != 0; i++)
+                ;
+            if (i == o->nhooks)
+                rc = fail(err, err_len, "--returns: '%s' is not a --hook symbol", t);
+        }
+        free(copy);
+        if (rc != CLI_EXIT_OK) {
+            cli_free_options(o);
+            return rc;
+        }
+    }
     if (o->command == CLI_CMD_DEMO && o->nhooks > 0) {
         cli_free_options(o);
         return fail(err, err_len, "%s", "demo: --hook is not accepted (the demo hooks the four services)");
@@ -186,4 +235,9 @@ void cli_free_options(vmtrap_options *o)
     for (size_t i = 0; i < o->nhooks; i++)
         free(o->hooks[i]);
     o->nhooks = 0;
+    for (size_t i = 0; i < o->nsets; i++)
+        free(o->sets[i].symbol);
+    o->nsets = 0;
+    free(o->return_list);
+    o->return_list = NULL;
 }

@@ -215,6 +215,20 @@ static driver_kind pick_driver(const vmtrap_options *o, const char **reason)
     return DRV_KVM;
 }
 
+/* Is name one of the comma-separated list's entries? */
+static int in_list(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == n && strncmp(p, name, n) == 0)
+            return 1;
+        p = comma ? comma + 1 : NULL;
+    }
+    return 0;
+}
+
 static int fail_line(const char *fmt, const char *a, const char *b)
 {
     fputs("vmtrap: ", stderr);
@@ -294,6 +308,26 @@ int cli_run(const vmtrap_options *o, const char *argv0)
         }
     }
 
+    /* --set: each variable must be a symbol of 1, 2, 4 or 8 bytes in a loaded segment. */
+    uint64_t set_pa[CLI_MAX_SETS];
+    unsigned set_size[CLI_MAX_SETS];
+    for (size_t i = 0; i < o->nsets; i++) {
+        vmt_va va;
+        uint64_t size = 0;
+        if (vmt_image_symbol(img, o->sets[i].symbol, &va, &size) != VMT_OK) {
+            vmt_image_destroy(img);
+            return fail_line("--set: unknown symbol '%s' in %s", o->sets[i].symbol, guest);
+        }
+        if ((size != 1 && size != 2 && size != 4 && size != 8) ||
+            (size < 8 && o->sets[i].value >> (8 * size)) ||
+            cli_elf_va_to_pa(guest, va, (size_t)size, &set_pa[i]) != 0 || set_pa[i] + size > ram) {
+            vmt_image_destroy(img);
+            return fail_line("--set %s: not a 1/2/4/8-byte variable in guest RAM, or the value does not fit%s",
+                             o->sets[i].symbol, "");
+        }
+        set_size[i] = (unsigned)size;
+    }
+
     const char *pick_reason = "";
     driver_kind dk = pick_driver(o, &pick_reason);
     const char *dname = dk == DRV_EMU ? "emu" : "kvm";
@@ -312,6 +346,15 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     if (create_driver(dk, &mc, &drv, why, sizeof why) != VMT_OK) {
         vmt_image_destroy(img);
         return fail_line("driver '%s' unavailable: %s", dname, why);
+    }
+    for (size_t i = 0; i < o->nsets; i++) {
+        uint64_t v = o->sets[i].value; /* little-endian: the low set_size bytes */
+        if (vmt_drv_write_phys(drv, set_pa[i], &v, set_size[i]) != VMT_OK) {
+            fail_line("--set %s: %s", o->sets[i].symbol, vmt_driver_error(drv));
+            vmt_driver_destroy(drv);
+            vmt_image_destroy(img);
+            return CLI_EXIT_FAIL;
+        }
     }
     vmt_session *s = NULL;
     if (vmt_session_create(drv, NULL, &s) != VMT_OK) {
@@ -344,8 +387,8 @@ int cli_run(const vmtrap_options *o, const char *argv0)
             rc = CLI_EXIT_USAGE;
             goto out;
         }
-        int want_return = o->returns || (demo_returns && (strcmp(r.hooks[i], "svc_open") == 0 ||
-                                                          strcmp(r.hooks[i], "svc_spawn") == 0));
+        int want_return = (o->returns && (!o->return_list || in_list(o->return_list, r.hooks[i]))) ||
+                          (demo_returns && (strcmp(r.hooks[i], "svc_open") == 0 || strcmp(r.hooks[i], "svc_spawn") == 0));
         if (want_return && vmt_monitor_hook_return(r.mon, r.hooks[i], on_hit, &r) != VMT_OK) {
             fail_line("return hook '%s': %s", r.hooks[i], vmt_monitor_error(r.mon));
             goto out;
