@@ -120,6 +120,29 @@ static void pt_write_deny_drops(void **state)
     vmt_driver_destroy(d);
 }
 
+/* STEP on a write event: the store lands and the very next event is the
+ * single-step right after the storing instruction (mov [rbx],rax at +0x0e). */
+static void pt_write_step(void **state)
+{
+    (void)state;
+    uint64_t old;
+    vmt_view v;
+    vmt_driver *d = pt_guest(&old, &v);
+    vmt_event ev;
+    expect_pt_write(d, v, old, &ev);
+    vmt_response r = { .actions = VMT_RESP_STEP };
+    assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
+    kg_expect(d, VMT_EVENT_SINGLESTEP, &ev);
+    assert_int_equal(ev.regs.rip, KG_CODE_PA + 0x11);
+    uint64_t now;
+    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
+    assert_int_equal(now, NEW_PTE);
+    kg_continue(d, &ev);
+    expect_reports(d, MARK_NEW, (uint32_t)NEW_PTE);
+    kg_check(d);
+    vmt_driver_destroy(d);
+}
+
 /* View 1 backs the PD with a shadow copy; EMULATE against view 0 puts the
  * write into the real PD while the guest (in view 1) keeps the shadow. */
 static void pt_write_emulate_in_view0(void **state)
@@ -389,6 +412,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(pt_write_continue_lands),
         cmocka_unit_test(pt_write_deny_drops),
+        cmocka_unit_test(pt_write_step),
         cmocka_unit_test(pt_write_emulate_in_view0),
         cmocka_unit_test(hidden_breakpoint_fast_step),
         cmocka_unit_test(read_trap_responses),
