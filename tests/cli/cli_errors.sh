@@ -37,11 +37,11 @@ expect_usage_error "run: missing --guest IMAGE" run --driver emu --hook svc_open
 expect_usage_error "run: missing --driver" run --guest "$guest" --hook svc_open
 expect_usage_error "run: missing --hook" run --guest "$guest" --driver emu
 expect_usage_error "unsupported driver 'xen'" run --guest "$guest" --driver xen --hook svc_open
-expect_usage_error "--limit 'soon'" run --guest "$guest" --driver emu --hook main --limit soon
+expect_usage_error "--limit 'soon'" run --guest "$guest" --driver emu --hook guest_main --limit soon
 expect_usage_error "given twice" run --guest "$guest" --driver emu --hook svc_open,svc_open
 expect_usage_error "--returns: 'main' is not a --hook symbol" run --guest "$guest" --driver emu --hook svc_open --returns=main
-expect_usage_error "--set 'x': expected SYMBOL=VALUE" run --guest "$guest" --driver emu --hook main --set x
-expect_usage_error "--set: unknown symbol 'no_such_var'" run --guest "$guest" --driver emu --hook main --set no_such_var=1
+expect_usage_error "--set 'x': expected SYMBOL=VALUE" run --guest "$guest" --driver emu --hook guest_main --set x
+expect_usage_error "--set: unknown symbol 'no_such_var'" run --guest "$guest" --driver emu --hook guest_main --set no_such_var=1
 expect_usage_error "empty symbol name" run --guest "$guest" --driver emu --hook svc_open,
 expect_usage_error "guest image '/nonexistent/guest.elf'" run --guest /nonexistent/guest.elf --driver emu --hook svc_open
 expect_usage_error "unknown symbol 'no_such_function'" run --guest "$guest" --driver emu --hook no_such_function
