@@ -293,6 +293,46 @@ static void invalid_opcode_delivered(void **state)
     eg_destroy(&g);
 }
 
+/* Self-modifying code: the guest patches the immediate of an instruction it
+ * runs next (same page, then another page) and the new bytes execute. */
+static void self_modifying_code(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t OTHER = CODE_VA + 0x3000;
+    eg_code o = { .n = 0 };
+    eg_mov_imm(&o, EG_RCX, 0x1111); /* imm at OTHER + 2 */
+    eg_out_ucall(&o, EG_RCX);
+    eg_bytes(&o, "\xc3", 1);
+    eg_place(&g, OTHER, &o);
+    eg_stack(&g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RSI, OTHER);
+    eg_call(&c, EG_RSI);                /* runs 0x1111 */
+    eg_mov_imm(&c, EG_RBX, OTHER + 2);
+    eg_mov_imm(&c, EG_RCX, 0x2222);
+    eg_store(&c, EG_RBX, EG_RCX);       /* patch the other page */
+    eg_call(&c, EG_RSI);                /* runs 0x2222 */
+    eg_mov_imm(&c, EG_RBX, 0);          /* patched below: address of the imm of the next mov */
+    size_t patch = c.n - 8;
+    eg_mov_imm(&c, EG_RCX, 0x4444);
+    eg_store(&c, EG_RBX, EG_RCX);       /* patch the code just ahead */
+    size_t target = c.n;
+    eg_mov_imm(&c, EG_RCX, 0x3333);     /* becomes 0x4444 */
+    eg_out_ucall(&c, EG_RCX);
+    eg_hlt(&c);
+    uint64_t imm_va = CODE_VA + target + 2;
+    memcpy(c.b + patch, &imm_va, 8);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    expect_io(&g, 0x1111);
+    expect_io(&g, 0x2222);
+    expect_io(&g, 0x4444);
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
 /* A translation that reaches a gfn past RAM sees no memory: reads give
  * 0xff bytes and writes are dropped; execution there stops the guest. */
 static void memory_past_ram(void **state)
@@ -455,6 +495,7 @@ int main(void)
         cmocka_unit_test(page_fault_delivered),
         cmocka_unit_test(nx_enforced_by_the_mmu),
         cmocka_unit_test(invalid_opcode_delivered),
+        cmocka_unit_test(self_modifying_code),
         cmocka_unit_test(memory_past_ram),
         cmocka_unit_test(instruction_limit),
         cmocka_unit_test(refuses_what_unicorn_cannot_run),

@@ -280,13 +280,12 @@ static vmt_status report_stop(emu *e, vmt_event *ev)
     return report(e, ev);
 }
 
+/* An exception ends any step in progress (the stepped instruction did not
+ * complete; the guest's handler runs in the vCPU's own view). */
 static bool deliver(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip)
 {
-    if (e->step != EMU_STEP_NONE) {
-        bool user = e->step == EMU_STEP_USER;
+    if (e->step != EMU_STEP_NONE)
         end_step(e);
-        (void)user;
-    }
     return emu_deliver_exception(e, vector, has_err, err, ret_rip);
 }
 
