@@ -771,6 +771,41 @@ static void test_write_edges(void **state)
     fx_free(&f);
 }
 
+/* The view is destroyed behind the session's back (no forget_view): every
+ * removal path still completes and frees the shadow frames. */
+static void test_view_destroyed_without_forget(void **state)
+{
+    (void)state;
+    for (int ctl = VMT_BPM_CTL_SHADOW; ctl <= VMT_BPM_CTL_EXEC; ctl++) {
+        fx f;
+        fx_init(&f, NULL, (vmt_bpm_controller)ctl);
+        fx_fill(&f, 0x10, 1);
+        fx_fill(&f, 0x11, 1);
+        vmt_bpm_bp a = fx_bp(&f, VA1, FX_ROOT_A, 1, 1, false);
+        vmt_bpm_bp c = fx_bp(&f, 0x401123, FX_ROOT_A, 1, 2, false);
+        assert_int_equal(vmt_bpm_insert_pa(f.b, &a, PA1, NULL), VMT_OK);
+        assert_int_equal(vmt_bpm_insert_pa(f.b, &c, 0x11123, NULL), VMT_OK);
+        assert_int_equal(vmt_drv_view_destroy(f.d, f.view), VMT_OK);
+        assert_int_equal(vmt_bpm_remove(f.b, &a), VMT_OK);
+        vmt_ptm_event pe;
+        memset(&pe, 0, sizeof pe);
+        pe.kind = VMT_PTM_PAGE_OUT;
+        pe.ctx = c.ctx;
+        pe.view = f.view;
+        pe.old_pa = 0x11123;
+        assert_int_equal(vmt_bpm_handle_ptm_event(f.b, &pe, NULL), VMT_OK);
+        assert_int_equal(vmt_mem_frames_in_use(f.d), 0);
+        assert_int_equal(vmt_bpm_remove_view(f.b, f.view, NULL), VMT_OK);
+        vmt_bpm_stats st;
+        vmt_bpm_get_stats(f.b, &st);
+        assert_int_equal(st.breakpoints, 0);
+        assert_int_equal(vmt_bpm_check(f.b), VMT_OK);
+        vmt_session_forget_view(f.s, f.view); /* the session's own entries, for its checker */
+        CK(&f);
+        fx_free(&f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -784,6 +819,7 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_many_contexts_one_va),
         cmocka_unit_test(test_write_edges),
+        cmocka_unit_test(test_view_destroyed_without_forget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
