@@ -138,9 +138,16 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
             bool exited;
             if ((st = kvm_complete_pending(k, &exited)))
                 return st;
-            if (exited)
-                return vmt_driver_fail(d, VMT_E_BUSY, "the vCPU exited again while completing an I/O instruction; "
-                                       "registers not set");
+            if (exited) {
+                /* the instruction needs another exit (a split MMIO access):
+                 * the rest of the response stands, the registers cannot be
+                 * set mid-instruction; the next wait handles that exit */
+                k->exit_pending = true;
+                k->step = step;
+                k->in_event = false;
+                return vmt_driver_fail(d, VMT_E_BUSY, "the instruction exited again while completing; registers "
+                                       "not set (the rest of the response was applied)");
+            }
             step.complete = step.active;
             vmt_regs done;
             if ((st = kvm_get_regs(k, &done)))

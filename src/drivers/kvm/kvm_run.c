@@ -532,7 +532,10 @@ vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
     vmt_status st = VMT_OK;
     for (;;) {
         int h;
-        if (k->step.active && (k->need_completion || k->step.complete)) {
+        if (k->exit_pending) {
+            k->exit_pending = false;
+            h = handle_exit(k);
+        } else if (k->step.active && (k->need_completion || k->step.complete)) {
             bool exited = false;
             if (!k->step.complete && (st = kvm_complete_pending(k, &exited)))
                 break;
