@@ -139,6 +139,42 @@ static void step_reports_each_instruction(void **state)
     eg_destroy(&g);
 }
 
+/* STEP over an instruction that faults reports SINGLESTEP at the first
+ * instruction of the guest's #PF handler (monitor-trap-flag semantics). */
+static void step_into_exception_handler(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t HANDLER = CODE_VA + 0x3000, BAD = 0x7f0000a00000ull;
+    eg_code h = { .n = 0 };
+    eg_read_cr(&h, EG_RCX, 2);
+    eg_out_ucall(&h, EG_RCX);
+    eg_hlt(&h);
+    eg_place(&g, HANDLER, &h);
+    eg_idt(&g, IDT_VA, 14, HANDLER);
+    eg_stack(&g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, BAD);
+    size_t store = c.n;
+    eg_store(&c, EG_RAX, EG_RBX);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    assert_int_equal(vmt_drv_hw_breakpoint(g.d, 0, 0, CODE_VA + store, 1), VMT_OK);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_HW_BREAKPOINT);
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_SINGLESTEP);
+    assert_int_equal(ev.regs.rip, HANDLER);
+    assert_int_equal(ev.regs.cr2, BAD);
+    eg_respond(&g, &ev, vmt_response_continue());
+    expect_io(&g, (uint32_t)BAD);
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
 /* The seed-000 mechanism: shadow copy with INT3, execute-only view. */
 typedef struct hidden {
     vmt_gfn orig, shadow;
@@ -545,6 +581,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(int3_continue_and_reinject),
         cmocka_unit_test(step_reports_each_instruction),
+        cmocka_unit_test(step_into_exception_handler),
         cmocka_unit_test(hidden_breakpoint_drakvuf_style),
         cmocka_unit_test(deterministic_event_sequence),
         cmocka_unit_test(deny_and_continue_writes),

@@ -280,13 +280,26 @@ static vmt_status report_stop(emu *e, vmt_event *ev)
     return report(e, ev);
 }
 
-/* An exception ends any step in progress (the stepped instruction did not
- * complete; the guest's handler runs in the vCPU's own view). */
+/* An exception ends an internal step (the stepped instruction did not
+ * complete; the guest's handler runs in the vCPU's own view). A STEP
+ * response completes with the delivery: SINGLESTEP at the handler's first
+ * instruction (what a monitor-trap-flag step reports). */
 static bool deliver(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip)
 {
-    if (e->step != EMU_STEP_NONE)
+    if (e->step == EMU_STEP_INTERNAL)
         end_step(e);
     return emu_deliver_exception(e, vector, has_err, err, ret_rip);
+}
+
+/* After a delivery: a pending STEP reports now. */
+static bool step_after_delivery(emu *e, vmt_event *ev)
+{
+    if (e->step != EMU_STEP_USER)
+        return false;
+    end_step(e);
+    ev->kind = VMT_EVENT_SINGLESTEP;
+    report(e, ev);
+    return true;
 }
 
 static bool vector_has_error(unsigned v)
@@ -404,6 +417,8 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             } else if (!deliver(e, 13, true, 0, emu_rip(e))) {
                 return report_stop(e, ev);
             }
+            if (step_after_delivery(e, ev))
+                return VMT_OK;
             continue;
         }
         last_fault_va = UINT64_MAX;
@@ -430,6 +445,8 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             e->stats.internal_exits++;
             if (!deliver(e, (uint8_t)v, vector_has_error(v), 0, emu_rip(e)))
                 return report_stop(e, ev);
+            if (step_after_delivery(e, ev))
+                return VMT_OK;
             continue;
         }
         if (e->step_done) {
@@ -491,6 +508,8 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             e->stats.internal_exits++;
             if (!deliver(e, 6, false, 0, r2))
                 return report_stop(e, ev);
+            if (step_after_delivery(e, ev))
+                return VMT_OK;
             continue;
         }
         if (err != UC_ERR_OK) {
