@@ -112,7 +112,16 @@ static double run_to_end(vmt_driver *d, double t0)
     return t;
 }
 
-static double bare_exit(uint32_t n)
+/* KVM exits per event or hit (all exits of the run, including the loop's end). */
+static void finish(vmt_driver *d, uint32_t n, double *exits_per)
+{
+    vmt_driver_stats st;
+    if (exits_per)
+        *exits_per = vmt_drv_stats(d, &st) == VMT_OK ? (double)st.exits / n : 0;
+    vmt_driver_destroy(d);
+}
+
+static double bare_exit(uint32_t n, double *exits_per)
 {
     vmt_driver *d = make(g_out_loop, sizeof g_out_loop, 0, 0);
     vmt_event ev;
@@ -124,19 +133,19 @@ static double bare_exit(uint32_t n)
         respond(d, &ev, 0, 0);
     }
     double t = (now_s() - t0) / n;
-    vmt_driver_destroy(d);
+    finish(d, n, exits_per);
     return t;
 }
 
-static double calls_plain(uint32_t n)
+static double calls_plain(uint32_t n, double *exits_per)
 {
     vmt_driver *d = make(g_calls, sizeof g_calls, CALLS_N_OFF, n);
     double t = run_to_end(d, now_s());
-    vmt_driver_destroy(d);
+    finish(d, n, exits_per);
     return t;
 }
 
-static double calls_hidden_int3(uint32_t n)
+static double calls_hidden_int3(uint32_t n, double *exits_per)
 {
     vmt_driver *d = make(g_calls, sizeof g_calls, CALLS_N_OFF, n);
     uint8_t page[4096];
@@ -155,11 +164,11 @@ static double calls_hidden_int3(uint32_t n)
         respond(d, &ev, VMT_RESP_FAST_STEP, VMT_VIEW_DEFAULT);
     }
     double t = run_to_end(d, t0);
-    vmt_driver_destroy(d);
+    finish(d, n, exits_per);
     return t;
 }
 
-static double calls_inplace_int3(uint32_t n)
+static double calls_inplace_int3(uint32_t n, double *exits_per)
 {
     vmt_driver *d = make(g_calls, sizeof g_calls, CALLS_N_OFF, n);
     const uint8_t cc = 0xCC, orig = 0x55;
@@ -176,11 +185,11 @@ static double calls_inplace_int3(uint32_t n)
         respond(d, &ev, 0, 0);
     }
     double t = run_to_end(d, t0);
-    vmt_driver_destroy(d);
+    finish(d, n, exits_per);
     return t;
 }
 
-static double calls_hw_bp(uint32_t n)
+static double calls_hw_bp(uint32_t n, double *exits_per)
 {
     vmt_driver *d = make(g_calls, sizeof g_calls, CALLS_N_OFF, n);
     if (vmt_drv_hw_breakpoint(d, 0, 0, FUNC_PA, 1))
@@ -192,12 +201,12 @@ static double calls_hw_bp(uint32_t n)
         respond(d, &ev, 0, 0);
     }
     double t = run_to_end(d, t0);
-    vmt_driver_destroy(d);
+    finish(d, n, exits_per);
     return t;
 }
 
 /* The store loop, or the same loop loading instead (mov rax,[rbx]). */
-static double accesses(uint32_t n, int monitored, int reads)
+static double accesses(uint32_t n, int monitored, int reads, double *exits_per)
 {
     uint8_t code[sizeof g_write_loop];
     memcpy(code, g_write_loop, sizeof code);
@@ -215,7 +224,7 @@ static double accesses(uint32_t n, int monitored, int reads)
         respond(d, &ev, 0, 0);
     }
     double t = run_to_end(d, t0);
-    vmt_driver_destroy(d);
+    finish(d, n, exits_per);
     return t;
 }
 
@@ -224,23 +233,29 @@ int main(int argc, char **argv)
     uint32_t n = argc > 1 ? (uint32_t)strtoul(argv[1], NULL, 0) : 5000;
     if (n == 0 || n > 10000000)
         die("usage", "bench_kvm [N], 1 <= N <= 10000000");
-    double bare = bare_exit(n);
-    double plain = calls_plain(n) / n;
-    double hidden = calls_hidden_int3(n) / n - plain;
-    double inplace = calls_inplace_int3(n) / n - plain;
-    double hw = calls_hw_bp(n) / n - plain;
-    double wplain = accesses(n, 0, 0) / n;
-    double wmon = accesses(n, 1, 0) / n - wplain;
-    double rplain = accesses(n, 0, 1) / n;
-    double rmon = accesses(n, 1, 1) / n - rplain;
+    double xb, xh, xi, xw, xm, xr, xignore;
+    double bare = bare_exit(n, &xb);
+    double plain = calls_plain(n, &xignore) / n;
+    double hidden = calls_hidden_int3(n, &xh) / n - plain;
+    double inplace = calls_inplace_int3(n, &xi) / n - plain;
+    double hw = calls_hw_bp(n, &xw) / n - plain;
+    double wplain = accesses(n, 0, 0, &xignore) / n;
+    double wmon = accesses(n, 1, 0, &xm) / n - wplain;
+    double rplain = accesses(n, 0, 1, &xignore) / n;
+    double rmon = accesses(n, 1, 1, &xr) / n - rplain;
     printf("bench_kvm: N=%u, times per event/hit in microseconds (guest loop cost subtracted)\n", n);
-    printf("  %-44s %9.2f us  ratio 1.00\n", "bare exit round trip (out loop)", bare * 1e6);
-    printf("  %-44s %9.2f us  ratio %.2f\n", "breakpoint hit, hidden INT3 + FAST_STEP", hidden * 1e6, hidden / bare);
-    printf("  %-44s %9.2f us  ratio %.2f\n", "breakpoint hit, in-place INT3 + STEP", inplace * 1e6, inplace / bare);
-    printf("  %-44s %9.2f us  ratio %.2f\n", "breakpoint hit, hardware execute bp", hw * 1e6, hw / bare);
-    printf("  %-44s %9.2f us  ratio %.2f\n", "monitored page-table write (CONTINUE)", wmon * 1e6, wmon / bare);
-    printf("  %-44s %9.2f us  ratio %.2f\n", "trapped read (no-memslot frame, CONTINUE)", rmon * 1e6, rmon / bare);
-    printf("  (unmonitored guest loops: %.2f us per call iteration, %.2f us per write iteration)\n", plain * 1e6,
+    printf("  %-44s %9.2f us  ratio %5.2f  %4.1f exits\n", "bare exit round trip (out loop)", bare * 1e6, 1.0, xb);
+    printf("  %-44s %9.2f us  ratio %5.2f  %4.1f exits\n", "breakpoint hit, hidden INT3 + FAST_STEP", hidden * 1e6,
+           hidden / bare, xh);
+    printf("  %-44s %9.2f us  ratio %5.2f  %4.1f exits\n", "breakpoint hit, in-place INT3 + STEP", inplace * 1e6,
+           inplace / bare, xi);
+    printf("  %-44s %9.2f us  ratio %5.2f  %4.1f exits\n", "breakpoint hit, hardware execute bp", hw * 1e6, hw / bare,
+           xw);
+    printf("  %-44s %9.2f us  ratio %5.2f  %4.1f exits\n", "monitored page-table write (CONTINUE)", wmon * 1e6,
+           wmon / bare, xm);
+    printf("  %-44s %9.2f us  ratio %5.2f  %4.1f exits\n", "trapped read (no-memslot frame, CONTINUE)", rmon * 1e6,
+           rmon / bare, xr);
+    printf("  (unmonitored guest loops: %.2f us per call iteration, %.2f us per access iteration)\n", plain * 1e6,
            wplain * 1e6);
     return 0;
 }
