@@ -36,7 +36,10 @@
  *           remapped to the shadow in the breakpoint view, then made
  *           execute-only there (access arbiter, owner VMT_OWNER_BPM). Reads
  *           and writes trap and are served from the unaltered frame; a write
- *           refreshes the shadow and re-plants the INT3s. Shadow frames are
+ *           is stepped in view 0 and the shadow rebuilt from the written
+ *           frame with every INT3 re-planted (with SINGLESTEP; else the
+ *           reported bytes are mirrored at once and the shadow rebuilt at the
+ *           vCPU's next event). Shadow frames are
  *           unreachable by the guest by the driver contract (driver.h), so
  *           no sink page is needed. Needs READ_PHYS, WRITE_PHYS, VIEWS,
  *           VIEW_REMAP, VIEW_PERM (trapping R and W), FRAMES,

@@ -87,7 +87,7 @@ static bool event_site(const vmt_bpm *b, const vmt_event *ev, ev_site *out)
     case VMT_EVENT_BREAKPOINT:
         if (b->ctl != VMT_BPM_CTL_SHADOW)
             return false;
-        out->va = ev->u.bp.gva;
+        out->va = ev->u.bp.gva ? ev->u.bp.gva : ev->regs.rip;
         gfn = guest_gfn(b, vmt_pa_to_gfn(ev->u.bp.gpa));
         break;
     case VMT_EVENT_MEM_ACCESS:
