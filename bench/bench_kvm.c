@@ -12,7 +12,8 @@
  *   - trapped read: the same loop loading from a frame without read right.
  * Each hit cost subtracts the same guest loop run without monitoring
  * (CPL0 guest code is interpreted on kvm_pvm, so the loop itself is not
- * free). Usage: bench_kvm [N] (default 5000).
+ * free). Each number is the best of 3 runs (the machine is shared; noise
+ * only ever adds time). Usage: bench_kvm [N] (default 5000).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,16 +234,34 @@ int main(int argc, char **argv)
     uint32_t n = argc > 1 ? (uint32_t)strtoul(argv[1], NULL, 0) : 5000;
     if (n == 0 || n > 10000000)
         die("usage", "bench_kvm [N], 1 <= N <= 10000000");
+    /* best of REPS runs per measurement: the machine is shared, noise only adds */
+    enum { REPS = 3 };
+#define BEST(expr, out)                                                                                      \
+    do {                                                                                                     \
+        double b_ = 1e30;                                                                                    \
+        for (int r_ = 0; r_ < REPS; r_++) {                                                                  \
+            double t_ = (expr);                                                                              \
+            if (t_ < b_)                                                                                     \
+                b_ = t_;                                                                                     \
+        }                                                                                                    \
+        (out) = b_;                                                                                          \
+    } while (0)
     double xb, xh, xi, xw, xm, xr, xignore;
-    double bare = bare_exit(n, &xb);
-    double plain = calls_plain(n, &xignore) / n;
-    double hidden = calls_hidden_int3(n, &xh) / n - plain;
-    double inplace = calls_inplace_int3(n, &xi) / n - plain;
-    double hw = calls_hw_bp(n, &xw) / n - plain;
-    double wplain = accesses(n, 0, 0, &xignore) / n;
-    double wmon = accesses(n, 1, 0, &xm) / n - wplain;
-    double rplain = accesses(n, 0, 1, &xignore) / n;
-    double rmon = accesses(n, 1, 1, &xr) / n - rplain;
+    double bare, plain, hidden, inplace, hw, wplain, wmon, rplain, rmon;
+    BEST(bare_exit(n, &xb), bare);
+    BEST(calls_plain(n, &xignore) / n, plain);
+    BEST(calls_hidden_int3(n, &xh) / n, hidden);
+    BEST(calls_inplace_int3(n, &xi) / n, inplace);
+    BEST(calls_hw_bp(n, &xw) / n, hw);
+    BEST(accesses(n, 0, 0, &xignore) / n, wplain);
+    BEST(accesses(n, 1, 0, &xm) / n, wmon);
+    BEST(accesses(n, 0, 1, &xignore) / n, rplain);
+    BEST(accesses(n, 1, 1, &xr) / n, rmon);
+    hidden -= plain;
+    inplace -= plain;
+    hw -= plain;
+    wmon -= wplain;
+    rmon -= rplain;
     printf("bench_kvm: N=%u, times per event/hit in microseconds (guest loop cost subtracted)\n", n);
     printf("  %-44s %9.2f us  ratio %5.2f  %4.1f exits\n", "bare exit round trip (out loop)", bare * 1e6, 1.0, xb);
     printf("  %-44s %9.2f us  ratio %5.2f  %4.1f exits\n", "breakpoint hit, hidden INT3 + FAST_STEP", hidden * 1e6,
