@@ -66,18 +66,45 @@ static inline size_t home_of(const vmt_hmap *m, const void *key)
     return (size_t)vmt_hash_bytes(key, m->key_size) & (m->cap - 1);
 }
 
-/* Index of key, or SIZE_MAX. */
-static size_t find(const vmt_hmap *m, const void *key)
+/* The occupancy byte of a slot holds 7 bits of the key's hash (high bit
+ * set), so a probe compares whole keys only when the tags agree. */
+static inline uint8_t tag_of(uint64_t h) { return (uint8_t)(0x80u | (h >> 57)); }
+
+static inline bool key_equal(const vmt_hmap *m, const uint8_t *slot, const void *key)
+{
+    if (m->key_size == 8) {
+        uint64_t a, b;
+        memcpy(&a, slot, 8);
+        memcpy(&b, key, 8);
+        return a == b;
+    }
+    if (m->key_size == 16) {
+        uint64_t a[2], b[2];
+        memcpy(a, slot, 16);
+        memcpy(b, key, 16);
+        return a[0] == b[0] && a[1] == b[1];
+    }
+    return memcmp(slot, key, m->key_size) == 0;
+}
+
+/* Index of key (hash h), or SIZE_MAX. */
+static size_t find_hashed(const vmt_hmap *m, const void *key, uint64_t h)
 {
     if (m->count == 0)
         return SIZE_MAX;
-    size_t i = home_of(m, key);
+    uint8_t tag = tag_of(h);
+    size_t i = (size_t)h & (m->cap - 1);
     while (m->used[i]) {
-        if (memcmp(slot_at(m, i), key, m->key_size) == 0)
+        if (m->used[i] == tag && key_equal(m, slot_at(m, i), key))
             return i;
         i = (i + 1) & (m->cap - 1);
     }
     return SIZE_MAX;
+}
+
+static size_t find(const vmt_hmap *m, const void *key)
+{
+    return find_hashed(m, key, vmt_hash_bytes(key, m->key_size));
 }
 
 static vmt_status rehash(vmt_hmap *m, size_t new_cap)
@@ -96,7 +123,7 @@ static vmt_status rehash(vmt_hmap *m, size_t new_cap)
         size_t j = (size_t)vmt_hash_bytes(s, m->key_size) & (new_cap - 1);
         while (used[j])
             j = (j + 1) & (new_cap - 1);
-        used[j] = 1;
+        used[j] = m->used[i];
         memcpy(slots + j * m->slot_size, s, m->slot_size);
     }
     free(m->slots);
@@ -125,7 +152,8 @@ void *vmt_hmap_get(const vmt_hmap *m, const void *key)
 
 vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **slot_val, bool *existed)
 {
-    size_t i = find(m, key);
+    uint64_t h = vmt_hash_bytes(key, m->key_size);
+    size_t i = find_hashed(m, key, h);
     if (i != SIZE_MAX) {
         if (existed)
             *existed = true;
@@ -136,7 +164,7 @@ vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **sl
     vmt_status st = vmt_hmap_reserve(m, m->count + 1);
     if (st)
         return st;
-    i = home_of(m, key);
+    i = (size_t)h & (m->cap - 1);
     while (m->used[i])
         i = (i + 1) & (m->cap - 1);
     uint8_t *s = slot_at(m, i);
@@ -144,7 +172,7 @@ vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **sl
     memcpy(s, key, m->key_size);
     if (val)
         memcpy(s + m->val_offset, val, m->val_size);
-    m->used[i] = 1;
+    m->used[i] = tag_of(h);
     m->count++;
     if (existed)
         *existed = false;
@@ -170,6 +198,7 @@ int vmt_hmap_del(vmt_hmap *m, const void *key, void *val_out)
         size_t home = home_of(m, slot_at(m, j));
         if (((j - home) & mask) >= ((j - hole) & mask)) {
             memcpy(slot_at(m, hole), slot_at(m, j), m->slot_size);
+            m->used[hole] = m->used[j];
             hole = j;
         }
     }
@@ -221,7 +250,12 @@ vmt_status vmt_hmap_check(const vmt_hmap *m, char *why, size_t why_len)
         if (!m->used[i])
             continue;
         n++;
-        size_t home = home_of(m, slot_at(m, i));
+        uint64_t h = vmt_hash_bytes(slot_at(m, i), m->key_size);
+        if (m->used[i] != tag_of(h)) {
+            vmt_why(why, why_len, "hmap: slot %zu has tag 0x%02x, its key hashes to tag 0x%02x", i, m->used[i], tag_of(h));
+            return VMT_E_INTERNAL;
+        }
+        size_t home = (size_t)h & (m->cap - 1);
         for (size_t k = home; k != i; k = (k + 1) & (m->cap - 1)) {
             if (!m->used[k]) {
                 vmt_why(why, why_len, "hmap: entry at slot %zu unreachable from home %zu (empty slot %zu)", i, home, k);

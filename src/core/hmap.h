@@ -15,7 +15,8 @@
  * VMT_E_NOMEM the map is unchanged. Pointers returned by get/put are valid
  * until the next put or del on the map.
  *
- * Invariants (vmt_hmap_check): count equals the occupied slots; every entry
+ * Invariants (vmt_hmap_check): count equals the occupied slots; each
+ * occupied slot's tag matches its key's hash; every entry
  * is reachable from its home slot without crossing an empty slot; load <= 3/4.
  */
 #ifndef VMT_CORE_HMAP_H
@@ -29,7 +30,7 @@
 
 typedef struct vmt_hmap {
     uint8_t *slots;      /* cap * slot_size bytes: key then value */
-    uint8_t *used;       /* cap bytes: 0 empty, 1 occupied */
+    uint8_t *used;       /* cap bytes: 0 empty, else 0x80 | 7 bits of the key's hash */
     size_t cap;          /* 0 or a power of two */
     size_t count;
     uint32_t key_size;
