@@ -485,6 +485,41 @@ static void boots_boot_protocol_image(void **state)
     eg_destroy(&g);
 }
 
+/* Bad images never reach the CPU: each step names the problem. */
+static void bad_images_refused_with_a_reason(void **state)
+{
+    (void)state;
+    char why[256] = "";
+    vmt_image *img = NULL;
+    /* a truncated ELF: the first 100 bytes of the smoke guest */
+    FILE *f = fopen(VMT_GUEST_DIR "/smoke.elf", "rb");
+    assert_non_null(f);
+    uint8_t head[100];
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    assert_int_equal(n, sizeof head);
+    assert_int_equal(vmt_image_load_elf_mem(head, n, 64 << 20, &img, why, sizeof why), VMT_E_FORMAT);
+    assert_non_null(strstr(why, "truncated"));
+    /* a CPU state with an unknown field */
+    vmt_regs r;
+    memset(&r, 0, sizeof r);
+    assert_int_equal(vmt_cpu_state_parse("{\"rip\": \"0x1000\", \"rpi\": 1}", &r, why, sizeof why), VMT_E_FORMAT);
+    assert_non_null(strstr(why, "rpi"));
+    /* a segment that fits the image's RAM but not the machine's */
+    static const uint8_t code[] = { 0xf4 };
+    vmt_image_segment seg = { 6 << 20, code, 1, 1 };
+    assert_int_equal(vmt_image_from_segments(&seg, 1, NULL, 8 << 20, &img, why, sizeof why), VMT_OK);
+    vmt_machine_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.ram_size = 4 << 20;
+    mc.image = img;
+    vmt_driver *d = NULL;
+    assert_int_not_equal(vmt_emu_driver_create(&mc, &d, why, sizeof why), VMT_OK);
+    assert_null(d);
+    assert_non_null(strstr(why, "outside RAM"));
+    vmt_image_destroy(img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -499,6 +534,7 @@ int main(void)
         cmocka_unit_test(memory_past_ram),
         cmocka_unit_test(instruction_limit),
         cmocka_unit_test(refuses_what_unicorn_cannot_run),
+        cmocka_unit_test(bad_images_refused_with_a_reason),
         cmocka_unit_test(boots_boot_protocol_image),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
