@@ -485,6 +485,43 @@ static void boots_boot_protocol_image(void **state)
     eg_destroy(&g);
 }
 
+/* Hostile tables: a table entry with reserved bits is #PF with RSVD for
+ * the guest; a CR3 outside RAM cannot even deliver that and stops the
+ * guest as a triple fault with a message. Nothing crashes. */
+static void hostile_tables(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t HANDLER = CODE_VA + 0x2000, IDT = 0x7f0000900000ull, EVIL = 0x7f0000c00000ull;
+    eg_code h = { .n = 0 };
+    eg_bytes(&h, "\x59", 1);
+    eg_out_ucall(&h, EG_RCX);
+    eg_hlt(&h);
+    eg_place(&g, HANDLER, &h);
+    eg_idt(&g, IDT, 14, HANDLER);
+    eg_stack(&g, STACK_TOP, 1);
+    eg_map(&g, EVIL, eg_frame(&g), 0);
+    uint64_t bad = (0xfffffull << 40) | (0x10ull << 12) | VMT_PTE_P; /* physical bits past maxphyaddr */
+    eg_write(&g, eg_pte_pa(&g, EVIL), &bad, 8);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, EVIL);
+    eg_load(&c, EG_RCX, EG_RAX);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    expect_io(&g, 1 | 8); /* present + reserved bit, read */
+    expect_halt(&g);
+    /* CR3 far outside RAM */
+    g.regs.cr3 = 0x7000000000ull;
+    assert_int_equal(vmt_drv_set_regs(g.d, 0, &g.regs), VMT_OK);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
+    assert_int_equal(ev.u.stop.reason, VMT_STOP_TRIPLE_FAULT);
+    assert_true(ev.u.stop.message[0] != 0);
+    eg_destroy(&g);
+}
+
 /* Bad images never reach the CPU: each step names the problem. */
 static void bad_images_refused_with_a_reason(void **state)
 {
@@ -535,6 +572,7 @@ int main(void)
         cmocka_unit_test(instruction_limit),
         cmocka_unit_test(refuses_what_unicorn_cannot_run),
         cmocka_unit_test(bad_images_refused_with_a_reason),
+        cmocka_unit_test(hostile_tables),
         cmocka_unit_test(boots_boot_protocol_image),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
