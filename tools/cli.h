@@ -54,6 +54,7 @@ typedef struct vmtrap_options {
     uint64_t ram_mb;          /* 0: default */
     size_t nsets;
     cli_set sets[CLI_MAX_SETS];
+    vmt_bpm_controller controller; /* --breakpoints: AUTO (default), shadow, exec, debug */
 } vmtrap_options;
 
 /* Parse argv. On error returns CLI_EXIT_USAGE with a one-line message in

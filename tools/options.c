@@ -17,7 +17,7 @@ void cli_usage(FILE *f)
 {
     fputs("usage: vmtrap run --guest IMAGE --driver emu|kvm --hook SYMBOL[,SYMBOL...]\n"
           "                  [--returns[=SYMBOL,...]] [--json] [--quiet] [--trace] [--limit SECONDS]\n"
-          "                  [--ram MB] [--set SYMBOL=VALUE ...]\n"
+          "                  [--ram MB] [--set SYMBOL=VALUE ...] [--breakpoints auto|shadow|exec|debug]\n"
           "       vmtrap demo [--guest IMAGE] [--driver emu|kvm] [--json] [--quiet]\n"
           "                  [--limit SECONDS] [--set SYMBOL=VALUE ...]\n"
           "       vmtrap --help\n"
@@ -30,6 +30,8 @@ void cli_usage(FILE *f)
           "      hooks on svc_open, svc_write, svc_spawn and svc_exit (and their returns).\n"
           "--json writes one JSON object per line instead of readable lines.\n"
           "--trace also logs every driver event with the monitor's response.\n"
+          "--breakpoints chooses how breakpoints are made (default: the best the driver can do):\n"
+          "      shadow = hidden INT3 in shadow frames, exec = execute traps, debug = debug registers.\n"
           "--set writes VALUE into the guest variable SYMBOL (1, 2, 4 or 8 bytes) before it\n"
           "      starts, e.g. --set workload_iterations=8 for a shorter workload run.\n",
           f);
@@ -124,7 +126,7 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
     else
         return fail(err, err_len, "unknown command '%s' (expected run or demo)", cmd);
 
-    enum { OPT_RETURNS = 256, OPT_RAM, OPT_TRACE, OPT_SET };
+    enum { OPT_RETURNS = 256, OPT_RAM, OPT_TRACE, OPT_SET, OPT_BREAKPOINTS };
     static const struct option longopts[] = {
         { "guest", required_argument, NULL, 'g' },
         { "driver", required_argument, NULL, 'd' },
@@ -132,6 +134,7 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
         { "returns", optional_argument, NULL, OPT_RETURNS },
         { "trace", no_argument, NULL, OPT_TRACE },
         { "set", required_argument, NULL, OPT_SET },
+        { "breakpoints", required_argument, NULL, OPT_BREAKPOINTS },
         { "json", no_argument, NULL, 'j' },
         { "quiet", no_argument, NULL, 'q' },
         { "limit", required_argument, NULL, 'l' },
@@ -165,6 +168,18 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
             break;
         case OPT_TRACE: o->trace = 1; break;
         case OPT_SET: rc = add_set(o, optarg, err, err_len); break;
+        case OPT_BREAKPOINTS:
+            if (strcmp(optarg, "auto") == 0)
+                o->controller = VMT_BPM_CTL_AUTO;
+            else if (strcmp(optarg, "shadow") == 0)
+                o->controller = VMT_BPM_CTL_SHADOW;
+            else if (strcmp(optarg, "exec") == 0)
+                o->controller = VMT_BPM_CTL_EXEC;
+            else if (strcmp(optarg, "debug") == 0)
+                o->controller = VMT_BPM_CTL_DEBUG;
+            else
+                rc = fail(err, err_len, "--breakpoints '%s': expected auto, shadow, exec or debug", optarg);
+            break;
         case 'j': o->json = 1; break;
         case 'q': o->quiet = 1; break;
         case 'l':

@@ -103,10 +103,18 @@ typedef struct vmt_monitor_stats {
     vmt_detector_result detectors[VMT_MONITOR_MAX_DETECTORS];
 } vmt_monitor_stats;
 
-/* The session and the image must outlive the monitor. The monitor reads the
- * translation root from vCPU 0's CR3 when a hook is inserted. */
+/* Options; zero fields take the defaults. */
+typedef struct vmt_monitor_config {
+    vmt_bpm_controller controller; /* AUTO: the breakpoint manager picks from the caps */
+    unsigned bpm_flags;            /* VMT_BPM_* */
+} vmt_monitor_config;
+
+/* The session and the image must outlive the monitor. The first translation
+ * root is vCPU 0's CR3 at create. cfg may be NULL (defaults). */
 vmt_status vmt_monitor_create(vmt_session *s, const vmt_image *img, vmt_monitor **out, char *why,
                               size_t why_len);
+vmt_status vmt_monitor_create_ex(vmt_session *s, const vmt_image *img, const vmt_monitor_config *cfg,
+                                 vmt_monitor **out, char *why, size_t why_len);
 /* Removes every breakpoint and watch, then frees. The session stays. */
 void vmt_monitor_destroy(vmt_monitor *m);
 const char *vmt_monitor_error(const vmt_monitor *m);

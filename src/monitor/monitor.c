@@ -22,6 +22,12 @@
 
 vmt_status vmt_monitor_create(vmt_session *s, const vmt_image *img, vmt_monitor **out, char *why, size_t why_len)
 {
+    return vmt_monitor_create_ex(s, img, NULL, out, why, why_len);
+}
+
+vmt_status vmt_monitor_create_ex(vmt_session *s, const vmt_image *img, const vmt_monitor_config *cfg,
+                                 vmt_monitor **out, char *why, size_t why_len)
+{
     if (out)
         *out = NULL;
     if (!s || !img || !out) {
@@ -43,6 +49,8 @@ vmt_status vmt_monitor_create(vmt_session *s, const vmt_image *img, vmt_monitor 
         free(m);
         return st;
     }
+    if (cfg)
+        m->cfg = *cfg;
     st = mon_bpm_setup(m, why, why_len);
     if (st != VMT_OK) {
         vmt_ptm_destroy(m->ptm);

@@ -45,7 +45,8 @@ static vmt_bpm_bp entry_bp(const vmt_monitor *m, size_t index, vmt_pa root)
 
 vmt_status mon_bpm_setup(vmt_monitor *m, char *why, size_t why_len)
 {
-    vmt_status st = vmt_bpm_create(m->session, NULL, &m->bpm, why, why_len);
+    vmt_bpm_config bc = { m->cfg.controller, m->cfg.bpm_flags };
+    vmt_status st = vmt_bpm_create(m->session, &bc, &m->bpm, why, why_len);
     if (st != VMT_OK)
         return st;
     /* A view of our own whenever the driver has views: the shadow and

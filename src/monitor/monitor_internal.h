@@ -54,6 +54,7 @@ typedef struct mon_pending_return {
 #define MON_KEY_RETURN 2u
 
 struct vmt_monitor {
+    vmt_monitor_config cfg;
     vmt_session *session;
     vmt_driver *driver;
     const vmt_image *image;

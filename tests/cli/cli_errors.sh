@@ -42,6 +42,7 @@ expect_usage_error "given twice" run --guest "$guest" --driver emu --hook svc_op
 expect_usage_error "--returns: 'main' is not a --hook symbol" run --guest "$guest" --driver emu --hook svc_open --returns=main
 expect_usage_error "--set 'x': expected SYMBOL=VALUE" run --guest "$guest" --driver emu --hook guest_main --set x
 expect_usage_error "--set: unknown symbol 'no_such_var'" run --guest "$guest" --driver emu --hook guest_main --set no_such_var=1
+expect_usage_error "--breakpoints 'magic'" run --guest "$guest" --driver emu --hook guest_main --breakpoints magic
 expect_usage_error "empty symbol name" run --guest "$guest" --driver emu --hook svc_open,
 expect_usage_error "guest image '/nonexistent/guest.elf'" run --guest /nonexistent/guest.elf --driver emu --hook svc_open
 expect_usage_error "unknown symbol 'no_such_function'" run --guest "$guest" --driver emu --hook no_such_function
