@@ -11,8 +11,9 @@
  *    resolves to (uc_mem_map_ptr), with Unicorn protections = guest PTE
  *    rights ∩ view rights. Those mappings form a bounded software TLB
  *    (FIFO eviction; default 64 entries: every Unicorn map change costs
- *    more as regions grow — measured ~50 us per miss at 32 entries, ~120 us
- *    at 128, ~2 ms at 512 — and Unicorn aborts past ~4096 regions) invalidated on CR3 writes, writes to page-table frames (which are
+ *    more as regions grow — bench_emu measured ~55 us per miss with 16
+ *    entries, 60-110 us with 64, 0.4-0.6 ms with 256 on this machine — and
+ *    Unicorn aborts past ~4096 regions) invalidated on CR3 writes, writes to page-table frames (which are
  *    write-protected while any TLB entry was walked through them), view
  *    switches, remaps, rights changes and host writes.
  *  - The guest's accessed/dirty bits are set by the driver when it walks
