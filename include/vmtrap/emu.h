@@ -40,7 +40,8 @@
  *
  * Limits (stated as capabilities; refused with a message when needed):
  * one vCPU; CPL0 guests in 64-bit mode with paging on and 4-level tables
- * (LA57 refused); EFER.SCE / syscall refused (Unicorn 2.0.1 cannot run
+ * (LA57 refused; a guest that enters CPL3 is stopped at the next exit —
+ * user/supervisor rights are not modelled); EFER.SCE / syscall refused (Unicorn 2.0.1 cannot run
  * SYSCALL); string port I/O stops the guest. Four debug-register execute
  * breakpoints (hw_breakpoint op, checked by the code hook; DR0-3/DR7 in the
  * registers mirror them and cannot be changed through set_regs).

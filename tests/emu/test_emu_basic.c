@@ -522,6 +522,47 @@ static void hostile_tables(void **state)
     eg_destroy(&g);
 }
 
+/* User mode is not supported: entering CPL3 (iretq to a user segment)
+ * stops the guest with a message instead of running it with CPL0 rights. */
+static void cpl3_is_refused(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t GDT = 0x7f0000d00000ull;
+    vmt_gfn gdt = eg_frame(&g);
+    eg_map(&g, GDT, gdt, 0);
+    const uint64_t descs[5] = { 0, 0x00209a0000000000ull, 0x0000920000000000ull, 0x0020fa0000000000ull,
+                                0x0000f20000000000ull };
+    eg_write(&g, gdt << 12, descs, sizeof descs);
+    g.regs.gdtr_base = GDT;
+    g.regs.gdtr_limit = sizeof descs - 1;
+    eg_stack(&g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, 0x23);
+    eg_bytes(&c, "\x50", 1); /* push ss */
+    eg_mov_imm(&c, EG_RAX, STACK_TOP - 0x100);
+    eg_bytes(&c, "\x50", 1); /* push rsp */
+    eg_mov_imm(&c, EG_RAX, 2);
+    eg_bytes(&c, "\x50", 1); /* push rflags */
+    eg_mov_imm(&c, EG_RAX, 0x1b);
+    eg_bytes(&c, "\x50", 1); /* push cs */
+    eg_mov_imm(&c, EG_RAX, CODE_VA + 0x800);
+    eg_bytes(&c, "\x50", 1); /* push rip */
+    eg_bytes(&c, "\x48\xcf", 2); /* iretq */
+    eg_place(&g, CODE_VA, &c);
+    g.regs.cs = 0x08;
+    g.regs.ss = 0x10;
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
+    if (ev.u.stop.reason != VMT_STOP_GUEST_ERROR || !strstr(ev.u.stop.message, "CPL3"))
+        fail_msg("expected a CPL3 stop, got %s: %s", vmt_stop_reason_name(ev.u.stop.reason), ev.u.stop.message);
+    g.regs.cs = 0x1b;
+    assert_int_equal(vmt_drv_set_regs(g.d, 0, &g.regs), VMT_E_NOTSUP);
+    eg_destroy(&g);
+}
+
 /* Bad images never reach the CPU: each step names the problem. */
 static void bad_images_refused_with_a_reason(void **state)
 {
@@ -573,6 +614,7 @@ int main(void)
         cmocka_unit_test(refuses_what_unicorn_cannot_run),
         cmocka_unit_test(bad_images_refused_with_a_reason),
         cmocka_unit_test(hostile_tables),
+        cmocka_unit_test(cpl3_is_refused),
         cmocka_unit_test(boots_boot_protocol_image),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

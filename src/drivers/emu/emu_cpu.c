@@ -361,6 +361,14 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
         e->stats.ns_guest += t1 - t0;
         e->stats.exits++;
         e->stats.instructions = e->icount;
+        emu_sync_selectors(e);
+        if (e->sel[0] & 3) {
+            e->stop.reason = VMT_STOP_GUEST_ERROR;
+            snprintf(e->stop.message, sizeof e->stop.message,
+                     "the guest entered CPL%u (cs 0x%x) at rip 0x%" PRIx64 ": the emulator runs CPL0 guests only",
+                     e->sel[0] & 3, e->sel[0], emu_rip(e));
+            return report_stop(e, ev);
+        }
 
         while (e->nundo) { /* skipped writes: restore the bytes, newest first */
             e->nundo--;

@@ -64,9 +64,31 @@ static void msr_write(emu *e, uint32_t index, uint64_t value)
     uc_reg_write(e->uc, UC_X86_REG_MSR, &m);
 }
 
+static const int sel_ids[6] = { UC_X86_REG_CS, UC_X86_REG_SS, UC_X86_REG_DS,
+                                UC_X86_REG_ES, UC_X86_REG_FS, UC_X86_REG_GS };
+
+void emu_sync_selectors(emu *e)
+{
+    for (int i = 0; i < 6; i++) {
+        uint16_t v = (uint16_t)rd(e, sel_ids[i]);
+        if (v != e->sel_snap[i]) {
+            e->sel[i] = v;
+            e->sel_snap[i] = v;
+        }
+    }
+}
+
+/* After the driver set sel[]: remember Unicorn's values to detect changes. */
+static void snap_selectors(emu *e)
+{
+    for (int i = 0; i < 6; i++)
+        e->sel_snap[i] = (uint16_t)rd(e, sel_ids[i]);
+}
+
 vmt_status emu_regs_read(emu *e, vmt_regs *r)
 {
     memset(r, 0, sizeof *r);
+    emu_sync_selectors(e);
     static const int gprs[] = { UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
                                 UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,
                                 UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
@@ -134,6 +156,10 @@ static vmt_status regs_supported(const emu *e, const vmt_regs *r, char *why, siz
                                "so the emulator cannot run this guest");
         return VMT_E_NOTSUP;
     }
+    if (r->cs & 3) {
+        snprintf(why, why_len, "CS 0x%x is CPL%u: the emulator driver runs CPL0 guests only", r->cs, r->cs & 3);
+        return VMT_E_NOTSUP;
+    }
     if (r->cr4 & VMT_CR4_LA57) {
         snprintf(why, why_len, "CR4.LA57 (5-level paging) is not supported by the emulator driver");
         return VMT_E_NOTSUP;
@@ -188,6 +214,7 @@ vmt_status emu_regs_write(emu *e, const vmt_regs *r, char *why, size_t why_len)
     e->sel[3] = r->es;
     e->sel[4] = r->fs;
     e->sel[5] = r->gs;
+    snap_selectors(e);
     e->dr[0] = r->dr0;
     e->dr[1] = r->dr1;
     e->dr[2] = r->dr2;
@@ -242,6 +269,7 @@ bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, u
                       (uint64_t)gate[7] << 24 | (uint64_t)gate[8] << 32 | (uint64_t)gate[9] << 40 |
                       (uint64_t)gate[10] << 48 | (uint64_t)gate[11] << 56;
     uint16_t selector = (uint16_t)(gate[2] | gate[3] << 8);
+    emu_sync_selectors(e);
     uint64_t rsp = rd(e, UC_X86_REG_RSP);
     uint64_t rflags = rd(e, UC_X86_REG_RFLAGS);
     uint64_t frame[6];
@@ -267,6 +295,7 @@ bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, u
     wr(e, UC_X86_REG_RFLAGS, rflags);
     wr(e, UC_X86_REG_RIP, target);
     e->sel[0] = selector;
+    snap_selectors(e);
     return true;
 }
 

@@ -151,6 +151,8 @@ typedef struct emu {
     uint64_t hwbp_suppress_rip;
     bool paused;
     uint16_t sel[6];          /* cs ss ds es fs gs as last set / delivered */
+    uint16_t sel_snap[6];     /* Unicorn's selectors when sel[] was synced:
+                                 a difference means the guest loaded one */
 
     /* run state */
     emu_fault fault;
@@ -252,6 +254,8 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev);
 bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip);
 void emu_serial_flush(emu *e);
 uint64_t emu_hwbp_dr7(const emu *e);
+/* Pick up selectors the guest loaded natively (iretq, far jumps, mov). */
+void emu_sync_selectors(emu *e);
 /* For UC_ERR_INSN_INVALID: true when the bytes at rip are not a valid
  * instruction (#UD for the guest); else msg names the instruction. */
 bool emu_insn_is_undefined(emu *e, uint64_t rip, char *msg, size_t msg_len);
