@@ -119,6 +119,11 @@ vmt_status vmt_monitor_create_ex(vmt_session *s, const vmt_image *img, const vmt
 void vmt_monitor_destroy(vmt_monitor *m);
 const char *vmt_monitor_error(const vmt_monitor *m);
 vmt_session *vmt_monitor_session(vmt_monitor *m);
+/* The monitor's breakpoint manager and page-table monitor (owned by the
+ * monitor), e.g. for their statistics or checkers; the breakpoint view. */
+vmt_bpm *vmt_monitor_bpm(vmt_monitor *m);
+vmt_ptm *vmt_monitor_ptm(vmt_monitor *m);
+vmt_view vmt_monitor_view(const vmt_monitor *m);
 
 /* Hook the entry of `symbol`. VMT_E_NOTFOUND (message names the symbol) when
  * the image has no such symbol; VMT_E_EXISTS when already hooked. fn may be

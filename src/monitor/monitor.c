@@ -84,6 +84,21 @@ vmt_session *vmt_monitor_session(vmt_monitor *m)
     return m->session;
 }
 
+vmt_bpm *vmt_monitor_bpm(vmt_monitor *m)
+{
+    return m->bpm;
+}
+
+vmt_ptm *vmt_monitor_ptm(vmt_monitor *m)
+{
+    return m->ptm;
+}
+
+vmt_view vmt_monitor_view(const vmt_monitor *m)
+{
+    return m->view;
+}
+
 static int find_hook(const vmt_monitor *m, const char *symbol)
 {
     for (size_t i = 0; i < m->nhooks; i++)

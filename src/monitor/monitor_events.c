@@ -16,9 +16,14 @@
  *       cache) and recorded; detector results and DONE are kept in the
  *       stats; every decoded call goes to the ucall callback.
  *   CR_WRITE  counted; STOPPED  counted (the session loop ends the run).
- * The guest never waits on a monitor failure that is not a bug: a hook
- * callback's failure is returned (the loop stops, the guest stays
- * consistent), a malformed ucall is only counted.
+ * Failures: a hook callback's failure or the breakpoint manager failing on
+ * a breakpoint event is returned (the loop stops, the guest stays
+ * consistent between events). A page-table monitor failure is survived (its
+ * response lets the guest go on; the watches are re-walked before the next
+ * event), and so is the breakpoint manager failing to follow a page event
+ * (the hook is registered again under that root before the next event).
+ * Survived failures are counted and the first one kept for the summary. A
+ * malformed ucall is only counted: the guest's problem.
  */
 #include <stdio.h>
 #include <string.h>
@@ -30,7 +35,6 @@
 void mon_survived(vmt_monitor *m, const char *what, const char *msg)
 {
     m->stats.errors++;
-    m->resync_pending = true;
     vmt_errbuf_set(&m->err, VMT_E_DRIVER, "%s: %s", what, msg);
     if (!m->first_error[0])
         snprintf(m->first_error, sizeof m->first_error, "%s: %s", what, msg);
@@ -51,6 +55,13 @@ static void ptm_sink(void *ctx, const vmt_ptm_event *ev)
         snprintf(what, sizeof what, "breakpoint manager on %s of va 0x%llx", vmt_ptm_event_kind_name(ev->kind),
                  (unsigned long long)ev->ctx.va);
         mon_survived(m, what, vmt_bpm_error(m->bpm));
+        if (ev->tag < m->nhooks && m->nrereg < MON_MAX_ROOTS) {
+            m->rereg[m->nrereg].hook = (size_t)ev->tag;
+            m->rereg[m->nrereg].root = ev->ctx.root;
+            m->rereg[m->nrereg].present = ev->kind != VMT_PTM_PAGE_OUT;
+            m->rereg[m->nrereg].pa = ev->new_pa;
+            m->nrereg++;
+        }
     }
     if (m->page_fn) {
         const char *symbol = ev->tag < m->nhooks ? m->hooks[ev->tag].symbol : NULL;
@@ -68,8 +79,42 @@ static void offer_to_ptm(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
         return;
     if (ev->kind == VMT_EVENT_MEM_ACCESS)
         m->stats.pt_writes++;
-    if (st != VMT_OK)
+    if (st != VMT_OK) {
         mon_survived(m, "page-table monitor", vmt_ptm_error(m->ptm));
+        m->resync_pending = true;
+    }
+}
+
+/* Breakpoints the manager failed to move: remove them and insert them again
+ * where the page event said the page is now (or pending after a page-out).
+ * Roots dropped meanwhile are skipped. */
+static void reregister(vmt_monitor *m)
+{
+    size_t n = m->nrereg;
+    m->nrereg = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t h = m->rereg[i].hook;
+        vmt_pa root = m->rereg[i].root;
+        bool followed = false;
+        for (size_t r = 0; r < m->nroots; r++)
+            followed |= m->roots[r] == root;
+        if (!followed)
+            continue;
+        vmt_bpm_bp bp;
+        memset(&bp, 0, sizeof bp);
+        bp.ctx = vmt_addr_ctx_make(m->hooks[h].va, root);
+        bp.view = m->view;
+        bp.key = MON_KEY_ENTRY;
+        bp.tag = h;
+        (void)vmt_bpm_remove(m->bpm, &bp);
+        vmt_status st = m->rereg[i].present ? vmt_bpm_insert_pa(m->bpm, &bp, m->rereg[i].pa, NULL)
+                                            : vmt_bpm_insert(m->bpm, &bp, NULL);
+        if (st != VMT_OK && st != VMT_E_EXISTS) {
+            m->stats.errors++;
+            vmt_errbuf_set(&m->err, st, "re-inserting the breakpoint of %s: %s", m->hooks[h].symbol,
+                           vmt_bpm_error(m->bpm));
+        }
+    }
 }
 
 static void resync(vmt_monitor *m)
@@ -200,6 +245,8 @@ static vmt_status dispatch(vmt_monitor *m, const vmt_event *ev, vmt_response *re
     }
     if (m->resync_pending && m->watch_tables && !vmt_ptm_stepping(m->ptm, ev->vcpu))
         resync(m);
+    if (m->nrereg)
+        reregister(m);
     switch (ev->kind) {
     case VMT_EVENT_MEM_ACCESS:
     case VMT_EVENT_SINGLESTEP: {

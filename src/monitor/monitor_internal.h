@@ -82,7 +82,14 @@ struct vmt_monitor {
     vmt_event_trace_fn trace_fn;
     void *trace_user;
 
-    bool resync_pending;    /* a ptm/bpm failure: re-walk the watches before the next event */
+    bool resync_pending;    /* a ptm failure: re-walk the watches before the next event */
+    struct {                /* bpm failed to follow a page event: register again */
+        size_t hook;
+        vmt_pa root;
+        bool present;       /* the page event left the VA present ... */
+        vmt_pa pa;          /* ... at this pa */
+    } rereg[MON_MAX_ROOTS];
+    size_t nrereg;
     char first_error[VMT_ERRBUF_LEN];
     vmt_monitor_stats stats;
     char description[320];

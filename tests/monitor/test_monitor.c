@@ -493,6 +493,57 @@ static void test_page_table_monitor_failure_is_survived(void **state)
     assert_string_equal(f->last_page_symbol, "svc_spawn");
 }
 
+static void test_breakpoint_manager_failure_on_page_in_is_repaired(void **state)
+{
+    fixture *f = *state;
+    vmt_monitor_on_page_event(f->m, on_page, f);
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_spawn", on_hit, f), VMT_OK);
+    vmt_va va = sym(f, "svc_spawn");
+    vmt_pa pte = PT_PA + ((va - KVMA - 0x200000) >> 12) * 8;
+    vmt_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = VMT_EVENT_MEM_ACCESS;
+    ev.regs = cpu_regs(f);
+    ev.u.mem.gpa = pte;
+    ev.u.mem.access = VMT_ACCESS_W;
+    ev.u.mem.has_data = true;
+    ev.u.mem.size = 8;
+    ev.u.mem.value = 0;
+    assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
+    run(f);
+    put64(f, pte, 0);
+    /* Paged in at another frame; the shadow frame for it cannot be allocated once. */
+    vmt_pa new_frame = 0x480000;
+    uint8_t page[4096];
+    assert_int_equal(vmt_drv_read_phys(f->drv, (va - KVMA) & VMT_PAGE_MASK, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_drv_write_phys(f->drv, new_frame, page, sizeof page), VMT_OK);
+    ev.u.mem.value = new_frame | PTE_FLAGS;
+    assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
+    vmt_mem_fail_nth(f->drv, VMT_MEM_OP_FRAME_ALLOC, 1);
+    run(f); /* the STOPPED event after it re-registers the hook */
+    put64(f, pte, new_frame | PTE_FLAGS);
+    assert_int_equal(vmt_mem_injected(f->drv), 1);
+    assert_int_equal(f->last_page.kind, VMT_PTM_PAGE_IN);
+    assert_int_equal(vmt_monitor_stats_get(f->m)->errors, 1);
+    assert_non_null(strstr(vmt_monitor_first_error(f->m), "breakpoint manager"));
+    /* The breakpoint is armed at the new frame: a hit there is the hook's. */
+    vmt_bpm_bp bp;
+    memset(&bp, 0, sizeof bp);
+    bp.ctx = vmt_addr_ctx_make(va, PML4_PA);
+    bp.view = vmt_monitor_view(f->m);
+    bp.key = VMT_BPM_KEY_ANY;
+    assert_true(vmt_bpm_contains(vmt_monitor_bpm(f->m), &bp));
+    assert_true(vmt_bpm_is_active(vmt_monitor_bpm(f->m), &bp));
+    const char name[] = "editor";
+    assert_int_equal(vmt_drv_write_phys(f->drv, DATA_PA, name, sizeof name), VMT_OK);
+    vmt_regs r = cpu_regs(f);
+    r.rdi = KVMA + DATA_PA;
+    push_breakpoint(f, va, new_frame + vmt_page_offset(va), &r);
+    run(f);
+    assert_int_equal(f->hits, 1);
+    assert_string_equal(f->last_string, "editor");
+}
+
 static void test_new_root_gets_every_hook(void **state)
 {
     fixture *f = *state;
@@ -566,6 +617,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ucalls_are_decoded_and_recorded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_out_and_in_follow_the_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_table_monitor_failure_is_survived, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_breakpoint_manager_failure_on_page_in_is_repaired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_root_gets_every_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_return_hook_reports_rax_once, setup, teardown),
     };
