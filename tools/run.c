@@ -415,6 +415,14 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     if (vmt_session_stop_on_signals(s) != VMT_OK)
         cli_log_note(&r.log, "warning", "SIGINT/SIGTERM will not end the run cleanly");
 
+    if (demo)
+        cli_log_note(&r.log, "demo",
+                     "the workload guest calls svc_open(path), svc_write(fd, buf, len), svc_spawn(name) and "
+                     "svc_exit(pid) in a loop while its memory manager pages out, moves, splits, merges and "
+                     "re-tables the pages that hold them, then runs 8 stealth detectors. Below: 'call'/'return' "
+                     "= a hidden breakpoint hit, decoded from the guest's registers and memory; 'page' = the "
+                     "page-table monitor following a hooked page; 'guest'/'detect'/'serial' = the guest's own "
+                     "reports; then the summary.");
     char note[PATH_MAX + 1024];
     snprintf(note, sizeof note, "guest %s on driver %s (%s); %zu hooks; %s", guest, dname, pick_reason, r.nhooks,
              vmt_monitor_describe(r.mon));

@@ -131,5 +131,25 @@ if [ "$driver" = emu ]; then
 else
     jq -r 'select(.event == "summary") | .detectors[] | "  detector \(.id) \(.name): \(if .pass then "pass" else "FAIL" end) \(.detail)"' "$log"
 fi
+# The readable log carries the same calls (KVM only: a second run is cheap there).
+if [ "$driver" = kvm ]; then
+    text=$(mktemp)
+    "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
+        "${extra[@]}" --limit 100 >"$text" 2>&1
+    calls_text=$(grep -c '^call ' "$text")
+    calls_json=$(jq -s '[.[] | select(.event == "call")] | length' "$log")
+    if [ "$calls_text" != "$calls_json" ]; then
+        echo "FAIL: readable log has $calls_text call lines, JSON $calls_json"; failures=$((failures + 1))
+    elif ! grep -q '^call    svc_open(path="/etc/passwd") #1 vcpu0$' "$text" ||
+         ! grep -q '^call    svc_write(fd=[0-9]*, buf="hello from the workload guest\\n", len=30) #1 vcpu0$' "$text" ||
+         ! grep -q '^call    svc_open(path=0x[0-9a-f]* ""<paged out at 0x[0-9a-f]*>) #8 vcpu0$' "$text" ||
+         ! grep -q '^   svc_spawn  *[0-9]*  *-  *[0-9]*  ok$' "$text" ||
+         ! grep -q '^   hook counts equal the guest.s own counts$' "$text"; then
+        echo "FAIL: readable log lines differ from what is expected:"; grep -m3 '^call' "$text"; failures=$((failures + 1))
+    else
+        echo "ok: the readable log has the same $calls_text calls, decoded"
+    fi
+    rm -f "$text"
+fi
 echo "$failures check(s) failed"
 exit $((failures > 0))
