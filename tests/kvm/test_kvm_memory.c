@@ -143,6 +143,70 @@ static void pt_write_step(void **state)
     vmt_driver_destroy(d);
 }
 
+/* The breakpoint manager's dance on KVM: SWITCH_VIEW 0 + STEP, then back.
+ * Switching to view 0 in a response keeps the memslots (no rebuild per
+ * step); the store lands in view 0's frame; back in view 1 nothing changed. */
+static void switch_view_step_dance_keeps_memslots(void **state)
+{
+    (void)state;
+    uint64_t old;
+    vmt_view v;
+    vmt_driver *d = pt_guest(&old, &v);
+    uint32_t slots = vmt_kvm_memslot_count(d);
+    assert_int_equal(slots, 3);
+    vmt_event ev;
+    expect_pt_write(d, v, old, &ev);
+    vmt_response r = { .actions = VMT_RESP_SWITCH_VIEW | VMT_RESP_STEP, .new_view = VMT_VIEW_DEFAULT };
+    assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), slots);
+    kg_check(d);
+    kg_expect(d, VMT_EVENT_SINGLESTEP, &ev);
+    assert_int_equal(ev.view, VMT_VIEW_DEFAULT);
+    assert_int_equal(ev.regs.rip, KG_CODE_PA + 0x11);
+    uint64_t now;
+    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
+    assert_int_equal(now, NEW_PTE);
+    vmt_response back = { .actions = VMT_RESP_SWITCH_VIEW, .new_view = v };
+    assert_int_equal(vmt_drv_respond(d, &ev, &back), VMT_OK);
+    assert_int_equal(vmt_kvm_memslot_count(d), slots);
+    kg_check(d);
+    expect_reports(d, MARK_NEW, (uint32_t)NEW_PTE);
+    vmt_driver_destroy(d);
+}
+
+/* A long stay in view 0 after a response switched there gets view 0's own
+ * memslot layout; meanwhile the extra traps are served without events. */
+static void lazy_view0_layout_becomes_exact(void **state)
+{
+    (void)state;
+    /* mov dx,0x5e1; 1: out dx,eax; mov [0x5000],eax; jmp 1b */
+    static const uint8_t code[] = { 0x66, 0xba, 0xe1, 0x05, 0xef, 0x89, 0x04, 0x25, 0x00, 0x50, 0x00, 0x00, 0xeb, 0xf6 };
+    vmt_driver *d = kg_driver(code, sizeof code, KG_RAM);
+    vmt_view v;
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 5, VMT_ACCESS_X), VMT_OK); /* no slot for gfn 5 */
+    vmt_event ev;
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    vmt_response r = { .actions = VMT_RESP_SWITCH_VIEW, .new_view = VMT_VIEW_DEFAULT };
+    assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
+    uint32_t lazy = vmt_kvm_memslot_count(d);
+    assert_int_equal(lazy, 2);
+    for (int i = 0; i < 100; i++) { /* stores to gfn 5 raise no event in view 0 */
+        kg_expect(d, VMT_EVENT_IO, &ev);
+        kg_continue(d, &ev);
+        kg_check(d);
+    }
+    assert_int_equal(vmt_kvm_memslot_count(d), 1);
+    uint32_t x;
+    assert_int_equal(vmt_drv_read_phys(d, 0x5000, &x, 4), VMT_OK);
+    assert_int_equal(x, 0); /* eax was 0 all along; the store went to the frame */
+    vmt_driver_stats s;
+    assert_int_equal(vmt_drv_stats(d, &s), VMT_OK);
+    assert_int_equal(s.events[VMT_EVENT_MEM_ACCESS], 0);
+    vmt_driver_destroy(d);
+}
+
 /* View 1 backs the PD with a shadow copy; EMULATE against view 0 puts the
  * write into the real PD while the guest (in view 1) keeps the shadow. */
 static void pt_write_emulate_in_view0(void **state)
@@ -413,6 +477,8 @@ int main(void)
         cmocka_unit_test(pt_write_continue_lands),
         cmocka_unit_test(pt_write_deny_drops),
         cmocka_unit_test(pt_write_step),
+        cmocka_unit_test(switch_view_step_dance_keeps_memslots),
+        cmocka_unit_test(lazy_view0_layout_becomes_exact),
         cmocka_unit_test(pt_write_emulate_in_view0),
         cmocka_unit_test(hidden_breakpoint_fast_step),
         cmocka_unit_test(read_trap_responses),

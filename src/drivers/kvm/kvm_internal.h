@@ -16,7 +16,9 @@
  * Invariants (kvm_check): `slots` is sorted and covers exactly the RAM
  * frames whose state is not KVM_SLOT_NONE, each slot's `ro` matching the
  * state of all its frames; state[g] follows the current view's rights (no
- * slot when R is denied, read-only when W is); temporary execute slots
+ * slot when R is denied, read-only when W is) of layout_view, which is the
+ * current view or, lazily, any view while the vCPU is in view 0 (view 0
+ * allows everything, so extra traps are served silently); temporary execute slots
  * exist only during a step; gmem page g maps backing(cur, g);
  * extra_refs[i] is the number of (view, gfn) pairs backed by extra frame i;
  * gmem shows map_view, which differs from cur_view only inside wait_event
@@ -41,6 +43,7 @@
 #define KVM_EXIT_REASONS 64
 #define KVM_SERIAL_LINE 256
 #define KVM_EXEC_SLOTS 2
+#define KVM_LAZY_RUNS 64   /* runs in view 0 before its exact memslot layout is built */
 
 /* Memslot state of a RAM frame in the current view. */
 enum { KVM_SLOT_RW = 0, KVM_SLOT_RO = 1, KVM_SLOT_NONE = 2 };
@@ -105,6 +108,9 @@ typedef struct kvm_drv {
     uint16_t max_views;
     vmt_view cur_view;    /* the vCPU's view: rights (memslots) and, normally, mapping */
     vmt_view map_view;    /* the view gmem shows: cur_view except during a FAST_STEP */
+    vmt_view layout_view; /* the view whose rights the memslots encode: cur_view, or
+                           * any view while cur_view is 0 (see kvm_switch_view) */
+    uint32_t lazy_runs;   /* guest runs in view 0 on another view's layout */
 
     /* debug state */
     uint64_t hwbp_addr[4];
@@ -164,7 +170,8 @@ vmt_status kvm_translate(kvm_drv *k, uint64_t va, uint64_t *pa);
 vmt_status kvm_mem_init(kvm_drv *k, char *why, size_t why_len);
 void kvm_mem_fini(kvm_drv *k);
 uint64_t kvm_backing(const kvm_drv *k, vmt_view v, uint64_t gfn);
-vmt_status kvm_switch_view(kvm_drv *k, vmt_view v);
+vmt_status kvm_switch_view(kvm_drv *k, vmt_view v, bool exact);
+vmt_status kvm_layout_to(kvm_drv *k, vmt_view v);
 vmt_status kvm_map_view(kvm_drv *k, vmt_view v);
 vmt_status kvm_exec_map(kvm_drv *k, uint64_t gfn);
 vmt_status kvm_exec_unmap_all(kvm_drv *k);

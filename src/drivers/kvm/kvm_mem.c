@@ -318,23 +318,51 @@ vmt_status kvm_map_view(kvm_drv *k, vmt_view v)
     return VMT_OK;
 }
 
-vmt_status kvm_switch_view(kvm_drv *k, vmt_view v)
+/* Make the memslots encode view v's rights exactly. */
+vmt_status kvm_layout_to(kvm_drv *k, vmt_view v)
 {
-    vmt_view old = k->cur_view;
-    vmt_status st = kvm_map_view(k, v);
-    if (st || v == old)
-        return st;
-    bool prots = (old && k->views[old].nprot) || (v && k->views[v].nprot);
-    k->cur_view = v;
-    if (!prots)
+    vmt_view old = k->layout_view;
+    k->lazy_runs = 0;
+    if (v == old)
         return VMT_OK;
+    bool prots = (old && k->views[old].nprot) || (v && k->views[v].nprot);
+    if (!prots) {
+        k->layout_view = v;
+        return VMT_OK;
+    }
     bool changed = false;
+    uint8_t *prev = malloc(k->ram_frames);
+    if (!prev)
+        return vmt_driver_fail(k->d, VMT_E_NOMEM, "out of memory switching views");
+    memcpy(prev, k->state, k->ram_frames);
     for (uint64_t g = 0; g < k->ram_frames; g++) {
         uint8_t want = want_state(k, v, g);
         changed |= k->state[g] != want;
         k->state[g] = want;
     }
-    return changed ? slots_rebuild(k, 0, k->ram_frames) : VMT_OK;
+    vmt_status st = changed ? slots_rebuild(k, 0, k->ram_frames) : VMT_OK;
+    if (st)
+        memcpy(k->state, prev, k->ram_frames);
+    else
+        k->layout_view = v;
+    free(prev);
+    return st;
+}
+
+/* Switch the vCPU to view v. `exact`: the memslots encode v's rights at
+ * once. Otherwise a switch to view 0 keeps the current layout (it traps
+ * more than view 0 needs; those exits are served without events), which
+ * makes the STEP-in-view-0-and-back dance cost no memslot changes. */
+vmt_status kvm_switch_view(kvm_drv *k, vmt_view v, bool exact)
+{
+    vmt_status st = kvm_map_view(k, v);
+    if (st)
+        return st;
+    k->cur_view = v;
+    k->lazy_runs = 0;
+    if (v == k->layout_view || (v == VMT_VIEW_DEFAULT && !exact))
+        return VMT_OK;
+    return kvm_layout_to(k, v);
 }
 
 /* ---- init ---- */
@@ -510,6 +538,8 @@ vmt_status kvm_view_destroy(vmt_driver *d, vmt_view v)
         return st;
     if (v == k->cur_view)
         return vmt_driver_fail(d, VMT_E_BUSY, "view %u is the current view; switch away before destroying it", v);
+    if (v == k->layout_view && (st = kvm_layout_to(k, k->cur_view)))
+        return st;
     kvm_view *w = &k->views[v];
     for (uint64_t i = 0; i < w->nremap; i++)
         if (w->backing[w->remapped[i]] >= k->ram_frames)
@@ -527,7 +557,7 @@ vmt_status kvm_view_switch(vmt_driver *d, vmt_vcpu vcpu, vmt_view v)
     if (vcpu != 0 && vcpu != VMT_VCPU_ALL)
         return vmt_driver_fail(d, VMT_E_INVAL, "vcpu %u out of range (driver has 1)", vcpu);
     vmt_status st = check_view(k, v, true);
-    return st ? st : kvm_switch_view(k, v);
+    return st ? st : kvm_switch_view(k, v, true);
 }
 
 vmt_status kvm_view_current(vmt_driver *d, vmt_vcpu vcpu, vmt_view *out)
@@ -579,7 +609,7 @@ vmt_status kvm_view_set_access(vmt_driver *d, vmt_view v, vmt_gfn gfn, vmt_acces
     uint8_t old = w->access[gfn];
     allowed &= VMT_ACCESS_RWX;
     w->access[gfn] = allowed;
-    if (v == k->cur_view && (st = set_state(k, gfn, want_state(k, v, gfn)))) {
+    if (v == k->layout_view && (st = set_state(k, gfn, want_state(k, v, gfn)))) {
         w->access[gfn] = old;
         return st;
     }
@@ -652,10 +682,14 @@ vmt_status kvm_mem_check(kvm_drv *k)
                 return vmt_driver_fail(k->d, VMT_E_INTERNAL, "gfn 0x%" PRIx64 " in a %s memslot has state %u", g,
                                        s->ro ? "read-only" : "writable", g < k->ram_frames ? k->state[g] : 0);
     }
+    if (k->layout_view >= k->max_views || !k->views[k->layout_view].used ||
+        (k->layout_view != k->cur_view && k->cur_view != VMT_VIEW_DEFAULT))
+        return vmt_driver_fail(k->d, VMT_E_INTERNAL, "memslots encode view %u while the vCPU is in view %u",
+                               k->layout_view, k->cur_view);
     for (g = 0; g < k->ram_frames; g++)
-        if (k->state[g] != want_state(k, k->cur_view, g))
+        if (k->state[g] != want_state(k, k->layout_view, g))
             return vmt_driver_fail(k->d, VMT_E_INTERNAL, "gfn 0x%" PRIx64 " memslot state %u differs from view %u's "
-                                   "rights", g, k->state[g], k->cur_view);
+                                   "rights", g, k->state[g], k->layout_view);
     if (k->nexec)
         return vmt_driver_fail(k->d, VMT_E_INTERNAL, "%u temporary execute slots outside a step", k->nexec);
     for (uint16_t v = 1; v < k->max_views; v++) {

@@ -65,7 +65,7 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
         return st;
     if ((a & VMT_RESP_SWITCH_VIEW) && (st = check_resp_view(k, resp->new_view, "SWITCH_VIEW")))
         return st;
-    if ((a & VMT_RESP_SWITCH_VIEW) && (st = kvm_switch_view(k, resp->new_view)))
+    if ((a & VMT_RESP_SWITCH_VIEW) && (st = kvm_switch_view(k, resp->new_view, false)))
         return st;
 
     kvm_step step = { .fast_view = VMT_VIEW_INVALID };

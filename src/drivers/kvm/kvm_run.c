@@ -567,6 +567,10 @@ vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
             if (k->step.active && k->step.fast_view != VMT_VIEW_INVALID && k->map_view != k->step.fast_view &&
                 (st = kvm_map_view(k, k->step.fast_view)))
                 break;
+            /* a long stay in view 0 on another view's layout: make it exact */
+            if (k->cur_view != k->layout_view && ++k->lazy_runs > KVM_LAZY_RUNS &&
+                (st = kvm_layout_to(k, k->cur_view)))
+                break;
             if ((st = kvm_apply_debug(k)))
                 break;
             if (k->t_last_exit)
