@@ -58,6 +58,10 @@ static void escape_bytes(const uint8_t *b, size_t n, char *out, size_t out_len)
 {
     size_t o = 0;
     for (size_t i = 0; i < n && o + 5 < out_len; i++) {
+        if (b[i] >= 0x80) { /* isprint() is locale-dependent: never pass high bytes */
+            o += (size_t)snprintf(out + o, out_len - o, "\\x%02x", b[i]);
+            continue;
+        }
         if (b[i] == '\\' || b[i] == '"') {
             out[o++] = '\\';
             out[o++] = (char)b[i];
@@ -83,7 +87,9 @@ static void read_string_arg(const vmt_hit *hit, cli_arg *a)
     a->nbytes = strlen(buf);
     /* A string that filled the buffer may go on: say so. */
     a->truncated = st == VMT_OK && a->nbytes == sizeof buf - 1;
-    snprintf(a->text, sizeof a->text, "%s", buf);
+    /* Guest bytes are shown escaped (printable ASCII as is), so a hostile
+     * string can neither break a log line nor the JSON's UTF-8. */
+    escape_bytes((const uint8_t *)buf, a->nbytes, a->text, sizeof a->text);
 }
 
 static void read_buffer_arg(const vmt_hit *hit, cli_arg *a, uint64_t len)
