@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/cli/cli_signal.sh VMTRAP WORKLOAD_ELF DRIVER — SIGINT and SIGTERM end
 # a run cleanly: exit code 0, the summary is printed (readable and JSON),
-# and it says the run was stopped on request.
+# and it says the run was stopped on request. --limit ends a run the same
+# way, and the summary says it was the time limit.
 set -u
 vmtrap=$1
 guest=$2
@@ -39,4 +40,13 @@ for sig in INT TERM; do
         rm -f "$out"
     done
 done
+out=$(mktemp)
+"$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open --limit 0.05 --quiet >"$out" 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] || ! grep -q '^== vmtrap summary: .*guest stopped: time limit' "$out"; then
+    echo "FAIL: --limit 0.05: exit code $rc, summary: $(grep '^== vmtrap summary' "$out")"; failures=$((failures + 1))
+else
+    echo "ok: --limit 0.05 ends the run with the summary"
+fi
+rm -f "$out"
 exit $((failures > 0))
