@@ -25,10 +25,15 @@
  *    one single-step per instruction (~100 us per instruction on kvm_pvm),
  *    so keep read traps to frames that run little code (a hook's page). Do
  *    not deny reads on frames KVM itself must read (page tables, GDT, IDT).
- *    A write event's
- *    regs.rip may already point past the writing instruction (KVM hands the
- *    store over after emulating it); the store itself is held back until the
- *    response: CONTINUE/EMULATE/FAST_STEP/STEP make it land, DENY drops it.
+ *    A memory event's regs.rip may already point past the accessing
+ *    instruction (KVM hands the access over while emulating it); a store is
+ *    held back until the response: CONTINUE/EMULATE/FAST_STEP/STEP make it
+ *    land, DENY drops it (a denied read returns zeros). gva is not known.
+ *  - switching to view 0 in a response (the step-in-view-0 dance) keeps the
+ *    memslots of the view left: its extra traps are served without events,
+ *    and after 64 runs in view 0 view 0's own layout is built.
+ *    vmt_drv_view_switch() always builds the exact layout (30-65 us per
+ *    memslot change on kvm_pvm).
  *  - I/O and write events: the instruction completes when the guest resumes
  *    (KVM semantics). SET_REGS in the response is applied after completing
  *    it, and only the fields the handler changed from the event's registers
