@@ -26,9 +26,11 @@
  *  - Every memory event is raised BEFORE the access: the Unicorn protection
  *    hook returns false, which in 2.0.1 aborts the instruction cleanly with a
  *    precise RIP (a no-op memory hook keeps RIP precise); the driver then
- *    reports the event and performs the response with a one-instruction
- *    internal step (CONTINUE: right granted for that step; EMULATE: the step
- *    sees emulate_view's mapping; FAST_STEP: the step runs in step_view).
+ *    reports the event and performs the response on one instruction
+ *    (CONTINUE: right granted for it; EMULATE: it sees emulate_view's
+ *    mapping; FAST_STEP: it runs in step_view) with the reusable engine
+ *    (vmtrap/emulate.h) when it can — no Unicorn map change — and else with
+ *    a one-instruction internal step of the main CPU.
  *  - A per-instruction code hook counts instructions (deterministic
  *    instruction limit, single-step without EFLAGS.TF) and stops before the
  *    instructions the driver performs itself: INT3, port I/O, mov to/from
@@ -50,6 +52,7 @@
 #ifndef VMTRAP_EMU_H
 #define VMTRAP_EMU_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -63,6 +66,7 @@ extern "C" {
 /* Optional tuning; zero fields take the defaults. */
 typedef struct vmt_emu_options {
     uint32_t tlb_entries;   /* software-TLB capacity (8..2048); 0: 64 */
+    bool no_engine;         /* always answer with internal steps (tests) */
 } vmt_emu_options;
 
 /* Create the emulator driver for cfg (cfg->image is placed into RAM; its
@@ -84,6 +88,8 @@ typedef struct vmt_emu_tlb_stats {
     uint64_t invalidations;  /* entries dropped by invalidation */
     uint64_t pt_write_faults;/* guest writes that hit a write-protected table */
     uint64_t pf_injected;    /* #PF delivered to the guest */
+    uint64_t engine_steps;   /* responses performed by the reusable engine
+                                (one instruction, no Unicorn map change) */
 } vmt_emu_tlb_stats;
 
 /* VMT_E_INVAL when d is not an emu driver. */

@@ -9,9 +9,12 @@
  * another view. The engine is a private Unicorn 2.0.1 instance with paging
  * off whose memory is filled on demand, page by page, from `mem->read`
  * (the caller does the guest translation and applies whatever view it
- * wants). Stores go to a per-instruction log and reach `mem->write` only
- * when the instruction completes, so a faulting instruction changes
- * nothing (no partial writes, registers untouched).
+ * wants, and says which access kinds the page allows). Stores go to a
+ * per-instruction log and reach `mem->write` only when the instruction
+ * completes, so a faulting instruction changes nothing (no partial writes,
+ * registers untouched). Up to 4 pages stay mapped between calls; they are
+ * re-read through `mem->read` at the start of every call (so the caller's
+ * memory may change between calls; a re-read counts as an access).
  *
  * It stops BEFORE instructions whose effect lies outside registers and
  * memory (INT3/INT n, port I/O, hlt, control/debug-register and MSR
@@ -29,6 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmtrap/access.h"
 #include "vmtrap/addr.h"
 #include "vmtrap/regs.h"
 #include "vmtrap/status.h"
@@ -40,10 +44,12 @@ extern "C" {
 typedef struct vmt_emulator vmt_emulator;
 
 /* Guest-virtual memory for the engine. read() is asked for whole 4 KiB
- * pages (va page-aligned, len 4096); a failure makes the access fault.
- * write() gets each completed instruction's stores in program order. */
+ * pages (va page-aligned, len 4096) and sets *allowed to the access kinds
+ * the page permits (it starts as RWX); a failure, or an access outside
+ * *allowed, makes the instruction fault (VMT_EMULATE_FAULT). write() gets
+ * each completed instruction's stores in program order. */
 typedef struct vmt_emulate_mem {
-    vmt_status (*read)(void *ctx, vmt_va va, void *buf, size_t len);
+    vmt_status (*read)(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed);
     vmt_status (*write)(void *ctx, vmt_va va, const void *buf, size_t len);
     void *ctx;
 } vmt_emulate_mem;
@@ -59,6 +65,7 @@ typedef struct vmt_emulate_result {
     vmt_emulate_stop stop;
     uint64_t instructions;     /* completed */
     vmt_va fault_va;           /* FAULT */
+    vmt_access fault_access;   /* FAULT: the kind of access (R, W or X) */
     uint8_t vector;            /* EXCEPTION */
     uint64_t bytes_written;    /* through mem->write */
 } vmt_emulate_result;

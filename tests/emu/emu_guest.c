@@ -136,6 +136,12 @@ void eg_loop_below(eg_code *c, int a, int b, size_t target)
 
 vmt_status eg_create(eg_guest *g, uint64_t ram_bytes, uint32_t tlb_entries, vmt_serial_fn serial, void *ctx)
 {
+    vmt_emu_options o = { .tlb_entries = tlb_entries };
+    return eg_create_opt(g, ram_bytes, &o, serial, ctx);
+}
+
+vmt_status eg_create_opt(eg_guest *g, uint64_t ram_bytes, const vmt_emu_options *o, vmt_serial_fn serial, void *ctx)
+{
     memset(g, 0, sizeof *g);
     vmt_machine_config mc;
     memset(&mc, 0, sizeof mc);
@@ -143,8 +149,7 @@ vmt_status eg_create(eg_guest *g, uint64_t ram_bytes, uint32_t tlb_entries, vmt_
     mc.serial = serial;
     mc.serial_ctx = ctx;
     mc.extra_frames = 16384;
-    vmt_emu_options o = { tlb_entries };
-    vmt_status st = vmt_emu_driver_create_ex(&mc, &o, &g->d, g->why, sizeof g->why);
+    vmt_status st = vmt_emu_driver_create_ex(&mc, o, &g->d, g->why, sizeof g->why);
     if (st)
         return st;
     g->ram_frames = ram_bytes / 4096;

@@ -51,6 +51,8 @@ typedef struct eg_guest {
 
 /* Create an emu driver with blank RAM (tlb 0: default) and an empty PML4. */
 vmt_status eg_create(eg_guest *g, uint64_t ram_bytes, uint32_t tlb_entries, vmt_serial_fn serial, void *ctx);
+/* Same with every emu option. */
+vmt_status eg_create_opt(eg_guest *g, uint64_t ram_bytes, const vmt_emu_options *o, vmt_serial_fn serial, void *ctx);
 void eg_destroy(eg_guest *g);
 vmt_gfn eg_frame(eg_guest *g);                       /* a fresh zeroed RAM frame */
 /* Map va -> gfn (4 KiB) with P|RW (plus extra bits); tables allocated as needed.

@@ -243,14 +243,39 @@ static void run_hidden_breakpoint(eg_guest *g, vmt_event *log, size_t *nlog)
     assert_int_equal(cur, h.view);
 }
 
+static void check_hidden_log(const vmt_event *log, size_t n);
+
+/* With the engine (no map change per response) and with internal steps of
+ * the main CPU: the same events, the same registers. */
 static void hidden_breakpoint_drakvuf_style(void **state)
 {
     (void)state;
-    eg_guest g;
-    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
-    vmt_event log[16];
-    size_t n;
-    run_hidden_breakpoint(&g, log, &n);
+    vmt_event log[2][16];
+    size_t n[2];
+    for (int mode = 0; mode < 2; mode++) {
+        eg_guest g;
+        vmt_emu_options o = { .no_engine = mode == 1 };
+        assert_int_equal(eg_create_opt(&g, 4 << 20, &o, NULL, NULL), VMT_OK);
+        run_hidden_breakpoint(&g, log[mode], &n[mode]);
+        vmt_emu_tlb_stats ts;
+        assert_int_equal(vmt_emu_tlb_stats_get(g.d, &ts), VMT_OK);
+        if (mode == 0)
+            assert_int_equal(ts.engine_steps, 3); /* FAST_STEP + 2 x EMULATE */
+        else
+            assert_int_equal(ts.engine_steps, 0);
+        eg_destroy(&g);
+        check_hidden_log(log[mode], n[mode]);
+    }
+    assert_int_equal(n[0], n[1]);
+    for (size_t i = 0; i < n[0]; i++) {
+        assert_int_equal(log[0][i].kind, log[1][i].kind);
+        assert_memory_equal(&log[0][i].regs, &log[1][i].regs, sizeof log[0][i].regs);
+        assert_memory_equal(&log[0][i].u, &log[1][i].u, sizeof log[0][i].u);
+    }
+}
+
+static void check_hidden_log(const vmt_event *log, size_t n)
+{
     assert_int_equal(n, 6);
     assert_int_equal(log[0].kind, VMT_EVENT_BREAKPOINT);
     assert_int_equal(log[0].regs.rip, FUNC_VA);
@@ -271,7 +296,6 @@ static void hidden_breakpoint_drakvuf_style(void **state)
     assert_int_equal(log[4].u.mem.size, 8);
     assert_int_equal(log[4].u.mem.value, 0x55);
     assert_int_equal(log[5].kind, VMT_EVENT_STOPPED);
-    eg_destroy(&g);
 }
 
 static void deterministic_event_sequence(void **state)
@@ -296,11 +320,11 @@ static void deterministic_event_sequence(void **state)
 
 /* DENY skips a write (memory unchanged, the instruction completes); CONTINUE
  * performs it once and the next write traps again. */
-static void deny_and_continue_writes(void **state)
+static void deny_and_continue_writes_mode(bool no_engine)
 {
-    (void)state;
     eg_guest g;
-    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    vmt_emu_options o = { .no_engine = no_engine };
+    assert_int_equal(eg_create_opt(&g, 4 << 20, &o, NULL, NULL), VMT_OK);
     vmt_gfn data = eg_frame(&g);
     uint64_t init = 0x11;
     eg_write(&g, data << 12, &init, 8);
@@ -340,6 +364,13 @@ static void deny_and_continue_writes(void **state)
     assert_int_equal(vmt_drv_view_get_access(g.d, v, data, &acc, NULL), VMT_OK);
     assert_int_equal(acc, VMT_ACCESS_R); /* responses never change the view's rights */
     eg_destroy(&g);
+}
+
+static void deny_and_continue_writes(void **state)
+{
+    (void)state;
+    deny_and_continue_writes_mode(false);
+    deny_and_continue_writes_mode(true);
 }
 
 /* More pages than the software TLB holds: every value survives eviction. */

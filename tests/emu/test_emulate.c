@@ -20,6 +20,8 @@ typedef struct vmem {
     uint8_t page[4][4096];
     unsigned n;
     unsigned writes;
+    unsigned reads;
+    vmt_access data_rights;
 } vmem;
 
 static uint8_t *find(vmem *m, uint64_t va)
@@ -30,12 +32,16 @@ static uint8_t *find(vmem *m, uint64_t va)
     return NULL;
 }
 
-static vmt_status rd(void *ctx, vmt_va va, void *buf, size_t len)
+static vmt_status rd(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed)
 {
-    uint8_t *p = find(ctx, va);
+    vmem *m = ctx;
+    uint8_t *p = find(m, va);
     if (!p || (va & 4095) + len > 4096)
         return VMT_E_NOT_PRESENT;
     memcpy(buf, p, len);
+    if ((va & ~4095ull) == m->va[1])
+        *allowed = m->data_rights;
+    m->reads++;
     return VMT_OK;
 }
 
@@ -62,6 +68,7 @@ static vmem *mk(const uint8_t *code, size_t n)
     m->va[1] = DATA;
     m->va[2] = STACK;
     m->n = 3;
+    m->data_rights = VMT_ACCESS_RW;
     memcpy(m->page[0], code, n);
     return m;
 }
@@ -162,12 +169,56 @@ static void stops_before_special(void **state)
     free(m);
 }
 
+/* Rights from the accessor are enforced; pages kept between calls are
+ * re-read, so a change of the caller's memory is seen. */
+static void rights_and_kept_pages(void **state)
+{
+    (void)state;
+    /* mov [rbx], rax ; mov rcx, [rbx] */
+    static const uint8_t code[] = { 0x48, 0x89, 0x03, 0x48, 0x8b, 0x0b };
+    vmem *m = mk(code, sizeof code);
+    vmt_emulator *em;
+    assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
+    vmt_emulate_mem mem = { rd, wrt, m };
+    vmt_emulate_result res;
+    vmt_regs r;
+    memset(&r, 0, sizeof r);
+    r.rip = CODE;
+    r.rax = 5;
+    r.rbx = DATA;
+    m->data_rights = VMT_ACCESS_R; /* the store is not allowed */
+    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(res.stop, VMT_EMULATE_FAULT);
+    assert_int_equal(res.fault_access, VMT_ACCESS_W);
+    assert_int_equal(res.fault_va, DATA);
+    assert_int_equal(r.rip, CODE);
+    assert_int_equal(m->writes, 0);
+    m->data_rights = VMT_ACCESS_RW;
+    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK); /* the kept page gets W now */
+    assert_int_equal(res.stop, VMT_EMULATE_DONE);
+    assert_int_equal(m->writes, 1);
+    uint64_t v = 77;
+    memcpy(m->page[1], &v, 8); /* the caller changes memory between calls */
+    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(r.rcx, 77);
+    /* the code changes too: the kept code page is re-read */
+    m->page[0][3] = 0x90; /* nop */
+    r.rip = CODE + 3;
+    r.rcx = 0;
+    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(r.rip, CODE + 4);
+    assert_int_equal(r.rcx, 0);
+    vmt_emulator_destroy(em);
+    free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(rmw_and_short_run),
         cmocka_unit_test(fault_changes_nothing),
         cmocka_unit_test(stops_before_special),
+        cmocka_unit_test(rights_and_kept_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

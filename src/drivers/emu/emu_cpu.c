@@ -533,6 +533,37 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
 
 /* ---- responses ---- */
 
+/* Perform the one instruction at RIP with the reusable engine in `view`
+ * with `grant` rights on grant_va (UINT64_MAX: every page). True when done;
+ * false (nothing changed but A bits) when the main CPU has to step it: a
+ * special instruction, an access the context forbids, memory past RAM, a
+ * guest page fault, an exception. */
+static bool engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_va)
+{
+    if (e->no_engine || (!e->engine && vmt_emulator_create(&e->engine, NULL, 0) != VMT_OK))
+        return false;
+    vmt_regs r;
+    emu_regs_read(e, &r);
+    vmt_view saved_view = e->mmu_view;
+    vmt_access saved_grant = e->grant_kinds;
+    uint64_t saved_grant_va = e->grant_va;
+    e->mmu_view = view;
+    e->grant_kinds = grant;
+    e->grant_va = grant_va;
+    vmt_emulate_mem mem = { emu_engine_read, emu_engine_write, e };
+    vmt_emulate_result res;
+    vmt_status st = vmt_emulate(e->engine, &r, &mem, 1, &res);
+    e->mmu_view = saved_view;
+    e->grant_kinds = saved_grant;
+    e->grant_va = saved_grant_va;
+    if (st != VMT_OK || res.stop != VMT_EMULATE_DONE || res.instructions != 1)
+        return false;
+    emu_regs_write_engine(e, &r);
+    e->icount++;
+    e->tstats.engine_steps++;
+    return true;
+}
+
 static vmt_status begin_internal_step(emu *e, vmt_view view)
 {
     e->step = EMU_STEP_INTERNAL;
@@ -594,21 +625,29 @@ vmt_status emu_op_respond(vmt_driver *d, const vmt_event *ev, const vmt_response
         e->step = EMU_STEP_USER;
         e->step_restore_view = false;
     } else if (a & VMT_RESP_FAST_STEP) {
-        begin_internal_step(e, resp->step_view);
+        if (!engine_one(e, resp->step_view, 0, 0))
+            begin_internal_step(e, resp->step_view);
     } else if (a & VMT_RESP_EMULATE) {
-        begin_internal_step(e, resp->emulate_view);
-        e->grant_kinds = VMT_ACCESS_RWX; /* performed against that view's mapping */
-        e->grant_va = UINT64_MAX;
+        /* performed against that view's mapping, whatever its rights */
+        if (!engine_one(e, resp->emulate_view, VMT_ACCESS_RWX, UINT64_MAX)) {
+            begin_internal_step(e, resp->emulate_view);
+            e->grant_kinds = VMT_ACCESS_RWX;
+            e->grant_va = UINT64_MAX;
+        }
     } else if (last->kind == VMT_EVENT_MEM_ACCESS) {
         uint64_t page = last->u.mem.gva & ~(uint64_t)(EMU_PAGE - 1);
-        begin_internal_step(e, e->cur_view);
         if (a & VMT_RESP_DENY) {
+            begin_internal_step(e, e->cur_view);
             e->deny_active = true;
             e->deny_va = page;
             e->deny_kind = last->u.mem.access;
         } else {
-            e->grant_kinds = last->u.mem.access;
-            e->grant_va = last->u.mem.in_pt_walk ? UINT64_MAX : page;
+            uint64_t gva = last->u.mem.in_pt_walk ? UINT64_MAX : page;
+            if (!engine_one(e, e->cur_view, last->u.mem.access, gva)) {
+                begin_internal_step(e, e->cur_view);
+                e->grant_kinds = last->u.mem.access;
+                e->grant_va = gva;
+            }
         }
     }
     emu_tlb_revalidate(e);

@@ -37,6 +37,7 @@ static void emu_free(emu *e)
         uc_close(e->uc);
     if (e->cs)
         cs_close(&e->cs);
+    vmt_emulator_destroy(e->engine);
     emu_tlb_free(e);
     emu_views_free(e);
     if (e->mem && e->mem != MAP_FAILED)
@@ -264,6 +265,7 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
         return VMT_E_NOMEM;
     }
     e->ram_frames = ram / EMU_PAGE;
+    e->no_engine = opt && opt->no_engine;
     e->extra_frames = extra;
     e->maxphyaddr = EMU_MAXPHYADDR;
     e->mem_bytes = (size_t)(e->ram_frames + extra) * EMU_PAGE;

@@ -140,6 +140,21 @@ uint64_t emu_hwbp_dr7(const emu *e)
     return v;
 }
 
+void emu_regs_write_engine(emu *e, const vmt_regs *r)
+{
+    static const int gprs[] = { UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
+                                UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,
+                                UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
+                                UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15 };
+    const uint64_t *src = &r->rax;
+    for (size_t i = 0; i < 16; i++)
+        wr(e, gprs[i], src[i]);
+    wr(e, UC_X86_REG_RIP, r->rip);
+    wr(e, UC_X86_REG_RFLAGS, r->rflags | 2);
+    wr(e, UC_X86_REG_FS_BASE, r->fs_base);
+    wr(e, UC_X86_REG_GS_BASE, r->gs_base);
+}
+
 /* What the emulator can run: checked for set_regs and images. */
 static vmt_status regs_supported(const emu *e, const vmt_regs *r, char *why, size_t why_len)
 {

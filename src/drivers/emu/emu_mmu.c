@@ -591,3 +591,60 @@ vmt_status emu_mmu_gpa(emu *e, uint64_t va, vmt_pa *gpa)
         *gpa = w.pa;
     return st;
 }
+
+/* ---- accessors for the reusable engine (vmtrap/emulate.h) ----
+ * A page as the vCPU would see it under the MMU context (view + grants):
+ * rights = guest PTE rights ∩ view rights; the walk sets A, a write sets D.
+ * Memory past RAM and failed walks fail: the caller falls back to a step. */
+
+vmt_status emu_engine_read(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed)
+{
+    emu *e = ctx;
+    vmt_paging_config pc = emu_paging_cfg(e);
+    walk_ctx wc = { e, false, 0 };
+    vmt_phys_reader rd = { walk_read, &wc };
+    vmt_walk w;
+    uint64_t page = va & ~(uint64_t)(EMU_PAGE - 1);
+    if (len > EMU_PAGE || vmt_page_offset(va) + len > EMU_PAGE)
+        return VMT_E_INVAL;
+    vmt_status st = vmt_paging_walk(&rd, &pc, e->cr3, page, &w, NULL, 0);
+    if (st)
+        return st;
+    vmt_gfn gfn = w.pa >> 12;
+    if (gfn >= e->ram_frames)
+        return VMT_E_RANGE;
+    vmt_gfn b;
+    *allowed = view_rights(e, page, gfn, &b) & pte_rights_for_cpl(e, &w);
+    set_ad_bits(e, &w, false);
+    memcpy(buf, emu_frame_ptr(e, b) + vmt_page_offset(va), len);
+    return VMT_OK;
+}
+
+vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len)
+{
+    emu *e = ctx;
+    const uint8_t *in = buf;
+    while (len) {
+        vmt_paging_config pc = emu_paging_cfg(e);
+        walk_ctx wc = { e, false, 0 };
+        vmt_phys_reader rd = { walk_read, &wc };
+        vmt_walk w;
+        uint64_t page = va & ~(uint64_t)(EMU_PAGE - 1);
+        vmt_status st = vmt_paging_walk(&rd, &pc, e->cr3, page, &w, NULL, 0);
+        if (st)
+            return st;
+        vmt_gfn gfn = w.pa >> 12, b;
+        if (gfn >= e->ram_frames || !(view_rights(e, page, gfn, &b) & pte_rights_for_cpl(e, &w) & VMT_ACCESS_W))
+            return VMT_E_RANGE;
+        set_ad_bits(e, &w, true);
+        size_t n = EMU_PAGE - vmt_page_offset(va);
+        if (n > len)
+            n = len;
+        memcpy(emu_frame_ptr(e, b) + vmt_page_offset(va), in, n);
+        emu_tlb_frame_written(e, b);
+        in += n;
+        va += n;
+        len -= n;
+    }
+    return VMT_OK;
+}

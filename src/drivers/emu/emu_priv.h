@@ -30,6 +30,7 @@
 #include "core/hmap.h"
 #include "vmtrap/driver.h"
 #include "vmtrap/emu.h"
+#include "vmtrap/emulate.h"
 #include "vmtrap/machine.h"
 #include "vmtrap/paging.h"
 
@@ -140,6 +141,8 @@ typedef struct emu {
     uint64_t code_va;         /* 1-entry cache for the code hook */
     const uint8_t *code_host;
     vmt_emu_tlb_stats tstats;
+    vmt_emulator *engine;     /* one-instruction responses without a map change */
+    bool no_engine;
 
     /* virtual control state */
     uint64_t cr0, cr2, cr3, cr4, efer;
@@ -241,6 +244,9 @@ vmt_paging_config emu_paging_cfg(const emu *e);
  * page-table frame performed exactly); false: record it and abort. */
 bool emu_mmu_hook_prot(emu *e, vmt_access kind, uint64_t va, int size, int64_t value);
 vmt_status emu_mmu_check(emu *e, char *why, size_t why_len);
+/* Memory accessors of the reusable engine over the MMU context. */
+vmt_status emu_engine_read(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed);
+vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len);
 
 /* emu_insn.c: instructions the driver performs itself, exceptions */
 typedef enum emu_insn_result {
@@ -254,6 +260,8 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev);
 bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip);
 void emu_serial_flush(emu *e);
 uint64_t emu_hwbp_dr7(const emu *e);
+/* Load what the engine changes: GPRs, rip, rflags, fs/gs base. */
+void emu_regs_write_engine(emu *e, const vmt_regs *r);
 /* Pick up selectors the guest loaded natively (iretq, far jumps, mov). */
 void emu_sync_selectors(emu *e);
 /* For UC_ERR_INSN_INVALID: true when the bytes at rip are not a valid

@@ -8,14 +8,19 @@
  * of instructions the engine does not perform (they need the host). Pages
  * are copied in on demand: the unmapped hook records the address and
  * returns false, which aborts the instruction cleanly (a no-op memory hook
- * keeps RIP precise); the page is fetched through mem->read and mapped,
- * and the instruction is retried. A MEM_WRITE hook logs each store; the log
- * is handed to mem->write once the instruction has completed and dropped if
- * it aborted. All mapped pages are unmapped at the end of every call, so
- * nothing is cached across calls (the caller's memory may change).
+ * keeps RIP precise); the page is fetched through mem->read and mapped
+ * with the access kinds it allows, and the instruction is retried; an
+ * access outside those kinds (a protection hook) is a FAULT. A MEM_WRITE
+ * hook logs each store; the log is handed to mem->write once the
+ * instruction has completed and dropped if it aborted (the aborted attempt
+ * may have stored into the engine's private copy; the retry stores the
+ * same bytes again). Map changes are what Unicorn is slow at (~15 us), so
+ * the last EMUL_KEEP pages stay mapped between calls and are re-read
+ * through mem->read (content, rights) at the start of the next call:
+ * repeated emulation at one site costs no map change.
  *
- * Invariants: between calls the Unicorn instance has no mapped region; the
- * store log is empty.
+ * Invariants: between calls at most EMUL_KEEP regions are mapped, each
+ * listed in pages[]; the store log is empty.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -29,6 +34,7 @@
 #include "vmtrap/emulate.h"
 
 #define EMUL_MAX_PAGES 64
+#define EMUL_KEEP 4
 #define EMUL_MAX_STORES 256
 #define EMUL_UNTIL 0x8000000000000000ull
 
@@ -37,6 +43,7 @@ struct vmt_emulator {
     csh cs;
     vmt_errbuf err;
     uint64_t pages[EMUL_MAX_PAGES];
+    uint32_t perms[EMUL_MAX_PAGES];
     unsigned npages;
     struct {
         uint64_t va;
@@ -46,7 +53,9 @@ struct vmt_emulator {
     unsigned nstores;
     bool store_overflow;
     bool fault;
+    bool fault_prot;          /* an access outside the page's rights */
     uint64_t fault_va;
+    vmt_access fault_kind;
     bool special;
     int intr;
 };
@@ -96,15 +105,24 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
     }
 }
 
-static bool hook_unmapped(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
+static bool hook_fault(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
 {
-    (void)uc, (void)type, (void)size, (void)value;
+    (void)uc, (void)size, (void)value;
     vmt_emulator *em = user;
     if (!em->fault) {
         em->fault = true;
         em->fault_va = addr;
+        em->fault_prot = type == UC_MEM_READ_PROT || type == UC_MEM_WRITE_PROT || type == UC_MEM_FETCH_PROT;
+        em->fault_kind = (type == UC_MEM_WRITE_PROT || type == UC_MEM_WRITE_UNMAPPED) ? VMT_ACCESS_W
+                         : (type == UC_MEM_FETCH_PROT || type == UC_MEM_FETCH_UNMAPPED) ? VMT_ACCESS_X
+                                                                                         : VMT_ACCESS_R;
     }
     return false;
+}
+
+static void hook_noop(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
+{
+    (void)uc, (void)type, (void)addr, (void)size, (void)value, (void)user;
 }
 
 static void hook_write(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
@@ -146,7 +164,9 @@ vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len)
     if (cs_open(CS_ARCH_X86, CS_MODE_64, &em->cs) != CS_ERR_OK ||
         cs_option(em->cs, CS_OPT_DETAIL, CS_OPT_ON) != CS_ERR_OK ||
         uc_hook_add(em->uc, &h, UC_HOOK_CODE, (void *)hook_code, em, 1, 0) != UC_ERR_OK ||
-        uc_hook_add(em->uc, &h, UC_HOOK_MEM_UNMAPPED, (void *)hook_unmapped, em, 1, 0) != UC_ERR_OK ||
+        uc_hook_add(em->uc, &h, UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_PROT, (void *)hook_fault, em, 1, 0) != UC_ERR_OK ||
+        uc_hook_add(em->uc, &h, UC_HOOK_MEM_READ, (void *)hook_noop, em, 0xfffffffffffff000ull,
+                    0xffffffffffffffffull) != UC_ERR_OK ||
         uc_hook_add(em->uc, &h, UC_HOOK_MEM_WRITE, (void *)hook_write, em, 1, 0) != UC_ERR_OK ||
         uc_hook_add(em->uc, &h, UC_HOOK_INTR, (void *)hook_intr, em, 1, 0) != UC_ERR_OK) {
         vmt_emulator_destroy(em);
@@ -157,13 +177,46 @@ vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len)
     return VMT_OK;
 }
 
+static void unmap_at(vmt_emulator *em, unsigned i)
+{
+    uc_ctl_remove_cache(em->uc, em->pages[i], em->pages[i] + 4096); /* before the unmap */
+    uc_mem_unmap(em->uc, em->pages[i], 4096);
+    memmove(&em->pages[i], &em->pages[i + 1], (em->npages - i - 1) * sizeof em->pages[0]);
+    memmove(&em->perms[i], &em->perms[i + 1], (em->npages - i - 1) * sizeof em->perms[0]);
+    em->npages--;
+}
+
 static void unmap_all(vmt_emulator *em)
 {
-    for (unsigned i = 0; i < em->npages; i++) {
-        uc_ctl_remove_cache(em->uc, em->pages[i], em->pages[i] + 4096); /* before the unmap */
-        uc_mem_unmap(em->uc, em->pages[i], 4096);
+    while (em->npages)
+        unmap_at(em, em->npages - 1);
+}
+
+static uint32_t uc_perms(vmt_access a)
+{
+    return ((a & VMT_ACCESS_R) ? UC_PROT_READ : 0) | ((a & VMT_ACCESS_W) ? UC_PROT_WRITE : 0) |
+           ((a & VMT_ACCESS_X) ? UC_PROT_EXEC : 0);
+}
+
+/* Re-read the pages kept from the last call: content and rights. */
+static void refresh_kept(vmt_emulator *em, const vmt_emulate_mem *mem)
+{
+    uint8_t buf[4096];
+    for (unsigned i = 0; i < em->npages;) {
+        vmt_access allowed = VMT_ACCESS_RWX;
+        if (mem->read(mem->ctx, em->pages[i], buf, sizeof buf, &allowed) != VMT_OK) {
+            unmap_at(em, i);
+            continue;
+        }
+        uint32_t p = uc_perms(allowed);
+        uc_ctl_remove_cache(em->uc, em->pages[i], em->pages[i] + 4096);
+        uc_mem_write(em->uc, em->pages[i], buf, sizeof buf);
+        if (p != em->perms[i]) {
+            uc_mem_protect(em->uc, em->pages[i], 4096, p);
+            em->perms[i] = p;
+        }
+        i++;
     }
-    em->npages = 0;
 }
 
 void vmt_emulator_destroy(vmt_emulator *em)
@@ -204,21 +257,25 @@ static void save_regs(vmt_emulator *em, vmt_regs *r)
     uc_reg_read(em->uc, UC_X86_REG_GS_BASE, &r->gs_base);
 }
 
-static vmt_status map_page(vmt_emulator *em, const vmt_emulate_mem *mem, uint64_t va, bool *faulted)
+static vmt_status map_page(vmt_emulator *em, const vmt_emulate_mem *mem, uint64_t va, vmt_access kind,
+                           bool *faulted)
 {
     uint64_t page = va & ~4095ull;
     *faulted = false;
     if (em->npages == EMUL_MAX_PAGES)
         return vmt_errbuf_set(&em->err, VMT_E_RANGE, "emulate: more than %d pages touched", EMUL_MAX_PAGES);
     uint8_t buf[4096];
-    if (mem->read(mem->ctx, page, buf, sizeof buf) != VMT_OK) {
+    vmt_access allowed = VMT_ACCESS_RWX;
+    if (mem->read(mem->ctx, page, buf, sizeof buf, &allowed) != VMT_OK || !(allowed & kind)) {
         *faulted = true;
         return VMT_OK;
     }
-    if (uc_mem_map(em->uc, page, 4096, UC_PROT_ALL) != UC_ERR_OK ||
-        uc_mem_write(em->uc, page, buf, sizeof buf) != UC_ERR_OK)
+    uint32_t p = uc_perms(allowed);
+    if (uc_mem_map(em->uc, page, 4096, p) != UC_ERR_OK)
         return vmt_errbuf_set(&em->err, VMT_E_DRIVER, "emulate: cannot map page 0x%" PRIx64, page);
-    em->pages[em->npages++] = page;
+    uc_mem_write(em->uc, page, buf, sizeof buf); /* host writes ignore protections */
+    em->pages[em->npages] = page;
+    em->perms[em->npages++] = p;
     return VMT_OK;
 }
 
@@ -231,6 +288,7 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         return vmt_errbuf_set(&em->err, VMT_E_INVAL, "emulate: need read/write accessors and 1..1000 instructions");
     vmt_regs cur = *regs;
     vmt_status st = VMT_OK;
+    refresh_kept(em, mem);
     load_regs(em, &cur);
     unsigned retries = 0;
     while (res->instructions < max_insns) {
@@ -243,18 +301,21 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         uc_reg_read(em->uc, UC_X86_REG_RIP, &rip);
         uc_err err = uc_emu_start(em->uc, rip, EMUL_UNTIL, 0, 1);
         if (em->fault) {
-            bool faulted;
+            bool faulted = em->fault_prot;
             load_regs(em, &cur); /* nothing of the aborted instruction stays */
             if (++retries > 8) {
                 st = vmt_errbuf_set(&em->err, VMT_E_INTERNAL, "emulate: page 0x%" PRIx64 " keeps faulting", em->fault_va);
                 break;
             }
-            st = map_page(em, mem, em->fault_va, &faulted);
-            if (st)
-                break;
+            if (!faulted) {
+                st = map_page(em, mem, em->fault_va, em->fault_kind, &faulted);
+                if (st)
+                    break;
+            }
             if (faulted) {
                 res->stop = VMT_EMULATE_FAULT;
                 res->fault_va = em->fault_va;
+                res->fault_access = em->fault_kind;
                 break;
             }
             continue;
@@ -295,7 +356,10 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         save_regs(em, &cur);
         res->instructions++;
     }
-    unmap_all(em);
+    while (em->npages > EMUL_KEEP)
+        unmap_at(em, 0); /* keep the most recently mapped pages */
+    if (st)
+        unmap_all(em);
     em->nstores = 0;
     if (!st)
         *regs = cur;
