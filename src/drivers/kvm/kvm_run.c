@@ -330,11 +330,12 @@ static int handle_mmio(kvm_drv *k)
             memset(r->mmio.data, 0xff, len);
         return H_CONTINUE;
     }
-    /* Served without an event: what the current view allows (a frame
-     * without a slot still allows writes, say), and a FAST_STEP's access
-     * that its step view allows, through that view's mapping. */
-    vmt_view through = view_allows(k, k->cur_view, gfn, acc)                            ? k->cur_view
-                       : k->map_view != k->cur_view && view_allows(k, k->map_view, gfn, acc) ? k->map_view
+    /* Served without an event: a FAST_STEP's access that its step view
+     * allows (through that view's mapping), and what the current view allows
+     * (a frame without a slot may still allow writes; in view 0 on another
+     * view's layout everything is allowed). */
+    vmt_view through = k->map_view != k->cur_view && view_allows(k, k->map_view, gfn, acc) ? k->map_view
+                       : view_allows(k, k->cur_view, gfn, acc)                            ? k->cur_view
                                                                                           : VMT_VIEW_INVALID;
     if (through != VMT_VIEW_INVALID) {
         if (r->mmio.is_write)
