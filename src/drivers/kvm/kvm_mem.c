@@ -1,19 +1,22 @@
 /*
  * drivers/kvm/kvm_mem.c — guest RAM, memslots, views, extra frames, dirty log.
  *
- * Design: RAM and extra frames live in one memfd (see kvm_internal.h). The
- * memslots tile RAM; a write-protected gfn lies in a read-only slot, so a
- * guest store to it exits as KVM_EXIT_MMIO with the exact value and is held
- * back. Changing one gfn's protection rebuilds only the slot that holds it
- * and its two neighbours, and only the slots that actually differ are
- * deleted and re-added, so runs of equal protection stay merged. Before a
- * writable slot is deleted its dirty bitmap is folded into dirty_acc, so the
- * log never loses a page.
+ * Design: RAM and extra frames live in one memfd (see kvm_internal.h). Each
+ * RAM frame has a memslot state: writable slot, read-only slot (W denied: a
+ * guest store exits as KVM_EXIT_MMIO with the exact value and is held back)
+ * or no slot (R denied: every data access exits; code there runs through
+ * temporary one-frame execute slots, see kvm_run.c). Changing one frame's
+ * state rebuilds only the slot holding it and the slots touching it, and
+ * only slots that actually differ are deleted and re-added, so runs of equal
+ * state stay merged. Before a writable slot is deleted its dirty bitmap is
+ * folded into dirty_acc, so the log never loses a page.
  *
- * Views are VM-wide: the current view's remaps are what gmem shows (one
- * mmap(MAP_FIXED) of a memfd page per remapped gfn; KVM's MMU notifier sees
- * it) and its write rights are what the slot layout encodes. View 0 is
- * identity with all rights and cannot be changed.
+ * Views are VM-wide: gmem shows map_view's remaps (one mmap(MAP_FIXED) of a
+ * memfd page per remapped gfn, found through per-view remap lists; KVM's
+ * MMU notifier sees it), and the slots encode layout_view's rights, which
+ * is the current view, or any view while the vCPU is in view 0 (switched
+ * there by a response; view 0 allows everything, so the extra exits are
+ * served silently). View 0 is identity with all rights and cannot be changed.
  */
 #include <errno.h>
 #include <inttypes.h>
