@@ -9,6 +9,27 @@
  *   emu_cpu.c     Unicorn hooks, the run loop, events, responses, exception
  *                 delivery through the guest IDT, emulated instructions
  *
+ * Unicorn 2.0.1 behaviour this driver relies on (probed on this machine,
+ * beyond ../shared/platform/unicorn-here.md; the tests would catch a change):
+ *  - uc_open(UC_MODE_64) starts in long mode with paging OFF (CR0 0x11,
+ *    EFER 0x500): 64-bit code runs with addresses used as-is, so the
+ *    driver maps guest-virtual pages itself; upper-half canonical addresses
+ *    can be mapped;
+ *  - a protection/unmapped hook returning false aborts the instruction
+ *    with no side effect and RIP on it, provided a (no-op) MEM_READ/WRITE
+ *    hook exists; without it RIP is the start of the translation block;
+ *  - returning true from WRITE_PROT does NOT drop the store: Unicorn still
+ *    writes (hence the undo list for DENY and writes into no memory);
+ *  - uc_ctl_remove_cache must run BEFORE uc_mem_unmap: after the unmap it
+ *    finds nothing and stale translated code survives;
+ *  - uc_emu_stop from the code hook stops before that instruction; from an
+ *    IN/OUT hook it only takes effect at the end of the block, and setting
+ *    EFLAGS.TF there does not step (so port I/O is performed by the driver);
+ *  - an invalid opcode ends uc_emu_start with UC_ERR_INSN_INVALID (no
+ *    interrupt hook call); guest stores into code are picked up (SMC works);
+ *  - each uc_mem_map_ptr/unmap costs ~15-25 us with few regions and grows
+ *    with their number; uc_mem_protect ~7-10 us.
+ *
  * Invariants (vmt_emu_check):
  *  - tlb_index maps va page -> slot for exactly the valid slots;
  *  - a valid entry is mapped in Unicorn at its va with uc_perms, onto
