@@ -607,6 +607,54 @@ static void hw_breakpoints(void **state)
     eg_destroy(&g);
 }
 
+/* A port read is an IO event; IO_VALUE is what the guest reads. inject()
+ * delivers a #PF through the guest IDT with CR2 and the error code. */
+static void port_read_and_injection(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t HANDLER = CODE_VA + 0x3000;
+    eg_code h = { .n = 0 };
+    eg_bytes(&h, "\x5f", 1); /* pop rdi: error code */
+    eg_read_cr(&h, EG_RCX, 2);
+    eg_out_ucall(&h, EG_RCX);
+    eg_out_ucall(&h, EG_RDI);
+    eg_hlt(&h);
+    eg_place(&g, HANDLER, &h);
+    eg_idt(&g, IDT_VA, 14, HANDLER);
+    eg_stack(&g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, 0xffffffffffffffffull);
+    eg_mov_imm(&c, EG_RDX, 0x5e0);
+    eg_bytes(&c, "\xed", 1); /* in eax, dx */
+    eg_out_ucall(&c, EG_RAX);
+    eg_nop(&c);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_IO);
+    assert_false(ev.u.io.is_write);
+    assert_int_equal(ev.u.io.port, 0x5e0);
+    assert_int_equal(ev.u.io.size, 4);
+    vmt_response r = vmt_response_continue();
+    r.actions = VMT_RESP_IO_VALUE;
+    r.io_value = 0xabcd1234;
+    eg_respond(&g, &ev, r);
+    ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_IO);
+    assert_int_equal(ev.u.io.value, 0xabcd1234);
+    assert_int_equal(ev.regs.rax, 0xabcd1234); /* a 32-bit in zero-extends */
+    vmt_injection inj = { .vector = 14, .has_error_code = true, .error_code = 2, .cr2 = 0xdead000 };
+    assert_int_equal(vmt_drv_inject(g.d, 0, &inj), VMT_OK);
+    eg_respond(&g, &ev, vmt_response_continue());
+    expect_io(&g, 0xdead000);
+    expect_io(&g, 2);
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -619,6 +667,7 @@ int main(void)
         cmocka_unit_test(tlb_eviction_keeps_memory_right),
         cmocka_unit_test(page_walk_and_ad_bits),
         cmocka_unit_test(hw_breakpoints),
+        cmocka_unit_test(port_read_and_injection),
         cmocka_unit_test(changes_apply_to_mapped_pages),
         cmocka_unit_test(ten_thousand_hidden_breakpoints),
     };
