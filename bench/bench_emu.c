@@ -219,10 +219,10 @@ static double hidden_hit_round_trip(unsigned n)
 int main(void)
 {
     const uint64_t iters = 5000000;
-    /* best of 3, interleaved, after a warm-up: the machine is shared */
+    /* best of 5, interleaved, after a warm-up: the machine is shared */
     (void)loop_ips(0, iters / 5);
     double ips0 = 0, ips100 = 0, ips10k = 0;
-    for (int rep = 0; rep < 3; rep++) {
+    for (int rep = 0; rep < 5; rep++) {
         double a = loop_ips(0, iters), b = loop_ips(100, iters), c = loop_ips(10000, iters);
         ips0 = a > ips0 ? a : ips0;
         ips100 = b > ips100 ? b : ips100;
