@@ -423,8 +423,16 @@ int cli_run(const vmtrap_options *o, const char *argv0)
                      "= a hidden breakpoint hit, decoded from the guest's registers and memory; 'page' = the "
                      "page-table monitor following a hooked page; 'guest'/'detect'/'serial' = the guest's own "
                      "reports; then the summary.");
-    char note[PATH_MAX + 1024];
-    snprintf(note, sizeof note, "guest %s on driver %s (%s); %zu hooks; %s", guest, dname, pick_reason, r.nhooks,
+    char note[PATH_MAX + 2048];
+    char hooklist[768] = "";
+    size_t hl = 0;
+    for (size_t i = 0; i < r.nhooks && hl < sizeof hooklist; i++) {
+        vmt_va va = 0;
+        (void)vmt_image_symbol(img, r.hooks[i], &va, NULL);
+        hl += (size_t)snprintf(hooklist + hl, sizeof hooklist - hl, "%s%s@0x%" PRIx64 "%s", i ? ", " : "", r.hooks[i],
+                               va, vmt_monitor_hook_has_return(r.mon, i) ? "+ret" : "");
+    }
+    snprintf(note, sizeof note, "guest %s on driver %s (%s); hooks %s; %s", guest, dname, pick_reason, hooklist,
              vmt_monitor_describe(r.mon));
     cli_log_note(&r.log, demo ? "demo" : "run", note);
 
