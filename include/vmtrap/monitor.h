@@ -25,9 +25,21 @@
  * call (rax), by placing a one-shot breakpoint on the return address read
  * from the stack at entry.
  *
- * Address spaces: hooks are registered under every translation root the
- * monitor sees (vCPU 0's CR3 at create, CR3 writes, the CR3 of any event),
- * so a guest that leaves its boot tables for its own is still hooked.
+ * Address spaces: hooks are registered under the translation root each vCPU
+ * runs on (vCPU 0's CR3 at create, then CR3 writes and the CR3 of any
+ * event), so a guest that leaves its boot tables for its own is still
+ * hooked; a root no vCPU runs on any more is dropped (its breakpoints would
+ * stay in frames the guest reuses).
+ *
+ * Failures: a hook callback failing, or the breakpoint manager failing on a
+ * breakpoint event, ends the run (vmt_monitor_run returns it). A page-table
+ * monitor failure, or the breakpoint manager failing to follow a page
+ * event, is survived: counted (stats.errors, vmt_monitor_first_error), the
+ * watches re-walked / the breakpoint re-inserted before the next event.
+ *
+ * Views: when the driver has views the monitor creates the breakpoint view
+ * (all rights) and moves every vCPU to it; destroy moves them back to view 0
+ * and destroys it.
  *
  * Invariants (vmt_monitor_check()): every hook has a breakpoint in the
  * breakpoint manager and a watch in the page-table monitor under every
