@@ -325,6 +325,7 @@ vmt_status mon_call_return(vmt_monitor *m, const vmt_event *ev, size_t hook_hint
         if (st != VMT_OK && st != VMT_E_NOTFOUND)
             return vmt_errbuf_set(&m->err, st, "removing the return breakpoint at 0x%" PRIx64 ": %s", p.ret.va,
                                   vmt_bpm_error(m->bpm));
+        m->return_site_removed = true;
     }
     mon_hook *k = &m->hooks[p.hook];
     k->returns++;
@@ -350,6 +351,7 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
                               vmt_event_kind_name(ev->kind), ev->regs.rip, vmt_bpm_error(m->bpm));
     switch (v.disposition) {
     case VMT_BPM_HIT: {
+        m->return_site_removed = false;
         if (v.double_trap)
             m->stats.foreign_int3++;
         size_t n = v.nhits < MON_MAX_HITS ? v.nhits : MON_MAX_HITS;
@@ -369,6 +371,19 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
             if (st != VMT_OK)
                 return st;
         }
+        /* A one-shot return breakpoint that went with this hit: when no
+         * breakpoint is left at the site, run the real instruction again
+         * (CONTINUE re-executes whatever is at rip) instead of stepping a
+         * copy of it in view 0. A return site may store into a hooked page
+         * (the workload restores smc_target's immediate right after
+         * svc_exit returns): executed for real, that store traps and the
+         * breakpoint manager refreshes the shadow; stepped in view 0 it
+         * would land behind the shadow's back. */
+        if (m->return_site_removed && ev->kind == VMT_EVENT_BREAKPOINT &&
+            (resp->actions & ~(uint32_t)(VMT_RESP_EMULATE | VMT_RESP_FAST_STEP)) == 0 &&
+            !vmt_bpm_contains_event(m->bpm, ev))
+            *resp = vmt_response_continue();
+        m->return_site_removed = false;
         return VMT_OK;
     }
     case VMT_BPM_HIDDEN: m->stats.hidden_accesses++; return VMT_OK;

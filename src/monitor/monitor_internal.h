@@ -82,6 +82,7 @@ struct vmt_monitor {
     vmt_event_trace_fn trace_fn;
     void *trace_user;
 
+    bool return_site_removed; /* this event's one-shot return breakpoint went */
     bool resync_pending;    /* a ptm failure: re-walk the watches before the next event */
     struct {                /* bpm failed to follow a page event: register again */
         size_t hook;

@@ -601,6 +601,10 @@ static void test_return_hook_reports_rax_once(void **state)
     assert_int_equal(f->last_rax, 100);
     assert_int_equal(f->last_count, 1);
     assert_int_equal(vmt_monitor_hook_returns(f->m, 0), 1);
+    /* The one-shot breakpoint went with the hit: the real instruction runs
+     * again (CONTINUE), it is not stepped as a copy in view 0. */
+    vmt_response resp = last_response(f, VMT_EVENT_BREAKPOINT);
+    assert_int_equal(resp.actions, VMT_RESP_CONTINUE);
     /* The one-shot breakpoint is gone: the same INT3 event now is stale or foreign. */
     push_breakpoint(f, ret, ret - KVMA, &r);
     run(f);
