@@ -363,17 +363,6 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     }
     int rc = CLI_EXIT_FAIL;
     vmt_monitor_config mcfg = { o->controller, 0 };
-    /* The demo on KVM: hiding breakpoints from reads there costs hundreds of
-     * microseconds per read of a hooked page; the debug registers are
-     * invisible and cheap, and the four services fit. */
-    const vmt_caps *caps = vmt_driver_caps(drv);
-    if (demo && dk == DRV_KVM && o->controller == VMT_BPM_CTL_AUTO && vmt_driver_has(drv, VMT_CAP_HW_BREAKPOINTS) &&
-        caps->hw_breakpoints >= r.nhooks) {
-        mcfg.controller = VMT_BPM_CTL_DEBUG;
-        cli_log_note(&r.log, "demo",
-                     "KVM: breakpoints in debug registers (hiding INT3 from reads costs ~0.3 ms per read there; "
-                     "--breakpoints shadow to use it)");
-    }
     if (vmt_monitor_create_ex(s, img, &mcfg, &r.mon, why, sizeof why) != VMT_OK) {
         fail_line("monitor: %s%s", why, "");
         rc = CLI_EXIT_USAGE; /* e.g. --breakpoints asks for a mechanism the driver lacks */

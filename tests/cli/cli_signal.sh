@@ -11,7 +11,8 @@ failures=0
 for sig in INT TERM; do
     for mode in text json; do
         out=$(mktemp)
-        args=(run --guest "$guest" --driver "$driver" --hook svc_open,svc_write)
+        # The longest workload (100000 iterations): the signal always lands first.
+        args=(run --guest "$guest" --driver "$driver" --hook svc_open,svc_write --set workload_iterations=100000)
         [ "$mode" = json ] && args+=(--json)
         "$vmtrap" "${args[@]}" >"$out" 2>&1 &
         pid=$!
