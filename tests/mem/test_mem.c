@@ -14,51 +14,22 @@
 
 #include <cmocka.h>
 
+#include "mem_expect.h"
+
 #include "drivers/mem/mem_internal.h"
 #include "vmtrap/driver.h"
 #include "vmtrap/mem.h"
 
-/* Assert the driver's invariants hold. */
-static void check(vmt_driver *d)
-{
-    char why[256] = "";
-    vmt_status st = vmt_mem_check(d, why, sizeof why);
-    if (st)
-        fail_msg("vmt_mem_check: %s", why);
-}
-
-/* Run a call, compare its status, then check invariants. */
-#define EXPECT(d, want, call)                                                                              \
-    do {                                                                                                   \
-        vmt_status st_ = (call);                                                                           \
-        if (st_ != (want))                                                                                 \
-            fail_msg("%s: got %s (%s), want %s", #call, vmt_strerror(st_), vmt_driver_error(d),            \
-                     vmt_strerror(want));                                                                  \
-        check(d);                                                                                          \
-    } while (0)
-#define OK(d, call) EXPECT(d, VMT_OK, call)
-
-static vmt_driver *make(const vmt_mem_config *cfg)
-{
-    vmt_driver *d = NULL;
-    char why[256] = "";
-    vmt_status st = vmt_mem_driver_create(cfg, &d, why, sizeof why);
-    if (st)
-        fail_msg("vmt_mem_driver_create: %s", why);
-    check(d);
-    return d;
-}
-
 static vmt_driver *make_small(void)
 {
     vmt_mem_config cfg = { .ram_frames = 16, .extra_frames = 4, .max_views = 4, .vcpus = 2 };
-    return make(&cfg);
+    return mem_make(&cfg);
 }
 
 static void test_defaults(void **state)
 {
     (void)state;
-    vmt_driver *d = make(NULL);
+    vmt_driver *d = mem_make(NULL);
     const vmt_caps *c = vmt_driver_caps(d);
     assert_string_equal(vmt_driver_name(d), "mem");
     assert_int_equal(c->ram_frames, 256);
@@ -140,7 +111,7 @@ static void test_log_limit_keeps_newest(void **state)
 {
     (void)state;
     vmt_mem_config cfg = { .ram_frames = 16, .log_limit = 4 };
-    vmt_driver *d = make(&cfg);
+    vmt_driver *d = mem_make(&cfg);
     uint8_t b;
     for (vmt_pa pa = 0; pa < 10; pa++)
         OK(d, vmt_drv_read_phys(d, pa, &b, 1));

@@ -13,34 +13,15 @@
 
 #include <cmocka.h>
 
+#include "mem_expect.h"
+
 #include "vmtrap/driver.h"
 #include "vmtrap/mem.h"
-
-static void check(vmt_driver *d)
-{
-    char why[256] = "";
-    if (vmt_mem_check(d, why, sizeof why))
-        fail_msg("vmt_mem_check: %s", why);
-}
-
-#define EXPECT(d, want, call)                                                                              \
-    do {                                                                                                   \
-        vmt_status st_ = (call);                                                                           \
-        if (st_ != (want))                                                                                 \
-            fail_msg("%s: got %s (%s), want %s", #call, vmt_strerror(st_), vmt_driver_error(d),            \
-                     vmt_strerror(want));                                                                  \
-        check(d);                                                                                          \
-    } while (0)
-#define OK(d, call) EXPECT(d, VMT_OK, call)
 
 static vmt_driver *make(uint32_t vcpus)
 {
     vmt_mem_config cfg = { .ram_frames = 16, .vcpus = vcpus, .max_views = 4 };
-    vmt_driver *d = NULL;
-    char why[256] = "";
-    if (vmt_mem_driver_create(&cfg, &d, why, sizeof why))
-        fail_msg("vmt_mem_driver_create: %s", why);
-    return d;
+    return mem_make(&cfg);
 }
 
 static vmt_event bp_event(vmt_vcpu vcpu, vmt_va rip)

@@ -13,36 +13,11 @@
 
 #include <cmocka.h>
 
+#include "mem_expect.h"
+
 #include "drivers/mem/mem_internal.h"
 #include "vmtrap/driver.h"
 #include "vmtrap/mem.h"
-
-static void check(vmt_driver *d)
-{
-    char why[256] = "";
-    if (vmt_mem_check(d, why, sizeof why))
-        fail_msg("vmt_mem_check: %s", why);
-}
-
-#define EXPECT(d, want, call)                                                                              \
-    do {                                                                                                   \
-        vmt_status st_ = (call);                                                                           \
-        if (st_ != (want))                                                                                 \
-            fail_msg("%s: got %s (%s), want %s", #call, vmt_strerror(st_), vmt_driver_error(d),            \
-                     vmt_strerror(want));                                                                  \
-        check(d);                                                                                          \
-    } while (0)
-#define OK(d, call) EXPECT(d, VMT_OK, call)
-
-static vmt_driver *make(const vmt_mem_config *cfg)
-{
-    vmt_driver *d = NULL;
-    char why[256] = "";
-    if (vmt_mem_driver_create(cfg, &d, why, sizeof why))
-        fail_msg("vmt_mem_driver_create: %s", why);
-    check(d);
-    return d;
-}
 
 static size_t entries(vmt_driver *d, vmt_view v) { return vmt_hmap_count(&mem_of(d)->views[v].entries); }
 
@@ -50,7 +25,7 @@ static void test_views_stay_normalised(void **state)
 {
     (void)state;
     vmt_mem_config cfg = { .ram_frames = 32, .extra_frames = 4, .max_views = 3 };
-    vmt_driver *d = make(&cfg);
+    vmt_driver *d = mem_make(&cfg);
     vmt_view v;
     vmt_gfn f;
     vmt_access a;
@@ -86,7 +61,7 @@ static void test_destroy_view_in_use_and_release_frames(void **state)
 {
     (void)state;
     vmt_mem_config cfg = { .ram_frames = 32, .extra_frames = 4, .max_views = 3, .vcpus = 3 };
-    vmt_driver *d = make(&cfg);
+    vmt_driver *d = mem_make(&cfg);
     vmt_view v, w;
     vmt_gfn f;
     OK(d, vmt_drv_view_create(d, VMT_ACCESS_RWX, &v));
@@ -114,7 +89,7 @@ static void test_frames_exhaust_reuse_zero(void **state)
 {
     (void)state;
     vmt_mem_config cfg = { .ram_frames = 8, .extra_frames = 3 };
-    vmt_driver *d = make(&cfg);
+    vmt_driver *d = mem_make(&cfg);
     vmt_gfn f[3], g;
     for (int i = 0; i < 3; i++) {
         OK(d, vmt_drv_frame_alloc(d, &f[i]));
@@ -166,7 +141,7 @@ static void test_caps_remove_is_honest(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         vmt_mem_config cfg = { .ram_frames = 16, .caps_remove = cases[i].remove };
-        vmt_driver *d = make(&cfg);
+        vmt_driver *d = mem_make(&cfg);
         const vmt_caps *c = vmt_driver_caps(d);
         if (c->flags & (cases[i].remove | cases[i].also_gone))
             fail_msg("caps_remove %s: still declared (flags 0x%llx)", vmt_cap_name(cases[i].remove),
@@ -211,7 +186,7 @@ static void test_vm_wide_views(void **state)
 {
     (void)state;
     vmt_mem_config cfg = { .ram_frames = 16, .vcpus = 3, .caps_remove = VMT_CAP_VIEW_PER_VCPU };
-    vmt_driver *d = make(&cfg);
+    vmt_driver *d = mem_make(&cfg);
     vmt_view v, cur;
     OK(d, vmt_drv_view_create(d, VMT_ACCESS_RWX, &v));
     OK(d, vmt_drv_view_switch(d, 1, v));
@@ -236,7 +211,7 @@ static void test_trap_access_limits(void **state)
 {
     (void)state;
     vmt_mem_config cfg = { .ram_frames = 16, .trap_access = VMT_ACCESS_W };
-    vmt_driver *d = make(&cfg);
+    vmt_driver *d = mem_make(&cfg);
     assert_int_equal(vmt_driver_caps(d)->trap_access, VMT_ACCESS_W);
     vmt_view v;
     EXPECT(d, VMT_E_NOTSUP, vmt_drv_view_create(d, VMT_ACCESS_R, &v));
@@ -250,7 +225,7 @@ static void test_noop_mode_only_counts(void **state)
 {
     (void)state;
     vmt_mem_config cfg = { .ram_frames = 16, .extra_frames = 8, .max_views = 4, .noop = true };
-    vmt_driver *d = make(&cfg);
+    vmt_driver *d = mem_make(&cfg);
     vmt_view v;
     vmt_gfn f;
     vmt_access a;
@@ -288,7 +263,7 @@ static void test_read_write_through_views(void **state)
 {
     (void)state;
     vmt_mem_config cfg = { .ram_frames = 8, .extra_frames = 2 };
-    vmt_driver *d = make(&cfg);
+    vmt_driver *d = mem_make(&cfg);
     vmt_view v;
     vmt_gfn f;
     uint8_t orig[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, cc = 0xcc, got[8];
@@ -324,7 +299,7 @@ static void test_check_detects_corruption(void **state)
     vmt_mem_config cfg = { .ram_frames = 16, .extra_frames = 4, .max_views = 4, .vcpus = 2 };
     char why[256];
     for (int kind = 0; kind < 6; kind++) {
-        vmt_driver *d = make(&cfg);
+        vmt_driver *d = mem_make(&cfg);
         mem_drv *m = mem_of(d);
         vmt_view v;
         vmt_gfn f;

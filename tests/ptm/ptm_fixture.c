@@ -279,3 +279,24 @@ const vmt_ptm_event *fx_expect(fx *f, vmt_ptm_event_kind kind, vmt_va va, vmt_pa
                  vmt_ptm_event_kind_name(found->kind));
     return found;
 }
+
+vmt_addr_ctx fx_ctx_a(fx *f)
+{
+    return vmt_addr_ctx_make(FX_VA_A, f->root);
+}
+
+vmt_ptm_watch_info fx_info_a(fx *f, uint64_t tag)
+{
+    vmt_ptm_watch_info wi;
+    assert_int_equal(vmt_ptm_query(f->ptm, fx_ctx_a(f), f->view, tag, &wi), VMT_OK);
+    return wi;
+}
+
+vmt_gfn fx_setup_a(fx *f, uint64_t tag)
+{
+    vmt_gfn frame = fx_data(f);
+    fx_map4k(f, f->root, FX_VA_A, frame);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, fx_ctx_a(f), f->view, tag), VMT_OK);
+    fx_check(f);
+    return frame;
+}

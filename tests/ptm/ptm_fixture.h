@@ -66,6 +66,14 @@ void fx_map4k(fx *f, vmt_pa root, vmt_va va, vmt_gfn frame);
 /* Table gfn at `level` on va's path under root (0 when missing). */
 vmt_gfn fx_table_at(fx *f, vmt_pa root, vmt_va va, unsigned level);
 
+/* The VA most scenarios watch: an index of its own at every level. */
+#define FX_VA_A ((1ULL << 39) | (2ULL << 30) | (3ULL << 21) | (4ULL << 12) | 0x123)
+vmt_addr_ctx fx_ctx_a(fx *f);
+/* The monitor's view of FX_VA_A watched with `tag` (must be watched). */
+vmt_ptm_watch_info fx_info_a(fx *f, uint64_t tag);
+/* Map FX_VA_A to a fresh frame and monitor it with `tag`; returns the frame. */
+vmt_gfn fx_setup_a(fx *f, uint64_t tag);
+
 /* One guest store by vcpu (size 1..8). */
 void cpu_store(fx *f, vmt_vcpu vcpu, vmt_pa pa, unsigned size, uint64_t value);
 /* Store a whole entry. */

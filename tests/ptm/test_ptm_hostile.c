@@ -22,29 +22,7 @@
 #include "ptm_fixture.h"
 #include "vmtrap/paging.h"
 
-#define VA_A ((1ULL << 39) | (2ULL << 30) | (3ULL << 21) | (4ULL << 12) | 0x123)
 #define TAG 9
-
-static vmt_addr_ctx ctx_a(fx *f)
-{
-    return vmt_addr_ctx_make(VA_A, f->root);
-}
-
-static vmt_ptm_watch_info info_a(fx *f)
-{
-    vmt_ptm_watch_info wi;
-    assert_int_equal(vmt_ptm_query(f->ptm, ctx_a(f), f->view, TAG, &wi), VMT_OK);
-    return wi;
-}
-
-static vmt_gfn setup_a(fx *f)
-{
-    vmt_gfn frame = fx_data(f);
-    fx_map4k(f, f->root, VA_A, frame);
-    assert_int_equal(vmt_ptm_monitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
-    fx_check(f);
-    return frame;
-}
 
 static void assert_nothing_protected(fx *f)
 {
@@ -95,9 +73,9 @@ static void test_write_makes_path_hostile_and_back(void **state)
     for (int mode = 0; mode < 2; mode++) {
         fx *f = fx_create(0, 1);
         f->with_data = mode == 0;
-        vmt_gfn frame = setup_a(f);
-        vmt_gfn pd = (vmt_gfn)(info_a(f).tables[2]);
-        vmt_gfn pt = (vmt_gfn)(info_a(f).tables[3]);
+        vmt_gfn frame = fx_setup_a(f, TAG);
+        vmt_gfn pd = (vmt_gfn)(fx_info_a(f, TAG).tables[2]);
+        vmt_gfn pt = (vmt_gfn)(fx_info_a(f, TAG).tables[3]);
         uint64_t pd_old = fx_get(f, pd, 3);
         const uint64_t bad[] = {
             pte_table(pd),             /* the PD as its own PT: a loop */
@@ -107,9 +85,9 @@ static void test_write_makes_path_hostile_and_back(void **state)
         };
         for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
             cpu_set(f, 0, pd, 3, bad[i]);
-            const vmt_ptm_event *e = fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+            const vmt_ptm_event *e = fx_expect(f, VMT_PTM_PAGE_OUT, FX_VA_A, f->root);
             assert_int_equal(e->old_pa, (frame << 12) | 0x123);
-            vmt_ptm_watch_info wi = info_a(f);
+            vmt_ptm_watch_info wi = fx_info_a(f, TAG);
             assert_false(wi.present);
             assert_true(wi.walk_status == VMT_E_BAD_PT || wi.walk_status == VMT_E_RANGE);
             assert_true(wi.depth == 3 || wi.depth == 4);
@@ -117,18 +95,18 @@ static void test_write_makes_path_hostile_and_back(void **state)
             assert_true(strlen(vmt_ptm_error(f->ptm)) > 0);
             fx_clear_events(f);
             cpu_set(f, 0, pd, 3, pd_old);
-            fx_expect(f, VMT_PTM_PAGE_IN, VA_A, f->root);
+            fx_expect(f, VMT_PTM_PAGE_IN, FX_VA_A, f->root);
             assert_true(vmt_ptm_owns(f->ptm, f->view, pt));
             fx_clear_events(f);
         }
         /* A leaf past RAM. */
         cpu_set(f, 0, pt, 4, pte_page(300000));
-        fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
-        assert_int_equal(info_a(f).walk_status, VMT_E_RANGE);
-        assert_int_equal(info_a(f).depth, 4);
+        fx_expect(f, VMT_PTM_PAGE_OUT, FX_VA_A, f->root);
+        assert_int_equal(fx_info_a(f, TAG).walk_status, VMT_E_RANGE);
+        assert_int_equal(fx_info_a(f, TAG).depth, 4);
         fx_clear_events(f);
         cpu_set(f, 0, pt, 4, pte_page(frame));
-        fx_expect(f, VMT_PTM_PAGE_IN, VA_A, f->root);
+        fx_expect(f, VMT_PTM_PAGE_IN, FX_VA_A, f->root);
         fx_destroy(f);
     }
 }
@@ -192,33 +170,33 @@ static void test_monitor_fails_cleanly(void **state)
     (void)state;
     fx *f = fx_create(0, 1);
     vmt_gfn frame = fx_data(f);
-    fx_map4k(f, f->root, VA_A, frame);
+    fx_map4k(f, f->root, FX_VA_A, frame);
     /* Another watch shares the upper tables, so a failure must keep those. */
-    vmt_va vb = VA_A + (1ULL << 30);
+    vmt_va vb = FX_VA_A + (1ULL << 30);
     fx_map4k(f, f->root, vb, fx_data(f));
     assert_int_equal(vmt_ptm_monitor(f->ptm, vmt_addr_ctx_make(vb, f->root), f->view, TAG), VMT_OK);
-    vmt_gfn pml4 = f->root >> 12, pdpt = fx_table_at(f, f->root, VA_A, 3);
-    /* VA_A needs two new table pages (PD, PT): fail either restriction. */
+    vmt_gfn pml4 = f->root >> 12, pdpt = fx_table_at(f, f->root, FX_VA_A, 3);
+    /* FX_VA_A needs two new table pages (PD, PT): fail either restriction. */
     for (uint64_t n = 1; n <= 2; n++) {
         vmt_mem_fail_nth(f->d, VMT_MEM_OP_VIEW_SET_ACCESS, n);
-        assert_int_equal(vmt_ptm_monitor(f->ptm, ctx_a(f), f->view, TAG), VMT_E_INJECTED);
+        assert_int_equal(vmt_ptm_monitor(f->ptm, fx_ctx_a(f), f->view, TAG), VMT_E_INJECTED);
         vmt_mem_fail_clear(f->d);
         fx_check(f);
         vmt_ptm_watch_info wi;
-        assert_int_equal(vmt_ptm_query(f->ptm, ctx_a(f), f->view, TAG, &wi), VMT_E_NOTFOUND);
-        assert_int_equal(fx_access(f, f->view, fx_table_at(f, f->root, VA_A, 2)), VMT_ACCESS_RWX);
-        assert_int_equal(fx_access(f, f->view, fx_table_at(f, f->root, VA_A, 1)), VMT_ACCESS_RWX);
+        assert_int_equal(vmt_ptm_query(f->ptm, fx_ctx_a(f), f->view, TAG, &wi), VMT_E_NOTFOUND);
+        assert_int_equal(fx_access(f, f->view, fx_table_at(f, f->root, FX_VA_A, 2)), VMT_ACCESS_RWX);
+        assert_int_equal(fx_access(f, f->view, fx_table_at(f, f->root, FX_VA_A, 1)), VMT_ACCESS_RWX);
         assert_int_equal(fx_access(f, f->view, pml4), VMT_ACCESS_RX);
         assert_int_equal(fx_access(f, f->view, pdpt), VMT_ACCESS_RX);
     }
     /* A failing read: nothing changes either. */
     vmt_mem_fail_nth(f->d, VMT_MEM_OP_READ_PHYS, 1);
     vmt_session_flush_frames(f->s);
-    assert_int_equal(vmt_ptm_monitor(f->ptm, ctx_a(f), f->view, TAG), VMT_E_INJECTED);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, fx_ctx_a(f), f->view, TAG), VMT_E_INJECTED);
     vmt_mem_fail_clear(f->d);
     fx_check(f);
-    assert_int_equal(vmt_ptm_monitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
-    assert_true(info_a(f).present);
+    assert_int_equal(vmt_ptm_monitor(f->ptm, fx_ctx_a(f), f->view, TAG), VMT_OK);
+    assert_true(fx_info_a(f, TAG).present);
     fx_destroy(f);
 }
 
@@ -226,9 +204,9 @@ static void test_failed_event_keeps_state_and_resync_repairs(void **state)
 {
     (void)state;
     fx *f = fx_create(0, 1);
-    vmt_gfn frame = setup_a(f);
-    vmt_gfn pt = info_a(f).tables[3];
-    vmt_gfn pd = info_a(f).tables[2];
+    vmt_gfn frame = fx_setup_a(f, TAG);
+    vmt_gfn pt = fx_info_a(f, TAG).tables[3];
+    vmt_gfn pd = fx_info_a(f, TAG).tables[2];
     /* The read of the entry fails: the event is handled (the guest goes
      * on), the error is returned, the watch is unchanged. */
     vmt_gfn frame2 = fx_data(f);
@@ -237,10 +215,10 @@ static void test_failed_event_keeps_state_and_resync_repairs(void **state)
     vmt_mem_fail_clear(f->d);
     assert_int_equal(f->last_status, VMT_E_INJECTED);
     assert_int_equal(f->nevents, 0);
-    assert_int_equal(info_a(f).pa, (frame << 12) | 0x123);
+    assert_int_equal(fx_info_a(f, TAG).pa, (frame << 12) | 0x123);
     assert_int_equal(vmt_ptm_resync(f->ptm, fx_sink, f), VMT_OK);
     fx_check(f);
-    const vmt_ptm_event *e = fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+    const vmt_ptm_event *e = fx_expect(f, VMT_PTM_REMAP, FX_VA_A, f->root);
     assert_int_equal(e->new_pa, (frame2 << 12) | 0x123);
     fx_clear_events(f);
 
@@ -253,13 +231,13 @@ static void test_failed_event_keeps_state_and_resync_repairs(void **state)
     vmt_mem_fail_clear(f->d);
     assert_int_equal(f->last_status, VMT_E_INJECTED);
     assert_int_equal(f->nevents, 0);
-    assert_int_equal(info_a(f).tables[3], pt);
+    assert_int_equal(fx_info_a(f, TAG).tables[3], pt);
     assert_int_equal(fx_access(f, f->view, pt3), VMT_ACCESS_RWX);
     assert_int_equal(vmt_ptm_resync(f->ptm, fx_sink, f), VMT_OK);
     fx_check(f);
-    e = fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+    e = fx_expect(f, VMT_PTM_REMAP, FX_VA_A, f->root);
     assert_int_equal(e->new_pa, (frame3 << 12) | 0x123);
-    assert_int_equal(info_a(f).tables[3], pt3);
+    assert_int_equal(fx_info_a(f, TAG).tables[3], pt3);
     assert_int_equal(fx_access(f, f->view, pt), VMT_ACCESS_RWX);
     fx_destroy(f);
 }
@@ -268,10 +246,10 @@ static void test_failed_release_is_retried(void **state)
 {
     (void)state;
     fx *f = fx_create(0, 1);
-    setup_a(f);
-    vmt_ptm_watch_info wi = info_a(f);
+    fx_setup_a(f, TAG);
+    vmt_ptm_watch_info wi = fx_info_a(f, TAG);
     vmt_mem_fail_always(f->d, VMT_MEM_OP_VIEW_SET_ACCESS, true);
-    assert_int_equal(vmt_ptm_unmonitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
+    assert_int_equal(vmt_ptm_unmonitor(f->ptm, fx_ctx_a(f), f->view, TAG), VMT_OK);
     fx_check(f);
     /* The pages are still protected and still the monitor's: a write to
      * them is handled and emits nothing. */
@@ -294,8 +272,8 @@ static void test_failed_step_read_back(void **state)
     (void)state;
     fx *f = fx_create(0, 1);
     f->with_data = false;
-    vmt_gfn frame = setup_a(f);
-    vmt_gfn pt = info_a(f).tables[3];
+    vmt_gfn frame = fx_setup_a(f, TAG);
+    vmt_gfn pt = fx_info_a(f, TAG).tables[3];
     vmt_pa e = (pt << 12) + 8 * 4;
     cpu_store_trap(f, 0, e, 8, 0);
     assert_true(vmt_ptm_stepping(f->ptm, 0));
@@ -305,11 +283,11 @@ static void test_failed_step_read_back(void **state)
     assert_int_equal(f->last_status, VMT_E_INJECTED);
     assert_false(vmt_ptm_stepping(f->ptm, 0));
     assert_int_equal(f->nevents, 0);
-    assert_true(info_a(f).present);
-    assert_int_equal(info_a(f).pa, (frame << 12) | 0x123);
+    assert_true(fx_info_a(f, TAG).present);
+    assert_int_equal(fx_info_a(f, TAG).pa, (frame << 12) | 0x123);
     assert_int_equal(vmt_ptm_resync(f->ptm, fx_sink, f), VMT_OK);
     fx_check(f);
-    fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+    fx_expect(f, VMT_PTM_PAGE_OUT, FX_VA_A, f->root);
     fx_destroy(f);
 }
 
@@ -324,11 +302,11 @@ static void test_recursive_self_map_when_allowed(void **state)
     vmt_session_set_paging(f->s, &pc);
     vmt_gfn r = f->root >> 12;
     vmt_gfn frame = fx_data(f);
-    fx_map4k(f, f->root, VA_A, frame); /* PML4[1] -> PDPT */
+    fx_map4k(f, f->root, FX_VA_A, frame); /* PML4[1] -> PDPT */
     fx_set(f, r, 5, pte_table(r));     /* the self-map slot */
     /* PML4[5] -> PML4 as PDPT [5] -> as PD [5] -> as PT, entry 1: the PDPT page. */
     vmt_va self = (5ULL << 39) | (5ULL << 30) | (5ULL << 21) | (1ULL << 12);
-    vmt_gfn pdpt = fx_table_at(f, f->root, VA_A, 3);
+    vmt_gfn pdpt = fx_table_at(f, f->root, FX_VA_A, 3);
     assert_int_equal(vmt_ptm_monitor(f->ptm, vmt_addr_ctx_make(self, f->root), f->view, TAG), VMT_OK);
     fx_check(f);
     vmt_ptm_watch_info wi;

@@ -15,34 +15,11 @@
 #include "ptm_fixture.h"
 #include "vmtrap/paging.h"
 
-#define VA_A ((1ULL << 39) | (2ULL << 30) | (3ULL << 21) | (4ULL << 12) | 0x123)
 #define TAG 5
-
-static vmt_addr_ctx ctx_a(fx *f)
-{
-    return vmt_addr_ctx_make(VA_A, f->root);
-}
-
-static vmt_ptm_watch_info info_a(fx *f)
-{
-    vmt_ptm_watch_info wi;
-    assert_int_equal(vmt_ptm_query(f->ptm, ctx_a(f), f->view, TAG, &wi), VMT_OK);
-    return wi;
-}
-
-/* Map VA_A to a fresh frame and monitor it; returns the frame. */
-static vmt_gfn setup_a(fx *f)
-{
-    vmt_gfn frame = fx_data(f);
-    fx_map4k(f, f->root, VA_A, frame);
-    assert_int_equal(vmt_ptm_monitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
-    fx_check(f);
-    return frame;
-}
 
 static vmt_pa pt_entry_pa(fx *f)
 {
-    return (fx_table_at(f, f->root, VA_A, 1) << 12) + 8 * 4;
+    return (fx_table_at(f, f->root, FX_VA_A, 1) << 12) + 8 * 4;
 }
 
 /* Exits per monitored write for each mechanism. */
@@ -50,7 +27,7 @@ static void exits_case(uint64_t caps_remove, bool with_data, uint64_t want_exits
 {
     fx *f = fx_create(caps_remove, 1);
     f->with_data = with_data;
-    setup_a(f);
+    fx_setup_a(f, TAG);
     vmt_pa e = pt_entry_pa(f);
     vmt_gfn frame2 = fx_data(f);
     f->exits = 0;
@@ -58,13 +35,13 @@ static void exits_case(uint64_t caps_remove, bool with_data, uint64_t want_exits
     assert_int_equal(r.actions, want_actions);
     if (r.actions == VMT_RESP_CONTINUE) {
         /* with data: the event was emitted before the write even landed */
-        fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+        fx_expect(f, VMT_PTM_REMAP, FX_VA_A, f->root);
         uint64_t v = pte_page(frame2);
         assert_int_equal(vmt_drv_write_phys(f->d, e, &v, 8), VMT_OK);
         vmt_session_flush_frames(f->s);
     } else {
         cpu_store_finish(f, 0, e, 8, pte_page(frame2));
-        fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+        fx_expect(f, VMT_PTM_REMAP, FX_VA_A, f->root);
     }
     assert_int_equal(f->exits, want_exits);
     assert_false(vmt_ptm_stepping(f->ptm, 0));
@@ -93,7 +70,7 @@ static void partial_case(bool with_data, unsigned chunk, bool high_first)
     fx *f = fx_create(0, 1);
     f->with_data = with_data;
     f->report_size = true;
-    vmt_gfn frame = setup_a(f);
+    vmt_gfn frame = fx_setup_a(f, TAG);
     vmt_pa e = pt_entry_pa(f);
     vmt_gfn frame2 = fx_data(f);
     /* Low dword first would look like a remap to frame2 with the old high
@@ -106,12 +83,12 @@ static void partial_case(bool with_data, unsigned chunk, bool high_first)
         cpu_store(f, 0, e + chunk * i, chunk, part);
         if (k + 1 < n) {
             assert_int_equal(f->nevents, 0);
-            vmt_ptm_watch_info wi = info_a(f);
+            vmt_ptm_watch_info wi = fx_info_a(f, TAG);
             assert_true(wi.present);
             assert_int_equal(wi.pa, (frame << 12) | 0x123);
         }
     }
-    const vmt_ptm_event *ev = fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+    const vmt_ptm_event *ev = fx_expect(f, VMT_PTM_REMAP, FX_VA_A, f->root);
     assert_int_equal(ev->old_pa, (frame << 12) | 0x123);
     assert_int_equal(ev->new_pa, (frame2 << 12) | 0x123);
     vmt_ptm_stats st;
@@ -124,9 +101,9 @@ static void partial_case(bool with_data, unsigned chunk, bool high_first)
     if (chunk == 4) {
         cpu_store(f, 0, e + (high_first ? 4 : 0), 4, 0);
         assert_int_equal(f->nevents, 0);
-        assert_true(info_a(f).present);
+        assert_true(fx_info_a(f, TAG).present);
         cpu_store(f, 0, e + (high_first ? 0 : 4), 4, 0);
-        fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+        fx_expect(f, VMT_PTM_PAGE_OUT, FX_VA_A, f->root);
     }
     fx_destroy(f);
 }
@@ -152,8 +129,8 @@ static void test_straddling_store_updates_both_entries(void **state)
 {
     (void)state;
     fx *f = fx_create(0, 1);
-    vmt_gfn frame = setup_a(f);
-    vmt_va vb = VA_A + 0x1000; /* PT entry 5, right after VA_A's entry 4 */
+    vmt_gfn frame = fx_setup_a(f, TAG);
+    vmt_va vb = FX_VA_A + 0x1000; /* PT entry 5, right after FX_VA_A's entry 4 */
     fx_map4k(f, f->root, vb, frame + 100);
     assert_int_equal(vmt_ptm_monitor(f->ptm, vmt_addr_ctx_make(vb, f->root), f->view, TAG), VMT_OK);
     vmt_pa e = pt_entry_pa(f);
@@ -162,7 +139,7 @@ static void test_straddling_store_updates_both_entries(void **state)
     cpu_store(f, 0, e + 4, 8, 0);
     assert_int_equal(f->nevents, 0);
     cpu_store(f, 0, e, 4, 0);
-    fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+    fx_expect(f, VMT_PTM_PAGE_OUT, FX_VA_A, f->root);
     cpu_store(f, 0, e + 12, 4, 0);
     fx_expect(f, VMT_PTM_PAGE_OUT, vb, f->root);
     assert_int_equal(f->nevents, 2);
@@ -175,10 +152,10 @@ static void test_cmpxchg_fail_and_duplicates_emit_nothing(void **state)
     for (int mode = 0; mode < 2; mode++) {
         fx *f = fx_create(0, 1);
         f->with_data = mode == 0;
-        setup_a(f);
+        fx_setup_a(f, TAG);
         vmt_pa e = pt_entry_pa(f);
         for (unsigned l = 4; l >= 1; l--) {
-            vmt_pa at = (fx_table_at(f, f->root, VA_A, l) << 12) + 8 * vmt_pt_index(VA_A, l);
+            vmt_pa at = (fx_table_at(f, f->root, FX_VA_A, l) << 12) + 8 * vmt_pt_index(FX_VA_A, l);
             cpu_cmpxchg_fail(f, 0, at);
         }
         uint64_t cur = 0;
@@ -193,7 +170,7 @@ static void test_cmpxchg_fail_and_duplicates_emit_nothing(void **state)
         assert_int_equal(st.rewalks, 0);
         /* Then a real change right after the duplicates is still seen. */
         cpu_store(f, 0, e, 8, 0);
-        fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+        fx_expect(f, VMT_PTM_PAGE_OUT, FX_VA_A, f->root);
         fx_destroy(f);
     }
 }
@@ -202,8 +179,8 @@ static void test_unwatched_entry_on_watched_page(void **state)
 {
     (void)state;
     fx *f = fx_create(0, 1);
-    setup_a(f);
-    vmt_gfn pt = fx_table_at(f, f->root, VA_A, 1);
+    fx_setup_a(f, TAG);
+    vmt_gfn pt = fx_table_at(f, f->root, FX_VA_A, 1);
     f->exits = 0;
     cpu_set(f, 0, pt, 100, pte_page(fx_data(f)));
     cpu_store(f, 0, (pt << 12) + 8 * 101, 4, 0x1234); /* partial, unwatched: no state */
@@ -222,8 +199,8 @@ static void test_per_vcpu_dirty_sets(void **state)
     (void)state;
     fx *f = fx_create(0, 2);
     f->with_data = false;
-    vmt_gfn frame = setup_a(f);
-    vmt_gfn pd = fx_table_at(f, f->root, VA_A, 2);
+    vmt_gfn frame = fx_setup_a(f, TAG);
+    vmt_gfn pd = fx_table_at(f, f->root, FX_VA_A, 2);
     vmt_pa pt_e = pt_entry_pa(f);
     vmt_pa pd_e = (pd << 12) + 8 * 3;
     vmt_gfn frame2 = fx_data(f);
@@ -238,7 +215,7 @@ static void test_per_vcpu_dirty_sets(void **state)
     assert_int_equal(fx_current_view(f, 1), 0);
     /* vCPU 1 finishes first: only its PD write is processed. */
     cpu_store_finish(f, 1, pd_e, 8, 0);
-    const vmt_ptm_event *e = fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+    const vmt_ptm_event *e = fx_expect(f, VMT_PTM_PAGE_OUT, FX_VA_A, f->root);
     assert_int_equal(e->vcpu, 1);
     assert_int_equal(e->old_pa, (frame << 12) | 0x123);
     assert_true(vmt_ptm_stepping(f->ptm, 0));
@@ -249,7 +226,7 @@ static void test_per_vcpu_dirty_sets(void **state)
     assert_int_equal(f->nevents, 0);
     /* Restoring the PD entry pages in the new frame. */
     cpu_set(f, 1, pd, 3, pd_old);
-    e = fx_expect(f, VMT_PTM_PAGE_IN, VA_A, f->root);
+    e = fx_expect(f, VMT_PTM_PAGE_IN, FX_VA_A, f->root);
     assert_int_equal(e->new_pa, (frame2 << 12) | 0x123);
     fx_destroy(f);
 }
@@ -258,7 +235,7 @@ static void test_per_vcpu_partial_state(void **state)
 {
     (void)state;
     fx *f = fx_create(0, 2);
-    setup_a(f);
+    fx_setup_a(f, TAG);
     vmt_pa e = pt_entry_pa(f);
     vmt_gfn frame2 = fx_data(f);
     uint64_t nv = pte_page(frame2);
@@ -269,13 +246,13 @@ static void test_per_vcpu_partial_state(void **state)
     assert_int_equal(f->nevents, 0);
     /* vCPU 0 completes its entry. */
     cpu_store(f, 0, e + 4, 4, nv >> 32);
-    const vmt_ptm_event *ev = fx_expect(f, VMT_PTM_REMAP, VA_A, f->root);
+    const vmt_ptm_event *ev = fx_expect(f, VMT_PTM_REMAP, FX_VA_A, f->root);
     assert_int_equal(ev->vcpu, 0);
     fx_clear_events(f);
     /* vCPU 1 completes its own later: same translation, nothing new. */
     cpu_store(f, 1, e, 4, nv & 0xffffffff);
     assert_int_equal(f->nevents, 0);
-    assert_int_equal(info_a(f).pa, (frame2 << 12) | 0x123);
+    assert_int_equal(fx_info_a(f, TAG).pa, (frame2 << 12) | 0x123);
     fx_destroy(f);
 }
 
@@ -284,11 +261,11 @@ static void test_unmonitor_while_dirty(void **state)
     (void)state;
     fx *f = fx_create(0, 1);
     f->with_data = false;
-    setup_a(f);
+    fx_setup_a(f, TAG);
     vmt_pa e = pt_entry_pa(f);
     cpu_store_trap(f, 0, e, 8, 0);
     assert_true(vmt_ptm_stepping(f->ptm, 0));
-    assert_int_equal(vmt_ptm_unmonitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
+    assert_int_equal(vmt_ptm_unmonitor(f->ptm, fx_ctx_a(f), f->view, TAG), VMT_OK);
     fx_check(f);
     assert_int_equal(fx_access(f, f->view, e >> 12), VMT_ACCESS_RWX);
     /* The step still comes back to the monitor, which switches back. */
@@ -297,10 +274,10 @@ static void test_unmonitor_while_dirty(void **state)
     assert_false(vmt_ptm_stepping(f->ptm, 0));
     /* Same with a pending partial write (with data). */
     f->with_data = true;
-    fx_map4k(f, f->root, VA_A, fx_data(f));
-    assert_int_equal(vmt_ptm_monitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
+    fx_map4k(f, f->root, FX_VA_A, fx_data(f));
+    assert_int_equal(vmt_ptm_monitor(f->ptm, fx_ctx_a(f), f->view, TAG), VMT_OK);
     cpu_store(f, 0, e, 4, 0);
-    assert_int_equal(vmt_ptm_unmonitor(f->ptm, ctx_a(f), f->view, TAG), VMT_OK);
+    assert_int_equal(vmt_ptm_unmonitor(f->ptm, fx_ctx_a(f), f->view, TAG), VMT_OK);
     fx_check(f);
     fx_destroy(f);
 }
@@ -349,7 +326,7 @@ static void test_processing_order_top_level_first(void **state)
  * monitor, not in memory. */
 static void monitor_b_on_page_in(fx *f, const vmt_ptm_event *ev)
 {
-    if (ev->kind == VMT_PTM_PAGE_IN && ev->ctx.va == VA_A)
+    if (ev->kind == VMT_PTM_PAGE_IN && ev->ctx.va == FX_VA_A)
         assert_int_equal(vmt_ptm_monitor(f->ptm, vmt_addr_ctx_make(f->user, f->root), f->view, TAG), VMT_OK);
 }
 
@@ -359,18 +336,18 @@ static void test_sink_may_monitor_during_the_event(void **state)
     for (int mode = 0; mode < 2; mode++) {
         fx *f = fx_create(0, 1);
         f->with_data = mode == 0;
-        vmt_gfn frame = setup_a(f);
-        vmt_va vb = VA_A + 0x1000;
+        vmt_gfn frame = fx_setup_a(f, TAG);
+        vmt_va vb = FX_VA_A + 0x1000;
         fx_map4k(f, f->root, vb, frame + 1);
-        vmt_gfn pd = fx_table_at(f, f->root, VA_A, 2);
+        vmt_gfn pd = fx_table_at(f, f->root, FX_VA_A, 2);
         uint64_t pd_old = fx_get(f, pd, 3);
         cpu_set(f, 0, pd, 3, 0);
-        fx_expect(f, VMT_PTM_PAGE_OUT, VA_A, f->root);
+        fx_expect(f, VMT_PTM_PAGE_OUT, FX_VA_A, f->root);
         fx_clear_events(f);
         f->on_event = monitor_b_on_page_in;
         f->user = vb;
         cpu_set(f, 0, pd, 3, pd_old);
-        fx_expect(f, VMT_PTM_PAGE_IN, VA_A, f->root);
+        fx_expect(f, VMT_PTM_PAGE_IN, FX_VA_A, f->root);
         vmt_ptm_watch_info wi;
         assert_int_equal(vmt_ptm_query(f->ptm, vmt_addr_ctx_make(vb, f->root), f->view, TAG, &wi), VMT_OK);
         assert_true(wi.present);
