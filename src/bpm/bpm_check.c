@@ -210,7 +210,7 @@ static uint64_t digest_map(const vmt_hmap *m, uint64_t salt)
     size_t it = 0;
     void *k;
     while (vmt_hmap_next(m, &it, &k, NULL))
-        sum += vmt_hash_bytes(k, m->slot_size) ^ salt; /* key and value are contiguous */
+        sum += vmt_hash_bytes(k, m->entry_size) ^ salt; /* key and value are contiguous */
     return sum;
 }
 

@@ -1,5 +1,6 @@
 /*
- * core/hmap.c — open addressing, linear probing, backward-shift deletion.
+ * core/hmap.c — dense entries + open-addressing index of 32-bit words,
+ * linear probing, backward-shift deletion, swap-remove of entries.
  * See hmap.h for the design and invariants.
  */
 #include "core/hmap.h"
@@ -10,9 +11,13 @@
 
 #include "core/errbuf.h"
 
-#define HMAP_MIN_CAP 16
+#define HMAP_MIN_CAP  16
+#define HMAP_MIN_ECAP 8
+#define ID_BITS       27
+#define ID_MASK       ((1u << ID_BITS) - 1)
+#define TAG_MASK      (~ID_MASK)
 
-uint64_t vmt_hash_bytes(const void *p, size_t n)
+static inline uint64_t hash_impl(const void *p, size_t n)
 {
     const uint8_t *b = p;
     uint64_t h = 0x9e3779b97f4a7c15ULL ^ (uint64_t)n;
@@ -36,22 +41,35 @@ uint64_t vmt_hash_bytes(const void *p, size_t n)
     return h;
 }
 
+uint64_t vmt_hash_bytes(const void *p, size_t n) { return hash_impl(p, n); }
+
+/* The common key sizes get a hash specialised by the compiler. */
+static inline uint64_t hash_key(const vmt_hmap *m, const void *key)
+{
+    switch (m->key_size) {
+    case 8: return hash_impl(key, 8);
+    case 16: return hash_impl(key, 16);
+    default: return hash_impl(key, m->key_size);
+    }
+}
+
 void vmt_hmap_init(vmt_hmap *m, size_t key_size, size_t val_size)
 {
     memset(m, 0, sizeof *m);
     m->key_size = (uint32_t)key_size;
     m->val_size = (uint32_t)val_size;
     m->val_offset = (uint32_t)((key_size + 7) & ~(size_t)7);
-    m->slot_size = (uint32_t)(m->val_offset + ((val_size + 7) & ~(size_t)7));
+    m->entry_size = (uint32_t)(m->val_offset + ((val_size + 7) & ~(size_t)7));
 }
 
 void vmt_hmap_free(vmt_hmap *m)
 {
-    free(m->slots);
-    free(m->used);
-    m->slots = NULL;
-    m->used = NULL;
+    free(m->entries);
+    free(m->index);
+    m->entries = NULL;
+    m->index = NULL;
     m->cap = 0;
+    m->ecap = 0;
     m->count = 0;
 }
 
@@ -60,216 +78,266 @@ void vmt_hmap_clear(vmt_hmap *m)
     vmt_hmap_free(m);
 }
 
-static inline uint8_t *slot_at(const vmt_hmap *m, size_t i) { return m->slots + i * m->slot_size; }
-static inline size_t home_of(const vmt_hmap *m, const void *key)
-{
-    return (size_t)vmt_hash_bytes(key, m->key_size) & (m->cap - 1);
-}
+static inline uint8_t *entry_at(const vmt_hmap *m, size_t e) { return m->entries + e * m->entry_size; }
+static inline uint32_t tag_of(uint64_t h) { return (uint32_t)(h >> 59) << ID_BITS; }
+static inline uint32_t word_of(uint64_t h, size_t e) { return tag_of(h) | (uint32_t)(e + 1); }
+static inline size_t entry_of(uint32_t w) { return (size_t)(w & ID_MASK) - 1; }
 
-/* The occupancy byte of a slot holds 7 bits of the key's hash (high bit
- * set), so a probe compares whole keys only when the tags agree. */
-static inline uint8_t tag_of(uint64_t h) { return (uint8_t)(0x80u | (h >> 57)); }
-
-static inline bool key_equal(const vmt_hmap *m, const uint8_t *slot, const void *key)
+static inline bool key_equal(const vmt_hmap *m, const uint8_t *ent, const void *key)
 {
     if (m->key_size == 8) {
         uint64_t a, b;
-        memcpy(&a, slot, 8);
+        memcpy(&a, ent, 8);
         memcpy(&b, key, 8);
         return a == b;
     }
     if (m->key_size == 16) {
         uint64_t a[2], b[2];
-        memcpy(a, slot, 16);
+        memcpy(a, ent, 16);
         memcpy(b, key, 16);
         return a[0] == b[0] && a[1] == b[1];
     }
-    return memcmp(slot, key, m->key_size) == 0;
+    return memcmp(ent, key, m->key_size) == 0;
 }
 
-/* Index of key (hash h), or SIZE_MAX. */
+/* Index slot of key (hash h), or SIZE_MAX. */
 static size_t find_hashed(const vmt_hmap *m, const void *key, uint64_t h)
 {
     if (m->count == 0)
         return SIZE_MAX;
-    uint8_t tag = tag_of(h);
-    size_t i = (size_t)h & (m->cap - 1);
-    while (m->used[i]) {
-        if (m->used[i] == tag && key_equal(m, slot_at(m, i), key))
+    const uint32_t tag = tag_of(h);
+    const size_t mask = m->cap - 1;
+    size_t i = (size_t)h & mask;
+    uint32_t w;
+    while ((w = m->index[i]) != 0) {
+        if ((w & TAG_MASK) == tag && key_equal(m, entry_at(m, entry_of(w)), key))
             return i;
-        i = (i + 1) & (m->cap - 1);
+        i = (i + 1) & mask;
     }
     return SIZE_MAX;
 }
 
-static size_t find(const vmt_hmap *m, const void *key)
+/* Index slot that holds entry e (whose key hashes to h). */
+static size_t slot_of_entry(const vmt_hmap *m, size_t e, uint64_t h)
 {
-    return find_hashed(m, key, vmt_hash_bytes(key, m->key_size));
+    const uint32_t want = word_of(h, e);
+    const size_t mask = m->cap - 1;
+    size_t i = (size_t)h & mask;
+    while (m->index[i] != want)
+        i = (i + 1) & mask;
+    return i;
 }
 
 static vmt_status rehash(vmt_hmap *m, size_t new_cap)
 {
-    uint8_t *slots = malloc(new_cap * m->slot_size);
-    uint8_t *used = calloc(new_cap, 1);
-    if (!slots || !used) {
-        free(slots);
-        free(used);
+    uint32_t *index = calloc(new_cap, sizeof *index);
+    if (!index)
         return VMT_E_NOMEM;
+    const size_t mask = new_cap - 1;
+    for (size_t e = 0; e < m->count; e++) {
+        uint64_t h = hash_key(m, entry_at(m, e));
+        size_t j = (size_t)h & mask;
+        while (index[j])
+            j = (j + 1) & mask;
+        index[j] = word_of(h, e);
     }
-    for (size_t i = 0; i < m->cap; i++) {
-        if (!m->used[i])
-            continue;
-        const uint8_t *s = slot_at(m, i);
-        size_t j = (size_t)vmt_hash_bytes(s, m->key_size) & (new_cap - 1);
-        while (used[j])
-            j = (j + 1) & (new_cap - 1);
-        used[j] = m->used[i];
-        memcpy(slots + j * m->slot_size, s, m->slot_size);
-    }
-    free(m->slots);
-    free(m->used);
-    m->slots = slots;
-    m->used = used;
+    free(m->index);
+    m->index = index;
     m->cap = new_cap;
+    return VMT_OK;
+}
+
+static vmt_status resize_entries(vmt_hmap *m, size_t ecap)
+{
+    uint8_t *n = realloc(m->entries, ecap * m->entry_size);
+    if (!n)
+        return VMT_E_NOMEM;
+    m->entries = n;
+    m->ecap = ecap;
     return VMT_OK;
 }
 
 vmt_status vmt_hmap_reserve(vmt_hmap *m, size_t n)
 {
+    if (n > VMT_HMAP_MAX_ENTRIES)
+        return VMT_E_NOMEM;
+    if (n > m->ecap) {
+        /* grow by a quarter: amortised O(1), little unused capacity */
+        size_t ecap = m->ecap + m->ecap / 4;
+        if (ecap < HMAP_MIN_ECAP)
+            ecap = HMAP_MIN_ECAP;
+        if (ecap < n)
+            ecap = n;
+        if (ecap > VMT_HMAP_MAX_ENTRIES)
+            ecap = VMT_HMAP_MAX_ENTRIES;
+        vmt_status st = resize_entries(m, ecap);
+        if (st)
+            return st;
+    }
     size_t cap = m->cap ? m->cap : HMAP_MIN_CAP;
     while (n > cap / 4 * 3)
         cap *= 2;
     if (cap == m->cap)
         return VMT_OK;
-    return rehash(m, cap);
+    return rehash(m, cap); /* on failure the map only kept a larger entry array */
 }
 
 void *vmt_hmap_get(const vmt_hmap *m, const void *key)
 {
-    size_t i = find(m, key);
-    return i == SIZE_MAX ? NULL : slot_at(m, i) + m->val_offset;
+    size_t i = find_hashed(m, key, hash_key(m, key));
+    return i == SIZE_MAX ? NULL : entry_at(m, entry_of(m->index[i])) + m->val_offset;
 }
 
 vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **slot_val, bool *existed)
 {
-    uint64_t h = vmt_hash_bytes(key, m->key_size);
+    uint64_t h = hash_key(m, key);
     size_t i = find_hashed(m, key, h);
     if (i != SIZE_MAX) {
         if (existed)
             *existed = true;
         if (slot_val)
-            *slot_val = slot_at(m, i) + m->val_offset;
+            *slot_val = entry_at(m, entry_of(m->index[i])) + m->val_offset;
         return VMT_OK;
     }
     vmt_status st = vmt_hmap_reserve(m, m->count + 1);
     if (st)
         return st;
-    i = (size_t)h & (m->cap - 1);
-    while (m->used[i])
-        i = (i + 1) & (m->cap - 1);
-    uint8_t *s = slot_at(m, i);
-    memset(s, 0, m->slot_size); /* padding is zero: slots compare and hash as bytes */
-    memcpy(s, key, m->key_size);
+    const size_t mask = m->cap - 1;
+    i = (size_t)h & mask;
+    while (m->index[i])
+        i = (i + 1) & mask;
+    size_t e = m->count;
+    uint8_t *ent = entry_at(m, e);
+    memset(ent, 0, m->entry_size); /* padding is zero: entries compare and hash as bytes */
+    memcpy(ent, key, m->key_size);
     if (val)
-        memcpy(s + m->val_offset, val, m->val_size);
-    m->used[i] = tag_of(h);
+        memcpy(ent + m->val_offset, val, m->val_size);
+    m->index[i] = word_of(h, e);
     m->count++;
     if (existed)
         *existed = false;
     if (slot_val)
-        *slot_val = s + m->val_offset;
+        *slot_val = ent + m->val_offset;
     return VMT_OK;
 }
 
 int vmt_hmap_del(vmt_hmap *m, const void *key, void *val_out)
 {
-    size_t i = find(m, key);
+    size_t i = find_hashed(m, key, hash_key(m, key));
     if (i == SIZE_MAX)
         return 0;
+    const size_t e = entry_of(m->index[i]);
     if (val_out)
-        memcpy(val_out, slot_at(m, i) + m->val_offset, m->val_size);
-    /* Backward shift: move later entries of the cluster into the hole when
-     * the hole lies on their probe path (between home and position). */
-    size_t mask = m->cap - 1, hole = i, j = i;
+        memcpy(val_out, entry_at(m, e) + m->val_offset, m->val_size);
+    /* Backward shift in the index: move later words of the cluster into
+     * the hole when the hole lies on their probe path (home..position). */
+    const size_t mask = m->cap - 1;
+    size_t hole = i, j = i;
     for (;;) {
         j = (j + 1) & mask;
-        if (!m->used[j])
+        uint32_t w = m->index[j];
+        if (!w)
             break;
-        size_t home = home_of(m, slot_at(m, j));
+        size_t home = (size_t)hash_key(m, entry_at(m, entry_of(w))) & mask;
         if (((j - home) & mask) >= ((j - hole) & mask)) {
-            memcpy(slot_at(m, hole), slot_at(m, j), m->slot_size);
-            m->used[hole] = m->used[j];
+            m->index[hole] = w;
             hole = j;
         }
     }
-    m->used[hole] = 0;
+    m->index[hole] = 0;
+    /* Swap-remove: the last entry moves into e; its index word follows. */
+    const size_t last = m->count - 1;
+    if (e != last) {
+        uint64_t h = hash_key(m, entry_at(m, last));
+        m->index[slot_of_entry(m, last, h)] = word_of(h, e);
+        memcpy(entry_at(m, e), entry_at(m, last), m->entry_size);
+    }
     m->count--;
     if (m->count == 0) {
         vmt_hmap_free(m);
-    } else if (m->cap > HMAP_MIN_CAP && m->count < m->cap / 8) {
-        (void)rehash(m, m->cap / 2); /* on NOMEM keep the larger table */
+        return 1;
     }
+    if (m->ecap > HMAP_MIN_ECAP && m->count < m->ecap / 4)
+        (void)resize_entries(m, m->ecap / 2); /* on NOMEM keep the larger array */
+    if (m->cap > HMAP_MIN_CAP && m->count < m->cap / 8)
+        (void)rehash(m, m->cap / 2);
     return 1;
 }
 
 bool vmt_hmap_next(const vmt_hmap *m, size_t *it, void **key, void **val)
 {
-    while (*it < m->cap) {
-        size_t i = (*it)++;
-        if (m->used[i]) {
-            if (key)
-                *key = slot_at(m, i);
-            if (val)
-                *val = slot_at(m, i) + m->val_offset;
-            return true;
-        }
-    }
-    return false;
+    if (*it >= m->count)
+        return false;
+    uint8_t *ent = entry_at(m, (*it)++);
+    if (key)
+        *key = ent;
+    if (val)
+        *val = ent + m->val_offset;
+    return true;
 }
 
 size_t vmt_hmap_memory(const vmt_hmap *m)
 {
-    return m->cap * ((size_t)m->slot_size + 1);
+    return m->ecap * (size_t)m->entry_size + m->cap * sizeof *m->index;
 }
 
 vmt_status vmt_hmap_check(const vmt_hmap *m, char *why, size_t why_len)
 {
     if (m->cap == 0) {
         if (m->count != 0) {
-            vmt_why(why, why_len, "hmap: count %zu with no table", m->count);
+            vmt_why(why, why_len, "hmap: count %zu with no index", m->count);
             return VMT_E_INTERNAL;
         }
         return VMT_OK;
     }
     if (m->cap & (m->cap - 1)) {
-        vmt_why(why, why_len, "hmap: capacity %zu is not a power of two", m->cap);
+        vmt_why(why, why_len, "hmap: index capacity %zu is not a power of two", m->cap);
+        return VMT_E_INTERNAL;
+    }
+    if (m->count > m->ecap || m->count > m->cap / 4 * 3) {
+        vmt_why(why, why_len, "hmap: %zu entries for %zu entry slots and %zu index slots (load above 3/4)", m->count,
+                m->ecap, m->cap);
         return VMT_E_INTERNAL;
     }
     size_t n = 0;
     for (size_t i = 0; i < m->cap; i++) {
-        if (!m->used[i])
+        uint32_t w = m->index[i];
+        if (!w)
             continue;
         n++;
-        uint64_t h = vmt_hash_bytes(slot_at(m, i), m->key_size);
-        if (m->used[i] != tag_of(h)) {
-            vmt_why(why, why_len, "hmap: slot %zu has tag 0x%02x, its key hashes to tag 0x%02x", i, m->used[i], tag_of(h));
+        size_t e = entry_of(w);
+        if (e >= m->count) {
+            vmt_why(why, why_len, "hmap: index slot %zu names entry %zu of %zu", i, e, m->count);
+            return VMT_E_INTERNAL;
+        }
+        uint64_t h = hash_key(m, entry_at(m, e));
+        if ((w & TAG_MASK) != tag_of(h)) {
+            vmt_why(why, why_len, "hmap: index slot %zu has hash bits 0x%x, its entry's key has 0x%x", i,
+                    w >> ID_BITS, tag_of(h) >> ID_BITS);
             return VMT_E_INTERNAL;
         }
         size_t home = (size_t)h & (m->cap - 1);
         for (size_t k = home; k != i; k = (k + 1) & (m->cap - 1)) {
-            if (!m->used[k]) {
-                vmt_why(why, why_len, "hmap: entry at slot %zu unreachable from home %zu (empty slot %zu)", i, home, k);
+            if (!m->index[k]) {
+                vmt_why(why, why_len, "hmap: entry %zu (index slot %zu) unreachable from home %zu (empty slot %zu)",
+                        e, i, home, k);
                 return VMT_E_INTERNAL;
             }
         }
     }
     if (n != m->count) {
-        vmt_why(why, why_len, "hmap: count %zu but %zu occupied slots", m->count, n);
+        vmt_why(why, why_len, "hmap: count %zu but %zu index words", m->count, n);
         return VMT_E_INTERNAL;
     }
-    if (m->count > m->cap / 4 * 3) {
-        vmt_why(why, why_len, "hmap: load %zu/%zu above 3/4", m->count, m->cap);
-        return VMT_E_INTERNAL;
+    /* n words for n entries: each entry is found at its own word, so the
+     * words name every entry exactly once. */
+    for (size_t e = 0; e < m->count; e++) {
+        const uint8_t *ent = entry_at(m, e);
+        size_t i = find_hashed(m, ent, hash_key(m, ent));
+        if (i == SIZE_MAX || entry_of(m->index[i]) != e) {
+            vmt_why(why, why_len, "hmap: entry %zu is not found by its key (duplicate key or lost word)", e);
+            return VMT_E_INTERNAL;
+        }
     }
     return VMT_OK;
 }

@@ -1,23 +1,32 @@
 /*
- * core/hmap.h — an open-addressing hash map with fixed-size keys and values
+ * core/hmap.h — a compact hash map with fixed-size keys and values
  * (internal; used by the session, drivers, the breakpoint manager and the
  * page-table monitor).
  *
- * Design: keys and values are plain bytes of a size fixed at init (composite
- * keys are packed structs: zero their padding). Keys and values are 8-byte
- * aligned in their slots, so callers may use the returned pointers as their
- * types directly. Slots live in one array with
- * linear probing; deletion shifts later entries back (no tombstones), so a
- * lookup is O(1) expected and the table never fills with dead slots. The
- * capacity is a power of two, grown at 3/4 load and shrunk at 1/8.
+ * Design (like CPython's compact dict): the entries (key then value, plain
+ * bytes of sizes fixed at init; composite keys are packed structs: zero
+ * their padding) are stored densely in one array, in no particular order;
+ * a separate open-addressing index of 32-bit words maps a hash to an entry
+ * number. An index word holds the entry number + 1 (0: empty) in its low
+ * 27 bits and 5 bits of the key's hash in its high bits, so a probe looks at
+ * an entry only when those bits agree. Empty index slots cost 4 bytes, not a
+ * whole entry: at N entries the map uses about entry_size * N (entries grow
+ * by 1/4) + 4 * (1.33..2.67) * N bytes. Linear probing with backward-shift
+ * deletion (no tombstones); deleting moves the last entry into the hole
+ * (swap-remove) so the entries stay dense. Entries are 8-byte aligned
+ * (values too: the value starts at key_size rounded up to 8), so callers
+ * may use the returned pointers as their types directly. The index is a
+ * power of two, grown at 3/4 load and shrunk at 1/8; the entries array
+ * shrinks below 1/4 use. At most VMT_HMAP_MAX_ENTRIES entries.
  *
  * Failure atomicity: vmt_hmap_put() grows BEFORE inserting, so on
- * VMT_E_NOMEM the map is unchanged. Pointers returned by get/put are valid
- * until the next put or del on the map.
+ * VMT_E_NOMEM the map is unchanged. Pointers returned by get/put/next are
+ * valid until the next put or del on the map (a del moves an entry).
  *
- * Invariants (vmt_hmap_check): count equals the occupied slots; each
- * occupied slot's tag matches its key's hash; every entry
- * is reachable from its home slot without crossing an empty slot; load <= 3/4.
+ * Invariants (vmt_hmap_check): count <= entry capacity; the index holds
+ * exactly count words, one per entry, each with its entry's hash bits and
+ * reachable from the entry's home slot without crossing an empty slot;
+ * load <= 3/4.
  */
 #ifndef VMT_CORE_HMAP_H
 #define VMT_CORE_HMAP_H
@@ -28,15 +37,18 @@
 
 #include "vmtrap/status.h"
 
+#define VMT_HMAP_MAX_ENTRIES ((1u << 27) - 2)
+
 typedef struct vmt_hmap {
-    uint8_t *slots;      /* cap * slot_size bytes: key then value */
-    uint8_t *used;       /* cap bytes: 0 empty, else 0x80 | 7 bits of the key's hash */
-    size_t cap;          /* 0 or a power of two */
+    uint8_t *entries;    /* ecap * entry_size bytes: entries 0..count-1 in use */
+    uint32_t *index;     /* cap words: 0 empty, else hash bits | (entry + 1) */
+    size_t cap;          /* index slots: 0 or a power of two */
+    size_t ecap;         /* entry capacity */
     size_t count;
     uint32_t key_size;
     uint32_t val_size;
     uint32_t val_offset; /* key_size rounded up to 8: values are 8-byte aligned */
-    uint32_t slot_size;  /* a multiple of 8, so every slot is 8-byte aligned */
+    uint32_t entry_size; /* a multiple of 8, so every entry is 8-byte aligned */
 } vmt_hmap;
 
 /* key_size >= 1; val_size may be 0 (a set). */
@@ -62,7 +74,7 @@ void vmt_hmap_clear(vmt_hmap *m);
  * Do not put/del while iterating (collect keys first). */
 bool vmt_hmap_next(const vmt_hmap *m, size_t *it, void **key, void **val);
 
-/* Bytes of heap the map uses. */
+/* Bytes of heap the map uses (entry array and index, by capacity). */
 size_t vmt_hmap_memory(const vmt_hmap *m);
 /* Invariant checker: VMT_OK or VMT_E_INTERNAL with a reason in why. */
 vmt_status vmt_hmap_check(const vmt_hmap *m, char *why, size_t why_len);

@@ -1,7 +1,9 @@
 /*
  * tests/hmap/test_hmap.c — the hash map against a reference model: random
  * put/get/del sequences compared with a plain array, the invariant checker
- * after every operation, and growth/shrink keeping every entry reachable.
+ * after every operation, and growth/shrink keeping every entry reachable;
+ * the compact layout: memory close to the entries' own bytes, and deletes
+ * that move the last entry (swap-remove) keep every other entry's value.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -129,11 +131,117 @@ static void test_grow_and_shrink(void **state)
     vmt_hmap_free(&m);
 }
 
+typedef struct rec40 {
+    uint64_t key, a, b, c, d;
+} rec40;
+
+/* Memory is entries (grown by a quarter) plus 4-byte index words, at every
+ * size: no empty slot costs a whole entry. */
+static void test_memory_is_compact(void **state)
+{
+    (void)state;
+    vmt_hmap m;
+    vmt_hmap_init(&m, sizeof(uint64_t), 32);
+    for (uint64_t i = 1; i <= 200000; i++) {
+        rec40 r = { i, i, i * 3, i * 5, i * 7 };
+        assert_int_equal(vmt_hmap_put(&m, &r.key, &r.a, NULL, NULL), VMT_OK);
+        if (i % 25000 == 0 || i == 10 || i == 1000) {
+            size_t mem = vmt_hmap_memory(&m);
+            /* entries <= 1.25 * i + 8, index words <= 8/3 * i + 16 */
+            size_t bound = (size_t)(40 * (i + i / 4 + 8) + 4 * (i * 8 / 3 + 16));
+            assert_true(mem <= bound);
+            assert_true(mem >= 40 * i + 4 * (i * 4 / 3));
+        }
+    }
+    check_ok(&m);
+    vmt_hmap_free(&m);
+}
+
+/* Deleting from the middle moves the last entry: every remaining key still
+ * finds its own value, iteration visits each once, and values written
+ * through a pointer before the delete survive the move. */
+static void test_swap_remove_keeps_values(void **state)
+{
+    (void)state;
+    enum { N = 5000 };
+    vmt_hmap m;
+    vmt_hmap_init(&m, sizeof(uint64_t), sizeof(uint64_t));
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t *v;
+        bool existed;
+        assert_int_equal(vmt_hmap_put(&m, &i, NULL, (void **)&v, &existed), VMT_OK);
+        assert_false(existed);
+        assert_true(*v == 0); /* NULL value: zero-filled */
+        *v = i * 11 + 1;      /* written in place */
+    }
+    for (uint64_t i = 0; i < N; i += 3) {
+        uint64_t old = 0;
+        assert_int_equal(vmt_hmap_del(&m, &i, &old), 1);
+        assert_true(old == i * 11 + 1);
+        assert_int_equal(vmt_hmap_del(&m, &i, NULL), 0);
+    }
+    check_ok(&m);
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t *v = vmt_hmap_get(&m, &i);
+        if (i % 3 == 0) {
+            assert_null(v);
+        } else {
+            assert_non_null(v);
+            assert_true(*v == i * 11 + 1);
+        }
+    }
+    size_t it = 0, seen = 0;
+    void *kp, *vp;
+    static uint8_t visited[N];
+    memset(visited, 0, sizeof visited);
+    while (vmt_hmap_next(&m, &it, &kp, &vp)) {
+        uint64_t k, v;
+        memcpy(&k, kp, 8);
+        memcpy(&v, vp, 8);
+        assert_true(k < N && k % 3 != 0 && !visited[k]);
+        assert_true(v == k * 11 + 1);
+        visited[k] = 1;
+        seen++;
+    }
+    assert_int_equal(seen, vmt_hmap_count(&m));
+    vmt_hmap_free(&m);
+}
+
+/* A checker that cannot fail is worthless: corrupt a word and an entry. */
+static void test_check_catches_corruption(void **state)
+{
+    (void)state;
+    vmt_hmap m;
+    vmt_hmap_init(&m, sizeof(uint64_t), sizeof(uint64_t));
+    for (uint64_t i = 0; i < 100; i++)
+        assert_int_equal(vmt_hmap_put(&m, &i, &i, NULL, NULL), VMT_OK);
+    check_ok(&m);
+    char why[256];
+    uint64_t *k0 = (uint64_t *)m.entries;
+    uint64_t saved = *k0;
+    *k0 = 12345; /* the key no longer matches its index word */
+    assert_int_equal(vmt_hmap_check(&m, why, sizeof why), VMT_E_INTERNAL);
+    *k0 = saved;
+    check_ok(&m);
+    size_t i = 0;
+    while (!m.index[i])
+        i++;
+    uint32_t w = m.index[i];
+    m.index[i] = 0; /* a lost word */
+    assert_int_equal(vmt_hmap_check(&m, why, sizeof why), VMT_E_INTERNAL);
+    m.index[i] = w;
+    check_ok(&m);
+    vmt_hmap_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_against_model),
         cmocka_unit_test(test_grow_and_shrink),
+        cmocka_unit_test(test_memory_is_compact),
+        cmocka_unit_test(test_swap_remove_keeps_values),
+        cmocka_unit_test(test_check_catches_corruption),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
