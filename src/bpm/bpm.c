@@ -54,6 +54,7 @@
  *      themselves on failure;
  *   4. commit to the maps (cannot fail any more).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -104,8 +105,10 @@ vmt_status vmt_bpm_create(vmt_session *s, const vmt_bpm_config *cfg, vmt_bpm **o
     bpm_ctxmap_init(b);
     vmt_hmap_init(&b->keys, BPM_KEYS_KEY_SIZE, BPM_KEYS_VAL_SIZE);
     vmt_hmap_init(&b->globals, sizeof(bpm_va_view), sizeof(uint64_t));
-    vmt_hmap_init(&b->frames, sizeof(uint64_t), sizeof(bpm_frame));
-    vmt_hmap_init(&b->shadows, sizeof(uint64_t), sizeof(uint64_t));
+    if (ctl == VMT_BPM_CTL_SHADOW) /* also found by shadow gfn: no second map */
+        vmt_hmap_init2(&b->frames, sizeof(uint64_t), sizeof(bpm_frame), offsetof(bpm_frame, shadow), sizeof(uint64_t));
+    else
+        vmt_hmap_init(&b->frames, sizeof(uint64_t), sizeof(bpm_frame));
     vmt_hmap_init(&b->refresh, sizeof(uint32_t), sizeof(uint64_t));
     *out = b;
     return VMT_OK;

@@ -45,8 +45,8 @@ static vmt_status bump(vmt_hmap *m, const void *k)
 static vmt_status check_maps(vmt_bpm *b)
 {
     char why[200];
-    const vmt_hmap *maps[] = { &b->vas, &b->more, &b->keys, &b->globals, &b->frames, &b->shadows, &b->refresh };
-    static const char *names[] = { "vas", "more", "keys", "globals", "frames", "shadows", "refresh" };
+    const vmt_hmap *maps[] = { &b->vas, &b->more, &b->keys, &b->globals, &b->frames, &b->refresh };
+    static const char *names[] = { "vas", "more", "keys", "globals", "frames", "refresh" };
     for (size_t i = 0; i < sizeof maps / sizeof maps[0]; i++)
         if (vmt_hmap_check(maps[i], why, sizeof why))
             return vmt_errbuf_set(&b->err, VMT_E_INTERNAL, "bpm check: map %s: %s", names[i], why);
@@ -139,7 +139,7 @@ vmt_status vmt_bpm_check(vmt_bpm *b)
 
     size_t nsites = 0, site_bytes = 0;
     if (b->ctl == VMT_BPM_CTL_DEBUG) {
-        if (vmt_hmap_count(&b->frames) || vmt_hmap_count(&b->shadows))
+        if (vmt_hmap_count(&b->frames))
             FAIL("debug-register controller holds frames");
         for (unsigned i = 0; i < b->ndbg; i++) {
             if (!b->dbg[i].nref)
@@ -160,37 +160,38 @@ vmt_status vmt_bpm_check(vmt_bpm *b)
             bpm_frame f;
             memcpy(&fk, kp, sizeof fk);
             memcpy(&f, vp, sizeof f);
-            if (f.nsites == 0 || f.nsites > f.cap || !f.sites)
+            if (f.nsites == 0 || f.nsites > bpm_sites_room(&f) || (f.cap && !f.s.heap))
                 FAIL("frame gfn 0x%llx view %u has %u sites (cap %u)", (unsigned long long)bpm_fkey_gfn(fk),
                      (unsigned)bpm_fkey_view(fk), f.nsites, f.cap);
             site_bytes += f.cap * sizeof(bpm_site);
+            const bpm_site *fs = bpm_sites_c(&f);
             for (uint32_t i = 0; i < f.nsites; i++) {
-                if (f.sites[i].off >= VMT_PAGE_SIZE || (i && f.sites[i].off <= f.sites[i - 1].off))
+                if (fs[i].off >= VMT_PAGE_SIZE || (i && fs[i].off <= fs[i - 1].off))
                     FAIL("frame gfn 0x%llx: sites unsorted or out of the page", (unsigned long long)bpm_fkey_gfn(fk));
-                site_ref sr = { fk, f.sites[i].off };
-                if (f.sites[i].nref == 0 || count_of(&sites, &sr) != f.sites[i].nref)
+                site_ref sr = { fk, fs[i].off };
+                if (fs[i].nref == 0 || count_of(&sites, &sr) != fs[i].nref)
                     FAIL("site gfn 0x%llx+0x%x view %u counts %u contexts, the maps %u",
-                         (unsigned long long)bpm_fkey_gfn(fk), f.sites[i].off, (unsigned)bpm_fkey_view(fk),
-                         f.sites[i].nref, count_of(&sites, &sr));
-                if ((f.sites[i].flags & SITE_DOUBLE) && f.sites[i].orig != BPM_INT3 && b->ctl == VMT_BPM_CTL_SHADOW)
-                    FAIL("site marked double trap over byte 0x%02x", f.sites[i].orig);
+                         (unsigned long long)bpm_fkey_gfn(fk), fs[i].off, (unsigned)bpm_fkey_view(fk),
+                         fs[i].nref, count_of(&sites, &sr));
+                if ((fs[i].flags & SITE_DOUBLE) && fs[i].orig != BPM_INT3 && b->ctl == VMT_BPM_CTL_SHADOW)
+                    FAIL("site marked double trap over byte 0x%02x", fs[i].orig);
             }
             nsites += f.nsites;
             if (b->ctl == VMT_BPM_CTL_SHADOW) {
-                const void *sp = vmt_hmap_get(&b->shadows, &f.shadow);
+                void *bk = NULL;
                 uint64_t back = 0;
-                if (sp)
-                    memcpy(&back, sp, sizeof back);
-                if (!sp || back != fk)
+                if (vmt_hmap_get2(&b->frames, &f.shadow, &bk))
+                    memcpy(&back, bk, sizeof back);
+                if (!bk || back != fk)
                     FAIL("shadow gfn 0x%llx of frame gfn 0x%llx is not mapped back to it",
                          (unsigned long long)f.shadow, (unsigned long long)bpm_fkey_gfn(fk));
                 if (f.shadow < b->ram_frames)
                     FAIL("shadow gfn 0x%llx lies in guest RAM", (unsigned long long)f.shadow);
+            } else if (f.shadow) {
+                FAIL("frame gfn 0x%llx has a shadow under the %s controller", (unsigned long long)bpm_fkey_gfn(fk),
+                     vmt_bpm_controller_name(b->ctl));
             }
         }
-        size_t want = b->ctl == VMT_BPM_CTL_SHADOW ? vmt_hmap_count(&b->frames) : 0;
-        if (vmt_hmap_count(&b->shadows) != want)
-            FAIL("%zu shadow entries for %zu shadowed frames", vmt_hmap_count(&b->shadows), want);
         if (site_bytes != b->site_bytes)
             FAIL("site arrays use %zu bytes, the counter says %zu", site_bytes, b->site_bytes);
     }
@@ -228,7 +229,7 @@ uint64_t vmt_bpm_digest(const vmt_bpm *b)
         csum += vmt_hash_bytes(raw, sizeof raw);
     }
     uint64_t d = csum ^ (digest_map(&b->keys, 2) * 3) ^ (digest_map(&b->globals, 4) * 7) ^
-                 (digest_map(&b->shadows, 5) * 11) ^ (digest_map(&b->refresh, 6) * 13);
+                 (digest_map(&b->refresh, 6) * 13);
     it = 0;
     void *k, *v;
     uint64_t fsum = vmt_hmap_count(&b->frames);
@@ -236,7 +237,7 @@ uint64_t vmt_bpm_digest(const vmt_bpm *b)
         bpm_frame f;
         memcpy(&f, v, sizeof f);
         uint64_t h = vmt_hash_bytes(k, sizeof(uint64_t)) ^ vmt_hash_bytes(&f.shadow, sizeof f.shadow);
-        h ^= vmt_hash_bytes(f.sites, f.nsites * sizeof *f.sites) * 17;
+        h ^= vmt_hash_bytes(bpm_sites_c(&f), f.nsites * sizeof(bpm_site)) * 17;
         fsum += h;
     }
     d ^= fsum * 19;
@@ -255,9 +256,9 @@ void vmt_bpm_get_stats(const vmt_bpm *b, vmt_bpm_stats *out)
     out->pending = out->contexts - b->nactive;
     out->frames = vmt_hmap_count(&b->frames);
     out->sites = b->nsites;
-    out->shadow_frames = vmt_hmap_count(&b->shadows);
+    out->shadow_frames = b->ctl == VMT_BPM_CTL_SHADOW ? vmt_hmap_count(&b->frames) : 0;
     out->bytes = sizeof *b + vmt_hmap_memory(&b->vas) + vmt_hmap_memory(&b->more) + vmt_hmap_memory(&b->keys) +
-                 vmt_hmap_memory(&b->globals) + vmt_hmap_memory(&b->frames) + vmt_hmap_memory(&b->shadows) +
+                 vmt_hmap_memory(&b->globals) + vmt_hmap_memory(&b->frames) +
                  vmt_hmap_memory(&b->refresh) + b->site_bytes;
     out->hits = b->hits;
     out->hidden_accesses = b->hidden;

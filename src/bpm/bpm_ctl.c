@@ -28,15 +28,16 @@
 int bpm_site_find(const bpm_frame *f, unsigned off)
 {
     unsigned lo = bpm_site_lower_bound(f, off);
-    return (lo < f->nsites && f->sites[lo].off == off) ? (int)lo : -1;
+    return (lo < f->nsites && bpm_sites_c(f)[lo].off == off) ? (int)lo : -1;
 }
 
 unsigned bpm_site_lower_bound(const bpm_frame *f, unsigned off)
 {
+    const bpm_site *sites = bpm_sites_c(f);
     unsigned lo = 0, hi = f->nsites;
     while (lo < hi) {
         unsigned mid = (lo + hi) / 2;
-        if (f->sites[mid].off < off)
+        if (sites[mid].off < off)
             lo = mid + 1;
         else
             hi = mid;
@@ -189,48 +190,65 @@ static vmt_status dbg_disarm(vmt_bpm *b, vmt_va va)
 
 /* ---- SHADOW / EXEC ---- */
 
-static vmt_status sites_reserve(vmt_bpm *b, uint64_t fk, bpm_frame *f)
+/* Room for one more site (the inline site moves to a heap array). */
+static vmt_status sites_reserve(vmt_bpm *b, bpm_frame *f)
 {
-    if (f->nsites < f->cap)
+    if (f->nsites < bpm_sites_room(f))
         return VMT_OK;
     uint32_t cap = f->cap ? f->cap * 2 : 2;
     if (cap > VMT_PAGE_SIZE)
         cap = VMT_PAGE_SIZE;
-    bpm_site *n = realloc(f->sites, cap * sizeof *n);
+    bpm_site *n = realloc(f->cap ? f->s.heap : NULL, cap * sizeof *n);
     if (!n)
         return vmt_errbuf_set(&b->err, VMT_E_NOMEM, "bpm: out of memory for the sites of a frame");
+    if (!f->cap)
+        n[0] = f->s.one;
     b->site_bytes += (size_t)(cap - f->cap) * sizeof *n;
-    f->sites = n;
+    f->s.heap = n;
     f->cap = cap;
-    bpm_frame_set(b, fk, f);
     return VMT_OK;
 }
 
 static void site_insert(bpm_frame *f, bpm_site s)
 {
+    bpm_site *sites = bpm_sites(f);
     unsigned at = bpm_site_lower_bound(f, s.off);
-    memmove(&f->sites[at + 1], &f->sites[at], (f->nsites - at) * sizeof *f->sites);
-    f->sites[at] = s;
+    memmove(&sites[at + 1], &sites[at], (f->nsites - at) * sizeof *sites);
+    sites[at] = s;
     f->nsites++;
 }
 
-static void site_erase(bpm_frame *f, unsigned at)
+/* Erase a site (never the last one: the frame goes then); back to the
+ * inline site when one remains. */
+static void site_erase(vmt_bpm *b, bpm_frame *f, unsigned at)
 {
-    memmove(&f->sites[at], &f->sites[at + 1], (f->nsites - at - 1) * sizeof *f->sites);
+    bpm_site *sites = bpm_sites(f);
+    memmove(&sites[at], &sites[at + 1], (f->nsites - at - 1) * sizeof *sites);
     f->nsites--;
+    if (f->nsites == 1 && f->cap) {
+        bpm_site one = sites[0];
+        free(f->s.heap);
+        b->site_bytes -= f->cap * sizeof *sites;
+        f->s.one = one;
+        f->cap = 0;
+    }
 }
 
 /* A new site on a frame that is already installed. */
-static vmt_status arm_site(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk, bpm_frame *f, unsigned off)
+static vmt_status arm_site(vmt_bpm *b, vmt_view view, vmt_gfn gfn, bpm_frame *f, unsigned off)
 {
-    vmt_status st = sites_reserve(b, fk, f);
-    if (st)
-        return st;
     bpm_site s = { (uint16_t)off, 0, 0, 1 };
+    vmt_status st;
     if (b->ctl == VMT_BPM_CTL_SHADOW) {
         st = vmt_drv_read_phys(b->d, vmt_gfn_to_pa(gfn) + off, &s.orig, 1);
         if (st)
             return drv_fail(b, st, "reading the original byte", view, gfn);
+    }
+    /* after the read (which fails in failure tests), before the write:
+     * growing the array changes no state a failure must undo */
+    if ((st = sites_reserve(b, f)))
+        return st;
+    if (b->ctl == VMT_BPM_CTL_SHADOW) {
         if (s.orig == BPM_INT3) {
             s.flags |= SITE_DOUBLE;
         } else {
@@ -241,7 +259,6 @@ static vmt_status arm_site(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk, 
         }
     }
     site_insert(f, s);
-    bpm_frame_set(b, fk, f);
     b->nsites++;
     return VMT_OK;
 }
@@ -250,30 +267,34 @@ static vmt_status arm_site(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk, 
 static vmt_status arm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk, unsigned off)
 {
     vmt_status st;
-    if ((st = vmt_hmap_reserve(&b->frames, vmt_hmap_count(&b->frames) + 1)) ||
-        (st = vmt_hmap_reserve(&b->shadows, vmt_hmap_count(&b->shadows) + 1)))
-        return vmt_errbuf_set(&b->err, st, "bpm: out of memory for the frame maps");
-    bpm_frame f = { 0, malloc(2 * sizeof(bpm_site)), 1, 2 };
-    if (!f.sites)
-        return vmt_errbuf_set(&b->err, VMT_E_NOMEM, "bpm: out of memory for the sites of a frame");
-    f.sites[0] = (bpm_site){ (uint16_t)off, 0, 0, 1 };
+    if ((st = vmt_hmap_reserve(&b->frames, vmt_hmap_count(&b->frames) + 1)))
+        return vmt_errbuf_set(&b->err, st, "bpm: out of memory for the frame map");
+    bpm_frame f;
+    memset(&f, 0, sizeof f);
+    f.nsites = 1;
+    f.s.one = (bpm_site){ (uint16_t)off, 0, 0, 1 };
 
     if (b->ctl == VMT_BPM_CTL_SHADOW) {
         uint8_t page[VMT_PAGE_SIZE];
         vmt_gfn sh = 0;
         st = vmt_drv_frame_alloc(b->d, &sh);
-        if (st) {
-            drv_fail(b, st, "allocating a shadow frame", view, gfn);
-            goto fail;
+        if (st)
+            return drv_fail(b, st, "allocating a shadow frame", view, gfn);
+        if (sh == 0 || vmt_hmap_get2(&b->frames, &sh, NULL)) {
+            st = vmt_errbuf_set(&b->err, VMT_E_INTERNAL,
+                                "bpm: the driver gave shadow frame 0x%llx, which is %s (view %u, gfn 0x%llx)",
+                                (unsigned long long)sh, sh ? "already a shadow" : "not a valid frame",
+                                (unsigned)view, (unsigned long long)gfn);
+            goto free_shadow;
         }
         st = vmt_drv_read_phys(b->d, vmt_gfn_to_pa(gfn), page, sizeof page);
         if (st) {
             drv_fail(b, st, "reading the original frame", view, gfn);
             goto free_shadow;
         }
-        f.sites[0].orig = page[off];
+        f.s.one.orig = page[off];
         if (page[off] == BPM_INT3)
-            f.sites[0].flags |= SITE_DOUBLE;
+            f.s.one.flags |= SITE_DOUBLE;
         page[off] = BPM_INT3;
         st = vmt_drv_write_phys(b->d, vmt_gfn_to_pa(sh), page, sizeof page);
         if (st) {
@@ -293,27 +314,19 @@ static vmt_status arm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk,
             goto free_shadow;
         }
         f.shadow = sh;
-        bool existed;
-        (void)vmt_hmap_put(&b->shadows, &sh, &fk, NULL, &existed); /* reserved: cannot fail */
         goto done;
     free_shadow:
         (void)vmt_drv_frame_free(b->d, sh);
-        goto fail;
+        return st;
     } else {
         st = vmt_session_restrict(b->s, view, gfn, VMT_OWNER_BPM, VMT_ACCESS_RW);
-        if (st) {
-            sess_fail(b, st, "making the frame non-executable", view, gfn);
-            goto fail;
-        }
+        if (st)
+            return sess_fail(b, st, "making the frame non-executable", view, gfn);
     }
 done:
-    (void)vmt_hmap_put(&b->frames, &fk, &f, NULL, NULL); /* reserved: cannot fail */
-    b->site_bytes += f.cap * sizeof(bpm_site);
+    (void)vmt_hmap_put(&b->frames, &fk, &f, NULL, NULL); /* reserved, shadow unique: cannot fail */
     b->nsites++;
     return VMT_OK;
-fail:
-    free(f.sites);
-    return st;
 }
 
 vmt_status bpm_ctl_arm(vmt_bpm *b, vmt_view view, vmt_gfn gfn, vmt_va va)
@@ -322,19 +335,19 @@ vmt_status bpm_ctl_arm(vmt_bpm *b, vmt_view view, vmt_gfn gfn, vmt_va va)
         return dbg_arm(b, va);
     unsigned off = (unsigned)vmt_page_offset(va);
     uint64_t fk = bpm_fkey(view, gfn);
-    bpm_frame f;
-    if (!bpm_frame_get(b, fk, &f))
+    bpm_frame *f = bpm_frame_at(b, fk);
+    if (!f)
         return arm_frame(b, view, gfn, fk, off);
-    int i = bpm_site_find(&f, off);
+    int i = bpm_site_find(f, off);
     if (i >= 0) {
-        f.sites[i].nref++; /* the array is shared with the map's copy */
+        bpm_sites(f)[i].nref++;
         return VMT_OK;
     }
-    return arm_site(b, view, gfn, fk, &f, off);
+    return arm_site(b, view, gfn, f, off);
 }
 
 /* Uninstall a whole frame (its last site goes). */
-static vmt_status disarm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk, bpm_frame *f)
+static vmt_status disarm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk, const bpm_frame *f)
 {
     vmt_status st;
     if (b->ctl == VMT_BPM_CTL_SHADOW) {
@@ -357,14 +370,15 @@ static vmt_status disarm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t 
             (void)vmt_session_restrict(b->s, view, gfn, VMT_OWNER_BPM, VMT_ACCESS_X);
             return st;
         }
-        vmt_hmap_del(&b->shadows, &f->shadow, NULL);
     } else {
         st = bpm_gone_ok(vmt_session_unrestrict(b->s, view, gfn, VMT_OWNER_BPM));
         if (st)
             return sess_fail(b, st, "dropping the no-execute restriction", view, gfn);
     }
-    b->site_bytes -= f->cap * sizeof(bpm_site);
-    free(f->sites);
+    if (f->cap) {
+        b->site_bytes -= f->cap * sizeof(bpm_site);
+        free(f->s.heap);
+    }
     vmt_hmap_del(&b->frames, &fk, NULL);
     b->nsites--;
     return VMT_OK;
@@ -376,33 +390,36 @@ vmt_status bpm_ctl_disarm(vmt_bpm *b, vmt_view view, vmt_gfn gfn, vmt_va va)
         return dbg_disarm(b, va);
     unsigned off = (unsigned)vmt_page_offset(va);
     uint64_t fk = bpm_fkey(view, gfn);
-    bpm_frame f;
+    bpm_frame *f = bpm_frame_at(b, fk);
     int i;
-    if (!bpm_frame_get(b, fk, &f) || (i = bpm_site_find(&f, off)) < 0)
+    if (!f || (i = bpm_site_find(f, off)) < 0)
         return vmt_errbuf_set(&b->err, VMT_E_INTERNAL, "bpm: active va 0x%llx has no site at view %u gfn 0x%llx",
                               (unsigned long long)va, (unsigned)view, (unsigned long long)gfn);
-    if (f.sites[i].nref > 1) {
-        f.sites[i].nref--;
+    bpm_site *site = &bpm_sites(f)[i];
+    if (site->nref > 1) {
+        site->nref--;
         return VMT_OK;
     }
-    if (f.nsites == 1)
-        return disarm_frame(b, view, gfn, fk, &f);
-    if (b->ctl == VMT_BPM_CTL_SHADOW && !(f.sites[i].flags & SITE_DOUBLE)) {
-        vmt_status st = vmt_drv_write_phys(b->d, vmt_gfn_to_pa(f.shadow) + off, &f.sites[i].orig, 1);
+    if (f->nsites == 1) {
+        bpm_frame copy = *f; /* the record goes with the map entry */
+        return disarm_frame(b, view, gfn, fk, &copy);
+    }
+    if (b->ctl == VMT_BPM_CTL_SHADOW && !(site->flags & SITE_DOUBLE)) {
+        vmt_status st = vmt_drv_write_phys(b->d, vmt_gfn_to_pa(f->shadow) + off, &site->orig, 1);
         if (st)
             return drv_fail(b, st, "restoring the original byte in the shadow", view, gfn);
     }
-    site_erase(&f, (unsigned)i);
-    bpm_frame_set(b, fk, &f);
+    site_erase(b, f, (unsigned)i);
     b->nsites--;
     return VMT_OK;
 }
 
 vmt_status bpm_ctl_refresh_frame(vmt_bpm *b, uint64_t fk)
 {
-    bpm_frame f;
-    if (!bpm_frame_get(b, fk, &f) || b->ctl != VMT_BPM_CTL_SHADOW)
+    bpm_frame *f = bpm_frame_at(b, fk);
+    if (!f || b->ctl != VMT_BPM_CTL_SHADOW)
         return VMT_OK; /* removed meanwhile: nothing to refresh */
+    bpm_site *sites = bpm_sites(f);
     vmt_view view = bpm_fkey_view(fk);
     vmt_gfn gfn = bpm_fkey_gfn(fk);
     uint8_t page[VMT_PAGE_SIZE];
@@ -411,14 +428,14 @@ vmt_status bpm_ctl_refresh_frame(vmt_bpm *b, uint64_t fk)
         return drv_fail(b, st, "reading the written frame", view, gfn);
     uint8_t orig[VMT_PAGE_SIZE];
     memcpy(orig, page, sizeof page);
-    for (uint32_t i = 0; i < f.nsites; i++)
-        page[f.sites[i].off] = BPM_INT3;
-    st = vmt_drv_write_phys(b->d, vmt_gfn_to_pa(f.shadow), page, sizeof page);
+    for (uint32_t i = 0; i < f->nsites; i++)
+        page[sites[i].off] = BPM_INT3;
+    st = vmt_drv_write_phys(b->d, vmt_gfn_to_pa(f->shadow), page, sizeof page);
     if (st)
         return drv_fail(b, st, "rebuilding the shadow frame", view, gfn);
-    for (uint32_t i = 0; i < f.nsites; i++) {
-        f.sites[i].orig = orig[f.sites[i].off];
-        f.sites[i].flags = (uint8_t)((f.sites[i].flags & ~SITE_DOUBLE) | (orig[f.sites[i].off] == BPM_INT3 ? SITE_DOUBLE : 0));
+    for (uint32_t i = 0; i < f->nsites; i++) {
+        sites[i].orig = orig[sites[i].off];
+        sites[i].flags = (uint8_t)((sites[i].flags & ~SITE_DOUBLE) | (orig[sites[i].off] == BPM_INT3 ? SITE_DOUBLE : 0));
     }
     b->refreshes++;
     return VMT_OK;
@@ -426,8 +443,8 @@ vmt_status bpm_ctl_refresh_frame(vmt_bpm *b, uint64_t fk)
 
 vmt_status bpm_ctl_patch_frame(vmt_bpm *b, uint64_t fk, unsigned off, const uint8_t *bytes, unsigned size)
 {
-    bpm_frame f;
-    if (!bpm_frame_get(b, fk, &f) || b->ctl != VMT_BPM_CTL_SHADOW || off >= VMT_PAGE_SIZE)
+    bpm_frame *f = bpm_frame_at(b, fk);
+    if (!f || b->ctl != VMT_BPM_CTL_SHADOW || off >= VMT_PAGE_SIZE)
         return VMT_OK;
     if (size > VMT_PAGE_SIZE - off)
         size = (unsigned)(VMT_PAGE_SIZE - off); /* the part in this frame */
@@ -436,17 +453,17 @@ vmt_status bpm_ctl_patch_frame(vmt_bpm *b, uint64_t fk, unsigned off, const uint
         size = sizeof buf;
     int idx[8];
     for (unsigned i = 0; i < size; i++) {
-        idx[i] = bpm_site_find(&f, off + i);
+        idx[i] = bpm_site_find(f, off + i);
         buf[i] = idx[i] >= 0 ? BPM_INT3 : bytes[i];
     }
-    vmt_status st = vmt_drv_write_phys(b->d, vmt_gfn_to_pa(f.shadow) + off, buf, size);
+    vmt_status st = vmt_drv_write_phys(b->d, vmt_gfn_to_pa(f->shadow) + off, buf, size);
     if (st)
         return drv_fail(b, st, "patching the shadow frame with the guest's write", bpm_fkey_view(fk),
                         bpm_fkey_gfn(fk));
     for (unsigned i = 0; i < size; i++) {
         if (idx[i] < 0)
             continue;
-        bpm_site *s = &f.sites[idx[i]];
+        bpm_site *s = &bpm_sites(f)[idx[i]];
         s->orig = bytes[i];
         s->flags = (uint8_t)((s->flags & ~SITE_DOUBLE) | (bytes[i] == BPM_INT3 ? SITE_DOUBLE : 0));
     }
@@ -472,10 +489,10 @@ void bpm_ctl_release_all(vmt_bpm *b)
         } else {
             (void)vmt_session_unrestrict(b->s, view, gfn, VMT_OWNER_BPM);
         }
-        free(f.sites);
+        if (f.cap)
+            free(f.s.heap);
     }
     vmt_hmap_free(&b->frames);
-    vmt_hmap_free(&b->shadows);
     for (unsigned i = 0; i < b->ndbg; i++) {
         if (b->dbg[i].nref)
             (void)vmt_drv_hw_breakpoint(b->d, VMT_VCPU_ALL, i, 0, 0);

@@ -61,11 +61,11 @@ static vmt_pa event_root(const vmt_event *ev) { return ev->regs.cr3 & VMT_CR3_AD
  * backing): map it back to the guest frame. */
 static vmt_gfn guest_gfn(const vmt_bpm *b, vmt_gfn gfn)
 {
-    const void *p = vmt_hmap_get(&b->shadows, &gfn);
-    if (!p)
+    void *kp;
+    if (!vmt_hmap_get2(&b->frames, &gfn, &kp)) /* frames by shadow gfn (SHADOW only) */
         return gfn;
     uint64_t fk;
-    memcpy(&fk, p, sizeof fk);
+    memcpy(&fk, kp, sizeof fk);
     return bpm_fkey_gfn(fk);
 }
 
@@ -114,7 +114,7 @@ static bool event_site(const vmt_bpm *b, const vmt_event *ev, ev_site *out)
     if (i < 0)
         return false;
     out->gfn = gfn;
-    out->site = f.sites[i];
+    out->site = bpm_sites_c(&f)[i];
     return true;
 }
 

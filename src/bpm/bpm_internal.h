@@ -33,11 +33,21 @@ typedef struct bpm_site {
     uint32_t nref;    /* active contexts installed here */
 } bpm_site;
 
+/* A frame with breakpoints. Nearly always one site: it is stored inline
+ * (cap 0); a second site moves the sites to a heap array of cap entries. */
 typedef struct bpm_frame {
-    uint64_t shadow;  /* shadow gfn (SHADOW), else 0 */
-    bpm_site *sites;
+    uint64_t shadow;  /* shadow gfn (SHADOW), else 0; the frames map's secondary key */
+    union {
+        bpm_site *heap;   /* cap > 0 */
+        bpm_site one;     /* cap == 0: the only site */
+    } s;
     uint32_t nsites, cap;
 } bpm_frame;
+_Static_assert(sizeof(bpm_site) == 8 && sizeof(bpm_frame) == 24, "frame records stay small");
+
+static inline bpm_site *bpm_sites(bpm_frame *f) { return f->cap ? f->s.heap : &f->s.one; }
+static inline const bpm_site *bpm_sites_c(const bpm_frame *f) { return f->cap ? f->s.heap : &f->s.one; }
+static inline uint32_t bpm_sites_room(const bpm_frame *f) { return f->cap ? f->cap : 1; }
 
 typedef struct bpm_ctx_key {
     uint64_t va;
@@ -81,7 +91,7 @@ struct vmt_bpm {
     vmt_bpm_controller ctl;
     unsigned flags;
     uint64_t ram_frames;
-    vmt_hmap vas, more, keys, globals, frames, shadows, refresh;
+    vmt_hmap vas, more, keys, globals, frames, refresh; /* frames: also by shadow gfn (SHADOW) */
     size_t nctx;      /* address contexts */
     bpm_dbg_slot dbg[BPM_MAX_DBG];
     unsigned ndbg;
@@ -139,11 +149,10 @@ static inline bool bpm_frame_get(const vmt_bpm *b, uint64_t fk, bpm_frame *f)
     memcpy(f, p, sizeof *f);
     return true;
 }
-static inline void bpm_frame_set(vmt_bpm *b, uint64_t fk, const bpm_frame *f)
+/* The stored frame record (valid until the next put/del on frames), or NULL. */
+static inline bpm_frame *bpm_frame_at(const vmt_bpm *b, uint64_t fk)
 {
-    void *p = vmt_hmap_get(&b->frames, &fk);
-    if (p)
-        memcpy(p, f, sizeof *f);
+    return (bpm_frame *)vmt_hmap_get(&b->frames, &fk);
 }
 
 /* Index of the site at off in f, or -1. */

@@ -43,17 +43,27 @@ static inline uint64_t hash_impl(const void *p, size_t n)
 
 uint64_t vmt_hash_bytes(const void *p, size_t n) { return hash_impl(p, n); }
 
+/* One index: its words, and where its key sits in an entry. The primary
+ * index uses the key (offset 0); index2 the secondary key. */
+typedef struct ixv {
+    uint32_t *w;
+    uint32_t off, size;
+} ixv;
+
+static inline ixv primary(const vmt_hmap *m) { return (ixv){ m->index, 0, m->key_size }; }
+static inline ixv secondary(const vmt_hmap *m) { return (ixv){ m->index2, m->key2_offset, m->key2_size }; }
+
 /* The common key sizes get a hash specialised by the compiler. */
-static inline uint64_t hash_key(const vmt_hmap *m, const void *key)
+static inline uint64_t hash_n(const void *key, uint32_t size)
 {
-    switch (m->key_size) {
+    switch (size) {
     case 8: return hash_impl(key, 8);
     case 16: return hash_impl(key, 16);
-    default: return hash_impl(key, m->key_size);
+    default: return hash_impl(key, size);
     }
 }
 
-void vmt_hmap_init(vmt_hmap *m, size_t key_size, size_t val_size)
+static void init_common(vmt_hmap *m, size_t key_size, size_t val_size)
 {
     memset(m, 0, sizeof *m);
     m->key_size = (uint32_t)key_size;
@@ -62,12 +72,26 @@ void vmt_hmap_init(vmt_hmap *m, size_t key_size, size_t val_size)
     m->entry_size = (uint32_t)(m->val_offset + ((val_size + 7) & ~(size_t)7));
 }
 
+void vmt_hmap_init(vmt_hmap *m, size_t key_size, size_t val_size)
+{
+    init_common(m, key_size, val_size);
+}
+
+void vmt_hmap_init2(vmt_hmap *m, size_t key_size, size_t val_size, size_t key2_offset, size_t key2_size)
+{
+    init_common(m, key_size, val_size);
+    m->key2_offset = m->val_offset + (uint32_t)key2_offset;
+    m->key2_size = (uint32_t)key2_size;
+}
+
 void vmt_hmap_free(vmt_hmap *m)
 {
     free(m->entries);
     free(m->index);
+    free(m->index2);
     m->entries = NULL;
     m->index = NULL;
+    m->index2 = NULL;
     m->cap = 0;
     m->ecap = 0;
     m->count = 0;
@@ -82,26 +106,27 @@ static inline uint8_t *entry_at(const vmt_hmap *m, size_t e) { return m->entries
 static inline uint32_t tag_of(uint64_t h) { return (uint32_t)(h >> 59) << ID_BITS; }
 static inline uint32_t word_of(uint64_t h, size_t e) { return tag_of(h) | (uint32_t)(e + 1); }
 static inline size_t entry_of(uint32_t w) { return (size_t)(w & ID_MASK) - 1; }
+static inline uint64_t entry_hash(const vmt_hmap *m, ixv x, size_t e) { return hash_n(entry_at(m, e) + x.off, x.size); }
 
-static inline bool key_equal(const vmt_hmap *m, const uint8_t *ent, const void *key)
+static inline bool key_equal(const uint8_t *a, const void *key, uint32_t size)
 {
-    if (m->key_size == 8) {
-        uint64_t a, b;
-        memcpy(&a, ent, 8);
-        memcpy(&b, key, 8);
-        return a == b;
+    if (size == 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, key, 8);
+        return x == y;
     }
-    if (m->key_size == 16) {
-        uint64_t a[2], b[2];
-        memcpy(a, ent, 16);
-        memcpy(b, key, 16);
-        return a[0] == b[0] && a[1] == b[1];
+    if (size == 16) {
+        uint64_t x[2], y[2];
+        memcpy(x, a, 16);
+        memcpy(y, key, 16);
+        return x[0] == y[0] && x[1] == y[1];
     }
-    return memcmp(ent, key, m->key_size) == 0;
+    return memcmp(a, key, size) == 0;
 }
 
-/* Index slot of key (hash h), or SIZE_MAX. */
-static size_t find_hashed(const vmt_hmap *m, const void *key, uint64_t h)
+/* Index slot of key (hash h) in index x, or SIZE_MAX. */
+static size_t find_in(const vmt_hmap *m, ixv x, const void *key, uint64_t h)
 {
     if (m->count == 0)
         return SIZE_MAX;
@@ -109,8 +134,8 @@ static size_t find_hashed(const vmt_hmap *m, const void *key, uint64_t h)
     const size_t mask = m->cap - 1;
     size_t i = (size_t)h & mask;
     uint32_t w;
-    while ((w = m->index[i]) != 0) {
-        if ((w & TAG_MASK) == tag && key_equal(m, entry_at(m, entry_of(w)), key))
+    while ((w = x.w[i]) != 0) {
+        if ((w & TAG_MASK) == tag && key_equal(entry_at(m, entry_of(w)) + x.off, key, x.size))
             return i;
         i = (i + 1) & mask;
     }
@@ -118,31 +143,44 @@ static size_t find_hashed(const vmt_hmap *m, const void *key, uint64_t h)
 }
 
 /* Index slot that holds entry e (whose key hashes to h). */
-static size_t slot_of_entry(const vmt_hmap *m, size_t e, uint64_t h)
+static size_t slot_of_entry(const vmt_hmap *m, ixv x, size_t e, uint64_t h)
 {
     const uint32_t want = word_of(h, e);
     const size_t mask = m->cap - 1;
     size_t i = (size_t)h & mask;
-    while (m->index[i] != want)
+    while (x.w[i] != want)
         i = (i + 1) & mask;
     return i;
+}
+
+static void place(const vmt_hmap *m, uint32_t *w, size_t cap, uint64_t h, size_t e)
+{
+    (void)m;
+    const size_t mask = cap - 1;
+    size_t j = (size_t)h & mask;
+    while (w[j])
+        j = (j + 1) & mask;
+    w[j] = word_of(h, e);
 }
 
 static vmt_status rehash(vmt_hmap *m, size_t new_cap)
 {
     uint32_t *index = calloc(new_cap, sizeof *index);
-    if (!index)
+    uint32_t *index2 = m->key2_size ? calloc(new_cap, sizeof *index2) : NULL;
+    if (!index || (m->key2_size && !index2)) {
+        free(index);
+        free(index2);
         return VMT_E_NOMEM;
-    const size_t mask = new_cap - 1;
+    }
     for (size_t e = 0; e < m->count; e++) {
-        uint64_t h = hash_key(m, entry_at(m, e));
-        size_t j = (size_t)h & mask;
-        while (index[j])
-            j = (j + 1) & mask;
-        index[j] = word_of(h, e);
+        place(m, index, new_cap, entry_hash(m, primary(m), e), e);
+        if (index2)
+            place(m, index2, new_cap, entry_hash(m, secondary(m), e), e);
     }
     free(m->index);
+    free(m->index2);
     m->index = index;
+    m->index2 = index2;
     m->cap = new_cap;
     return VMT_OK;
 }
@@ -184,14 +222,27 @@ vmt_status vmt_hmap_reserve(vmt_hmap *m, size_t n)
 
 void *vmt_hmap_get(const vmt_hmap *m, const void *key)
 {
-    size_t i = find_hashed(m, key, hash_key(m, key));
+    size_t i = find_in(m, primary(m), key, hash_n(key, m->key_size));
     return i == SIZE_MAX ? NULL : entry_at(m, entry_of(m->index[i])) + m->val_offset;
+}
+
+void *vmt_hmap_get2(const vmt_hmap *m, const void *key2, void **key)
+{
+    if (!m->key2_size)
+        return NULL;
+    size_t i = find_in(m, secondary(m), key2, hash_n(key2, m->key2_size));
+    if (i == SIZE_MAX)
+        return NULL;
+    uint8_t *ent = entry_at(m, entry_of(m->index2[i]));
+    if (key)
+        *key = ent;
+    return ent + m->val_offset;
 }
 
 vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **slot_val, bool *existed)
 {
-    uint64_t h = hash_key(m, key);
-    size_t i = find_hashed(m, key, h);
+    uint64_t h = hash_n(key, m->key_size);
+    size_t i = find_in(m, primary(m), key, h);
     if (i != SIZE_MAX) {
         if (existed)
             *existed = true;
@@ -199,20 +250,28 @@ vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **sl
             *slot_val = entry_at(m, entry_of(m->index[i])) + m->val_offset;
         return VMT_OK;
     }
+    uint64_t h2 = 0;
+    if (m->key2_size) {
+        uint8_t zero2[64] = { 0 };
+        const uint8_t *k2 = val ? (const uint8_t *)val + (m->key2_offset - m->val_offset) : zero2;
+        if (!val && m->key2_size > sizeof zero2)
+            return VMT_E_INVAL;
+        h2 = hash_n(k2, m->key2_size);
+        if (find_in(m, secondary(m), k2, h2) != SIZE_MAX)
+            return VMT_E_CONFLICT;
+    }
     vmt_status st = vmt_hmap_reserve(m, m->count + 1);
     if (st)
         return st;
-    const size_t mask = m->cap - 1;
-    i = (size_t)h & mask;
-    while (m->index[i])
-        i = (i + 1) & mask;
     size_t e = m->count;
     uint8_t *ent = entry_at(m, e);
     memset(ent, 0, m->entry_size); /* padding is zero: entries compare and hash as bytes */
     memcpy(ent, key, m->key_size);
     if (val)
         memcpy(ent + m->val_offset, val, m->val_size);
-    m->index[i] = word_of(h, e);
+    place(m, m->index, m->cap, h, e);
+    if (m->key2_size)
+        place(m, m->index2, m->cap, h2, e);
     m->count++;
     if (existed)
         *existed = false;
@@ -221,35 +280,46 @@ vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **sl
     return VMT_OK;
 }
 
+/* Take the word at slot i out of index x: backward shift of the later words
+ * of the cluster whose probe path (home..position) crosses the hole. */
+static void unplace(const vmt_hmap *m, ixv x, size_t i)
+{
+    const size_t mask = m->cap - 1;
+    size_t hole = i, j = i;
+    for (;;) {
+        j = (j + 1) & mask;
+        uint32_t w = x.w[j];
+        if (!w)
+            break;
+        size_t home = (size_t)entry_hash(m, x, entry_of(w)) & mask;
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+            x.w[hole] = w;
+            hole = j;
+        }
+    }
+    x.w[hole] = 0;
+}
+
 int vmt_hmap_del(vmt_hmap *m, const void *key, void *val_out)
 {
-    size_t i = find_hashed(m, key, hash_key(m, key));
+    size_t i = find_in(m, primary(m), key, hash_n(key, m->key_size));
     if (i == SIZE_MAX)
         return 0;
     const size_t e = entry_of(m->index[i]);
     if (val_out)
         memcpy(val_out, entry_at(m, e) + m->val_offset, m->val_size);
-    /* Backward shift in the index: move later words of the cluster into
-     * the hole when the hole lies on their probe path (home..position). */
-    const size_t mask = m->cap - 1;
-    size_t hole = i, j = i;
-    for (;;) {
-        j = (j + 1) & mask;
-        uint32_t w = m->index[j];
-        if (!w)
-            break;
-        size_t home = (size_t)hash_key(m, entry_at(m, entry_of(w))) & mask;
-        if (((j - home) & mask) >= ((j - hole) & mask)) {
-            m->index[hole] = w;
-            hole = j;
-        }
-    }
-    m->index[hole] = 0;
-    /* Swap-remove: the last entry moves into e; its index word follows. */
+    unplace(m, primary(m), i);
+    if (m->key2_size)
+        unplace(m, secondary(m), slot_of_entry(m, secondary(m), e, entry_hash(m, secondary(m), e)));
+    /* Swap-remove: the last entry moves into e; its index words follow. */
     const size_t last = m->count - 1;
     if (e != last) {
-        uint64_t h = hash_key(m, entry_at(m, last));
-        m->index[slot_of_entry(m, last, h)] = word_of(h, e);
+        uint64_t h = entry_hash(m, primary(m), last);
+        m->index[slot_of_entry(m, primary(m), last, h)] = word_of(h, e);
+        if (m->key2_size) {
+            h = entry_hash(m, secondary(m), last);
+            m->index2[slot_of_entry(m, secondary(m), last, h)] = word_of(h, e);
+        }
         memcpy(entry_at(m, e), entry_at(m, last), m->entry_size);
     }
     m->count--;
@@ -278,7 +348,52 @@ bool vmt_hmap_next(const vmt_hmap *m, size_t *it, void **key, void **val)
 
 size_t vmt_hmap_memory(const vmt_hmap *m)
 {
-    return m->ecap * (size_t)m->entry_size + m->cap * sizeof *m->index;
+    return m->ecap * (size_t)m->entry_size + m->cap * sizeof *m->index * (m->key2_size ? 2 : 1);
+}
+
+static vmt_status check_index(const vmt_hmap *m, ixv x, const char *name, char *why, size_t why_len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < m->cap; i++) {
+        uint32_t w = x.w[i];
+        if (!w)
+            continue;
+        n++;
+        size_t e = entry_of(w);
+        if (e >= m->count) {
+            vmt_why(why, why_len, "hmap: %s slot %zu names entry %zu of %zu", name, i, e, m->count);
+            return VMT_E_INTERNAL;
+        }
+        uint64_t h = entry_hash(m, x, e);
+        if ((w & TAG_MASK) != tag_of(h)) {
+            vmt_why(why, why_len, "hmap: %s slot %zu has hash bits 0x%x, its entry's key has 0x%x", name, i,
+                    w >> ID_BITS, tag_of(h) >> ID_BITS);
+            return VMT_E_INTERNAL;
+        }
+        size_t home = (size_t)h & (m->cap - 1);
+        for (size_t k = home; k != i; k = (k + 1) & (m->cap - 1)) {
+            if (!x.w[k]) {
+                vmt_why(why, why_len, "hmap: entry %zu (%s slot %zu) unreachable from home %zu (empty slot %zu)", e,
+                        name, i, home, k);
+                return VMT_E_INTERNAL;
+            }
+        }
+    }
+    if (n != m->count) {
+        vmt_why(why, why_len, "hmap: count %zu but %zu %s words", m->count, n, name);
+        return VMT_E_INTERNAL;
+    }
+    /* n words for n entries: each entry is found at its own word, so the
+     * words name every entry exactly once (and no key repeats). */
+    for (size_t e = 0; e < m->count; e++) {
+        const uint8_t *k = entry_at(m, e) + x.off;
+        size_t i = find_in(m, x, k, hash_n(k, x.size));
+        if (i == SIZE_MAX || entry_of(x.w[i]) != e) {
+            vmt_why(why, why_len, "hmap: entry %zu is not found by its %s key (duplicate key or lost word)", e, name);
+            return VMT_E_INTERNAL;
+        }
+    }
+    return VMT_OK;
 }
 
 vmt_status vmt_hmap_check(const vmt_hmap *m, char *why, size_t why_len)
@@ -299,45 +414,8 @@ vmt_status vmt_hmap_check(const vmt_hmap *m, char *why, size_t why_len)
                 m->ecap, m->cap);
         return VMT_E_INTERNAL;
     }
-    size_t n = 0;
-    for (size_t i = 0; i < m->cap; i++) {
-        uint32_t w = m->index[i];
-        if (!w)
-            continue;
-        n++;
-        size_t e = entry_of(w);
-        if (e >= m->count) {
-            vmt_why(why, why_len, "hmap: index slot %zu names entry %zu of %zu", i, e, m->count);
-            return VMT_E_INTERNAL;
-        }
-        uint64_t h = hash_key(m, entry_at(m, e));
-        if ((w & TAG_MASK) != tag_of(h)) {
-            vmt_why(why, why_len, "hmap: index slot %zu has hash bits 0x%x, its entry's key has 0x%x", i,
-                    w >> ID_BITS, tag_of(h) >> ID_BITS);
-            return VMT_E_INTERNAL;
-        }
-        size_t home = (size_t)h & (m->cap - 1);
-        for (size_t k = home; k != i; k = (k + 1) & (m->cap - 1)) {
-            if (!m->index[k]) {
-                vmt_why(why, why_len, "hmap: entry %zu (index slot %zu) unreachable from home %zu (empty slot %zu)",
-                        e, i, home, k);
-                return VMT_E_INTERNAL;
-            }
-        }
-    }
-    if (n != m->count) {
-        vmt_why(why, why_len, "hmap: count %zu but %zu index words", m->count, n);
-        return VMT_E_INTERNAL;
-    }
-    /* n words for n entries: each entry is found at its own word, so the
-     * words name every entry exactly once. */
-    for (size_t e = 0; e < m->count; e++) {
-        const uint8_t *ent = entry_at(m, e);
-        size_t i = find_hashed(m, ent, hash_key(m, ent));
-        if (i == SIZE_MAX || entry_of(m->index[i]) != e) {
-            vmt_why(why, why_len, "hmap: entry %zu is not found by its key (duplicate key or lost word)", e);
-            return VMT_E_INTERNAL;
-        }
-    }
-    return VMT_OK;
+    vmt_status st = check_index(m, primary(m), "index", why, why_len);
+    if (!st && m->key2_size)
+        st = check_index(m, secondary(m), "index2", why, why_len);
+    return st;
 }

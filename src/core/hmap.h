@@ -19,6 +19,12 @@
  * power of two, grown at 3/4 load and shrunk at 1/8; the entries array
  * shrinks below 1/4 use. At most VMT_HMAP_MAX_ENTRIES entries.
  *
+ * Secondary key (vmt_hmap_init2): a map may also index its entries by a
+ * second unique key stored inside the value (e.g. a frame's shadow gfn), in
+ * a second index of the same shape, so one record is reachable by two keys
+ * without a second map holding copies. Never change the key2 bytes of a
+ * stored value in place (delete and put again).
+ *
  * Failure atomicity: vmt_hmap_put() grows BEFORE inserting, so on
  * VMT_E_NOMEM the map is unchanged. Pointers returned by get/put/next are
  * valid until the next put or del on the map (a del moves an entry).
@@ -26,7 +32,8 @@
  * Invariants (vmt_hmap_check): count <= entry capacity; the index holds
  * exactly count words, one per entry, each with its entry's hash bits and
  * reachable from the entry's home slot without crossing an empty slot;
- * load <= 3/4.
+ * load <= 3/4; with a secondary key, the same holds for index2 and the
+ * key2 bytes of each entry.
  */
 #ifndef VMT_CORE_HMAP_H
 #define VMT_CORE_HMAP_H
@@ -49,10 +56,16 @@ typedef struct vmt_hmap {
     uint32_t val_size;
     uint32_t val_offset; /* key_size rounded up to 8: values are 8-byte aligned */
     uint32_t entry_size; /* a multiple of 8, so every entry is 8-byte aligned */
+    uint32_t *index2;    /* cap words over key2 (only when key2_size) */
+    uint32_t key2_offset;/* of key2 inside the entry */
+    uint32_t key2_size;  /* 0: no secondary key */
 } vmt_hmap;
 
 /* key_size >= 1; val_size may be 0 (a set). */
 void vmt_hmap_init(vmt_hmap *m, size_t key_size, size_t val_size);
+/* A map whose values also hold a unique secondary key of key2_size bytes at
+ * key2_offset inside the value (key2_offset + key2_size <= val_size). */
+void vmt_hmap_init2(vmt_hmap *m, size_t key_size, size_t val_size, size_t key2_offset, size_t key2_size);
 void vmt_hmap_free(vmt_hmap *m);
 static inline size_t vmt_hmap_count(const vmt_hmap *m) { return m->count; }
 
@@ -63,6 +76,11 @@ void *vmt_hmap_get(const vmt_hmap *m, const void *key);
  * *slot_val points at the stored value and *existed says whether the key was
  * already there (then the value is NOT overwritten). */
 vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **slot_val, bool *existed);
+/* Value of the entry whose secondary key is key2, or NULL; *key (when key
+ * is non-NULL) points at that entry's primary key. */
+void *vmt_hmap_get2(const vmt_hmap *m, const void *key2, void **key);
+/* (put: with a secondary key, a new entry whose key2 another entry already
+ * has is refused with VMT_E_CONFLICT and the map is unchanged.) */
 /* Remove key; copies the old value to val_out when non-NULL. Returns 1 if
  * it was present. */
 int vmt_hmap_del(vmt_hmap *m, const void *key, void *val_out);

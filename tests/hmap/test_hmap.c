@@ -234,6 +234,73 @@ static void test_check_catches_corruption(void **state)
     vmt_hmap_free(&m);
 }
 
+/* A secondary key inside the value: both keys find the same record through
+ * puts, swap-removing deletes and rehashes; a repeated key2 is refused with
+ * the map unchanged; changing key2 in place is caught by the checker. */
+typedef struct frame_rec {
+    uint64_t shadow; /* key2 */
+    uint64_t data;
+} frame_rec;
+
+static void test_secondary_key(void **state)
+{
+    (void)state;
+    enum { N = 3000 };
+    vmt_hmap m;
+    vmt_hmap_init2(&m, sizeof(uint64_t), sizeof(frame_rec), offsetof(frame_rec, shadow), sizeof(uint64_t));
+    for (uint64_t k = 1; k <= N; k++) {
+        frame_rec r = { 0x100000 + k * 7, k * 13 };
+        assert_int_equal(vmt_hmap_put(&m, &k, &r, NULL, NULL), VMT_OK);
+    }
+    check_ok(&m);
+    /* a new key with a key2 that is taken: refused, nothing changes */
+    size_t mem = vmt_hmap_memory(&m);
+    uint64_t nk = N + 1;
+    frame_rec dup = { 0x100000 + 5 * 7, 1 };
+    assert_int_equal(vmt_hmap_put(&m, &nk, &dup, NULL, NULL), VMT_E_CONFLICT);
+    assert_int_equal(vmt_hmap_count(&m), N);
+    assert_null(vmt_hmap_get(&m, &nk));
+    assert_int_equal(vmt_hmap_memory(&m), mem);
+    check_ok(&m);
+    for (uint64_t k = 1; k <= N; k += 2)
+        assert_int_equal(vmt_hmap_del(&m, &k, NULL), 1);
+    check_ok(&m);
+    for (uint64_t k = 1; k <= N; k++) {
+        uint64_t sh = 0x100000 + k * 7;
+        void *kp = NULL;
+        frame_rec *by2 = vmt_hmap_get2(&m, &sh, &kp);
+        frame_rec *by1 = vmt_hmap_get(&m, &k);
+        if (k % 2) {
+            assert_null(by2);
+            assert_null(by1);
+        } else {
+            assert_non_null(by2);
+            assert_ptr_equal(by1, by2);
+            assert_memory_equal(kp, &k, sizeof k);
+            assert_true(by2->data == k * 13);
+        }
+    }
+    /* a freed key2 can be used again */
+    uint64_t k1 = 1;
+    frame_rec again = { 0x100000 + 1 * 7, 99 };
+    assert_int_equal(vmt_hmap_put(&m, &k1, &again, NULL, NULL), VMT_OK);
+    check_ok(&m);
+    /* key2 changed in place: the checker says so */
+    frame_rec *p = vmt_hmap_get(&m, &k1);
+    p->shadow = 0x42;
+    char why[256];
+    assert_int_equal(vmt_hmap_check(&m, why, sizeof why), VMT_E_INTERNAL);
+    p->shadow = 0x100000 + 1 * 7;
+    check_ok(&m);
+    /* a plain map has no secondary key */
+    vmt_hmap plain;
+    vmt_hmap_init(&plain, sizeof(uint64_t), sizeof(uint64_t));
+    assert_int_equal(vmt_hmap_put(&plain, &k1, &k1, NULL, NULL), VMT_OK);
+    assert_null(vmt_hmap_get2(&plain, &k1, NULL));
+    vmt_hmap_free(&plain);
+    vmt_hmap_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +309,7 @@ int main(void)
         cmocka_unit_test(test_memory_is_compact),
         cmocka_unit_test(test_swap_remove_keeps_values),
         cmocka_unit_test(test_check_catches_corruption),
+        cmocka_unit_test(test_secondary_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
