@@ -116,8 +116,11 @@ static int run(size_t n, unsigned per_frame, result *out)
 int main(int argc, char **argv)
 {
     size_t max = 1000000;
+    const char *only = NULL; /* "dense" or "spread": one layout (for perf) */
     if (argc > 1)
         max = strtoull(argv[1], NULL, 0);
+    if (argc > 2)
+        only = argv[2];
     static const size_t ns[] = { 10000, 100000, 1000000 };
     static const struct { const char *name; unsigned per_frame; } layouts[] = {
         { "dense (64/frame)", 64 },
@@ -126,6 +129,8 @@ int main(int argc, char **argv)
     printf("bench_bpm: shadow-INT3 manager, mem driver in no-op mode, insert_pa + remove (thread CPU time)\n");
     printf("%-18s %9s %9s %12s %12s %10s\n", "layout", "N", "frames", "insert ns", "remove ns", "bytes/bp");
     for (size_t l = 0; l < 2; l++) {
+        if (only && strncmp(layouts[l].name, only, strlen(only)) != 0)
+            continue;
         result r[3];
         size_t done = 0;
         for (size_t i = 0; i < 3 && ns[i] <= max; i++, done++) {
