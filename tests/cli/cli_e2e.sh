@@ -41,7 +41,9 @@ extra=()
 [ "$returns" = 1 ] && extra=(--returns)
 [ -n "$iterations" ] && extra+=(--set "workload_iterations=$iterations")
 extra+=(--breakpoints "$breakpoints")
-"$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
+# A wall-clock watchdog as well (--limit counts guest time only): SIGINT
+# ends the run cleanly with its summary, which then says why.
+timeout -s INT 90 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
     "${extra[@]}" --json --limit 100 >"$log"
 rc=$?
 failures=0
@@ -62,6 +64,7 @@ if [ "$rc" -ne 0 ]; then
 fi
 check "every line is a JSON object with an event" 'all(.[]; type == "object" and has("event"))'
 check "exactly one summary, last" '(map(select(.event == "summary")) | length == 1) and (last.event == "summary")'
+check "the run ended because the guest finished" 'last.end == "the guest finished"'
 check "guest finished with exit code 0" 'last.guest_exit_code == 0'
 check "four hooks, each with calls" '(last.hooks | length == 4) and all(last.hooks[]; .hits > 0)'
 check "hook counts equal the guest's own counts" \
@@ -139,7 +142,7 @@ fi
 # second run is cheap there).
 if [ "$driver" = kvm ] && [ "$breakpoints" = debug ]; then
     text=$(mktemp)
-    "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
+    timeout -s INT 90 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
         "${extra[@]}" --limit 100 >"$text" 2>&1
     calls_text=$(grep -c '^call ' "$text")
     calls_json=$(jq -s '[.[] | select(.event == "call")] | length' "$log")
