@@ -44,6 +44,10 @@ struct vmt_emulator {
     vmt_errbuf err;
     uint64_t pages[EMUL_MAX_PAGES];
     uint32_t perms[EMUL_MAX_PAGES];
+    uint8_t *copy[EMUL_MAX_PAGES];   /* what Unicorn's page holds (pool of buffers) */
+    bool unknown[EMUL_MAX_PAGES];    /* an aborted instruction may have stored into it */
+    bool code[EMUL_MAX_PAGES];       /* code was translated from it (it may hold translations) */
+    uint8_t *copy_pool;
     unsigned npages;
     struct {
         uint64_t va;
@@ -89,9 +93,17 @@ static bool not_performed(const cs_insn *in)
     return false;
 }
 
+static int page_index(const vmt_emulator *em, uint64_t va);
+
 static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
 {
     vmt_emulator *em = user;
+    /* the translated block may go on past this instruction, into the next page */
+    int here = page_index(em, addr), next = page_index(em, (addr & ~4095ull) + 4096);
+    if (here >= 0)
+        em->code[here] = true;
+    if (next >= 0)
+        em->code[next] = true;
     uint8_t bytes[16];
     if (size > sizeof bytes || uc_mem_read(uc, addr, bytes, size) != UC_ERR_OK)
         return;
@@ -156,7 +168,16 @@ vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len)
         return VMT_E_NOMEM;
     }
     uc_hook h;
+    em->copy_pool = malloc((size_t)EMUL_MAX_PAGES * 4096);
+    if (!em->copy_pool) {
+        free(em);
+        vmt_why(why, why_len, "emulate: out of memory");
+        return VMT_E_NOMEM;
+    }
+    for (unsigned i = 0; i < EMUL_MAX_PAGES; i++)
+        em->copy[i] = em->copy_pool + (size_t)i * 4096;
     if (uc_open(UC_ARCH_X86, UC_MODE_64, &em->uc) != UC_ERR_OK) {
+        free(em->copy_pool);
         free(em);
         vmt_why(why, why_len, "emulate: uc_open failed");
         return VMT_E_DRIVER;
@@ -179,11 +200,17 @@ vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len)
 
 static void unmap_at(vmt_emulator *em, unsigned i)
 {
-    uc_ctl_remove_cache(em->uc, em->pages[i], em->pages[i] + 4096); /* before the unmap */
+    if (em->code[i])
+        uc_ctl_remove_cache(em->uc, em->pages[i], em->pages[i] + 4096); /* before the unmap */
     uc_mem_unmap(em->uc, em->pages[i], 4096);
+    uint8_t *buf = em->copy[i];
     memmove(&em->pages[i], &em->pages[i + 1], (em->npages - i - 1) * sizeof em->pages[0]);
     memmove(&em->perms[i], &em->perms[i + 1], (em->npages - i - 1) * sizeof em->perms[0]);
+    memmove(&em->copy[i], &em->copy[i + 1], (em->npages - i - 1) * sizeof em->copy[0]);
+    memmove(&em->unknown[i], &em->unknown[i + 1], (em->npages - i - 1) * sizeof em->unknown[0]);
+    memmove(&em->code[i], &em->code[i + 1], (em->npages - i - 1) * sizeof em->code[0]);
     em->npages--;
+    em->copy[em->npages] = buf; /* back to the free end of the pool */
 }
 
 static void unmap_all(vmt_emulator *em)
@@ -198,7 +225,33 @@ static uint32_t uc_perms(vmt_access a)
            ((a & VMT_ACCESS_X) ? UC_PROT_EXEC : 0);
 }
 
-/* Re-read the pages kept from the last call: content and rights. */
+/* [*lo, *hi): the bytes where two pages differ, compared 64 bytes at a
+ * time (memcmp) and narrowed bytewise inside the first and last block that
+ * differ; empty when equal. */
+static void changed_range(const uint8_t *a, const uint8_t *b, size_t *lo, size_t *hi)
+{
+    enum { BLK = 64 };
+    size_t l = 0, h = 4096;
+    while (l < h && memcmp(a + l, b + l, BLK) == 0)
+        l += BLK;
+    if (l == h) {
+        *lo = *hi = 0;
+        return;
+    }
+    while (memcmp(a + h - BLK, b + h - BLK, BLK) == 0)
+        h -= BLK;
+    while (a[l] == b[l])
+        l++;
+    while (a[h - 1] == b[h - 1])
+        h--;
+    *lo = l;
+    *hi = h;
+}
+
+/* Re-read the pages kept from the last call: content and rights. Only the
+ * bytes that changed are written into Unicorn and only the translated code
+ * over them is dropped, so code that did not change is not translated again
+ * (a translation costs far more than the instruction). */
 static void refresh_kept(vmt_emulator *em, const vmt_emulate_mem *mem)
 {
     uint8_t buf[4096];
@@ -209,8 +262,16 @@ static void refresh_kept(vmt_emulator *em, const vmt_emulate_mem *mem)
             continue;
         }
         uint32_t p = uc_perms(allowed);
-        uc_ctl_remove_cache(em->uc, em->pages[i], em->pages[i] + 4096);
-        uc_mem_write(em->uc, em->pages[i], buf, sizeof buf);
+        size_t lo = 0, hi = sizeof buf;
+        if (!em->unknown[i])
+            changed_range(buf, em->copy[i], &lo, &hi);
+        if (lo < hi) {
+            if (em->code[i]) /* dropping translations is slow (~30 us): only where code ran */
+                uc_ctl_remove_cache(em->uc, em->pages[i] + lo, em->pages[i] + hi);
+            uc_mem_write(em->uc, em->pages[i] + lo, buf + lo, hi - lo);
+            memcpy(em->copy[i] + lo, buf + lo, hi - lo);
+        }
+        em->unknown[i] = false;
         if (p != em->perms[i]) {
             uc_mem_protect(em->uc, em->pages[i], 4096, p);
             em->perms[i] = p;
@@ -229,6 +290,7 @@ void vmt_emulator_destroy(vmt_emulator *em)
     }
     if (em->cs)
         cs_close(&em->cs);
+    free(em->copy_pool);
     free(em);
 }
 
@@ -257,6 +319,44 @@ static void save_regs(vmt_emulator *em, vmt_regs *r)
     uc_reg_read(em->uc, UC_X86_REG_GS_BASE, &r->gs_base);
 }
 
+static int page_index(const vmt_emulator *em, uint64_t va)
+{
+    for (unsigned i = 0; i < em->npages; i++)
+        if (em->pages[i] == (va & ~4095ull))
+            return (int)i;
+    return -1;
+}
+
+/* The logged stores reached Unicorn's pages: keep the copies equal. */
+static void copies_commit(vmt_emulator *em)
+{
+    for (unsigned s = 0; s < em->nstores; s++) {
+        const uint8_t *b = (const uint8_t *)&em->stores[s].value;
+        for (unsigned j = 0; j < em->stores[s].size; j++) {
+            uint64_t va = em->stores[s].va + j;
+            int i = page_index(em, va);
+            if (i >= 0)
+                em->copy[i][va & 4095] = b[j];
+        }
+    }
+}
+
+/* An aborted instruction may have stored into Unicorn's pages: those pages
+ * are rewritten whole at the next refresh. */
+static void copies_abort(vmt_emulator *em)
+{
+    for (unsigned s = 0; s < em->nstores; s++) {
+        int i = page_index(em, em->stores[s].va), j = page_index(em, em->stores[s].va + em->stores[s].size - 1);
+        if (i >= 0)
+            em->unknown[i] = true;
+        if (j >= 0)
+            em->unknown[j] = true;
+    }
+    if (em->store_overflow)
+        for (unsigned i = 0; i < em->npages; i++)
+            em->unknown[i] = true;
+}
+
 static vmt_status map_page(vmt_emulator *em, const vmt_emulate_mem *mem, uint64_t va, vmt_access kind,
                            bool *faulted)
 {
@@ -274,6 +374,9 @@ static vmt_status map_page(vmt_emulator *em, const vmt_emulate_mem *mem, uint64_
     if (uc_mem_map(em->uc, page, 4096, p) != UC_ERR_OK)
         return vmt_errbuf_set(&em->err, VMT_E_DRIVER, "emulate: cannot map page 0x%" PRIx64, page);
     uc_mem_write(em->uc, page, buf, sizeof buf); /* host writes ignore protections */
+    memcpy(em->copy[em->npages], buf, sizeof buf);
+    em->unknown[em->npages] = false;
+    em->code[em->npages] = false;
     em->pages[em->npages] = page;
     em->perms[em->npages++] = p;
     return VMT_OK;
@@ -300,6 +403,8 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         uint64_t rip;
         uc_reg_read(em->uc, UC_X86_REG_RIP, &rip);
         uc_err err = uc_emu_start(em->uc, rip, EMUL_UNTIL, 0, 1);
+        if (em->fault || em->special || em->intr >= 0 || err != UC_ERR_OK || em->store_overflow)
+            copies_abort(em);
         if (em->fault) {
             bool faulted = em->fault_prot;
             load_regs(em, &cur); /* nothing of the aborted instruction stays */
@@ -351,6 +456,7 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
             }
             res->bytes_written += em->stores[i].size;
         }
+        copies_commit(em);
         if (st)
             break;
         save_regs(em, &cur);

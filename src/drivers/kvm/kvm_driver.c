@@ -37,6 +37,7 @@ static void kvm_destroy(vmt_driver *d)
         return;
     kvm_serial_fini(k);
     kvm_timer_fini(k);
+    kvm_engine_fini(k);
     if (k->run)
         munmap(k->run, k->run_size);
     if (k->vcpu_fd >= 0)

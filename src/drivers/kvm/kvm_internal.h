@@ -4,7 +4,8 @@
  * Files: kvm_driver.c (create/destroy, ops table, caps, stats, checker),
  * kvm_vcpu.c (registers, long-mode setup, guest debug), kvm_mem.c (RAM,
  * memslots, views, frames, dirty log), kvm_run.c (the run loop, exits,
- * events, timer), kvm_respond.c (responses).
+ * events, timer), kvm_respond.c (responses), kvm_emulate.c (instructions
+ * performed in the monitor by the reusable engine).
  *
  * Memory layout: one memfd holds guest RAM (frames 0 .. ram_frames-1) followed
  * by the extra frames (gfn ram_frames + i, at file offset gfn * 4 KiB).
@@ -151,6 +152,12 @@ typedef struct kvm_drv {
     uint64_t t_last_exit;      /* monotonic ns of the last KVM_RUN return, 0 = none */
     uint64_t timer_expiry;     /* absolute monotonic ns the timer is armed for, 0 = disarmed */
     bool sync_regs;            /* KVM_CAP_SYNC_REGS: regs/sregs come with each exit */
+    /* reusable engine (kvm_emulate.c): created on first use; one instance for
+     * EMULATE's view and one for the current view, so neither sees its code
+     * pages change from call to call (Unicorn re-translates changed code) */
+    struct vmt_emulator *engine[2];
+    bool no_engine;            /* not built, or it could not start: always step */
+    uint64_t engine_insns;     /* instructions it performed */
     bool regs_fresh;           /* run->s.regs holds this exit's regs/sregs */
 } kvm_drv;
 
@@ -193,6 +200,13 @@ vmt_status kvm_view_get_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_ac
 vmt_status kvm_frame_alloc(vmt_driver *d, vmt_gfn *out);
 vmt_status kvm_frame_free(vmt_driver *d, vmt_gfn gfn);
 vmt_status kvm_collect_dirty(kvm_drv *k);
+
+/* kvm_emulate.c: true when the engine did the work (registers set, no step
+ * needed); false leaves everything as it was (take the step path). */
+bool kvm_engine_emulate(kvm_drv *k, vmt_view v);       /* EMULATE of the event's instruction */
+bool kvm_engine_run_unfetchable(kvm_drv *k);           /* code in frames without a memslot */
+bool kvm_unfetchable_int3(kvm_drv *k);                 /* rip on an INT3 in a frame without a memslot */
+void kvm_engine_fini(kvm_drv *k);
 
 /* kvm_run.c */
 vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len);

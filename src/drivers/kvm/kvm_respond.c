@@ -111,8 +111,10 @@ vmt_status kvm_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *r
                 return st;
         } else if (a & VMT_RESP_STEP) {
             step = (kvm_step){ .active = true, .report = true, .hw_off = hw, .fast_view = VMT_VIEW_INVALID };
+        } else if ((a & VMT_RESP_EMULATE) && !(a & VMT_RESP_SET_REGS) && kvm_engine_emulate(k, resp->emulate_view)) {
+            /* performed in the monitor by the engine: one exit */
         } else if (a & (VMT_RESP_FAST_STEP | VMT_RESP_EMULATE)) {
-            /* KVM has no instruction emulator for us: EMULATE is one step
+            /* without the engine (or what it refuses) EMULATE is one step
              * through emulate_view's mapping, like FAST_STEP (two exits) */
             vmt_view through = (a & VMT_RESP_EMULATE) ? resp->emulate_view : resp->step_view;
             step = (kvm_step){ .active = true, .hw_off = hw, .fast_view = through };

@@ -390,7 +390,13 @@ static int handle_internal(kvm_drv *k)
         r->emulation_failure.insn_size >= 1 && r->emulation_failure.insn_bytes[0] == 0xCC)
         return bp_event(k, BP_FROM_EMULATION_EXIT);
     /* Code in a frame without a memslot (its view denies reads) cannot be
-     * fetched: map the frame read-only for one step, then take it away. */
+     * fetched: the engine runs it in the monitor when it can (not during a
+     * step, which must end after one instruction); else map the frame
+     * read-only for one step, then take it away. */
+    if (kvm_unfetchable_int3(k))
+        return bp_event(k, BP_FROM_EMULATION_EXIT);
+    if (!k->step.active && kvm_engine_run_unfetchable(k))
+        return H_CONTINUE;
     struct kvm_regs cur;
     if (ioctl(k->vcpu_fd, KVM_GET_REGS, &cur) == 0) {
         for (uint64_t va = cur.rip; va <= cur.rip + 15; va = (va | (VMT_PAGE_SIZE - 1)) + 1) {
