@@ -362,7 +362,7 @@ int cli_run(const vmtrap_options *o, const char *argv0)
         return fail_line("%s%s", "cannot create the session", "");
     }
     int rc = CLI_EXIT_FAIL;
-    vmt_monitor_config mcfg = { o->controller, 0 };
+    vmt_monitor_config mcfg = { .controller = o->controller };
     if (vmt_monitor_create_ex(s, img, &mcfg, &r.mon, why, sizeof why) != VMT_OK) {
         fail_line("monitor: %s%s", why, "");
         rc = CLI_EXIT_USAGE; /* e.g. --breakpoints asks for a mechanism the driver lacks */

@@ -119,6 +119,10 @@ typedef struct vmt_monitor_stats {
 typedef struct vmt_monitor_config {
     vmt_bpm_controller controller; /* AUTO: the breakpoint manager picks from the caps */
     unsigned bpm_flags;            /* VMT_BPM_* */
+    /* A breakpoint event with no breakpoint behind it (stale) is answered
+     * CONTINUE; this many in a row at one rip with no other event between
+     * is a livelock and ends the run with VMT_E_INTERNAL. 0: 100000. */
+    uint32_t livelock_repeats;
 } vmt_monitor_config;
 
 /* The session and the image must outlive the monitor. The first translation

@@ -51,6 +51,8 @@ vmt_status vmt_monitor_create_ex(vmt_session *s, const vmt_image *img, const vmt
     }
     if (cfg)
         m->cfg = *cfg;
+    if (!m->cfg.livelock_repeats)
+        m->cfg.livelock_repeats = MON_STALE_LIVELOCK;
     st = mon_bpm_setup(m, why, why_len);
     if (st != VMT_OK) {
         vmt_ptm_destroy(m->ptm);

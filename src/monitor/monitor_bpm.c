@@ -388,8 +388,21 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
     }
     case VMT_BPM_HIDDEN: m->stats.hidden_accesses++; return VMT_OK;
     case VMT_BPM_FOREIGN: m->stats.foreign_int3++; return VMT_OK;
-    case VMT_BPM_NOT_OURS:
     case VMT_BPM_STALE:
+        /* CONTINUE re-executes whatever is at rip: if the driver keeps
+         * reporting a breakpoint there, the guest makes no progress. */
+        if (m->stale_repeats && ev->regs.rip == m->stale_rip) {
+            if (++m->stale_repeats >= m->cfg.livelock_repeats)
+                return vmt_errbuf_set(&m->err, VMT_E_INTERNAL,
+                                      "livelock: a breakpoint event at rip 0x%" PRIx64
+                                      " with no breakpoint there came %u times in a row",
+                                      ev->regs.rip, m->cfg.livelock_repeats);
+        } else {
+            m->stale_rip = ev->regs.rip;
+            m->stale_repeats = 1;
+        }
+        return VMT_OK;
+    case VMT_BPM_NOT_OURS:
     case VMT_BPM_REFRESHED: break;
     }
     return VMT_OK;

@@ -247,6 +247,8 @@ static vmt_status dispatch(vmt_monitor *m, const vmt_event *ev, vmt_response *re
         resync(m);
     if (m->nrereg)
         reregister(m);
+    if (ev->kind != VMT_EVENT_BREAKPOINT)
+        m->stale_repeats = 0; /* progress: the livelock counter starts over */
     switch (ev->kind) {
     case VMT_EVENT_MEM_ACCESS:
     case VMT_EVENT_SINGLESTEP: {

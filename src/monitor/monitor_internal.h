@@ -45,6 +45,8 @@ typedef struct mon_pending_return {
 } mon_pending_return;
 
 #define MON_MAX_PENDING_RETURNS 256
+/* Default of vmt_monitor_config.livelock_repeats. */
+#define MON_STALE_LIVELOCK 100000
 #define MON_MAX_ROOTS 16
 #define MON_MAX_VCPUS 64
 #define VMT_PA_NONE UINT64_MAX
@@ -83,6 +85,8 @@ struct vmt_monitor {
     void *trace_user;
 
     bool return_site_removed; /* this event's one-shot return breakpoint went */
+    vmt_va stale_rip;         /* the last stale breakpoint event's rip ... */
+    uint64_t stale_repeats;   /* ... and how many came in a row there */
     bool resync_pending;    /* a ptm failure: re-walk the watches before the next event */
     struct {                /* bpm failed to follow a page event: register again */
         size_t hook;
