@@ -385,7 +385,7 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             if (e->ptw_many)
                 emu_tlb_flush(e);
             else
-                emu_tlb_frame_written(e, e->ptw_frame);
+                emu_tlb_range_written(e, e->ptw_frame, e->ptw_lo, (uint32_t)(e->ptw_hi - e->ptw_lo));
             e->ptw_active = false;
             e->ptw_many = false;
             emu_tlb_revalidate(e);

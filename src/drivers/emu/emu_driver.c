@@ -79,8 +79,11 @@ static vmt_status op_write_phys(vmt_driver *d, vmt_pa pa, const void *buf, size_
     if (st || !len)
         return st;
     memcpy(e->mem + pa, buf, len);
-    for (uint64_t f = pa >> 12; f <= (pa + len - 1) >> 12; f++)
-        emu_tlb_frame_written(e, f);
+    for (uint64_t a = pa, end = pa + len; a < end;) {
+        uint64_t next = (a | (EMU_PAGE - 1)) + 1, stop = next < end ? next : end;
+        emu_tlb_range_written(e, a >> 12, (uint32_t)(a & (EMU_PAGE - 1)), (uint32_t)(stop - a));
+        a = stop;
+    }
     return VMT_OK;
 }
 

@@ -163,22 +163,30 @@ void emu_tlb_revalidate(emu *e)
     }
 }
 
-void emu_tlb_frame_written(emu *e, vmt_gfn frame)
+void emu_tlb_frame_written(emu *e, vmt_gfn frame) { emu_tlb_range_written(e, frame, 0, EMU_PAGE); }
+
+/* Only what the written bytes can change is dropped: a translation whose
+ * walk read one of the written entries (a store to another entry of the
+ * same table, or to A/D bits of an unrelated entry, leaves the rest of the
+ * TLB alone), and the translated code over exactly those bytes. */
+void emu_tlb_range_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len)
 {
-    if (frame >= emu_total_frames(e))
+    if (frame >= emu_total_frames(e) || len == 0 || off >= EMU_PAGE)
         return;
+    if (len > EMU_PAGE - off)
+        len = EMU_PAGE - off;
     for (uint32_t i = 0; i < e->tlb_cap; i++) {
         emu_tlb_entry *t = &e->tlb[i];
         if (!t->valid)
             continue;
         bool walked = false;
         for (unsigned k = 0; k < t->ntables; k++)
-            walked |= t->tables[k] == frame;
+            walked |= t->tables[k] == frame && t->entry_off[k] < off + len && t->entry_off[k] + 8u > off;
         if (walked) {
             drop_slot(e, i);
             e->tstats.invalidations++;
         } else if (!t->is_void && t->backing == frame && (t->uc_perms & UC_PROT_EXEC)) {
-            uc_ctl_remove_cache(e->uc, t->va, t->va + EMU_PAGE);
+            uc_ctl_remove_cache(e->uc, t->va + off, t->va + off + len);
         }
     }
 }
@@ -368,6 +376,7 @@ emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32
     for (unsigned i = 0; i < w.nsteps; i++) {
         n.table_gfns[i] = w.steps[i].table_pa >> 12;
         n.tables[i] = table_host_frame(e, n.table_gfns[i]);
+        n.entry_off[i] = (uint16_t)vmt_page_offset(w.steps[i].entry_pa);
     }
     n.ntables = w.nsteps;
     if (gfn >= e->ram_frames) {
@@ -459,7 +468,8 @@ vmt_status emu_va_write(emu *e, uint64_t va, const void *buf, size_t len)
             return st;
         size_t n = left < len ? left : len;
         memcpy(h, in, n);
-        emu_tlb_frame_written(e, (vmt_gfn)((size_t)(h - e->mem) / EMU_PAGE));
+        emu_tlb_range_written(e, (vmt_gfn)((size_t)(h - e->mem) / EMU_PAGE), (uint32_t)((size_t)(h - e->mem) % EMU_PAGE),
+                              (uint32_t)n);
         in += n;
         va += n;
         len -= n;
@@ -572,8 +582,16 @@ bool emu_mmu_hook_prot(emu *e, vmt_access kind, uint64_t va, int size, int64_t v
         return false;
     /* A guest write into a page-table frame: perform it exactly here. */
     memcpy(emu_frame_ptr(e, t->backing) + vmt_page_offset(va), &value, (size_t)size);
+    uint16_t lo = (uint16_t)vmt_page_offset(va), hi = (uint16_t)(lo + size);
     if (e->ptw_active && e->ptw_frame != t->backing)
         e->ptw_many = true;
+    if (!e->ptw_active || e->ptw_frame != t->backing) {
+        e->ptw_lo = lo;
+        e->ptw_hi = hi;
+    } else {
+        e->ptw_lo = lo < e->ptw_lo ? lo : e->ptw_lo;
+        e->ptw_hi = hi > e->ptw_hi ? hi : e->ptw_hi;
+    }
     e->ptw_active = true;
     e->ptw_frame = t->backing;
     e->tstats.pt_write_faults++;
@@ -641,7 +659,7 @@ vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len)
         if (n > len)
             n = len;
         memcpy(emu_frame_ptr(e, b) + vmt_page_offset(va), in, n);
-        emu_tlb_frame_written(e, b);
+        emu_tlb_range_written(e, b, (uint32_t)vmt_page_offset(va), (uint32_t)n);
         in += n;
         va += n;
         len -= n;

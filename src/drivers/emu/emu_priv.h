@@ -80,6 +80,7 @@ typedef struct emu_tlb_entry {
     uint8_t ntables;
     vmt_gfn tables[5];    /* host frames of the tables the walk read */
     vmt_gfn table_gfns[5];/* the same tables as guest frames (pre-view) */
+    uint16_t entry_off[5];/* byte offset of the entry the walk read in each table */
     uint32_t uc_perms;    /* UC_PROT_* currently mapped */
 } emu_tlb_entry;
 
@@ -139,6 +140,7 @@ typedef struct emu {
     uint64_t grant_va;        /* page; UINT64_MAX = every page */
     bool ptw_active;          /* page-table frames written by a hook: */
     vmt_gfn ptw_frame;        /* invalidate before the next instruction */
+    uint16_t ptw_lo, ptw_hi;  /* bytes [lo, hi) of ptw_frame written */
     bool ptw_many;            /* more than one frame: flush everything */
     uint64_t deadline_ns;     /* wall-clock end of this run slice (0: none) */
     bool deadline_hit;
@@ -249,6 +251,9 @@ void emu_tlb_revalidate(emu *e);
 /* Entries that map host frame f or walked a table in f: dropped (f < 0:
  * none). Used after host writes. */
 void emu_tlb_frame_written(emu *e, vmt_gfn frame);
+/* Bytes [off, off + len) of a frame were written: drop the translations
+ * whose walk read an entry there, and translated code over those bytes. */
+void emu_tlb_range_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len);
 /* Translate va for the driver's own accesses (IDT, stack frames,
  * instruction bytes): host pointer of the byte, bytes left in the page.
  * Sets A (and D when write) bits. VMT_E_NOT_PRESENT etc. on failure. */

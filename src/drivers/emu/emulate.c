@@ -41,6 +41,7 @@
 struct vmt_emulator {
     uc_engine *uc;
     csh cs;
+    cs_insn *insn;                   /* Capstone's buffer, allocated once */
     vmt_errbuf err;
     uint64_t pages[EMUL_MAX_PAGES];
     uint32_t perms[EMUL_MAX_PAGES];
@@ -64,10 +65,6 @@ struct vmt_emulator {
     int intr;
 };
 
-static const int gpr_ids[16] = { UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
-                                 UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,
-                                 UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
-                                 UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15 };
 
 static bool not_performed(const cs_insn *in)
 {
@@ -107,13 +104,12 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
     uint8_t bytes[16];
     if (size > sizeof bytes || uc_mem_read(uc, addr, bytes, size) != UC_ERR_OK)
         return;
-    cs_insn *in = NULL;
-    if (cs_disasm(em->cs, bytes, size, addr, 1, &in) == 1) {
-        if (not_performed(in)) {
-            em->special = true;
-            uc_emu_stop(uc);
-        }
-        cs_free(in, 1);
+    const uint8_t *code = bytes;
+    size_t left = size;
+    uint64_t at = addr;
+    if (cs_disasm_iter(em->cs, &code, &left, &at, em->insn) && not_performed(em->insn)) {
+        em->special = true;
+        uc_emu_stop(uc);
     }
 }
 
@@ -183,7 +179,7 @@ vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len)
         return VMT_E_DRIVER;
     }
     if (cs_open(CS_ARCH_X86, CS_MODE_64, &em->cs) != CS_ERR_OK ||
-        cs_option(em->cs, CS_OPT_DETAIL, CS_OPT_ON) != CS_ERR_OK ||
+        cs_option(em->cs, CS_OPT_DETAIL, CS_OPT_ON) != CS_ERR_OK || !(em->insn = cs_malloc(em->cs)) ||
         uc_hook_add(em->uc, &h, UC_HOOK_CODE, (void *)hook_code, em, 1, 0) != UC_ERR_OK ||
         uc_hook_add(em->uc, &h, UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_PROT, (void *)hook_fault, em, 1, 0) != UC_ERR_OK ||
         uc_hook_add(em->uc, &h, UC_HOOK_MEM_READ, (void *)hook_noop, em, 0xfffffffffffff000ull,
@@ -288,6 +284,8 @@ void vmt_emulator_destroy(vmt_emulator *em)
         unmap_all(em);
         uc_close(em->uc);
     }
+    if (em->insn)
+        cs_free(em->insn, 1);
     if (em->cs)
         cs_close(&em->cs);
     free(em->copy_pool);
@@ -296,27 +294,41 @@ void vmt_emulator_destroy(vmt_emulator *em)
 
 const char *vmt_emulator_error(const vmt_emulator *em) { return em ? em->err.msg : ""; }
 
+/* The registers the engine uses, in one batch: the 16 GPRs (vmt_regs
+ * order), rip, rflags, fs_base, gs_base. */
+enum { NREGS = 20 };
+static const int reg_ids[NREGS] = { UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
+                                    UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,
+                                    UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
+                                    UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15,
+                                    UC_X86_REG_RIP, UC_X86_REG_RFLAGS, UC_X86_REG_FS_BASE, UC_X86_REG_GS_BASE };
+
 static void load_regs(vmt_emulator *em, const vmt_regs *r)
 {
-    const uint64_t *g = &r->rax;
-    for (int i = 0; i < 16; i++)
-        uc_reg_write(em->uc, gpr_ids[i], &g[i]);
-    uc_reg_write(em->uc, UC_X86_REG_RIP, &r->rip);
-    uint64_t fl = r->rflags | 2;
-    uc_reg_write(em->uc, UC_X86_REG_RFLAGS, &fl);
-    uc_reg_write(em->uc, UC_X86_REG_FS_BASE, &r->fs_base);
-    uc_reg_write(em->uc, UC_X86_REG_GS_BASE, &r->gs_base);
+    uint64_t v[NREGS];
+    memcpy(v, &r->rax, 16 * sizeof v[0]);
+    v[16] = r->rip;
+    v[17] = r->rflags | 2;
+    v[18] = r->fs_base;
+    v[19] = r->gs_base;
+    void *p[NREGS];
+    for (int i = 0; i < NREGS; i++)
+        p[i] = &v[i];
+    uc_reg_write_batch(em->uc, (int *)reg_ids, p, NREGS);
 }
 
 static void save_regs(vmt_emulator *em, vmt_regs *r)
 {
-    uint64_t *g = &r->rax;
-    for (int i = 0; i < 16; i++)
-        uc_reg_read(em->uc, gpr_ids[i], &g[i]);
-    uc_reg_read(em->uc, UC_X86_REG_RIP, &r->rip);
-    uc_reg_read(em->uc, UC_X86_REG_RFLAGS, &r->rflags);
-    uc_reg_read(em->uc, UC_X86_REG_FS_BASE, &r->fs_base);
-    uc_reg_read(em->uc, UC_X86_REG_GS_BASE, &r->gs_base);
+    uint64_t v[NREGS];
+    void *p[NREGS];
+    for (int i = 0; i < NREGS; i++)
+        p[i] = &v[i];
+    uc_reg_read_batch(em->uc, (int *)reg_ids, p, NREGS);
+    memcpy(&r->rax, v, 16 * sizeof v[0]);
+    r->rip = v[16];
+    r->rflags = v[17];
+    r->fs_base = v[18];
+    r->gs_base = v[19];
 }
 
 static int page_index(const vmt_emulator *em, uint64_t va)
