@@ -3,13 +3,16 @@
  * hidden breakpoint costs on a CPU-running driver, shared by
  * bench/bench_hidden.c (times) and tests/bpm/test_bpm_exits.c (exit counts).
  *
- * Every guest boots with the boot protocol (identity 2 MiB pages, CPL0),
- * repeats one operation `n` times, then writes the count to port
+ * Every guest boots with the boot protocol (identity 2 MiB pages, CPL0,
+ * rdi = RAM size), repeats one operation `n` times, then writes eax to port
  * HG_PORT_DONE and halts. The operation:
  *   HG_OUT_LOOP   out to HG_PORT_LOOP (one I/O event each);
  *   HG_NOP_LOOP   the same loop with a nop instead (its guest-only cost);
- *   HG_CALLS      call HG_FUNC_VA (push rbp; mov rax,rdi; pop rbp; ret);
- *   HG_READS      load 8 bytes from HG_FUNC_VA + 0x10 (the function's page);
+ *   HG_CALLS      call HG_FUNC_VA (push rbp; mov rax,rdi; pop rbp; ret):
+ *                 eax at the end is HG_CALLS_VALUE;
+ *   HG_READS      load 8 bytes from HG_FUNC_VA itself: eax at the end is
+ *                 HG_READ_VALUE, the function's real first bytes (an INT3
+ *                 seen by the guest would show as 0xcc in the low byte);
  *   HG_PT_WRITES  store the PD entry that maps HG_PT_VA, unchanged.
  * No test framework here: callers assert.
  */
@@ -27,6 +30,8 @@
 #define HG_PT_VA 0x400000ull   /* its translation's leaf entry is what HG_PT_WRITES stores */
 #define HG_PORT_LOOP 0x5e2
 #define HG_PORT_DONE 0x5e1
+#define HG_CALLS_VALUE ((uint32_t)HG_RAM)  /* the function returns rdi */
+#define HG_READ_VALUE 0xf8894855u           /* push rbp; mov rax,rdi (55 48 89 f8) */
 
 typedef enum hg_kind { HG_OUT_LOOP, HG_NOP_LOOP, HG_CALLS, HG_READS, HG_PT_WRITES } hg_kind;
 
