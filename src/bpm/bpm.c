@@ -242,6 +242,13 @@ static vmt_status insert_common(vmt_bpm *b, const vmt_bpm_bp *bp, bool have_pa, 
     if (st)
         return st;
     const vmt_va va = bp->ctx.va;
+    /* the va's and the frame's lookups below miss the cache in large maps:
+     * start both loads now so they overlap */
+    vmt_hmap_prefetch(&b->vas, &va);
+    if (have_pa) {
+        uint64_t fk = bpm_fkey(bp->view, vmt_pa_to_gfn(pa));
+        vmt_hmap_prefetch(&b->frames, &fk);
+    }
     bpm_ctx_key k = ctx_key_of(b, bp);
 
     uint32_t nva;
@@ -337,6 +344,10 @@ static vmt_status remove_ctx(vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val
 {
     vmt_view view = bpm_rootv_view(k->rootv);
     if (bpm_loc_active(v->loc)) {
+        if (b->ctl != VMT_BPM_CTL_DEBUG) {
+            uint64_t fk = bpm_fkey(view, bpm_loc_gfn(v->loc));
+            vmt_hmap_prefetch(&b->frames, &fk);
+        }
         vmt_status st = bpm_ctl_disarm(b, view, bpm_loc_gfn(v->loc), k->va);
         if (st)
             return st;

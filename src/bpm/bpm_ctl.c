@@ -280,16 +280,17 @@ static vmt_status arm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk,
         st = vmt_drv_frame_alloc(b->d, &sh);
         if (st)
             return drv_fail(b, st, "allocating a shadow frame", view, gfn);
+        vmt_hmap_prefetch2(&b->frames, &sh); /* its lookup below overlaps the page read */
+        st = vmt_drv_read_phys(b->d, vmt_gfn_to_pa(gfn), page, sizeof page);
+        if (st) {
+            drv_fail(b, st, "reading the original frame", view, gfn);
+            goto free_shadow;
+        }
         if (sh == 0 || vmt_hmap_get2(&b->frames, &sh, NULL)) {
             st = vmt_errbuf_set(&b->err, VMT_E_INTERNAL,
                                 "bpm: the driver gave shadow frame 0x%llx, which is %s (view %u, gfn 0x%llx)",
                                 (unsigned long long)sh, sh ? "already a shadow" : "not a valid frame",
                                 (unsigned)view, (unsigned long long)gfn);
-            goto free_shadow;
-        }
-        st = vmt_drv_read_phys(b->d, vmt_gfn_to_pa(gfn), page, sizeof page);
-        if (st) {
-            drv_fail(b, st, "reading the original frame", view, gfn);
             goto free_shadow;
         }
         f.s.one.orig = page[off];
@@ -351,6 +352,7 @@ static vmt_status disarm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t 
 {
     vmt_status st;
     if (b->ctl == VMT_BPM_CTL_SHADOW) {
+        vmt_hmap_prefetch2(&b->frames, &f->shadow); /* for the delete below */
         st = bpm_gone_ok(vmt_session_remap(b->s, view, gfn, gfn));
         if (st) {
             sess_fail(b, st, "remapping the frame back from its shadow", view, gfn);

@@ -5,19 +5,22 @@
  *
  * Design (like CPython's compact dict): the entries (key then value, plain
  * bytes of sizes fixed at init; composite keys are packed structs: zero
- * their padding) are stored densely in one array, in no particular order;
- * a separate open-addressing index of 32-bit words maps a hash to an entry
+ * their padding) are stored in one array, in no particular order; a
+ * separate open-addressing index of 32-bit words maps a hash to an entry
  * number. An index word holds the entry number + 1 (0: empty) in its low
  * 27 bits and 5 bits of the key's hash in its high bits, so a probe looks at
  * an entry only when those bits agree. Empty index slots cost 4 bytes, not a
  * whole entry: at N entries the map uses about entry_size * N (entries grow
- * by 1/4) + 4 * (1.33..2.67) * N bytes. Linear probing with backward-shift
- * deletion (no tombstones); deleting moves the last entry into the hole
- * (swap-remove) so the entries stay dense. Entries are 8-byte aligned
- * (values too: the value starts at key_size rounded up to 8), so callers
- * may use the returned pointers as their types directly. The index is a
- * power of two, grown at 3/4 load and shrunk at 1/8; the entries array
- * shrinks below 1/4 use. At most VMT_HMAP_MAX_ENTRIES entries.
+ * by 1/4) + 4 * (1.33..2.67) * N bytes + a bit per entry. Linear probing;
+ * a deletion leaves a tombstone word and a hole in the entries (reused by
+ * the next put, through a free list), so it touches no other entry: in a
+ * map larger than the caches that saves several misses per deletion (see
+ * hmap.c). Entries are 8-byte aligned (values too: the value starts at
+ * key_size rounded up to 8), so callers may use the returned pointers as
+ * their types directly. The index is a power of two, rebuilt (without
+ * tombstones) when live + deleted words pass 3/4, halved below 1/8 use;
+ * the entries are compacted and shrunk below 1/4 use. At most
+ * VMT_HMAP_MAX_ENTRIES entries.
  *
  * Secondary key (vmt_hmap_init2): a map may also index its entries by a
  * second unique key stored inside the value (e.g. a frame's shadow gfn), in
@@ -27,12 +30,13 @@
  *
  * Failure atomicity: vmt_hmap_put() grows BEFORE inserting, so on
  * VMT_E_NOMEM the map is unchanged. Pointers returned by get/put/next are
- * valid until the next put or del on the map (a del moves an entry).
+ * valid until the next put or del on the map (a del may compact).
  *
- * Invariants (vmt_hmap_check): count <= entry capacity; the index holds
- * exactly count words, one per entry, each with its entry's hash bits and
- * reachable from the entry's home slot without crossing an empty slot;
- * load <= 3/4; with a secondary key, the same holds for index2 and the
+ * Invariants (vmt_hmap_check): count live entries (bitmap) below the used
+ * mark, every other entry below it on the free list; the index holds
+ * exactly count live words, one per live entry, each with its entry's hash
+ * bits and reachable from the entry's home slot without crossing an empty
+ * slot, and `tombs` tombstones; live + tombstones <= 3/4 of the slots; with a secondary key, the same holds for index2 and the
  * key2 bytes of each entry.
  */
 #ifndef VMT_CORE_HMAP_H
@@ -47,11 +51,15 @@
 #define VMT_HMAP_MAX_ENTRIES ((1u << 27) - 2)
 
 typedef struct vmt_hmap {
-    uint8_t *entries;    /* ecap * entry_size bytes: entries 0..count-1 in use */
-    uint32_t *index;     /* cap words: 0 empty, else hash bits | (entry + 1) */
+    uint8_t *entries;    /* ecap * entry_size bytes; 0..used-1 live or holes */
+    uint64_t *live;      /* a bit per entry: live */
+    uint32_t *index;     /* cap words: 0 empty, all tag bits deleted, else hash bits | (entry + 1) */
     size_t cap;          /* index slots: 0 or a power of two */
     size_t ecap;         /* entry capacity */
-    size_t count;
+    size_t count;        /* live entries */
+    size_t used;         /* entries ever handed out since the last compaction */
+    size_t tombs, tombs2;/* deleted words in index, index2 */
+    uint32_t free_head;  /* first hole (its first 4 bytes link the next), or UINT32_MAX */
     uint32_t key_size;
     uint32_t val_size;
     uint32_t val_offset; /* key_size rounded up to 8: values are 8-byte aligned */
@@ -76,6 +84,11 @@ void *vmt_hmap_get(const vmt_hmap *m, const void *key);
  * *slot_val points at the stored value and *existed says whether the key was
  * already there (then the value is NOT overwritten). */
 vmt_status vmt_hmap_put(vmt_hmap *m, const void *key, const void *val, void **slot_val, bool *existed);
+/* Start loading the index slot where key's search begins (a hint: lets the
+ * cache misses of lookups in several large maps overlap). */
+void vmt_hmap_prefetch(const vmt_hmap *m, const void *key);
+/* The same for a secondary key. */
+void vmt_hmap_prefetch2(const vmt_hmap *m, const void *key2);
 /* Value of the entry whose secondary key is key2, or NULL; *key (when key
  * is non-NULL) points at that entry's primary key. */
 void *vmt_hmap_get2(const vmt_hmap *m, const void *key2, void **key);
