@@ -29,6 +29,7 @@
 #ifndef VMTRAP_EMULATE_H
 #define VMTRAP_EMULATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,11 +48,15 @@ typedef struct vmt_emulator vmt_emulator;
  * pages (va page-aligned, len 4096) and sets *allowed to the access kinds
  * the page permits (it starts as RWX); a failure, or an access outside
  * *allowed, makes the instruction fault (VMT_EMULATE_FAULT). write() gets
- * each completed instruction's stores in program order. */
+ * each completed instruction's stores in program order. stop_before() is
+ * optional (NULL: never): asked with the rip of every instruction after the
+ * first, true ends the run there (VMT_EMULATE_STOP_REQUESTED), e.g. when
+ * the code leaves a region the caller wants emulated. */
 typedef struct vmt_emulate_mem {
     vmt_status (*read)(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed);
     vmt_status (*write)(void *ctx, vmt_va va, const void *buf, size_t len);
     void *ctx;
+    bool (*stop_before)(void *ctx, vmt_va rip);
 } vmt_emulate_mem;
 
 typedef enum vmt_emulate_stop {
@@ -59,6 +64,7 @@ typedef enum vmt_emulate_stop {
     VMT_EMULATE_SPECIAL,       /* stopped before an instruction it does not perform */
     VMT_EMULATE_FAULT,         /* a page could not be read: fault_va */
     VMT_EMULATE_EXCEPTION,     /* the instruction raised an exception: vector */
+    VMT_EMULATE_STOP_REQUESTED,/* stop_before() said so, RIP on that instruction */
 } vmt_emulate_stop;
 
 typedef struct vmt_emulate_result {

@@ -21,9 +21,14 @@
  *    frames left without a memslot (every data access exits as MMIO and the
  *    response decides what a read returns). trap_access is R|W: execute is
  *    never trapped, so rights must always include X. Code in a frame
- *    without read right still runs: the driver maps the frame read-only for
- *    one single-step per instruction (~100 us per instruction on kvm_pvm),
- *    so keep read traps to frames that run little code (a hook's page). Do
+ *    without read right still runs: the driver performs it in the monitor
+ *    with the reusable engine (vmtrap/emulate.h, when built with Unicorn),
+ *    up to 64 instructions per exit while the code stays in such frames,
+ *    with the view's data rights (an access it traps leaves to the native
+ *    path and raises its event); what the engine refuses (I/O, privileged
+ *    instructions, TF, armed hardware breakpoints) maps the frame read-only
+ *    for one single-step (~100 us per instruction on kvm_pvm). An INT3 there
+ *    is reported as a breakpoint event without a step. Do
  *    not deny reads on frames KVM itself must read (page tables, GDT, IDT).
  *    A memory event's regs.rip may already point past the accessing
  *    instruction (KVM hands the access over while emulating it); a store is
@@ -40,9 +45,15 @@
  *    are taken (so an unchanged rip does not re-execute the instruction,
  *    whether or not KVM had moved it yet). vmt_drv_set_regs() between such an
  *    event and its response is refused (VMT_E_BUSY): use SET_REGS.
- *  - EMULATE on a breakpoint, hardware-breakpoint or single-step event runs
- *    the one instruction through emulate_view's mapping with a single-step
- *    (the same as FAST_STEP: two exits instead of one).
+ *  - EMULATE on a breakpoint, hardware-breakpoint or single-step event
+ *    performs the instruction in the monitor with the engine, through
+ *    emulate_view's mapping and the current view's data rights, then goes on
+ *    through code the vCPU cannot fetch (above): one exit (a hidden
+ *    breakpoint hit, with the bpm's SHADOW controller). Without the engine,
+ *    or for what it refuses (an access the view traps, privileged or I/O
+ *    instructions, CPL3, TF, armed hardware breakpoints, SET_REGS in the same
+ *    response), it is a single-step through emulate_view's mapping (the
+ *    same as FAST_STEP: two exits).
  *  - A/D bits are not set in write-protected tables on kvm_pvm (no
  *    VMT_CAP_PT_AD_BITS): monitors should pre-set them.
  *  - a time limit (guest time) ends a run with VMT_EVENT_STOPPED reason

@@ -92,7 +92,7 @@ static void rmw_and_short_run(void **state)
     r.rcx = 9;
     r.rsp = STACK + 0x100;
     r.cr3 = 0x1234000; /* passed through */
-    vmt_emulate_mem mem = { rd, wrt, m };
+    vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
     assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
     assert_int_equal(res.stop, VMT_EMULATE_DONE);
@@ -128,7 +128,7 @@ static void fault_changes_nothing(void **state)
     r.rax = 0x77;
     r.rbx = DATA;
     r.rdx = 0x7f00000f0000ull;
-    vmt_emulate_mem mem = { rd, wrt, m };
+    vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
     assert_int_equal(vmt_emulate(em, &r, &mem, 2, &res), VMT_OK);
     assert_int_equal(res.stop, VMT_EMULATE_FAULT);
@@ -152,7 +152,7 @@ static void stops_before_special(void **state)
     vmt_regs r;
     memset(&r, 0, sizeof r);
     r.rip = CODE;
-    vmt_emulate_mem mem = { rd, wrt, m };
+    vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
     assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
     assert_int_equal(res.stop, VMT_EMULATE_SPECIAL);
@@ -179,7 +179,7 @@ static void rights_and_kept_pages(void **state)
     vmem *m = mk(code, sizeof code);
     vmt_emulator *em;
     assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
-    vmt_emulate_mem mem = { rd, wrt, m };
+    vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
     vmt_regs r;
     memset(&r, 0, sizeof r);

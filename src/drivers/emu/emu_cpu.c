@@ -543,14 +543,15 @@ static bool engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_v
     if (e->no_engine || (!e->engine && vmt_emulator_create(&e->engine, NULL, 0) != VMT_OK))
         return false;
     vmt_regs r;
-    emu_regs_read(e, &r);
+    memset(&r, 0, sizeof r);
+    emu_regs_read_engine(e, &r);
     vmt_view saved_view = e->mmu_view;
     vmt_access saved_grant = e->grant_kinds;
     uint64_t saved_grant_va = e->grant_va;
     e->mmu_view = view;
     e->grant_kinds = grant;
     e->grant_va = grant_va;
-    vmt_emulate_mem mem = { emu_engine_read, emu_engine_write, e };
+    vmt_emulate_mem mem = { emu_engine_read, emu_engine_write, e, NULL };
     vmt_emulate_result res;
     vmt_status st = vmt_emulate(e->engine, &r, &mem, 1, &res);
     e->mmu_view = saved_view;

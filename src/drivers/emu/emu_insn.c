@@ -85,26 +85,39 @@ static void snap_selectors(emu *e)
         e->sel_snap[i] = (uint16_t)rd(e, sel_ids[i]);
 }
 
+/* The registers the reusable engine uses, read and written in one batch:
+ * the 16 GPRs (vmt_regs order), rip, rflags, fs_base, gs_base. */
+enum { ENGINE_NREGS = 20 };
+static const int engine_reg_ids[ENGINE_NREGS] = {
+    UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP,
+    UC_X86_REG_RSP, UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11, UC_X86_REG_R12, UC_X86_REG_R13,
+    UC_X86_REG_R14, UC_X86_REG_R15, UC_X86_REG_RIP, UC_X86_REG_RFLAGS, UC_X86_REG_FS_BASE, UC_X86_REG_GS_BASE,
+};
+
+void emu_regs_read_engine(emu *e, vmt_regs *r)
+{
+    uint64_t v[ENGINE_NREGS] = { 0 };
+    void *p[ENGINE_NREGS];
+    for (int i = 0; i < ENGINE_NREGS; i++)
+        p[i] = &v[i];
+    uc_reg_read_batch(e->uc, (int *)engine_reg_ids, p, ENGINE_NREGS);
+    memcpy(&r->rax, v, 16 * sizeof v[0]);
+    r->rip = v[16];
+    r->rflags = v[17];
+    r->fs_base = v[18];
+    r->gs_base = v[19];
+}
+
 vmt_status emu_regs_read(emu *e, vmt_regs *r)
 {
     memset(r, 0, sizeof *r);
     emu_sync_selectors(e);
-    static const int gprs[] = { UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
-                                UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,
-                                UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
-                                UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15 };
-    uint64_t *dst = &r->rax;
-    for (size_t i = 0; i < 16; i++)
-        dst[i] = rd(e, gprs[i]);
-    r->rip = rd(e, UC_X86_REG_RIP);
-    r->rflags = rd(e, UC_X86_REG_RFLAGS);
+    emu_regs_read_engine(e, r);
     r->cr0 = e->cr0;
     r->cr2 = e->cr2;
     r->cr3 = e->cr3;
     r->cr4 = e->cr4;
     r->efer = e->efer;
-    r->fs_base = rd(e, UC_X86_REG_FS_BASE);
-    r->gs_base = rd(e, UC_X86_REG_GS_BASE);
     r->kernel_gs_base = msr_read(e, 0xc0000102);
     uc_x86_mmr m;
     memset(&m, 0, sizeof m);
@@ -142,17 +155,16 @@ uint64_t emu_hwbp_dr7(const emu *e)
 
 void emu_regs_write_engine(emu *e, const vmt_regs *r)
 {
-    static const int gprs[] = { UC_X86_REG_RAX, UC_X86_REG_RBX, UC_X86_REG_RCX, UC_X86_REG_RDX,
-                                UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_RBP, UC_X86_REG_RSP,
-                                UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
-                                UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15 };
-    const uint64_t *src = &r->rax;
-    for (size_t i = 0; i < 16; i++)
-        wr(e, gprs[i], src[i]);
-    wr(e, UC_X86_REG_RIP, r->rip);
-    wr(e, UC_X86_REG_RFLAGS, r->rflags | 2);
-    wr(e, UC_X86_REG_FS_BASE, r->fs_base);
-    wr(e, UC_X86_REG_GS_BASE, r->gs_base);
+    uint64_t v[ENGINE_NREGS];
+    memcpy(v, &r->rax, 16 * sizeof v[0]);
+    v[16] = r->rip;
+    v[17] = r->rflags | 2;
+    v[18] = r->fs_base;
+    v[19] = r->gs_base;
+    void *p[ENGINE_NREGS];
+    for (int i = 0; i < ENGINE_NREGS; i++)
+        p[i] = &v[i];
+    uc_reg_write_batch(e->uc, (int *)engine_reg_ids, p, ENGINE_NREGS);
 }
 
 /* What the emulator can run: checked for set_regs and images. */

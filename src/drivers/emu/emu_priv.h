@@ -288,6 +288,7 @@ void emu_serial_flush(emu *e);
 uint64_t emu_hwbp_dr7(const emu *e);
 /* Load what the engine changes: GPRs, rip, rflags, fs/gs base. */
 void emu_regs_write_engine(emu *e, const vmt_regs *r);
+void emu_regs_read_engine(emu *e, vmt_regs *r); /* only what the engine uses (see emu_regs_write_engine) */
 /* Pick up selectors the guest loaded natively (iretq, far jumps, mov). */
 void emu_sync_selectors(emu *e);
 /* For UC_ERR_INSN_INVALID: true when the bytes at rip are not a valid

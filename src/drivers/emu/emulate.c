@@ -407,6 +407,10 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
     load_regs(em, &cur);
     unsigned retries = 0;
     while (res->instructions < max_insns) {
+        if (res->instructions > 0 && mem->stop_before && mem->stop_before(mem->ctx, cur.rip)) {
+            res->stop = VMT_EMULATE_STOP_REQUESTED;
+            break;
+        }
         em->nstores = 0;
         em->store_overflow = false;
         em->fault = false;

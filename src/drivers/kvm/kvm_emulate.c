@@ -150,7 +150,7 @@ static vmt_status regs_for_engine(kvm_drv *k, vmt_regs *o)
 
 /* A fetch that failed on an INT3 in a frame without a memslot (a shadow
  * page): KVM never sees the INT3, the driver reports it (rip on it). */
-bool kvm_unfetchable_int3(kvm_drv *k)
+bool kvm_unfetchable_int3(kvm_drv *k, uint64_t *gpa)
 {
     vmt_regs r;
     if (regs_for_engine(k, &r) != VMT_OK || !(r.cr0 & VMT_CR0_PG) || !rip_unfetchable(k, &r))
@@ -160,7 +160,8 @@ bool kvm_unfetchable_int3(kvm_drv *k)
     vmt_walk w;
     if (walk(&c, r.rip, &w) != VMT_OK)
         return false;
-    return frame_ptr(k, k->map_view, w.pa >> VMT_PAGE_SHIFT)[vmt_page_offset(r.rip)] == 0xCC; /* w.pa: the page */
+    *gpa = w.pa | vmt_page_offset(r.rip); /* w.pa: the page */
+    return frame_ptr(k, k->map_view, w.pa >> VMT_PAGE_SHIFT)[vmt_page_offset(r.rip)] == 0xCC;
 }
 
 #ifdef VMT_KVM_ENGINE
@@ -221,32 +222,36 @@ static bool engine_ready(kvm_drv *k, const vmt_regs *r)
            !k->hwbp_on;
 }
 
-/* One instruction; true when it completed (*r is the state after it, its
- * stores have landed). */
-static bool engine_one(kvm_drv *k, vmt_regs *r, vmt_view view)
+static bool stop_where_fetchable(void *ctx, vmt_va rip)
+{
+    eng_ctx *c = ctx;
+    vmt_regs at = *c->regs;
+    at.rip = rip;
+    return !rip_unfetchable(c->k, &at);
+}
+
+/* Up to max instructions through view's mapping (run-ahead: only while the
+ * code stays where the vCPU cannot fetch); the number completed (*r is the
+ * state after them, their stores have landed). */
+static uint64_t engine_run(kvm_drv *k, vmt_regs *r, vmt_view view, bool ahead, uint64_t max)
 {
     vmt_regs paging = *r;
     eng_ctx c = { k, &paging, view };
-    vmt_emulate_mem mem = { eng_read, eng_write, &c };
+    vmt_emulate_mem mem = { eng_read, eng_write, &c, ahead ? stop_where_fetchable : NULL };
     vmt_emulate_result res;
     vmt_regs out = *r;
-    vmt_status dst = vmt_emulate(k->engine[view == k->cur_view], &out, &mem, 1, &res);
-    if (dst != VMT_OK || res.instructions == 0)
-        return false;
+    if (vmt_emulate(k->engine[view == k->cur_view], &out, &mem, max, &res) != VMT_OK || res.instructions == 0)
+        return 0;
     *r = out;
     k->engine_insns += res.instructions;
-    return true;
+    return res.instructions;
 }
 
 /* Go on in the current view while the code stays where the vCPU cannot
- * fetch (one instruction per engine call: the engine would otherwise
- * translate, and refuse, the first instruction past the region). */
-static unsigned run_ahead(kvm_drv *k, vmt_regs *r)
+ * fetch (the engine asks before each instruction: stop_where_fetchable). */
+static uint64_t run_ahead(kvm_drv *k, vmt_regs *r)
 {
-    unsigned n = 0;
-    while (n < RUN_AHEAD && rip_unfetchable(k, r) && engine_one(k, r, k->cur_view))
-        n++;
-    return n;
+    return rip_unfetchable(k, r) ? engine_run(k, r, k->cur_view, true, RUN_AHEAD) : 0;
 }
 
 static vmt_status set_gprs(kvm_drv *k, const vmt_regs *o, const vmt_regs *before)
@@ -281,7 +286,7 @@ static vmt_status set_gprs(kvm_drv *k, const vmt_regs *o, const vmt_regs *before
 bool kvm_engine_emulate(kvm_drv *k, vmt_view v)
 {
     vmt_regs r = k->ev.regs, before = r;
-    if (!engine_ready(k, &r) || !engine_one(k, &r, v))
+    if (!engine_ready(k, &r) || !engine_run(k, &r, v, false, 1))
         return false;
     run_ahead(k, &r);
     if (set_gprs(k, &r, &before) != VMT_OK) {

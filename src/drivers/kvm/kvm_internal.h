@@ -205,7 +205,7 @@ vmt_status kvm_collect_dirty(kvm_drv *k);
  * needed); false leaves everything as it was (take the step path). */
 bool kvm_engine_emulate(kvm_drv *k, vmt_view v);       /* EMULATE of the event's instruction */
 bool kvm_engine_run_unfetchable(kvm_drv *k);           /* code in frames without a memslot */
-bool kvm_unfetchable_int3(kvm_drv *k);                 /* rip on an INT3 in a frame without a memslot */
+bool kvm_unfetchable_int3(kvm_drv *k, uint64_t *gpa); /* rip on an INT3 in a frame without a memslot (at *gpa) */
 void kvm_engine_fini(kvm_drv *k);
 
 /* kvm_run.c */

@@ -216,7 +216,9 @@ static int step_end(kvm_drv *k, bool report_allowed)
     return H_CONTINUE;
 }
 
-static int bp_event(kvm_drv *k, kvm_bp_source src)
+/* known_gpa: the INT3's guest-physical address when the driver walked it
+ * already (else KVM_TRANSLATE). */
+static int bp_event(kvm_drv *k, kvm_bp_source src, const uint64_t *known_gpa)
 {
     step_end(k, false);
     k->bp_source = src;
@@ -227,7 +229,9 @@ static int bp_event(kvm_drv *k, kvm_bp_source src)
     b->gva = k->ev.regs.rip;
     b->insn_len = 1;
     uint64_t pa;
-    if (kvm_translate(k, b->gva, &pa) == VMT_OK) {
+    if (known_gpa || kvm_translate(k, b->gva, &pa) == VMT_OK) {
+        if (known_gpa)
+            pa = *known_gpa;
         b->gpa = pa;
         b->gfn = pa >> VMT_PAGE_SHIFT;
     }
@@ -362,7 +366,7 @@ static int handle_debug(kvm_drv *k)
 {
     const struct kvm_debug_exit_arch *a = &k->run->debug.arch;
     if (a->exception == 3)
-        return bp_event(k, BP_FROM_DEBUG_EXIT);
+        return bp_event(k, BP_FROM_DEBUG_EXIT, NULL);
     if (a->exception != 1)
         return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "debug exit with exception %u at pc 0x%llx", a->exception,
                           (unsigned long long)a->pc);
@@ -388,13 +392,14 @@ static int handle_internal(kvm_drv *k)
     if (r->emulation_failure.suberror == KVM_INTERNAL_ERROR_EMULATION && r->emulation_failure.ndata >= 2 &&
         (r->emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) &&
         r->emulation_failure.insn_size >= 1 && r->emulation_failure.insn_bytes[0] == 0xCC)
-        return bp_event(k, BP_FROM_EMULATION_EXIT);
+        return bp_event(k, BP_FROM_EMULATION_EXIT, NULL);
     /* Code in a frame without a memslot (its view denies reads) cannot be
      * fetched: the engine runs it in the monitor when it can (not during a
      * step, which must end after one instruction); else map the frame
      * read-only for one step, then take it away. */
-    if (kvm_unfetchable_int3(k))
-        return bp_event(k, BP_FROM_EMULATION_EXIT);
+    uint64_t int3_gpa;
+    if (kvm_unfetchable_int3(k, &int3_gpa))
+        return bp_event(k, BP_FROM_EMULATION_EXIT, &int3_gpa);
     if (!k->step.active && kvm_engine_run_unfetchable(k))
         return H_CONTINUE;
     struct kvm_regs cur;
