@@ -27,8 +27,10 @@
  *    with the view's data rights (an access it traps leaves to the native
  *    path and raises its event); what the engine refuses (I/O, privileged
  *    instructions, TF, armed hardware breakpoints) maps the frame read-only
- *    for one single-step (~100 us per instruction on kvm_pvm). An INT3 there
- *    is reported as a breakpoint event without a step. Do
+ *    for one single-step (~100 us per instruction on kvm_pvm); such a step
+ *    reads that frame through the temporary slot, so code that reads its own
+ *    read-protected frame sees the frame as mapped, without an event. An
+ *    INT3 there is reported as a breakpoint event without a step. Do
  *    not deny reads on frames KVM itself must read (page tables, GDT, IDT).
  *    A memory event's regs.rip may already point past the accessing
  *    instruction (KVM hands the access over while emulating it); a store is

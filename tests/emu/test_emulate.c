@@ -3,10 +3,12 @@
  * (vmtrap/emulate.h) against a small page-table-free "virtual memory" the
  * test owns: a read-modify-write lands through the write accessor, a short
  * run updates registers, a stack push/pop works, a fault changes nothing,
- * and port I/O / INT3 stop the engine in front of the instruction.
+ * and port I/O / INT3 stop the engine in front of the instruction; code
+ * that changes between calls runs as it is now; stop_before ends a run.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,6 +214,78 @@ static void rights_and_kept_pages(void **state)
     free(m);
 }
 
+/* The same instruction address alternates between two encodings from call
+ * to call (what a caller sees when it shows two views of one page): every
+ * call executes the bytes the accessor gives now, although only the
+ * changed bytes are rewritten into the engine. */
+static void changed_code_runs_each_time(void **state)
+{
+    (void)state;
+    /* inc rax (48 ff c0) / dec rax (48 ff c8) */
+    static const uint8_t code[] = { 0x48, 0xff, 0xc0 };
+    vmem *m = mk(code, sizeof code);
+    vmt_emulator *em;
+    assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
+    vmt_emulate_mem mem = { rd, wrt, m, NULL };
+    vmt_emulate_result res;
+    vmt_regs r;
+    memset(&r, 0, sizeof r);
+    r.rax = 10;
+    for (int i = 0; i < 6; i++) {
+        m->page[0][2] = i % 2 ? 0xc8 : 0xc0;
+        r.rip = CODE;
+        assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+        assert_int_equal(res.stop, VMT_EMULATE_DONE);
+        assert_int_equal(r.rax, i % 2 ? 10 : 11);
+    }
+    /* a data page written by the engine and changed by the caller too */
+    static const uint8_t store_load[] = { 0x48, 0x89, 0x03, 0x48, 0x8b, 0x0b }; /* mov [rbx],rax; mov rcx,[rbx] */
+    memcpy(m->page[0], store_load, sizeof store_load);
+    r.rip = CODE;
+    r.rax = 5;
+    r.rbx = DATA + 16;
+    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    uint64_t v = 99;
+    memcpy(m->page[1] + 16, &v, 8);
+    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(r.rcx, 99);
+    vmt_emulator_destroy(em);
+    free(m);
+}
+
+static bool stop_at_code_plus_6(void *ctx, vmt_va rip)
+{
+    (void)ctx;
+    return rip == CODE + 6;
+}
+
+/* stop_before ends a run in front of the instruction it names. */
+static void stop_before_ends_run(void **state)
+{
+    (void)state;
+    /* inc rax x4 */
+    static const uint8_t code[] = { 0x48, 0xff, 0xc0, 0x48, 0xff, 0xc0, 0x48, 0xff, 0xc0, 0x48, 0xff, 0xc0 };
+    vmem *m = mk(code, sizeof code);
+    vmt_emulator *em;
+    assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
+    vmt_emulate_mem mem = { rd, wrt, m, stop_at_code_plus_6 };
+    vmt_emulate_result res;
+    vmt_regs r;
+    memset(&r, 0, sizeof r);
+    r.rip = CODE;
+    assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
+    assert_int_equal(res.stop, VMT_EMULATE_STOP_REQUESTED);
+    assert_int_equal(res.instructions, 2);
+    assert_int_equal(r.rip, CODE + 6);
+    assert_int_equal(r.rax, 2);
+    /* never asked for the first instruction: a run can start there */
+    assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
+    assert_int_equal(res.instructions, 2);
+    assert_int_equal(r.rax, 4);
+    vmt_emulator_destroy(em);
+    free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -219,6 +293,8 @@ int main(void)
         cmocka_unit_test(fault_changes_nothing),
         cmocka_unit_test(stops_before_special),
         cmocka_unit_test(rights_and_kept_pages),
+        cmocka_unit_test(changed_code_runs_each_time),
+        cmocka_unit_test(stop_before_ends_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,7 +3,9 @@
  * to a write-protected page table is one event with the exact new value,
  * and the response decides where it lands (CONTINUE: the table, DENY:
  * nowhere, EMULATE: view 0's frame); remapped gfns are what the guest sees
- * (a hidden breakpoint stepped with FAST_STEP through view 0); the dirty
+ * (a hidden breakpoint stepped with FAST_STEP through view 0, or performed
+ * by the engine with EMULATE while the shadow code's own traps still fire);
+ * the dirty
  * log survives memslot rebuilds; capabilities are declared honestly.
  */
 #include <setjmp.h>
@@ -415,6 +417,80 @@ static void hidden_breakpoint_invisible_to_reads(void **state)
     vmt_driver_destroy(d);
 }
 
+/* A hidden breakpoint answered with EMULATE: the engine performs the
+ * displaced instruction and runs the rest of the shadow code in the
+ * monitor, but every access the view traps still raises its event from the
+ * right instruction: a store to a write-protected page (with its value), an
+ * I/O port, a read of a read-protected page (served from view 0).
+ * (A read of the shadow page itself from code inside it is not trapped:
+ * the instruction is single-stepped with the frame mapped read-only.) */
+static void shadow_code_traps_still_fire(void **state)
+{
+    (void)state;
+    /* at 0x1000: mov rax,0x2000; call rax; mov eax,ecx; mov dx,0x5e1; out dx,eax; hlt
+     * at 0x2000: push rbp; mov rbx,0x200000; mov rax,0x77; mov [rbx],rax;
+     *            mov dx,0x5e2; out dx,eax; mov rsi,0x201000; movzx ecx,byte [rsi];
+     *            pop rbp; ret */
+    static const uint8_t main_code[] = { 0x48, 0xc7, 0xc0, 0x00, 0x20, 0x00, 0x00, 0xff, 0xd0, 0x89,
+                                         0xc8, 0x66, 0xba, 0xe1, 0x05, 0xef, 0xf4 };
+    static const uint8_t func[] = { 0x55, 0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00, 0x48, 0xc7, 0xc0, 0x77,
+                                    0x00, 0x00, 0x00, 0x48, 0x89, 0x03, 0x66, 0xba, 0xe2, 0x05, 0xef, 0x48,
+                                    0xc7, 0xc6, 0x00, 0x10, 0x20, 0x00, 0x0f, 0xb6, 0x0e, 0x5d, 0xc3 };
+    static uint8_t image[0x1000 + sizeof func];
+    memcpy(image, main_code, sizeof main_code);
+    memcpy(image + 0x1000, func, sizeof func);
+    vmt_driver *d = kg_driver(image, sizeof image, KG_RAM);
+    uint8_t page[4096];
+    vmt_gfn shadow;
+    vmt_view v;
+    assert_int_equal(vmt_drv_frame_alloc(d, &shadow), VMT_OK);
+    assert_int_equal(vmt_drv_read_phys(d, 0x2000, page, sizeof page), VMT_OK);
+    page[0] = 0xCC;
+    assert_int_equal(vmt_drv_write_phys(d, shadow << 12, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_remap(d, v, 2, shadow), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 2, VMT_ACCESS_X), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 0x200, VMT_ACCESS_RX), VMT_OK);
+    const uint8_t secret = 0x5a;
+    assert_int_equal(vmt_drv_write_phys(d, 0x201000, &secret, 1), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, v, 0x201, VMT_ACCESS_X), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
+    vmt_event ev;
+    kg_expect(d, VMT_EVENT_BREAKPOINT, &ev);
+    assert_int_equal(ev.regs.rip, 0x2000);
+    assert_int_equal(ev.u.bp.gpa, 0x2000);
+    vmt_response emulate0 = { .actions = VMT_RESP_EMULATE, .emulate_view = VMT_VIEW_DEFAULT };
+    assert_int_equal(vmt_drv_respond(d, &ev, &emulate0), VMT_OK);
+    kg_check(d);
+    kg_expect(d, VMT_EVENT_MEM_ACCESS, &ev); /* mov [rbx],rax into the protected page */
+    assert_int_equal(ev.u.mem.access, VMT_ACCESS_W);
+    assert_int_equal(ev.u.mem.gpa, 0x200000);
+    assert_true(ev.u.mem.has_data);
+    assert_int_equal(ev.u.mem.value, 0x77);
+    assert_int_equal(ev.regs.rbx, 0x200000); /* the instructions before it ran */
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.port, KG_PORT_OTHER);
+    assert_int_equal(ev.u.io.value, 0x77);
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_MEM_ACCESS, &ev); /* movzx ecx, byte [0x201000] */
+    assert_int_equal(ev.u.mem.access, VMT_ACCESS_R);
+    assert_int_equal(ev.u.mem.gpa, 0x201000);
+    assert_int_equal(vmt_drv_respond(d, &ev, &emulate0), VMT_OK);
+    kg_expect(d, VMT_EVENT_IO, &ev);
+    assert_int_equal(ev.u.io.port, KG_PORT_REPORT);
+    assert_int_equal(ev.u.io.value, 0x5a); /* the read was served */
+    kg_continue(d, &ev);
+    kg_expect(d, VMT_EVENT_STOPPED, &ev);
+    assert_int_equal(ev.u.stop.reason, VMT_STOP_HALT);
+    uint64_t x = 0;
+    assert_int_equal(vmt_drv_read_phys(d, 0x200000, &x, 8), VMT_OK);
+    assert_int_equal(x, 0x77); /* CONTINUE let the store land */
+    assert_int_equal(ev.regs.rsp, vmt_boot_pt_base(KG_RAM)); /* push/pop and call/ret balanced */
+    kg_check(d);
+    vmt_driver_destroy(d);
+}
+
 /* Caps say what KVM can do: write traps only, VM-wide views. */
 static void caps_are_honest(void **state)
 {
@@ -483,6 +559,7 @@ int main(void)
         cmocka_unit_test(hidden_breakpoint_fast_step),
         cmocka_unit_test(read_trap_responses),
         cmocka_unit_test(hidden_breakpoint_invisible_to_reads),
+        cmocka_unit_test(shadow_code_traps_still_fire),
         cmocka_unit_test(caps_are_honest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
