@@ -211,6 +211,16 @@ typedef struct vmt_bpm_stats {
 } vmt_bpm_stats;
 
 void vmt_bpm_get_stats(const vmt_bpm *b, vmt_bpm_stats *out);
+
+/* Where the heap bytes of vmt_bpm_stats.bytes go, one part per internal
+ * structure (for benchmarks): name, bytes, entries. Writes up to max parts
+ * and returns how many there are; the parts' bytes add up to stats.bytes. */
+typedef struct vmt_bpm_mem_part {
+    const char *name;
+    size_t bytes;
+    size_t entries;
+} vmt_bpm_mem_part;
+size_t vmt_bpm_memory_parts(const vmt_bpm *b, vmt_bpm_mem_part *parts, size_t max);
 /* Invariant checker: VMT_OK or VMT_E_INTERNAL with the reason in
  * vmt_bpm_error(). */
 vmt_status vmt_bpm_check(vmt_bpm *b);

@@ -6,9 +6,11 @@
  * The unit of location is the address context (view, va, root): all keys
  * registered on it share its state (pending, or active at one frame).
  *
- * The maps (struct vmt_bpm in bpm_internal.h): seven hash maps (core/hmap.h,
- * O(1) expected) plus one small sorted array per installed frame. Values are read and written with
- * memcpy (packed sizes). Keys pack a view into spare bits of an address:
+ * The maps (struct vmt_bpm in bpm_internal.h): six hash maps (core/hmap.h,
+ * O(1) expected; compact: an empty slot costs a 4-byte index word) plus,
+ * for frames with two or more sites, a small sorted array. Values are read
+ * and written with memcpy (packed sizes). Keys pack a view into spare bits
+ * of an address:
  *   rootv  = root (bits 12..51) | view (bits 0..11) | BPM_GLOBAL (bit 63)
  *   fkey   = gfn (bits 0..39) | view << 40              (a (view, frame))
  *
@@ -25,12 +27,15 @@
  * keys     (va, rootv, index 1..nkeys-1) -> key_val { tag, key }
  *          The extra keys of a context, dense indices (swap-remove).
  * globals  (va, view) -> registration root of the global context there.
- * frames   fkey -> frame_val { shadow gfn, sites array, nsites, cap }
+ * frames   fkey -> bpm_frame { shadow gfn, sites, nsites, cap }
  *          One entry per (view, gfn) with at least one active context
  *          (SHADOW, EXEC). sites: sorted by offset, each with the number of
  *          active contexts installed there, the guest's original byte and
- *          whether it was already 0xCC (double trap).
- * shadows  shadow gfn -> fkey (SHADOW only): which frame a shadow backs.
+ *          whether it was already 0xCC (double trap); the only site of a
+ *          frame (the common case) is stored in the record itself (cap 0).
+ *          SHADOW: the map's secondary index finds a frame by its shadow gfn
+ *          (which frame a shadow backs) from the same record: one record per
+ *          breakpoint page, no second map holding copies of keys.
  * DEBUG uses dbg[] instead of frames: one debug register per distinct va,
  * with the number of active contexts using it.
  * refresh  vcpu -> fkey (| bit 63 when we asked for a STEP): a write without
@@ -38,8 +43,8 @@
  *
  * Invariants (bpm_check.c): every active context's (frame, offset) has a
  * site whose count equals the number of active contexts there; every frame
- * has >= 1 site and sites are sorted and unique; shadows is the inverse of
- * the frames' shadow gfns; each va's count and global flag match its
+ * has >= 1 site and sites are sorted and unique; each shadow gfn finds its
+ * own frame through the secondary index; each va's count and global flag match its
  * contexts (bpm_ctxmap.c); counters (breakpoints, active, sites, site
  * bytes) match the maps; globals has exactly the global contexts' (va,
  * view) with their root; keys holds exactly indices 1..nkeys-1 of each

@@ -257,12 +257,32 @@ void vmt_bpm_get_stats(const vmt_bpm *b, vmt_bpm_stats *out)
     out->frames = vmt_hmap_count(&b->frames);
     out->sites = b->nsites;
     out->shadow_frames = b->ctl == VMT_BPM_CTL_SHADOW ? vmt_hmap_count(&b->frames) : 0;
-    out->bytes = sizeof *b + vmt_hmap_memory(&b->vas) + vmt_hmap_memory(&b->more) + vmt_hmap_memory(&b->keys) +
-                 vmt_hmap_memory(&b->globals) + vmt_hmap_memory(&b->frames) +
-                 vmt_hmap_memory(&b->refresh) + b->site_bytes;
+    vmt_bpm_mem_part parts[8];
+    size_t n = vmt_bpm_memory_parts(b, parts, 8);
+    for (size_t i = 0; i < n && i < 8; i++)
+        out->bytes += parts[i].bytes;
     out->hits = b->hits;
     out->hidden_accesses = b->hidden;
     out->foreign_int3 = b->foreign;
     out->stale_int3 = b->stale;
     out->refreshes = b->refreshes;
+}
+
+size_t vmt_bpm_memory_parts(const vmt_bpm *b, vmt_bpm_mem_part *parts, size_t max)
+{
+    const vmt_bpm_mem_part all[] = {
+        { "manager struct", sizeof *b, 1 },
+        { "vas: va -> primary context", vmt_hmap_memory(&b->vas), vmt_hmap_count(&b->vas) },
+        { "more: other contexts of a va", vmt_hmap_memory(&b->more), vmt_hmap_count(&b->more) },
+        { "keys: extra keys of a context", vmt_hmap_memory(&b->keys), vmt_hmap_count(&b->keys) },
+        { "globals: (va, view) -> root", vmt_hmap_memory(&b->globals), vmt_hmap_count(&b->globals) },
+        { b->ctl == VMT_BPM_CTL_SHADOW ? "frames (+ index by shadow gfn)" : "frames", vmt_hmap_memory(&b->frames),
+          vmt_hmap_count(&b->frames) },
+        { "refresh: vCPU -> frame", vmt_hmap_memory(&b->refresh), vmt_hmap_count(&b->refresh) },
+        { "site arrays (frames with 2+ sites; slots)", b->site_bytes, b->site_bytes / sizeof(bpm_site) },
+    };
+    size_t n = sizeof all / sizeof all[0];
+    for (size_t i = 0; i < n && i < max; i++)
+        parts[i] = all[i];
+    return n;
 }

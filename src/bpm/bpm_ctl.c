@@ -286,13 +286,11 @@ static vmt_status arm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk,
             drv_fail(b, st, "reading the original frame", view, gfn);
             goto free_shadow;
         }
-        if (sh == 0 || vmt_hmap_get2(&b->frames, &sh, NULL)) {
-            st = vmt_errbuf_set(&b->err, VMT_E_INTERNAL,
-                                "bpm: the driver gave shadow frame 0x%llx, which is %s (view %u, gfn 0x%llx)",
-                                (unsigned long long)sh, sh ? "already a shadow" : "not a valid frame",
-                                (unsigned)view, (unsigned long long)gfn);
-            goto free_shadow;
-        }
+        if (vmt_hmap_get2(&b->frames, &sh, NULL)) /* a driver bug; never free a frame in use */
+            return vmt_errbuf_set(&b->err, VMT_E_INTERNAL,
+                                  "bpm: the driver gave shadow frame 0x%llx, which already shadows another frame "
+                                  "(view %u, gfn 0x%llx)",
+                                  (unsigned long long)sh, (unsigned)view, (unsigned long long)gfn);
         f.s.one.orig = page[off];
         if (page[off] == BPM_INT3)
             f.s.one.flags |= SITE_DOUBLE;

@@ -538,6 +538,131 @@ static void test_view_destroyed_without_forget(void **state)
     }
 }
 
+/* A frame's sites: the first is stored in the frame record, a second moves
+ * them to an array, and back to one the array goes. At each step the shadow
+ * holds INT3 exactly at the sites, the frame is found by its shadow gfn
+ * (an event naming the shadow), and the memory parts add up to the stats. */
+static void expect_sites(fx *f, vmt_gfn shadow, const unsigned *offs, size_t n)
+{
+    uint8_t orig[4096], sh[4096];
+    fx_page(f, 0x10, orig);
+    fx_page(f, shadow, sh);
+    for (unsigned o = 0; o < 4096; o++) {
+        bool site = false;
+        for (size_t i = 0; i < n; i++)
+            site |= offs[i] == o;
+        assert_int_equal(sh[o], site ? 0xCC : orig[o]);
+    }
+    vmt_bpm_stats st;
+    vmt_bpm_get_stats(f->b, &st);
+    assert_int_equal(st.sites, n);
+    vmt_bpm_mem_part parts[16];
+    size_t np = vmt_bpm_memory_parts(f->b, parts, 16), sum = 0, site_bytes = 0;
+    assert_true(np <= 16);
+    for (size_t i = 0; i < np; i++) {
+        sum += parts[i].bytes;
+        if (strstr(parts[i].name, "site arrays"))
+            site_bytes = parts[i].bytes;
+    }
+    assert_int_equal(sum, st.bytes);
+    assert_int_equal(site_bytes == 0, n == 1); /* one site: no array */
+    /* an INT3 event naming the shadow gfn (as some drivers report it) finds
+     * the breakpoint of the guest frame */
+    for (size_t i = 0; i < n; i++) {
+        vmt_event ev = fx_int3(f, 0x400000 + offs[i], (shadow << 12) + offs[i], FX_ROOT_A);
+        vmt_bpm_bp hits[2];
+        size_t total = 0;
+        assert_int_equal(vmt_bpm_lookup_event(f->b, &ev, hits, 2, &total), 1);
+        assert_int_equal(total, 1);
+        assert_true(hits[0].ctx.va == 0x400000 + offs[i]);
+    }
+}
+
+static void test_sites_inline_then_array(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, NULL, VMT_BPM_CTL_SHADOW);
+    fx_fill(&f, 0x10, 7);
+    static const unsigned offs[] = { 0x123, 0x456, 0x789 };
+    vmt_bpm_bp bp[3];
+    for (int i = 0; i < 3; i++) {
+        bp[i] = fx_bp(&f, 0x400000 + offs[i], FX_ROOT_A, 1, (uint64_t)i, false);
+        assert_int_equal(vmt_bpm_insert_pa(f.b, &bp[i], 0x10000 + offs[i], NULL), VMT_OK);
+        CK(&f);
+        vmt_access acc;
+        vmt_gfn shadow;
+        fx_view_state(&f, 0x10, &acc, &shadow);
+        assert_int_equal(acc, VMT_ACCESS_X);
+        expect_sites(&f, shadow, offs, (size_t)i + 1);
+    }
+    vmt_access acc;
+    vmt_gfn shadow;
+    fx_view_state(&f, 0x10, &acc, &shadow);
+    /* remove the first two: back to one site (inline), the shadow follows */
+    assert_int_equal(vmt_bpm_remove(f.b, &bp[0]), VMT_OK);
+    CK(&f);
+    assert_int_equal(vmt_bpm_remove(f.b, &bp[1]), VMT_OK);
+    CK(&f);
+    expect_sites(&f, shadow, &offs[2], 1);
+    /* and a second site again (array again), then everything goes */
+    assert_int_equal(vmt_bpm_insert_pa(f.b, &bp[0], 0x10000 + offs[0], NULL), VMT_OK);
+    CK(&f);
+    static const unsigned two[] = { 0x123, 0x789 };
+    expect_sites(&f, shadow, two, 2);
+    assert_int_equal(vmt_bpm_clear(f.b), VMT_OK);
+    CK(&f);
+    vmt_bpm_stats st;
+    vmt_bpm_get_stats(f.b, &st);
+    assert_int_equal(st.frames + st.sites + st.shadow_frames, 0);
+    fx_free(&f);
+}
+
+/* A driver that hands out a frame that already shadows another one (the
+ * no-op mem driver with one extra frame cycles over it): the insert fails
+ * with a clear error, changes nothing and frees nothing. */
+static void test_driver_repeats_a_shadow_frame(void **state)
+{
+    (void)state;
+    vmt_mem_config mc;
+    memset(&mc, 0, sizeof mc);
+    mc.noop = true;
+    mc.ram_frames = 64;
+    mc.extra_frames = 1;
+    mc.max_views = 2;
+    char why[256];
+    vmt_driver *d;
+    vmt_session *s;
+    vmt_view view;
+    vmt_bpm *b;
+    assert_int_equal(vmt_mem_driver_create(&mc, &d, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_session_create(d, NULL, &s), VMT_OK);
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &view), VMT_OK);
+    vmt_bpm_config cfg = { VMT_BPM_CTL_SHADOW, 0 };
+    assert_int_equal(vmt_bpm_create(s, &cfg, &b, why, sizeof why), VMT_OK);
+    vmt_bpm_bp bp;
+    memset(&bp, 0, sizeof bp);
+    bp.view = view;
+    bp.ctx.root = 0x1000;
+    bp.key = 1;
+    bp.ctx.va = 0x7000123;
+    assert_int_equal(vmt_bpm_insert_pa(b, &bp, 0x10123, NULL), VMT_OK);
+    assert_int_equal(vmt_bpm_check(b), VMT_OK);
+    uint64_t digest = vmt_bpm_digest(b);
+    size_t frees = vmt_mem_op_count(d, VMT_MEM_OP_FRAME_FREE);
+    vmt_bpm_bp other = bp;
+    other.ctx.va = 0x7001123;
+    assert_int_equal(vmt_bpm_insert_pa(b, &other, 0x11123, NULL), VMT_E_INTERNAL);
+    assert_non_null(strstr(vmt_bpm_error(b), "already shadows"));
+    assert_int_equal(vmt_bpm_check(b), VMT_OK);
+    assert_true(vmt_bpm_digest(b) == digest);
+    assert_int_equal(vmt_mem_op_count(d, VMT_MEM_OP_FRAME_FREE), frees);
+    assert_int_equal(vmt_bpm_remove(b, &bp), VMT_OK);
+    assert_int_equal(vmt_bpm_check(b), VMT_OK);
+    vmt_bpm_destroy(b);
+    vmt_session_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -549,6 +674,8 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_many_contexts_one_va),
         cmocka_unit_test(test_view_destroyed_without_forget),
+        cmocka_unit_test(test_sites_inline_then_array),
+        cmocka_unit_test(test_driver_repeats_a_shadow_frame),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
