@@ -595,6 +595,12 @@ vmt_status emu_op_respond(vmt_driver *d, const vmt_event *ev, const vmt_response
         if (views_to_check[i] >= e->max_views || !e->views[views_to_check[i]].live)
             return vmt_driver_fail(d, VMT_E_NOTFOUND, "response names view %u, which does not exist",
                                    views_to_check[i]);
+    /* what the MMU's mapped rights depend on: revalidated below only when
+     * the response changed it (an engine-performed EMULATE changes nothing
+     * but memory, which invalidates itself) */
+    const vmt_view mmu_before = e->mmu_view, cur_before = e->cur_view;
+    const vmt_access grant_before = e->grant_kinds;
+    const uint64_t grant_va_before = e->grant_va;
     if (a & VMT_RESP_SET_REGS) {
         char why[192];
         vmt_status st = emu_regs_write(e, &resp->regs, why, sizeof why);
@@ -651,7 +657,9 @@ vmt_status emu_op_respond(vmt_driver *d, const vmt_event *ev, const vmt_response
             }
         }
     }
-    emu_tlb_revalidate(e);
+    if (e->mmu_view != mmu_before || e->cur_view != cur_before || e->grant_kinds != grant_before ||
+        e->grant_va != grant_va_before || e->deny_active || e->step != EMU_STEP_NONE)
+        emu_tlb_revalidate(e);
     return VMT_OK;
 }
 
