@@ -47,6 +47,13 @@ static const uint8_t g_pt_writes[] = {
 };
 #define PDE_IMM 6
 
+/* mov ecx,N; mov ebx,0x3800; 1: mov [rbx],rcx; dec ecx; jnz 1b;
+ * mov dx,0x5e1; out dx,eax; hlt */
+static const uint8_t g_writes[] = {
+    0xb9, 0, 0, 0, 0, 0xbb, 0x00, 0x38, 0x00, 0x00, 0x48, 0x89, 0x0b, 0xff, 0xc9, 0x75, 0xf9,
+    0x66, 0xba, 0xe1, 0x05, 0xef, 0xf4,
+};
+
 /* at HG_FUNC_VA: push rbp; mov rax,rdi; pop rbp; ret */
 static const uint8_t g_func[] = { 0x55, 0x48, 0x89, 0xf8, 0x5d, 0xc3 };
 
@@ -85,6 +92,7 @@ vmt_status hg_driver(const char *driver, hg_kind kind, uint32_t n, vmt_driver **
         break;
     case HG_CALLS: len = sizeof g_calls; memcpy(code, g_calls, len); break;
     case HG_READS: len = sizeof g_reads; memcpy(code, g_reads, len); break;
+    case HG_WRITES: len = sizeof g_writes; memcpy(code, g_writes, len); break;
     case HG_PT_WRITES: {
         len = sizeof g_pt_writes;
         memcpy(code, g_pt_writes, len);

@@ -13,7 +13,9 @@
  *   HG_READS      load 8 bytes from HG_FUNC_VA itself: eax at the end is
  *                 HG_READ_VALUE, the function's real first bytes (an INT3
  *                 seen by the guest would show as 0xcc in the low byte);
- *   HG_PT_WRITES  store the PD entry that maps HG_PT_VA, unchanged.
+ *   HG_PT_WRITES  store the PD entry that maps HG_PT_VA, unchanged;
+ *   HG_WRITES     store rax (the iteration count) at HG_WRITE_VA, in the
+ *                 function's page (a hidden breakpoint's page is rebuilt).
  * No test framework here: callers assert.
  */
 #ifndef VMT_TESTS_HIDDEN_GUEST_H
@@ -27,13 +29,14 @@
 #define HG_RAM (16ull << 20)
 #define HG_CODE_PA 0x1000ull
 #define HG_FUNC_VA 0x3000ull
-#define HG_PT_VA 0x400000ull   /* its translation's leaf entry is what HG_PT_WRITES stores */
+#define HG_PT_VA 0x400000ull
+#define HG_WRITE_VA (HG_FUNC_VA + 0x800) /* data in the function's page */   /* its translation's leaf entry is what HG_PT_WRITES stores */
 #define HG_PORT_LOOP 0x5e2
 #define HG_PORT_DONE 0x5e1
 #define HG_CALLS_VALUE ((uint32_t)HG_RAM)  /* the function returns rdi */
 #define HG_READ_VALUE 0xf8894855u           /* push rbp; mov rax,rdi (55 48 89 f8) */
 
-typedef enum hg_kind { HG_OUT_LOOP, HG_NOP_LOOP, HG_CALLS, HG_READS, HG_PT_WRITES } hg_kind;
+typedef enum hg_kind { HG_OUT_LOOP, HG_NOP_LOOP, HG_CALLS, HG_READS, HG_PT_WRITES, HG_WRITES } hg_kind;
 
 /* Physical address of the PD entry HG_PT_WRITES stores into. */
 uint64_t hg_pde_pa(void);

@@ -9,7 +9,8 @@
  * cancel out: with a driver that declares EMULATE, each hidden hit, each
  * hidden read and each monitored PT write must cost exactly one exit and no
  * internal exit (no single-step, no refetch). With PREFER_FAST_STEP the hit
- * takes the two-exit path, which the counts show as well. Times are never
+ * takes the two-exit path, which the counts show as well, and a hidden
+ * write is stepped so the shadow is rebuilt. Times are never
  * asserted (bench/bench_hidden.c prints them).
  */
 #include <setjmp.h>
@@ -31,6 +32,7 @@ typedef enum mon { MON_BPM, MON_BPM_FAST_STEP, MON_PTM } mon;
 
 typedef struct counts {
     uint32_t value; /* what the guest reported at the end */
+    uint64_t at_write_va; /* guest-physical memory at HG_WRITE_VA afterwards (view 0) */
     uint64_t exits, internal, hits, hidden, ptm, bp_events, mem_events, step_events;
 } counts;
 
@@ -123,6 +125,7 @@ static counts run(const char *drv, hg_kind kind, mon mode, uint32_t n)
     assert_true(x.done);
     assert_int_equal(vmt_session_last_stop(s)->reason, VMT_STOP_HALT);
     x.c.value = x.value;
+    assert_int_equal(vmt_drv_read_phys(d, HG_WRITE_VA, &x.c.at_write_va, 8), VMT_OK);
     x.c.exits = st1.exits - st0.exits;
     x.c.internal = st1.internal_exits - st0.internal_exits;
     x.c.bp_events = st1.events[VMT_EVENT_BREAKPOINT] - st0.events[VMT_EVENT_BREAKPOINT];
@@ -181,6 +184,25 @@ static void pt_write_one_exit(const char *drv)
     assert_int_equal(b.internal - a.internal, 0);
 }
 
+/* A store into the breakpointed page: served in view 0 (the guest's data
+ * lands in the real frame, the breakpoint stays armed): a write event and a
+ * single-step after which the manager rebuilds the shadow. On KVM the step
+ * completes the already-exited store without another exit (1 exit per
+ * write); on emu the step is its own exit and switching back to the
+ * breakpoint view refills the page's translation (3 exits, 1 internal). */
+static void hidden_write_stepped(const char *drv, uint64_t exits_per_write, uint64_t internal_per_write)
+{
+    enum { N = 8 };
+    counts a, b;
+    per_op(drv, HG_WRITES, MON_BPM, N, &a, &b);
+    assert_int_equal(b.hidden - a.hidden, N);
+    assert_int_equal(b.mem_events - a.mem_events, N);
+    assert_int_equal(b.step_events - a.step_events, N);
+    assert_int_equal(b.exits - a.exits, exits_per_write * N);
+    assert_int_equal(b.internal - a.internal, internal_per_write * N);
+    assert_int_equal(b.at_write_va, 1); /* the last store (rcx = 1) landed in the real frame */
+}
+
 /* FAST_STEP instead of EMULATE: the hit is the event plus the step's own
  * exit, so the engine path is what makes it one. */
 static void fast_step_hit_two_exits(const char *drv)
@@ -199,6 +221,8 @@ static void emu_pt_write(void **state) { (void)state; pt_write_one_exit("emu"); 
 static void kvm_hit(void **state) { (void)state; hidden_hit_one_exit("kvm"); }
 static void kvm_read(void **state) { (void)state; hidden_read_one_exit("kvm"); }
 static void kvm_pt_write(void **state) { (void)state; pt_write_one_exit("kvm"); }
+static void emu_write(void **state) { (void)state; hidden_write_stepped("emu", 3, 1); }
+static void kvm_write(void **state) { (void)state; hidden_write_stepped("kvm", 1, 0); }
 static void kvm_fast_step(void **state) { (void)state; fast_step_hit_two_exits("kvm"); }
 
 int main(void)
@@ -206,7 +230,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(emu_hit),      cmocka_unit_test(emu_read),      cmocka_unit_test(emu_pt_write),
         cmocka_unit_test(kvm_hit),      cmocka_unit_test(kvm_read),      cmocka_unit_test(kvm_pt_write),
-        cmocka_unit_test(kvm_fast_step),
+        cmocka_unit_test(kvm_fast_step), cmocka_unit_test(emu_write),     cmocka_unit_test(kvm_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
