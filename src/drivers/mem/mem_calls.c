@@ -50,7 +50,10 @@ const char *vmt_mem_op_name(vmt_mem_op op)
 
 mem_drv *mem_of(const vmt_driver *d)
 {
-    if (!d || strcmp(vmt_driver_name(d), "mem") != 0) /* never read another driver's state */
+    if (!d)
+        return NULL;
+    const char *name = vmt_driver_name(d); /* never read another driver's state */
+    if (name != mem_driver_name && strcmp(name, mem_driver_name) != 0)
         return NULL;
     mem_drv *m = vmt_driver_impl((vmt_driver *)d);
     if (!m || m->magic != MEM_MAGIC)

@@ -321,8 +321,10 @@ static void mem_free(mem_drv *m)
 
 static void op_destroy(vmt_driver *d) { mem_free(mem_of(d)); }
 
+const char mem_driver_name[] = "mem";
+
 static const vmt_driver_ops mem_ops = {
-    .name = "mem",
+    .name = mem_driver_name,
     .destroy = op_destroy,
     .read_phys = op_read_phys,
     .write_phys = op_write_phys,

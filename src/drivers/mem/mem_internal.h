@@ -98,6 +98,9 @@ typedef struct mem_drv {
 } mem_drv;
 
 /* The mem state of d, or NULL when d is not a mem driver. */
+/* The driver's name, the one string its ops table points at (mem_of
+ * recognises its own drivers by that pointer before comparing text). */
+extern const char mem_driver_name[];
 mem_drv *mem_of(const vmt_driver *d);
 
 /* Call bookkeeping shared by every op: mem_begin() counts the call, reserves
