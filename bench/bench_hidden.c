@@ -237,7 +237,7 @@ static void bench_driver(const char *drv, uint32_t n, const char *profile)
     line("hidden breakpoint hit (shadow INT3)", t_hit, bare, target, &hit, n);
     line("hidden read of a breakpointed page", t_read, bare, target, &hread, n);
     line("monitored page-table write", t_ptw, bare, target, &mptw, n);
-    line("hidden write (stepped, shadow rebuilt)", t_write, bare, 2.0, &hwrite, n);
+    line("hidden write (stepped, rebuilt)", t_write, bare, 2.0, &hwrite, n);
     printf("  (unmonitored loops per iteration: nop %.2f us, call %.2f us, read %.2f us, PT store %.2f us, "
            "store %.2f us)\n",
            nop.seconds / n * 1e6, calls.seconds / n * 1e6, reads.seconds / n * 1e6, ptw.seconds / n * 1e6,
