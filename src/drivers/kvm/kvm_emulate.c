@@ -277,6 +277,13 @@ static vmt_status set_gprs(kvm_drv *k, const vmt_regs *o, const vmt_regs *before
         .r12 = o->r12, .r13 = o->r13, .r14 = o->r14, .r15 = o->r15,
         .rip = o->rip, .rflags = o->rflags | 2,
     };
+    if (k->sync_regs && k->regs_fresh) {
+        /* KVM loads them on the next KVM_RUN (one ioctl less per hit); the
+         * sync copy stays the current state for kvm_get_regs */
+        k->run->s.regs.regs = g;
+        k->run->kvm_dirty_regs |= KVM_SYNC_X86_REGS;
+        return VMT_OK;
+    }
     k->regs_fresh = false;
     if (ioctl(k->vcpu_fd, KVM_SET_REGS, &g) < 0)
         return vmt_driver_fail(k->d, VMT_E_DRIVER, "KVM_SET_REGS after emulation failed");

@@ -167,6 +167,7 @@ uint64_t kvm_now_ns(void);
 vmt_status kvm_setup_vcpu(kvm_drv *k, const vmt_regs *boot, char *why, size_t why_len);
 vmt_status kvm_get_regs(kvm_drv *k, vmt_regs *r);
 vmt_status kvm_set_regs(kvm_drv *k, const vmt_regs *r);
+vmt_status kvm_regs_flush(kvm_drv *k); /* pending sync registers -> KVM_SET_REGS */
 vmt_status kvm_apply_debug(kvm_drv *k);
 vmt_status kvm_hw_breakpoint(vmt_driver *d, vmt_vcpu vcpu, unsigned index, vmt_va va, int enable);
 vmt_status kvm_inject(vmt_driver *d, vmt_vcpu vcpu, const vmt_injection *inj);

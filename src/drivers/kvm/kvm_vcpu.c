@@ -157,6 +157,20 @@ vmt_status kvm_get_regs(kvm_drv *k, vmt_regs *o)
     return VMT_OK;
 }
 
+/* Registers the engine left in run->s.regs for KVM_RUN to load
+ * (kvm_dirty_regs): written now, for a path about to use register ioctls.
+ * Invariant: such pending registers imply regs_fresh (the sync copy is the
+ * current state). */
+vmt_status kvm_regs_flush(kvm_drv *k)
+{
+    if (!(k->run->kvm_dirty_regs & KVM_SYNC_X86_REGS))
+        return VMT_OK;
+    k->run->kvm_dirty_regs &= ~(uint64_t)KVM_SYNC_X86_REGS;
+    if (ioctl(k->vcpu_fd, KVM_SET_REGS, &k->run->s.regs.regs) < 0)
+        return vfail(k, "KVM_SET_REGS (pending registers)");
+    return VMT_OK;
+}
+
 vmt_status kvm_set_regs(kvm_drv *k, const vmt_regs *o)
 {
     struct kvm_regs g = {
@@ -167,6 +181,7 @@ vmt_status kvm_set_regs(kvm_drv *k, const vmt_regs *o)
         .rip = o->rip, .rflags = o->rflags | 2,
     };
     struct kvm_sregs s;
+    k->run->kvm_dirty_regs &= ~(uint64_t)KVM_SYNC_X86_REGS; /* superseded by this KVM_SET_REGS */
     k->regs_fresh = false;
     if (ioctl(k->vcpu_fd, KVM_GET_SREGS, &s) < 0)
         return vfail(k, "KVM_GET_SREGS");
@@ -279,6 +294,9 @@ vmt_status kvm_reinject_bp(kvm_drv *k)
         return kvm_apply_debug(k);
     }
     struct kvm_regs g;
+    vmt_status st = kvm_regs_flush(k);
+    if (st)
+        return st;
     k->regs_fresh = false;
     if (ioctl(k->vcpu_fd, KVM_GET_REGS, &g) < 0)
         return vfail(k, "KVM_GET_REGS");
@@ -295,6 +313,9 @@ vmt_status kvm_inject(vmt_driver *d, vmt_vcpu vcpu, const vmt_injection *inj)
         return vmt_driver_fail(d, VMT_E_INVAL, "vcpu %u out of range (driver has 1)", vcpu);
     if (inj->vector >= 32)
         return vmt_driver_fail(d, VMT_E_INVAL, "vector %u is not an exception", inj->vector);
+    vmt_status st = kvm_regs_flush(k);
+    if (st)
+        return st;
     k->regs_fresh = false;
     if (inj->vector == 14) {
         struct kvm_sregs s;
