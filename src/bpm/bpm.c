@@ -64,6 +64,7 @@
 #include <stdlib.h>
 
 #include "bpm/bpm_internal.h"
+#include "core/session_internal.h" /* vmt_arbiter_prefetch only */
 
 const char *vmt_bpm_controller_name(vmt_bpm_controller c)
 {
@@ -349,9 +350,10 @@ static vmt_status remove_ctx(vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val
 {
     vmt_view view = bpm_rootv_view(k->rootv);
     if (bpm_loc_active(v->loc)) {
-        if (b->ctl != VMT_BPM_CTL_DEBUG) {
+        if (b->ctl != VMT_BPM_CTL_DEBUG) { /* the frame's and the arbiter's lookups overlap */
             uint64_t fk = bpm_fkey(view, bpm_loc_gfn(v->loc));
             vmt_hmap_prefetch(&b->frames, &fk);
+            vmt_arbiter_prefetch(b->s, view, bpm_loc_gfn(v->loc));
         }
         vmt_status st = bpm_ctl_disarm(b, view, bpm_loc_gfn(v->loc), k->va);
         if (st)

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 
 #include "bpm/bpm_internal.h"
+#include "core/session_internal.h" /* vmt_arbiter_prefetch only */
 
 int bpm_site_find(const bpm_frame *f, unsigned off)
 {
@@ -280,7 +281,9 @@ static vmt_status arm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t fk,
         st = vmt_drv_frame_alloc(b->d, &sh);
         if (st)
             return drv_fail(b, st, "allocating a shadow frame", view, gfn);
-        vmt_hmap_prefetch2(&b->frames, &sh); /* its lookup below overlaps the page read */
+        /* the shadow's and the arbiter's lookups below overlap the page read */
+        vmt_hmap_prefetch2(&b->frames, &sh);
+        vmt_arbiter_prefetch(b->s, view, gfn);
         st = vmt_drv_read_phys(b->d, vmt_gfn_to_pa(gfn), page, sizeof page);
         if (st) {
             drv_fail(b, st, "reading the original frame", view, gfn);
@@ -351,6 +354,7 @@ static vmt_status disarm_frame(vmt_bpm *b, vmt_view view, vmt_gfn gfn, uint64_t 
     vmt_status st;
     if (b->ctl == VMT_BPM_CTL_SHADOW) {
         vmt_hmap_prefetch2(&b->frames, &f->shadow); /* for the delete below */
+        vmt_arbiter_prefetch(b->s, view, gfn);
         st = bpm_gone_ok(vmt_session_remap(b->s, view, gfn, gfn));
         if (st) {
             sess_fail(b, st, "remapping the frame back from its shadow", view, gfn);

@@ -117,6 +117,12 @@ vmt_status vmt_session_remap(vmt_session *s, vmt_view view, vmt_gfn gfn, vmt_gfn
     return VMT_OK;
 }
 
+void vmt_arbiter_prefetch(const vmt_session *s, vmt_view view, vmt_gfn gfn)
+{
+    vmt_arb_key k = arb_key(view, gfn);
+    vmt_hmap_prefetch(&s->arb.map, &k);
+}
+
 vmt_access vmt_session_effective_access(const vmt_session *s, vmt_view view, vmt_gfn gfn)
 {
     vmt_arb_key k = arb_key(view, gfn);

@@ -104,5 +104,9 @@ struct vmt_session {
 };
 
 vmt_status vmt_arbiter_check(const vmt_arbiter *a, char *why, size_t why_len);
+/* Start loading the arbiter's slot for (view, gfn): a hint for a caller
+ * about to remap or restrict that frame after other work (the breakpoint
+ * manager copies a page first), so the cache miss overlaps that work. */
+void vmt_arbiter_prefetch(const vmt_session *s, vmt_view view, vmt_gfn gfn);
 
 #endif
