@@ -14,7 +14,9 @@
  * completes, so a faulting instruction changes nothing (no partial writes,
  * registers untouched). Up to 4 pages stay mapped between calls; they are
  * re-read through `mem->read` at the start of every call (so the caller's
- * memory may change between calls; a re-read counts as an access).
+ * memory may change between calls; a re-read counts as an access). Code
+ * that changes between calls is translated again (tens of microseconds):
+ * a caller alternating two versions of a code page keeps one engine each.
  *
  * It stops BEFORE instructions whose effect lies outside registers and
  * memory (INT3/INT n, port I/O, hlt, control/debug-register and MSR
@@ -80,6 +82,10 @@ vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len);
 void vmt_emulator_destroy(vmt_emulator *em);
 /* The message of the last failure ("" if none). */
 const char *vmt_emulator_error(const vmt_emulator *em);
+/* Invariant checker (tests): between calls at most 4 pages are mapped, no
+ * store is pending, and the engine's record of each mapped page matches
+ * what it holds. VMT_OK or VMT_E_INTERNAL (vmt_emulator_error says why). */
+vmt_status vmt_emulator_check(vmt_emulator *em);
 
 /* Emulate up to max_insns (1..1000) instructions from regs->rip. On VMT_OK,
  * *regs is the state after the completed instructions and *res says why it

@@ -97,6 +97,7 @@ static void rmw_and_short_run(void **state)
     vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
     assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(res.stop, VMT_EMULATE_DONE);
     assert_int_equal(res.instructions, 1);
     assert_int_equal(r.rip, CODE + 3);
@@ -104,6 +105,7 @@ static void rmw_and_short_run(void **state)
     memcpy(&v, m->page[1] + 8, 8);
     assert_int_equal(v, 42);
     assert_int_equal(vmt_emulate(em, &r, &mem, 3, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(res.instructions, 3);
     assert_int_equal(r.rcx, 10);
     assert_int_equal(r.rdx, 10);
@@ -133,6 +135,7 @@ static void fault_changes_nothing(void **state)
     vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
     assert_int_equal(vmt_emulate(em, &r, &mem, 2, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(res.stop, VMT_EMULATE_FAULT);
     assert_int_equal(res.fault_va, 0x7f00000f0000ull);
     assert_int_equal(res.instructions, 1);
@@ -157,15 +160,18 @@ static void stops_before_special(void **state)
     vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
     assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(res.stop, VMT_EMULATE_SPECIAL);
     assert_int_equal(res.instructions, 1);
     assert_int_equal(r.rip, CODE + 3);
     assert_int_equal(r.rax, 1);
     r.rip = CODE + 4;
     assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(res.stop, VMT_EMULATE_SPECIAL);
     assert_int_equal(r.rip, CODE + 4);
     assert_int_equal(vmt_emulate(em, &r, &mem, 0, &res), VMT_E_INVAL);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_non_null(strstr(vmt_emulator_error(em), "1..1000"));
     vmt_emulator_destroy(em);
     free(m);
@@ -190,6 +196,7 @@ static void rights_and_kept_pages(void **state)
     r.rbx = DATA;
     m->data_rights = VMT_ACCESS_R; /* the store is not allowed */
     assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(res.stop, VMT_EMULATE_FAULT);
     assert_int_equal(res.fault_access, VMT_ACCESS_W);
     assert_int_equal(res.fault_va, DATA);
@@ -202,12 +209,14 @@ static void rights_and_kept_pages(void **state)
     uint64_t v = 77;
     memcpy(m->page[1], &v, 8); /* the caller changes memory between calls */
     assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(r.rcx, 77);
     /* the code changes too: the kept code page is re-read */
     m->page[0][3] = 0x90; /* nop */
     r.rip = CODE + 3;
     r.rcx = 0;
     assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(r.rip, CODE + 4);
     assert_int_equal(r.rcx, 0);
     vmt_emulator_destroy(em);
@@ -235,6 +244,7 @@ static void changed_code_runs_each_time(void **state)
         m->page[0][2] = i % 2 ? 0xc8 : 0xc0;
         r.rip = CODE;
         assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
         assert_int_equal(res.stop, VMT_EMULATE_DONE);
         assert_int_equal(r.rax, i % 2 ? 10 : 11);
     }
@@ -245,9 +255,11 @@ static void changed_code_runs_each_time(void **state)
     r.rax = 5;
     r.rbx = DATA + 16;
     assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     uint64_t v = 99;
     memcpy(m->page[1] + 16, &v, 8);
     assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(r.rcx, 99);
     vmt_emulator_destroy(em);
     free(m);
@@ -274,12 +286,14 @@ static void stop_before_ends_run(void **state)
     memset(&r, 0, sizeof r);
     r.rip = CODE;
     assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(res.stop, VMT_EMULATE_STOP_REQUESTED);
     assert_int_equal(res.instructions, 2);
     assert_int_equal(r.rip, CODE + 6);
     assert_int_equal(r.rax, 2);
     /* never asked for the first instruction: a run can start there */
     assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
     assert_int_equal(res.instructions, 2);
     assert_int_equal(r.rax, 4);
     vmt_emulator_destroy(em);

@@ -402,5 +402,7 @@ vmt_status vmt_emu_check(vmt_driver *d)
     }
     if (e->cur_view >= e->max_views || !e->views[e->cur_view].live)
         return vmt_driver_fail(d, VMT_E_INTERNAL, "invariant: current view %u is not live", e->cur_view);
+    if (e->engine && vmt_emulator_check(e->engine) != VMT_OK)
+        return vmt_driver_fail(d, VMT_E_INTERNAL, "invariant: %s", vmt_emulator_error(e->engine));
     return VMT_OK;
 }

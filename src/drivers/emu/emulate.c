@@ -17,10 +17,18 @@
  * same bytes again). Map changes are what Unicorn is slow at (~15 us), so
  * the last EMUL_KEEP pages stay mapped between calls and are re-read
  * through mem->read (content, rights) at the start of the next call:
- * repeated emulation at one site costs no map change.
+ * repeated emulation at one site costs no map change. Dropping translated
+ * code is slow too (~30 us per uc_ctl_remove_cache), so each mapped page
+ * has a host copy of what Unicorn holds: a re-read writes only the byte
+ * range that differs, and drops translations only over that range and only
+ * on pages code was translated from (code[]). Committed stores update the
+ * copies; an aborted instruction's stores mark their pages unknown (fully
+ * rewritten next time). A caller that shows two versions of one code page
+ * alternately should use two engines (the KVM driver does).
  *
  * Invariants: between calls at most EMUL_KEEP regions are mapped, each
- * listed in pages[]; the store log is empty.
+ * listed in pages[], and copy[i] equals Unicorn's page i unless unknown[i];
+ * the store log is empty.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -293,6 +301,33 @@ void vmt_emulator_destroy(vmt_emulator *em)
 }
 
 const char *vmt_emulator_error(const vmt_emulator *em) { return em ? em->err.msg : ""; }
+
+vmt_status vmt_emulator_check(vmt_emulator *em)
+{
+    if (!em)
+        return VMT_E_INVAL;
+    if (em->npages > EMUL_KEEP || em->nstores)
+        return vmt_errbuf_set(&em->err, VMT_E_INTERNAL, "emulate: %u pages mapped, %u stores pending between calls",
+                              em->npages, em->nstores);
+    uint8_t buf[4096];
+    for (unsigned i = 0; i < em->npages; i++) {
+        if (em->pages[i] & 4095)
+            return vmt_errbuf_set(&em->err, VMT_E_INTERNAL, "emulate: page 0x%" PRIx64 " not aligned", em->pages[i]);
+        for (unsigned j = 0; j < i; j++)
+            if (em->pages[j] == em->pages[i] || em->copy[j] == em->copy[i])
+                return vmt_errbuf_set(&em->err, VMT_E_INTERNAL, "emulate: page 0x%" PRIx64 " listed twice",
+                                      em->pages[i]);
+        if (em->unknown[i])
+            continue;
+        if (uc_mem_read(em->uc, em->pages[i], buf, sizeof buf) != UC_ERR_OK)
+            return vmt_errbuf_set(&em->err, VMT_E_INTERNAL, "emulate: page 0x%" PRIx64 " listed but not mapped",
+                                  em->pages[i]);
+        if (memcmp(buf, em->copy[i], sizeof buf) != 0)
+            return vmt_errbuf_set(&em->err, VMT_E_INTERNAL, "emulate: copy of page 0x%" PRIx64 " differs from "
+                                  "what the engine holds", em->pages[i]);
+    }
+    return VMT_OK;
+}
 
 /* The registers the engine uses, in one batch: the 16 GPRs (vmt_regs
  * order), rip, rflags, fs_base, gs_base. */

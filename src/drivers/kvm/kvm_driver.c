@@ -325,5 +325,10 @@ vmt_status vmt_kvm_check(vmt_driver *d)
     if (k->nslots + k->nfree_ids != k->max_slots)
         return vmt_driver_fail(d, VMT_E_INTERNAL, "%u slots in use + %u free != %u", k->nslots, k->nfree_ids,
                                k->max_slots);
+    if ((k->run->kvm_dirty_regs & KVM_SYNC_X86_REGS) && !k->regs_fresh)
+        return vmt_driver_fail(d, VMT_E_INTERNAL, "registers pending for KVM_RUN but the sync copy is stale");
+    vmt_status st = kvm_engine_check(k);
+    if (st)
+        return st;
     return kvm_mem_check(k);
 }

@@ -316,6 +316,14 @@ bool kvm_engine_run_unfetchable(kvm_drv *k)
     return set_gprs(k, &r, &before) == VMT_OK;
 }
 
+vmt_status kvm_engine_check(kvm_drv *k)
+{
+    for (int i = 0; i < 2; i++)
+        if (k->engine[i] && vmt_emulator_check(k->engine[i]) != VMT_OK)
+            return vmt_driver_fail(k->d, VMT_E_INTERNAL, "engine %d: %s", i, vmt_emulator_error(k->engine[i]));
+    return VMT_OK;
+}
+
 void kvm_engine_fini(kvm_drv *k)
 {
     for (int i = 0; i < 2; i++) {
@@ -340,5 +348,11 @@ bool kvm_engine_run_unfetchable(kvm_drv *k)
 }
 
 void kvm_engine_fini(kvm_drv *k) { (void)k; }
+
+vmt_status kvm_engine_check(kvm_drv *k)
+{
+    (void)k;
+    return VMT_OK;
+}
 
 #endif

@@ -208,6 +208,7 @@ bool kvm_engine_emulate(kvm_drv *k, vmt_view v);       /* EMULATE of the event's
 bool kvm_engine_run_unfetchable(kvm_drv *k);           /* code in frames without a memslot */
 bool kvm_unfetchable_int3(kvm_drv *k, uint64_t *gpa); /* rip on an INT3 in a frame without a memslot (at *gpa) */
 void kvm_engine_fini(kvm_drv *k);
+vmt_status kvm_engine_check(kvm_drv *k);              /* the engines' invariants (kvm_check) */
 
 /* kvm_run.c */
 vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len);
