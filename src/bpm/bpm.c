@@ -248,12 +248,13 @@ static vmt_status insert_common(vmt_bpm *b, const vmt_bpm_bp *bp, bool have_pa, 
     if (st)
         return st;
     const vmt_va va = bp->ctx.va;
-    /* the va's and the frame's lookups below miss the cache in large maps:
-     * start both loads now so they overlap */
+    /* the va's, the frame's and the arbiter's lookups below miss the cache
+     * in large maps: start the loads now so they overlap */
     vmt_hmap_prefetch(&b->vas, &va);
-    if (have_pa) {
+    if (have_pa && b->ctl != VMT_BPM_CTL_DEBUG) {
         uint64_t fk = bpm_fkey(bp->view, vmt_pa_to_gfn(pa));
         vmt_hmap_prefetch(&b->frames, &fk);
+        vmt_arbiter_prefetch(b->s, bp->view, vmt_pa_to_gfn(pa));
     }
     bpm_ctx_key k = ctx_key_of(b, bp);
 
