@@ -301,6 +301,74 @@ static void test_secondary_key(void **state)
     vmt_hmap_free(&m);
 }
 
+/* Random puts and deletes on a map with a secondary key, against a model,
+ * in waves that fill it and empty it to a few entries: tombstones, reused
+ * holes, compaction and index rebuilds all happen, and both keys keep
+ * finding the same record (checker after every wave and often between). */
+static void test_secondary_key_model(void **state)
+{
+    (void)state;
+    enum { RANGE = 3000 };
+    static uint64_t val[RANGE];
+    static uint8_t present[RANGE];
+    memset(present, 0, sizeof present);
+    vmt_hmap m;
+    vmt_hmap_init2(&m, sizeof(uint64_t), sizeof(frame_rec), offsetof(frame_rec, shadow), sizeof(uint64_t));
+    uint64_t seed = 0x2545F4914F6CDD1DULL;
+    size_t n = 0;
+    for (int wave = 0; wave < 6; wave++) {
+        bool filling = wave % 2 == 0;
+        for (int op = 0; op < 20000; op++) {
+            uint64_t r = rng_next(&seed);
+            uint64_t k = r % RANGE;
+            bool put = filling ? (r >> 40) % 4 != 0 : (r >> 40) % 8 == 0;
+            if (put) {
+                frame_rec rec = { 0x900000 + k, r };
+                bool existed;
+                frame_rec *slot;
+                assert_int_equal(vmt_hmap_put(&m, &k, &rec, (void **)&slot, &existed), VMT_OK);
+                assert_int_equal(existed, present[k]);
+                if (!existed) {
+                    present[k] = 1;
+                    val[k] = r;
+                    n++;
+                }
+                assert_true(slot->data == val[k]);
+            } else {
+                frame_rec old;
+                int had = vmt_hmap_del(&m, &k, &old);
+                assert_int_equal(had, present[k]);
+                if (had) {
+                    assert_true(old.data == val[k] && old.shadow == 0x900000 + k);
+                    present[k] = 0;
+                    n--;
+                }
+            }
+            if (op % 1999 == 0)
+                check_ok(&m);
+        }
+        check_ok(&m);
+        assert_int_equal(vmt_hmap_count(&m), n);
+        for (uint64_t k = 0; k < RANGE; k++) {
+            uint64_t sh = 0x900000 + k;
+            void *kp = NULL;
+            frame_rec *by2 = vmt_hmap_get2(&m, &sh, &kp);
+            frame_rec *by1 = vmt_hmap_get(&m, &k);
+            assert_ptr_equal(by1, by2);
+            if (present[k]) {
+                assert_non_null(by1);
+                assert_true(by1->data == val[k]);
+                assert_memory_equal(kp, &k, sizeof k);
+            } else {
+                assert_null(by1);
+            }
+        }
+        if (!filling)
+            assert_true(n < RANGE / 4); /* emptied far enough to compact */
+    }
+    vmt_hmap_free(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -310,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_swap_remove_keeps_values),
         cmocka_unit_test(test_check_catches_corruption),
         cmocka_unit_test(test_secondary_key),
+        cmocka_unit_test(test_secondary_key_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
