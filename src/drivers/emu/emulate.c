@@ -26,6 +26,10 @@
  * rewritten next time). A caller that shows two versions of one code page
  * alternately should use two engines (the KVM driver does).
  *
+ * A single instruction (max_insns 1) of the forms a breakpoint usually
+ * displaces is performed without Unicorn first (emulate_fast.c); anything
+ * else, or any such instruction that would fault, runs as described above.
+ *
  * Invariants: between calls at most EMUL_KEEP regions are mapped, each
  * listed in pages[], and copy[i] equals Unicorn's page i unless unknown[i];
  * the store log is empty.
@@ -39,6 +43,7 @@
 #include <unicorn/unicorn.h>
 
 #include "core/errbuf.h"
+#include "emulate_fast.h"
 #include "vmtrap/emulate.h"
 
 #define EMUL_MAX_PAGES 64
@@ -71,6 +76,7 @@ struct vmt_emulator {
     vmt_access fault_kind;
     bool special;
     int intr;
+    emul_fast_cache fast;            /* decodings for the fast path (emulate_fast.c) */
 };
 
 
@@ -438,6 +444,21 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         return vmt_errbuf_set(&em->err, VMT_E_INVAL, "emulate: need read/write accessors and 1..1000 instructions");
     vmt_regs cur = *regs;
     vmt_status st = VMT_OK;
+    if (max_insns == 1) {
+        /* a displaced push/mov/nop: no Unicorn at all (emulate_fast.c) */
+        uint64_t fail_va = 0, written = 0;
+        emul_fast_outcome fo = emul_fast_try(&em->fast, em->cs, em->insn, &cur, mem, &fail_va, &written);
+        if (fo == EMUL_FAST_WRITE_FAILED)
+            return vmt_errbuf_set(&em->err, VMT_E_IO, "emulate: writing 8 bytes at 0x%" PRIx64 " failed", fail_va);
+        if (fo == EMUL_FAST_DONE) {
+            res->stop = VMT_EMULATE_DONE;
+            res->instructions = 1;
+            res->bytes_written = written;
+            res->fast_path = true;
+            *regs = cur;
+            return VMT_OK;
+        }
+    }
     refresh_kept(em, mem);
     load_regs(em, &cur);
     unsigned retries = 0;

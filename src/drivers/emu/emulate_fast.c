@@ -1,0 +1,174 @@
+/*
+ * drivers/emu/emulate_fast.c — the engine's fast path: one instruction of
+ * the kinds a breakpoint usually displaces (a function's first instruction:
+ * push r64, mov r64,r64, endbr64/nop, and the load mov r64,[base+disp] a
+ * hidden read traps) performed directly, without Unicorn (whose register
+ * batches, kept-page refresh and uc_emu_start are most of a hidden hit).
+ *
+ * Design: Capstone decodes the bytes at a rip once; the decoding is cached
+ * with the bytes (EMUL_FAST_SLOTS entries, direct-mapped by rip) and reused
+ * only while the bytes read now are the same, so code that changes is
+ * decoded again. The instruction is performed only when it is plain: no
+ * prefix that changes it, 64-bit operands, TF/RF clear, every access inside
+ * one page, canonical addresses, and the page allows the access (rights as
+ * mem->read reports them). Anything else — including every case in which
+ * the instruction would fault — is NOT_TAKEN and the full engine runs it
+ * as before, so its faults, events and results are the full engine's. The
+ * effect equals real execution: tests compare it with Unicorn's on random
+ * register states for every form.
+ */
+#include "emulate_fast.h"
+
+#include <string.h>
+
+#define RFLAGS_TF 0x100ull
+#define RFLAGS_RF 0x10000ull
+
+static int gpr_index(x86_reg r)
+{
+    switch (r) {
+    case X86_REG_RAX: return 0;
+    case X86_REG_RBX: return 1;
+    case X86_REG_RCX: return 2;
+    case X86_REG_RDX: return 3;
+    case X86_REG_RSI: return 4;
+    case X86_REG_RDI: return 5;
+    case X86_REG_RBP: return 6;
+    case X86_REG_RSP: return 7;
+    case X86_REG_R8: return 8;
+    case X86_REG_R9: return 9;
+    case X86_REG_R10: return 10;
+    case X86_REG_R11: return 11;
+    case X86_REG_R12: return 12;
+    case X86_REG_R13: return 13;
+    case X86_REG_R14: return 14;
+    case X86_REG_R15: return 15;
+    default: return -1;
+    }
+}
+
+static bool canonical(uint64_t va)
+{
+    uint64_t top = va >> 47;
+    return top == 0 || top == 0x1ffff;
+}
+
+/* What the instruction in *in is, as a fast form (NONE if it is not one). */
+static void classify(const cs_insn *in, emul_fast_entry *e)
+{
+    const cs_x86 *x = &in->detail->x86;
+    e->kind = EMUL_FAST_NONE;
+    if (in->id == X86_INS_ENDBR64 || in->id == X86_INS_ENDBR32) {
+        e->kind = EMUL_FAST_NOP;
+        return;
+    }
+    /* lock/rep, segment overrides, operand/address size */
+    for (int i = 0; i < 4; i++)
+        if (x->prefix[i])
+            return;
+    if (in->id == X86_INS_NOP) {
+        e->kind = EMUL_FAST_NOP;
+        return;
+    }
+    if (in->id == X86_INS_PUSH && x->op_count == 1 && x->operands[0].type == X86_OP_REG &&
+        x->operands[0].size == 8 && gpr_index(x->operands[0].reg) >= 0) {
+        e->kind = EMUL_FAST_PUSH;
+        e->src = (int8_t)gpr_index(x->operands[0].reg);
+        return;
+    }
+    if (in->id != X86_INS_MOV || x->op_count != 2 || x->operands[0].type != X86_OP_REG ||
+        x->operands[0].size != 8 || gpr_index(x->operands[0].reg) < 0)
+        return;
+    e->dst = (int8_t)gpr_index(x->operands[0].reg);
+    const cs_x86_op *s = &x->operands[1];
+    if (s->type == X86_OP_REG && s->size == 8 && gpr_index(s->reg) >= 0) {
+        e->kind = EMUL_FAST_MOV_RR;
+        e->src = (int8_t)gpr_index(s->reg);
+        return;
+    }
+    if (s->type == X86_OP_MEM && s->size == 8 && s->mem.segment == X86_REG_INVALID &&
+        s->mem.index == X86_REG_INVALID && (s->mem.base == X86_REG_RIP || gpr_index(s->mem.base) >= 0)) {
+        e->kind = EMUL_FAST_MOV_LOAD;
+        e->src = (int8_t)(s->mem.base == X86_REG_RIP ? -1 : gpr_index(s->mem.base));
+        e->disp = s->mem.disp;
+    }
+}
+
+/* The cached decoding of the bytes at rip (decoded now if they changed);
+ * NULL when Capstone cannot decode them. */
+static const emul_fast_entry *decode(emul_fast_cache *fc, csh cs, cs_insn *insn, uint64_t rip, const uint8_t *at)
+{
+    emul_fast_entry *e = &fc->slot[(rip ^ (rip >> 4)) % EMUL_FAST_SLOTS];
+    if (e->len && e->rip == rip && memcmp(e->bytes, at, e->len) == 0)
+        return e;
+    const uint8_t *code = at;
+    size_t left = EMUL_FAST_MAXLEN;
+    uint64_t addr = rip;
+    e->len = 0;
+    if (!cs_disasm_iter(cs, &code, &left, &addr, insn) || insn->size < 1 || insn->size > EMUL_FAST_MAXLEN)
+        return NULL;
+    e->rip = rip;
+    e->len = (uint8_t)insn->size;
+    memcpy(e->bytes, at, e->len);
+    e->dst = e->src = -1;
+    e->disp = 0;
+    classify(insn, e);
+    return e;
+}
+
+emul_fast_outcome emul_fast_try(emul_fast_cache *fc, csh cs, cs_insn *insn, vmt_regs *regs,
+                                const vmt_emulate_mem *mem, uint64_t *fail_va, uint64_t *written)
+{
+    *written = 0;
+    uint64_t rip = regs->rip;
+    if ((regs->rflags & (RFLAGS_TF | RFLAGS_RF)) || !canonical(rip) ||
+        (rip & 4095) > 4096 - EMUL_FAST_MAXLEN)
+        return EMUL_FAST_NOT_TAKEN;
+    uint8_t page[4096];
+    vmt_access allowed = VMT_ACCESS_RWX;
+    if (mem->read(mem->ctx, rip & ~4095ull, page, sizeof page, &allowed) != VMT_OK || !(allowed & VMT_ACCESS_X))
+        return EMUL_FAST_NOT_TAKEN;
+    const emul_fast_entry *e = decode(fc, cs, insn, rip, page + (rip & 4095));
+    if (!e || e->kind == EMUL_FAST_NONE)
+        return EMUL_FAST_NOT_TAKEN;
+    uint64_t gpr[16];
+    memcpy(gpr, &regs->rax, sizeof gpr);
+    uint64_t next = rip + e->len;
+    switch ((emul_fast_kind)e->kind) {
+    case EMUL_FAST_NOP:
+        break;
+    case EMUL_FAST_MOV_RR:
+        gpr[e->dst] = gpr[e->src];
+        break;
+    case EMUL_FAST_PUSH: {
+        uint64_t sp = gpr[7] - 8, value = gpr[e->src]; /* push rsp stores the old rsp */
+        if (!canonical(sp) || (sp & 4095) > 4088)
+            return EMUL_FAST_NOT_TAKEN;
+        allowed = VMT_ACCESS_RWX;
+        if (mem->read(mem->ctx, sp & ~4095ull, page, sizeof page, &allowed) != VMT_OK || !(allowed & VMT_ACCESS_W))
+            return EMUL_FAST_NOT_TAKEN;
+        if (mem->write(mem->ctx, sp, &value, 8) != VMT_OK) {
+            *fail_va = sp;
+            return EMUL_FAST_WRITE_FAILED;
+        }
+        gpr[7] = sp;
+        *written = 8;
+        break;
+    }
+    case EMUL_FAST_MOV_LOAD: {
+        uint64_t va = (e->src < 0 ? next : gpr[e->src]) + (uint64_t)e->disp;
+        if (!canonical(va) || (va & 4095) > 4088)
+            return EMUL_FAST_NOT_TAKEN;
+        allowed = VMT_ACCESS_RWX;
+        if (mem->read(mem->ctx, va & ~4095ull, page, sizeof page, &allowed) != VMT_OK || !(allowed & VMT_ACCESS_R))
+            return EMUL_FAST_NOT_TAKEN;
+        memcpy(&gpr[e->dst], page + (va & 4095), 8);
+        break;
+    }
+    default:
+        return EMUL_FAST_NOT_TAKEN;
+    }
+    memcpy(&regs->rax, gpr, sizeof gpr);
+    regs->rip = next;
+    return EMUL_FAST_DONE;
+}

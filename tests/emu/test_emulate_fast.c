@@ -1,0 +1,363 @@
+/*
+ * tests/emu/test_emulate_fast.c — the engine's fast path (one displaced
+ * push r64 / mov r64,r64 / mov r64,[base+disp] / nop / endbr performed
+ * without Unicorn) against Unicorn itself: for every form, on random
+ * register states and memory, the one-instruction call (fast path, which
+ * must be taken: res.fast_path) and a two-instruction call of the same
+ * instruction followed by hlt (Unicorn runs it, then stops before hlt) end
+ * with equal registers, equal memory and equal accounting. Forms the fast
+ * path must leave to Unicorn (a push into a read-only page, a load from an
+ * unreadable page, a page-crossing push, a prefixed or other instruction)
+ * give Unicorn's result; code that changes at one rip is decoded again.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "vmtrap/emulate.h"
+
+#define CODE 0x7f0000001000ull
+#define DATA 0x7f0000005000ull
+#define STACK 0x7f0000009000ull
+
+typedef struct vmem {
+    uint64_t va[3];
+    uint8_t page[3][4096];
+    vmt_access rights[3];
+    unsigned writes;
+} vmem;
+
+static uint8_t *find(vmem *m, uint64_t va, unsigned *idx)
+{
+    for (unsigned i = 0; i < 3; i++)
+        if (m->va[i] == (va & ~4095ull)) {
+            if (idx)
+                *idx = i;
+            return m->page[i] + (va & 4095);
+        }
+    return NULL;
+}
+
+static vmt_status rd(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed)
+{
+    vmem *m = ctx;
+    unsigned i;
+    uint8_t *p = find(m, va, &i);
+    if (!p || (va & 4095) + len > 4096)
+        return VMT_E_NOT_PRESENT;
+    memcpy(buf, p, len);
+    *allowed = m->rights[i];
+    return VMT_OK;
+}
+
+static vmt_status wrt(void *ctx, vmt_va va, const void *buf, size_t len)
+{
+    vmem *m = ctx;
+    unsigned i;
+    uint8_t *p = find(m, va, &i);
+    if (!p || (va & 4095) + len > 4096 || !(m->rights[i] & VMT_ACCESS_W))
+        return VMT_E_NOT_PRESENT;
+    memcpy(p, buf, len);
+    m->writes++;
+    return VMT_OK;
+}
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static void fill(vmem *m, const uint8_t *code, size_t n)
+{
+    memset(m, 0, sizeof *m);
+    m->va[0] = CODE;
+    m->va[1] = DATA;
+    m->va[2] = STACK;
+    m->rights[0] = VMT_ACCESS_RX;
+    m->rights[1] = VMT_ACCESS_RW;
+    m->rights[2] = VMT_ACCESS_RW;
+    for (size_t i = 0; i < 4096; i += 8) {
+        uint64_t v = rnd();
+        memcpy(m->page[1] + i, &v, 8);
+        v = rnd();
+        memcpy(m->page[2] + i, &v, 8);
+    }
+    memset(m->page[0], 0xf4, 4096); /* hlt after the instruction */
+    memcpy(m->page[0] + 0x100, code, n);
+}
+
+/* Random GPRs; rsp on the stack page (aligned or not); base registers of
+ * loads pointed into the data page by the caller. */
+static void random_regs(vmt_regs *r)
+{
+    memset(r, 0, sizeof *r);
+    uint64_t *g = &r->rax;
+    uint64_t v[16];
+    for (int i = 0; i < 16; i++)
+        v[i] = rnd();
+    memcpy(g, v, sizeof v);
+    r->rsp = STACK + 64 + (rnd() % (4096 - 128));
+    r->rip = CODE + 0x100;
+    r->rflags = 2 | (rnd() & 0x8d5); /* random arithmetic flags: unchanged */
+    r->cr3 = 0x1000;
+}
+
+static void set_gpr(vmt_regs *r, int idx, uint64_t v)
+{
+    uint64_t g[16];
+    memcpy(g, &r->rax, sizeof g);
+    g[idx] = v;
+    memcpy(&r->rax, g, sizeof g);
+}
+
+/* One instruction both ways on the same state; expect_fast says whether
+ * the fast path must take it. */
+static void compare(const uint8_t *code, size_t n, const vmt_regs *start, const vmem *mem0, bool expect_fast,
+                    vmt_emulator *fast_em, vmt_emulator *ref_em)
+{
+    vmem *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    memcpy(a, mem0, sizeof *a);
+    memcpy(b, mem0, sizeof *b);
+
+    assert_memory_equal(mem0->page[0] + 0x100, code, n); /* the instruction under test is there */
+    vmt_regs ra = *start, rb = *start;
+    vmt_emulate_mem ma = { rd, wrt, a, NULL }, mb = { rd, wrt, b, NULL };
+    vmt_emulate_result resa, resb;
+    assert_int_equal(vmt_emulate(fast_em, &ra, &ma, 1, &resa), VMT_OK);
+    assert_int_equal(vmt_emulate(ref_em, &rb, &mb, 2, &resb), VMT_OK);
+    assert_int_equal(vmt_emulator_check(fast_em), VMT_OK);
+    assert_int_equal(vmt_emulator_check(ref_em), VMT_OK);
+    assert_int_equal(resa.fast_path, expect_fast);
+    assert_false(resb.fast_path);
+    if (resb.stop == VMT_EMULATE_SPECIAL) { /* Unicorn completed it, then stopped before hlt */
+        assert_int_equal(resb.instructions, 1);
+        assert_int_equal(resa.stop, VMT_EMULATE_DONE);
+        assert_int_equal(resa.instructions, 1);
+    } else {
+        assert_int_equal(resa.stop, resb.stop);
+        assert_int_equal(resa.instructions, resb.instructions);
+        assert_int_equal(resa.fault_va, resb.fault_va);
+    }
+    assert_int_equal(resa.bytes_written, resb.bytes_written);
+    assert_memory_equal(&ra, &rb, sizeof ra);
+    assert_memory_equal(a->page, b->page, sizeof a->page);
+    assert_int_equal(a->writes, b->writes);
+    free(a);
+    free(b);
+}
+
+typedef struct engines {
+    vmt_emulator *fast, *ref;
+} engines;
+
+static int setup(void **state)
+{
+    engines *e = calloc(1, sizeof *e);
+    if (!e || vmt_emulator_create(&e->fast, NULL, 0) != VMT_OK || vmt_emulator_create(&e->ref, NULL, 0) != VMT_OK)
+        return -1;
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    engines *e = *state;
+    vmt_emulator_destroy(e->fast);
+    vmt_emulator_destroy(e->ref);
+    free(e);
+    return 0;
+}
+
+enum { ROUNDS = 12 };
+
+static void push_every_register(void **state)
+{
+    engines *e = *state;
+    vmem *m = malloc(sizeof *m);
+    assert_non_null(m);
+    for (int reg = 0; reg < 16; reg++) {
+        uint8_t code[2];
+        size_t n = 0;
+        if (reg >= 8)
+            code[n++] = 0x41;
+        /* vmt_regs order -> opcode reg field */
+        static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
+        code[n++] = (uint8_t)(0x50 + low[reg]);
+        for (int k = 0; k < ROUNDS; k++) {
+            fill(m, code, n);
+            vmt_regs r;
+            random_regs(&r);
+            compare(code, n, &r, m, true, e->fast, e->ref);
+        }
+    }
+    free(m);
+}
+
+static void mov_register_pairs(void **state)
+{
+    engines *e = *state;
+    vmem *m = malloc(sizeof *m);
+    assert_non_null(m);
+    static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
+    for (int dst = 0; dst < 16; dst++)
+        for (int src = 0; src < 16; src += 3) {
+            for (int form = 0; form < 2; form++) { /* 89 /r and 8b /r */
+                uint8_t code[3];
+                int rm = form ? src : dst, rg = form ? dst : src;
+                code[0] = (uint8_t)(0x48 | (rg >= 8 ? 4 : 0) | (rm >= 8 ? 1 : 0));
+                code[1] = form ? 0x8b : 0x89;
+                code[2] = (uint8_t)(0xc0 | (low[rg] << 3) | low[rm]);
+                fill(m, code, 3);
+                vmt_regs r;
+                random_regs(&r);
+                compare(code, 3, &r, m, true, e->fast, e->ref);
+            }
+        }
+    free(m);
+}
+
+static void loads_from_base_plus_disp(void **state)
+{
+    engines *e = *state;
+    vmem *m = malloc(sizeof *m);
+    assert_non_null(m);
+    static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
+    for (int base = 0; base < 16; base++)
+        for (int k = 0; k < ROUNDS / 2; k++) {
+            int dst = (int)(rnd() % 16);
+            int32_t disp = (int32_t)(rnd() % 512) - 256;
+            uint8_t code[8];
+            size_t n = 0;
+            code[n++] = (uint8_t)(0x48 | (dst >= 8 ? 4 : 0) | (base >= 8 ? 1 : 0));
+            code[n++] = 0x8b;
+            code[n++] = (uint8_t)(0x80 | (low[dst] << 3) | low[base]); /* [base + disp32] */
+            if (low[base] == 4)
+                code[n++] = 0x24; /* SIB: base only (rsp/r12) */
+            memcpy(code + n, &disp, 4);
+            n += 4;
+            fill(m, code, n);
+            vmt_regs r;
+            random_regs(&r);
+            set_gpr(&r, base, DATA + 512 + rnd() % 2048 - (uint64_t)(int64_t)disp);
+            compare(code, n, &r, m, true, e->fast, e->ref);
+        }
+    /* rip-relative: mov rax, [rip + disp] into the data page */
+    uint8_t code[7] = { 0x48, 0x8b, 0x05 };
+    int32_t disp = (int32_t)(DATA + 0x80 - (CODE + 0x100 + 7));
+    memcpy(code + 3, &disp, 4);
+    fill(m, code, 7);
+    vmt_regs r;
+    random_regs(&r);
+    compare(code, 7, &r, m, true, e->fast, e->ref);
+    free(m);
+}
+
+static void nops_and_endbr(void **state)
+{
+    engines *e = *state;
+    vmem *m = malloc(sizeof *m);
+    assert_non_null(m);
+    static const uint8_t forms[][8] = {
+        { 1, 0x90 },                               /* nop */
+        { 4, 0xf3, 0x0f, 0x1e, 0xfa },             /* endbr64 */
+        { 5, 0x0f, 0x1f, 0x44, 0x00, 0x00 },       /* nop dword [rax+rax] (no access) */
+        { 4, 0x0f, 0x1f, 0x40, 0x00 },             /* nop dword [rax] */
+    };
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++)
+        for (int k = 0; k < 4; k++) {
+            fill(m, forms[f] + 1, forms[f][0]);
+            vmt_regs r;
+            random_regs(&r);
+            compare(forms[f] + 1, forms[f][0], &r, m, true, e->fast, e->ref);
+        }
+    free(m);
+}
+
+/* What the fast path must leave to Unicorn: the same outcome either way. */
+static void left_to_the_engine(void **state)
+{
+    engines *e = *state;
+    vmem *m = malloc(sizeof *m);
+    assert_non_null(m);
+    vmt_regs r;
+    static const uint8_t push_rbp[] = { 0x55 };
+    /* a push into a read-only stack page: Unicorn reports the fault */
+    fill(m, push_rbp, 1);
+    m->rights[2] = VMT_ACCESS_R;
+    random_regs(&r);
+    compare(push_rbp, 1, &r, m, false, e->fast, e->ref);
+    /* a push crossing into an unmapped page below the stack page */
+    fill(m, push_rbp, 1);
+    random_regs(&r);
+    r.rsp = STACK + 4;
+    compare(push_rbp, 1, &r, m, false, e->fast, e->ref);
+    /* a load from a page without read rights */
+    static const uint8_t load[] = { 0x48, 0x8b, 0x03 }; /* mov rax, [rbx] */
+    fill(m, load, 3);
+    m->rights[1] = VMT_ACCESS_W;
+    random_regs(&r);
+    r.rbx = DATA + 0x40;
+    compare(load, 3, &r, m, false, e->fast, e->ref);
+    /* pause (f3 90), a 16-bit push, sub rsp: not fast forms */
+    static const uint8_t pause[] = { 0xf3, 0x90 }, push16[] = { 0x66, 0x55 }, sub[] = { 0x48, 0x83, 0xec, 0x28 };
+    fill(m, pause, 2);
+    random_regs(&r);
+    compare(pause, 2, &r, m, false, e->fast, e->ref);
+    fill(m, push16, 2);
+    random_regs(&r);
+    compare(push16, 2, &r, m, false, e->fast, e->ref);
+    fill(m, sub, 4);
+    random_regs(&r);
+    compare(sub, 4, &r, m, false, e->fast, e->ref);
+    /* code without execute rights */
+    fill(m, push_rbp, 1);
+    m->rights[0] = VMT_ACCESS_R;
+    random_regs(&r);
+    compare(push_rbp, 1, &r, m, false, e->fast, e->ref);
+    free(m);
+}
+
+/* One rip, changing bytes: each call performs what is there now. */
+static void changed_code_is_decoded_again(void **state)
+{
+    engines *e = *state;
+    vmem *m = malloc(sizeof *m);
+    assert_non_null(m);
+    static const uint8_t push_rbp[] = { 0x55 }, push_rbx[] = { 0x53 }, mov_rbp_rsp[] = { 0x48, 0x89, 0xe5 };
+    const uint8_t *seq[] = { push_rbp, push_rbx, mov_rbp_rsp, push_rbp };
+    const size_t len[] = { 1, 1, 3, 1 };
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 4; i++) {
+            fill(m, seq[i], len[i]);
+            vmt_regs r;
+            random_regs(&r);
+            compare(seq[i], len[i], &r, m, true, e->fast, e->ref);
+        }
+    free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(push_every_register, setup, teardown),
+        cmocka_unit_test_setup_teardown(mov_register_pairs, setup, teardown),
+        cmocka_unit_test_setup_teardown(loads_from_base_plus_disp, setup, teardown),
+        cmocka_unit_test_setup_teardown(nops_and_endbr, setup, teardown),
+        cmocka_unit_test_setup_teardown(left_to_the_engine, setup, teardown),
+        cmocka_unit_test_setup_teardown(changed_code_is_decoded_again, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
