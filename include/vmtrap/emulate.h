@@ -76,7 +76,7 @@ typedef struct vmt_emulate_result {
     vmt_access fault_access;   /* FAULT: the kind of access (R, W or X) */
     uint8_t vector;            /* EXCEPTION */
     uint64_t bytes_written;    /* through mem->write */
-    bool fast_path;            /* performed without Unicorn (see vmt_emulate) */
+    uint64_t fast_instructions;/* of the completed ones, performed without Unicorn (see vmt_emulate) */
 } vmt_emulate_result;
 
 vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len);
@@ -88,12 +88,16 @@ const char *vmt_emulator_error(const vmt_emulator *em);
  * what it holds. VMT_OK or VMT_E_INTERNAL (vmt_emulator_error says why). */
 vmt_status vmt_emulator_check(vmt_emulator *em);
 
-/* Emulate up to max_insns (1..1000) instructions from regs->rip. With
- * max_insns 1, a plain push r64, mov r64,r64, mov r64,[base+disp] or
- * nop/endbr whose accesses stay inside pages that allow them is performed
- * directly (decoded once per site and content, no Unicorn; it reads only
- * the pages it touches: res->fast_path); everything else runs on Unicorn
- * with the same result. On VMT_OK,
+/* Fast path (on by default; off: every instruction runs on Unicorn, e.g.
+ * to compare the two). */
+void vmt_emulator_use_fast_path(vmt_emulator *em, bool on);
+
+/* Emulate up to max_insns (1..1000) instructions from regs->rip. Leading
+ * plain push/pop r64, mov r64,r64, mov r64,[base+disp], ret and nop/endbr
+ * whose accesses stay inside pages that allow them are performed directly
+ * (decoded once per site and content, no Unicorn; only the pages they touch
+ * are read: res->fast_instructions); the rest runs on Unicorn with the same
+ * result. On VMT_OK,
  * *regs is the state after the completed instructions and *res says why it
  * stopped. A failing mem->write is VMT_E_IO (state of that instruction's
  * other stores unspecified). */

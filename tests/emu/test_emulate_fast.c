@@ -1,11 +1,13 @@
 /*
  * tests/emu/test_emulate_fast.c — the engine's fast path (one displaced
  * push r64 / mov r64,r64 / mov r64,[base+disp] / nop / endbr performed
- * without Unicorn) against Unicorn itself: for every form, on random
- * register states and memory, the one-instruction call (fast path, which
- * must be taken: res.fast_path) and a two-instruction call of the same
- * instruction followed by hlt (Unicorn runs it, then stops before hlt) end
- * with equal registers, equal memory and equal accounting. Forms the fast
+ * without Unicorn; pop r64 and ret too) against Unicorn itself (an engine
+ * with the fast path off): for every form, on random register states and
+ * memory, the one-instruction call (fast path, which must be taken:
+ * res.fast_instructions) and Unicorn's run of the same instruction followed
+ * by hlt (it stops before hlt) end with equal registers, equal memory and
+ * equal accounting; so does a whole short function run ahead (push, mov,
+ * pop, ret, then code the fast path leaves to Unicorn), with stop_before. Forms the fast
  * path must leave to Unicorn (a push into a read-only page, a load from an
  * unreadable page, a page-crossing push, a prefixed or other instruction)
  * give Unicorn's result; code that changes at one rip is decoded again.
@@ -140,8 +142,8 @@ static void compare(const uint8_t *code, size_t n, const vmt_regs *start, const 
     assert_int_equal(vmt_emulate(ref_em, &rb, &mb, 2, &resb), VMT_OK);
     assert_int_equal(vmt_emulator_check(fast_em), VMT_OK);
     assert_int_equal(vmt_emulator_check(ref_em), VMT_OK);
-    assert_int_equal(resa.fast_path, expect_fast);
-    assert_false(resb.fast_path);
+    assert_int_equal(resa.fast_instructions, expect_fast ? 1 : 0);
+    assert_int_equal(resb.fast_instructions, 0);
     if (resb.stop == VMT_EMULATE_SPECIAL) { /* Unicorn completed it, then stopped before hlt */
         assert_int_equal(resb.instructions, 1);
         assert_int_equal(resa.stop, VMT_EMULATE_DONE);
@@ -168,6 +170,7 @@ static int setup(void **state)
     engines *e = calloc(1, sizeof *e);
     if (!e || vmt_emulator_create(&e->fast, NULL, 0) != VMT_OK || vmt_emulator_create(&e->ref, NULL, 0) != VMT_OK)
         return -1;
+    vmt_emulator_use_fast_path(e->ref, false); /* the reference: Unicorn runs everything */
     *state = e;
     return 0;
 }
@@ -265,6 +268,84 @@ static void loads_from_base_plus_disp(void **state)
     free(m);
 }
 
+static void pop_every_register_and_ret(void **state)
+{
+    engines *e = *state;
+    vmem *m = malloc(sizeof *m);
+    assert_non_null(m);
+    static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
+    for (int reg = 0; reg < 16; reg++)
+        for (int k = 0; k < ROUNDS; k++) {
+            uint8_t code[2];
+            size_t n = 0;
+            if (reg >= 8)
+                code[n++] = 0x41;
+            code[n++] = (uint8_t)(0x58 + low[reg]);
+            fill(m, code, n);
+            vmt_regs r;
+            random_regs(&r);
+            compare(code, n, &r, m, true, e->fast, e->ref);
+        }
+    static const uint8_t ret[] = { 0xc3 };
+    for (int k = 0; k < ROUNDS; k++) {
+        fill(m, ret, 1);
+        vmt_regs r;
+        random_regs(&r);
+        uint64_t to = CODE + 0x200 + rnd() % 0xe00; /* lands on hlt, past the ret */
+        memcpy(m->page[2] + (r.rsp & 4095), &to, 8);
+        compare(ret, 1, &r, m, true, e->fast, e->ref);
+    }
+    free(m);
+}
+
+static bool stop_at_0x800(void *ctx, vmt_va rip)
+{
+    (void)ctx;
+    return (rip & 4095) == 0x800;
+}
+
+/* A short function run ahead: push rbp; mov rbp,rsp; mov rax,rdi; pop rbp;
+ * ret to code where the fast path stops (add: flags), then Unicorn goes on
+ * until hlt, or stop_before stops the run at the return address. */
+static void function_run_ahead(void **state)
+{
+    engines *e = *state;
+    vmem *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    static const uint8_t fn[] = { 0x55, 0x48, 0x89, 0xe5, 0x48, 0x89, 0xf8, 0x5d, 0xc3 };
+    static const uint8_t after[] = { 0x48, 0x01, 0xd8, 0x48, 0x89, 0xc1 }; /* add rax,rbx; mov rcx,rax */
+    for (int with_stop = 0; with_stop < 2; with_stop++)
+        for (int k = 0; k < ROUNDS; k++) {
+            fill(a, fn, sizeof fn);
+            memcpy(a->page[0] + 0x800, after, sizeof after);
+            memcpy(b, a, sizeof *a);
+            vmt_regs ra;
+            random_regs(&ra);
+            uint64_t to = CODE + 0x800;
+            memcpy(a->page[2] + (ra.rsp & 4095), &to, 8);
+            memcpy(b->page[2] + (ra.rsp & 4095), &to, 8);
+            vmt_regs rb = ra;
+            vmt_emulate_mem ma = { rd, wrt, a, with_stop ? stop_at_0x800 : NULL };
+            vmt_emulate_mem mb = { rd, wrt, b, with_stop ? stop_at_0x800 : NULL };
+            vmt_emulate_result resa, resb;
+            assert_int_equal(vmt_emulate(e->fast, &ra, &ma, 100, &resa), VMT_OK);
+            assert_int_equal(vmt_emulate(e->ref, &rb, &mb, 100, &resb), VMT_OK);
+            assert_int_equal(vmt_emulator_check(e->fast), VMT_OK);
+            assert_int_equal(resa.fast_instructions, 5);
+            assert_int_equal(resb.fast_instructions, 0);
+            assert_int_equal(resa.stop, with_stop ? VMT_EMULATE_STOP_REQUESTED : VMT_EMULATE_SPECIAL);
+            assert_int_equal(resb.stop, resa.stop);
+            assert_int_equal(resa.instructions, with_stop ? 5 : 7);
+            assert_int_equal(resb.instructions, resa.instructions);
+            assert_int_equal(resa.bytes_written, resb.bytes_written);
+            assert_memory_equal(&ra, &rb, sizeof ra);
+            assert_memory_equal(a->page, b->page, sizeof a->page);
+        }
+    free(a);
+    free(b);
+}
+
 static void nops_and_endbr(void **state)
 {
     engines *e = *state;
@@ -322,6 +403,19 @@ static void left_to_the_engine(void **state)
     fill(m, sub, 4);
     random_regs(&r);
     compare(sub, 4, &r, m, false, e->fast, e->ref);
+    /* a ret to a non-canonical address (#GP) */
+    static const uint8_t ret[] = { 0xc3 };
+    fill(m, ret, 1);
+    random_regs(&r);
+    uint64_t bad = 0x0000900000000000ull;
+    memcpy(m->page[2] + (r.rsp & 4095), &bad, 8);
+    compare(ret, 1, &r, m, false, e->fast, e->ref);
+    /* a pop from a stack page without read rights */
+    static const uint8_t pop_rbp[] = { 0x5d };
+    fill(m, pop_rbp, 1);
+    m->rights[2] = VMT_ACCESS_W;
+    random_regs(&r);
+    compare(pop_rbp, 1, &r, m, false, e->fast, e->ref);
     /* code without execute rights */
     fill(m, push_rbp, 1);
     m->rights[0] = VMT_ACCESS_R;
@@ -355,6 +449,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(push_every_register, setup, teardown),
         cmocka_unit_test_setup_teardown(mov_register_pairs, setup, teardown),
         cmocka_unit_test_setup_teardown(loads_from_base_plus_disp, setup, teardown),
+        cmocka_unit_test_setup_teardown(pop_every_register_and_ret, setup, teardown),
+        cmocka_unit_test_setup_teardown(function_run_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(nops_and_endbr, setup, teardown),
         cmocka_unit_test_setup_teardown(left_to_the_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(changed_code_is_decoded_again, setup, teardown),

@@ -26,9 +26,10 @@
  * rewritten next time). A caller that shows two versions of one code page
  * alternately should use two engines (the KVM driver does).
  *
- * A single instruction (max_insns 1) of the forms a breakpoint usually
- * displaces is performed without Unicorn first (emulate_fast.c); anything
- * else, or any such instruction that would fault, runs as described above.
+ * Instructions of the forms a breakpoint usually displaces (and the pop/ret
+ * ending a short function) are performed without Unicorn (emulate_fast.c)
+ * until one is not such a form or would fault; from there on Unicorn runs
+ * them as described above.
  *
  * Invariants: between calls at most EMUL_KEEP regions are mapped, each
  * listed in pages[], and copy[i] equals Unicorn's page i unless unknown[i];
@@ -77,6 +78,7 @@ struct vmt_emulator {
     bool special;
     int intr;
     emul_fast_cache fast;            /* decodings for the fast path (emulate_fast.c) */
+    bool fast_on;                    /* vmt_emulator_use_fast_path */
 };
 
 
@@ -204,8 +206,15 @@ vmt_status vmt_emulator_create(vmt_emulator **out, char *why, size_t why_len)
         vmt_why(why, why_len, "emulate: cannot set up capstone / unicorn hooks");
         return VMT_E_DRIVER;
     }
+    em->fast_on = true;
     *out = em;
     return VMT_OK;
+}
+
+void vmt_emulator_use_fast_path(vmt_emulator *em, bool on)
+{
+    if (em)
+        em->fast_on = on;
 }
 
 static void unmap_at(vmt_emulator *em, unsigned i)
@@ -444,26 +453,39 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         return vmt_errbuf_set(&em->err, VMT_E_INVAL, "emulate: need read/write accessors and 1..1000 instructions");
     vmt_regs cur = *regs;
     vmt_status st = VMT_OK;
-    if (max_insns == 1) {
-        /* a displaced push/mov/nop: no Unicorn at all (emulate_fast.c) */
+    /* displaced push/mov/nop, short functions' pop/ret: no Unicorn while
+     * the instructions are fast forms (emulate_fast.c) */
+    bool asked = false; /* stop_before already said no for cur.rip */
+    while (em->fast_on && res->instructions < max_insns) {
+        if (res->instructions > 0 && mem->stop_before) {
+            if (mem->stop_before(mem->ctx, cur.rip)) {
+                res->stop = VMT_EMULATE_STOP_REQUESTED;
+                *regs = cur;
+                return VMT_OK;
+            }
+            asked = true;
+        }
         uint64_t fail_va = 0, written = 0;
         emul_fast_outcome fo = emul_fast_try(&em->fast, em->cs, em->insn, &cur, mem, &fail_va, &written);
         if (fo == EMUL_FAST_WRITE_FAILED)
             return vmt_errbuf_set(&em->err, VMT_E_IO, "emulate: writing 8 bytes at 0x%" PRIx64 " failed", fail_va);
-        if (fo == EMUL_FAST_DONE) {
-            res->stop = VMT_EMULATE_DONE;
-            res->instructions = 1;
-            res->bytes_written = written;
-            res->fast_path = true;
-            *regs = cur;
-            return VMT_OK;
-        }
+        if (fo != EMUL_FAST_DONE)
+            break;
+        asked = false;
+        res->instructions++;
+        res->fast_instructions++;
+        res->bytes_written += written;
+    }
+    if (res->instructions == max_insns) {
+        res->stop = VMT_EMULATE_DONE;
+        *regs = cur;
+        return VMT_OK;
     }
     refresh_kept(em, mem);
     load_regs(em, &cur);
     unsigned retries = 0;
     while (res->instructions < max_insns) {
-        if (res->instructions > 0 && mem->stop_before && mem->stop_before(mem->ctx, cur.rip)) {
+        if (res->instructions > 0 && mem->stop_before && !asked && mem->stop_before(mem->ctx, cur.rip)) {
             res->stop = VMT_EMULATE_STOP_REQUESTED;
             break;
         }
@@ -533,6 +555,7 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
             break;
         save_regs(em, &cur);
         res->instructions++;
+        asked = false;
     }
     while (em->npages > EMUL_KEEP)
         unmap_at(em, 0); /* keep the most recently mapped pages */

@@ -76,6 +76,16 @@ static void classify(const cs_insn *in, emul_fast_entry *e)
         e->src = (int8_t)gpr_index(x->operands[0].reg);
         return;
     }
+    if (in->id == X86_INS_POP && x->op_count == 1 && x->operands[0].type == X86_OP_REG &&
+        x->operands[0].size == 8 && gpr_index(x->operands[0].reg) >= 0) {
+        e->kind = EMUL_FAST_POP;
+        e->dst = (int8_t)gpr_index(x->operands[0].reg);
+        return;
+    }
+    if (in->id == X86_INS_RET && x->op_count == 0) {
+        e->kind = EMUL_FAST_RET;
+        return;
+    }
     if (in->id != X86_INS_MOV || x->op_count != 2 || x->operands[0].type != X86_OP_REG ||
         x->operands[0].size != 8 || gpr_index(x->operands[0].reg) < 0)
         return;
@@ -163,6 +173,24 @@ emul_fast_outcome emul_fast_try(emul_fast_cache *fc, csh cs, cs_insn *insn, vmt_
         if (mem->read(mem->ctx, va & ~4095ull, page, sizeof page, &allowed) != VMT_OK || !(allowed & VMT_ACCESS_R))
             return EMUL_FAST_NOT_TAKEN;
         memcpy(&gpr[e->dst], page + (va & 4095), 8);
+        break;
+    }
+    case EMUL_FAST_POP:
+    case EMUL_FAST_RET: {
+        uint64_t sp = gpr[7], value;
+        if (!canonical(sp) || (sp & 4095) > 4088)
+            return EMUL_FAST_NOT_TAKEN;
+        allowed = VMT_ACCESS_RWX;
+        if (mem->read(mem->ctx, sp & ~4095ull, page, sizeof page, &allowed) != VMT_OK || !(allowed & VMT_ACCESS_R))
+            return EMUL_FAST_NOT_TAKEN;
+        memcpy(&value, page + (sp & 4095), 8);
+        if (e->kind == EMUL_FAST_RET && !canonical(value))
+            return EMUL_FAST_NOT_TAKEN; /* #GP: the full engine reports it */
+        gpr[7] = sp + 8;
+        if (e->kind == EMUL_FAST_POP)
+            gpr[e->dst] = value; /* pop rsp: the loaded value */
+        else
+            next = value;
         break;
     }
     default:

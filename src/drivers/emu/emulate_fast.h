@@ -24,6 +24,8 @@ typedef enum emul_fast_kind {
     EMUL_FAST_PUSH,      /* push r64 */
     EMUL_FAST_MOV_RR,    /* mov r64, r64 */
     EMUL_FAST_MOV_LOAD,  /* mov r64, qword [base + disp] (base a GPR or rip, no index, no segment) */
+    EMUL_FAST_POP,       /* pop r64 */
+    EMUL_FAST_RET,       /* ret (near, no immediate) */
 } emul_fast_kind;
 
 typedef struct emul_fast_entry {
