@@ -1,6 +1,6 @@
 /*
  * tests/emu/test_emulate_fast.c — the engine's fast path (one displaced
- * push r64 / mov r64,r64 / mov r64,[base+disp] / nop / endbr performed
+ * push r64 / mov r,r / mov r,[base+disp] / mov [base+disp],r / nop / endbr performed
  * without Unicorn; pop r64 and ret too) against Unicorn itself (an engine
  * with the fast path off): for every form, on random register states and
  * memory, the one-instruction call (fast path, which must be taken:
@@ -346,6 +346,65 @@ static void function_run_ahead(void **state)
     free(b);
 }
 
+/* mov [base+disp32], r and mov r, [base+disp32] in 64- and 32-bit forms,
+ * mov r32, r32: every base and size, random source/destination. */
+static void stores_and_32bit_forms(void **state)
+{
+    engines *e = *state;
+    vmem *m = malloc(sizeof *m);
+    assert_non_null(m);
+    static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
+    for (int base = 0; base < 16; base++)
+        for (int k = 0; k < ROUNDS / 2; k++) {
+            int reg = (int)(rnd() % 16), wide = (int)(rnd() % 2), store = (int)(rnd() % 2);
+            if (store && reg == base)
+                reg = (reg + 1) % 16; /* the value would be the address */
+            int32_t disp = (int32_t)(rnd() % 512) - 256;
+            uint8_t code[9];
+            size_t n = 0;
+            uint8_t rex = (uint8_t)((wide ? 8 : 0) | (reg >= 8 ? 4 : 0) | (base >= 8 ? 1 : 0));
+            if (rex)
+                code[n++] = (uint8_t)(0x40 | rex);
+            code[n++] = store ? 0x89 : 0x8b;
+            code[n++] = (uint8_t)(0x80 | (low[reg] << 3) | low[base]);
+            if (low[base] == 4)
+                code[n++] = 0x24;
+            memcpy(code + n, &disp, 4);
+            n += 4;
+            fill(m, code, n);
+            vmt_regs r;
+            random_regs(&r);
+            set_gpr(&r, base, DATA + 512 + rnd() % 2048 - (uint64_t)(int64_t)disp);
+            compare(code, n, &r, m, true, e->fast, e->ref);
+        }
+    for (int k = 0; k < 2 * ROUNDS; k++) { /* mov r32, r32 (89 /r) */
+        int dst = (int)(rnd() % 16), src = (int)(rnd() % 16);
+        uint8_t code[3];
+        size_t n = 0;
+        if (dst >= 8 || src >= 8)
+            code[n++] = (uint8_t)(0x40 | (src >= 8 ? 4 : 0) | (dst >= 8 ? 1 : 0));
+        code[n++] = 0x89;
+        code[n++] = (uint8_t)(0xc0 | (low[src] << 3) | low[dst]);
+        fill(m, code, n);
+        vmt_regs r;
+        random_regs(&r);
+        compare(code, n, &r, m, true, e->fast, e->ref);
+    }
+    /* a store into a read-only page, and one crossing the page end: Unicorn's */
+    static const uint8_t st[] = { 0x48, 0x89, 0x03 }; /* mov [rbx], rax */
+    fill(m, st, 3);
+    m->rights[1] = VMT_ACCESS_R;
+    vmt_regs r;
+    random_regs(&r);
+    r.rbx = DATA + 0x100;
+    compare(st, 3, &r, m, false, e->fast, e->ref);
+    fill(m, st, 3);
+    random_regs(&r);
+    r.rbx = DATA + 4093;
+    compare(st, 3, &r, m, false, e->fast, e->ref);
+    free(m);
+}
+
 static void nops_and_endbr(void **state)
 {
     engines *e = *state;
@@ -451,6 +510,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(loads_from_base_plus_disp, setup, teardown),
         cmocka_unit_test_setup_teardown(pop_every_register_and_ret, setup, teardown),
         cmocka_unit_test_setup_teardown(function_run_ahead, setup, teardown),
+        cmocka_unit_test_setup_teardown(stores_and_32bit_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(nops_and_endbr, setup, teardown),
         cmocka_unit_test_setup_teardown(left_to_the_engine, setup, teardown),
         cmocka_unit_test_setup_teardown(changed_code_is_decoded_again, setup, teardown),

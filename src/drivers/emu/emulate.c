@@ -468,7 +468,7 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         uint64_t fail_va = 0, written = 0;
         emul_fast_outcome fo = emul_fast_try(&em->fast, em->cs, em->insn, &cur, mem, &fail_va, &written);
         if (fo == EMUL_FAST_WRITE_FAILED)
-            return vmt_errbuf_set(&em->err, VMT_E_IO, "emulate: writing 8 bytes at 0x%" PRIx64 " failed", fail_va);
+            return vmt_errbuf_set(&em->err, VMT_E_IO, "emulate: writing at 0x%" PRIx64 " failed", fail_va);
         if (fo != EMUL_FAST_DONE)
             break;
         asked = false;

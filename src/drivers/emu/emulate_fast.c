@@ -47,6 +47,38 @@ static int gpr_index(x86_reg r)
     }
 }
 
+/* GPR index of a 64- or 32-bit register, its size in *size. */
+static int gpr_sized(x86_reg r, uint8_t *size)
+{
+    static const x86_reg r32[16] = { X86_REG_EAX,  X86_REG_EBX,  X86_REG_ECX,  X86_REG_EDX,
+                                     X86_REG_ESI,  X86_REG_EDI,  X86_REG_EBP,  X86_REG_ESP,
+                                     X86_REG_R8D,  X86_REG_R9D,  X86_REG_R10D, X86_REG_R11D,
+                                     X86_REG_R12D, X86_REG_R13D, X86_REG_R14D, X86_REG_R15D };
+    int i = gpr_index(r);
+    *size = 8;
+    if (i >= 0)
+        return i;
+    *size = 4;
+    for (i = 0; i < 16; i++)
+        if (r32[i] == r)
+            return i;
+    return -1;
+}
+
+/* A memory operand the fast path computes: [base + disp], no index, no
+ * segment override; *base -1 for rip-relative. */
+static bool plain_mem(const cs_x86_op *o, int8_t *base, int64_t *disp)
+{
+    if (o->type != X86_OP_MEM || o->mem.segment != X86_REG_INVALID || o->mem.index != X86_REG_INVALID)
+        return false;
+    int b = o->mem.base == X86_REG_RIP ? -1 : gpr_index(o->mem.base);
+    if (b < 0 && o->mem.base != X86_REG_RIP)
+        return false;
+    *base = (int8_t)b;
+    *disp = o->mem.disp;
+    return true;
+}
+
 static bool canonical(uint64_t va)
 {
     uint64_t top = va >> 47;
@@ -86,22 +118,24 @@ static void classify(const cs_insn *in, emul_fast_entry *e)
         e->kind = EMUL_FAST_RET;
         return;
     }
-    if (in->id != X86_INS_MOV || x->op_count != 2 || x->operands[0].type != X86_OP_REG ||
-        x->operands[0].size != 8 || gpr_index(x->operands[0].reg) < 0)
+    if (in->id != X86_INS_MOV || x->op_count != 2)
         return;
-    e->dst = (int8_t)gpr_index(x->operands[0].reg);
-    const cs_x86_op *s = &x->operands[1];
-    if (s->type == X86_OP_REG && s->size == 8 && gpr_index(s->reg) >= 0) {
+    const cs_x86_op *d = &x->operands[0], *s = &x->operands[1];
+    uint8_t dsz = 0, ssz = 0;
+    int dr = d->type == X86_OP_REG ? gpr_sized(d->reg, &dsz) : -1;
+    int sr = s->type == X86_OP_REG ? gpr_sized(s->reg, &ssz) : -1;
+    if (dr >= 0 && sr >= 0 && dsz == ssz) {
         e->kind = EMUL_FAST_MOV_RR;
-        e->src = (int8_t)gpr_index(s->reg);
+    } else if (dr >= 0 && s->size == dsz && plain_mem(s, &e->base, &e->disp)) {
+        e->kind = EMUL_FAST_MOV_LOAD;
+    } else if (sr >= 0 && d->size == ssz && plain_mem(d, &e->base, &e->disp)) {
+        e->kind = EMUL_FAST_MOV_STORE;
+    } else {
         return;
     }
-    if (s->type == X86_OP_MEM && s->size == 8 && s->mem.segment == X86_REG_INVALID &&
-        s->mem.index == X86_REG_INVALID && (s->mem.base == X86_REG_RIP || gpr_index(s->mem.base) >= 0)) {
-        e->kind = EMUL_FAST_MOV_LOAD;
-        e->src = (int8_t)(s->mem.base == X86_REG_RIP ? -1 : gpr_index(s->mem.base));
-        e->disp = s->mem.disp;
-    }
+    e->dst = (int8_t)dr;
+    e->src = (int8_t)sr;
+    e->size = dr >= 0 ? dsz : ssz;
 }
 
 /* The cached decoding of the bytes at rip (decoded now if they changed);
@@ -120,7 +154,8 @@ static const emul_fast_entry *decode(emul_fast_cache *fc, csh cs, cs_insn *insn,
     e->rip = rip;
     e->len = (uint8_t)insn->size;
     memcpy(e->bytes, at, e->len);
-    e->dst = e->src = -1;
+    e->dst = e->src = e->base = -1;
+    e->size = 0;
     e->disp = 0;
     classify(insn, e);
     return e;
@@ -147,8 +182,8 @@ emul_fast_outcome emul_fast_try(emul_fast_cache *fc, csh cs, cs_insn *insn, vmt_
     switch ((emul_fast_kind)e->kind) {
     case EMUL_FAST_NOP:
         break;
-    case EMUL_FAST_MOV_RR:
-        gpr[e->dst] = gpr[e->src];
+    case EMUL_FAST_MOV_RR: /* a 32-bit destination is zero-extended */
+        gpr[e->dst] = e->size == 8 ? gpr[e->src] : (uint32_t)gpr[e->src];
         break;
     case EMUL_FAST_PUSH: {
         uint64_t sp = gpr[7] - 8, value = gpr[e->src]; /* push rsp stores the old rsp */
@@ -165,14 +200,28 @@ emul_fast_outcome emul_fast_try(emul_fast_cache *fc, csh cs, cs_insn *insn, vmt_
         *written = 8;
         break;
     }
-    case EMUL_FAST_MOV_LOAD: {
-        uint64_t va = (e->src < 0 ? next : gpr[e->src]) + (uint64_t)e->disp;
-        if (!canonical(va) || (va & 4095) > 4088)
+    case EMUL_FAST_MOV_LOAD:
+    case EMUL_FAST_MOV_STORE: {
+        bool store = e->kind == EMUL_FAST_MOV_STORE;
+        uint64_t va = (e->base < 0 ? next : gpr[e->base]) + (uint64_t)e->disp;
+        vmt_access need = store ? VMT_ACCESS_W : VMT_ACCESS_R;
+        if (!canonical(va) || (va & 4095) > 4096u - e->size)
             return EMUL_FAST_NOT_TAKEN;
         allowed = VMT_ACCESS_RWX;
-        if (mem->read(mem->ctx, va & ~4095ull, page, sizeof page, &allowed) != VMT_OK || !(allowed & VMT_ACCESS_R))
+        if (mem->read(mem->ctx, va & ~4095ull, page, sizeof page, &allowed) != VMT_OK || !(allowed & need))
             return EMUL_FAST_NOT_TAKEN;
-        memcpy(&gpr[e->dst], page + (va & 4095), 8);
+        if (store) {
+            uint64_t value = gpr[e->src]; /* little-endian: the low bytes first */
+            if (mem->write(mem->ctx, va, &value, e->size) != VMT_OK) {
+                *fail_va = va;
+                return EMUL_FAST_WRITE_FAILED;
+            }
+            *written = e->size;
+        } else {
+            uint64_t value = 0;
+            memcpy(&value, page + (va & 4095), e->size);
+            gpr[e->dst] = value;
+        }
         break;
     }
     case EMUL_FAST_POP:

@@ -22,8 +22,9 @@ typedef enum emul_fast_kind {
     EMUL_FAST_NONE = 0,  /* decoded, not a fast form: the full engine runs it */
     EMUL_FAST_NOP,       /* nop (any length), endbr64/endbr32 */
     EMUL_FAST_PUSH,      /* push r64 */
-    EMUL_FAST_MOV_RR,    /* mov r64, r64 */
-    EMUL_FAST_MOV_LOAD,  /* mov r64, qword [base + disp] (base a GPR or rip, no index, no segment) */
+    EMUL_FAST_MOV_RR,    /* mov r64, r64 / mov r32, r32 (zero-extends) */
+    EMUL_FAST_MOV_LOAD,  /* mov r64|r32, [base + disp] (base a GPR or rip, no index, no segment) */
+    EMUL_FAST_MOV_STORE, /* mov [base + disp], r64|r32 */
     EMUL_FAST_POP,       /* pop r64 */
     EMUL_FAST_RET,       /* ret (near, no immediate) */
 } emul_fast_kind;
@@ -33,7 +34,9 @@ typedef struct emul_fast_entry {
     uint8_t bytes[EMUL_FAST_MAXLEN];
     uint8_t len;          /* 0: slot empty */
     uint8_t kind;         /* emul_fast_kind */
-    int8_t dst, src;      /* vmt_regs GPR index (0..15), src -1 for rip-relative */
+    int8_t dst, src;      /* vmt_regs GPR index (0..15) */
+    int8_t base;          /* memory operand: GPR index, -1 for rip-relative */
+    uint8_t size;         /* MOV forms: operand size, 4 or 8 */
     int64_t disp;
 } emul_fast_entry;
 
