@@ -84,8 +84,8 @@ void vmt_emulator_destroy(vmt_emulator *em);
 /* The message of the last failure ("" if none). */
 const char *vmt_emulator_error(const vmt_emulator *em);
 /* Invariant checker (tests): between calls at most 4 pages are mapped, no
- * store is pending, and the engine's record of each mapped page matches
- * what it holds. VMT_OK or VMT_E_INTERNAL (vmt_emulator_error says why). */
+ * store is pending, the engine's record of each mapped page matches what
+ * it holds, and the fast path's decodings are well formed. VMT_OK or VMT_E_INTERNAL (vmt_emulator_error says why). */
 vmt_status vmt_emulator_check(vmt_emulator *em);
 
 /* Fast path (on by default; off: every instruction runs on Unicorn, e.g.

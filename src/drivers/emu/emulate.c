@@ -324,6 +324,9 @@ vmt_status vmt_emulator_check(vmt_emulator *em)
     if (em->npages > EMUL_KEEP || em->nstores)
         return vmt_errbuf_set(&em->err, VMT_E_INTERNAL, "emulate: %u pages mapped, %u stores pending between calls",
                               em->npages, em->nstores);
+    const char *fast_problem = emul_fast_cache_problem(&em->fast);
+    if (fast_problem)
+        return vmt_errbuf_set(&em->err, VMT_E_INTERNAL, "emulate: %s", fast_problem);
     uint8_t buf[4096];
     for (unsigned i = 0; i < em->npages; i++) {
         if (em->pages[i] & 4095)

@@ -138,11 +138,33 @@ static void classify(const cs_insn *in, emul_fast_entry *e)
     e->size = dr >= 0 ? dsz : ssz;
 }
 
+static unsigned slot_of(uint64_t rip)
+{
+    return (unsigned)((rip ^ (rip >> 4)) % EMUL_FAST_SLOTS);
+}
+
+const char *emul_fast_cache_problem(const emul_fast_cache *fc)
+{
+    for (unsigned i = 0; i < EMUL_FAST_SLOTS; i++) {
+        const emul_fast_entry *e = &fc->slot[i];
+        if (!e->len)
+            continue;
+        if (e->len > EMUL_FAST_MAXLEN || slot_of(e->rip) != i || e->kind > EMUL_FAST_RET)
+            return "fast-path entry with a bad length, kind or slot";
+        if (e->dst < -1 || e->dst > 15 || e->src < -1 || e->src > 15 || e->base < -1 || e->base > 15)
+            return "fast-path entry with a register index out of range";
+        bool mov = e->kind == EMUL_FAST_MOV_RR || e->kind == EMUL_FAST_MOV_LOAD || e->kind == EMUL_FAST_MOV_STORE;
+        if (mov && e->size != 4 && e->size != 8)
+            return "fast-path mov entry with a size other than 4 or 8";
+    }
+    return NULL;
+}
+
 /* The cached decoding of the bytes at rip (decoded now if they changed);
  * NULL when Capstone cannot decode them. */
 static const emul_fast_entry *decode(emul_fast_cache *fc, csh cs, cs_insn *insn, uint64_t rip, const uint8_t *at)
 {
-    emul_fast_entry *e = &fc->slot[(rip ^ (rip >> 4)) % EMUL_FAST_SLOTS];
+    emul_fast_entry *e = &fc->slot[slot_of(rip)];
     if (e->len && e->rip == rip && memcmp(e->bytes, at, e->len) == 0)
         return e;
     const uint8_t *code = at;

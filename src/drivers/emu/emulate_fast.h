@@ -56,4 +56,9 @@ typedef enum emul_fast_outcome {
 emul_fast_outcome emul_fast_try(emul_fast_cache *fc, csh cs, cs_insn *insn, vmt_regs *regs,
                                 const vmt_emulate_mem *mem, uint64_t *fail_va, uint64_t *written);
 
+/* Invariant checker: every used slot is where its rip hashes, its length
+ * and register indexes are in range, its MOV size is 4 or 8. NULL when
+ * consistent, else what is wrong. */
+const char *emul_fast_cache_problem(const emul_fast_cache *fc);
+
 #endif
