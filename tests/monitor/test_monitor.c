@@ -209,6 +209,37 @@ static void run(fixture *f)
     check(f);
 }
 
+/* The PTE that maps kernel address `va` (the one page table under PT_PA). */
+static vmt_pa pte_of(vmt_va va)
+{
+    return PT_PA + ((va - KVMA - 0x200000) >> 12) * 8;
+}
+
+/* Queue the guest's 8-byte store of 0 into the PTE at `pte` (a page-out the
+ * page-table monitor traps); *ev keeps the event so a test can re-queue it
+ * with another value. */
+static void push_pte_clear(fixture *f, vmt_pa pte, vmt_event *ev)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->kind = VMT_EVENT_MEM_ACCESS;
+    ev->regs = cpu_regs(f);
+    ev->u.mem.gpa = pte;
+    ev->u.mem.access = VMT_ACCESS_W;
+    ev->u.mem.has_data = true;
+    ev->u.mem.size = 8;
+    ev->u.mem.value = 0;
+    assert_int_equal(vmt_mem_push_event(f->drv, ev), VMT_OK);
+}
+
+/* Copy the page holding kernel address `va` to `new_frame` (the guest
+ * paging it back in elsewhere). */
+static void copy_page_to(fixture *f, vmt_va va, vmt_pa new_frame)
+{
+    uint8_t page[4096];
+    assert_int_equal(vmt_drv_read_phys(f->drv, (va - KVMA) & VMT_PAGE_MASK, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_drv_write_phys(f->drv, new_frame, page, sizeof page), VMT_OK);
+}
+
 static vmt_response last_response(fixture *f, vmt_event_kind kind)
 {
     /* The STOPPED event needs no answer: the last answered one is ours. */
@@ -402,21 +433,12 @@ static void test_page_out_and_in_follow_the_hook(void **state)
     vmt_monitor_on_page_event(f->m, on_page, f);
     assert_int_equal(vmt_monitor_hook(f->m, "svc_spawn", on_hit, f), VMT_OK);
     vmt_va va = sym(f, "svc_spawn");
-    unsigned idx = (unsigned)((va - KVMA - 0x200000) >> 12);
-    vmt_pa pte = PT_PA + idx * 8;
+    vmt_pa pte = pte_of(va);
     vmt_bpm_stats bs;
 
     /* The guest clears the PTE (one 8-byte store). */
     vmt_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.kind = VMT_EVENT_MEM_ACCESS;
-    ev.regs = cpu_regs(f);
-    ev.u.mem.gpa = pte;
-    ev.u.mem.access = VMT_ACCESS_W;
-    ev.u.mem.has_data = true;
-    ev.u.mem.size = 8;
-    ev.u.mem.value = 0;
-    assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
+    push_pte_clear(f, pte, &ev);
     run(f);
     put64(f, pte, 0); /* the store lands (the test is the CPU) */
     assert_int_equal(f->pages, 1);
@@ -429,9 +451,7 @@ static void test_page_out_and_in_follow_the_hook(void **state)
 
     /* Paged back in at another frame. */
     vmt_pa new_frame = 0x400000;
-    uint8_t page[4096];
-    assert_int_equal(vmt_drv_read_phys(f->drv, (va - KVMA) & VMT_PAGE_MASK, page, sizeof page), VMT_OK);
-    assert_int_equal(vmt_drv_write_phys(f->drv, new_frame, page, sizeof page), VMT_OK);
+    copy_page_to(f, va, new_frame);
     ev.u.mem.value = new_frame | PTE_FLAGS;
     assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
     run(f);
@@ -458,17 +478,9 @@ static void test_page_table_monitor_failure_is_survived(void **state)
     vmt_monitor_on_page_event(f->m, on_page, f);
     assert_int_equal(vmt_monitor_hook(f->m, "svc_spawn", on_hit, f), VMT_OK);
     vmt_va va = sym(f, "svc_spawn");
-    vmt_pa pte = PT_PA + ((va - KVMA - 0x200000) >> 12) * 8;
+    vmt_pa pte = pte_of(va);
     vmt_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.kind = VMT_EVENT_MEM_ACCESS;
-    ev.regs = cpu_regs(f);
-    ev.u.mem.gpa = pte;
-    ev.u.mem.access = VMT_ACCESS_W;
-    ev.u.mem.has_data = true;
-    ev.u.mem.size = 8;
-    ev.u.mem.value = 0;
-    assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
+    push_pte_clear(f, pte, &ev);
     /* The page-table monitor's read of the tables fails once. */
     vmt_mem_fail_nth(f->drv, VMT_MEM_OP_READ_PHYS, 1);
     run(f);
@@ -499,24 +511,14 @@ static void test_breakpoint_manager_failure_on_page_in_is_repaired(void **state)
     vmt_monitor_on_page_event(f->m, on_page, f);
     assert_int_equal(vmt_monitor_hook(f->m, "svc_spawn", on_hit, f), VMT_OK);
     vmt_va va = sym(f, "svc_spawn");
-    vmt_pa pte = PT_PA + ((va - KVMA - 0x200000) >> 12) * 8;
+    vmt_pa pte = pte_of(va);
     vmt_event ev;
-    memset(&ev, 0, sizeof ev);
-    ev.kind = VMT_EVENT_MEM_ACCESS;
-    ev.regs = cpu_regs(f);
-    ev.u.mem.gpa = pte;
-    ev.u.mem.access = VMT_ACCESS_W;
-    ev.u.mem.has_data = true;
-    ev.u.mem.size = 8;
-    ev.u.mem.value = 0;
-    assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
+    push_pte_clear(f, pte, &ev);
     run(f);
     put64(f, pte, 0);
     /* Paged in at another frame; the shadow frame for it cannot be allocated once. */
     vmt_pa new_frame = 0x480000;
-    uint8_t page[4096];
-    assert_int_equal(vmt_drv_read_phys(f->drv, (va - KVMA) & VMT_PAGE_MASK, page, sizeof page), VMT_OK);
-    assert_int_equal(vmt_drv_write_phys(f->drv, new_frame, page, sizeof page), VMT_OK);
+    copy_page_to(f, va, new_frame);
     ev.u.mem.value = new_frame | PTE_FLAGS;
     assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
     vmt_mem_fail_nth(f->drv, VMT_MEM_OP_FRAME_ALLOC, 1);
