@@ -26,11 +26,8 @@ static vmt_status make(void *ctx, const vmt_machine_config *cfg, vmt_driver **ou
 
 int main(void)
 {
+    vmt_test_require_kvm();
     char why[256];
-    if (!vmt_test_kvm_available(why, sizeof why)) {
-        printf("SKIP: %s\n", why);
-        return VMT_TEST_SKIP;
-    }
     static const uint8_t hlt[] = { 0xf4 };
     vmt_image_segment seg = { .pa = 0x1000, .data = hlt, .filesz = 1, .memsz = 1 };
     vmt_image *img;

@@ -320,11 +320,7 @@ static void serial_lines(void **state)
 
 int main(void)
 {
-    char why[128];
-    if (!vmt_test_kvm_available(why, sizeof why)) {
-        printf("SKIP: %s\n", why);
-        return VMT_TEST_SKIP;
-    }
+    vmt_test_require_kvm();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(breakpoint_1000_hits),
         cmocka_unit_test(reinject_reaches_guest_idt),

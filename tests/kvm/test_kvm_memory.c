@@ -544,11 +544,7 @@ static void caps_are_honest(void **state)
 
 int main(void)
 {
-    char why[128];
-    if (!vmt_test_kvm_available(why, sizeof why)) {
-        printf("SKIP: %s\n", why);
-        return VMT_TEST_SKIP;
-    }
+    vmt_test_require_kvm();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(pt_write_continue_lands),
         cmocka_unit_test(pt_write_deny_drops),

@@ -267,11 +267,7 @@ static void create_errors(void **state)
 
 int main(void)
 {
-    char why[128];
-    if (!vmt_test_kvm_available(why, sizeof why)) {
-        printf("SKIP: %s\n", why);
-        return VMT_TEST_SKIP;
-    }
+    vmt_test_require_kvm();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(timeout_and_time_limit),
         cmocka_unit_test(timeout_from_another_thread),

@@ -4,6 +4,7 @@
 #include "util/testutil.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 int vmt_test_kvm_available(char *why, size_t why_len)
@@ -13,4 +14,13 @@ int vmt_test_kvm_available(char *why, size_t why_len)
         return 0;
     }
     return 1;
+}
+
+void vmt_test_require_kvm(void)
+{
+    char why[128];
+    if (!vmt_test_kvm_available(why, sizeof why)) {
+        printf("SKIP: %s\n", why);
+        exit(VMT_TEST_SKIP);
+    }
 }
