@@ -12,6 +12,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -354,6 +355,31 @@ static void read_trap_responses(void **state)
     vmt_driver_destroy(d);
 }
 
+/* A driver running `main_code` at KG_CODE_PA with `func` at 0x2000, and a
+ * view `*v` (not switched to) that shows frame 2 from a shadow frame with
+ * INT3 at func's first byte, execute-only: a hidden breakpoint at 0x2000. */
+static vmt_driver *hidden_func_guest(const uint8_t *main_code, size_t main_len, const uint8_t *func,
+                                     size_t func_len, vmt_view *v)
+{
+    assert_true(main_len <= 0x1000);
+    uint8_t *image = calloc(1, 0x1000 + func_len);
+    assert_non_null(image);
+    memcpy(image, main_code, main_len);
+    memcpy(image + 0x1000, func, func_len);
+    vmt_driver *d = kg_driver(image, 0x1000 + func_len, KG_RAM);
+    free(image);
+    uint8_t page[4096];
+    vmt_gfn shadow;
+    assert_int_equal(vmt_drv_frame_alloc(d, &shadow), VMT_OK);
+    assert_int_equal(vmt_drv_read_phys(d, 0x2000, page, sizeof page), VMT_OK);
+    page[0] = 0xCC;
+    assert_int_equal(vmt_drv_write_phys(d, shadow << 12, page, sizeof page), VMT_OK);
+    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, v), VMT_OK);
+    assert_int_equal(vmt_drv_view_remap(d, *v, 2, shadow), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(d, *v, 2, VMT_ACCESS_X), VMT_OK);
+    return d;
+}
+
 /* A fully hidden breakpoint: func's page in view 1 is a shadow with INT3
  * and no read right. The guest calls func 20 times (each call one
  * breakpoint event, FAST_STEP through view 0 runs the real push rbp; the
@@ -374,20 +400,8 @@ static void hidden_breakpoint_invisible_to_reads(void **state)
         0xb8, 0xad, 0x0b, 0x00, 0x00, 0x66, 0xba, 0xe2, 0x05, 0xef, 0xf4,
     };
     static const uint8_t func[] = { 0x55, 0x48, 0x89, 0xf8, 0x5d, 0xc3 };
-    static uint8_t image[0x1000 + sizeof func];
-    memcpy(image, main_code, sizeof main_code);
-    memcpy(image + 0x1000, func, sizeof func);
-    vmt_driver *d = kg_driver(image, sizeof image, KG_RAM);
-    uint8_t page[4096];
-    vmt_gfn shadow;
     vmt_view v;
-    assert_int_equal(vmt_drv_frame_alloc(d, &shadow), VMT_OK);
-    assert_int_equal(vmt_drv_read_phys(d, 0x2000, page, sizeof page), VMT_OK);
-    page[0] = 0xCC;
-    assert_int_equal(vmt_drv_write_phys(d, shadow << 12, page, sizeof page), VMT_OK);
-    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
-    assert_int_equal(vmt_drv_view_remap(d, v, 2, shadow), VMT_OK);
-    assert_int_equal(vmt_drv_view_set_access(d, v, 2, VMT_ACCESS_X), VMT_OK);
+    vmt_driver *d = hidden_func_guest(main_code, sizeof main_code, func, sizeof func, &v);
     assert_int_equal(vmt_drv_view_switch(d, 0, v), VMT_OK);
     vmt_event ev;
     for (uint64_t i = 0; i < 20; i++) {
@@ -436,20 +450,8 @@ static void shadow_code_traps_still_fire(void **state)
     static const uint8_t func[] = { 0x55, 0x48, 0xc7, 0xc3, 0x00, 0x00, 0x20, 0x00, 0x48, 0xc7, 0xc0, 0x77,
                                     0x00, 0x00, 0x00, 0x48, 0x89, 0x03, 0x66, 0xba, 0xe2, 0x05, 0xef, 0x48,
                                     0xc7, 0xc6, 0x00, 0x10, 0x20, 0x00, 0x0f, 0xb6, 0x0e, 0x5d, 0xc3 };
-    static uint8_t image[0x1000 + sizeof func];
-    memcpy(image, main_code, sizeof main_code);
-    memcpy(image + 0x1000, func, sizeof func);
-    vmt_driver *d = kg_driver(image, sizeof image, KG_RAM);
-    uint8_t page[4096];
-    vmt_gfn shadow;
     vmt_view v;
-    assert_int_equal(vmt_drv_frame_alloc(d, &shadow), VMT_OK);
-    assert_int_equal(vmt_drv_read_phys(d, 0x2000, page, sizeof page), VMT_OK);
-    page[0] = 0xCC;
-    assert_int_equal(vmt_drv_write_phys(d, shadow << 12, page, sizeof page), VMT_OK);
-    assert_int_equal(vmt_drv_view_create(d, VMT_ACCESS_RWX, &v), VMT_OK);
-    assert_int_equal(vmt_drv_view_remap(d, v, 2, shadow), VMT_OK);
-    assert_int_equal(vmt_drv_view_set_access(d, v, 2, VMT_ACCESS_X), VMT_OK);
+    vmt_driver *d = hidden_func_guest(main_code, sizeof main_code, func, sizeof func, &v);
     assert_int_equal(vmt_drv_view_set_access(d, v, 0x200, VMT_ACCESS_RX), VMT_OK);
     const uint8_t secret = 0x5a;
     assert_int_equal(vmt_drv_write_phys(d, 0x201000, &secret, 1), VMT_OK);
