@@ -60,6 +60,14 @@ static vmt_driver *pt_guest(uint64_t *old_pte, vmt_view *view)
     return d;
 }
 
+/* The PD entry the guest writes holds `want` right now. */
+static void assert_pte_is(vmt_driver *d, uint64_t want)
+{
+    uint64_t now;
+    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
+    assert_int_equal(now, want);
+}
+
 static void expect_pt_write(vmt_driver *d, vmt_view view, uint64_t old_pte, vmt_event *ev)
 {
     kg_expect(d, VMT_EVENT_MEM_ACCESS, ev);
@@ -69,9 +77,7 @@ static void expect_pt_write(vmt_driver *d, vmt_view view, uint64_t old_pte, vmt_
     assert_true(ev->u.mem.has_data);
     assert_int_equal(ev->u.mem.size, 8);
     assert_int_equal(ev->u.mem.value, NEW_PTE);
-    uint64_t now;
-    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
-    assert_int_equal(now, old_pte); /* held back until the response */
+    assert_pte_is(d, old_pte); /* held back until the response */
 }
 
 static void expect_reports(vmt_driver *d, uint32_t through_mapping, uint32_t entry_low)
@@ -98,9 +104,7 @@ static void pt_write_continue_lands(void **state)
     vmt_event ev;
     expect_pt_write(d, v, old, &ev);
     kg_continue(d, &ev);
-    uint64_t now;
-    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
-    assert_int_equal(now, NEW_PTE);
+    assert_pte_is(d, NEW_PTE);
     expect_reports(d, MARK_NEW, (uint32_t)NEW_PTE); /* the guest's MMU used the new entry */
     kg_check(d);
     vmt_driver_destroy(d);
@@ -117,9 +121,7 @@ static void pt_write_deny_drops(void **state)
     vmt_response r = { .actions = VMT_RESP_DENY };
     assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
     expect_reports(d, MARK_OLD, (uint32_t)old);
-    uint64_t now;
-    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
-    assert_int_equal(now, old);
+    assert_pte_is(d, old);
     vmt_driver_destroy(d);
 }
 
@@ -137,9 +139,7 @@ static void pt_write_step(void **state)
     assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
     kg_expect(d, VMT_EVENT_SINGLESTEP, &ev);
     assert_int_equal(ev.regs.rip, KG_CODE_PA + 0x11);
-    uint64_t now;
-    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
-    assert_int_equal(now, NEW_PTE);
+    assert_pte_is(d, NEW_PTE);
     kg_continue(d, &ev);
     expect_reports(d, MARK_NEW, (uint32_t)NEW_PTE);
     kg_check(d);
@@ -166,9 +166,7 @@ static void switch_view_step_dance_keeps_memslots(void **state)
     kg_expect(d, VMT_EVENT_SINGLESTEP, &ev);
     assert_int_equal(ev.view, VMT_VIEW_DEFAULT);
     assert_int_equal(ev.regs.rip, KG_CODE_PA + 0x11);
-    uint64_t now;
-    assert_int_equal(vmt_drv_read_phys(d, PTE_PA, &now, 8), VMT_OK);
-    assert_int_equal(now, NEW_PTE);
+    assert_pte_is(d, NEW_PTE);
     vmt_response back = { .actions = VMT_RESP_SWITCH_VIEW, .new_view = v };
     assert_int_equal(vmt_drv_respond(d, &ev, &back), VMT_OK);
     assert_int_equal(vmt_kvm_memslot_count(d), slots);
