@@ -75,6 +75,23 @@ static vmem *mk(const uint8_t *code, size_t n)
     return m;
 }
 
+/* Registers all zero but rip. */
+static vmt_regs regs_at(uint64_t rip)
+{
+    vmt_regs r;
+    memset(&r, 0, sizeof r);
+    r.rip = rip;
+    return r;
+}
+
+/* vmt_emulate succeeds and the emulator's invariants hold after it. */
+static void emulate_ok(vmt_emulator *em, vmt_regs *r, const vmt_emulate_mem *mem, uint64_t max,
+                       vmt_emulate_result *res)
+{
+    assert_int_equal(vmt_emulate(em, r, mem, max, res), VMT_OK);
+    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+}
+
 static void rmw_and_short_run(void **state)
 {
     (void)state;
@@ -86,9 +103,7 @@ static void rmw_and_short_run(void **state)
     vmt_emulator *em;
     char why[128];
     assert_int_equal(vmt_emulator_create(&em, why, sizeof why), VMT_OK);
-    vmt_regs r;
-    memset(&r, 0, sizeof r);
-    r.rip = CODE;
+    vmt_regs r = regs_at(CODE);
     r.rax = 2;
     r.rbx = DATA + 8;
     r.rcx = 9;
@@ -96,16 +111,14 @@ static void rmw_and_short_run(void **state)
     r.cr3 = 0x1234000; /* passed through */
     vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
-    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 1, &res);
     assert_int_equal(res.stop, VMT_EMULATE_DONE);
     assert_int_equal(res.instructions, 1);
     assert_int_equal(r.rip, CODE + 3);
     uint64_t v;
     memcpy(&v, m->page[1] + 8, 8);
     assert_int_equal(v, 42);
-    assert_int_equal(vmt_emulate(em, &r, &mem, 3, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 3, &res);
     assert_int_equal(res.instructions, 3);
     assert_int_equal(r.rcx, 10);
     assert_int_equal(r.rdx, 10);
@@ -126,16 +139,13 @@ static void fault_changes_nothing(void **state)
     vmem *m = mk(code, sizeof code);
     vmt_emulator *em;
     assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
-    vmt_regs r;
-    memset(&r, 0, sizeof r);
-    r.rip = CODE;
+    vmt_regs r = regs_at(CODE);
     r.rax = 0x77;
     r.rbx = DATA;
     r.rdx = 0x7f00000f0000ull;
     vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
-    assert_int_equal(vmt_emulate(em, &r, &mem, 2, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 2, &res);
     assert_int_equal(res.stop, VMT_EMULATE_FAULT);
     assert_int_equal(res.fault_va, 0x7f00000f0000ull);
     assert_int_equal(res.instructions, 1);
@@ -154,20 +164,16 @@ static void stops_before_special(void **state)
     vmem *m = mk(code, sizeof code);
     vmt_emulator *em;
     assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
-    vmt_regs r;
-    memset(&r, 0, sizeof r);
-    r.rip = CODE;
+    vmt_regs r = regs_at(CODE);
     vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
-    assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 10, &res);
     assert_int_equal(res.stop, VMT_EMULATE_SPECIAL);
     assert_int_equal(res.instructions, 1);
     assert_int_equal(r.rip, CODE + 3);
     assert_int_equal(r.rax, 1);
     r.rip = CODE + 4;
-    assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 10, &res);
     assert_int_equal(res.stop, VMT_EMULATE_SPECIAL);
     assert_int_equal(r.rip, CODE + 4);
     assert_int_equal(vmt_emulate(em, &r, &mem, 0, &res), VMT_E_INVAL);
@@ -189,14 +195,11 @@ static void rights_and_kept_pages(void **state)
     assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
     vmt_emulate_mem mem = { rd, wrt, m, NULL };
     vmt_emulate_result res;
-    vmt_regs r;
-    memset(&r, 0, sizeof r);
-    r.rip = CODE;
+    vmt_regs r = regs_at(CODE);
     r.rax = 5;
     r.rbx = DATA;
     m->data_rights = VMT_ACCESS_R; /* the store is not allowed */
-    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 1, &res);
     assert_int_equal(res.stop, VMT_EMULATE_FAULT);
     assert_int_equal(res.fault_access, VMT_ACCESS_W);
     assert_int_equal(res.fault_va, DATA);
@@ -208,15 +211,13 @@ static void rights_and_kept_pages(void **state)
     assert_int_equal(m->writes, 1);
     uint64_t v = 77;
     memcpy(m->page[1], &v, 8); /* the caller changes memory between calls */
-    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 1, &res);
     assert_int_equal(r.rcx, 77);
     /* the code changes too: the kept code page is re-read */
     m->page[0][3] = 0x90; /* nop */
     r.rip = CODE + 3;
     r.rcx = 0;
-    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 1, &res);
     assert_int_equal(r.rip, CODE + 4);
     assert_int_equal(r.rcx, 0);
     vmt_emulator_destroy(em);
@@ -243,8 +244,7 @@ static void changed_code_runs_each_time(void **state)
     for (int i = 0; i < 6; i++) {
         m->page[0][2] = i % 2 ? 0xc8 : 0xc0;
         r.rip = CODE;
-        assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+        emulate_ok(em, &r, &mem, 1, &res);
         assert_int_equal(res.stop, VMT_EMULATE_DONE);
         assert_int_equal(r.rax, i % 2 ? 10 : 11);
     }
@@ -254,12 +254,10 @@ static void changed_code_runs_each_time(void **state)
     r.rip = CODE;
     r.rax = 5;
     r.rbx = DATA + 16;
-    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 1, &res);
     uint64_t v = 99;
     memcpy(m->page[1] + 16, &v, 8);
-    assert_int_equal(vmt_emulate(em, &r, &mem, 1, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 1, &res);
     assert_int_equal(r.rcx, 99);
     vmt_emulator_destroy(em);
     free(m);
@@ -282,18 +280,14 @@ static void stop_before_ends_run(void **state)
     assert_int_equal(vmt_emulator_create(&em, NULL, 0), VMT_OK);
     vmt_emulate_mem mem = { rd, wrt, m, stop_at_code_plus_6 };
     vmt_emulate_result res;
-    vmt_regs r;
-    memset(&r, 0, sizeof r);
-    r.rip = CODE;
-    assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    vmt_regs r = regs_at(CODE);
+    emulate_ok(em, &r, &mem, 10, &res);
     assert_int_equal(res.stop, VMT_EMULATE_STOP_REQUESTED);
     assert_int_equal(res.instructions, 2);
     assert_int_equal(r.rip, CODE + 6);
     assert_int_equal(r.rax, 2);
     /* never asked for the first instruction: a run can start there */
-    assert_int_equal(vmt_emulate(em, &r, &mem, 10, &res), VMT_OK);
-    assert_int_equal(vmt_emulator_check(em), VMT_OK);
+    emulate_ok(em, &r, &mem, 10, &res);
     assert_int_equal(res.instructions, 2);
     assert_int_equal(r.rax, 4);
     vmt_emulator_destroy(em);
