@@ -217,6 +217,15 @@ static vmt_status ptm(fx *f, vmt_ptm_event_kind kind, vmt_pa old_pa, vmt_pa new_
 static vmt_status op_page_in(fx *f) { return ptm(f, VMT_PTM_PAGE_IN, 0, PA); }
 static vmt_status op_page_out(fx *f) { return ptm(f, VMT_PTM_PAGE_OUT, PA, 0); }
 static vmt_status op_remap(fx *f) { return ptm(f, VMT_PTM_REMAP, PA, 0x12123); }
+/* Hand `ev` to the manager; when that succeeds, its verdict is `want`. */
+static vmt_status handle_as(fx *f, const vmt_event *ev, vmt_bpm_disposition want, vmt_response *r)
+{
+    vmt_bpm_verdict vd;
+    vmt_status st = vmt_bpm_handle_event(f->b, ev, r, NULL, 0, &vd);
+    if (!st)
+        assert_int_equal(vd.disposition, want);
+    return st;
+}
 static vmt_status op_write_data(fx *f)
 {
     vmt_event ev = fx_mem(f, 0x400122, 0x10122, VMT_ACCESS_W, FX_ROOT_A);
@@ -224,11 +233,8 @@ static vmt_status op_write_data(fx *f)
     ev.u.mem.size = 4;
     ev.u.mem.value = 0x11cc2233;
     vmt_response r;
-    vmt_bpm_verdict vd;
-    vmt_status st = vmt_bpm_handle_event(f->b, &ev, &r, NULL, 0, &vd);
-    if (!st)
-        assert_int_equal(vd.disposition, VMT_BPM_HIDDEN);
-    else
+    vmt_status st = handle_as(f, &ev, VMT_BPM_HIDDEN, &r);
+    if (st)
         assert_int_equal(r.actions, VMT_RESP_CONTINUE);
     return st;
 }
@@ -238,11 +244,7 @@ static vmt_status op_refresh(fx *f)
     memset(&ev, 0, sizeof ev);
     ev.kind = VMT_EVENT_SINGLESTEP;
     vmt_response r;
-    vmt_bpm_verdict vd;
-    vmt_status st = vmt_bpm_handle_event(f->b, &ev, &r, NULL, 0, &vd);
-    if (!st)
-        assert_int_equal(vd.disposition, VMT_BPM_REFRESHED);
-    return st;
+    return handle_as(f, &ev, VMT_BPM_REFRESHED, &r);
 }
 static void setup_foreign(fx *f)
 {
@@ -254,11 +256,7 @@ static vmt_status op_foreign_check(fx *f)
 {
     vmt_event ev = fx_int3(f, 0x777300, 0x13300, FX_ROOT_A);
     vmt_response r;
-    vmt_bpm_verdict vd;
-    vmt_status st = vmt_bpm_handle_event(f->b, &ev, &r, NULL, 0, &vd);
-    if (!st)
-        assert_int_equal(vd.disposition, VMT_BPM_FOREIGN);
-    return st;
+    return handle_as(f, &ev, VMT_BPM_FOREIGN, &r);
 }
 
 static void test_fail_each_call(void **state)
