@@ -165,6 +165,20 @@ typedef struct engines {
     vmt_emulator *fast, *ref;
 } engines;
 
+/* The low three bits that encode GPR index i (vmt_regs order rax, rbx,
+ * rcx, rdx, rsi, rdi, rbp, rsp, r8..r15) in an opcode or ModRM byte. */
+static const uint8_t reg_low3[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
+
+/* `code` placed afresh in *m and run both ways on random registers; the
+ * fast path must take it. */
+static void compare_on_random_regs(const engines *e, vmem *m, const uint8_t *code, size_t n)
+{
+    fill(m, code, n);
+    vmt_regs r;
+    random_regs(&r);
+    compare(code, n, &r, m, true, e->fast, e->ref);
+}
+
 static int setup(void **state)
 {
     engines *e = calloc(1, sizeof *e);
@@ -197,13 +211,9 @@ static void push_every_register(void **state)
         if (reg >= 8)
             code[n++] = 0x41;
         /* vmt_regs order -> opcode reg field */
-        static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
-        code[n++] = (uint8_t)(0x50 + low[reg]);
+        code[n++] = (uint8_t)(0x50 + reg_low3[reg]);
         for (int k = 0; k < ROUNDS; k++) {
-            fill(m, code, n);
-            vmt_regs r;
-            random_regs(&r);
-            compare(code, n, &r, m, true, e->fast, e->ref);
+            compare_on_random_regs(e, m, code, n);
         }
     }
     free(m);
@@ -214,7 +224,6 @@ static void mov_register_pairs(void **state)
     engines *e = *state;
     vmem *m = malloc(sizeof *m);
     assert_non_null(m);
-    static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
     for (int dst = 0; dst < 16; dst++)
         for (int src = 0; src < 16; src += 3) {
             for (int form = 0; form < 2; form++) { /* 89 /r and 8b /r */
@@ -222,11 +231,8 @@ static void mov_register_pairs(void **state)
                 int rm = form ? src : dst, rg = form ? dst : src;
                 code[0] = (uint8_t)(0x48 | (rg >= 8 ? 4 : 0) | (rm >= 8 ? 1 : 0));
                 code[1] = form ? 0x8b : 0x89;
-                code[2] = (uint8_t)(0xc0 | (low[rg] << 3) | low[rm]);
-                fill(m, code, 3);
-                vmt_regs r;
-                random_regs(&r);
-                compare(code, 3, &r, m, true, e->fast, e->ref);
+                code[2] = (uint8_t)(0xc0 | (reg_low3[rg] << 3) | reg_low3[rm]);
+                compare_on_random_regs(e, m, code, 3);
             }
         }
     free(m);
@@ -237,7 +243,6 @@ static void loads_from_base_plus_disp(void **state)
     engines *e = *state;
     vmem *m = malloc(sizeof *m);
     assert_non_null(m);
-    static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
     for (int base = 0; base < 16; base++)
         for (int k = 0; k < ROUNDS / 2; k++) {
             int dst = (int)(rnd() % 16);
@@ -246,8 +251,8 @@ static void loads_from_base_plus_disp(void **state)
             size_t n = 0;
             code[n++] = (uint8_t)(0x48 | (dst >= 8 ? 4 : 0) | (base >= 8 ? 1 : 0));
             code[n++] = 0x8b;
-            code[n++] = (uint8_t)(0x80 | (low[dst] << 3) | low[base]); /* [base + disp32] */
-            if (low[base] == 4)
+            code[n++] = (uint8_t)(0x80 | (reg_low3[dst] << 3) | reg_low3[base]); /* [base + disp32] */
+            if (reg_low3[base] == 4)
                 code[n++] = 0x24; /* SIB: base only (rsp/r12) */
             memcpy(code + n, &disp, 4);
             n += 4;
@@ -261,10 +266,7 @@ static void loads_from_base_plus_disp(void **state)
     uint8_t code[7] = { 0x48, 0x8b, 0x05 };
     int32_t disp = (int32_t)(DATA + 0x80 - (CODE + 0x100 + 7));
     memcpy(code + 3, &disp, 4);
-    fill(m, code, 7);
-    vmt_regs r;
-    random_regs(&r);
-    compare(code, 7, &r, m, true, e->fast, e->ref);
+    compare_on_random_regs(e, m, code, 7);
     free(m);
 }
 
@@ -273,18 +275,14 @@ static void pop_every_register_and_ret(void **state)
     engines *e = *state;
     vmem *m = malloc(sizeof *m);
     assert_non_null(m);
-    static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
     for (int reg = 0; reg < 16; reg++)
         for (int k = 0; k < ROUNDS; k++) {
             uint8_t code[2];
             size_t n = 0;
             if (reg >= 8)
                 code[n++] = 0x41;
-            code[n++] = (uint8_t)(0x58 + low[reg]);
-            fill(m, code, n);
-            vmt_regs r;
-            random_regs(&r);
-            compare(code, n, &r, m, true, e->fast, e->ref);
+            code[n++] = (uint8_t)(0x58 + reg_low3[reg]);
+            compare_on_random_regs(e, m, code, n);
         }
     static const uint8_t ret[] = { 0xc3 };
     for (int k = 0; k < ROUNDS; k++) {
@@ -353,7 +351,6 @@ static void stores_and_32bit_forms(void **state)
     engines *e = *state;
     vmem *m = malloc(sizeof *m);
     assert_non_null(m);
-    static const uint8_t low[16] = { 0, 3, 1, 2, 6, 7, 5, 4, 0, 1, 2, 3, 4, 5, 6, 7 };
     for (int base = 0; base < 16; base++)
         for (int k = 0; k < ROUNDS / 2; k++) {
             int reg = (int)(rnd() % 16), wide = (int)(rnd() % 2), store = (int)(rnd() % 2);
@@ -366,8 +363,8 @@ static void stores_and_32bit_forms(void **state)
             if (rex)
                 code[n++] = (uint8_t)(0x40 | rex);
             code[n++] = store ? 0x89 : 0x8b;
-            code[n++] = (uint8_t)(0x80 | (low[reg] << 3) | low[base]);
-            if (low[base] == 4)
+            code[n++] = (uint8_t)(0x80 | (reg_low3[reg] << 3) | reg_low3[base]);
+            if (reg_low3[base] == 4)
                 code[n++] = 0x24;
             memcpy(code + n, &disp, 4);
             n += 4;
@@ -384,11 +381,8 @@ static void stores_and_32bit_forms(void **state)
         if (dst >= 8 || src >= 8)
             code[n++] = (uint8_t)(0x40 | (src >= 8 ? 4 : 0) | (dst >= 8 ? 1 : 0));
         code[n++] = 0x89;
-        code[n++] = (uint8_t)(0xc0 | (low[src] << 3) | low[dst]);
-        fill(m, code, n);
-        vmt_regs r;
-        random_regs(&r);
-        compare(code, n, &r, m, true, e->fast, e->ref);
+        code[n++] = (uint8_t)(0xc0 | (reg_low3[src] << 3) | reg_low3[dst]);
+        compare_on_random_regs(e, m, code, n);
     }
     /* a store into a read-only page, and one crossing the page end: Unicorn's */
     static const uint8_t st[] = { 0x48, 0x89, 0x03 }; /* mov [rbx], rax */
