@@ -39,6 +39,13 @@ void kg_expect(vmt_driver *d, vmt_event_kind kind, vmt_event *ev)
                  ev->kind == VMT_EVENT_STOPPED ? ": " : "", ev->kind == VMT_EVENT_STOPPED ? ev->u.stop.message : "");
 }
 
+void kg_expect_io(vmt_driver *d, uint64_t value, vmt_event *ev)
+{
+    kg_expect(d, VMT_EVENT_IO, ev);
+    assert_int_equal(ev->u.io.value, value);
+    kg_continue(d, ev);
+}
+
 void kg_continue(vmt_driver *d, const vmt_event *ev)
 {
     vmt_response r = vmt_response_continue();

@@ -24,6 +24,9 @@ vmt_driver *kg_driver(const uint8_t *code, size_t len, uint64_t ram_size);
 /* Wait for the next event (10 s guard) and fail the test unless it has
  * `kind`; returns it in *ev. */
 void kg_expect(vmt_driver *d, vmt_event_kind kind, vmt_event *ev);
+/* kg_expect an I/O event, assert the guest sent `value`, and CONTINUE it;
+ * *ev keeps the event. */
+void kg_expect_io(vmt_driver *d, uint64_t value, vmt_event *ev);
 /* Respond with a plain CONTINUE (failing the test on error). */
 void kg_continue(vmt_driver *d, const vmt_event *ev);
 /* Assert vmt_kvm_check(d) holds. */

@@ -179,9 +179,7 @@ static void single_step(void **state)
         vmt_response s = { .actions = VMT_RESP_STEP };
         assert_int_equal(vmt_drv_respond(d, &ev, &s), VMT_OK);
     }
-    kg_expect(d, VMT_EVENT_IO, &ev); /* the stepped `out` */
-    assert_int_equal(ev.u.io.value, 3);
-    kg_continue(d, &ev);
+    kg_expect_io(d, 3, &ev); /* the stepped `out` */
     kg_expect(d, VMT_EVENT_SINGLESTEP, &ev);
     assert_int_equal(ev.regs.rip, KG_CODE_PA + 0x12); /* at the hlt */
     kg_continue(d, &ev);
@@ -237,9 +235,7 @@ static void inject_page_fault(void **state)
     kg_continue(d, &ev);
     static const uint32_t want[] = { 0xdead000, 2, (uint32_t)G_PF_INT3 };
     for (int i = 0; i < 3; i++) {
-        kg_expect(d, VMT_EVENT_IO, &ev);
-        assert_int_equal(ev.u.io.value, want[i]);
-        kg_continue(d, &ev);
+        kg_expect_io(d, want[i], &ev);
     }
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     vmt_driver_destroy(d);
@@ -273,9 +269,7 @@ static void io_read_and_protocol(void **state)
     assert_int_equal(ev.u.io.port, KG_PORT_OTHER);
     assert_int_equal(ev.u.io.value, 0xfeedf00d);
     kg_continue(d, &ev);
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.value, 0x5eed);
-    kg_continue(d, &ev);
+    kg_expect_io(d, 0x5eed, &ev);
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     vmt_driver_destroy(d);
 }

@@ -83,12 +83,8 @@ static void expect_pt_write(vmt_driver *d, vmt_view view, uint64_t old_pte, vmt_
 static void expect_reports(vmt_driver *d, uint32_t through_mapping, uint32_t entry_low)
 {
     vmt_event ev;
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.value, through_mapping);
-    kg_continue(d, &ev);
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.value, entry_low);
-    kg_continue(d, &ev);
+    kg_expect_io(d, through_mapping, &ev);
+    kg_expect_io(d, entry_low, &ev);
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     vmt_driver_stats s;
     assert_int_equal(vmt_drv_stats(d, &s), VMT_OK);
@@ -332,17 +328,13 @@ static void read_trap_responses(void **state)
         assert_false(ev.u.mem.has_data);
         vmt_response r = { .actions = actions[i], .emulate_view = VMT_VIEW_DEFAULT };
         assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
-        kg_expect(d, VMT_EVENT_IO, &ev);
-        assert_int_equal(ev.u.io.value, seen[i]);
-        kg_continue(d, &ev);
+        kg_expect_io(d, seen[i], &ev);
     }
     /* the write is allowed: no event, it lands in the shadow frame */
     kg_expect(d, VMT_EVENT_MEM_ACCESS, &ev); /* the read back is not */
     assert_int_equal(ev.u.mem.gpa, 0x200010);
     kg_continue(d, &ev);
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.value, 0x777);
-    kg_continue(d, &ev);
+    kg_expect_io(d, 0x777, &ev);
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     uint64_t x;
     assert_int_equal(vmt_drv_read_phys(d, (shadow << 12) + 16, &x, 8), VMT_OK);
@@ -417,12 +409,8 @@ static void hidden_breakpoint_invisible_to_reads(void **state)
     assert_int_equal(ev.u.mem.gpa, 0x2000);
     vmt_response r = { .actions = VMT_RESP_EMULATE, .emulate_view = VMT_VIEW_DEFAULT };
     assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.value, 0x55); /* not 0xCC */
-    kg_continue(d, &ev);
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.value, 20); /* every call returned its argument */
-    kg_continue(d, &ev);
+    kg_expect_io(d, 0x55, &ev); /* not 0xCC */
+    kg_expect_io(d, 20, &ev); /* every call returned its argument */
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     assert_int_equal(ev.u.stop.reason, VMT_STOP_HALT);
     kg_check(d);

@@ -225,9 +225,7 @@ static void own_cpu_state(void **state)
     vmt_response resp = { .actions = VMT_RESP_SET_REGS, .regs = ev.regs };
     resp.regs.rbx = 0xabcdef;
     assert_int_equal(vmt_drv_respond(d, &ev, &resp), VMT_OK);
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.value, 0xabcdef);
-    kg_continue(d, &ev);
+    kg_expect_io(d, 0xabcdef, &ev);
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     vmt_driver_destroy(d);
 }
