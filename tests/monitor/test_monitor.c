@@ -240,6 +240,27 @@ static void copy_page_to(fixture *f, vmt_va va, vmt_pa new_frame)
     assert_int_equal(vmt_drv_write_phys(f->drv, new_frame, page, sizeof page), VMT_OK);
 }
 
+/* Page events on, a hook on svc_spawn; returns svc_spawn's address. */
+static vmt_va hook_spawn(fixture *f)
+{
+    vmt_monitor_on_page_event(f->m, on_page, f);
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_spawn", on_hit, f), VMT_OK);
+    return sym(f, "svc_spawn");
+}
+
+/* A breakpoint event at `va` (physical `pa`) whose first argument points
+ * to the string `name` is the hook's one hit and decodes to `name`. */
+static void expect_string_hit(fixture *f, vmt_va va, vmt_pa pa, const char *name)
+{
+    assert_int_equal(vmt_drv_write_phys(f->drv, DATA_PA, name, strlen(name) + 1), VMT_OK);
+    vmt_regs r = cpu_regs(f);
+    r.rdi = KVMA + DATA_PA;
+    push_breakpoint(f, va, pa, &r);
+    run(f);
+    assert_int_equal(f->hits, 1);
+    assert_string_equal(f->last_string, name);
+}
+
 static vmt_response last_response(fixture *f, vmt_event_kind kind)
 {
     /* The STOPPED event needs no answer: the last answered one is ours. */
@@ -430,9 +451,7 @@ static void test_ucalls_are_decoded_and_recorded(void **state)
 static void test_page_out_and_in_follow_the_hook(void **state)
 {
     fixture *f = *state;
-    vmt_monitor_on_page_event(f->m, on_page, f);
-    assert_int_equal(vmt_monitor_hook(f->m, "svc_spawn", on_hit, f), VMT_OK);
-    vmt_va va = sym(f, "svc_spawn");
+    vmt_va va = hook_spawn(f);
     vmt_pa pte = pte_of(va);
     vmt_bpm_stats bs;
 
@@ -462,22 +481,13 @@ static void test_page_out_and_in_follow_the_hook(void **state)
     assert_int_equal(vmt_monitor_stats_get(f->m)->page_in, 1);
 
     /* The hook fires at the new frame. */
-    const char name[] = "sh";
-    assert_int_equal(vmt_drv_write_phys(f->drv, DATA_PA, name, sizeof name), VMT_OK);
-    vmt_regs r = cpu_regs(f);
-    r.rdi = KVMA + DATA_PA;
-    push_breakpoint(f, va, new_frame + vmt_page_offset(va), &r);
-    run(f);
-    assert_int_equal(f->hits, 1);
-    assert_string_equal(f->last_string, "sh");
+    expect_string_hit(f, va, new_frame + vmt_page_offset(va), "sh");
 }
 
 static void test_page_table_monitor_failure_is_survived(void **state)
 {
     fixture *f = *state;
-    vmt_monitor_on_page_event(f->m, on_page, f);
-    assert_int_equal(vmt_monitor_hook(f->m, "svc_spawn", on_hit, f), VMT_OK);
-    vmt_va va = sym(f, "svc_spawn");
+    vmt_va va = hook_spawn(f);
     vmt_pa pte = pte_of(va);
     vmt_event ev;
     push_pte_clear(f, pte, &ev);
@@ -508,9 +518,7 @@ static void test_page_table_monitor_failure_is_survived(void **state)
 static void test_breakpoint_manager_failure_on_page_in_is_repaired(void **state)
 {
     fixture *f = *state;
-    vmt_monitor_on_page_event(f->m, on_page, f);
-    assert_int_equal(vmt_monitor_hook(f->m, "svc_spawn", on_hit, f), VMT_OK);
-    vmt_va va = sym(f, "svc_spawn");
+    vmt_va va = hook_spawn(f);
     vmt_pa pte = pte_of(va);
     vmt_event ev;
     push_pte_clear(f, pte, &ev);
@@ -536,14 +544,7 @@ static void test_breakpoint_manager_failure_on_page_in_is_repaired(void **state)
     bp.key = VMT_BPM_KEY_ANY;
     assert_true(vmt_bpm_contains(vmt_monitor_bpm(f->m), &bp));
     assert_true(vmt_bpm_is_active(vmt_monitor_bpm(f->m), &bp));
-    const char name[] = "editor";
-    assert_int_equal(vmt_drv_write_phys(f->drv, DATA_PA, name, sizeof name), VMT_OK);
-    vmt_regs r = cpu_regs(f);
-    r.rdi = KVMA + DATA_PA;
-    push_breakpoint(f, va, new_frame + vmt_page_offset(va), &r);
-    run(f);
-    assert_int_equal(f->hits, 1);
-    assert_string_equal(f->last_string, "editor");
+    expect_string_hit(f, va, new_frame + vmt_page_offset(va), "editor");
 }
 
 static void test_stale_breakpoint_livelock_ends_the_run(void **state)
