@@ -46,6 +46,14 @@ void kg_expect_io(vmt_driver *d, uint64_t value, vmt_event *ev)
     kg_continue(d, ev);
 }
 
+void kg_expect_io_on(vmt_driver *d, uint64_t port, uint64_t value, vmt_event *ev)
+{
+    kg_expect(d, VMT_EVENT_IO, ev);
+    assert_int_equal(ev->u.io.port, port);
+    assert_int_equal(ev->u.io.value, value);
+    kg_continue(d, ev);
+}
+
 void kg_continue(vmt_driver *d, const vmt_event *ev)
 {
     vmt_response r = vmt_response_continue();

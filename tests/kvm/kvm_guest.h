@@ -27,6 +27,8 @@ void kg_expect(vmt_driver *d, vmt_event_kind kind, vmt_event *ev);
 /* kg_expect an I/O event, assert the guest sent `value`, and CONTINUE it;
  * *ev keeps the event. */
 void kg_expect_io(vmt_driver *d, uint64_t value, vmt_event *ev);
+/* The same, also asserting the I/O went to `port`. */
+void kg_expect_io_on(vmt_driver *d, uint64_t port, uint64_t value, vmt_event *ev);
 /* Respond with a plain CONTINUE (failing the test on error). */
 void kg_continue(vmt_driver *d, const vmt_event *ev);
 /* Assert vmt_kvm_check(d) holds. */

@@ -102,10 +102,7 @@ static void breakpoint_1000_hits(void **state)
         if (i % 100 == 0)
             kg_check(d);
     }
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.port, KG_PORT_REPORT);
-    assert_int_equal(ev.u.io.value, G_CALLS_N);
-    kg_continue(d, &ev);
+    kg_expect_io_on(d, KG_PORT_REPORT, G_CALLS_N, &ev);
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     assert_int_equal(ev.u.stop.reason, VMT_STOP_HALT);
     vmt_driver_stats s;
@@ -137,14 +134,8 @@ static void reinject_reaches_guest_idt(void **state)
     assert_int_equal(ev.regs.rip, G_REINJECT_INT3);
     vmt_response r = { .actions = VMT_RESP_REINJECT };
     assert_int_equal(vmt_drv_respond(d, &ev, &r), VMT_OK);
-    kg_expect(d, VMT_EVENT_IO, &ev); /* the handler reports its return rip */
-    assert_int_equal(ev.u.io.port, KG_PORT_REPORT);
-    assert_int_equal(ev.u.io.value, G_REINJECT_INT3 + 1);
-    kg_continue(d, &ev);
-    kg_expect(d, VMT_EVENT_IO, &ev); /* iretq went back after the int3 */
-    assert_int_equal(ev.u.io.port, KG_PORT_OTHER);
-    assert_int_equal(ev.u.io.value, 0x600d);
-    kg_continue(d, &ev);
+    kg_expect_io_on(d, KG_PORT_REPORT, G_REINJECT_INT3 + 1, &ev); /* the handler reports its return rip */
+    kg_expect_io_on(d, KG_PORT_OTHER, 0x600d, &ev); /* iretq went back after the int3 */
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     kg_check(d);
     vmt_driver_destroy(d);
@@ -211,10 +202,7 @@ static void hw_breakpoint(void **state)
         }
         kg_continue(d, &ev);
     }
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.port, KG_PORT_REPORT);
-    assert_int_equal(ev.u.io.value, G_CALLS_N);
-    kg_continue(d, &ev);
+    kg_expect_io_on(d, KG_PORT_REPORT, G_CALLS_N, &ev);
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     kg_check(d);
     vmt_driver_destroy(d);

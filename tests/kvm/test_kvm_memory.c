@@ -457,18 +457,12 @@ static void shadow_code_traps_still_fire(void **state)
     assert_int_equal(ev.u.mem.value, 0x77);
     assert_int_equal(ev.regs.rbx, 0x200000); /* the instructions before it ran */
     kg_continue(d, &ev);
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.port, KG_PORT_OTHER);
-    assert_int_equal(ev.u.io.value, 0x77);
-    kg_continue(d, &ev);
+    kg_expect_io_on(d, KG_PORT_OTHER, 0x77, &ev);
     kg_expect(d, VMT_EVENT_MEM_ACCESS, &ev); /* movzx ecx, byte [0x201000] */
     assert_int_equal(ev.u.mem.access, VMT_ACCESS_R);
     assert_int_equal(ev.u.mem.gpa, 0x201000);
     assert_int_equal(vmt_drv_respond(d, &ev, &emulate0), VMT_OK);
-    kg_expect(d, VMT_EVENT_IO, &ev);
-    assert_int_equal(ev.u.io.port, KG_PORT_REPORT);
-    assert_int_equal(ev.u.io.value, 0x5a); /* the read was served */
-    kg_continue(d, &ev);
+    kg_expect_io_on(d, KG_PORT_REPORT, 0x5a, &ev); /* the read was served */
     kg_expect(d, VMT_EVENT_STOPPED, &ev);
     assert_int_equal(ev.u.stop.reason, VMT_STOP_HALT);
     uint64_t x = 0;
