@@ -37,6 +37,14 @@ static void respond_kind(eg_guest *g, vmt_event_kind kind, vmt_response r, vmt_e
         eg_respond(g, &ev, r);
 }
 
+/* The next event, which must be of `kind` (not answered yet). */
+static vmt_event next_of_kind(eg_guest *g, vmt_event_kind kind)
+{
+    vmt_event ev = eg_next(g);
+    assert_int_equal(ev.kind, kind);
+    return ev;
+}
+
 static void expect_io(eg_guest *g, uint32_t value)
 {
     vmt_event ev;
@@ -86,8 +94,7 @@ static void int3_continue_and_reinject(void **state)
     vmt_gfn code = eg_place(&g, CODE_VA, &c);
     assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
 
-    vmt_event ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_BREAKPOINT);
+    vmt_event ev = next_of_kind(&g, VMT_EVENT_BREAKPOINT);
     assert_int_equal(ev.regs.rip, CODE_VA + 1);
     assert_int_equal(ev.u.bp.gva, CODE_VA + 1);
     assert_int_equal(ev.u.bp.gpa, (code << 12) + 1);
@@ -97,8 +104,7 @@ static void int3_continue_and_reinject(void **state)
     eg_write(&g, (code << 12) + 1, &nop, 1);
     eg_respond(&g, &ev, vmt_response_continue());
     expect_io(&g, 0x42);
-    ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_BREAKPOINT);
+    ev = next_of_kind(&g, VMT_EVENT_BREAKPOINT);
     assert_int_equal(ev.regs.rip, CODE_VA + second);
     eg_respond(&g, &ev, resp(VMT_RESP_REINJECT, 0));
     expect_io(&g, (uint32_t)(CODE_VA + second + 1)); /* the guest's #BP handler saw int3 + 1 */
@@ -120,21 +126,17 @@ static void step_reports_each_instruction(void **state)
     assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
     vmt_event ev;
     uint8_t nop = 0x90;
-    ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_BREAKPOINT);
+    ev = next_of_kind(&g, VMT_EVENT_BREAKPOINT);
     eg_write(&g, code << 12, &nop, 1);
     eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
-    ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_SINGLESTEP);
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP);
     assert_int_equal(ev.regs.rip, CODE_VA + 1);
     eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
-    ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_SINGLESTEP);
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP);
     assert_int_equal(ev.regs.rip, CODE_VA + 4);
     assert_int_equal(ev.regs.rcx, 1);
     eg_respond(&g, &ev, vmt_response_continue());
-    ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
+    ev = next_of_kind(&g, VMT_EVENT_STOPPED);
     assert_int_equal(ev.regs.rcx, 2);
     eg_destroy(&g);
 }
@@ -162,11 +164,9 @@ static void step_into_exception_handler(void **state)
     eg_place(&g, CODE_VA, &c);
     assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
     assert_int_equal(vmt_drv_hw_breakpoint(g.d, 0, 0, CODE_VA + store, 1), VMT_OK);
-    vmt_event ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_HW_BREAKPOINT);
+    vmt_event ev = next_of_kind(&g, VMT_EVENT_HW_BREAKPOINT);
     eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
-    ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_SINGLESTEP);
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP);
     assert_int_equal(ev.regs.rip, HANDLER);
     assert_int_equal(ev.regs.cr2, BAD);
     eg_respond(&g, &ev, vmt_response_continue());
@@ -550,8 +550,7 @@ static void changes_apply_to_mapped_pages(void **state)
     assert_int_equal(vmt_drv_view_create(g.d, VMT_ACCESS_RWX, &v), VMT_OK);
     assert_int_equal(vmt_drv_view_switch(g.d, 0, v), VMT_OK);
     assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
-    vmt_event ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_IO);
+    vmt_event ev = next_of_kind(&g, VMT_EVENT_IO);
     assert_int_equal(ev.u.io.value, 0xa);
     assert_int_equal(vmt_drv_view_remap(g.d, v, data, other), VMT_OK); /* page is mapped now */
     eg_respond(&g, &ev, vmt_response_continue());
@@ -559,8 +558,7 @@ static void changes_apply_to_mapped_pages(void **state)
     assert_int_equal(ev.u.io.value, 0xb);
     assert_int_equal(vmt_drv_view_set_access(g.d, v, data, VMT_ACCESS_X), VMT_OK);
     eg_respond(&g, &ev, vmt_response_continue());
-    ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_MEM_ACCESS);
+    ev = next_of_kind(&g, VMT_EVENT_MEM_ACCESS);
     assert_int_equal(ev.u.mem.access, VMT_ACCESS_R);
     eg_respond(&g, &ev, resp(VMT_RESP_EMULATE, VMT_VIEW_DEFAULT));
     expect_io(&g, 0xa); /* emulated against view 0: the original frame */
@@ -593,8 +591,7 @@ static void hw_breakpoints(void **state)
     r.dr7 |= 1;
     assert_int_equal(vmt_drv_set_regs(g.d, 0, &r), VMT_E_NOTSUP);
     for (uint64_t i = 0; i < 3; i++) {
-        vmt_event ev = eg_next(&g);
-        assert_int_equal(ev.kind, VMT_EVENT_HW_BREAKPOINT);
+        vmt_event ev = next_of_kind(&g, VMT_EVENT_HW_BREAKPOINT);
         assert_int_equal(ev.u.hwbp.index, 2);
         assert_int_equal(ev.u.hwbp.address, CODE_VA + 1);
         assert_int_equal(ev.regs.rip, CODE_VA + 1);
@@ -633,8 +630,7 @@ static void port_read_and_injection(void **state)
     eg_hlt(&c);
     eg_place(&g, CODE_VA, &c);
     assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
-    vmt_event ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_IO);
+    vmt_event ev = next_of_kind(&g, VMT_EVENT_IO);
     assert_false(ev.u.io.is_write);
     assert_int_equal(ev.u.io.port, 0x5e0);
     assert_int_equal(ev.u.io.size, 4);
@@ -642,8 +638,7 @@ static void port_read_and_injection(void **state)
     r.actions = VMT_RESP_IO_VALUE;
     r.io_value = 0xabcd1234;
     eg_respond(&g, &ev, r);
-    ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_IO);
+    ev = next_of_kind(&g, VMT_EVENT_IO);
     assert_int_equal(ev.u.io.value, 0xabcd1234);
     assert_int_equal(ev.regs.rax, 0xabcd1234); /* a 32-bit in zero-extends */
     vmt_injection inj = { .vector = 14, .has_error_code = true, .error_code = 2, .cr2 = 0xdead000 };
