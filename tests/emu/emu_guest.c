@@ -43,71 +43,69 @@ static void modrm_mem(eg_code *c, int reg, int base)
     }
 }
 
+/* Two opcode bytes (prefix or 0x0f escape, then the opcode) and a ModRM
+ * naming `reg` and the memory operand [base]. */
+static void op_mem(eg_code *c, uint8_t first, uint8_t opcode, int reg, int base)
+{
+    b1(c, first);
+    b1(c, opcode);
+    modrm_mem(c, reg, base);
+}
+
+/* Two opcode bytes and a register-direct ModRM (mod=11) with `reg` and `rm`. */
+static void op_reg(eg_code *c, uint8_t first, uint8_t opcode, int reg, int rm)
+{
+    b1(c, first);
+    b1(c, opcode);
+    b1(c, (uint8_t)(0xc0 | reg << 3 | rm));
+}
+
 void eg_store(eg_code *c, int addr_reg, int src_reg)
 {
-    b1(c, 0x48);
-    b1(c, 0x89);
-    modrm_mem(c, src_reg, addr_reg);
+    op_mem(c, 0x48, 0x89, src_reg, addr_reg);
 }
 
 void eg_load(eg_code *c, int dst_reg, int addr_reg)
 {
-    b1(c, 0x48);
-    b1(c, 0x8b);
-    modrm_mem(c, dst_reg, addr_reg);
+    op_mem(c, 0x48, 0x8b, dst_reg, addr_reg);
 }
 
 void eg_load8(eg_code *c, int dst_reg, int addr_reg)
 {
-    b1(c, 0x0f);
-    b1(c, 0xb6);
-    modrm_mem(c, dst_reg, addr_reg);
+    op_mem(c, 0x0f, 0xb6, dst_reg, addr_reg);
 }
 
 void eg_add(eg_code *c, int dst_reg, int src_reg)
 {
-    b1(c, 0x48);
-    b1(c, 0x01);
-    b1(c, (uint8_t)(0xc0 | src_reg << 3 | dst_reg));
+    op_reg(c, 0x48, 0x01, src_reg, dst_reg);
 }
 
 void eg_inc(eg_code *c, int reg)
 {
-    b1(c, 0x48);
-    b1(c, 0xff);
-    b1(c, (uint8_t)(0xc0 | reg));
+    op_reg(c, 0x48, 0xff, 0, reg); /* inc r/m64 is ff /0 */
 }
 
 void eg_out_ucall(eg_code *c, int reg)
 {
-    if (reg != EG_RAX) { /* mov rax, reg */
-        b1(c, 0x48);
-        b1(c, 0x89);
-        b1(c, (uint8_t)(0xc0 | reg << 3 | EG_RAX));
-    }
+    if (reg != EG_RAX) /* mov rax, reg */
+        op_reg(c, 0x48, 0x89, reg, EG_RAX);
     eg_mov_imm(c, EG_RDX, 0x5e0);
     b1(c, 0xef); /* out dx, eax */
 }
 
 void eg_mov_cr3(eg_code *c, int reg)
 {
-    b1(c, 0x0f);
-    b1(c, 0x22);
-    b1(c, (uint8_t)(0xc0 | 3 << 3 | reg));
+    op_reg(c, 0x0f, 0x22, 3, reg);
 }
 
 void eg_read_cr(eg_code *c, int reg, int cr)
 {
-    b1(c, 0x0f);
-    b1(c, 0x20);
-    b1(c, (uint8_t)(0xc0 | cr << 3 | reg));
+    op_reg(c, 0x0f, 0x20, cr, reg);
 }
 
 void eg_invlpg(eg_code *c, int addr_reg)
 {
-    b1(c, 0x0f);
-    b1(c, 0x01);
-    modrm_mem(c, 7, addr_reg);
+    op_mem(c, 0x0f, 0x01, 7, addr_reg);
 }
 
 void eg_call(eg_code *c, int reg)
@@ -122,9 +120,7 @@ void eg_nop(eg_code *c) { b1(c, 0x90); }
 
 void eg_loop_below(eg_code *c, int a, int b, size_t target)
 {
-    b1(c, 0x48); /* cmp a, b */
-    b1(c, 0x39);
-    b1(c, (uint8_t)(0xc0 | b << 3 | a));
+    op_reg(c, 0x48, 0x39, b, a); /* cmp a, b */
     long rel = (long)target - (long)(c->n + 6);
     b1(c, 0x0f); /* jb rel32 */
     b1(c, 0x82);
