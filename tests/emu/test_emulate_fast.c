@@ -163,6 +163,7 @@ static void compare(const uint8_t *code, size_t n, const vmt_regs *start, const 
 
 typedef struct engines {
     vmt_emulator *fast, *ref;
+    vmem *m; /* the test's memory, filled afresh before each comparison */
 } engines;
 
 /* The low three bits that encode GPR index i (vmt_regs order rax, rbx,
@@ -182,7 +183,8 @@ static void compare_on_random_regs(const engines *e, vmem *m, const uint8_t *cod
 static int setup(void **state)
 {
     engines *e = calloc(1, sizeof *e);
-    if (!e || vmt_emulator_create(&e->fast, NULL, 0) != VMT_OK || vmt_emulator_create(&e->ref, NULL, 0) != VMT_OK)
+    if (!e || !(e->m = malloc(sizeof *e->m)) || vmt_emulator_create(&e->fast, NULL, 0) != VMT_OK ||
+        vmt_emulator_create(&e->ref, NULL, 0) != VMT_OK)
         return -1;
     vmt_emulator_use_fast_path(e->ref, false); /* the reference: Unicorn runs everything */
     *state = e;
@@ -194,6 +196,7 @@ static int teardown(void **state)
     engines *e = *state;
     vmt_emulator_destroy(e->fast);
     vmt_emulator_destroy(e->ref);
+    free(e->m);
     free(e);
     return 0;
 }
@@ -203,8 +206,7 @@ enum { ROUNDS = 12 };
 static void push_every_register(void **state)
 {
     engines *e = *state;
-    vmem *m = malloc(sizeof *m);
-    assert_non_null(m);
+    vmem *m = e->m;
     for (int reg = 0; reg < 16; reg++) {
         uint8_t code[2];
         size_t n = 0;
@@ -216,14 +218,12 @@ static void push_every_register(void **state)
             compare_on_random_regs(e, m, code, n);
         }
     }
-    free(m);
 }
 
 static void mov_register_pairs(void **state)
 {
     engines *e = *state;
-    vmem *m = malloc(sizeof *m);
-    assert_non_null(m);
+    vmem *m = e->m;
     for (int dst = 0; dst < 16; dst++)
         for (int src = 0; src < 16; src += 3) {
             for (int form = 0; form < 2; form++) { /* 89 /r and 8b /r */
@@ -235,14 +235,12 @@ static void mov_register_pairs(void **state)
                 compare_on_random_regs(e, m, code, 3);
             }
         }
-    free(m);
 }
 
 static void loads_from_base_plus_disp(void **state)
 {
     engines *e = *state;
-    vmem *m = malloc(sizeof *m);
-    assert_non_null(m);
+    vmem *m = e->m;
     for (int base = 0; base < 16; base++)
         for (int k = 0; k < ROUNDS / 2; k++) {
             int dst = (int)(rnd() % 16);
@@ -267,14 +265,12 @@ static void loads_from_base_plus_disp(void **state)
     int32_t disp = (int32_t)(DATA + 0x80 - (CODE + 0x100 + 7));
     memcpy(code + 3, &disp, 4);
     compare_on_random_regs(e, m, code, 7);
-    free(m);
 }
 
 static void pop_every_register_and_ret(void **state)
 {
     engines *e = *state;
-    vmem *m = malloc(sizeof *m);
-    assert_non_null(m);
+    vmem *m = e->m;
     for (int reg = 0; reg < 16; reg++)
         for (int k = 0; k < ROUNDS; k++) {
             uint8_t code[2];
@@ -293,7 +289,6 @@ static void pop_every_register_and_ret(void **state)
         memcpy(m->page[2] + (r.rsp & 4095), &to, 8);
         compare(ret, 1, &r, m, true, e->fast, e->ref);
     }
-    free(m);
 }
 
 static bool stop_at_0x800(void *ctx, vmt_va rip)
@@ -349,8 +344,7 @@ static void function_run_ahead(void **state)
 static void stores_and_32bit_forms(void **state)
 {
     engines *e = *state;
-    vmem *m = malloc(sizeof *m);
-    assert_non_null(m);
+    vmem *m = e->m;
     for (int base = 0; base < 16; base++)
         for (int k = 0; k < ROUNDS / 2; k++) {
             int reg = (int)(rnd() % 16), wide = (int)(rnd() % 2), store = (int)(rnd() % 2);
@@ -396,14 +390,12 @@ static void stores_and_32bit_forms(void **state)
     random_regs(&r);
     r.rbx = DATA + 4093;
     compare(st, 3, &r, m, false, e->fast, e->ref);
-    free(m);
 }
 
 static void nops_and_endbr(void **state)
 {
     engines *e = *state;
-    vmem *m = malloc(sizeof *m);
-    assert_non_null(m);
+    vmem *m = e->m;
     static const uint8_t forms[][8] = {
         { 1, 0x90 },                               /* nop */
         { 4, 0xf3, 0x0f, 0x1e, 0xfa },             /* endbr64 */
@@ -417,15 +409,13 @@ static void nops_and_endbr(void **state)
             random_regs(&r);
             compare(forms[f] + 1, forms[f][0], &r, m, true, e->fast, e->ref);
         }
-    free(m);
 }
 
 /* What the fast path must leave to Unicorn: the same outcome either way. */
 static void left_to_the_engine(void **state)
 {
     engines *e = *state;
-    vmem *m = malloc(sizeof *m);
-    assert_non_null(m);
+    vmem *m = e->m;
     vmt_regs r;
     static const uint8_t push_rbp[] = { 0x55 };
     /* a push into a read-only stack page: Unicorn reports the fault */
@@ -474,15 +464,13 @@ static void left_to_the_engine(void **state)
     m->rights[0] = VMT_ACCESS_R;
     random_regs(&r);
     compare(push_rbp, 1, &r, m, false, e->fast, e->ref);
-    free(m);
 }
 
 /* One rip, changing bytes: each call performs what is there now. */
 static void changed_code_is_decoded_again(void **state)
 {
     engines *e = *state;
-    vmem *m = malloc(sizeof *m);
-    assert_non_null(m);
+    vmem *m = e->m;
     static const uint8_t push_rbp[] = { 0x55 }, push_rbx[] = { 0x53 }, mov_rbp_rsp[] = { 0x48, 0x89, 0xe5 };
     const uint8_t *seq[] = { push_rbp, push_rbx, mov_rbp_rsp, push_rbp };
     const size_t len[] = { 1, 1, 3, 1 };
@@ -493,7 +481,6 @@ static void changed_code_is_decoded_again(void **state)
             random_regs(&r);
             compare(seq[i], len[i], &r, m, true, e->fast, e->ref);
         }
-    free(m);
 }
 
 int main(void)
