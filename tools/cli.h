@@ -151,9 +151,6 @@ void cli_log_summary(cli_log *l, const cli_summary *s);
 int cli_elf_read_va(const char *path, uint64_t va, void *buf, size_t len);
 /* Physical address the loader puts va at (PT_LOAD p_paddr); 0 or -1. */
 int cli_elf_va_to_pa(const char *path, uint64_t va, size_t len, uint64_t *pa);
-/* FNV-1a 64 (the hash the workload guest reports). */
-uint64_t cli_fnv1a(const void *p, size_t n);
-
 /* Why a detector can fail with this breakpoint mechanism ("" when no known
  * reason). */
 const char *cli_detector_why(unsigned id, vmt_bpm_controller ctl);

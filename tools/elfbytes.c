@@ -86,13 +86,3 @@ int cli_elf_read_va(const char *path, uint64_t va, void *buf, size_t len)
     return rc;
 }
 
-uint64_t cli_fnv1a(const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}

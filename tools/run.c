@@ -155,7 +155,7 @@ static void on_ucall(const vmt_ucall *uc, void *user)
         uint8_t bytes[32];
         if (vmt_image_symbol(r->img, uc->name + 3, &va, NULL) == VMT_OK &&
             cli_elf_read_va(r->guest_path, va, bytes, sizeof bytes) == 0) {
-            uint64_t h = cli_fnv1a(bytes, sizeof bytes);
+            uint64_t h = vmt_ucall_fnv1a(bytes, sizeof bytes);
             r->entry_checked++;
             r->entry_mismatch += h != uc->args[0];
             cli_log_entry_check(&r->log, uc->name + 3, uc->args[0], h);

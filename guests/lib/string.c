@@ -93,16 +93,6 @@ size_t strlcpy(char *dst, const char *src, size_t size)
     return len;
 }
 
-uint64_t hash_bytes(const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
-    }
-    return h;
-}
 
 /* ---- vsnprintf ---- */
 
