@@ -116,6 +116,11 @@ typedef struct cli_log {
 void cli_log_call(cli_log *l, const cli_call *c);
 void cli_log_page_event(cli_log *l, const vmt_ptm_event *ev, const char *symbol);
 void cli_log_ucall(cli_log *l, const vmt_ucall *uc);
+/* Guest-supplied text (ucall name/text, serial lines, detector results) made
+ * safe for a log line: printable ASCII as is, a backslash doubled, any other
+ * byte as \xNN. Always NUL-terminated, cut only between whole escapes.
+ * Returns out. */
+const char *cli_escape_guest_text(const char *in, char *out, size_t out_len);
 void cli_log_serial(cli_log *l, const char *line);
 void cli_log_note(cli_log *l, const char *what, const char *text);
 /* The guest's hash of a function's entry bytes against the ELF's. */

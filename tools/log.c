@@ -40,6 +40,33 @@ static void emit_text(cli_log *l, const char *tag, const char *text)
     l->lines++;
 }
 
+const char *cli_escape_guest_text(const char *in, char *out, size_t out_len)
+{
+    if (!out || !out_len)
+        return out;
+    size_t o = 0;
+    for (const unsigned char *c = (const unsigned char *)(in ? in : ""); *c; c++) {
+        char esc[5];
+        size_t n;
+        if (*c == '\\') {
+            memcpy(esc, "\\\\", 2);
+            n = 2;
+        } else if (*c >= 0x20 && *c < 0x7f) { /* not isprint(): locale-independent */
+            esc[0] = (char)*c;
+            n = 1;
+        } else {
+            snprintf(esc, sizeof esc, "\\x%02x", *c);
+            n = 4;
+        }
+        if (o + n >= out_len)
+            break;
+        memcpy(out + o, esc, n);
+        o += n;
+    }
+    out[o] = 0;
+    return out;
+}
+
 /* A readable "name=value" for one argument. */
 static void format_arg(const cli_arg *a, char *buf, size_t len)
 {
@@ -174,6 +201,12 @@ void cli_log_ucall(cli_log *l, const vmt_ucall *uc)
     /* Detector results and the final DONE are shown even in quiet mode. */
     if (l->quiet && !detector && uc->cmd != VMT_UCALL_DONE && uc->cmd != VMT_UCALL_ASSERT_FAIL)
         return;
+    /* The guest wrote name and text: a hostile guest must neither forge log
+     * lines nor make the JSON log invalid UTF-8. */
+    vmt_ucall shown = *uc;
+    cli_escape_guest_text(uc->name, shown.name, sizeof shown.name);
+    cli_escape_guest_text(uc->text, shown.text, sizeof shown.text);
+    uc = &shown;
     if (l->json) {
         json_object *o = json_object_new_object();
         if (detector) {
@@ -198,7 +231,7 @@ void cli_log_ucall(cli_log *l, const vmt_ucall *uc)
         emit_json(l, o);
         return;
     }
-    char line[512];
+    char line[1024]; /* escaped name (< 64) + text (< 256) fit whole */
     if (detector) {
         snprintf(line, sizeof line, "%-4s #%" PRIu64 " %s%s%s", uc->args[1] == 1 ? "PASS" : "FAIL",
                  uc->args[0], uc->name, uc->text[0] ? ": " : "", uc->text);
@@ -209,10 +242,12 @@ void cli_log_ucall(cli_log *l, const vmt_ucall *uc)
     emit_text(l, "guest", line);
 }
 
-void cli_log_serial(cli_log *l, const char *line)
+void cli_log_serial(cli_log *l, const char *raw)
 {
     if (l->quiet)
         return;
+    char line[4 * 256 + 1]; /* the guest's bytes, escaped (longer lines are cut) */
+    cli_escape_guest_text(raw, line, sizeof line);
     if (l->json) {
         json_object *o = json_object_new_object();
         json_object_object_add(o, "event", json_object_new_string("serial"));

@@ -99,9 +99,12 @@ static json_object *summary_json(const cli_summary *s)
         for (size_t i = 0; i < st->ndetectors; i++) {
             json_object *d = json_object_new_object();
             json_object_object_add(d, "id", json_object_new_int64(st->detectors[i].id));
-            json_object_object_add(d, "name", json_object_new_string(st->detectors[i].name));
+            char name[sizeof st->detectors[i].name], detail[sizeof st->detectors[i].detail]; /* guest text */
+            json_object_object_add(d, "name", json_object_new_string(cli_escape_guest_text(st->detectors[i].name, name,
+                                                                                             sizeof name)));
             json_object_object_add(d, "pass", json_object_new_boolean(st->detectors[i].pass));
-            json_object_object_add(d, "detail", json_object_new_string(st->detectors[i].detail));
+            json_object_object_add(d, "detail", json_object_new_string(cli_escape_guest_text(st->detectors[i].detail,
+                                                                                               detail, sizeof detail)));
             if (!st->detectors[i].pass)
                 json_object_object_add(d, "why",
                                        json_object_new_string(cli_detector_why(st->detectors[i].id, s->controller)));
@@ -184,8 +187,10 @@ static void summary_text(FILE *f, const cli_summary *s)
             pass += st->detectors[i].pass ? 1u : 0u;
         fprintf(f, "   stealth detectors: %u of %zu pass\n", pass, st->ndetectors);
         for (size_t i = 0; i < st->ndetectors; i++) {
+            char name[sizeof st->detectors[i].name], detail[sizeof st->detectors[i].detail]; /* guest text */
             fprintf(f, "     %-4s %u %-28s %s\n", st->detectors[i].pass ? "pass" : "FAIL", st->detectors[i].id,
-                    st->detectors[i].name, st->detectors[i].detail);
+                    cli_escape_guest_text(st->detectors[i].name, name, sizeof name),
+                    cli_escape_guest_text(st->detectors[i].detail, detail, sizeof detail));
             if (!st->detectors[i].pass)
                 fprintf(f, "          why: %s\n", cli_detector_why(st->detectors[i].id, s->controller));
         }
