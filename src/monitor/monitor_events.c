@@ -25,6 +25,7 @@
  * Survived failures are counted and the first one kept for the summary. A
  * malformed ucall is only counted: the guest's problem.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -204,6 +205,13 @@ static vmt_status handle_io(vmt_monitor *m, const vmt_event *ev, vmt_response *r
         m->stats.ucall_errors++;
         vmt_errbuf_set(&m->err, VMT_E_FORMAT, "malformed ucall: %s", why);
         return VMT_OK; /* the guest's problem, not a reason to stop monitoring */
+    }
+    if (uc.cmd == VMT_UCALL_DETECTOR && uc.args[0] > UINT32_MAX) {
+        /* ids are 32-bit: a wider one would alias a real detector's result */
+        m->stats.ucall_errors++;
+        vmt_errbuf_set(&m->err, VMT_E_FORMAT, "malformed ucall: detector id 0x%" PRIx64 " does not fit 32 bits",
+                       uc.args[0]);
+        return VMT_OK;
     }
     m->stats.ucalls++;
     if (uc.cmd == VMT_UCALL_DETECTOR)

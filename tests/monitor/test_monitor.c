@@ -448,6 +448,30 @@ static void test_ucalls_are_decoded_and_recorded(void **state)
     assert_int_equal(st->events[VMT_EVENT_IO], 7);
 }
 
+/* Detector ids are 32-bit: a guest id beyond that must not alias a real
+ * one (0x1_00000003 would be stored as detector 3 a second time, with its
+ * own verdict). It is a malformed ucall, not a detector result. */
+static void test_detector_id_beyond_32_bits_is_malformed(void **state)
+{
+    fixture *f = *state;
+    vmt_monitor_on_ucall(f->m, on_ucall, f);
+    const uint64_t det_pass[] = { 3, 1 }, det_alias[] = { (1ULL << 32) | 3, 0 };
+    put_ucall(f, DATA_PA, VMT_UCALL_DETECTOR, 1, 2, det_pass, "write-readback", "ok");
+    push_io(f, VMT_PORT_UCALL, DATA_PA);
+    put_ucall(f, DATA_PA + 0x200, VMT_UCALL_DETECTOR, 2, 2, det_alias, "forged", "alias of 3");
+    push_io(f, VMT_PORT_UCALL, DATA_PA + 0x200);
+    run(f);
+    const vmt_monitor_stats *st = vmt_monitor_stats_get(f->m);
+    assert_int_equal(st->ucalls, 1);
+    assert_int_equal(st->ucall_errors, 1);
+    assert_int_equal(f->ucalls, 1);
+    assert_int_equal(st->ndetectors, 1);
+    assert_int_equal(st->detectors[0].id, 3);
+    assert_true(st->detectors[0].pass);
+    assert_string_equal(st->detectors[0].name, "write-readback");
+    assert_non_null(strstr(vmt_monitor_error(f->m), "detector id"));
+}
+
 static void test_page_out_and_in_follow_the_hook(void **state)
 {
     fixture *f = *state;
@@ -650,6 +674,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_string_into_paged_out_page_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_guest_int3_in_hooked_page_is_reinjected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ucalls_are_decoded_and_recorded, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_detector_id_beyond_32_bits_is_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_out_and_in_follow_the_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_table_monitor_failure_is_survived, setup, teardown),
         cmocka_unit_test_setup_teardown(test_breakpoint_manager_failure_on_page_in_is_repaired, setup, teardown),
