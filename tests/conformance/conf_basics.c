@@ -134,6 +134,24 @@ static void pause_resume(void **state)
         }
         VMT_CONF_OK(c, vmt_drv_resume(c->d));
     }
+    if (!c->factory->runs_cpu || !vmt_driver_has(c->d, VMT_CAP_REGS_GET | VMT_CAP_EVENTS))
+        return; /* no CPU: the calls above are all there is to check */
+    /* The effect: paused, the guest does not run; resumed, it does. The
+     * guest counts in rax forever (inc rax; jmp back). */
+    static const uint8_t count_loop[] = { 0x48, 0xff, 0xc0, 0xeb, 0xfb };
+    VMT_CONF_OK(c, vmt_conf_reopen_code(c, NULL, 0x1000, count_loop, sizeof count_loop));
+    vmt_event ev;
+    vmt_regs before, after;
+    VMT_CONF_OK(c, vmt_drv_get_regs(c->d, 0, &before));
+    VMT_CONF_OK(c, vmt_drv_pause(c->d));
+    VMT_CONF_EXPECT(c, VMT_E_TIMEOUT, vmt_drv_wait_event(c->d, 20, &ev));
+    VMT_CONF_OK(c, vmt_drv_get_regs(c->d, 0, &after));
+    assert_int_equal(after.rax, before.rax);
+    assert_int_equal(after.rip, before.rip);
+    VMT_CONF_OK(c, vmt_drv_resume(c->d));
+    VMT_CONF_EXPECT(c, VMT_E_TIMEOUT, vmt_drv_wait_event(c->d, 20, &ev));
+    VMT_CONF_OK(c, vmt_drv_get_regs(c->d, 0, &after));
+    assert_true(after.rax > before.rax);
 }
 
 static void hw_breakpoint_slots(void **state)
