@@ -53,11 +53,12 @@ int cli_known_service(const char *symbol)
     return find_sig(symbol) != NULL;
 }
 
-/* Escape bytes for a one-line preview: printable ASCII as is, the rest \xNN. */
-static void escape_bytes(const uint8_t *b, size_t n, char *out, size_t out_len)
+/* Escape bytes for a one-line preview: printable ASCII as is, the rest \xNN.
+ * Returns how many of the n bytes fit (escaping can take 4 bytes per byte). */
+static size_t escape_bytes(const uint8_t *b, size_t n, char *out, size_t out_len)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 5 < out_len; i++) {
+    size_t o = 0, i;
+    for (i = 0; i < n && o + 5 < out_len; i++) {
         if (b[i] >= 0x80) { /* isprint() is locale-dependent: never pass high bytes */
             o += (size_t)snprintf(out + o, out_len - o, "\\x%02x", b[i]);
             continue;
@@ -75,6 +76,7 @@ static void escape_bytes(const uint8_t *b, size_t n, char *out, size_t out_len)
         }
     }
     out[o < out_len ? o : out_len - 1] = 0;
+    return i;
 }
 
 static void read_string_arg(const vmt_hit *hit, cli_arg *a)
@@ -89,7 +91,9 @@ static void read_string_arg(const vmt_hit *hit, cli_arg *a)
     a->truncated = st == VMT_OK && a->nbytes == sizeof buf - 1;
     /* Guest bytes are shown escaped (printable ASCII as is), so a hostile
      * string can neither break a log line nor the JSON's UTF-8. */
-    escape_bytes((const uint8_t *)buf, a->nbytes, a->text, sizeof a->text);
+    /* Escaping may not fit all of it: then what is shown is cut too. */
+    if (escape_bytes((const uint8_t *)buf, a->nbytes, a->text, sizeof a->text) < a->nbytes)
+        a->truncated = 1;
 }
 
 static void read_buffer_arg(const vmt_hit *hit, cli_arg *a, uint64_t len)
@@ -106,7 +110,8 @@ static void read_buffer_arg(const vmt_hit *hit, cli_arg *a, uint64_t len)
     a->fault_va = st == VMT_E_NOT_PRESENT ? a->value + done : 0;
     a->nbytes = done;
     a->truncated = len > want;
-    escape_bytes(bytes, done, a->text, sizeof a->text);
+    if (escape_bytes(bytes, done, a->text, sizeof a->text) < done)
+        a->truncated = 1; /* escaping did not fit all of the preview */
 }
 
 void cli_decode_hit(const vmt_hit *hit, cli_call *out)
