@@ -138,7 +138,10 @@ typedef struct vmt_driver_ops {
     vmt_status (*monitor)(vmt_driver *d, vmt_event_kind kind, int enable);
 
     /* Run or wait until the next event, at most timeout_ms (negative: no
-     * limit). VMT_E_TIMEOUT when nothing happened in time. */
+     * limit). VMT_E_TIMEOUT when nothing happened in time. While the VM is
+     * paused nothing runs: VMT_E_TIMEOUT for a timeout >= 0 (a driver may
+     * answer at once: nothing can resume the VM while its thread waits) and
+     * VMT_E_BUSY for a negative one (it could never return). */
     vmt_status (*wait_event)(vmt_driver *d, int timeout_ms, vmt_event *ev);
     vmt_status (*respond)(vmt_driver *d, const vmt_event *ev, const vmt_response *resp);
 

@@ -134,6 +134,16 @@ static void pause_resume(void **state)
         }
         VMT_CONF_OK(c, vmt_drv_resume(c->d));
     }
+    if (vmt_driver_has(c->d, VMT_CAP_EVENTS)) {
+        /* Paused, nothing runs: a finite wait times out, an endless one is
+         * refused (it could never return), and the VM stays paused. */
+        vmt_event ev0;
+        VMT_CONF_OK(c, vmt_drv_pause(c->d));
+        VMT_CONF_EXPECT(c, VMT_E_TIMEOUT, vmt_drv_wait_event(c->d, 0, &ev0));
+        VMT_CONF_EXPECT(c, VMT_E_BUSY, vmt_drv_wait_event(c->d, -1, &ev0));
+        VMT_CONF_EXPECT(c, VMT_E_TIMEOUT, vmt_drv_wait_event(c->d, 0, &ev0));
+        VMT_CONF_OK(c, vmt_drv_resume(c->d));
+    }
     if (!c->factory->runs_cpu || !vmt_driver_has(c->d, VMT_CAP_REGS_GET | VMT_CAP_EVENTS))
         return; /* no CPU: the calls above are all there is to check */
     /* The effect: paused, the guest does not run; resumed, it does. The

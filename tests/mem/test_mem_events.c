@@ -165,7 +165,9 @@ static void test_paused_stopped_and_bad_pushes(void **state)
     vmt_event ev = bp_event(0, 0x1000), got;
     OK(d, vmt_mem_push_event(d, &ev));
     OK(d, vmt_drv_pause(d));
-    EXPECT(d, VMT_E_TIMEOUT, vmt_drv_wait_event(d, -1, &got)); /* never blocks */
+    EXPECT(d, VMT_E_TIMEOUT, vmt_drv_wait_event(d, 50, &got)); /* never blocks */
+    assert_non_null(strstr(vmt_driver_error(d), "paused"));
+    EXPECT(d, VMT_E_BUSY, vmt_drv_wait_event(d, -1, &got)); /* could never return */
     assert_non_null(strstr(vmt_driver_error(d), "paused"));
     OK(d, vmt_drv_resume(d));
     OK(d, vmt_drv_wait_event(d, -1, &got));

@@ -319,8 +319,11 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
     }
     if (e->awaiting_response)
         return vmt_driver_fail(d, VMT_E_BUSY, "event %" PRIu64 " has not been answered", e->last.seq);
-    if (e->paused)
-        return VMT_E_TIMEOUT;
+    if (e->paused) {
+        if (timeout_ms < 0)
+            return vmt_driver_fail(d, VMT_E_BUSY, "the VM is paused and no timeout was given; resume it first");
+        return vmt_driver_fail(d, VMT_E_TIMEOUT, "the VM is paused: no event");
+    }
     if (e->ns_event_at) {
         e->stats.ns_monitor += now_ns() - e->ns_event_at;
         e->ns_event_at = 0;

@@ -3,7 +3,7 @@
  *
  * A test queues events (vmt_mem_push_event); wait_event hands them out in
  * order, never blocking: an empty queue or a paused VM is VMT_E_TIMEOUT at
- * once. Delivery stamps seq and the vCPU's current view and loads the
+ * once (a paused VM with no timeout is VMT_E_BUSY, as driver.h says). Delivery stamps seq and the vCPU's current view and loads the
  * event's registers into the vCPU, as if the CPU had run up to that point.
  * A delivered event (other than STOPPED) must be answered before the next
  * one is handed out, and only that event can be answered: this catches
@@ -64,7 +64,6 @@ vmt_status vmt_mem_last_response(const vmt_driver *d, vmt_event *ev, vmt_respons
 
 vmt_status mem_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
 {
-    (void)timeout_ms;
     mem_drv *m = mem_of(d);
     vmt_mem_call c = { .op = VMT_MEM_OP_WAIT_EVENT };
     vmt_status st = mem_begin(d, m, &c);
@@ -74,6 +73,9 @@ vmt_status mem_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
         return mem_end(m, &c, vmt_driver_fail(d, VMT_E_BUSY, "wait_event: event %llu (%s) has not been answered",
                                               (unsigned long long)m->delivered.seq,
                                               vmt_event_kind_name(m->delivered.kind)));
+    if (m->paused && timeout_ms < 0)
+        return mem_end(m, &c, vmt_driver_fail(d, VMT_E_BUSY,
+                                              "wait_event: the VM is paused and no timeout was given"));
     if (m->paused)
         return mem_end(m, &c, vmt_driver_fail(d, VMT_E_TIMEOUT, "wait_event: the VM is paused"));
     if (m->qhead == m->qcount)
