@@ -7,7 +7,8 @@
  * a half-working stub. vmt_driver_create() checks the other direction: every
  * declared capability has its op. Responses are checked too: a response that
  * asks for EMULATE from a driver without VMT_CAP_EMULATE is refused before
- * the driver sees it.
+ * the driver sees it. Rights with bits beyond R/W/X are refused here, so
+ * drivers need not check them.
  *
  * Invariant: d->caps is consistent with d->ops (checked at create and on
  * vmt_driver_set_caps).
@@ -263,6 +264,8 @@ vmt_status vmt_drv_resume(vmt_driver *d)
 vmt_status vmt_drv_view_create(vmt_driver *d, vmt_access default_access, vmt_view *out)
 {
     NEED(VMT_CAP_VIEWS);
+    if (default_access & ~VMT_ACCESS_RWX)
+        return vmt_errbuf_set(&d->err, VMT_E_INVAL, "view_create: rights 0x%x have bits beyond r/w/x", default_access);
     return d->ops->view_create(d, default_access, out);
 }
 
@@ -298,6 +301,8 @@ vmt_status vmt_drv_view_remap(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_gfn
 vmt_status vmt_drv_view_set_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_access allowed)
 {
     NEED(VMT_CAP_VIEW_PERM);
+    if (allowed & ~VMT_ACCESS_RWX)
+        return vmt_errbuf_set(&d->err, VMT_E_INVAL, "view_set_access: rights 0x%x have bits beyond r/w/x", allowed);
     vmt_access denied = (vmt_access)(~allowed & VMT_ACCESS_RWX);
     if (denied & ~d->caps.trap_access) {
         char a[4], t[4];

@@ -134,6 +134,24 @@ static void test_respond_checks_capabilities(void **state)
     fake_driver_release(&f);
 }
 
+/* Rights are validated once, in the wrapper, for every driver. */
+static void test_rights_beyond_rwx_are_refused(void **state)
+{
+    (void)state;
+    fake_driver f;
+    vmt_driver *d = fake_driver_create(&f, 4, VMT_CAP_READ_PHYS | VMT_CAP_VIEWS | VMT_CAP_VIEW_PERM);
+    vmt_view v = VMT_VIEW_INVALID;
+    assert_int_equal(vmt_drv_view_create(d, (vmt_access)0x8, &v), VMT_E_INVAL);
+    assert_non_null(strstr(vmt_driver_error(d), "beyond r/w/x"));
+    assert_int_equal(vmt_drv_view_set_access(d, 1, 0, (vmt_access)(VMT_ACCESS_RX | 0x10)), VMT_E_INVAL);
+    assert_non_null(strstr(vmt_driver_error(d), "beyond r/w/x"));
+    assert_int_equal(f.nlog, 0); /* neither reached the driver */
+    assert_int_equal(vmt_drv_view_set_access(d, 1, 0, VMT_ACCESS_RX), VMT_OK);
+    assert_int_equal(f.nlog, 1);
+    vmt_driver_destroy(d);
+    fake_driver_release(&f);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -160,6 +178,7 @@ int main(void)
         cmocka_unit_test(test_create_refuses_caps_without_ops),
         cmocka_unit_test(test_undeclared_capability_is_refused_by_name),
         cmocka_unit_test(test_respond_checks_capabilities),
+        cmocka_unit_test(test_rights_beyond_rwx_are_refused),
         cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -82,8 +82,6 @@ static vmt_status check_view(vmt_driver *d, vmt_view view, bool allow_default)
 vmt_status emu_op_view_create(vmt_driver *d, vmt_access def, vmt_view *out)
 {
     emu *e = impl(d);
-    if (def & ~VMT_ACCESS_RWX)
-        return vmt_driver_fail(d, VMT_E_INVAL, "bad default access 0x%x", def);
     for (uint16_t v = 1; v < e->max_views; v++) {
         if (!e->views[v].live) {
             e->views[v].live = true;
@@ -145,6 +143,13 @@ static vmt_status check_gfn(vmt_driver *d, vmt_gfn gfn)
     return VMT_OK;
 }
 
+/* An existing non-default view and a guest-RAM gfn (remap, set_access). */
+static vmt_status check_view_gfn(vmt_driver *d, vmt_view view, vmt_gfn gfn)
+{
+    vmt_status st = check_view(d, view, false);
+    return st ? st : check_gfn(d, gfn);
+}
+
 static vmt_status put_override(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_gfn backing,
                                vmt_access access)
 {
@@ -169,9 +174,7 @@ static vmt_status put_override(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_gf
 vmt_status emu_op_view_remap(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_gfn backing)
 {
     emu *e = impl(d);
-    vmt_status st = check_view(d, view, false);
-    if (!st)
-        st = check_gfn(d, gfn);
+    vmt_status st = check_view_gfn(d, view, gfn);
     if (st)
         return st;
     bool ok = backing < e->ram_frames ||
@@ -186,13 +189,9 @@ vmt_status emu_op_view_remap(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_gfn 
 vmt_status emu_op_view_set_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_access allowed)
 {
     emu *e = impl(d);
-    vmt_status st = check_view(d, view, false);
-    if (!st)
-        st = check_gfn(d, gfn);
+    vmt_status st = check_view_gfn(d, view, gfn);
     if (st)
         return st;
-    if (allowed & ~VMT_ACCESS_RWX)
-        return vmt_driver_fail(d, VMT_E_INVAL, "bad access 0x%x", allowed);
     vmt_gfn backing;
     (void)emu_view_resolve(e, view, gfn, &backing);
     return put_override(d, view, gfn, backing, allowed);

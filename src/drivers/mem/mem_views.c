@@ -75,8 +75,6 @@ static vmt_status set_entry(vmt_driver *d, mem_drv *m, vmt_view v, vmt_gfn gfn, 
 
 static vmt_status do_create(vmt_driver *d, mem_drv *m, vmt_access def, vmt_view *out)
 {
-    if (def & ~VMT_ACCESS_RWX)
-        return vmt_driver_fail(d, VMT_E_INVAL, "view_create: bad rights 0x%x", def);
     vmt_access denied = (vmt_access)(~def & VMT_ACCESS_RWX);
     if (denied & ~m->caps.trap_access) {
         char a[4];
@@ -212,8 +210,6 @@ static vmt_status do_set_access(vmt_driver *d, mem_drv *m, vmt_view v, vmt_gfn g
         st = need_ram_gfn(d, m, gfn, "view_set_access");
     if (st)
         return st;
-    if (allowed & ~VMT_ACCESS_RWX)
-        return vmt_driver_fail(d, VMT_E_INVAL, "view_set_access: bad rights 0x%x", allowed);
     vmt_access denied = (vmt_access)(~allowed & VMT_ACCESS_RWX);
     if (denied & ~m->caps.trap_access) {
         char a[4];
