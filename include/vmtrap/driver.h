@@ -33,6 +33,7 @@
 #include "vmtrap/event.h"
 #include "vmtrap/regs.h"
 #include "vmtrap/status.h"
+#include "vmtrap/vcpu_state.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -67,6 +68,8 @@ enum {
     VMT_CAP_INSN_LIMIT     = 1ull << 22,
     VMT_CAP_DETERMINISTIC  = 1ull << 23, /* same guest + same responses -> same events */
     VMT_CAP_PT_AD_BITS     = 1ull << 24, /* guest A/D updates into write-protected tables work */
+    VMT_CAP_VCPU_STATE     = 1ull << 25, /* get/set the full vmt_vcpu_state (snapshots) */
+    VMT_CAP_DIRTY_LOG      = 1ull << 26, /* guest-RAM frames written since the last clear */
 };
 
 typedef struct vmt_caps {
@@ -149,6 +152,18 @@ typedef struct vmt_driver_ops {
      * (0 = no limit); the run then reports VMT_EVENT_STOPPED. */
     vmt_status (*set_limit)(vmt_driver *d, double seconds, uint64_t instructions);
     vmt_status (*stats)(vmt_driver *d, vmt_driver_stats *out);
+
+    /* The whole resumable state of one vCPU (VCPU_STATE). set refuses a
+     * state the driver cannot run with VMT_E_NOTSUP naming what (e.g. a
+     * CPU mode it does not model); groups not in s->known keep the
+     * driver's current values. */
+    vmt_status (*get_vcpu_state)(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s);
+    vmt_status (*set_vcpu_state)(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s);
+    /* Call fn for every guest-RAM frame written (by the guest or the host)
+     * since the last clear, in increasing gfn order; with clear != 0 the
+     * log is cleared afterwards (DIRTY_LOG). fn returning non-zero stops
+     * the walk (the log is then not cleared). */
+    vmt_status (*dirty_log)(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear);
 } vmt_driver_ops;
 
 /* ---- for driver implementations ---- */
@@ -201,6 +216,9 @@ vmt_status vmt_drv_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev);
 vmt_status vmt_drv_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp);
 vmt_status vmt_drv_set_limit(vmt_driver *d, double seconds, uint64_t instructions);
 vmt_status vmt_drv_stats(vmt_driver *d, vmt_driver_stats *out);
+vmt_status vmt_drv_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s);
+vmt_status vmt_drv_set_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s);
+vmt_status vmt_drv_dirty_log(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear);
 
 #ifdef __cplusplus
 }

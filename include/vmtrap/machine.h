@@ -15,7 +15,9 @@
 
 #include <stdint.h>
 
+#include "vmtrap/bus.h"
 #include "vmtrap/image.h"
+#include "vmtrap/vcpu_state.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,6 +28,21 @@ extern "C" {
 
 typedef void (*vmt_serial_fn)(void *ctx, const char *line);
 
+/* One block of guest RAM in the physical memory map. */
+typedef struct vmt_ram_range {
+    vmt_pa start;             /* 4 KiB aligned */
+    uint64_t size;            /* bytes, multiple of 4 KiB */
+} vmt_ram_range;
+
+/* Virtual time (vmtrap/bus.h): guest ns = retired instructions * 1e9 /
+ * insns_per_sec, plus the time skipped over HLT; TSC = tsc_start + ns *
+ * tsc_hz / 1e9. Zero fields take the driver's defaults. */
+typedef struct vmt_clock_config {
+    uint64_t insns_per_sec;
+    uint64_t tsc_hz;
+    uint64_t start_ns;        /* guest time at creation (a restored machine's) */
+} vmt_clock_config;
+
 typedef struct vmt_machine_config {
     uint64_t ram_size;        /* bytes, multiple of 4 KiB; 0: 64 MiB */
     uint32_t vcpus;           /* 0: 1 */
@@ -34,6 +51,16 @@ typedef struct vmt_machine_config {
     uint16_t max_views;       /* 0: driver default */
     vmt_serial_fn serial;     /* serial output lines, may be NULL */
     void *serial_ctx;
+    /* Physical memory map: RAM blocks in increasing order, not overlapping
+     * (NULL: one block 0..ram_size). Frames outside every block are holes:
+     * accesses go to the bus as MMIO. caps.ram_frames is then the end of
+     * the highest block. */
+    const vmt_ram_range *ram_ranges;
+    size_t ram_range_count;
+    /* Full initial state of vCPU 0 (a snapshot); NULL: the image's regs. */
+    const vmt_vcpu_state *vcpu_state;
+    vmt_bus bus;              /* devices; {NULL, NULL}: none */
+    vmt_clock_config clock;
 } vmt_machine_config;
 
 #ifdef __cplusplus

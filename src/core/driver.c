@@ -56,6 +56,8 @@ static const struct {
     { VMT_CAP_INSN_LIMIT, "insn-limit" },
     { VMT_CAP_DETERMINISTIC, "deterministic" },
     { VMT_CAP_PT_AD_BITS, "pt-ad-bits" },
+    { VMT_CAP_VCPU_STATE, "vcpu-state" },
+    { VMT_CAP_DIRTY_LOG, "dirty-log" },
 };
 
 const char *vmt_cap_name(uint64_t cap_flag)
@@ -130,6 +132,9 @@ static int caps_consistent(const vmt_driver_ops *o, const vmt_caps *c, char *why
         { VMT_CAP_CR3_EVENTS, (const void *)o->monitor, "monitor" },
         { VMT_CAP_TIME_LIMIT, (const void *)o->set_limit, "set_limit" },
         { VMT_CAP_INSN_LIMIT, (const void *)o->set_limit, "set_limit" },
+        { VMT_CAP_VCPU_STATE, (const void *)o->get_vcpu_state, "get_vcpu_state" },
+        { VMT_CAP_VCPU_STATE, (const void *)o->set_vcpu_state, "set_vcpu_state" },
+        { VMT_CAP_DIRTY_LOG, (const void *)o->dirty_log, "dirty_log" },
     };
     for (size_t i = 0; i < sizeof need / sizeof need[0]; i++) {
         if ((c->flags & need[i].flag) && !need[i].op) {
@@ -414,4 +419,22 @@ vmt_status vmt_drv_stats(vmt_driver *d, vmt_driver_stats *out)
     NEED(VMT_CAP_EVENTS);
     memset(out, 0, sizeof *out);
     return d->ops->stats(d, out);
+}
+
+vmt_status vmt_drv_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s)
+{
+    NEED(VMT_CAP_VCPU_STATE);
+    return d->ops->get_vcpu_state(d, vcpu, s);
+}
+
+vmt_status vmt_drv_set_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s)
+{
+    NEED(VMT_CAP_VCPU_STATE);
+    return d->ops->set_vcpu_state(d, vcpu, s);
+}
+
+vmt_status vmt_drv_dirty_log(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear)
+{
+    NEED(VMT_CAP_DIRTY_LOG);
+    return d->ops->dirty_log(d, fn, ctx, clear);
 }

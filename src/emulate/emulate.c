@@ -1,5 +1,5 @@
 /*
- * drivers/emu/emulate.c — the reusable instruction emulator (vmtrap/emulate.h).
+ * emulate/emulate.c — the reusable instruction emulator (vmtrap/emulate.h).
  *
  * Design: a private Unicorn instance (paging off, flat 64-bit) runs exactly
  * one instruction per uc_emu_start(count = 1) call, so the translated-code

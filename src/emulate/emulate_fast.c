@@ -1,5 +1,5 @@
 /*
- * drivers/emu/emulate_fast.c — the engine's fast path: one instruction of
+ * emulate/emulate_fast.c — the engine's fast path: one instruction of
  * the kinds a breakpoint usually displaces (a function's first instruction:
  * push r64, mov r64,r64, endbr64/nop, and the load mov r64,[base+disp] a
  * hidden read traps) performed directly, without Unicorn (whose register

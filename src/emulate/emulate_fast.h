@@ -1,5 +1,5 @@
 /*
- * drivers/emu/emulate_fast.h — the engine's fast path (internal to the
+ * emulate/emulate_fast.h — the engine's fast path (internal to the
  * engine, emulate.c / emulate_fast.c): single instructions of the kinds a
  * breakpoint usually displaces, performed without Unicorn.
  *
