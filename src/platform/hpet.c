@@ -110,7 +110,10 @@ uint64_t vmt_hpet_deadline(const vmt_platform *p)
         uint64_t delta = ticks_to_match(&h->t[n], c0);
         if (delta == 0)
             continue;
-        uint64_t since = (c0 - h->counter_base) + delta; /* ticks after base_ns */
+        uint64_t done = c0 - h->counter_base;
+        if (delta > UINT64_MAX - done)
+            continue;
+        uint64_t since = done + delta; /* ticks after base_ns */
         if (since > UINT64_MAX / NS_PER_TICK)
             continue;
         next = plat_min(next, plat_sat_add(h->base_ns, since * NS_PER_TICK));
