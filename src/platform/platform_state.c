@@ -358,12 +358,15 @@ static vmt_status load_into(const vmt_platform *p, plat_state *s, const uint8_t 
         return vmt_errbuf_set(e, VMT_E_FORMAT, "platform state: no sections");
     if (r.left != 0)
         return vmt_errbuf_set(e, VMT_E_FORMAT, "platform state: %zu bytes after the last section", r.left);
-    if (seen != s->devices)
+    uint32_t with_state = 0;
+    for (size_t i = 0; i < SECTION_DEVS; i++)
+        with_state |= section_devs[i].dev;
+    if (seen != (s->devices & with_state))
         return vmt_errbuf_set(e, VMT_E_FORMAT, "platform state: sections missing for devices 0x%x",
-                              s->devices & ~seen);
-    vmt_status st = check_state(s, e);
-    if (st != VMT_OK)
-        return vmt_errbuf_set(e, VMT_E_FORMAT, "platform state: inconsistent: %s", e->msg);
+                              s->devices & with_state & ~seen);
+    vmt_errbuf why = {0};
+    if (check_state(s, &why) != VMT_OK)
+        return vmt_errbuf_set(e, VMT_E_FORMAT, "platform state: inconsistent: %s", why.msg);
     return VMT_OK;
 }
 
