@@ -219,9 +219,12 @@ vmt_status vmt_pic_pio(vmt_platform *p, uint16_t port, bool write, uint32_t *val
 {
     if (port == 0x4d0 || port == 0x4d1) {
         vmt_pic *c = &p->s.pic[port - 0x4d0];
-        if (write)
+        if (write) {
             c->elcr = (uint8_t)*val & c->elcr_mask;
-        else
+            /* Inputs now level-sensitive request while their line is high. */
+            c->irr = (uint8_t)((c->irr & ~c->elcr) | (c->last_irr & c->elcr));
+            cascade(p);
+        } else
             *val = c->elcr;
         return VMT_OK;
     }
