@@ -417,6 +417,13 @@ vmt_status snap_set_vcpus(vmt_snapshot *s, vmt_driver *d)
     return VMT_OK;
 }
 
+int snap_dirty_ignore(void *ctx, vmt_gfn gfn)
+{
+    (void)ctx;
+    (void)gfn;
+    return 0;
+}
+
 vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d)
 {
     vmt_status st = check_runnable(s);
@@ -442,7 +449,7 @@ vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d)
     if ((st = snap_set_vcpus(s, d)))
         return st;
     if (vmt_driver_has(d, VMT_CAP_DIRTY_LOG)) {
-        st = vmt_drv_dirty_log(d, NULL, NULL, 1);
+        st = vmt_drv_dirty_log(d, snap_dirty_ignore, NULL, 1);
         if (st)
             return vmt_errbuf_set(&s->err, st, "snapshot: clearing the dirty log failed: %s", vmt_driver_error(d));
     }

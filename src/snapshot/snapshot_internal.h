@@ -113,6 +113,8 @@ vmt_status snap_fixup_add(vmt_snapshot *s, uint32_t vcpu, uint32_t group, const 
 /* Write [gpa, gpa+len) (inside one block) into the driver; set every vCPU. */
 vmt_status snap_write_pages(vmt_snapshot *s, vmt_driver *d, vmt_pa gpa, uint64_t len);
 vmt_status snap_set_vcpus(vmt_snapshot *s, vmt_driver *d);
+/* A dirty-log callback that keeps walking (to clear the log). */
+int snap_dirty_ignore(void *ctx, vmt_gfn gfn);
 
 /* Little-endian helpers for the file formats. */
 static inline uint32_t snap_le32(const uint8_t *p)
