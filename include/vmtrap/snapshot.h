@@ -202,6 +202,7 @@ typedef struct vmt_snapshot_save_options {
     const void *platform;       /* platform blob, may be NULL */
     size_t platform_len;
     const char *metadata_json;  /* a JSON object merged into the metadata, may be NULL */
+    vmt_clock_config clock;     /* save_driver: the machine's clock (start_ns = guest ns now) */
     int zstd_level;             /* 0: 3 */
     vmt_snapshot_progress_fn progress;
     void *progress_ctx;

@@ -378,7 +378,7 @@ void vmt_snapshot_machine_config(const vmt_snapshot *s, vmt_machine_config *cfg)
 }
 
 /* A long-mode vCPU whose EFER nobody supplied cannot run: say what to do. */
-static vmt_status check_runnable(vmt_snapshot *s)
+vmt_status snap_check_runnable(vmt_snapshot *s)
 {
     for (uint32_t i = 0; i < s->nvcpus; i++) {
         const vmt_vcpu_state *v = &s->vcpus[i];
@@ -426,7 +426,7 @@ int snap_dirty_ignore(void *ctx, vmt_gfn gfn)
 
 vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d)
 {
-    vmt_status st = check_runnable(s);
+    vmt_status st = snap_check_runnable(s);
     if (st)
         return st;
     if (vmt_driver_caps(d)->vcpus < s->nvcpus)

@@ -82,6 +82,7 @@ struct vmt_snapshot {
     vmt_snapshot_run_stats stats;
     vmt_gfn *dirty;
     size_t ndirty, dirtycap;
+    int dirty_oom;
     int applied;
 };
 
@@ -113,6 +114,9 @@ vmt_status snap_fixup_add(vmt_snapshot *s, uint32_t vcpu, uint32_t group, const 
 /* Write [gpa, gpa+len) (inside one block) into the driver; set every vCPU. */
 vmt_status snap_write_pages(vmt_snapshot *s, vmt_driver *d, vmt_pa gpa, uint64_t len);
 vmt_status snap_set_vcpus(vmt_snapshot *s, vmt_driver *d);
+/* Every vCPU can run: EFER known for long-mode vCPUs, states consistent
+ * (message in s->err). */
+vmt_status snap_check_runnable(vmt_snapshot *s);
 /* A dirty-log callback that keeps walking (to clear the log). */
 int snap_dirty_ignore(void *ctx, vmt_gfn gfn);
 
