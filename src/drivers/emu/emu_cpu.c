@@ -60,6 +60,8 @@ static enum emu_special classify(const uint8_t *p, uint32_t size)
     uint8_t op = p[i];
     if (op == 0xcc || (op == 0xcd && i + 1 < size && p[i + 1] == 3))
         return EMU_SP_INT3;
+    if (op == 0xcd)
+        return EMU_SP_INTN;
     if ((op >= 0xe4 && op <= 0xe7) || (op >= 0xec && op <= 0xef))
         return EMU_SP_IO;
     if (op >= 0x6c && op <= 0x6f)
@@ -70,8 +72,10 @@ static enum emu_special classify(const uint8_t *p, uint32_t size)
             return EMU_SP_CR;
         if (op2 == 0x30 || op2 == 0x32)
             return EMU_SP_MSR;
-        if (op2 == 0x05 || op2 == 0x07 || op2 == 0x34 || op2 == 0x35)
+        if (op2 == 0x05 || op2 == 0x34) /* sysret / sysexit: Unicorn runs them */
             return EMU_SP_SYSCALL;
+        if (op2 == 0x31 || (op2 == 0x01 && i + 2 < size && p[i + 2] == 0xf9))
+            return EMU_SP_TSC;
     }
     return EMU_SP_NONE;
 }
@@ -452,14 +456,6 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
         e->stats.exits++;
         e->stats.instructions = e->icount;
         emu_sync_selectors(e);
-        if (e->sel[0] & 3) {
-            e->stop.reason = VMT_STOP_GUEST_ERROR;
-            snprintf(e->stop.message, sizeof e->stop.message,
-                     "the guest entered CPL%u (cs 0x%x) at rip 0x%" PRIx64 ": the emulator runs CPL0 guests only",
-                     e->sel[0] & 3, e->sel[0], emu_rip(e));
-            return report_stop(e, ev);
-        }
-
         if (e->flush_asap) {
             e->flush_asap = false;
             emu_tlb_flush(e);
