@@ -327,6 +327,27 @@ static emu_insn_result do_io(emu *e, cs_insn *in, vmt_event *ev)
     }
     uint64_t rax = emu_rd(e, UC_X86_REG_RAX);
     uint32_t mask = size == 4 ? 0xffffffffu : size == 2 ? 0xffffu : 0xffu;
+    if (e->bus.ops && (is_out ? e->bus.ops->pio_write != NULL : e->bus.ops->pio_read != NULL)) {
+        uint32_t v = 0;
+        vmt_status st = is_out ? e->bus.ops->pio_write(e->bus.ctx, 0, port, size, (uint32_t)rax & mask)
+                               : e->bus.ops->pio_read(e->bus.ctx, 0, port, size, &v);
+        emu_irq_after_bus(e);
+        if (st == VMT_OK) {
+            if (!is_out) {
+                uint64_t nv = size == 4 ? (v & mask) : (rax & ~(uint64_t)mask) | (v & mask);
+                emu_wr(e, UC_X86_REG_RAX, nv);
+            }
+            emu_set_rip(e, in->address + in->size);
+            e->icount++;
+            return EMU_IR_DONE;
+        }
+        if (st == VMT_E_STOPPED || st != VMT_E_NOTFOUND) {
+            stop_with(e, st == VMT_E_STOPPED ? VMT_STOP_SHUTDOWN : VMT_STOP_DRIVER_ERROR,
+                      "port 0x%x at rip 0x%" PRIx64 ": %s", port, in->address,
+                      e->bus.ops->stop_reason ? e->bus.ops->stop_reason(e->bus.ctx) : vmt_strerror(st));
+            return EMU_IR_STOP;
+        }
+    }
     emu_set_rip(e, in->address + in->size);
     e->icount++;
     if (port >= VMT_PORT_SERIAL && port < VMT_PORT_SERIAL + 8) {

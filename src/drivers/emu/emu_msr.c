@@ -85,6 +85,7 @@ emu_msr_result emu_msr_access(emu *e, uint32_t index, bool is_write, uint64_t *v
             st = e->bus.ops->msr_write(e->bus.ctx, 0, index, *value);
         else if (!is_write && e->bus.ops->msr_read)
             st = e->bus.ops->msr_read(e->bus.ctx, 0, index, value);
+        emu_irq_after_bus(e);
         if (st == VMT_OK)
             return EMU_MSR_OK;
         if (st == VMT_E_INVAL)

@@ -159,6 +159,12 @@ typedef struct emu {
     unsigned nmmio;
     vmt_status bus_error;     /* a bus failure inside a hook: stop the run */
     bool halted;              /* in HLT, waiting for an interrupt */
+    /* interrupts (emu_irq.c) */
+    uint64_t irq_check_at;    /* the code hook stops when icount reaches it */
+    bool irq_waiting;         /* one is pending but IF = 0: watch for STI & co */
+    bool nmi_blocked;         /* an NMI handler runs (until its IRET) */
+    uint64_t irqs_delivered;
+    uint64_t hlt_skipped_ns;
     /* virtual clock and MSRs the driver keeps (emu_msr.c) */
     uint64_t ips, tsc_hz, start_ns, skip_ns, tsc_offset;
     uint64_t apic_base, tsc_deadline;
@@ -373,6 +379,16 @@ emu_msr_result emu_msr_access(emu *e, uint32_t index, bool is_write, uint64_t *v
 uint64_t emu_now_ns(const emu *e);
 uint64_t emu_tsc_now(const emu *e);
 void emu_tsc_set(emu *e, uint64_t tsc);
+
+/* emu_irq.c: external interrupts, HLT, deadlines */
+typedef enum emu_hlt_result { EMU_HLT_WOKE, EMU_HLT_STOP } emu_hlt_result;
+/* At an instruction boundary: advance the bus, deliver what is pending;
+ * false when the guest cannot take it (e->stop filled). */
+bool emu_irq_poll(emu *e);
+/* The guest touched the bus: check for interrupts at the next boundary. */
+void emu_irq_after_bus(emu *e);
+/* The guest executed HLT (rip after it). */
+emu_hlt_result emu_irq_hlt(emu *e, uint64_t rip_after);
 
 /* emu_cpu.c */
 vmt_status emu_cpu_init(emu *e);
