@@ -33,6 +33,8 @@ static void emu_free(emu *e)
 {
     if (!e)
         return;
+    if (e->cpl_ctx)
+        uc_context_free(e->cpl_ctx);
     if (e->uc)
         uc_close(e->uc);
     if (e->cs)
@@ -359,6 +361,15 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
         st = VMT_E_DRIVER;
         goto fail;
     }
+    {
+        char inner2[160];
+        st = emu_cpl_init(e, inner2, sizeof inner2);
+        if (st) {
+            vmt_why(why, why_len, "emu: %s", inner2);
+            goto fail;
+        }
+    }
+    emu_clock_init(e, &cfg->clock);
     if (cs_open(CS_ARCH_X86, CS_MODE_64, &e->cs) != CS_ERR_OK ||
         cs_option(e->cs, CS_OPT_DETAIL, CS_OPT_ON) != CS_ERR_OK) {
         e->cs = 0;

@@ -234,7 +234,7 @@ static vmt_status walk(emu *e, uint64_t va, vmt_walk *w, walk_ctx *wc)
     wc->e = e;
     wc->pt_violation = false;
     vmt_phys_reader rd = { walk_read, wc };
-    return vmt_paging_walk(&rd, &pc, e->cr3, va, w, NULL, 0);
+    return vmt_paging_walk(&rd, &pc, e->cr3 & 0x000ffffffffff000ull, va, w, NULL, 0);
 }
 
 static uint32_t trap_slot(emu *e, uint64_t va_page)

@@ -69,6 +69,7 @@
 #define EMU_CR4_PCIDE (1ull << 17)
 #define EMU_CR4_SMEP (1ull << 20)
 #define EMU_CR4_SMAP (1ull << 21)
+#define EMU_NSTORED 34
 #define EMU_TLB_SLACK 64u     /* fills one instruction may add past capacity */
 
 typedef struct emu_view {
@@ -118,6 +119,8 @@ enum emu_special {
     EMU_SP_MSR,           /* rdmsr / wrmsr */
     EMU_SP_SYSCALL,       /* syscall / sysret / sysenter / sysexit */
     EMU_SP_HWBP,          /* a debug-register execute breakpoint */
+    EMU_SP_INTN,          /* int n (n != 3) */
+    EMU_SP_TSC,           /* rdtsc / rdtscp: the virtual clock */
 };
 
 /* The one-instruction step the driver is running, if any. */
@@ -155,6 +158,21 @@ typedef struct emu {
     emu_mmio_region mmio[16];
     unsigned nmmio;
     vmt_status bus_error;     /* a bus failure inside a hook: stop the run */
+    bool halted;              /* in HLT, waiting for an interrupt */
+    /* interrupts (emu_irq.c) */
+    uint64_t irq_check_at;    /* the code hook stops when icount reaches it */
+    bool irq_waiting;         /* one is pending but IF = 0: watch for STI & co */
+    bool nmi_blocked;         /* an NMI handler runs (until its IRET) */
+    uint64_t irqs_delivered;
+    uint64_t hlt_skipped_ns;
+    /* virtual clock and MSRs the driver keeps (emu_msr.c) */
+    uint64_t ips, tsc_hz, start_ns, skip_ns, tsc_offset;
+    uint64_t apic_base, tsc_deadline;
+    uint32_t msr_ids[EMU_NSTORED];
+    uint64_t msr_vals[EMU_NSTORED];
+    uc_context *cpl_ctx;      /* scratch context for privilege switches */
+    size_t cpl_ctx_size;
+    size_t hflags_off;        /* offset of QEMU's hflags in a saved context */
 
     /* views */
     emu_view *views;
@@ -307,16 +325,34 @@ vmt_status emu_mmu_check(emu *e, char *why, size_t why_len);
 vmt_status emu_engine_read(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed);
 vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len);
 
-/* emu_insn.c: instructions the driver performs itself, exceptions */
+/* emu_insn.c: instructions the driver performs itself */
+uint64_t emu_rd(emu *e, int reg);
+void emu_wr(emu *e, int reg, uint64_t v);
+uint64_t emu_msr_get(emu *e, uint32_t index);   /* Unicorn's MSR */
+void emu_msr_set(emu *e, uint32_t index, uint64_t value);
+void emu_snap_selectors(emu *e);
 typedef enum emu_insn_result {
     EMU_IR_DONE,          /* performed, run on */
     EMU_IR_EVENT,         /* performed (or not, for INT3), event filled */
     EMU_IR_STOP,          /* e->stop filled */
 } emu_insn_result;
 emu_insn_result emu_insn_special(emu *e, vmt_event *ev);
-/* Deliver an exception through the guest IDT with return address ret_rip;
- * false (and e->stop filled) when the guest cannot take it. */
+
+/* emu_exceptions.c: privilege levels, exception/interrupt delivery, SYSCALL */
+/* Find where Unicorn keeps the privilege level in its saved context. */
+vmt_status emu_cpl_init(emu *e, char *why, size_t why_len);
+/* Switch Unicorn's privilege level (writing CS never changes it); cs64:
+ * the code segment is 64-bit. */
+void emu_set_cpl(emu *e, unsigned cpl, bool cs64);
+/* Deliver an exception through the guest IDT with return address ret_rip
+ * (#DF when that fails, triple fault when #DF fails); false (and e->stop
+ * filled) when the guest cannot take it. */
 bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip);
+/* INT n / external interrupt: soft = INT n (gate DPL checked). */
+bool emu_deliver_interrupt(emu *e, uint8_t vector, uint64_t ret_rip, bool soft);
+/* SYSCALL / SYSENTER at rip (len bytes), per the SDM. */
+bool emu_do_syscall(emu *e, uint64_t rip, uint32_t len);
+bool emu_do_sysenter(emu *e, uint64_t rip, uint32_t len);
 void emu_serial_flush(emu *e);
 uint64_t emu_hwbp_dr7(const emu *e);
 /* Load what the engine changes: GPRs, rip, rflags, fs/gs base. */
@@ -329,6 +365,30 @@ void emu_sync_selectors(emu *e);
 bool emu_insn_is_undefined(emu *e, uint64_t rip, char *msg, size_t msg_len);
 uint64_t emu_rip(emu *e);
 void emu_set_rip(emu *e, uint64_t rip);
+
+/* emu_msr.c: MSRs and the virtual clock */
+typedef enum emu_msr_result {
+    EMU_MSR_OK,
+    EMU_MSR_GP,           /* #GP for the guest */
+    EMU_MSR_UNSUPPORTED,  /* valid, but the driver cannot do it (leave long mode) */
+    EMU_MSR_SHUTDOWN,     /* the bus stopped the machine */
+    EMU_MSR_BUS_ERROR,    /* the bus failed (e->bus_error) */
+} emu_msr_result;
+void emu_clock_init(emu *e, const vmt_clock_config *c);
+emu_msr_result emu_msr_access(emu *e, uint32_t index, bool is_write, uint64_t *value);
+uint64_t emu_now_ns(const emu *e);
+uint64_t emu_tsc_now(const emu *e);
+void emu_tsc_set(emu *e, uint64_t tsc);
+
+/* emu_irq.c: external interrupts, HLT, deadlines */
+typedef enum emu_hlt_result { EMU_HLT_WOKE, EMU_HLT_STOP } emu_hlt_result;
+/* At an instruction boundary: advance the bus, deliver what is pending;
+ * false when the guest cannot take it (e->stop filled). */
+bool emu_irq_poll(emu *e);
+/* The guest touched the bus: check for interrupts at the next boundary. */
+void emu_irq_after_bus(emu *e);
+/* The guest executed HLT (rip after it). */
+emu_hlt_result emu_irq_hlt(emu *e, uint64_t rip_after);
 
 /* emu_cpu.c */
 vmt_status emu_cpu_init(emu *e);
