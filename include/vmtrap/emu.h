@@ -96,6 +96,13 @@ typedef struct vmt_emu_tlb_stats {
 /* VMT_E_INVAL when d is not an emu driver. */
 vmt_status vmt_emu_tlb_stats_get(vmt_driver *d, vmt_emu_tlb_stats *out);
 
+/* Guest virtual time (ns) now, and set it (a restore puts the clock back
+ * to the snapshot's time so the devices' deadlines line up again; the TSC
+ * keeps its value until the vCPU state sets it). VMT_E_INVAL when d is not
+ * an emu driver. */
+vmt_status vmt_emu_clock_get(vmt_driver *d, uint64_t *now_ns);
+vmt_status vmt_emu_clock_set(vmt_driver *d, uint64_t now_ns);
+
 /* Invariant checker: every Unicorn mapping agrees with its TLB entry and the
  * view rules (no write permission on a page-table frame, protections within
  * PTE ∩ view rights), page-table reference counts match the entries, the
