@@ -473,6 +473,8 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
                      e->insn_limit);
             return report_stop(e, ev);
         }
+        if (e->halted && e->step == EMU_STEP_NONE && emu_irq_hlt(e, emu_rip(e)) == EMU_HLT_STOP)
+            return report_stop(e, ev); /* restored in HLT: sleep first */
         if (!emu_irq_poll(e))
             return report_stop(e, ev);
         emu_tlb_apply_flush(e);

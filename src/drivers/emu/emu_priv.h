@@ -151,6 +151,7 @@ typedef struct emu {
     uint8_t *extra_used;  /* 1 per extra frame: handed out by frame_alloc */
     uint32_t *pt_refs;    /* per host frame */
     uint8_t *sink;        /* 4 KiB at EMU_SINK_PA: DENY-ed writes land here */
+    uint8_t *dirty;       /* a bit per RAM frame written since the last clear */
     uint8_t maxphyaddr;
     vmt_ram_range *ranges;/* RAM blocks (nranges 0: one block 0..ram) */
     size_t nranges;
@@ -390,6 +391,13 @@ bool emu_irq_poll(emu *e);
 void emu_irq_after_bus(emu *e);
 /* The guest executed HLT (rip after it). */
 emu_hlt_result emu_irq_hlt(emu *e, uint64_t rip_after);
+
+/* emu_state.c: VCPU_STATE and DIRTY_LOG */
+vmt_status emu_op_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s);
+vmt_status emu_op_set_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s);
+vmt_status emu_op_dirty_log(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear);
+void emu_dirty_mark(emu *e, vmt_gfn frame);
+bool emu_dirty_test(const emu *e, vmt_gfn frame); /* frames past RAM: always */
 
 /* emu_cpu.c */
 vmt_status emu_cpu_init(emu *e);
