@@ -63,7 +63,7 @@ typedef struct vmt_os_info {
     unsigned levels;           /* 4 or 5 */
     uint32_t nsyms;
     uint64_t kallsyms_pa;      /* kallsyms_token_table */
-    char version[160];         /* linux_banner, first line */
+    char version[256];         /* linux_banner, first line */
     int has_btf;
     size_t btf_size;
     uint32_t btf_types;

@@ -96,18 +96,15 @@ static size_t entry_len(const uint8_t *buf, size_t end, size_t p, size_t *n)
     return 1;
 }
 
-/* Walk num entries from names; each 256th must start at markers[k]. On
- * success *names_end is the offset after the last entry. */
-static int walk_names(const uint8_t *buf, size_t limit, size_t names, uint32_t num, const uint8_t *markers,
-                      unsigned msize, size_t *names_end)
+/* Walk num entries from names (bounded by limit), recording the offset of
+ * every 256th in marks. On success *names_end is the offset after the last. */
+static int walk_names(const uint8_t *buf, size_t limit, size_t names, uint32_t num, uint64_t *marks,
+                      size_t *names_end)
 {
     size_t p = names;
     for (uint32_t i = 0; i < num; i++) {
-        if ((i & 255) == 0) {
-            uint64_t m = msize == 4 ? rd32(markers + (i >> 8) * 4) : rd64(markers + (size_t)(i >> 8) * 8);
-            if (m != p - names)
-                return 0;
-        }
+        if ((i & 255) == 0)
+            marks[i >> 8] = p - names;
         size_t n = 0;
         size_t pre = entry_len(buf, limit, p, &n);
         if (!pre || n == 0 || p + pre + n > limit)
@@ -124,57 +121,61 @@ typedef struct layout {
     unsigned msize;
 } layout;
 
+/* Does the markers array at m (element size msize) hold exactly marks? */
+static int markers_match(const uint8_t *buf, size_t limit, size_t m, unsigned msize, const uint64_t *marks,
+                         uint32_t nmark)
+{
+    if (m + (size_t)nmark * msize > limit)
+        return 0;
+    for (uint32_t k = 0; k < nmark; k++) {
+        uint64_t v = msize == 4 ? rd32(buf + m + 4 * (size_t)k) : rd64(buf + m + 8 * (size_t)k);
+        if (v != marks[k])
+            return 0;
+    }
+    return 1;
+}
+
+/* kallsyms_num_syms (a u32 and 4 bytes of padding), kallsyms_names right
+ * after it, kallsyms_markers right after the names, then the token table —
+ * directly, or after kallsyms_seqs_of_names (3 bytes per symbol, 6.2 and
+ * kernels that backported it). Searched backwards from the token table. */
 static vmt_status find_names(const uint8_t *buf, const tokens *tk, layout *lo, vmt_errbuf *e)
 {
-    for (unsigned msize = 4; msize <= 8; msize += 4) {
-        for (size_t pad = 0; pad <= 4; pad += 4) {
-            if (tk->table < pad + msize)
+    uint64_t *marks = malloc(sizeof(uint64_t) * (KSYM_MAX_SYMS / 256 + 1));
+    if (!marks)
+        return vmt_errbuf_set(e, VMT_E_NOMEM, "kallsyms: no memory");
+    size_t t = tk->table & ~(size_t)7;
+    size_t lowest = t > KSYM_MAX_SPAN ? t - KSYM_MAX_SPAN : 0;
+    for (size_t p = t >= 16 ? t - 16 : 0; p >= lowest + 8 && p + 16 <= t; p -= 8) {
+        uint32_t num = rd32(buf + p);
+        if (num == 0 || num > KSYM_MAX_SYMS || rd32(buf + p + 4) != 0)
+            continue;
+        size_t names_end;
+        if (!walk_names(buf, tk->table, p + 8, num, marks, &names_end))
+            continue;
+        uint32_t nmark = (num + 255) / 256;
+        size_t m = align8(names_end);
+        for (unsigned msize = 4; msize <= 8; msize += 4) {
+            if (!markers_match(buf, tk->table, m, msize, marks, nmark))
                 continue;
-            size_t end = tk->table - pad;
-            int padding_ok = 1;
-            for (size_t k = end; k < tk->table; k++)
-                padding_ok &= buf[k] == 0;
-            if (!padding_ok)
+            size_t mend = align8(m + (size_t)nmark * msize);
+            if (mend != tk->table && align8(mend + 3 * (size_t)num) != tk->table)
                 continue;
-            /* Walk back over strictly decreasing markers to markers[0] = 0. */
-            size_t m = end - msize;
-            uint64_t cur = msize == 4 ? rd32(buf + m) : rd64(buf + m);
-            while (cur != 0 && m >= msize) {
-                uint64_t prev = msize == 4 ? rd32(buf + m - msize) : rd64(buf + m - msize);
-                if (prev >= cur)
-                    break;
-                m -= msize;
-                cur = prev;
-            }
-            if (cur != 0 || m % 4)
-                continue;
-            uint64_t nmark = (end - m) / msize;
-            if (nmark == 0 || nmark > KSYM_MAX_SYMS / 256)
-                continue;
-            /* kallsyms_num_syms: 8 bytes before kallsyms_names. */
-            size_t lowest = m > KSYM_MAX_SPAN ? m - KSYM_MAX_SPAN : 0;
-            for (size_t p = (m - 8) & ~(size_t)7; p >= lowest + 8 && p + 8 <= m; p -= 8) {
-                uint32_t num = rd32(buf + p);
-                if (num == 0 || num > 256 * nmark || num <= 256 * (nmark - 1))
-                    continue;
-                size_t names_end;
-                if (!walk_names(buf, m, p + 8, num, buf + m, msize, &names_end))
-                    continue;
-                if (m - names_end >= 8 + msize)
-                    continue;
-                lo->markers = m;
-                lo->num_syms = p;
-                lo->names = p + 8;
-                lo->names_end = names_end;
-                lo->count = num;
-                lo->nmarkers = (uint32_t)nmark;
-                lo->msize = msize;
-                return VMT_OK;
-            }
+            lo->markers = m;
+            lo->num_syms = p;
+            lo->names = p + 8;
+            lo->names_end = names_end;
+            lo->count = num;
+            lo->nmarkers = nmark;
+            lo->msize = msize;
+            free(marks);
+            return VMT_OK;
         }
     }
+    free(marks);
     return vmt_errbuf_set(e, VMT_E_FORMAT,
-                          "kallsyms: no kallsyms_markers/kallsyms_names pair before the token table at offset 0x%zx",
+                          "kallsyms: no kallsyms_num_syms/kallsyms_names/kallsyms_markers before the token table at "
+                          "offset 0x%zx",
                           tk->table);
 }
 
