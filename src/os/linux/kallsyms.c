@@ -358,6 +358,12 @@ void ksym_free(ksym_table *t)
 
 int64_t ksym_by_name(const ksym_table *t, const char *name)
 {
+    int64_t pos = ksym_name_pos(t, name);
+    return pos < 0 ? -1 : (int64_t)t->by_name[pos];
+}
+
+int64_t ksym_name_pos(const ksym_table *t, const char *name)
+{
     size_t lo = 0, hi = t->count;
     while (lo < hi) { /* first entry >= name */
         size_t mid = lo + (hi - lo) / 2;
@@ -367,7 +373,7 @@ int64_t ksym_by_name(const ksym_table *t, const char *name)
             hi = mid;
     }
     if (lo < t->count && strcmp(ksym_name(t, t->by_name[lo]), name) == 0)
-        return t->by_name[lo];
+        return (int64_t)lo;
     return -1;
 }
 

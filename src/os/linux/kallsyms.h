@@ -69,6 +69,9 @@ static inline const char *ksym_name(const ksym_table *t, uint32_t i)
 
 /* First symbol (kernel order) called name: its index, or -1. */
 int64_t ksym_by_name(const ksym_table *t, const char *name);
+/* Position in by_name of the first symbol called name, or -1; the others
+ * of that name follow it. */
+int64_t ksym_name_pos(const ksym_table *t, const char *name);
 /* The symbol at or below addr (the nearest one, ties: lowest index), -1
  * when addr is below every symbol. */
 int64_t ksym_by_addr(const ksym_table *t, uint64_t addr);

@@ -313,15 +313,15 @@ vmt_status vmt_os_check_system_map(vmt_os *os, const char *path)
         }
         /* Static duplicates: any kallsyms entry of that name may match. */
         int found = 0;
-        for (int64_t k = i; k >= 0 && (uint64_t)k < os->ks.count; k++) {
-            if (strcmp(ksym_name(&os->ks, (uint32_t)k), name) != 0)
-                continue;
-            if (os->ks.addr[k] == a + slide) {
+        int64_t pos = ksym_name_pos(&os->ks, name);
+        for (uint32_t k = (uint32_t)pos; k < os->ks.count; k++) {
+            uint32_t idx = os->ks.by_name[k];
+            if (strcmp(ksym_name(&os->ks, idx), name) != 0)
+                break;
+            if (os->ks.addr[idx] == a + slide) {
                 found = 1;
                 break;
             }
-            if (k > i + 4096)
-                break;
         }
         if (!found) {
             st = vmt_errbuf_set(&os->err, VMT_E_CONFLICT,
