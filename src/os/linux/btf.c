@@ -20,6 +20,27 @@
 
 #define BTF_MAX (64u << 20)
 
+int os_btf_parse(const uint8_t *b, size_t len, struct btf **out, char *note, size_t note_len)
+{
+    *out = NULL;
+    if (len < 24 || len > BTF_MAX) {
+        snprintf(note, note_len, "no types: BTF size %zu is not plausible", len);
+        return -1;
+    }
+    if (b[0] != 0x9f || b[1] != 0xeb) {
+        snprintf(note, note_len, "no types: __start_BTF does not hold the BTF magic 0xeB9F");
+        return -1;
+    }
+    /* libbpf validates the header, every type and the string section. */
+    struct btf *btf = btf__new(b, (uint32_t)len);
+    if (!btf || libbpf_get_error(btf)) {
+        snprintf(note, note_len, "no types: libbpf refused the BTF (%s)", strerror(errno));
+        return -1;
+    }
+    *out = btf;
+    return 0;
+}
+
 void os_btf_load(vmt_os *os)
 {
     uint64_t start, stop;
@@ -45,14 +66,8 @@ void os_btf_load(vmt_os *os)
         free(b);
         return;
     }
-    if (b[0] != 0x9f || b[1] != 0xeb) {
-        snprintf(in->btf_note, sizeof in->btf_note, "no types: __start_BTF does not hold the BTF magic 0xeB9F");
-        free(b);
-        return;
-    }
-    struct btf *btf = btf__new(b, (uint32_t)len);
-    if (!btf || libbpf_get_error(btf)) {
-        snprintf(in->btf_note, sizeof in->btf_note, "no types: libbpf refused the BTF (%s)", strerror(errno));
+    struct btf *btf;
+    if (os_btf_parse(b, len, &btf, in->btf_note, sizeof in->btf_note) != 0) {
         free(b);
         return;
     }

@@ -39,6 +39,11 @@ vmt_status os_read_image(vmt_os *os, uint64_t va, void *buf, size_t len);
 vmt_status os_sym(vmt_os *os, const char *name, uint64_t *addr);
 
 /* btf.c */
+/* Validate and parse BTF bytes (kept by the caller while the btf lives):
+ * 0, or -1 with a one-line note. */
+int os_btf_parse(const uint8_t *b, size_t len, struct btf **out, char *note, size_t note_len);
+/* A kernel function's vmt_proto from a parsed BTF (proto_btf.c). */
+int os_btf_proto(const struct btf *btf, const char *function, vmt_proto *out);
 void os_btf_load(vmt_os *os);
 void os_btf_free(vmt_os *os);
 void os_offsets_load(vmt_os *os);

@@ -155,21 +155,20 @@ static void param_desc(const struct btf *btf, uint32_t tid, const char *name, vm
     }
 }
 
-vmt_status vmt_os_proto(vmt_os *os, const char *function, vmt_proto *out)
+/* 0; -1 no such function; -2 no FUNC_PROTO. */
+int os_btf_proto(const struct btf *btf, const char *function, vmt_proto *out)
 {
     memset(out, 0, sizeof *out);
-    if (!os->btf)
-        return vmt_errbuf_set(&os->err, VMT_E_NOTSUP, "os: %s", os->info.btf_note);
-    int32_t id = btf__find_by_name_kind(os->btf, function, BTF_KIND_FUNC);
+    int32_t id = btf__find_by_name_kind(btf, function, BTF_KIND_FUNC);
     if (id <= 0)
-        return vmt_errbuf_set(&os->err, VMT_E_NOTFOUND, "os: BTF has no function '%s'", function);
-    const struct btf_type *f = btf__type_by_id(os->btf, (uint32_t)id);
-    const struct btf_type *fp = f ? btf__type_by_id(os->btf, f->type) : NULL;
+        return -1;
+    const struct btf_type *f = btf__type_by_id(btf, (uint32_t)id);
+    const struct btf_type *fp = f ? btf__type_by_id(btf, f->type) : NULL;
     if (!fp || !btf_is_func_proto(fp))
-        return vmt_errbuf_set(&os->err, VMT_E_FORMAT, "os: BTF function '%s' has no FUNC_PROTO", function);
+        return -2;
     snprintf(out->name, sizeof out->name, "%s", function);
     snprintf(out->source, sizeof out->source, "btf");
-    (void)os_btf_format_func(os->btf, id, out->text, sizeof out->text);
+    (void)os_btf_format_func(btf, id, out->text, sizeof out->text);
     const struct btf_param *p = btf_params(fp);
     uint16_t n = btf_vlen(fp);
     for (uint16_t i = 0; i < n; i++, p++) {
@@ -179,19 +178,32 @@ vmt_status vmt_os_proto(vmt_os *os, const char *function, vmt_proto *out)
             snprintf(out->note, sizeof out->note, "parameters after the 6th are on the stack and not decoded");
             break;
         }
-        const char *pn = btf__name_by_offset(os->btf, p->name_off);
+        const char *pn = btf__name_by_offset(btf, p->name_off);
         char fallback[16];
         if (!pn || !*pn) {
             snprintf(fallback, sizeof fallback, "arg%u", (unsigned)i);
             pn = fallback;
         }
-        param_desc(os->btf, p->type, pn, &out->params[out->nparams++]);
+        param_desc(btf, p->type, pn, &out->params[out->nparams++]);
     }
     if (fp->type) {
         out->has_ret = 1;
-        param_desc(os->btf, fp->type, "ret", &out->ret);
+        param_desc(btf, fp->type, "ret", &out->ret);
     }
     vmt_proto_finish(out);
+    return 0;
+}
+
+vmt_status vmt_os_proto(vmt_os *os, const char *function, vmt_proto *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!os->btf)
+        return vmt_errbuf_set(&os->err, VMT_E_NOTSUP, "os: %s", os->info.btf_note);
+    int r = os_btf_proto(os->btf, function, out);
+    if (r == -1)
+        return vmt_errbuf_set(&os->err, VMT_E_NOTFOUND, "os: BTF has no function '%s'", function);
+    if (r)
+        return vmt_errbuf_set(&os->err, VMT_E_FORMAT, "os: BTF function '%s' has no FUNC_PROTO", function);
     return VMT_OK;
 }
 
