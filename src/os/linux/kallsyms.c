@@ -302,6 +302,14 @@ static int cmp_addr(const void *a, const void *b, void *ctx)
     return (x > y) - (x < y);
 }
 
+vmt_status ksym_check_tokens(const uint8_t *buf, size_t len, size_t sig, vmt_errbuf *e)
+{
+    if (!buf || sig >= len || len - sig < sizeof digit_sig || memcmp(buf + sig, digit_sig, sizeof digit_sig))
+        return vmt_errbuf_set(e, VMT_E_INVAL, "kallsyms: no digit signature at offset 0x%zx", sig);
+    tokens tk = { 0 };
+    return find_tokens(buf, len, sig, &tk, e);
+}
+
 vmt_status ksym_parse(const uint8_t *buf, size_t len, size_t sig, ksym_table *out, vmt_errbuf *e)
 {
     memset(out, 0, sizeof *out);

@@ -60,6 +60,10 @@ size_t ksym_find_signature(const uint8_t *buf, size_t len, size_t from);
  * at an 8-byte aligned guest address. On failure out is zeroed. */
 vmt_status ksym_parse(const uint8_t *buf, size_t len, size_t sig, ksym_table *out, vmt_errbuf *e);
 
+/* Only the token table and token index at buf[sig] (a cheap first check
+ * before a large window is read). */
+vmt_status ksym_check_tokens(const uint8_t *buf, size_t len, size_t sig, vmt_errbuf *e);
+
 void ksym_free(ksym_table *t);
 
 static inline const char *ksym_name(const ksym_table *t, uint32_t i)

@@ -21,23 +21,57 @@ static vmt_status rd_phys(void *ctx, vmt_pa pa, void *buf, size_t len)
     return vmt_drv_read_phys(ctx, pa, buf, len);
 }
 
+/* Read RAM [sig_pa - before, sig_pa + after) (clipped, 8-aligned start)
+ * into a new buffer; *base is its first PA. */
+static uint8_t *read_window(vmt_os *os, uint64_t sig_pa, uint64_t before, uint64_t after, uint64_t *base,
+                            size_t *len, vmt_status *st)
+{
+    uint64_t lo = sig_pa > before ? (sig_pa - before) & ~7ull : 0;
+    uint64_t hi = sig_pa + after < os->ram_bytes ? sig_pa + after : os->ram_bytes;
+    *len = (size_t)(hi - lo);
+    *base = lo;
+    uint8_t *w = malloc(*len);
+    if (!w) {
+        *st = vmt_errbuf_set(&os->err, VMT_E_NOMEM, "os: no memory for a %zu-byte window", *len);
+        return NULL;
+    }
+    *st = vmt_drv_read_phys(os->drv, lo, w, *len);
+    if (*st) {
+        vmt_errbuf_set(&os->err, *st, "os: reading RAM at 0x%" PRIx64 ": %s", lo, vmt_driver_error(os->drv));
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+/* A digit signature at sig_pa: check its tokens in a small window first,
+ * then parse with growing windows (most kernels need a few MiB). */
 static vmt_status try_window(vmt_os *os, uint64_t sig_pa)
 {
-    uint64_t lo = sig_pa > KSYM_MAX_SPAN ? (sig_pa - KSYM_MAX_SPAN) & ~7ull : 0;
-    uint64_t hi = sig_pa + AFTER_SIG < os->ram_bytes ? sig_pa + AFTER_SIG : os->ram_bytes;
-    size_t len = (size_t)(hi - lo);
-    uint8_t *w = malloc(len);
+    static const uint64_t spans[] = { 4u << 20, 16u << 20, KSYM_MAX_SPAN };
+    uint64_t base;
+    size_t len;
+    vmt_status st;
+    uint8_t *w = read_window(os, sig_pa, 65536 + 8, 16384, &base, &len, &st);
     if (!w)
-        return vmt_errbuf_set(&os->err, VMT_E_NOMEM, "os: no memory for a %zu-byte window", len);
-    vmt_status st = vmt_drv_read_phys(os->drv, lo, w, len);
-    if (st) {
-        vmt_errbuf_set(&os->err, st, "os: reading RAM at 0x%" PRIx64 ": %s", lo, vmt_driver_error(os->drv));
-    } else {
-        st = ksym_parse(w, len, (size_t)(sig_pa - lo), &os->ks, &os->err);
-        if (!st)
-            os->info.kallsyms_pa = lo + os->ks.off_token_table;
-    }
+        return st;
+    st = ksym_check_tokens(w, len, (size_t)(sig_pa - base), &os->err);
     free(w);
+    if (st)
+        return st;
+    for (size_t i = 0; i < sizeof spans / sizeof spans[0]; i++) {
+        uint64_t after = i + 1 < sizeof spans / sizeof spans[0] ? spans[i] / 2 : AFTER_SIG;
+        if (!(w = read_window(os, sig_pa, spans[i], after, &base, &len, &st)))
+            return st;
+        st = ksym_parse(w, len, (size_t)(sig_pa - base), &os->ks, &os->err);
+        free(w);
+        if (!st) {
+            os->info.kallsyms_pa = base + os->ks.off_token_table;
+            return VMT_OK;
+        }
+        if (base == 0 && sig_pa + after >= os->ram_bytes)
+            break; /* the window already held all of RAM */
+    }
     return st;
 }
 
