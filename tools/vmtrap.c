@@ -14,6 +14,10 @@
 
 int main(int argc, char **argv)
 {
+#ifdef VMT_CLI_HAVE_SNAPSHOT
+    if (argc > 1 && strcmp(argv[1], "snapshot") == 0)
+        return cli_snapshot_main(argc - 1, argv + 1);
+#endif
     vmtrap_options o;
     char err[512];
     /* Commands on a paused Linux machine (tools/cmd_os.h). */
