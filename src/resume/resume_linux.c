@@ -133,16 +133,35 @@ static void clock_facts(vmt_resume *r, vmt_os *os, resume_linux *lx)
                        "kernel's clock may jump");
     /* The watchdog's last pair of reads of the TSC clocksource. */
     uint64_t cs = 0, wd_off = 0, csl_off = 0, wd_last = 0, cs_last = 0;
-    if (lx->tsc && lx->tsc_hz && !sym(os, "clocksource_tsc", &cs) && !member(os, "clocksource", "wd_last", &wd_off) &&
-        !member(os, "clocksource", "cs_last", &csl_off) && !kread(os, cs + wd_off, &wd_last, 8) &&
-        !kread(os, cs + csl_off, &cs_last, 8) && cs_last && cs_last <= lx->tsc) {
-        unsigned __int128 ticks = (unsigned __int128)(lx->tsc - cs_last) * HPET_HZ / lx->tsc_hz;
-        lx->hpet_counter = wd_last + (uint64_t)ticks;
-        lx->have_hpet = true;
-        snprintf(lx->how_hpet, sizeof lx->how_hpet,
-                 "clocksource_tsc.wd_last 0x%" PRIx64 " + the HPET ticks of the %" PRIu64 " TSC ticks since its cs_last",
-                 wd_last, lx->tsc - cs_last);
+    const char *miss = NULL;
+    if (!lx->tsc || !lx->tsc_hz)
+        miss = "the TSC or its rate";
+    else if (sym(os, "clocksource_tsc", &cs))
+        miss = "kallsyms clocksource_tsc";
+    else if (member(os, "clocksource", "wd_last", &wd_off) || member(os, "clocksource", "cs_last", &csl_off))
+        miss = "BTF clocksource.wd_last/cs_last";
+    else if (kread(os, cs + wd_off, &wd_last, 8) || kread(os, cs + csl_off, &cs_last, 8))
+        miss = "clocksource_tsc in memory";
+    else if (!cs_last)
+        miss = "watchdog read of the TSC yet (cs_last 0)";
+    if (miss) {
+        snprintf(lx->how_hpet, sizeof lx->how_hpet, "no %s", miss);
+        return;
     }
+    if (cs_last > lx->tsc) {
+        /* The watchdog read the TSC after the timekeeper did (NOHZ idle
+         * stops the tick): that is the latest TSC the kernel saw. */
+        lx->tsc = cs_last;
+        snprintf(lx->how_tsc, sizeof lx->how_tsc,
+                 "clocksource_tsc.cs_last (BTF offsets): the clocksource watchdog's TSC read, the latest the kernel "
+                 "made (after tk_core's cycle_last)");
+    }
+    unsigned __int128 ticks = (unsigned __int128)(lx->tsc - cs_last) * HPET_HZ / lx->tsc_hz;
+    lx->hpet_counter = wd_last + (uint64_t)ticks;
+    lx->have_hpet = true;
+    snprintf(lx->how_hpet, sizeof lx->how_hpet,
+             "clocksource_tsc.wd_last 0x%" PRIx64 " + the HPET ticks of the %" PRIu64 " TSC ticks since its cs_last",
+             wd_last, lx->tsc - cs_last);
 }
 
 vmt_status resume_linux_reconstruct(vmt_resume *r, resume_linux *lx, char *why, size_t why_len)

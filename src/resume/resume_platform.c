@@ -125,7 +125,8 @@ vmt_status resume_platform_reconstruct(vmt_resume *r, const resume_linux *lx, ch
                     lx->how_hpet);
     else
         resume_note(r, "platform hpet: enabled, legacy routing, comparators off; counter 0 (the kernel's last "
-                       "watchdog read is unknown: its first check may call the TSC unstable)");
+                       "watchdog read is unknown: %s; its first check may call the TSC unstable)",
+                    lx && lx->how_hpet[0] ? lx->how_hpet : "no OS layer");
 
     if (w.st) {
         vmt_why(why, why_len, "platform reconstruction: %s failed: %s", w.what, vmt_platform_error(r->plat));
