@@ -175,7 +175,7 @@ static int same_console(const console *a, size_t a_from, const console *b)
 static void test_save_load_and_runs(void **state)
 {
     (void)state;
-    const uint64_t first = 30000000ull, second = 40000000ull;
+    const uint64_t first = 12000000ull, second = 18000000ull; /* ~4 and ~6 ticks */
     char vmts[] = "/tmp/vmtrap-resume-XXXXXX";
     int fd = mkstemp(vmts);
     assert_true(fd >= 0);
