@@ -139,9 +139,28 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void summary(resume_ctx *c, const resume_opts *o, unsigned run, uint64_t insns, uint64_t guest_ns,
-                    double wall, const vmt_stop_info *stop, size_t notes)
+/* Device accesses no model claimed (reads gave all-ones): worth knowing
+ * when a guest misbehaves. */
+static void list_unknown(resume_ctx *c, vmt_resume *r, size_t *shown)
 {
+    vmt_platform *p = vmt_resume_platform(r);
+    for (size_t i = *shown; i < vmt_platform_unknown_count(p); i++) {
+        vmt_platform_unknown u;
+        if (vmt_platform_unknown_get(p, i, &u))
+            break;
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s %s 0x%" PRIx64 " size %u at guest %.6f s: no device model (reads all-ones)",
+                 u.write ? "write to" : "read of", u.space == VMT_PLATFORM_PIO ? "port" : "MMIO", u.addr, u.size,
+                 (double)u.now_ns / 1e9);
+        cli_log_note(&c->log, "unknown-device", msg);
+    }
+    *shown = vmt_platform_unknown_count(p);
+}
+
+static void summary(resume_ctx *c, const resume_opts *o, unsigned run, uint64_t insns, uint64_t guest_ns,
+                    double wall, const vmt_stop_info *stop, vmt_resume *r)
+{
+    size_t notes = vmt_resume_note_count(r);
     if (c->log.json) {
         json_object *j = json_object_new_object();
         json_object_object_add(j, "event", json_object_new_string("summary"));
@@ -156,13 +175,16 @@ static void summary(resume_ctx *c, const resume_opts *o, unsigned run, uint64_t 
         json_object_object_add(j, "serial_hash", json_object_new_string(h));
         json_object_object_add(j, "stop", json_object_new_string(vmt_stop_reason_name(stop->reason)));
         json_object_object_add(j, "stop_message", json_object_new_string(stop->message));
-        json_object_object_add(j, "reconstructions", json_object_new_int((int)notes));
+        json_object *list = json_object_new_array();
+        for (size_t i = 0; i < notes; i++)
+            json_object_array_add(list, json_object_new_string(vmt_resume_note_at(r, i)));
+        json_object_object_add(j, "reconstructions", list);
         fprintf(c->log.out, "%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
         json_object_put(j);
     } else {
         fprintf(c->log.out,
                 "summary: run %u: %" PRIu64 " instructions, guest time %.3f s, wall %.2f s (%.1f M instructions/s), "
-                "%" PRIu64 " console lines (hash %016" PRIx64 "), %zu reconstructions, ended: %s%s%s\n",
+                "%" PRIu64 " console lines (hash %016" PRIx64 "), %zu reconstructions (listed above), ended: %s%s%s\n",
                 run, insns, (double)guest_ns / 1e9, wall, wall > 0 ? (double)insns / wall / 1e6 : 0.0, c->lines, c->hash,
                 notes, vmt_stop_reason_name(stop->reason), stop->message[0] ? ": " : "", stop->message);
     }
@@ -191,6 +213,7 @@ int cli_resume_main(int argc, char **argv)
     }
     int rc_exit = CLI_EXIT_OK;
     uint64_t first_hash = 0;
+    size_t unknown_shown = 0;
     for (unsigned run = 1; run <= o.runs; run++) {
         if (run > 1) {
             vmt_snapshot_run_stats rs;
@@ -234,7 +257,8 @@ int cli_resume_main(int argc, char **argv)
             break;
         }
         vmt_platform_serial_flush(vmt_resume_platform(r));
-        summary(&c, &o, run, insns, vmt_resume_now_ns(r) - ns0, wall, &stop, vmt_resume_note_count(r));
+        list_unknown(&c, r, &unknown_shown);
+        summary(&c, &o, run, insns, vmt_resume_now_ns(r) - ns0, wall, &stop, r);
         if (stop.reason != VMT_STOP_INSN_LIMIT && stop.reason != VMT_STOP_TIME_LIMIT)
             rc_exit = CLI_EXIT_FAIL;
         if (run == 1)
