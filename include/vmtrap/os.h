@@ -130,6 +130,15 @@ typedef struct vmt_os_vreader_slot {
 } vmt_os_vreader_slot;
 vmt_vreader vmt_os_vreader(vmt_os *os, uint64_t root_pa, vmt_os_vreader_slot *slot);
 
+/* ---- hooking kernel functions ---- */
+struct vmt_image;
+/* An image whose symbols are the named kernel functions at their runtime
+ * addresses (kallsyms, static ones included), for vmt_monitor_create and
+ * vmt_monitor_hook by name: symbols only, never to be placed in guest
+ * memory. VMT_E_NOTFOUND names a symbol kallsyms lacks. */
+vmt_status vmt_os_symbols_image(vmt_os *os, const char *const *names, size_t n, uint64_t ram_size,
+                                struct vmt_image **out, char *why, size_t why_len);
+
 /* ---- snapshots (module os_snapshot; needs the snapshot module) ---- */
 struct vmt_snapshot;
 /* The OS layer straight over a snapshot file's memory: *drv is a read-only
