@@ -10,7 +10,7 @@
 
 #include "cli.h"
 #include "cmd_os.h"
-#include "coreload.h"
+#include "vmtrap/snapshot.h"
 
 int cli_os_begin(int argc, char **argv, int want_arg, cli_os_args *a, vmt_driver **drv, vmt_os **os)
 {
@@ -40,16 +40,25 @@ int cli_os_begin(int argc, char **argv, int want_arg, cli_os_args *a, vmt_driver
         return CLI_EXIT_USAGE;
     }
     char err[512];
-    if (cli_core_load(a->file, drv, err, sizeof err) != 0) {
+    vmt_snapshot_options so = { .quiet = true };
+    if (vmt_snapshot_open(a->file, &so, &a->snap, err, sizeof err) != VMT_OK) {
         fprintf(stderr, "vmtrap %s: %s\n", argv[1], err);
         return CLI_EXIT_USAGE;
     }
-    if (vmt_os_open(*drv, &a->cfg, os, err, sizeof err) != VMT_OK) {
+    if (vmt_os_open_snapshot(a->snap, &a->cfg, os, drv, err, sizeof err) != VMT_OK) {
         fprintf(stderr, "vmtrap %s: %s\n", argv[1], err);
-        vmt_driver_destroy(*drv);
+        vmt_snapshot_destroy(a->snap);
         return CLI_EXIT_FAIL;
     }
     return CLI_EXIT_OK;
+}
+
+void cli_os_end(cli_os_args *a, vmt_driver *drv, vmt_os *os)
+{
+    vmt_os_close(os);
+    vmt_driver_destroy(drv);
+    vmt_snapshot_destroy(a->snap);
+    a->snap = NULL;
 }
 
 static void emit(json_object *o)
@@ -156,7 +165,6 @@ int cli_cmd_ps(int argc, char **argv)
     vmt_status st = vmt_os_tasks(os, print_task, &c);
     if (st)
         fprintf(stderr, "vmtrap ps: %s (after %u tasks)\n", vmt_os_error(os), c.count);
-    vmt_os_close(os);
-    vmt_driver_destroy(d);
+    cli_os_end(&a, d, os);
     return st ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 }

@@ -50,8 +50,7 @@ int cli_cmd_symbols(int argc, char **argv)
                    proto[0] ? "  " : "", shown_proto);
         }
     }
-    vmt_os_close(os);
-    vmt_driver_destroy(d);
+    cli_os_end(&a, d, os);
     if (!matched) {
         fprintf(stderr, "vmtrap symbols: no kernel symbol matches '%s'\n", a.arg);
         return CLI_EXIT_FAIL;

@@ -130,6 +130,27 @@ typedef struct vmt_os_vreader_slot {
 } vmt_os_vreader_slot;
 vmt_vreader vmt_os_vreader(vmt_os *os, uint64_t root_pa, vmt_os_vreader_slot *slot);
 
+/* ---- hooking kernel functions ---- */
+struct vmt_image;
+/* An image whose symbols are the named kernel functions at their runtime
+ * addresses (kallsyms, static ones included), for vmt_monitor_create and
+ * vmt_monitor_hook by name: symbols only, never to be placed in guest
+ * memory. VMT_E_NOTFOUND names a symbol kallsyms lacks. */
+vmt_status vmt_os_symbols_image(vmt_os *os, const char *const *names, size_t n, uint64_t ram_size,
+                                struct vmt_image **out, char *why, size_t why_len);
+
+/* ---- snapshots (module os_snapshot; needs the snapshot module) ---- */
+struct vmt_snapshot;
+/* The OS layer straight over a snapshot file's memory: *drv is a read-only
+ * driver over it (READ_PHYS only; the ROM window below 4 GiB left out,
+ * holes read as zeros). Destroy os, then drv; the snapshot outlives both. */
+vmt_status vmt_os_open_snapshot(struct vmt_snapshot *s, const vmt_os_config *cfg, vmt_os **out, vmt_driver **drv,
+                                char *why, size_t why_len);
+/* A vmt_snapshot_reconstruct_fn (ctx unused): sets every vCPU's SYSCALL
+ * MSRs as Linux's syscall_init does (LSTAR = entry_SYSCALL_64, STAR,
+ * CSTAR, FMASK), each recorded as a fixup naming its source. */
+vmt_status vmt_os_snapshot_reconstruct(void *ctx, struct vmt_snapshot *s);
+
 /* ---- tasks ---- */
 vmt_status vmt_os_task_at(vmt_os *os, uint64_t task_va, vmt_os_task *out);
 /* The task running on a vCPU (per-CPU current_task or pcpu_hot). */

@@ -24,6 +24,8 @@ static const struct_fields shown[] = {
 
 int vmt_proto_struct_fields(const char *struct_name, const char *const **fields, unsigned *n)
 {
+    if (!struct_name)
+        return 0;
     for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {
         if (strcmp(shown[i].name, struct_name) != 0)
             continue;

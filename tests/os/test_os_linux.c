@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fake_kernel.h"
+#include "vmtrap/image.h"
 #include "vmtrap/mem.h"
 #include "vmtrap/os.h"
 
@@ -280,6 +281,30 @@ static void no_kernel_or_failing_driver(void **state)
     vmt_driver_destroy(d);
 }
 
+static void kernel_symbols_as_an_image(void **state)
+{
+    fx *f = *state;
+    static const char *const names[] = { "do_sys_openat2", "ksys_write" };
+    vmt_image *img;
+    char why[256];
+    assert_int_equal(vmt_os_symbols_image(f->os, names, 2, FK_RAM_MB << 20, &img, why, sizeof why), VMT_OK);
+    vmt_va va;
+    uint64_t size;
+    assert_int_equal(vmt_image_symbol(img, "do_sys_openat2", &va, &size), VMT_OK);
+    assert_true(va == fk_sym("do_sys_openat2"));
+    assert_int_equal(size, 0x100); /* up to ksys_write, the next symbol */
+    assert_int_equal(vmt_image_symbol(img, "ksys_write", &va, NULL), VMT_OK);
+    assert_true(va == fk_sym("ksys_write"));
+    uint64_t off;
+    assert_string_equal(vmt_image_symbol_at(img, fk_sym("ksys_write") + 4, &off), "ksys_write");
+    assert_int_equal(off, 4);
+    vmt_image_destroy(img);
+    static const char *const bad[] = { "do_sys_openat2", "not_in_kallsyms" };
+    assert_int_equal(vmt_os_symbols_image(f->os, bad, 2, FK_RAM_MB << 20, &img, why, sizeof why), VMT_E_NOTFOUND);
+    assert_non_null(strstr(why, "not_in_kallsyms"));
+    assert_null(img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -289,6 +314,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(tasks_and_current, setup, teardown),
         cmocka_unit_test_setup_teardown(call_decoded_from_btf, setup, teardown),
         cmocka_unit_test_setup_teardown(system_map, setup, teardown),
+        cmocka_unit_test_setup_teardown(kernel_symbols_as_an_image, setup, teardown),
         cmocka_unit_test_teardown(broken_task_list, teardown),
         cmocka_unit_test_teardown(no_btf_still_symbols, teardown),
         cmocka_unit_test(no_kernel_or_failing_driver),

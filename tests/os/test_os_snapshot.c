@@ -18,11 +18,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "coreload.h"
 #include "vmtrap/os.h"
+#include "vmtrap/snapshot.h"
 
 static char dir[512];
-static vmt_driver *drv;
+static vmt_snapshot *snap;
+static vmt_driver *drv; /* read-only, over the snapshot */
 static vmt_os *os;
 
 static FILE *open_serial(void)
@@ -195,6 +196,26 @@ static void system_map_from_the_sample(void **state)
     unlink(path);
 }
 
+static void reconstruct_syscall_msrs(void **state)
+{
+    (void)state;
+    /* The core lacks the SYSCALL MSRs; the OS step sets them from kallsyms
+     * as Linux's syscall_init writes them. */
+    assert_int_equal(vmt_snapshot_reconstruct(snap, vmt_os_snapshot_reconstruct, NULL), VMT_OK);
+    vmt_os_symbol entry;
+    assert_int_equal(vmt_os_symbol_by_name(os, "entry_SYSCALL_64", &entry), VMT_OK);
+    const vmt_vcpu_state *vs = vmt_snapshot_vcpu(snap, 0);
+    assert_non_null(vs);
+    assert_true(vs->known & VMT_VS_SYSCALL);
+    assert_true(vs->lstar == entry.addr);
+    assert_true(vs->star == 0x0023001000000000ull);
+    assert_true(vs->fmask == 0x257fd5);
+    int named = 0;
+    for (size_t i = 0; i < vmt_snapshot_fixup_count(snap); i++)
+        named |= strstr(vmt_snapshot_fixup_at(snap, i)->how, "entry_SYSCALL_64") != NULL;
+    assert_true(named);
+}
+
 int main(void)
 {
     const char *c = getenv("VMT_CACHE_DIR");
@@ -211,11 +232,12 @@ int main(void)
         return 77;
     }
     fclose(s);
-    if (cli_core_load(core, &drv, err, sizeof err) != 0) {
+    vmt_snapshot_options so = { .quiet = true };
+    if (vmt_snapshot_open(core, &so, &snap, err, sizeof err) != VMT_OK) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    if (vmt_os_open(drv, NULL, &os, err, sizeof err) != VMT_OK) {
+    if (vmt_os_open_snapshot(snap, NULL, &os, &drv, err, sizeof err) != VMT_OK) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
@@ -224,6 +246,7 @@ int main(void)
         cmocka_unit_test(processes_agree_with_the_guest),
         cmocka_unit_test(prototypes_from_btf),
         cmocka_unit_test(system_map_from_the_sample),
+        cmocka_unit_test(reconstruct_syscall_msrs),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     char why[256];
@@ -233,5 +256,6 @@ int main(void)
     }
     vmt_os_close(os);
     vmt_driver_destroy(drv);
+    vmt_snapshot_destroy(snap);
     return rc;
 }

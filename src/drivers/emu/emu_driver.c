@@ -499,3 +499,12 @@ vmt_status vmt_emu_check(vmt_driver *d)
         return vmt_driver_fail(d, VMT_E_INTERNAL, "invariant: %s", vmt_emulator_error(e->engine));
     return VMT_OK;
 }
+
+void vmt_emu_library_versions(char *buf, size_t len)
+{
+    unsigned umaj = 0, umin = 0;
+    int cmaj = 0, cmin = 0;
+    uint32_t uv = uc_version(&umaj, &umin);
+    cs_version(&cmaj, &cmin);
+    snprintf(buf, len, "unicorn %u.%u.%u, capstone %d.%d", umaj, umin, (uv >> 8) & 0xff, cmaj, cmin);
+}

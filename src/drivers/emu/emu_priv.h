@@ -2,43 +2,62 @@
  * drivers/emu/emu_priv.h — internal state of the emulator driver.
  *
  * Split by concern:
- *   emu_driver.c  create/destroy, registers, physical memory, frames, ops
- *   emu_views.c   views: per-gfn backing + rights overrides
- *   emu_mmu.c     the software TLB: guest walk, A/D bits, view resolution,
- *                 Unicorn mappings, page-table write protection, invalidation
- *   emu_cpu.c     Unicorn hooks, the run loop, events, responses, exception
- *                 delivery through the guest IDT, emulated instructions
+ *   emu_driver.c     create/destroy, physical memory map, frames, ops table
+ *   emu_views.c      views: per-gfn backing + rights overrides
+ *   emu_mmu.c        the TLB-fill hook: guest walk + view, trap slots, the
+ *                    record of handed-out translations, invalidation
+ *   emu_cpu.c        Unicorn hooks, the run loop, events and responses
+ *   emu_insn.c       registers, instructions the driver performs (port I/O,
+ *                    CRs, MSR dispatch, INT3, SYSCALL dispatch, RDTSC)
+ *   emu_exceptions.c privilege switches, IDT delivery, SYSCALL/SYSENTER
+ *   emu_irq.c        interrupts from the bus, HLT, deadlines
+ *   emu_msr.c        MSRs and the virtual clock
+ *   emu_state.c      VCPU_STATE and DIRTY_LOG
  *
- * Unicorn 2.0.1 behaviour this driver relies on (probed on this machine,
- * beyond ../shared/platform/unicorn-here.md; the tests would catch a change):
- *  - uc_open(UC_MODE_64) starts in long mode with paging OFF (CR0 0x11,
- *    EFER 0x500): 64-bit code runs with addresses used as-is, so the
- *    driver maps guest-virtual pages itself; upper-half canonical addresses
- *    can be mapped;
- *  - a protection/unmapped hook returning false aborts the instruction
- *    with no side effect and RIP on it, provided a (no-op) MEM_READ/WRITE
- *    hook exists; without it RIP is the start of the translation block;
- *  - returning true from WRITE_PROT does NOT drop the store: Unicorn still
- *    writes (hence the undo list for DENY and writes into no memory);
- *  - uc_ctl_remove_cache must run BEFORE uc_mem_unmap: after the unmap it
- *    finds nothing and stale translated code survives;
- *  - uc_emu_stop from the code hook stops before that instruction; from an
- *    IN/OUT hook it only takes effect at the end of the block, and setting
- *    EFLAGS.TF there does not step (so port I/O is performed by the driver);
- *  - an invalid opcode ends uc_emu_start with UC_ERR_INSN_INVALID (no
- *    interrupt hook call); guest stores into code are picked up (SMC works);
- *  - each uc_mem_map_ptr/unmap costs ~15-25 us with few regions and grows
- *    with their number; uc_mem_protect ~7-10 us.
+ * Unicorn 2.1.1 behaviour this driver relies on (measured on this machine;
+ * the tests would catch a change):
+ *  - uc_ctl_tlb_mode(UC_TLB_VIRTUAL) + UC_HOOK_TLB_FILL: on every miss of
+ *    Unicorn's TLB (per QEMU MMU index, i.e. per CPL) the hook gets the page
+ *    and the access type and answers a physical address + UC_PROT rights;
+ *    an access beyond the rights it got asks again (a write after a read
+ *    fill, ...). Returning false aborts the instruction (uc_emu_start
+ *    returns UC_ERR_EXCEPTION, RIP on it, no INTR hook). The hook gets only
+ *    the page, so exact addresses come from trap slots: a translation onto
+ *    an unmapped physical page makes the access reach the UNMAPPED hook
+ *    with the exact physical address (= slot + offset), size and value;
+ *    returning false there aborts the instruction before it wrote anything
+ *    with RIP on it (the code hook keeps RIP exact).
+ *  - uc_ctl_flush_tlb flushes only the TLB (not translated code), ~a few
+ *    microseconds; the driver calls it between runs only, never in hooks.
+ *  - Translated code is keyed by physical page and survives TLB flushes;
+ *    chained jumps inside a page keep running it without a new fill.
+ *    uc_mem_write does NOT drop translated code in 2.1.1 (its dirty
+ *    tracking is a no-op), and uc_ctl_remove_cache takes a VIRTUAL address
+ *    (it translates through the TLB/fill): the driver drops code over a
+ *    physical page by answering a private non-canonical address (EMU_CTL_VA
+ *    + physical) during that call. Guest stores into code are noticed by
+ *    Unicorn itself.
+ *  - uc_emu_start's `until` makes Unicorn translate that address at every
+ *    start (a fill): exits mode with no exits is used instead.
+ *  - In 64-bit mode uc_reg_write of CS/SS/DS/ES sets only the selector; the
+ *    privilege level (QEMU hflags bits 0-1, set from SS.DPL by segment
+ *    loads) never changes through the API. iretq/sysretq/sysexit executed
+ *    by the guest change it correctly; SYSCALL and SYSENTER are no-ops
+ *    (UC_HOOK_INSN only); exceptions call UC_HOOK_INTR, never the guest
+ *    IDT. So emu_set_cpl patches hflags in a saved context (offset found at
+ *    creation by flipping CR0.TS/EM, mirrored in hflags bits 11/10).
+ *  - hlt ends uc_emu_start with RIP after it; an invalid opcode ends it with
+ *    UC_ERR_INSN_INVALID; uc_emu_stop from the code hook stops before that
+ *    instruction.
  *
  * Invariants (vmt_emu_check):
- *  - tlb_index maps va page -> slot for exactly the valid slots;
- *  - a valid entry is mapped in Unicorn at its va with uc_perms, onto
- *    mem + backing*4K (or the void page);
- *  - uc_perms ⊆ (pte rights ∩ view rights ∪ the current one-step grant),
- *    and never contains WRITE when the backing frame is a page-table frame
- *    (pt_refs[backing] > 0) or the PTE's dirty bit is clear;
- *  - pt_refs[f] == number of (valid entry, table level) pairs whose walk
- *    read a table in host frame f.
+ *  - tlb_index maps va page -> slot for exactly tlb[0 .. tlb_used);
+ *  - a recorded translation's rights ⊆ PTE rights ∩ view rights (∪ the
+ *    current one-step grant), and never include W on a page-table frame
+ *    (pt_refs[backing] > 0) unless a flush is already pending;
+ *  - pt_refs[f] == number of (recorded translation, table level) pairs
+ *    whose walk read a table in host frame f;
+ *  - the record holds at most tlb_cap + EMU_TLB_SLACK translations.
  */
 #ifndef VMT_EMU_PRIV_H
 #define VMT_EMU_PRIV_H

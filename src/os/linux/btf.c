@@ -175,30 +175,97 @@ vmt_status vmt_os_member_offset(vmt_os *os, const char *struct_name, const char 
     return VMT_OK;
 }
 
-/* ---- prototypes as text, written by libbpf's btf_dump ---- */
+/* ---- prototypes as text ----
+ * Written here from libbpf's type accessors, not with libbpf's btf_dump:
+ * fuzzing found BTF that btf__new() accepts and btf_dump__new() then
+ * crashes on (an out-of-bounds write in libbpf 1.1), and the BTF comes
+ * from the guest. Declarator syntax is kept simple: pointers to functions
+ * print as "ret (*)(...)", arrays as "T[n]"; every chain is bounded. */
 
 typedef struct strbuf {
     char *p;
     size_t len, used;
 } strbuf;
 
-static void sb_vprintf(void *ctx, const char *fmt, va_list ap)
+static void sb_printf(strbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(strbuf *s, const char *fmt, ...)
 {
-    strbuf *s = ctx;
-    if (s->used >= s->len)
+    if (s->used + 1 >= s->len)
         return;
+    va_list ap;
+    va_start(ap, fmt);
     int n = vsnprintf(s->p + s->used, s->len - s->used, fmt, ap);
+    va_end(ap);
     if (n > 0)
         s->used = s->used + (size_t)n < s->len ? s->used + (size_t)n : s->len - 1;
 }
 
-static void sb_printf(strbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(strbuf *s, const char *fmt, ...)
+static const char *name_of(const struct btf *btf, const struct btf_type *t)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    sb_vprintf(s, fmt, ap);
-    va_end(ap);
+    const char *n = btf__name_by_offset(btf, t->name_off);
+    return n && *n ? n : NULL;
+}
+
+static void type_text(const struct btf *btf, uint32_t id, strbuf *sb, int depth)
+{
+    const struct btf_type *t = id ? btf__type_by_id(btf, id) : NULL;
+    if (id == 0) {
+        sb_printf(sb, "void");
+        return;
+    }
+    if (!t || depth > 16) {
+        sb_printf(sb, "?");
+        return;
+    }
+    const char *n = name_of(btf, t);
+    switch (btf_kind(t)) {
+    case BTF_KIND_CONST:
+        sb_printf(sb, "const ");
+        type_text(btf, t->type, sb, depth + 1);
+        return;
+    case BTF_KIND_VOLATILE:
+        sb_printf(sb, "volatile ");
+        type_text(btf, t->type, sb, depth + 1);
+        return;
+    case BTF_KIND_RESTRICT:
+    case BTF_KIND_TYPE_TAG:
+        type_text(btf, t->type, sb, depth + 1);
+        return;
+    case BTF_KIND_PTR: {
+        const struct btf_type *pt = t->type ? btf__type_by_id(btf, t->type) : NULL;
+        if (pt && btf_is_func_proto(pt)) {
+            type_text(btf, pt->type, sb, depth + 1);
+            sb_printf(sb, " (*)(...)");
+            return;
+        }
+        type_text(btf, t->type, sb, depth + 1);
+        sb_printf(sb, sb->used && sb->p[sb->used - 1] == '*' ? "*" : " *");
+        return;
+    }
+    case BTF_KIND_STRUCT: sb_printf(sb, "struct %s", n ? n : "{...}"); return;
+    case BTF_KIND_UNION: sb_printf(sb, "union %s", n ? n : "{...}"); return;
+    case BTF_KIND_ENUM:
+    case BTF_KIND_ENUM64: sb_printf(sb, "enum %s", n ? n : "{...}"); return;
+    case BTF_KIND_FWD: sb_printf(sb, "%s %s", btf_kflag(t) ? "union" : "struct", n ? n : "?"); return;
+    case BTF_KIND_ARRAY:
+        type_text(btf, btf_array(t)->type, sb, depth + 1);
+        sb_printf(sb, "[%u]", btf_array(t)->nelems);
+        return;
+    default: sb_printf(sb, "%s", n ? n : "?"); return;
+    }
+}
+
+/* Internal: "T name" for a type (name may be ""). */
+void os_btf_type_text(const struct btf *btf, uint32_t id, const char *name, char *buf, size_t len);
+void os_btf_type_text(const struct btf *btf, uint32_t id, const char *name, char *buf, size_t len)
+{
+    if (!len)
+        return;
+    buf[0] = 0;
+    strbuf sb = { buf, len, 0 };
+    type_text(btf, id, &sb, 0);
+    if (name && *name)
+        sb_printf(&sb, sb.used && buf[sb.used - 1] == '*' ? "%s" : " %s", name);
 }
 
 /* Internal: "ret name(type a, type b)" for FUNC id into buf. */
@@ -214,31 +281,22 @@ int os_btf_format_func(const struct btf *btf, int32_t func_id, char *buf, size_t
     const struct btf_type *proto = btf__type_by_id(btf, f->type);
     if (!proto || !btf_is_func_proto(proto))
         return -1;
+    const char *fname = btf__name_by_offset(btf, f->name_off);
     strbuf sb = { buf, len, 0 };
-    struct btf_dump *d = btf_dump__new(btf, sb_vprintf, &sb, NULL);
-    if (!d || libbpf_get_error(d))
-        return -1;
-    DECLARE_LIBBPF_OPTS(btf_dump_emit_type_decl_opts, o, .field_name = btf__name_by_offset(btf, f->name_off));
-    /* The return type with the function name as the "field". */
-    if (proto->type == 0)
-        sb_printf(&sb, "void %s", o.field_name);
-    else
-        btf_dump__emit_type_decl(d, proto->type, &o);
-    sb_printf(&sb, "(");
+    char part[256];
+    os_btf_type_text(btf, proto->type, fname ? fname : "?", part, sizeof part);
+    sb_printf(&sb, "%s(", part);
     const struct btf_param *p = btf_params(proto);
     uint16_t n = btf_vlen(proto);
     for (uint16_t i = 0; i < n; i++, p++) {
-        if (i)
-            sb_printf(&sb, ", ");
         if (p->type == 0) {
-            sb_printf(&sb, "...");
+            sb_printf(&sb, "%s...", i ? ", " : "");
             continue;
         }
-        DECLARE_LIBBPF_OPTS(btf_dump_emit_type_decl_opts, po, .field_name = btf__name_by_offset(btf, p->name_off));
-        btf_dump__emit_type_decl(d, p->type, &po);
+        os_btf_type_text(btf, p->type, btf__name_by_offset(btf, p->name_off), part, sizeof part);
+        sb_printf(&sb, "%s%s", i ? ", " : "", part);
     }
     sb_printf(&sb, n ? ")" : "void)");
-    btf_dump__free(d);
     return 0;
 }
 

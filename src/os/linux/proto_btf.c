@@ -1,8 +1,8 @@
 /*
  * os/linux/proto_btf.c — a kernel function's vmt_proto from BTF: FUNC ->
  * FUNC_PROTO -> parameters, each type resolved through typedefs and
- * modifiers to a decoder kind (vmtrap/proto.h). Type names are written by
- * libbpf's btf_dump; nothing here parses BTF bytes.
+ * modifiers to a decoder kind (vmtrap/proto.h), through libbpf's accessors;
+ * nothing here parses BTF bytes.
  */
 #include "os/linux/os_internal.h"
 
@@ -33,35 +33,18 @@ static const struct btf_type *skip(const struct btf *btf, uint32_t id, uint32_t 
     return NULL;
 }
 
-typedef struct sb {
-    char *p;
-    size_t len, used;
-} sb;
+void os_btf_type_text(const struct btf *btf, uint32_t id, const char *name, char *buf, size_t len);
 
-static void sb_vprintf(void *ctx, const char *fmt, va_list ap)
+/* A name from the string section; "" when the offset is bad (hostile BTF). */
+static const char *bname(const struct btf *btf, uint32_t off)
 {
-    sb *s = ctx;
-    if (s->used + 1 >= s->len)
-        return;
-    int n = vsnprintf(s->p + s->used, s->len - s->used, fmt, ap);
-    if (n > 0)
-        s->used = s->used + (size_t)n < s->len ? s->used + (size_t)n : s->len - 1;
+    const char *n = btf__name_by_offset(btf, off);
+    return n ? n : "";
 }
 
 static void type_name(const struct btf *btf, uint32_t id, char *buf, size_t len)
 {
-    buf[0] = 0;
-    if (id == 0) {
-        snprintf(buf, len, "void");
-        return;
-    }
-    sb s = { buf, len, 0 };
-    struct btf_dump *d = btf_dump__new(btf, sb_vprintf, &s, NULL);
-    if (!d || libbpf_get_error(d))
-        return;
-    DECLARE_LIBBPF_OPTS(btf_dump_emit_type_decl_opts, o, .field_name = "");
-    btf_dump__emit_type_decl(d, id, &o);
-    btf_dump__free(d);
+    os_btf_type_text(btf, id, "", buf, len);
 }
 
 static void field_desc(const struct btf *btf, uint32_t struct_id, const char *name, vmt_param_desc *d)
@@ -125,10 +108,10 @@ static void param_desc(const struct btf *btf, uint32_t tid, const char *name, vm
             vmt_enum_name *e = &d->enums[d->nenums++];
             if (btf_is_enum(t)) {
                 e->value = btf_enum(t)[i].val;
-                snprintf(e->name, sizeof e->name, "%s", btf__name_by_offset(btf, btf_enum(t)[i].name_off));
+                snprintf(e->name, sizeof e->name, "%s", bname(btf, btf_enum(t)[i].name_off));
             } else {
                 e->value = (int64_t)btf_enum64_value(&btf_enum64(t)[i]);
-                snprintf(e->name, sizeof e->name, "%s", btf__name_by_offset(btf, btf_enum64(t)[i].name_off));
+                snprintf(e->name, sizeof e->name, "%s", bname(btf, btf_enum64(t)[i].name_off));
             }
         }
     } else if (btf_is_ptr(t)) {
@@ -139,12 +122,12 @@ static void param_desc(const struct btf *btf, uint32_t tid, const char *name, vm
         if (!pt) {
             d->kind = pid == 0 ? VMT_PARAM_BUFFER : VMT_PARAM_POINTER; /* void * */
         } else if (btf_is_int(pt) && pt->size == 1) {
-            const char *tn = btf__name_by_offset(btf, pt->name_off);
+            const char *tn = bname(btf, pt->name_off);
             d->kind = tn && strcmp(tn, "char") == 0 ? VMT_PARAM_STRING : VMT_PARAM_BUFFER;
         } else if ((btf_is_struct(pt) || btf_is_union(pt)) &&
-                   vmt_proto_struct_fields(btf__name_by_offset(btf, pt->name_off), &fields, &nf)) {
+                   vmt_proto_struct_fields(bname(btf, pt->name_off), &fields, &nf)) {
             d->kind = VMT_PARAM_STRUCT;
-            snprintf(d->struct_name, sizeof d->struct_name, "%s", btf__name_by_offset(btf, pt->name_off));
+            snprintf(d->struct_name, sizeof d->struct_name, "%s", bname(btf, pt->name_off));
             for (unsigned i = 0; i < nf; i++)
                 field_desc(btf, pid, fields[i], d);
         } else {
@@ -178,7 +161,7 @@ int os_btf_proto(const struct btf *btf, const char *function, vmt_proto *out)
             snprintf(out->note, sizeof out->note, "parameters after the 6th are on the stack and not decoded");
             break;
         }
-        const char *pn = btf__name_by_offset(btf, p->name_off);
+        const char *pn = bname(btf, p->name_off);
         char fallback[16];
         if (!pn || !*pn) {
             snprintf(fallback, sizeof fallback, "arg%u", (unsigned)i);
