@@ -113,6 +113,12 @@ typedef struct vmt_platform_unknown {
 
 typedef void (*vmt_platform_unknown_fn)(void *ctx, const vmt_platform_unknown *u);
 
+/* An interrupt line changed level: irq 0..15 ISA numbering, 16..23 IOAPIC
+ * pins (HPET routes). For a driver whose interrupt controllers are
+ * elsewhere (KVM's in-kernel irqchip: create the platform without LAPIC,
+ * IOAPIC, PIC and PIT and forward these to KVM_IRQ_LINE). */
+typedef void (*vmt_platform_irq_fn)(void *ctx, unsigned irq, bool level);
+
 /* A PCI function that answers configuration reads (bus 0 only). Its 256
  * config bytes are returned as given; writes are ignored. */
 typedef struct vmt_platform_pci_function {
@@ -135,6 +141,8 @@ typedef struct vmt_platform_config {
     void *serial_ctx;
     vmt_platform_unknown_fn unknown;  /* may be NULL (the list still fills) */
     void *unknown_ctx;
+    vmt_platform_irq_fn irq_out;      /* every line change, may be NULL */
+    void *irq_out_ctx;
     const uint16_t *passthrough_ports; /* left to the driver; copied */
     size_t passthrough_count;
     const vmt_platform_pci_function *pci; /* copied */

@@ -51,6 +51,8 @@ void vmt_plat_irq(vmt_platform *p, unsigned src, unsigned irq, bool level)
     bool now = p->s.line_src[irq] != 0;
     if (old == now)
         return;
+    if (p->cfg.irq_out)
+        p->cfg.irq_out(p->cfg.irq_out_ctx, irq, now);
     if (irq < 16 && plat_has(p, VMT_PLATFORM_DEV_PIC))
         vmt_pic_set_irq(p, irq, now);
     if (plat_has(p, VMT_PLATFORM_DEV_IOAPIC)) {
