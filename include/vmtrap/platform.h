@@ -157,6 +157,10 @@ vmt_status vmt_platform_create(const vmt_platform_config *cfg, vmt_platform **ou
                                char *why, size_t why_len);
 void vmt_platform_destroy(vmt_platform *p);
 
+/* Power-on reset of every device (as at creation); virtual time, host
+ * queues and unknown-access reports are kept. */
+void vmt_platform_reset(vmt_platform *p);
+
 /* The bus for vmt_machine_config.bus; valid while the platform lives. */
 vmt_bus vmt_platform_bus(vmt_platform *p);
 

@@ -467,6 +467,14 @@ static void reset_all(vmt_platform *p)
         vmt_misc_reset(p);
 }
 
+void vmt_platform_reset(vmt_platform *p)
+{
+    if (!p)
+        return;
+    reset_all(p);
+    p->stop_reason[0] = 0;
+}
+
 vmt_status vmt_platform_create(const vmt_platform_config *cfg, vmt_platform **out, char *why,
                                size_t why_len)
 {
