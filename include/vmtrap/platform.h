@@ -137,7 +137,8 @@ typedef struct vmt_platform_config {
     int64_t rtc_epoch_s;      /* Unix time the RTC shows at start_ns; 0: 2000-01-01 */
     uint16_t pm_timer_port;   /* 0: 0xb008 */
     bool pm_timer_32bit;      /* default 24-bit (PIIX4) */
-    vmt_serial_fn serial;     /* lines the guest prints on COM1, may be NULL */
+    vmt_serial_fn serial;     /* lines the guest prints on COM1, may be NULL; it
+                               * may answer with vmt_platform_serial_input() */
     void *serial_ctx;
     vmt_platform_unknown_fn unknown;  /* may be NULL (the list still fills) */
     void *unknown_ctx;
