@@ -9,10 +9,30 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <json-c/json_c_version.h>
+
 #include "cli.h"
+#ifdef VMT_CLI_HAVE_EMU
+#include "vmtrap/emu.h"
+#endif
+
+/* `vmtrap --version`: vmtrap's version and the libraries it runs on. */
+static int print_version(void)
+{
+    printf("vmtrap %s\n", VMT_CLI_VERSION);
+#ifdef VMT_CLI_HAVE_EMU
+    char libs[128];
+    vmt_emu_library_versions(libs, sizeof libs);
+    printf("  %s\n", libs);
+#endif
+    printf("  json-c %s\n", json_c_version());
+    return CLI_EXIT_OK;
+}
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--version") == 0)
+        return print_version();
 #ifdef VMT_CLI_HAVE_SNAPSHOT
     if (argc > 1 && strcmp(argv[1], "snapshot") == 0)
         return cli_snapshot_main(argc - 1, argv + 1);
