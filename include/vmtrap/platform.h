@@ -189,7 +189,9 @@ vmt_status vmt_platform_unknown_get(const vmt_platform *p, size_t i, vmt_platfor
 /* Whole device state. save: *out is malloc'ed (caller frees). load:
  * VMT_E_FORMAT with why for anything malformed, VMT_E_CONFLICT when the
  * blob was saved with a different vCPU count or device set; the platform is
- * unchanged on failure. Virtual time is part of the state. */
+ * unchanged on failure. Virtual time is part of the state. A successful
+ * load drops a partial serial line (it belonged to the timeline left
+ * behind; vmt_platform_serial_flush first to keep it). */
 vmt_status vmt_platform_save(vmt_platform *p, uint8_t **out, size_t *out_len);
 vmt_status vmt_platform_load(vmt_platform *p, const uint8_t *blob, size_t len);
 
