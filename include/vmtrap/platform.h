@@ -51,6 +51,10 @@
  * changes nothing (failure atomic). Host-side things are not state: the
  * partial serial line, queued serial input, unknown-access reports.
  *
+ * Register views (vmtrap/platform_regs.h) read and set the LAPIC, IOAPIC,
+ * UART and HPET by their guest-visible registers, for building a platform
+ * from another machine's device state.
+ *
  * Invariants: vmt_platform_check() runs every device's checker (IRR/ISR
  * consistency, FIFO counts, register ranges, timer deadlines vs. now) and
  * returns VMT_E_INTERNAL with the first violation in vmt_platform_error().
