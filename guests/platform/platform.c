@@ -14,7 +14,10 @@
  *     100 MHz against the TSC (within 1%); timer 0 fires on IRQ 0 (pin 2).
  *  6. RTC: BCD time and date read with the UIP protocol; reported for the
  *     host to compare with the machine's epoch.
- *  7. UART receive: the guest prompts, the host answers with a line; the
+ *  7. PIT channel 2 the way Linux's pit_calibrate_tsc uses it (gate on via
+ *     port 0x61, mode 0, poll OUT2): the TSC agrees with 1.193182 MHz
+ *     within 1%; then channel 0 in mode 2 raises IRQ 0 on IOAPIC pin 2.
+ *  8. UART receive: the guest prompts, the host answers with a line; the
  *     RX data / timeout interrupt delivers it and the guest echoes it.
  * Parameter: platform_tsc_mhz (the TSC rate the host configured).
  */
@@ -287,6 +290,30 @@ static void test_rtc(void)
     ucall_report("rtc.ymd", (uint64_t)c << 24 | (uint64_t)y << 16 | (uint64_t)mo << 8 | d);
 }
 
+static void test_pit(void)
+{
+    uint64_t mhz = platform_tsc_mhz;
+    outb(0x61, (uint8_t)((inb(0x61) & ~0x02) | 0x01)); /* gate on, speaker off */
+    outb(0x43, 0xb0);                                  /* channel 2, lsb/msb, mode 0 */
+    outb(0x42, 1193 & 0xff);
+    uint64_t t0 = rdtsc();
+    outb(0x42, 1193 >> 8);                             /* ~1 ms */
+    for (uint64_t spins = 0; !(inb(0x61) & 0x20); spins++)
+        GUEST_ASSERT(spins < 100000000);
+    uint64_t ns = (rdtsc() - t0) * 1000 / mhz;
+    GUEST_ASSERT(ns * 100 >= 999832ull * 99 && ns * 100 <= 999832ull * 101);
+    ucall_report("pit.calibration_ns", ns);
+    /* Channel 0 periodic on IRQ 0 (HPET legacy replacement off). */
+    mmio_w64(HPET + 0x10, 1);
+    uint64_t before = hpet_irqs;
+    outb(0x43, 0x34);
+    outb(0x40, 11932 & 0xff);
+    outb(0x40, 11932 >> 8);                            /* 100 Hz */
+    wait_for(&hpet_irqs, before + 3);                  /* same vector 48 on pin 2 */
+    outb(0x43, 0x30);                                  /* mode 0, no count: stops */
+    ucall_report("pit.irq0", hpet_irqs - before);
+}
+
 static void test_uart_receive(void)
 {
     outb(COM1 + 1, 0x01); /* RX data interrupt only */
@@ -318,6 +345,7 @@ int guest_main(uint64_t ram_size)
     test_uart_thre();
     test_hpet();
     test_rtc();
+    test_pit();
     test_uart_receive();
     return 0;
 }

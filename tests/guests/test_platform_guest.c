@@ -3,7 +3,7 @@
  * on the emulator driver with the PC platform as its bus. The guest
  * programs the LAPIC timer (one-shot, TSC-deadline), routes the UART's IRQ
  * 4 through the IOAPIC and transmits only from THRE interrupts, checks the
- * HPET against the TSC, reads the RTC and receives the line the host types
+ * HPET against the TSC, reads the RTC, calibrates against the PIT and receives the line the host types
  * in answer to its prompt through the RX interrupt, asserting from inside. The host
  * checks that it finished, that the interrupt-driven text came out as
  * serial lines, that the RTC showed the configured epoch, and that two runs
@@ -95,6 +95,7 @@ static void run_guest(result *out)
     assert_true(guest_run_report(&r, "timer.tsc_deadline", &found) == 1 && found);
     guest_run_report(&r, "hpet.ns", &found);
     assert_true(found);
+    assert_true(guest_run_report(&r, "pit.irq0", &found) >= 3 && found);
     assert_int_equal(vmt_platform_save(p, &out->state, &out->state_len), VMT_OK);
     guest_run_free(&r);
     vmt_platform_destroy(p);
