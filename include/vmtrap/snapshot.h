@@ -171,6 +171,12 @@ void vmt_snapshot_machine_config(const vmt_snapshot *s, vmt_machine_config *cfg)
  * driver partly written (the message says so). */
 vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d);
 
+/* A read-only driver over the snapshot (READ_PHYS + REGS_GET; RAM read
+ * from the mapping, no copy), for code written against the driver contract
+ * such as the OS layer: e.g. open the OS on a core to find symbols for
+ * vmt_snapshot_fixup_set. The driver borrows s: destroy it first. */
+vmt_status vmt_snapshot_driver_create(vmt_snapshot *s, vmt_driver **out, char *why, size_t why_len);
+
 /* ---- restore for repeated runs ---- */
 
 typedef struct vmt_snapshot_run_stats {

@@ -378,6 +378,39 @@ static void test_open_file_maps_it(void **state)
     free(f);
 }
 
+/* The read-only driver view: what the OS layer reads a dump through. */
+static void test_driver_view_reads_without_copy(void **state)
+{
+    (void)state;
+    core_spec spec;
+    core_default_spec(&spec, 0x100000);
+    size_t len;
+    uint8_t *f = core_build(&spec, &len, NULL);
+    vmt_snapshot *s = open_ok(f, len);
+    vmt_driver *d = NULL;
+    char why[256];
+    assert_int_equal(vmt_snapshot_driver_create(s, &d, why, sizeof why), VMT_OK);
+    assert_string_equal(vmt_driver_name(d), "snapshot");
+    assert_true(vmt_driver_has(d, VMT_CAP_READ_PHYS | VMT_CAP_REGS_GET));
+    assert_false(vmt_driver_has(d, VMT_CAP_WRITE_PHYS));
+    assert_int_equal(vmt_driver_caps(d)->ram_frames, 0x100000);
+    uint8_t b[32];
+    assert_int_equal(vmt_drv_read_phys(d, 0xffff0, b, 16), VMT_OK);
+    for (int k = 0; k < 16; k++)
+        assert_int_equal(b[k], core_byte_at(0xffff0 + k));
+    assert_int_equal(vmt_drv_read_phys(d, 0xffff0, b, 32), VMT_E_RANGE); /* into the hole */
+    assert_non_null(strstr(vmt_driver_error(d), "not RAM"));
+    assert_int_equal(vmt_drv_write_phys(d, 0, b, 1), VMT_E_NOTSUP);
+    vmt_regs r;
+    assert_int_equal(vmt_drv_get_regs(d, 0, &r), VMT_OK);
+    assert_int_equal(r.rip, spec.vcpu[0].rip);
+    assert_int_equal(r.cr3, spec.vcpu[0].cr3);
+    assert_int_equal(vmt_drv_get_regs(d, 1, &r), VMT_E_INVAL);
+    vmt_driver_destroy(d);
+    vmt_snapshot_destroy(s);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -392,6 +425,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_identity_and_state, setup_core, teardown_core),
         cmocka_unit_test_setup_teardown(test_no_load_no_vcpu, setup_core, teardown_core),
         cmocka_unit_test(test_open_file_maps_it),
+        cmocka_unit_test(test_driver_view_reads_without_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
