@@ -108,7 +108,8 @@ vmt_status vmt_snapshot_restore(vmt_snapshot *s, vmt_driver *d, vmt_snapshot_run
             return st;
     }
     if (s->reset_fn && (st = s->reset_fn(s->reset_ctx, s->platform, s->platform_len)))
-        return vmt_errbuf_set(&s->err, st, "restore: the platform reset callback failed");
+        return vmt_errbuf_set(&s->err, st, "restore: the platform reset callback refused the %zu-byte platform "
+                              "state: %s (RAM and vCPUs are restored)", s->platform_len, vmt_strerror(st));
     uint64_t dt = now_ns() - t0;
     s->stats.restores++;
     s->stats.last_dirty_pages = pages;
