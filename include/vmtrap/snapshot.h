@@ -209,6 +209,8 @@ typedef struct vmt_snapshot_save_options {
     size_t platform_len;
     const char *metadata_json;  /* a JSON object merged into the metadata, may be NULL */
     vmt_clock_config clock;     /* save_driver: the machine's clock (start_ns = guest ns now) */
+    const vmt_snapshot *fixups_from; /* save_driver: keep this snapshot's fixups listed (the
+                                        machine was resumed from it), may be NULL */
     int zstd_level;             /* 0: 3 */
     vmt_snapshot_progress_fn progress;
     void *progress_ctx;
