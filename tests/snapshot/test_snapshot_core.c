@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "core_builder.h"
+#include "vmtrap/mem.h"
 #include "vmtrap/snapshot.h"
 
 static vmt_snapshot *open_ok(const uint8_t *f, size_t len)
@@ -244,6 +245,9 @@ static void test_overlapping_blocks(void **state)
     corrupt_fixture *c = *state;
     core_put64(c->f + c->lay.load_phdr[2] + 24, 0x30000); /* 0x30000+0x10000 overlaps [0, 0x40000) */
     expect_format(c->f, c->len, "overlap");
+    /* paging=true cores map the same RAM once per virtual range: say so */
+    core_put64(c->f + c->lay.load_phdr[2] + 16, 0xffff888000030000ull);
+    expect_format(c->f, c->len, "paging=true");
 }
 
 static void test_absurd_sizes(void **state)
@@ -411,6 +415,49 @@ static void test_driver_view_reads_without_copy(void **state)
     free(f);
 }
 
+typedef struct progress_log {
+    uint64_t calls, last_done, total;
+    int backwards;
+} progress_log;
+
+static void on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    progress_log *p = ctx;
+    if (done < p->last_done)
+        p->backwards = 1;
+    p->calls++;
+    p->last_done = done;
+    p->total = total;
+}
+
+/* Big copies report progress to the caller's callback, ending at the total. */
+static void test_apply_reports_progress(void **state)
+{
+    (void)state;
+    core_spec spec;
+    core_default_spec(&spec, 0x2400000); /* 36 MiB: three 16 MiB steps */
+    spec.nblocks = 1;
+    size_t len;
+    uint8_t *f = core_build(&spec, &len, NULL);
+    progress_log log = { 0 };
+    vmt_snapshot_options o = { .progress = on_progress, .progress_ctx = &log };
+    vmt_snapshot *s = NULL;
+    char why[256];
+    assert_int_equal(vmt_snapshot_open_mem(f, len, &o, &s, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_snapshot_reconstruct(s, NULL, NULL), VMT_OK);
+    vmt_driver *d = NULL;
+    vmt_mem_config mc = { .ram_frames = 0x2400 };
+    assert_int_equal(vmt_mem_driver_create(&mc, &d, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_snapshot_apply(s, d), VMT_OK);
+    assert_int_equal(log.calls, 3);
+    assert_int_equal(log.total, 0x2400000);
+    assert_int_equal(log.last_done, log.total);
+    assert_false(log.backwards);
+    vmt_driver_destroy(d);
+    vmt_snapshot_destroy(s);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -426,6 +473,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_no_load_no_vcpu, setup_core, teardown_core),
         cmocka_unit_test(test_open_file_maps_it),
         cmocka_unit_test(test_driver_view_reads_without_copy),
+        cmocka_unit_test(test_apply_reports_progress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
