@@ -487,6 +487,33 @@ vmt_status vmt_snapshot_check(const vmt_snapshot *s, char *why, size_t why_len)
             return VMT_E_INTERNAL;
         }
     }
+    if (s->kind == VMT_SNAPSHOT_VMTS) {
+        uint64_t chunk = 0, golden = 0;
+        for (size_t i = 0; i < s->nblocks; i++) {
+            const snap_block *b = &s->blocks[i];
+            if (b->first_chunk != chunk || b->data != s->golden + golden) {
+                vmt_why(why, why_len, "snapshot: block %zu's chunks or memory are not where the blocks before it end", i);
+                return VMT_E_INTERNAL;
+            }
+            chunk += (b->size + s->chunk_size - 1) / s->chunk_size;
+            golden += b->size;
+        }
+        if (chunk != s->nchunks || golden != s->golden_len) {
+            vmt_why(why, why_len, "snapshot: %llu chunks / %llu bytes for blocks needing %llu / %llu",
+                    (unsigned long long)s->nchunks, (unsigned long long)s->golden_len, (unsigned long long)chunk,
+                    (unsigned long long)golden);
+            return VMT_E_INTERNAL;
+        }
+        for (uint64_t k = 0; k < s->nchunks; k++) {
+            const snap_chunk *c = &s->chunks[k];
+            bool zero = c->flags & SNAP_CHUNK_ZERO;
+            if (s->chunk_done[k] > 1 || (c->flags & ~SNAP_CHUNK_ZERO) || (zero && c->csize) ||
+                (!zero && (c->offset > s->memdata_len || c->csize > s->memdata_len - c->offset))) {
+                vmt_why(why, why_len, "snapshot: chunk %llu is inconsistent", (unsigned long long)k);
+                return VMT_E_INTERNAL;
+            }
+        }
+    }
     for (uint32_t i = 0; i < s->nvcpus; i++) {
         char w[160];
         if ((s->vcpus[i].known & VMT_VS_REGS) && vmt_vcpu_state_check(&s->vcpus[i], w, sizeof w)) {

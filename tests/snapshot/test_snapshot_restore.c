@@ -206,6 +206,7 @@ static void test_restore_from_a_vmts_file(void **state)
         assert_true(st.last_dirty_pages > 0);
         assert_machine_is_snapshot(x->s, d);
     }
+    assert_int_equal(vmt_snapshot_check(v, why, sizeof why), VMT_OK); /* chunks decompressed on demand */
     vmt_driver_destroy(d);
     vmt_snapshot_destroy(v);
     unlink(path);
