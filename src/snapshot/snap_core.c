@@ -255,10 +255,13 @@ vmt_status vmt_snapshot_ram_ptr(vmt_snapshot *s, vmt_pa gpa, uint64_t len, const
 vmt_status vmt_snapshot_read(vmt_snapshot *s, vmt_pa gpa, void *buf, size_t len)
 {
     uint8_t *out = buf;
+    if (gpa + len < gpa)
+        return vmt_errbuf_set(&s->err, VMT_E_RANGE, "snapshot: read of [0x%llx, +0x%zx) wraps around",
+                              (unsigned long long)gpa, len);
     /* Check the whole range first: a failing read fills nothing. */
     for (vmt_pa a = gpa; a < gpa + len;) {
         const snap_block *b = snap_block_of(s, a);
-        if (!b || gpa + len < gpa)
+        if (!b)
             return vmt_errbuf_set(&s->err, VMT_E_RANGE, "snapshot: read of [0x%llx, +0x%zx) reaches 0x%llx, not RAM",
                                   (unsigned long long)gpa, len, (unsigned long long)a);
         a = b->gpa + b->size;

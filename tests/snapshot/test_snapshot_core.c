@@ -85,6 +85,8 @@ static void test_pc_layout_ram_and_rom(void **state)
     assert_int_equal(buf[0], 0xee);
     assert_non_null(strstr(vmt_snapshot_error(s), "not RAM"));
     assert_int_equal(vmt_snapshot_ram_ptr(s, 0x300000, 1, &p), VMT_E_RANGE);
+    assert_int_equal(vmt_snapshot_read(s, 0xfffffffffffffff0ull, buf, 32), VMT_E_RANGE); /* wraps */
+    assert_int_equal(vmt_snapshot_ram_ptr(s, 0x1000, UINT64_MAX, &p), VMT_E_RANGE);
     assert_non_null(strstr(vmt_snapshot_metadata(s), "qemu-core"));
     vmt_snapshot_destroy(s);
     free(f);
