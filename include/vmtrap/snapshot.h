@@ -150,6 +150,12 @@ vmt_status vmt_snapshot_reconstruct(vmt_snapshot *s, vmt_snapshot_reconstruct_fn
 vmt_status vmt_snapshot_apply_sidecar(vmt_snapshot *s, const char *json_text);
 vmt_status vmt_snapshot_apply_sidecar_file(vmt_snapshot *s, const char *path);
 
+/* A sidecar (JSON text, malloc'ed into *json_out) from QEMU's `info
+ * registers -a` output taken at the dump's pause: EFER, DR0-3/6/7, HLT and
+ * the interrupt shadow, and the live x87/SSE registers as an FXSAVE image.
+ * VMT_E_FORMAT naming the vCPU and field when something is missing. */
+vmt_status vmt_snapshot_sidecar_from_qemu_registers(const char *text, char **json_out, char *why, size_t why_len);
+
 /* Clock of the machine: tsc_hz (0 = unknown) and guest ns at the snapshot. */
 void vmt_snapshot_clock(const vmt_snapshot *s, vmt_clock_config *out);
 

@@ -142,6 +142,21 @@ static void test_real_core_matches_qemu(void **state)
     assert_int_equal(v->regs.efer, q.efer);
     assert_true(v->reconstructed & VMT_VS_REGS);
 
+    /* QEMU's own registers text as a sidecar: the halted vCPU and its live FPU */
+    FILE *rf = fopen(regs_path, "r");
+    static char rtext[65536];
+    size_t rn = fread(rtext, 1, sizeof rtext - 1, rf);
+    fclose(rf);
+    rtext[rn] = 0;
+    char *json = NULL;
+    if (vmt_snapshot_sidecar_from_qemu_registers(rtext, &json, why, sizeof why))
+        fail_msg("%s", why);
+    assert_int_equal(vmt_snapshot_apply_sidecar(s, json), VMT_OK);
+    free(json);
+    assert_true(v->halted == (strstr(rtext, "HLT=1") != NULL));
+    assert_int_equal(v->regs.efer, q.efer);
+    assert_true(v->known & VMT_VS_FPU);
+
     /* as a vmtrap snapshot: much smaller, every RAM byte and the vCPU kept */
     char path[128];
     snprintf(path, sizeof path, "/tmp/vmt_real_%d.vmts", (int)getpid());
