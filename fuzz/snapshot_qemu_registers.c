@@ -1,8 +1,7 @@
 /*
  * fuzz/snapshot_qemu_registers.c — QEMU `info registers -a` text to a
- * sidecar: any text either gives VMT_E_FORMAT with a message or a JSON
- * sidecar that the sidecar parser itself accepts (applied to a minimal
- * one-vCPU... snapshot is not needed: the JSON must parse as an object).
+ * sidecar: any text either gives an error with a message and no output,
+ * or JSON text that parses as one object.
  */
 #include <stdint.h>
 #include <stdlib.h>
