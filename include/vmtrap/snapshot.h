@@ -173,8 +173,10 @@ const char *vmt_snapshot_metadata(const vmt_snapshot *s);
  * stay valid until destroy. Other fields are left as they are. */
 void vmt_snapshot_machine_config(const vmt_snapshot *s, vmt_machine_config *cfg);
 /* Write every RAM block into the driver (write_phys, one copy from the
- * mapping) and set each vCPU's state (VCPU_STATE). A failure leaves the
- * driver partly written (the message says so). */
+ * mapping) and set each vCPU's state (VCPU_STATE). With DIRTY_LOG, frames
+ * the driver logged outside the snapshot's RAM are zeroed and the log is
+ * cleared (restore's starting point). A failure leaves the driver partly
+ * written (the message says so). */
 vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d);
 
 /* A read-only driver over the snapshot (READ_PHYS + REGS_GET; RAM read
@@ -201,7 +203,9 @@ void vmt_snapshot_set_platform_reset(vmt_snapshot *s, vmt_snapshot_platform_rese
 /* Put the driver back to the snapshot: with DIRTY_LOG only the frames
  * written since the last restore (or apply) are rewritten, without it all
  * RAM; then every vCPU state and the platform (callback). The driver's
- * dirty log is cleared. Statistics in *stats (may be NULL). */
+ * dirty log is cleared. A driver other than the one last applied or
+ * restored (told apart by handle: apply again after replacing a driver)
+ * gets a full apply. Statistics in *stats (may be NULL). */
 vmt_status vmt_snapshot_restore(vmt_snapshot *s, vmt_driver *d, vmt_snapshot_run_stats *stats);
 /* Statistics since the handle was made. */
 void vmt_snapshot_stats(const vmt_snapshot *s, vmt_snapshot_run_stats *out);

@@ -429,6 +429,7 @@ int snap_dirty_ignore(void *ctx, vmt_gfn gfn)
 
 vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d)
 {
+    s->applied_to = NULL; /* until this apply completes */
     vmt_status st = snap_check_runnable(s);
     if (st)
         return st;
@@ -451,12 +452,11 @@ vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d)
     }
     if ((st = snap_set_vcpus(s, d)))
         return st;
-    if (vmt_driver_has(d, VMT_CAP_DIRTY_LOG)) {
-        st = vmt_drv_dirty_log(d, snap_dirty_ignore, NULL, 1);
-        if (st)
-            return vmt_errbuf_set(&s->err, st, "snapshot: clearing the dirty log failed: %s", vmt_driver_error(d));
-    }
-    s->applied = 1;
+    /* Frames written outside the snapshot's RAM (a run before this apply)
+     * go back to zero; then the log starts empty. */
+    if (vmt_driver_has(d, VMT_CAP_DIRTY_LOG) && (st = snap_zero_dirty_holes(s, d)))
+        return st;
+    s->applied_to = d;
     return VMT_OK;
 }
 
