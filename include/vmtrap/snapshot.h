@@ -85,7 +85,7 @@ vmt_snapshot_kind vmt_snapshot_kind_of(const vmt_snapshot *s);
 
 /* ---- memory ---- */
 
-/* One RAM block: [gpa, gpa + size) with its bytes. */
+/* One RAM block: [gpa, gpa + size); its bytes through ram_ptr / read. */
 typedef struct vmt_snapshot_ram {
     vmt_pa gpa;          /* 4 KiB aligned */
     uint64_t size;       /* multiple of 4 KiB */
@@ -112,8 +112,9 @@ const vmt_vcpu_state *vmt_snapshot_vcpu(const vmt_snapshot *s, uint32_t i);
 /* ---- what the file lacks ---- */
 
 /* Every value a snapshot's vCPU state got from somewhere other than the
- * file's CPU records: a sidecar ("sidecar: ..."), or a reconstruction
- * (`how` says from what). Lists are kept in the order applied. */
+ * file's CPU records: a sidecar (`how` is "sidecar" or "sidecar (<its
+ * source>)"), or a reconstruction (`how` says from what). Kept in the
+ * order applied; a vmts file stores them. `value` is 0 for "fxsave". */
 typedef struct vmt_snapshot_fixup {
     uint32_t vcpu;
     uint32_t group;      /* VMT_VS_* group the field belongs to */
