@@ -88,6 +88,11 @@ static vmt_status open_bytes(vmt_snapshot *s, char *why, size_t why_len)
         s->kind = VMT_SNAPSHOT_QEMU_CORE;
         return snap_load_qemu_core(s, why, why_len);
     }
+    if (s->file_len >= 8 && (memcmp(s->file, "KDUMP   ", 8) == 0 || memcmp(s->file, "makedumpfile", 8) == 0)) {
+        vmt_why(why, why_len, "snapshot: a kdump-compressed dump is not supported: dump as ELF (QEMU "
+                "dump-guest-memory without -z/-l/-s, virsh dump --memory-only --format elf)");
+        return VMT_E_FORMAT;
+    }
     vmt_why(why, why_len, "snapshot: %zu-byte input is neither an ELF core nor a vmtrap snapshot (bad magic)",
             s->file_len);
     return VMT_E_FORMAT;

@@ -337,6 +337,7 @@ static void test_wrong_identity_and_state(void **state)
     core_put32(c->f + c->lay.qemu[0] + 20 + 152, 0x10);
     /* not an ELF at all */
     expect_format((const uint8_t *)"hello world, not a core", 23, "magic");
+    expect_format((const uint8_t *)"KDUMP   \x06\x00\x00\x00 rest of a diskdump header", 40, "--format elf");
     /* and the untouched file still loads */
     vmt_snapshot_destroy(open_ok(c->f, c->len));
 }
