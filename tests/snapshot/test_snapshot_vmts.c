@@ -283,6 +283,16 @@ static void test_every_flipped_byte_and_cut_is_refused(void **state)
     core_put32(f + 56, c);
     assert_int_equal(vmt_snapshot_open_mem(f, len, NULL, &s, why, sizeof why), VMT_E_FORMAT);
     assert_non_null(strstr(why, "version 2"));
+    f[8] = 1;
+    /* bytes outside every section, even with a consistent header, are refused */
+    uint8_t *g = malloc(len + 16);
+    memcpy(g, f, len);
+    memset(g + len, 0, 16);
+    core_put64(g + 32, len + 16);
+    core_put32(g + 56, (uint32_t)crc32(crc32(0, Z_NULL, 0), g, 56));
+    assert_int_equal(vmt_snapshot_open_mem(g, len + 16, NULL, &s, why, sizeof why), VMT_E_FORMAT);
+    assert_non_null(strstr(why, "in no section"));
+    free(g);
     free(f);
     unlink(path);
 }
