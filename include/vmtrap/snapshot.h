@@ -142,7 +142,8 @@ typedef vmt_status (*vmt_snapshot_reconstruct_fn)(void *ctx, vmt_snapshot *s);
  * present page-table entry reachable from CR3 has NX set, SCE assumed for
  * a 64-bit kernel), the APIC base (0xfee00000, enabled, BSP for vCPU 0),
  * the TSC (from tsc_hz and the virtual start time, 0 if none), PAT default.
- * Each value is recorded as a fixup. Then calls `os_fn` (may be NULL). */
+ * Each value is recorded as a fixup. `os_fn` (may be NULL) runs first:
+ * what it sets is known and the defaults leave it alone. */
 vmt_status vmt_snapshot_reconstruct(vmt_snapshot *s, vmt_snapshot_reconstruct_fn os_fn, void *os_ctx);
 
 /* Apply a JSON sidecar (format in docs/snapshot.md) to the vCPUs. The

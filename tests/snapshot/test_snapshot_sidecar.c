@@ -210,6 +210,8 @@ static vmt_status os_layer(void *ctx, vmt_snapshot *s)
         return VMT_E_NOTFOUND;
     if (vmt_snapshot_fixup_set(s, 0, "lstarr", 1, "typo") != VMT_E_NOTFOUND)
         return VMT_E_INTERNAL;
+    if (vmt_snapshot_fixup_set(s, 0, "tsc", 0x123456789ull, "timekeeper: the kernel's last TSC read"))
+        return VMT_E_INTERNAL;
     return vmt_snapshot_fixup_set(s, 0, "lstar", 0xffffffff81a00080ull, "kallsyms: entry_SYSCALL_64");
 }
 
@@ -224,6 +226,14 @@ static void test_os_layer_hook(void **state)
     assert_true(v->known & VMT_VS_SYSCALL);
     assert_true(v->reconstructed & VMT_VS_SYSCALL);
     assert_string_equal(find_fixup(x->s, 0, "lstar")->how, "kallsyms: entry_SYSCALL_64");
+    /* the OS layer went first: its TSC stands, no default on top */
+    assert_int_equal(v->tsc, 0x123456789ull);
+    size_t tsc_fixups = 0;
+    for (size_t i = 0; i < vmt_snapshot_fixup_count(x->s); i++)
+        if (vmt_snapshot_fixup_at(x->s, i)->vcpu == 0 && !strcmp(vmt_snapshot_fixup_at(x->s, i)->field, "tsc"))
+            tsc_fixups++;
+    assert_int_equal(tsc_fixups, 1);
+    assert_non_null(strstr(find_fixup(x->s, 1, "tsc")->how, "stand still")); /* vCPU 1: no OS value */
     assert_int_equal(vmt_snapshot_fixup_set(x->s, 7, "lstar", 1, "x"), VMT_E_INVAL);
 }
 
