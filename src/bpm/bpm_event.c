@@ -7,9 +7,11 @@
  *       displaced instruction in view 0 (EMULATE there when the driver can,
  *       else FAST_STEP there), or REINJECTs when the guest had its own INT3
  *       at that byte (double trap).
- *   INT3 elsewhere                       -> byte at rip in view 0 is 0xCC: the
- *       guest's own (FOREIGN, REINJECT); else a stale event of a removed
- *       breakpoint (STALE, CONTINUE re-executes the restored byte).
+ *   INT3 elsewhere                       -> SHADOW: the guest's bytes at rip in
+ *       view 0 are CC or CD 03: the guest's own (FOREIGN, REINJECT); else a
+ *       stale event of a removed breakpoint (STALE, CONTINUE re-executes the
+ *       restored byte), but never twice in a row at one rip (the second is
+ *       the guest's own). EXEC / DEBUG plant no INT3: always FOREIGN.
  *   read/write of a shadowed frame       -> HIDDEN: served from view 0. A write
  *       is stepped in view 0 (STEP + SWITCH_VIEW 0) and the shadow rebuilt
  *       from the whole frame on the SINGLESTEP that follows (REFRESHED,
@@ -274,6 +276,54 @@ static vmt_status on_write(vmt_bpm *b, const vmt_event *ev, uint64_t fk, vmt_res
     return VMT_OK;
 }
 
+/* Is the guest's instruction at pa a software breakpoint: INT3 (CC) or
+ * INT $3 (CD 03)? Reads the unaltered frame (view 0). */
+static vmt_status guest_traps_at(vmt_bpm *b, vmt_pa pa, bool *traps)
+{
+    uint8_t bytes[2] = { 0, 0 };
+    size_t n = vmt_page_offset(pa) == VMT_PAGE_SIZE - 1 ? 1 : 2; /* CD 03 across a page end: not seen */
+    vmt_status st = vmt_drv_read_phys(b->d, pa, bytes, n);
+    if (st)
+        return st;
+    *traps = bytes[0] == BPM_INT3 || (bytes[0] == 0xCD && bytes[1] == 0x03);
+    return VMT_OK;
+}
+
+static uint64_t *stale_slot(vmt_bpm *b, vmt_vcpu vcpu) { return &b->stale_rip[vcpu % BPM_MAX_VCPUS]; }
+
+/* A breakpoint event at no site of ours. Only the shadow controller plants
+ * INT3s, so with the others it is always the guest's own trap (CC, CD 03,
+ * whatever the driver reports as a breakpoint): REINJECT. With shadows it is
+ * the guest's own when its unaltered bytes at rip are CC or CD 03; else the
+ * INT3 of a breakpoint removed since it executed (STALE: CONTINUE re-executes
+ * the restored byte). A STALE twice in a row at one rip of one vCPU cannot
+ * be a removed breakpoint (its byte was restored before the first CONTINUE):
+ * the guest raised that trap itself, so it is reinjected, and no event
+ * repeats forever. */
+static vmt_status foreign_or_stale(vmt_bpm *b, const vmt_event *ev, vmt_bpm_verdict *vd, vmt_response *r)
+{
+    uint64_t *last = stale_slot(b, ev->vcpu);
+    bool traps = true;
+    if (b->ctl == VMT_BPM_CTL_SHADOW && *last != ev->regs.rip + 1) {
+        vmt_pa gpa = vmt_gfn_to_pa(guest_gfn(b, vmt_pa_to_gfn(ev->u.bp.gpa))) | vmt_page_offset(ev->u.bp.gpa);
+        vmt_status st = guest_traps_at(b, gpa, &traps);
+        if (st)
+            return vmt_errbuf_set(&b->err, st, "bpm: reading the bytes at rip 0x%llx (pa 0x%llx) failed: %s",
+                                  (unsigned long long)ev->regs.rip, (unsigned long long)gpa, vmt_driver_error(b->d));
+    }
+    if (traps) {
+        vd->disposition = VMT_BPM_FOREIGN;
+        r->actions = VMT_RESP_REINJECT;
+        b->foreign++;
+        *last = 0;
+    } else {
+        vd->disposition = VMT_BPM_STALE;
+        b->stale++;
+        *last = ev->regs.rip + 1;
+    }
+    return VMT_OK;
+}
+
 vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *resp, vmt_bpm_bp *hits,
                                 size_t max_hits, vmt_bpm_verdict *verdict)
 {
@@ -289,6 +339,8 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
     if (hits == NULL)
         max_hits = 0;
 
+    if (ev->kind != VMT_EVENT_BREAKPOINT)
+        *stale_slot(b, ev->vcpu) = 0; /* progress since any stale event */
     bool done;
     vmt_response back = vmt_response_continue(); /* SWITCH_VIEW back after a step, if any */
     if ((st = refresh_pending(b, ev, &back, &vd, &done)))
@@ -304,6 +356,7 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
         if (event_site(b, ev, &es)) {
             bpm_lookup_exec(b, es.view, es.va, es.root, es.gfn, hits, max_hits, &vd.nhits);
             vd.disposition = VMT_BPM_HIT;
+            *stale_slot(b, ev->vcpu) = 0;
             vd.double_trap = (es.site.flags & SITE_DOUBLE) != 0;
             if (vd.double_trap)
                 r.actions = VMT_RESP_REINJECT;
@@ -312,23 +365,8 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
             b->hits++;
             break;
         }
-        /* Not our site: the guest's own INT3, or a stale event. */
-        vmt_pa gpa = vmt_gfn_to_pa(guest_gfn(b, vmt_pa_to_gfn(ev->u.bp.gpa))) | vmt_page_offset(ev->u.bp.gpa);
-        uint8_t byte;
-        st = vmt_drv_read_phys(b->d, gpa, &byte, 1);
-        if (st) {
-            st = vmt_errbuf_set(&b->err, st, "bpm: reading the byte at rip 0x%llx (pa 0x%llx) failed: %s",
-                                (unsigned long long)ev->regs.rip, (unsigned long long)gpa, vmt_driver_error(b->d));
-            break;
-        }
-        if (byte == BPM_INT3) {
-            vd.disposition = VMT_BPM_FOREIGN;
-            r.actions = VMT_RESP_REINJECT;
-            b->foreign++;
-        } else {
-            vd.disposition = VMT_BPM_STALE;
-            b->stale++;
-        }
+        /* Not our site: the guest's own trap, or a stale event. */
+        st = foreign_or_stale(b, ev, &vd, &r);
         break;
     }
     case VMT_EVENT_MEM_ACCESS: {

@@ -22,6 +22,7 @@
 #define BPM_VAS_GLOBAL  (1u << 31)
 #define BPM_HOLE        UINT64_MAX /* vas: no primary context (others remain) */
 #define BPM_MAX_DBG     4
+#define BPM_MAX_VCPUS   64   /* vCPUs with their own stale-event record (more share slot 0) */
 #define BPM_INT3        0xCC
 
 #define SITE_DOUBLE     1u   /* the guest's byte there is already 0xCC */
@@ -100,6 +101,11 @@ struct vmt_bpm {
     size_t nsites;    /* sites over all frames, or debug registers in use */
     size_t site_bytes;/* heap bytes of the sites arrays */
     uint64_t hits, hidden, foreign, stale, refreshes;
+    /* The last STALE breakpoint event of each vCPU (rip + 1; 0: none),
+     * cleared by any other event of that vCPU: a second STALE in a row at
+     * the same rip is not a removed breakpoint but a trap the guest really
+     * raised (bpm_event.c), so no event can repeat forever. */
+    uint64_t stale_rip[BPM_MAX_VCPUS];
 };
 
 /* ---- packing ---- */

@@ -289,12 +289,88 @@ static void test_write_edges(void **state)
     fx_free(&f);
 }
 
+/* The guest's own traps in every encoding and every controller reach its
+ * IDT (REINJECT), and no event the manager cannot attribute repeats: a
+ * STALE answer (CONTINUE) never comes twice in a row at one rip. */
+static void test_guest_traps(void **state)
+{
+    (void)state;
+    static const vmt_bpm_controller ctls[] = { VMT_BPM_CTL_SHADOW, VMT_BPM_CTL_EXEC, VMT_BPM_CTL_DEBUG };
+    for (size_t c = 0; c < sizeof ctls / sizeof ctls[0]; c++) {
+        fx f;
+        fx_init(&f, NULL, ctls[c]);
+        fx_fill(&f, 0x10, 2);
+        fx_fill(&f, 0x13, 9);
+        /* CD 03 inside the hooked frame and in an unhooked one */
+        const uint8_t int_3[2] = { 0xCD, 0x03 };
+        assert_int_equal(vmt_drv_write_phys(f.d, 0x10400, int_3, 2), VMT_OK);
+        assert_int_equal(vmt_drv_write_phys(f.d, 0x13400, int_3, 2), VMT_OK);
+        fx_map(&f, FX_ROOT_A, VA1, PA1);
+        fx_map(&f, FX_ROOT_A, 0x400400, 0x10400);
+        fx_map(&f, FX_ROOT_A, 0x777400, 0x13400);
+        vmt_bpm_bp bp = fx_bp(&f, VA1, FX_ROOT_A, 4, 0xabc, false);
+        assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_OK);
+        vmt_response resp;
+        vmt_bpm_verdict vd;
+        vmt_bpm_bp hits[4];
+        static const vmt_va vas[] = { 0x400400, 0x777400 };
+        static const vmt_pa pas[] = { 0x10400, 0x13400 };
+        for (int k = 0; k < 2; k++) {
+            vmt_event ev = fx_int3(&f, vas[k], pas[k], FX_ROOT_A);
+            ev.u.bp.insn_len = 2;
+            for (int again = 0; again < 3; again++) {
+                assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+                assert_int_equal(vd.disposition, VMT_BPM_FOREIGN);
+                assert_int_equal(resp.actions, VMT_RESP_REINJECT);
+            }
+        }
+        if (ctls[c] != VMT_BPM_CTL_SHADOW) {
+            /* no INT3 of ours exists: any breakpoint event is the guest's
+             * (e.g. a byte the driver reports that is no INT3 in memory) */
+            vmt_event ev = fx_int3(&f, VA1, PA1, FX_ROOT_A);
+            assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+            assert_int_equal(vd.disposition, VMT_BPM_FOREIGN);
+            assert_int_equal(resp.actions, VMT_RESP_REINJECT);
+        } else {
+            /* an INT3 event at a byte that is no trap: stale once ... */
+            vmt_event ev = fx_int3(&f, 0x777480, 0x13480, FX_ROOT_A);
+            assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+            assert_int_equal(vd.disposition, VMT_BPM_STALE);
+            assert_int_equal(resp.actions, VMT_RESP_CONTINUE);
+            /* ... but the same event again right after is the guest's own */
+            assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+            assert_int_equal(vd.disposition, VMT_BPM_FOREIGN);
+            assert_int_equal(resp.actions, VMT_RESP_REINJECT);
+            /* another event of the vCPU in between: stale again (a
+             * breakpoint removed since is possible again) */
+            assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+            assert_int_equal(vd.disposition, VMT_BPM_STALE);
+            vmt_event other = fx_mem(&f, 0x777000, 0x13000, VMT_ACCESS_R, FX_ROOT_A);
+            assert_int_equal(vmt_bpm_handle_event(f.b, &other, &resp, hits, 4, &vd), VMT_OK);
+            assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+            assert_int_equal(vd.disposition, VMT_BPM_STALE);
+            /* another vCPU's stale event does not count as this one's repeat */
+            vmt_event ev1 = ev;
+            ev1.vcpu = 1;
+            assert_int_equal(vmt_bpm_handle_event(f.b, &ev1, &resp, hits, 4, &vd), VMT_OK);
+            assert_int_equal(vd.disposition, VMT_BPM_STALE);
+            /* a CD 03 whose second byte is in the next page is not read past the page */
+            ev = fx_int3(&f, 0x777fff, 0x13fff, FX_ROOT_A);
+            assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+            assert_int_equal(vd.disposition, VMT_BPM_STALE);
+        }
+        CK(&f);
+        fx_free(&f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_int3_events),
         cmocka_unit_test(test_hidden_reads_and_writes),
         cmocka_unit_test(test_write_edges),
+        cmocka_unit_test(test_guest_traps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
