@@ -77,6 +77,8 @@ struct vmt_emulator {
     vmt_access fault_kind;
     bool special;
     int intr;
+    const vmt_fpu_state *fpu_in;     /* this call's x87/SSE state (vmt_emulate_full), NULL: vmt_emulate */
+    bool vec_insn;                   /* the instruction being run uses x87/MMX/SSE state */
     emul_fast_cache fast;            /* decodings for the fast path (emulate_fast.c) */
     bool fast_on;                    /* vmt_emulator_use_fast_path */
 };
@@ -106,6 +108,53 @@ static bool not_performed(const cs_insn *in)
     return false;
 }
 
+/* Does the instruction read or write x87, MMX, SSE or AVX state (registers,
+ * FCW/FSW/MXCSR)? Decided from Capstone's groups, explicit register
+ * operands and the few state-management instructions no group names. */
+static bool uses_vector_state(const cs_insn *in)
+{
+    switch (in->id) { /* in SSE groups, but no vector register or control word */
+    case X86_INS_PAUSE: case X86_INS_LFENCE: case X86_INS_MFENCE: case X86_INS_SFENCE:
+    case X86_INS_PREFETCHNTA: case X86_INS_PREFETCHT0: case X86_INS_PREFETCHT1: case X86_INS_PREFETCHT2:
+    case X86_INS_PREFETCHW: case X86_INS_CLFLUSH: case X86_INS_CLFLUSHOPT: case X86_INS_MOVNTI:
+        return false;
+    default:
+        break;
+    }
+    const cs_detail *d = in->detail;
+    for (unsigned i = 0; i < d->groups_count; i++) {
+        switch (d->groups[i]) {
+        case X86_GRP_FPU: case X86_GRP_MMX: case X86_GRP_3DNOW: case X86_GRP_SSE1: case X86_GRP_SSE2:
+        case X86_GRP_SSE3: case X86_GRP_SSSE3: case X86_GRP_SSE41: case X86_GRP_SSE42: case X86_GRP_SSE4A:
+        case X86_GRP_AVX: case X86_GRP_AVX2: case X86_GRP_AVX512: case X86_GRP_FMA: case X86_GRP_FMA4:
+        case X86_GRP_F16C: case X86_GRP_XOP: case X86_GRP_AES: case X86_GRP_PCLMUL: case X86_GRP_SHA:
+            return true;
+        default:
+            break;
+        }
+    }
+    switch (in->id) {
+    case X86_INS_FXSAVE: case X86_INS_FXSAVE64: case X86_INS_FXRSTOR: case X86_INS_FXRSTOR64:
+    case X86_INS_XSAVE: case X86_INS_XSAVE64: case X86_INS_XSAVEC: case X86_INS_XSAVEC64:
+    case X86_INS_XSAVEOPT: case X86_INS_XSAVEOPT64: case X86_INS_XSAVES: case X86_INS_XSAVES64:
+    case X86_INS_XRSTOR: case X86_INS_XRSTOR64: case X86_INS_XRSTORS: case X86_INS_XRSTORS64:
+    case X86_INS_XGETBV: case X86_INS_XSETBV: case X86_INS_EMMS: case X86_INS_FEMMS: case X86_INS_WAIT:
+    case X86_INS_LDMXCSR: case X86_INS_STMXCSR:
+        return true;
+    default:
+        break;
+    }
+    const cs_x86 *x = &d->x86;
+    for (unsigned i = 0; i < x->op_count; i++) {
+        int r = x->operands[i].type == X86_OP_REG ? x->operands[i].reg : 0;
+        if ((r >= X86_REG_FP0 && r <= X86_REG_FP7) || (r >= X86_REG_K0 && r <= X86_REG_K7) ||
+            (r >= X86_REG_MM0 && r <= X86_REG_MM7) || (r >= X86_REG_ST0 && r <= X86_REG_ZMM31) ||
+            r == X86_REG_FPSW)
+            return true;
+    }
+    return false;
+}
+
 static int page_index(const vmt_emulator *em, uint64_t va);
 
 static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
@@ -123,7 +172,12 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
     const uint8_t *code = bytes;
     size_t left = size;
     uint64_t at = addr;
-    if (cs_disasm_iter(em->cs, &code, &left, &at, em->insn) && not_performed(em->insn)) {
+    if (!cs_disasm_iter(em->cs, &code, &left, &at, em->insn))
+        return;
+    em->vec_insn = uses_vector_state(em->insn);
+    /* without the caller's x87/SSE state (vmt_emulate) such an instruction
+     * would run on the engine's own registers: the caller performs it */
+    if (not_performed(em->insn) || (em->vec_insn && !em->fpu_in)) {
         em->special = true;
         uc_emu_stop(uc);
     }
@@ -384,6 +438,90 @@ static void save_regs(vmt_emulator *em, vmt_regs *r)
     r->gs_base = v[19];
 }
 
+
+/* ---- x87 / MMX / SSE state (FXSAVE layout) <-> Unicorn ----
+ * FCW, FSW (TOP included), the abridged tag word (bit i: physical register
+ * i not empty; Unicorn's full tag word is 3 for empty), FOP, FIP, FDP,
+ * MXCSR, ST0-7 (stack-relative, 10 bytes each; MMX aliases them) and
+ * XMM0-15. The YMM upper halves are the caller's: the engine runs no AVX
+ * instruction (Unicorn has none), and legacy SSE leaves them alone. */
+static uint16_t fx16(const uint8_t *fx, unsigned off) { return (uint16_t)(fx[off] | fx[off + 1] << 8); }
+static uint64_t fx64(const uint8_t *fx, unsigned off)
+{
+    uint64_t v;
+    memcpy(&v, fx + off, sizeof v);
+    return v;
+}
+
+static void fpu_load(vmt_emulator *em, const vmt_fpu_state *f)
+{
+    const uint8_t *fx = f->fxsave;
+    uint64_t v = fx16(fx, 0);
+    uc_reg_write(em->uc, UC_X86_REG_FPCW, &v);
+    v = fx16(fx, 2);
+    uc_reg_write(em->uc, UC_X86_REG_FPSW, &v); /* sets TOP: before the stack-relative ST registers */
+    uint64_t tag = 0;
+    for (unsigned i = 0; i < 8; i++)
+        tag |= (uint64_t)((fx[4] >> i) & 1 ? 0 : 3) << (2 * i);
+    uc_reg_write(em->uc, UC_X86_REG_FPTAG, &tag);
+    v = fx16(fx, 6);
+    uc_reg_write(em->uc, UC_X86_REG_FOP, &v);
+    v = fx64(fx, 8);
+    uc_reg_write(em->uc, UC_X86_REG_FIP, &v);
+    v = fx64(fx, 16);
+    uc_reg_write(em->uc, UC_X86_REG_FDP, &v);
+    v = (uint32_t)fx64(fx, 24);
+    uc_reg_write(em->uc, UC_X86_REG_MXCSR, &v);
+    for (unsigned i = 0; i < 8; i++) {
+        uint8_t st[16];
+        memcpy(st, fx + 32 + 16 * i, sizeof st);
+        uc_reg_write(em->uc, UC_X86_REG_ST0 + (int)i, st);
+    }
+    for (unsigned i = 0; i < 16; i++) {
+        uint8_t x[16];
+        memcpy(x, fx + 160 + 16 * i, sizeof x);
+        uc_reg_write(em->uc, UC_X86_REG_XMM0 + (int)i, x);
+    }
+}
+
+static void fpu_save(vmt_emulator *em, vmt_fpu_state *f)
+{
+    uint8_t *fx = f->fxsave;
+    uint64_t v = 0;
+    uc_reg_read(em->uc, UC_X86_REG_FPCW, &v);
+    fx[0] = (uint8_t)v, fx[1] = (uint8_t)(v >> 8);
+    v = 0;
+    uc_reg_read(em->uc, UC_X86_REG_FPSW, &v);
+    fx[2] = (uint8_t)v, fx[3] = (uint8_t)(v >> 8);
+    uint64_t tag = 0;
+    uc_reg_read(em->uc, UC_X86_REG_FPTAG, &tag);
+    fx[4] = 0;
+    for (unsigned i = 0; i < 8; i++)
+        if (((tag >> (2 * i)) & 3) != 3)
+            fx[4] |= (uint8_t)(1u << i);
+    v = 0;
+    uc_reg_read(em->uc, UC_X86_REG_FOP, &v);
+    fx[6] = (uint8_t)v, fx[7] = (uint8_t)((v >> 8) & 7);
+    v = 0;
+    uc_reg_read(em->uc, UC_X86_REG_FIP, &v);
+    memcpy(fx + 8, &v, 8);
+    v = 0;
+    uc_reg_read(em->uc, UC_X86_REG_FDP, &v);
+    memcpy(fx + 16, &v, 8);
+    v = 0;
+    uc_reg_read(em->uc, UC_X86_REG_MXCSR, &v);
+    uint32_t mx = (uint32_t)v;
+    memcpy(fx + 24, &mx, 4);
+    for (unsigned i = 0; i < 8; i++) {
+        uint8_t st[16] = { 0 };
+        uc_reg_read(em->uc, UC_X86_REG_ST0 + (int)i, st);
+        memset(st + 10, 0, 6);
+        memcpy(fx + 32 + 16 * i, st, sizeof st);
+    }
+    for (unsigned i = 0; i < 16; i++)
+        uc_reg_read(em->uc, UC_X86_REG_XMM0 + (int)i, fx + 160 + 16 * i);
+}
+
 static int page_index(const vmt_emulator *em, uint64_t va)
 {
     for (unsigned i = 0; i < em->npages; i++)
@@ -447,8 +585,41 @@ static vmt_status map_page(vmt_emulator *em, const vmt_emulate_mem *mem, uint64_
     return VMT_OK;
 }
 
+static vmt_status emulate(vmt_emulator *em, vmt_regs *regs, vmt_fpu_state *fpu, const vmt_emulate_mem *mem,
+                          uint64_t max_insns, vmt_emulate_result *res);
+
+/* A store that crosses a page boundary reaches mem->write as two stores,
+ * one per page: the two pages may be different frames. */
+static vmt_status write_split(const vmt_emulate_mem *mem, uint64_t va, const void *buf, size_t len)
+{
+    size_t first = 4096 - (size_t)(va & 4095);
+    if (len <= first)
+        return mem->write(mem->ctx, va, buf, len);
+    vmt_status st = mem->write(mem->ctx, va, buf, first);
+    return st ? st : mem->write(mem->ctx, va + first, (const uint8_t *)buf + first, len - first);
+}
+
 vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *mem, uint64_t max_insns,
                        vmt_emulate_result *res)
+{
+    return emulate(em, regs, NULL, mem, max_insns, res);
+}
+
+vmt_status vmt_emulate_full(vmt_emulator *em, vmt_regs *regs, vmt_fpu_state *fpu, const vmt_emulate_mem *mem,
+                            uint64_t max_insns, vmt_emulate_result *res)
+{
+    if (!fpu) {
+        memset(res, 0, sizeof *res);
+        return vmt_errbuf_set(&em->err, VMT_E_INVAL, "emulate: vmt_emulate_full needs the x87/SSE state");
+    }
+    return emulate(em, regs, fpu, mem, max_insns, res);
+}
+
+/* The caller's x87/SSE state: loaded into Unicorn once per call, read back
+ * after each completed instruction that used it (cur_fpu) and loaded again
+ * after an aborted one, so a faulting instruction changes none of it. */
+static vmt_status emulate(vmt_emulator *em, vmt_regs *regs, vmt_fpu_state *fpu, const vmt_emulate_mem *mem,
+                          uint64_t max_insns, vmt_emulate_result *res)
 {
     memset(res, 0, sizeof *res);
     vmt_errbuf_clear(&em->err);
@@ -486,6 +657,14 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
     }
     refresh_kept(em, mem);
     load_regs(em, &cur);
+    em->fpu_in = fpu;
+    vmt_fpu_state cur_fpu;
+    if (fpu) {
+        cur_fpu = *fpu;
+        fpu_load(em, &cur_fpu);
+    } else {
+        memset(&cur_fpu, 0, sizeof cur_fpu);
+    }
     unsigned retries = 0;
     while (res->instructions < max_insns) {
         if (res->instructions > 0 && mem->stop_before && !asked && mem->stop_before(mem->ctx, cur.rip)) {
@@ -496,12 +675,16 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         em->store_overflow = false;
         em->fault = false;
         em->special = false;
+        em->vec_insn = false;
         em->intr = -1;
         uint64_t rip;
         uc_reg_read(em->uc, UC_X86_REG_RIP, &rip);
         uc_err err = uc_emu_start(em->uc, rip, EMUL_UNTIL, 0, 1);
-        if (em->fault || em->special || em->intr >= 0 || err != UC_ERR_OK || em->store_overflow)
+        if (em->fault || em->special || em->intr >= 0 || err != UC_ERR_OK || em->store_overflow) {
             copies_abort(em);
+            if (fpu && em->vec_insn)
+                fpu_load(em, &cur_fpu); /* nothing of the aborted instruction stays */
+        }
         if (em->fault) {
             bool faulted = em->fault_prot;
             load_regs(em, &cur); /* nothing of the aborted instruction stays */
@@ -546,7 +729,7 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
             break;
         }
         for (unsigned i = 0; i < em->nstores; i++) {
-            if (mem->write(mem->ctx, em->stores[i].va, &em->stores[i].value, em->stores[i].size) != VMT_OK) {
+            if (write_split(mem, em->stores[i].va, &em->stores[i].value, em->stores[i].size) != VMT_OK) {
                 st = vmt_errbuf_set(&em->err, VMT_E_IO, "emulate: writing %u bytes at 0x%" PRIx64 " failed",
                                     em->stores[i].size, em->stores[i].va);
                 break;
@@ -557,15 +740,21 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         if (st)
             break;
         save_regs(em, &cur);
+        if (fpu && em->vec_insn)
+            fpu_save(em, &cur_fpu);
         res->instructions++;
         asked = false;
     }
+    em->fpu_in = NULL;
     while (em->npages > EMUL_KEEP)
         unmap_at(em, 0); /* keep the most recently mapped pages */
     if (st)
         unmap_all(em);
     em->nstores = 0;
-    if (!st)
+    if (!st) {
         *regs = cur;
+        if (fpu)
+            *fpu = cur_fpu;
+    }
     return st;
 }
