@@ -87,6 +87,7 @@ static json_object *summary_json(const cli_summary *s)
         json_object_object_add(mon, "roots", json_object_new_int64((int64_t)st->roots));
         json_object_object_add(mon, "roots_failed", json_object_new_int64((int64_t)st->roots_failed));
         json_object_object_add(mon, "foreign_int3", json_object_new_int64((int64_t)st->foreign_int3));
+        json_object_object_add(mon, "alias_hits", json_object_new_int64((int64_t)st->alias_hits));
         json_object_object_add(mon, "hidden_accesses", json_object_new_int64((int64_t)st->hidden_accesses));
         json_object_object_add(mon, "cr3_writes", json_object_new_int64((int64_t)st->cr3_writes));
         json_object_object_add(mon, "ucalls", json_object_new_int64((int64_t)st->ucalls));
@@ -169,6 +170,12 @@ static void summary_text(FILE *f, const cli_summary *s)
             fprintf(f, "; %" PRIu64 " returns could not be hooked (no breakpoint resource or unreadable stack)",
                     st->returns_missed);
         fputc('\n', f);
+        if (st->alias_hits)
+            fprintf(f, "   %" PRIu64 " hits came through another virtual address of a hooked frame (counted as hits)\n",
+                    st->alias_hits);
+        if (s->controller == VMT_BPM_CTL_DEBUG)
+            fprintf(f, "   debug registers match virtual addresses: calls through another mapping of a hooked "
+                       "function are not seen\n");
         if (st->errors)
             fprintf(f, "   MONITOR ERRORS: %" PRIu64 " (survived, watches re-walked %" PRIu64 " times); first: %s\n",
                     st->errors, st->resyncs, vmt_monitor_first_error(s->monitor));

@@ -153,8 +153,10 @@ vmt_status vmt_bpm_clear(vmt_bpm *b);
 
 /* The breakpoints behind an event (INT3, execute access, debug register):
  * by (view, frame, offset), then by address context (global ones match any
- * root). Copies at most max into hits; *total (may be NULL) is the number
- * there are. Returns the number copied. */
+ * root); when that context has none (SHADOW / EXEC), those installed at the
+ * frame and offset for any address: a physical alias (linear in the
+ * breakpoints). Copies at most max into hits; *total (may be NULL) is the
+ * number there are. Returns the number copied. */
 size_t vmt_bpm_lookup_event(const vmt_bpm *b, const vmt_event *ev, vmt_bpm_bp *hits, size_t max,
                             size_t *total);
 bool vmt_bpm_contains_event(const vmt_bpm *b, const vmt_event *ev);
@@ -189,6 +191,9 @@ typedef struct vmt_bpm_verdict {
     vmt_bpm_disposition disposition;
     size_t nhits;         /* breakpoints behind the event (may exceed max_hits) */
     bool double_trap;     /* the guest had its own INT3 there: resp REINJECTs */
+    bool alias;           /* HIT through a physical alias: the event's va (rip) has no
+                             breakpoint, the hits are those installed at that frame and
+                             offset for other addresses (SHADOW, EXEC; never DEBUG) */
 } vmt_bpm_verdict;
 
 /* Decide whether a driver event is the manager's and fill *resp (always

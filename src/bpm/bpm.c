@@ -632,6 +632,23 @@ size_t bpm_lookup_exec(const vmt_bpm *b, vmt_view view, vmt_va va, vmt_pa root, 
     return have < max ? have : max;
 }
 
+size_t bpm_lookup_alias(const vmt_bpm *b, vmt_view view, uint64_t gfn, unsigned off, vmt_bpm_bp *hits, size_t max,
+                        size_t *total)
+{
+    size_t have = 0, it = 0;
+    bpm_ctx_key k;
+    bpm_ctx_val v;
+    while (bpm_ctx_next(b, &it, &k, &v)) {
+        if (bpm_rootv_view(k.rootv) != view || !bpm_loc_active(v.loc) || bpm_loc_gfn(v.loc) != gfn ||
+            vmt_page_offset(k.va) != off)
+            continue;
+        have = bpm_ctx_hits(b, &k, &v, hits, max, have);
+    }
+    if (total)
+        *total = have;
+    return have < max ? have : max;
+}
+
 /* ---- page-table monitor events ---- */
 
 /* Move one context: pending/active(old) -> active(new) or pending. */

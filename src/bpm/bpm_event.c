@@ -21,6 +21,10 @@
  *   execute on a no-execute frame (EXEC) -> HIT at a breakpoint, else HIDDEN;
  *       both step through in view 0.
  *   debug-register event (DEBUG)         -> HIT; CONTINUE.
+ *   A SHADOW / EXEC site met through a virtual address with no breakpoint of
+ *   its own (another mapping of the frame, or a root not registered) is a
+ *   HIT of the breakpoints at that frame and offset, verdict.alias set.
+ *   Debug registers match virtual addresses: they cannot see such aliases.
  *   anything else                        -> NOT_OURS.
  * Lookups are O(1): frame by (view, gfn), site by offset (binary search in
  * at most 4096), contexts by (view, va, root) and (view, va) for globals.
@@ -120,14 +124,35 @@ static bool event_site(const vmt_bpm *b, const vmt_event *ev, ev_site *out)
     return true;
 }
 
+/* The breakpoints behind an executed site: those of (va, root) or the
+ * global one at va; when there are none and the site is a frame's (SHADOW,
+ * EXEC), those installed at that frame and offset under any address
+ * (*alias: executed through another virtual address of the frame). */
+static size_t site_hits(const vmt_bpm *b, const ev_site *es, vmt_bpm_bp *hits, size_t max, size_t *total,
+                        bool *alias)
+{
+    size_t n = bpm_lookup_exec(b, es->view, es->va, es->root, es->gfn, hits, max, total);
+    *alias = false;
+    if (*total || es->gfn == UINT64_MAX)
+        return n;
+    n = bpm_lookup_alias(b, es->view, es->gfn, (unsigned)vmt_page_offset(es->va), hits, max, total);
+    *alias = *total > 0;
+    return n;
+}
+
 size_t vmt_bpm_lookup_event(const vmt_bpm *b, const vmt_event *ev, vmt_bpm_bp *hits, size_t max, size_t *total)
 {
     ev_site es;
+    size_t all = 0;
+    bool alias;
     if (total)
         *total = 0;
     if (!ev || !event_site(b, ev, &es))
         return 0;
-    return bpm_lookup_exec(b, es.view, es.va, es.root, es.gfn, hits, max, total);
+    size_t n = site_hits(b, &es, hits, max, &all, &alias);
+    if (total)
+        *total = all;
+    return n;
 }
 
 bool vmt_bpm_contains_event(const vmt_bpm *b, const vmt_event *ev)
@@ -327,7 +352,7 @@ static vmt_status foreign_or_stale(vmt_bpm *b, const vmt_event *ev, vmt_bpm_verd
 vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *resp, vmt_bpm_bp *hits,
                                 size_t max_hits, vmt_bpm_verdict *verdict)
 {
-    vmt_bpm_verdict vd = { VMT_BPM_NOT_OURS, 0, false };
+    vmt_bpm_verdict vd = { VMT_BPM_NOT_OURS, 0, false, false };
     vmt_response r = vmt_response_continue();
     vmt_status st = VMT_OK;
     if (resp)
@@ -354,7 +379,7 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
     switch (ev->kind) {
     case VMT_EVENT_BREAKPOINT: {
         if (event_site(b, ev, &es)) {
-            bpm_lookup_exec(b, es.view, es.va, es.root, es.gfn, hits, max_hits, &vd.nhits);
+            site_hits(b, &es, hits, max_hits, &vd.nhits, &vd.alias);
             vd.disposition = VMT_BPM_HIT;
             *stale_slot(b, ev->vcpu) = 0;
             vd.double_trap = (es.site.flags & SITE_DOUBLE) != 0;
@@ -385,7 +410,7 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
         } else if (b->ctl == VMT_BPM_CTL_EXEC && (m->access & VMT_ACCESS_X)) {
             r = step_over(b);
             if (event_site(b, ev, &es)) {
-                bpm_lookup_exec(b, es.view, es.va, es.root, es.gfn, hits, max_hits, &vd.nhits);
+                site_hits(b, &es, hits, max_hits, &vd.nhits, &vd.alias);
                 vd.disposition = VMT_BPM_HIT;
                 b->hits++;
             } else {

@@ -200,5 +200,10 @@ size_t bpm_ctx_hits(const vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val *v
  * (view, va), each only if active at gfn (or any gfn when gfn == UINT64_MAX). */
 size_t bpm_lookup_exec(const vmt_bpm *b, vmt_view view, vmt_va va, vmt_pa root, uint64_t gfn,
                        vmt_bpm_bp *hits, size_t max, size_t *total);
+/* Physical alias: the breakpoints active at (view, gfn, page offset off)
+ * whatever their address context (the event's va has none of its own).
+ * Linear in the contexts: only asked when the exact lookup found none. */
+size_t bpm_lookup_alias(const vmt_bpm *b, vmt_view view, uint64_t gfn, unsigned off, vmt_bpm_bp *hits, size_t max,
+                        size_t *total);
 
 #endif

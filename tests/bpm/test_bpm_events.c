@@ -77,11 +77,16 @@ static void test_int3_events(void **state)
         assert_int_equal(vmt_bpm_handle_event(f.b, &evs, &resp, hits, 4, &vd), VMT_OK);
         assert_int_equal(vd.disposition, VMT_BPM_HIT);
         assert_int_equal(vd.nhits, 1);
-        /* same frame shared with another root: ours, no hits, stepped over */
+        assert_false(vd.alias);
+        /* same frame shared with another root that has no breakpoint of its
+         * own: a physical alias, the hit of the breakpoint there, stepped over */
         ev.regs.cr3 = FX_ROOT_B;
         assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
         assert_int_equal(vd.disposition, VMT_BPM_HIT);
-        assert_int_equal(vd.nhits, 0);
+        assert_int_equal(vd.nhits, 1);
+        assert_true(vd.alias);
+        assert_int_equal(hits[0].tag, 0xabc);
+        assert_int_equal(hits[0].ctx.va, VA1);
         assert_true(resp.actions == VMT_RESP_EMULATE || resp.actions == VMT_RESP_FAST_STEP);
         /* double trap: hit + the guest's INT3 reinjected */
         ev = fx_int3(&f, 0x400200, 0x10200, FX_ROOT_A);
@@ -364,6 +369,59 @@ static void test_guest_traps(void **state)
     }
 }
 
+/* A hooked frame executed through a second virtual address (same root):
+ * the breakpoint at that frame and offset is reported with the alias flag,
+ * in the shadow and the execute controller; another offset of the frame is
+ * not a hit. */
+static void test_alias_hits(void **state)
+{
+    (void)state;
+    static const vmt_bpm_controller ctls[] = { VMT_BPM_CTL_SHADOW, VMT_BPM_CTL_EXEC };
+    for (size_t c = 0; c < 2; c++) {
+        fx f;
+        fx_init(&f, NULL, ctls[c]);
+        fx_fill(&f, 0x10, 2);
+        fx_map(&f, FX_ROOT_A, VA1, PA1);
+        fx_map(&f, FX_ROOT_A, 0x900123, PA1); /* the alias: another page, same frame */
+        vmt_bpm_bp bp = fx_bp(&f, VA1, FX_ROOT_A, 4, 0xabc, false);
+        assert_int_equal(vmt_bpm_insert(f.b, &bp, NULL), VMT_OK);
+        vmt_response resp;
+        vmt_bpm_verdict vd;
+        vmt_bpm_bp hits[4];
+        vmt_event ev = ctls[c] == VMT_BPM_CTL_SHADOW ? fx_int3(&f, 0x900123, PA1, FX_ROOT_A)
+                                                      : fx_mem(&f, 0x900123, PA1, VMT_ACCESS_X, FX_ROOT_A);
+        assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+        assert_int_equal(vd.disposition, VMT_BPM_HIT);
+        assert_true(vd.alias);
+        assert_int_equal(vd.nhits, 1);
+        assert_int_equal(hits[0].tag, 0xabc);
+        assert_int_equal(hits[0].key, 4);
+        assert_int_equal(hits[0].ctx.va, VA1);
+        assert_true(vmt_bpm_contains_event(f.b, &ev));
+        assert_true(resp.actions == VMT_RESP_EMULATE || resp.actions == VMT_RESP_FAST_STEP);
+        /* the real address: a plain hit */
+        ev = ctls[c] == VMT_BPM_CTL_SHADOW ? fx_int3(&f, VA1, PA1, FX_ROOT_A)
+                                            : fx_mem(&f, VA1, PA1, VMT_ACCESS_X, FX_ROOT_A);
+        assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+        assert_int_equal(vd.disposition, VMT_BPM_HIT);
+        assert_false(vd.alias);
+        if (ctls[c] == VMT_BPM_CTL_EXEC) {
+            /* another instruction of the frame through the alias: stepped, no hit */
+            ev = fx_mem(&f, 0x900200, 0x10200, VMT_ACCESS_X, FX_ROOT_A);
+            assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+            assert_int_equal(vd.disposition, VMT_BPM_HIDDEN);
+        }
+        /* removed: the alias is nothing any more */
+        assert_int_equal(vmt_bpm_remove(f.b, &bp), VMT_OK);
+        ev = ctls[c] == VMT_BPM_CTL_SHADOW ? fx_int3(&f, 0x900123, PA1, FX_ROOT_A)
+                                            : fx_mem(&f, 0x900123, PA1, VMT_ACCESS_X, FX_ROOT_A);
+        assert_int_equal(vmt_bpm_handle_event(f.b, &ev, &resp, hits, 4, &vd), VMT_OK);
+        assert_true(vd.disposition != VMT_BPM_HIT);
+        CK(&f);
+        fx_free(&f);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -371,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_hidden_reads_and_writes),
         cmocka_unit_test(test_write_edges),
         cmocka_unit_test(test_guest_traps),
+        cmocka_unit_test(test_alias_hits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

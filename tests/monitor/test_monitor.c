@@ -571,31 +571,32 @@ static void test_breakpoint_manager_failure_on_page_in_is_repaired(void **state)
     expect_string_hit(f, va, new_frame + vmt_page_offset(va), "editor");
 }
 
-static void test_stale_breakpoint_livelock_ends_the_run(void **state)
+static void test_unattributed_breakpoint_never_loops(void **state)
 {
     fixture *f = *state;
-    /* A monitor that calls 5 stale events in a row at one rip a livelock. */
+    /* Breakpoint events at a rip with no breakpoint and no INT3 byte: the
+     * first is taken for a removed breakpoint (CONTINUE re-executes the
+     * byte); the same event again right after cannot be, it is the guest's
+     * own trap and goes to its IDT. However many come, the run goes on. */
     vmt_monitor_destroy(f->m);
     char why[256];
     vmt_monitor_config cfg = { .livelock_repeats = 5 };
     assert_int_equal(vmt_monitor_create_ex(f->s, f->img, &cfg, &f->m, why, sizeof why), VMT_OK);
     assert_int_equal(vmt_monitor_hook(f->m, "svc_open", on_hit, f), VMT_OK);
-    vmt_va va = sym(f, "svc_va"); /* no breakpoint and no INT3 byte there: stale */
+    vmt_va va = sym(f, "svc_va"); /* no breakpoint and no INT3 byte there */
     vmt_regs r = cpu_regs(f);
-    /* 4 in a row, then another event (progress), then 4 again: no livelock. */
-    for (int i = 0; i < 4; i++)
-        push_breakpoint(f, va, va - KVMA, &r);
-    push_io(f, 0x80, 0);
-    for (int i = 0; i < 4; i++)
+    push_breakpoint(f, va, va - KVMA, &r);
+    run(f);
+    assert_int_equal(last_response(f, VMT_EVENT_BREAKPOINT).actions, VMT_RESP_CONTINUE);
+    push_breakpoint(f, va, va - KVMA, &r);
+    run(f);
+    assert_int_equal(last_response(f, VMT_EVENT_BREAKPOINT).actions, VMT_RESP_REINJECT);
+    assert_int_equal(vmt_monitor_stats_get(f->m)->foreign_int3, 1);
+    /* more than the livelock limit in a row: never a livelock */
+    for (int i = 0; i < 12; i++)
         push_breakpoint(f, va, va - KVMA, &r);
     run(f);
-    vmt_response resp = last_response(f, VMT_EVENT_BREAKPOINT);
-    assert_int_equal(resp.actions, VMT_RESP_CONTINUE);
-    /* 5 in a row: the run ends with the reason. */
-    for (int i = 0; i < 5; i++)
-        push_breakpoint(f, va, va - KVMA, &r);
-    assert_int_equal(vmt_monitor_run(f->m), VMT_E_INTERNAL);
-    assert_non_null(strstr(vmt_monitor_error(f->m), "livelock"));
+    assert_int_equal(vmt_monitor_stats_get(f->m)->foreign_int3, 7);
     check(f);
 }
 
@@ -678,7 +679,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_page_out_and_in_follow_the_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_table_monitor_failure_is_survived, setup, teardown),
         cmocka_unit_test_setup_teardown(test_breakpoint_manager_failure_on_page_in_is_repaired, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_breakpoint_livelock_ends_the_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unattributed_breakpoint_never_loops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_root_gets_every_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_return_hook_reports_rax_once, setup, teardown),
     };
