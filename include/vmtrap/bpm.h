@@ -213,6 +213,8 @@ typedef struct vmt_bpm_stats {
     size_t shadow_frames; /* shadow frames held */
     size_t bytes;         /* heap bytes used by the manager */
     uint64_t hits, hidden_accesses, foreign_int3, stale_int3, refreshes;
+    uint64_t displaced_refreshes; /* stepped-over instructions that stored into a shadowed
+                                     frame: stepped, shadow rebuilt before the guest ran on */
 } vmt_bpm_stats;
 
 void vmt_bpm_get_stats(const vmt_bpm *b, vmt_bpm_stats *out);

@@ -130,6 +130,7 @@ void vmt_bpm_destroy(vmt_bpm *b)
     vmt_hmap_free(&b->keys);
     vmt_hmap_free(&b->globals);
     vmt_hmap_free(&b->refresh);
+    bpm_displaced_free(b);
     free(b);
 }
 

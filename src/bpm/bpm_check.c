@@ -265,6 +265,7 @@ void vmt_bpm_get_stats(const vmt_bpm *b, vmt_bpm_stats *out)
     out->hidden_accesses = b->hidden;
     out->foreign_int3 = b->foreign;
     out->stale_int3 = b->stale;
+    out->displaced_refreshes = b->displaced_refreshes;
     out->refreshes = b->refreshes;
 }
 

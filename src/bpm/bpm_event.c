@@ -18,6 +18,13 @@
  *       SWITCH_VIEW back): exact for any instruction (rep stos, ...).
  *       Without SINGLESTEP: EMULATE/FAST_STEP, the reported bytes mirrored at
  *       once, and the whole shadow rebuilt at the vCPU's next event.
+ *   Whatever the manager steps in view 0 for the guest (a hit's displaced
+ *       instruction, a hidden read) and that may store into a shadowed
+ *       frame (bpm_displaced.c) leaves that shadow rebuilt before the
+ *       breakpoint view runs it again: the frame loses execute until its
+ *       first execution traps (REFRESHED, rebuilt, execute back), or, on a
+ *       driver without execute traps, the instruction is stepped and the
+ *       SINGLESTEP rebuilds it; other instructions keep the one-exit EMULATE.
  *   execute on a no-execute frame (EXEC) -> HIT at a breakpoint, else HIDDEN;
  *       both step through in view 0.
  *   debug-register event (DEBUG)         -> HIT; CONTINUE.
@@ -34,6 +41,7 @@
 #include "bpm/bpm_internal.h"
 
 #define REFRESH_STEPPING (1ULL << 63) /* refresh value: we asked for a STEP */
+#define REFRESH_ALL      (1ULL << 62) /* refresh value: every shadow of the view, not just fk's */
 
 const char *vmt_bpm_disposition_name(vmt_bpm_disposition d)
 {
@@ -244,8 +252,22 @@ static vmt_status refresh_pending(vmt_bpm *b, const vmt_event *ev, vmt_response 
         return VMT_OK;
     uint64_t val;
     memcpy(&val, p, sizeof val);
-    uint64_t fk = val & ~REFRESH_STEPPING;
-    vmt_status st = bpm_ctl_refresh_frame(b, fk);
+    uint64_t fk = val & ~(REFRESH_STEPPING | REFRESH_ALL);
+    vmt_status st = VMT_OK;
+    if (val & REFRESH_ALL) {
+        size_t it = 0;
+        void *kp, *vp;
+        while (!st && vmt_hmap_next(&b->frames, &it, &kp, &vp)) {
+            uint64_t key;
+            bpm_frame f;
+            memcpy(&key, kp, sizeof key);
+            memcpy(&f, vp, sizeof f);
+            if (f.shadow && bpm_fkey_view(key) == bpm_fkey_view(fk))
+                st = bpm_ctl_refresh_frame(b, key); /* changes values in place only */
+        }
+    } else {
+        st = bpm_ctl_refresh_frame(b, fk);
+    }
     if (st)
         return st; /* keep the entry: retried at the next event */
     vmt_hmap_del(&b->refresh, &vcpu, NULL);
@@ -258,6 +280,103 @@ static vmt_status refresh_pending(vmt_bpm *b, const vmt_event *ev, vmt_response 
             *done = true;
         }
     }
+    return VMT_OK;
+}
+
+/* After the instruction that is about to run in view 0 for this vCPU, the
+ * shadow of fk (or, with many, every shadow of its view) must be rebuilt
+ * from the written original before the vCPU runs on in the breakpoint view:
+ * with SINGLESTEP the instruction is stepped in view 0 (SWITCH_VIEW 0 +
+ * STEP) and the SINGLESTEP that follows rebuilds and switches back
+ * (refresh_pending); without it *r is left as it is and the rebuild happens
+ * at the vCPU's next event. */
+static vmt_status schedule_refresh(vmt_bpm *b, const vmt_event *ev, uint64_t fk, bool many, vmt_response *r)
+{
+    uint32_t vcpu = ev->vcpu;
+    uint64_t val = fk | (many ? REFRESH_ALL : 0);
+    vmt_status st;
+    if ((st = vmt_hmap_reserve(&b->refresh, vmt_hmap_count(&b->refresh) + 1)))
+        return vmt_errbuf_set(&b->err, st, "bpm: out of memory");
+    if (vmt_driver_has(b->d, VMT_CAP_SINGLESTEP)) {
+        val |= REFRESH_STEPPING;
+        *r = vmt_response_continue();
+        r->actions = VMT_RESP_SWITCH_VIEW | VMT_RESP_STEP;
+        r->new_view = VMT_VIEW_DEFAULT;
+    }
+    void *slot;
+    bool existed;
+    (void)vmt_hmap_put(&b->refresh, &vcpu, &val, &slot, &existed); /* reserved */
+    memcpy(slot, &val, sizeof val);
+    return VMT_OK;
+}
+
+/* A shadowed frame whose original may have changed behind its back: it
+ * loses execute in the breakpoint view (no rights at all: reads and writes
+ * trapped already), so the breakpoint view cannot run a byte of it before
+ * the manager has rebuilt its shadow (on the execute trap, any vCPU). */
+static vmt_status revoke_execute(vmt_bpm *b, uint64_t fk)
+{
+    vmt_status st = vmt_session_restrict(b->s, bpm_fkey_view(fk), bpm_fkey_gfn(fk), VMT_OWNER_BPM, VMT_ACCESS_NONE);
+    if (st)
+        return vmt_errbuf_set(&b->err, st, "bpm: revoking execute on gfn 0x%llx (view %u) after a store into it: %s",
+                              (unsigned long long)bpm_fkey_gfn(fk), bpm_fkey_view(fk), vmt_session_error(b->s));
+    return VMT_OK;
+}
+
+/* The instruction stepped over in view 0 (a hit's displaced instruction, an
+ * instruction that read a hidden page) may store into a shadowed frame: its
+ * own page, another hooked page. Such a store does not trap in view 0, so
+ * the manager makes sure the shadow is rebuilt before the breakpoint view
+ * executes it again (the general fix: no path runs stale bytes):
+ *   - a driver that traps execution in views: the response stays EMULATE
+ *     (one exit) and the written frames lose execute in the breakpoint
+ *     view; their first execution there traps, and that rebuilds them;
+ *   - else, with SINGLESTEP: the instruction is stepped in view 0 and the
+ *     SINGLESTEP rebuilds the shadow(s) (schedule_refresh);
+ *   - else: rebuilt at the vCPU's next event.
+ * Instructions that store nowhere near a shadow are answered as before. */
+static vmt_status guard_displaced(vmt_bpm *b, const vmt_event *ev, vmt_response *r)
+{
+    uint64_t fk;
+    bool writes, many;
+    vmt_status st = bpm_displaced_writes(b, ev, ev->view, &writes, &fk, &many);
+    if (st || !writes)
+        return st;
+    if (vmt_driver_caps(b->d)->trap_access & VMT_ACCESS_X) {
+        if (!many) {
+            st = revoke_execute(b, fk);
+        } else {
+            size_t it = 0;
+            void *kp, *vp;
+            while (!st && vmt_hmap_next(&b->frames, &it, &kp, &vp)) {
+                uint64_t key;
+                bpm_frame f;
+                memcpy(&key, kp, sizeof key);
+                memcpy(&f, vp, sizeof f);
+                if (f.shadow && bpm_fkey_view(key) == ev->view)
+                    st = revoke_execute(b, key);
+            }
+        }
+    } else {
+        st = schedule_refresh(b, ev, fk, many, r);
+    }
+    if (!st)
+        b->displaced_refreshes++;
+    return st;
+}
+
+/* The execute trap of a frame whose execute revoke_execute took: rebuild
+ * its shadow, give execute back, and let the instruction run. */
+static vmt_status on_revoked_execute(vmt_bpm *b, uint64_t fk, vmt_response *r)
+{
+    vmt_status st = bpm_ctl_refresh_frame(b, fk);
+    if (!st)
+        st = vmt_session_restrict(b->s, bpm_fkey_view(fk), bpm_fkey_gfn(fk), VMT_OWNER_BPM, VMT_ACCESS_X);
+    if (st)
+        return vmt_errbuf_set(&b->err, st, "bpm: rebuilding gfn 0x%llx (view %u) before it runs: %s",
+                              (unsigned long long)bpm_fkey_gfn(fk), bpm_fkey_view(fk),
+                              b->err.msg[0] ? b->err.msg : vmt_session_error(b->s));
+    *r = vmt_response_continue();
     return VMT_OK;
 }
 
@@ -277,6 +396,12 @@ static vmt_status on_write(vmt_bpm *b, const vmt_event *ev, uint64_t fk, vmt_res
     vmt_status st;
     if ((st = vmt_hmap_reserve(&b->refresh, vmt_hmap_count(&b->refresh) + 1)))
         return vmt_errbuf_set(&b->err, st, "bpm: out of memory");
+    uint64_t other;
+    bool writes, many;
+    if ((st = bpm_displaced_writes(b, ev, ev->view, &writes, &other, &many)))
+        return st;
+    if (writes && (many || other != fk))
+        val |= REFRESH_ALL; /* it stores into other shadowed frames too */
     if (vmt_driver_has(b->d, VMT_CAP_SINGLESTEP)) {
         val |= REFRESH_STEPPING;
         *resp = vmt_response_continue();
@@ -383,10 +508,12 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
             vd.disposition = VMT_BPM_HIT;
             *stale_slot(b, ev->vcpu) = 0;
             vd.double_trap = (es.site.flags & SITE_DOUBLE) != 0;
-            if (vd.double_trap)
+            if (vd.double_trap) {
                 r.actions = VMT_RESP_REINJECT;
-            else
+            } else {
                 r = step_over(b);
+                st = guard_displaced(b, ev, &r);
+            }
             b->hits++;
             break;
         }
@@ -407,6 +534,13 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
             b->hidden++;
             if (m->access & VMT_ACCESS_W)
                 st = on_write(b, ev, fk, &r);
+            else
+                st = guard_displaced(b, ev, &r); /* a read that stores elsewhere (rep movs) */
+        } else if (b->ctl == VMT_BPM_CTL_SHADOW && (m->access & VMT_ACCESS_X) && f.shadow) {
+            /* shadowed frames are execute-only: execute traps only after
+             * guard_displaced revoked it */
+            vd.disposition = VMT_BPM_REFRESHED;
+            st = on_revoked_execute(b, fk, &r);
         } else if (b->ctl == VMT_BPM_CTL_EXEC && (m->access & VMT_ACCESS_X)) {
             r = step_over(b);
             if (event_site(b, ev, &es)) {

@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <capstone/capstone.h>
+
 #include "core/errbuf.h"
 #include "core/hmap.h"
 #include "vmtrap/bpm.h"
@@ -101,11 +103,15 @@ struct vmt_bpm {
     size_t nsites;    /* sites over all frames, or debug registers in use */
     size_t site_bytes;/* heap bytes of the sites arrays */
     uint64_t hits, hidden, foreign, stale, refreshes;
+    uint64_t displaced_refreshes; /* stepped instructions that stored into a shadowed frame */
     /* The last STALE breakpoint event of each vCPU (rip + 1; 0: none),
      * cleared by any other event of that vCPU: a second STALE in a row at
      * the same rip is not a removed breakpoint but a trap the guest really
      * raised (bpm_event.c), so no event can repeat forever. */
     uint64_t stale_rip[BPM_MAX_VCPUS];
+    csh cs;               /* decoder of displaced instructions (bpm_displaced.c) */
+    cs_insn *cs_insn;
+    bool cs_ready;
 };
 
 /* ---- packing ---- */
@@ -186,6 +192,16 @@ vmt_status bpm_ctl_refresh_frame(vmt_bpm *b, uint64_t fk);
 vmt_status bpm_ctl_patch_frame(vmt_bpm *b, uint64_t fk, unsigned off, const uint8_t *bytes, unsigned size);
 /* Treat NOTFOUND (the view is gone) as success on removal paths. */
 static inline vmt_status bpm_gone_ok(vmt_status st) { return st == VMT_E_NOTFOUND ? VMT_OK : st; }
+
+/* ---- displaced instructions (bpm_displaced.c) ---- */
+/* *writes: the instruction at ev->regs.rip, run for the guest in view 0,
+ * may store into a frame that has a shadow in `view`; *fk is that frame,
+ * *many says there may be others (or the stores cannot be bounded): refresh
+ * every shadow of the view. Fails only when the driver fails (reading the
+ * instruction, walking the tables); nothing changes then. */
+vmt_status bpm_displaced_writes(vmt_bpm *b, const vmt_event *ev, vmt_view view, bool *writes, uint64_t *fk,
+                                bool *many);
+void bpm_displaced_free(vmt_bpm *b);
 
 /* ---- lookups shared by bpm.c and bpm_event.c ---- */
 
