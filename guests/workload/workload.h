@@ -7,7 +7,8 @@
  * instruction (at the symbol's physical address = VA - KERNEL_VMA); the
  * guest REPORTs the values it used:
  *   workload_iterations   loop iterations (default 32, clamped to 1..100000)
- *   workload_skip         bit n set: skip detector n (default 0)
+ *   workload_skip         bit n set: skip detector n (1..16); bit 17: detector 9
+ *                         leaves ICEBP out (default: bit 17 only)
  */
 #ifndef WORKLOAD_H
 #define WORKLOAD_H
