@@ -326,7 +326,6 @@ vmt_status mon_call_return(vmt_monitor *m, const vmt_event *ev, size_t hook_hint
         if (st != VMT_OK && st != VMT_E_NOTFOUND)
             return vmt_errbuf_set(&m->err, st, "removing the return breakpoint at 0x%" PRIx64 ": %s", p.ret.va,
                                   vmt_bpm_error(m->bpm));
-        m->return_site_removed = true;
     }
     mon_hook *k = &m->hooks[p.hook];
     k->returns++;
@@ -354,7 +353,6 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
         m->stale_repeats = 0; /* answered otherwise (a hit, a reinjected trap): progress */
     switch (v.disposition) {
     case VMT_BPM_HIT: {
-        m->return_site_removed = false;
         if (v.double_trap)
             m->stats.foreign_int3++;
         size_t n = v.nhits < MON_MAX_HITS ? v.nhits : MON_MAX_HITS;
@@ -384,19 +382,12 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
                 return st;
             }
         }
-        /* A one-shot return breakpoint that went with this hit: when no
-         * breakpoint is left at the site, run the real instruction again
-         * (CONTINUE re-executes whatever is at rip) instead of stepping a
-         * copy of it in view 0. A return site may store into a hooked page
-         * (the workload restores smc_target's immediate right after
-         * svc_exit returns): executed for real, that store traps and the
-         * breakpoint manager refreshes the shadow; stepped in view 0 it
-         * would land behind the shadow's back. */
-        if (m->return_site_removed && ev->kind == VMT_EVENT_BREAKPOINT &&
-            (resp->actions & ~(uint32_t)(VMT_RESP_EMULATE | VMT_RESP_FAST_STEP)) == 0 &&
-            !vmt_bpm_contains_event(m->bpm, ev))
-            *resp = vmt_response_continue();
-        m->return_site_removed = false;
+        /* A one-shot return breakpoint that went with this hit: the
+         * manager's answer stands. A return site that stores into a hooked
+         * page (the workload restores smc_target's immediate right after
+         * svc_exit returns) is stepped in view 0 like any displaced
+         * instruction, and the manager rebuilds that shadow before it runs
+         * (no special case here). */
         m->hit_alias = false;
         return VMT_OK;
     }
