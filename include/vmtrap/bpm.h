@@ -179,10 +179,15 @@ typedef enum vmt_bpm_disposition {
                              another address space) + resp steps over it */
     VMT_BPM_HIDDEN,       /* a read/write (SHADOW) or another execute (EXEC) on a
                              breakpointed page, served from the unaltered view */
-    VMT_BPM_FOREIGN,      /* the guest's own INT3: resp REINJECTs it */
-    VMT_BPM_STALE,        /* INT3 of a removed breakpoint: resp CONTINUEs */
-    VMT_BPM_REFRESHED,    /* the single-step after an un-data'd write: shadow
-                             rebuilt, resp switches back to the breakpoint view */
+    VMT_BPM_FOREIGN,      /* the guest's own INT3 / INT $3 (any breakpoint event
+                             under EXEC and DEBUG): resp REINJECTs it */
+    VMT_BPM_STALE,        /* INT3 of a removed breakpoint: resp CONTINUEs; never
+                             twice in a row at one rip of one vCPU (the second
+                             is the guest's own: FOREIGN) */
+    VMT_BPM_REFRESHED,    /* the single-step after a write or a guarded stepped
+                             instruction (resp switches back to the breakpoint
+                             view), or the execute trap of a frame whose shadow
+                             went stale (resp CONTINUEs): shadow rebuilt */
 } vmt_bpm_disposition;
 
 const char *vmt_bpm_disposition_name(vmt_bpm_disposition d);

@@ -187,6 +187,12 @@ vmt_status vmt_bpm_check(vmt_bpm *b)
                          (unsigned long long)f.shadow, (unsigned long long)bpm_fkey_gfn(fk));
                 if (f.shadow < b->ram_frames)
                     FAIL("shadow gfn 0x%llx lies in guest RAM", (unsigned long long)f.shadow);
+                /* execute-only, or nothing while its shadow awaits a rebuild
+                 * (bpm_event.c guard_displaced): reads and writes always trap */
+                vmt_access eff = vmt_session_effective_access(b->s, bpm_fkey_view(fk), bpm_fkey_gfn(fk));
+                if (eff & VMT_ACCESS_RW)
+                    FAIL("shadowed frame gfn 0x%llx (view %u) is readable or writable in the breakpoint view "
+                         "(rights 0x%x)", (unsigned long long)bpm_fkey_gfn(fk), bpm_fkey_view(fk), (unsigned)eff);
             } else if (f.shadow) {
                 FAIL("frame gfn 0x%llx has a shadow under the %s controller", (unsigned long long)bpm_fkey_gfn(fk),
                      vmt_bpm_controller_name(b->ctl));
