@@ -49,6 +49,8 @@ typedef struct fixture {
     char last_string[128];
     vmt_status last_string_status;
     uint64_t last_count, last_rax;
+    int last_alias;
+    uint64_t last_rip;
     vmt_ptm_event last_page;
     char last_page_symbol[64];
     vmt_ucall last_ucall;
@@ -138,6 +140,8 @@ static vmt_status on_hit(const vmt_hit *hit, void *user)
     fixture *f = user;
     snprintf(f->last_symbol, sizeof f->last_symbol, "%s", hit->symbol);
     f->last_count = hit->count;
+    f->last_alias = hit->alias;
+    f->last_rip = hit->regs.rip;
     if (hit->is_return) {
         f->returns++;
         f->last_rax = hit->regs.rax;
@@ -668,6 +672,49 @@ static void test_return_hook_reports_rax_once(void **state)
     assert_int_equal(f->returns, 1);
 }
 
+/* A hooked frame executed through a virtual address with no breakpoint of
+ * its own (a physical alias): reported as the hook's hit with the address
+ * actually executed, or, with alias_mode COUNT, only counted. */
+static void test_alias_hit_reported_or_counted(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_open", on_hit, f), VMT_OK);
+    assert_int_equal(vmt_drv_write_phys(f->drv, DATA_PA + 0x100, "/etc/alias", 11), VMT_OK);
+    vmt_regs r = cpu_regs(f);
+    r.rdi = KVMA + DATA_PA + 0x100;
+    vmt_va va = sym(f, "svc_open");
+    vmt_va alias = va - 0x40000000; /* same page offset, another address */
+    push_breakpoint(f, alias, va - KVMA, &r);
+    run(f);
+    assert_int_equal(f->hits, 1);
+    assert_true(f->last_alias);
+    assert_int_equal(f->last_rip, alias);
+    assert_string_equal(f->last_symbol, "svc_open");
+    assert_string_equal(f->last_string, "/etc/alias");
+    assert_int_equal(vmt_monitor_stats_get(f->m)->alias_hits, 1);
+    assert_int_equal(vmt_monitor_hook_hits(f->m, 0), 1);
+    /* the hooked address itself: a plain hit */
+    push_breakpoint(f, va, va - KVMA, &r);
+    run(f);
+    assert_int_equal(f->hits, 2);
+    assert_false(f->last_alias);
+    assert_int_equal(vmt_monitor_stats_get(f->m)->alias_hits, 1);
+
+    /* configured to count them only */
+    vmt_monitor_destroy(f->m);
+    char why[256];
+    vmt_monitor_config cfg = { .alias_mode = VMT_MONITOR_ALIAS_COUNT };
+    assert_int_equal(vmt_monitor_create_ex(f->s, f->img, &cfg, &f->m, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_open", on_hit, f), VMT_OK);
+    push_breakpoint(f, alias, va - KVMA, &r);
+    run(f);
+    assert_int_equal(f->hits, 2); /* no callback */
+    assert_int_equal(vmt_monitor_hook_hits(f->m, 0), 0);
+    assert_int_equal(vmt_monitor_stats_get(f->m)->alias_hits, 1);
+    vmt_response resp = last_response(f, VMT_EVENT_BREAKPOINT);
+    assert_int_equal(resp.actions, VMT_RESP_EMULATE); /* still stepped over */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -681,6 +728,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_page_table_monitor_failure_is_survived, setup, teardown),
         cmocka_unit_test_setup_teardown(test_breakpoint_manager_failure_on_page_in_is_repaired, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unattributed_breakpoint_never_loops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alias_hit_reported_or_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_root_gets_every_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_return_hook_reports_rax_once, setup, teardown),
     };
