@@ -335,11 +335,11 @@ static vmt_status revoke_execute(vmt_bpm *b, uint64_t fk)
  *     SINGLESTEP rebuilds the shadow(s) (schedule_refresh);
  *   - else: rebuilt at the vCPU's next event.
  * Instructions that store nowhere near a shadow are answered as before. */
-static vmt_status guard_displaced(vmt_bpm *b, const vmt_event *ev, vmt_response *r)
+static vmt_status guard_displaced(vmt_bpm *b, const vmt_event *ev, vmt_pa code_pa, vmt_response *r)
 {
     uint64_t fk;
     bool writes, many;
-    vmt_status st = bpm_displaced_writes(b, ev, ev->view, &writes, &fk, &many);
+    vmt_status st = bpm_displaced_writes(b, ev, ev->view, code_pa, &writes, &fk, &many);
     if (st || !writes)
         return st;
     if (vmt_driver_caps(b->d)->trap_access & VMT_ACCESS_X) {
@@ -398,7 +398,7 @@ static vmt_status on_write(vmt_bpm *b, const vmt_event *ev, uint64_t fk, vmt_res
         return vmt_errbuf_set(&b->err, st, "bpm: out of memory");
     uint64_t other;
     bool writes, many;
-    if ((st = bpm_displaced_writes(b, ev, ev->view, &writes, &other, &many)))
+    if ((st = bpm_displaced_writes(b, ev, ev->view, VMT_PA_UNKNOWN, &writes, &other, &many)))
         return st;
     if (writes && (many || other != fk))
         val |= REFRESH_ALL; /* it stores into other shadowed frames too */
@@ -512,7 +512,7 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
                 r.actions = VMT_RESP_REINJECT;
             } else {
                 r = step_over(b);
-                st = guard_displaced(b, ev, &r);
+                st = guard_displaced(b, ev, vmt_gfn_to_pa(es.gfn) | vmt_page_offset(es.va), &r);
             }
             b->hits++;
             break;
@@ -535,7 +535,7 @@ vmt_status vmt_bpm_handle_event(vmt_bpm *b, const vmt_event *ev, vmt_response *r
             if (m->access & VMT_ACCESS_W)
                 st = on_write(b, ev, fk, &r);
             else
-                st = guard_displaced(b, ev, &r); /* a read that stores elsewhere (rep movs) */
+                st = guard_displaced(b, ev, VMT_PA_UNKNOWN, &r); /* a read that stores elsewhere (rep movs) */
         } else if (b->ctl == VMT_BPM_CTL_SHADOW && (m->access & VMT_ACCESS_X) && f.shadow) {
             /* shadowed frames are execute-only: execute traps only after
              * guard_displaced revoked it */

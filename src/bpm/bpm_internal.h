@@ -24,6 +24,7 @@
 #define BPM_VAS_GLOBAL  (1u << 31)
 #define BPM_HOLE        UINT64_MAX /* vas: no primary context (others remain) */
 #define BPM_MAX_DBG     4
+#define BPM_PLAN_SLOTS  256  /* decoded displaced instructions kept (bpm_displaced.c) */
 #define BPM_MAX_VCPUS   64   /* vCPUs with their own stale-event record (more share slot 0) */
 #define BPM_INT3        0xCC
 
@@ -111,6 +112,7 @@ struct vmt_bpm {
     uint64_t stale_rip[BPM_MAX_VCPUS];
     csh cs;               /* decoder of displaced instructions (bpm_displaced.c) */
     cs_insn *cs_insn;
+    struct store_plan *plans; /* BPM_PLAN_SLOTS decoded instructions, by rip */
     bool cs_ready;
 };
 
@@ -199,8 +201,11 @@ static inline vmt_status bpm_gone_ok(vmt_status st) { return st == VMT_E_NOTFOUN
  * *many says there may be others (or the stores cannot be bounded): refresh
  * every shadow of the view. Fails only when the driver fails (reading the
  * instruction, walking the tables); nothing changes then. */
-vmt_status bpm_displaced_writes(vmt_bpm *b, const vmt_event *ev, vmt_view view, bool *writes, uint64_t *fk,
-                                bool *many);
+#define VMT_PA_UNKNOWN UINT64_MAX
+/* code_pa: where the instruction's bytes are when the event says it (an
+ * INT3 at a site), else VMT_PA_UNKNOWN (read through the guest's tables). */
+vmt_status bpm_displaced_writes(vmt_bpm *b, const vmt_event *ev, vmt_view view, vmt_pa code_pa, bool *writes,
+                                uint64_t *fk, bool *many);
 void bpm_displaced_free(vmt_bpm *b);
 
 /* ---- lookups shared by bpm.c and bpm_event.c ---- */
