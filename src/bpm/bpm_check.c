@@ -58,6 +58,9 @@ vmt_status vmt_bpm_check(vmt_bpm *b)
     vmt_status st = check_maps(b);
     if (st || (st = bpm_ctxmap_check(b)))
         return st;
+    const char *plans = bpm_displaced_problem(b);
+    if (plans)
+        return vmt_errbuf_set(&b->err, VMT_E_INTERNAL, "bpm check: %s", plans);
     vmt_hmap sites;   /* recomputed: site_ref -> count */
     vmt_hmap_init(&sites, sizeof(site_ref), sizeof(uint32_t));
     st = VMT_E_INTERNAL;

@@ -74,10 +74,25 @@ void bpm_displaced_free(vmt_bpm *b)
     if (!b->cs_ready)
         return;
     cs_free(b->cs_insn, 1);
+    b->cs_insn = NULL;
     cs_close(&b->cs);
     free(b->plans);
     b->plans = NULL;
     b->cs_ready = false;
+}
+
+const char *bpm_displaced_problem(const vmt_bpm *b)
+{
+    if (!b->cs_ready)
+        return b->plans || b->cs_insn ? "decoder closed but its buffers are held" : NULL;
+    if (!b->plans || !b->cs_insn)
+        return "decoder open without its buffers";
+    for (unsigned i = 0; i < BPM_PLAN_SLOTS; i++) {
+        const store_plan *p = &b->plans[i];
+        if (p->len > sizeof p->bytes || p->nmem > PLAN_MAX_MEM || (!p->len && (p->nmem || p->flags)))
+            return "a decoded instruction in the cache is malformed";
+    }
+    return NULL;
 }
 
 /* A 64-bit address register's value (rip-relative: the next rip). */

@@ -207,6 +207,9 @@ static inline vmt_status bpm_gone_ok(vmt_status st) { return st == VMT_E_NOTFOUN
 vmt_status bpm_displaced_writes(vmt_bpm *b, const vmt_event *ev, vmt_view view, vmt_pa code_pa, bool *writes,
                                 uint64_t *fk, bool *many);
 void bpm_displaced_free(vmt_bpm *b);
+/* The decoding cache's problem (a slot longer than an instruction, too
+ * many operands, decoder state inconsistent), or NULL. */
+const char *bpm_displaced_problem(const vmt_bpm *b);
 
 /* ---- lookups shared by bpm.c and bpm_event.c ---- */
 
