@@ -53,8 +53,9 @@ skip=${VMT_E2E_DETECTOR_SKIP:-$(( (1 << 15) | (1 << 16) | (1 << 17) ))}
 extra+=(--set "workload_skip=$skip")
 extra+=(--breakpoints "$breakpoints")
 # A wall-clock watchdog as well (--limit counts guest time only): SIGINT
-# ends the run cleanly with its summary, which then says why.
-timeout -s INT 90 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
+# ends the run cleanly with its summary, which then says why. 150 s: the
+# shadow run takes ~70 s under ASan on this 2-core machine.
+timeout -s INT 150 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
     "${extra[@]}" --json --limit 100 >"$log"
 rc=$?
 failures=0
@@ -168,7 +169,7 @@ fi
 # second run is cheap there).
 if [ "$driver" = kvm ] && [ "$breakpoints" = debug ]; then
     text=$(mktemp)
-    timeout -s INT 90 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
+    timeout -s INT 150 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
         "${extra[@]}" --limit 100 >"$text" 2>&1
     calls_text=$(grep -c '^call ' "$text")
     calls_json=$(jq -s '[.[] | select(.event == "call")] | length' "$log")
