@@ -201,4 +201,7 @@ int cli_run(const vmtrap_options *o, const char *argv0);
 /* `vmtrap snapshot info|convert ...` (tools/snapshot_cmd.c); argv[0] is "snapshot". */
 int cli_snapshot_main(int argc, char **argv);
 
+/* `vmtrap run --snapshot FILE ...` (tools/resume_cmd.c); argv[0] is "run". */
+int cli_resume_main(int argc, char **argv);
+
 #endif
