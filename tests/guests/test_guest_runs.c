@@ -33,11 +33,10 @@
 #define TIME_LIMIT_S 60.0
 #define WORKLOAD_ITERATIONS 24
 /* workload_skip bits for what the emulator driver cannot do yet (see
- * /work/wt/NOTES.md, helper emu2): CPUID leaf 1 reads EDX = 0 although RDTSC
- * and RDMSR work (detector 15), and ICEBP (F1) stops the guest instead of
- * raising #DB (bit 17: detector 9 leaves that encoding out). Remove once the
- * rewritten driver is on main. */
-#define DRIVER_GAPS ((1u << 15) | (1u << 17))
+ * /work/wt/NOTES.md, helper emu2): ICEBP (F1) stops the guest instead of
+ * raising #DB (bit 17: detector 9 leaves that encoding out). Remove once
+ * the driver delivers it. */
+#define DRIVER_GAPS (1u << 17)
 #define NDETECTORS 16
 /* svc_exit calls the detectors make (4: 1, 16 timing: 64 x 7), svc_spawn (12 alias: 1) */
 #define DETECTOR_EXIT_CALLS (1 + 64 * 7)
