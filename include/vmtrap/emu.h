@@ -85,6 +85,9 @@ typedef struct vmt_emu_tlb_stats {
     uint64_t engine_steps;   /* responses performed by the reusable engine
                                 (one instruction, no Unicorn map change) */
     uint64_t uc_flushes;     /* times Unicorn's TLB was flushed */
+    uint64_t interrupts;     /* external interrupts delivered from the bus */
+    uint64_t hlt_skipped_ns; /* guest time skipped over HLT */
+    uint64_t guest_ns;       /* guest time now (virtual clock) */
 } vmt_emu_tlb_stats;
 
 /* VMT_E_INVAL when d is not an emu driver. */

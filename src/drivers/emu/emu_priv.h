@@ -89,6 +89,7 @@
 #define EMU_CR4_SMEP (1ull << 20)
 #define EMU_CR4_SMAP (1ull << 21)
 #define EMU_NSTORED 34
+#define EMU_MCE_BANKS 10
 #define EMU_TLB_SLACK 64u     /* fills one instruction may add past capacity */
 
 typedef struct emu_view {
@@ -171,6 +172,7 @@ typedef struct emu {
     uint32_t *pt_refs;    /* per host frame */
     uint8_t *sink;        /* 4 KiB at EMU_SINK_PA: DENY-ed writes land here */
     uint8_t *dirty;       /* a bit per RAM frame written since the last clear */
+    uint8_t *xframes;     /* a bit per frame ever handed out executable */
     uint8_t maxphyaddr;
     vmt_ram_range *ranges;/* RAM blocks (nranges 0: one block 0..ram) */
     size_t nranges;
@@ -188,6 +190,7 @@ typedef struct emu {
     /* virtual clock and MSRs the driver keeps (emu_msr.c) */
     uint64_t ips, tsc_hz, start_ns, skip_ns, tsc_offset;
     uint64_t apic_base, tsc_deadline;
+    uint64_t mcg_ctl, mce[4 * EMU_MCE_BANKS];
     uint32_t msr_ids[EMU_NSTORED];
     uint64_t msr_vals[EMU_NSTORED];
     uc_context *cpl_ctx;      /* scratch context for privilege switches */
