@@ -420,8 +420,17 @@ vmt_status emu_op_dirty_log(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), vo
 void emu_dirty_mark(emu *e, vmt_gfn frame);
 bool emu_dirty_test(const emu *e, vmt_gfn frame); /* frames past RAM: always */
 
+/* emu_respond.c: responses and injections */
+/* Perform the instruction at RIP with the reusable engine in `view` with
+ * `grant` rights on grant_va (UINT64_MAX: every page); false (nothing
+ * changed but A bits) when the main CPU has to step it. */
+bool emu_engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_va);
+/* One silent step of the main CPU in `view` (restored after). */
+vmt_status emu_begin_internal_step(emu *e, vmt_view view);
+
 /* emu_cpu.c */
 vmt_status emu_cpu_init(emu *e);
+void emu_end_step(emu *e);
 /* Route guest-physical [base, base + size) to the bus as MMIO. */
 vmt_status emu_mmio_map(emu *e, uint64_t base, uint64_t size);
 vmt_status emu_regs_read(emu *e, vmt_regs *r);
