@@ -364,6 +364,13 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
         st = VMT_E_DRIVER;
         goto fail;
     }
+    /* Unicorn 2.1's default x86-64 model is not qemu64 (it reports family 6) */
+    int model = opt && opt->set_cpu_model ? opt->cpu_model : UC_CPU_X86_QEMU64;
+    if (uc_ctl_set_cpu_model(e->uc, model) != UC_ERR_OK) {
+        vmt_why(why, why_len, "emu: unicorn has no x86-64 CPU model %d", model);
+        st = VMT_E_INVAL;
+        goto fail;
+    }
     if (map_memory(e, why, why_len)) {
         st = VMT_E_DRIVER;
         goto fail;
