@@ -43,6 +43,7 @@ static uint64_t icount_at(const emu *e, uint64_t ns)
         return e->icount;
     unsigned __int128 n = (unsigned __int128)(ns - base) * e->ips + 999999999u;
     n /= 1000000000u;
+    n += e->clock_icount;
     if (n > UINT64_MAX / 2)
         return UINT64_MAX;
     return (uint64_t)n > e->icount ? (uint64_t)n : e->icount;

@@ -53,12 +53,34 @@ void emu_clock_init(emu *e, const vmt_clock_config *c)
 
 uint64_t emu_now_ns(const emu *e)
 {
-    return e->start_ns + (uint64_t)((unsigned __int128)e->icount * 1000000000u / e->ips) + e->skip_ns;
+    return e->start_ns + (uint64_t)((unsigned __int128)(e->icount - e->clock_icount) * 1000000000u / e->ips) + e->skip_ns;
 }
 
 uint64_t emu_tsc_now(const emu *e)
 {
     return e->tsc_offset + (uint64_t)((unsigned __int128)emu_now_ns(e) * e->tsc_hz / 1000000000u);
+}
+
+vmt_status vmt_emu_clock_get(vmt_driver *d, uint64_t *now_ns)
+{
+    if (!d || strcmp(vmt_driver_name(d), "emu") != 0)
+        return VMT_E_INVAL;
+    *now_ns = emu_now_ns(vmt_driver_impl(d));
+    return VMT_OK;
+}
+
+vmt_status vmt_emu_clock_set(vmt_driver *d, uint64_t now_ns)
+{
+    if (!d || strcmp(vmt_driver_name(d), "emu") != 0)
+        return VMT_E_INVAL;
+    emu *e = vmt_driver_impl(d);
+    uint64_t tsc = emu_tsc_now(e);
+    e->clock_icount = e->icount;
+    e->start_ns = now_ns;
+    e->skip_ns = 0;
+    emu_tsc_set(e, tsc); /* the TSC does not jump; set_vcpu_state moves it */
+    e->irq_check_at = e->icount;
+    return VMT_OK;
 }
 
 void emu_tsc_set(emu *e, uint64_t tsc)

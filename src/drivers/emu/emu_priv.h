@@ -189,6 +189,7 @@ typedef struct emu {
     uint64_t hlt_skipped_ns;
     /* virtual clock and MSRs the driver keeps (emu_msr.c) */
     uint64_t ips, tsc_hz, start_ns, skip_ns, tsc_offset;
+    uint64_t clock_icount;    /* icount when the clock was last set (start_ns) */
     uint64_t apic_base, tsc_deadline;
     uint64_t mcg_ctl, mce[4 * EMU_MCE_BANKS];
     uint32_t msr_ids[EMU_NSTORED];
