@@ -44,10 +44,12 @@
  *    guest's own IDT), no EMULATE/FAST_STEP, no INJECT, no DETERMINISTIC.
  * Write watchpoints (vmt_qemu_watch, gdbstub Z2 on guest-virtual addresses,
  * any length) are reported as VMT_EVENT_MEM_ACCESS with access W AFTER the
- * write happened (QEMU reports after the instruction; the value is read
- * from memory: has_data with size = the watched length up to 8). A physical
- * page-table frame is watched through a virtual address that maps it, e.g.
- * Linux's direct map: vmt_qemu_watch_phys(d, pa, 4096, page_offset_base).
+ * write happened (QEMU reports after the instruction, and only the
+ * watchpoint's start address: the driver diffs a shadow copy of the range
+ * to name the 8-byte word written and its new value, see qemu_watch.c).
+ * A physical page-table frame is watched through a virtual address that
+ * maps it, e.g. Linux's direct map:
+ * vmt_qemu_watch_phys(d, pa, 4096, page_offset_base).
  * CONTINUE on a breakpoint event resumes at rip executing the original
  * instruction (the driver steps over its own breakpoint with it removed).
  *

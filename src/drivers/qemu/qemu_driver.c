@@ -223,65 +223,6 @@ vmt_status vmt_qemu_breakpoint(vmt_driver *d, vmt_va va, int enable)
     return vmt_driver_fail(d, VMT_E_NOTFOUND, "no extra breakpoint at 0x%llx", (unsigned long long)va);
 }
 
-/* ---- watchpoints ---- */
-
-vmt_status vmt_qemu_watch(vmt_driver *d, vmt_va va, uint64_t len, int enable)
-{
-    if (!vmt_qemu_is_qemu(d))
-        return VMT_E_INVAL;
-    qemu_drv *q = qemu_of(d);
-    vmt_status st = check_gone(d);
-    if (st)
-        return st;
-    if (len == 0 || va + len - 1 < va)
-        return vmt_driver_fail(d, VMT_E_INVAL, "watch range 0x%llx+0x%llx is empty or wraps", (unsigned long long)va,
-                               (unsigned long long)len);
-    size_t i;
-    for (i = 0; i < q->nwatches; i++)
-        if (q->watches[i].va == va && q->watches[i].len == len)
-            break;
-    if (enable && i < q->nwatches)
-        return vmt_driver_fail(d, VMT_E_EXISTS, "0x%llx+0x%llx is already watched", (unsigned long long)va,
-                               (unsigned long long)len);
-    if (!enable && i == q->nwatches)
-        return vmt_driver_fail(d, VMT_E_NOTFOUND, "0x%llx+0x%llx is not watched", (unsigned long long)va,
-                               (unsigned long long)len);
-    if (enable && q->nwatches == q->capwatches) {
-        size_t cap = q->capwatches ? 2 * q->capwatches : 16;
-        qemu_watch *p = realloc(q->watches, cap * sizeof *p);
-        if (!p)
-            return vmt_driver_fail(d, VMT_E_NOMEM, "out of memory");
-        q->watches = p;
-        q->capwatches = cap;
-    }
-    char cmd[64];
-    snprintf(cmd, sizeof cmd, "%c2,%llx,%llx", enable ? 'Z' : 'z', (unsigned long long)va, (unsigned long long)len);
-    st = gdb_exchange_ok(&q->gdb, cmd);
-    if (st)
-        return qemu_gdb_fail(d, st, enable ? "setting a write watchpoint" : "removing a write watchpoint");
-    if (enable) {
-        q->watches[q->nwatches].va = va;
-        q->watches[q->nwatches].len = len;
-        q->nwatches++;
-    } else {
-        q->watches[i] = q->watches[--q->nwatches];
-    }
-    return VMT_OK;
-}
-
-vmt_status vmt_qemu_watch_phys(vmt_driver *d, vmt_pa pa, uint64_t len, vmt_va map_base, int enable)
-{
-    if (!vmt_qemu_is_qemu(d))
-        return VMT_E_INVAL;
-    qemu_drv *q = qemu_of(d);
-    if (pa > q->ram_bytes || len > q->ram_bytes - pa)
-        return vmt_driver_fail(d, VMT_E_RANGE, "physical range 0x%llx+0x%llx is outside guest RAM",
-                               (unsigned long long)pa, (unsigned long long)len);
-    if (map_base + pa < map_base)
-        return vmt_driver_fail(d, VMT_E_INVAL, "map base 0x%llx + pa wraps", (unsigned long long)map_base);
-    return vmt_qemu_watch(d, map_base + pa, len, enable);
-}
-
 /* ---- info, dump, check ---- */
 
 int vmt_qemu_is_qemu(const vmt_driver *d)
@@ -401,6 +342,8 @@ static void qemu_destroy(vmt_driver *d)
     if (q->have_qmp)
         qmp_close(&q->qmp);
     free(q->bps);
+    for (size_t i = 0; i < q->nwatches; i++)
+        qemu_watch_free(&q->watches[i]);
     free(q->watches);
     free(q->scratch);
     free(q->gbuf);

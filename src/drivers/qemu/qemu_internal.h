@@ -28,10 +28,19 @@ typedef struct qemu_bp {
     uint8_t index;          /* 0..3 or VMT_QEMU_BP_INDEX */
 } qemu_bp;
 
+/* A write watchpoint. When the range is at most QEMU_WATCH_SHADOW_MAX bytes
+ * and translated when set, `shadow` holds its bytes and `page_pa` the frame
+ * of each page it spans: a hit is diffed against the shadow to find the
+ * written word (QEMU reports only the watchpoint's start address). */
 typedef struct qemu_watch {
     vmt_va va;
     uint64_t len;
+    uint8_t *shadow;
+    vmt_pa *page_pa;
+    size_t npages;
 } qemu_watch;
+
+#define QEMU_WATCH_SHADOW_MAX (1u << 20)
 
 /* Where each vmt_regs field lives in the 'g' reply (-1: not offered). */
 typedef struct qemu_regmap {
@@ -103,6 +112,11 @@ vmt_status qemu_pause(vmt_driver *d);
 vmt_status qemu_resume(vmt_driver *d);
 const qemu_bp *qemu_bp_find(const qemu_drv *q, vmt_va va);
 vmt_status qemu_bp_insert(vmt_driver *d, vmt_va va, int insert);
+
+/* qemu_watch.c */
+void qemu_watch_free(qemu_watch *w);
+/* Fill a MEM_ACCESS event's address and data for a hit reported at watch_addr. */
+void qemu_watch_hit(vmt_driver *d, vmt_va watch_addr, vmt_event *ev);
 
 /* qemu_launch.c */
 vmt_status qemu_launch(qemu_drv *q, const vmt_qemu_config *cfg, char *why, size_t why_len);

@@ -15,9 +15,9 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "drivers/qemu/qemu_internal.h"
-#include "vmtrap/paging.h"
 
 /* Wait for a stop reply, skipping console output. VMT_E_TIMEOUT keeps the client alive. */
 static vmt_status wait_stop(vmt_driver *d, int timeout_ms, gdb_stop *stop)
@@ -57,18 +57,20 @@ static vmt_status gone_event(vmt_driver *d, vmt_event *ev, vmt_stop_reason reaso
     qemu_drv *q = qemu_of(d);
     q->gone = true;
     char ex[160] = "";
-    qemu_launch_exit_text(q, ex, sizeof ex);
+    /* A QEMU that closed the socket as it died is reaped a moment later. */
+    for (int i = 0; i < 50 && q->launched && q->pid > 0 && !ex[0]; i++) {
+        qemu_launch_exit_text(q, ex, sizeof ex);
+        if (!ex[0]) {
+            struct timespec ts = { 0, 10 * 1000 * 1000 };
+            nanosleep(&ts, NULL);
+        }
+    }
     fill_event(q, ev, VMT_EVENT_STOPPED);
     ev->regs = q->regs; /* the last known registers */
     ev->u.stop.reason = reason;
     snprintf(ev->u.stop.message, sizeof ev->u.stop.message, "%s%s%s", what, ex[0] ? "; " : "", ex);
     vmt_driver_fail(d, VMT_E_STOPPED, "%s", ev->u.stop.message);
     return VMT_OK;
-}
-
-static vmt_status walk_reader(void *ctx, vmt_pa pa, void *buf, size_t len)
-{
-    return vmt_drv_read_phys(ctx, pa, buf, len);
 }
 
 /* Turn a stop reply into an event. *internal: nothing for the caller. */
@@ -92,13 +94,7 @@ static vmt_status classify(vmt_driver *d, const gdb_stop *stop, bool we_interrup
         ev->u.mem.gva = stop->watch_addr;
         ev->u.mem.gva_valid = true;
         ev->u.mem.access = VMT_ACCESS_W;
-        vmt_phys_reader rd = { walk_reader, d };
-        vmt_paging_config pc = { .levels = (q->regs.cr4 & VMT_CR4_LA57) ? 5 : 4, .maxphyaddr = 40,
-                                 .nxe = (q->regs.efer & VMT_EFER_NXE) != 0 };
-        vmt_walk w;
-        if ((q->regs.cr0 & VMT_CR0_PG) &&
-            vmt_paging_walk(&rd, &pc, q->regs.cr3 & VMT_PTE_ADDR_MASK, stop->watch_addr, &w, NULL, 0) == VMT_OK)
-            ev->u.mem.gpa = w.pa;
+        qemu_watch_hit(d, stop->watch_addr, ev);
         *reported = true;
         return VMT_OK;
     }
