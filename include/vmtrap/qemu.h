@@ -51,7 +51,17 @@
  * maps it, e.g. Linux's direct map:
  * vmt_qemu_watch_phys(d, pa, 4096, page_offset_base).
  * CONTINUE on a breakpoint event resumes at rip executing the original
- * instruction (the driver steps over its own breakpoint with it removed).
+ * instruction: past a NOP (Linux's ftrace entry NOP) by moving rip, else
+ * by stepping over the breakpoint with it removed.
+ *
+ * Cost (measured on QEMU 7.2, see bench/bench_qemu.c): every stop for a
+ * breakpoint, watchpoint or step flushes QEMU's whole translation cache
+ * (gdbstub's RUN_STATE_DEBUG handling; so do breakpoint insertion/removal
+ * and switching single-step on or off), so the guest re-translates its hot
+ * code after each hit: on the Linux snapshot one hit costs about 0.1-0.3 s
+ * of wall time, whatever the driver does. Stops by interrupt (timeouts,
+ * pause) do not flush. Hooks on hot functions are therefore slow on this
+ * driver; use the emulator driver for those.
  *
  * Failure: a dead or hung QEMU, a closed socket, a malformed packet give a
  * clear error (vmt_driver_error) — every exchange has a deadline
@@ -87,6 +97,7 @@ typedef struct vmt_qemu_config {
     int start_timeout_ms;          /* wait for QEMU's sockets (0: 30000) */
     /* both */
     int timeout_ms;                /* deadline of one exchange (0: 5000) */
+    int no_nop_skip;               /* always resume from a breakpoint by a gdbstub step (for comparisons) */
 } vmt_qemu_config;
 
 vmt_status vmt_qemu_driver_create(const vmt_qemu_config *cfg, vmt_driver **out, char *why, size_t why_len);
@@ -118,6 +129,7 @@ typedef struct vmt_qemu_info {
     unsigned breakpoints;          /* gdbstub breakpoints set (incl. the 4 slots) */
     unsigned watchpoints;
     uint64_t packets;              /* gdb packets sent */
+    uint64_t nop_skips;            /* breakpoint hits resumed by moving rip past a NOP */
     char qemu_version[48];         /* from QMP (empty without QMP) */
     char regs_missing[128];        /* vmt_regs fields the target description lacks */
 } vmt_qemu_info;

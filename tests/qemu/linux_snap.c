@@ -114,7 +114,7 @@ uint64_t snap_symbol(const linux_snap *s, const char *name)
     return addr;
 }
 
-vmt_status snap_launch(linux_snap *s, int icount, vmt_driver **out, char *why, size_t why_len)
+vmt_status snap_launch(linux_snap *s, int icount, int nop_skip, vmt_driver **out, char *why, size_t why_len)
 {
     snprintf(s->serial_out, sizeof s->serial_out, "/tmp/vmt-qemu-serial-%d-%p.txt", (int)getpid(), (void *)out);
     char serial_arg[300];
@@ -128,7 +128,7 @@ vmt_status snap_launch(linux_snap *s, int icount, vmt_driver **out, char *why, s
     argv[k++] = serial_arg;
     argv[k] = NULL;
     vmt_qemu_config cfg = { .qemu_argv = argv, .no_icount = !icount, .timeout_ms = 10000,
-                            .start_timeout_ms = 60000 };
+                            .start_timeout_ms = 60000, .no_nop_skip = !nop_skip };
     return vmt_qemu_driver_create(&cfg, out, why, why_len);
 }
 

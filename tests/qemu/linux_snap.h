@@ -37,7 +37,7 @@ void snap_close(linux_snap *s);
 /* Address of a symbol from the kallsyms sample (0 if absent). */
 uint64_t snap_symbol(const linux_snap *s, const char *name);
 /* Start QEMU on the snapshot through the driver (console -> s->serial_out). */
-vmt_status snap_launch(linux_snap *s, int icount, vmt_driver **out, char *why, size_t why_len);
+vmt_status snap_launch(linux_snap *s, int icount, int nop_skip, vmt_driver **out, char *why, size_t why_len);
 /* Highest "tick N" in the running copy's console (0 if none yet). */
 int snap_console_tick(const linux_snap *s);
 /* Read a NUL-terminated string at a guest-virtual address (cr3 from regs). */

@@ -58,7 +58,7 @@ static int setup(void **state)
         fprintf(stderr, "the kallsyms sample has no do_sys_openat2\n");
         return -1;
     }
-    if (snap_launch(&f.snap, 1, &f.d, why, sizeof why) != VMT_OK) {
+    if (snap_launch(&f.snap, 1, 1, &f.d, why, sizeof why) != VMT_OK) {
         fprintf(stderr, "launch: %s\n", why);
         return -1;
     }
@@ -131,6 +131,10 @@ static void breakpoint_hits_and_is_invisible(void **state)
     assert_true(tickfile >= 3 && tickout >= 3);
     assert_int_equal(others, 0);
     assert_int_equal(vmt_qemu_check(f->d), VMT_OK);
+    /* do_sys_openat2 starts with the ftrace NOP: hits resume by moving rip, not by a gdbstub step. */
+    vmt_qemu_info info;
+    ok(f->d, vmt_qemu_get_info(f->d, &info), "info");
+    assert_true(info.nop_skips >= (uint64_t)hits - 1);
 }
 
 static void step_moves_one_instruction(void **state)

@@ -127,7 +127,7 @@ static vmt_status qemu_write_phys(vmt_driver *d, vmt_pa pa, const void *buf, siz
 
 /* ---- breakpoints ---- */
 
-const qemu_bp *qemu_bp_find(const qemu_drv *q, vmt_va va)
+qemu_bp *qemu_bp_find(qemu_drv *q, vmt_va va)
 {
     for (size_t i = 0; i < q->nbps; i++)
         if (q->bps[i].va == va)
@@ -163,6 +163,7 @@ static vmt_status bp_add(vmt_driver *d, vmt_va va, uint8_t index)
     vmt_status st = qemu_bp_insert(d, va, 1);
     if (st)
         return st;
+    memset(&q->bps[q->nbps], 0, sizeof q->bps[0]);
     q->bps[q->nbps].va = va;
     q->bps[q->nbps].index = index;
     q->nbps++;
@@ -244,6 +245,7 @@ vmt_status vmt_qemu_get_info(vmt_driver *d, vmt_qemu_info *out)
     out->breakpoints = (unsigned)q->nbps;
     out->watchpoints = (unsigned)q->nwatches;
     out->packets = q->gdb.sent;
+    out->nop_skips = q->nop_skips;
     if (q->have_qmp && !q->qmp.dead) {
         struct json_object *r = NULL, *v, *qv;
         if (qmp_execute(&q->qmp, "query-version", NULL, 0, &r) == VMT_OK && json_object_object_get_ex(r, "qemu", &qv)) {
@@ -347,6 +349,7 @@ static void qemu_destroy(vmt_driver *d)
     free(q->watches);
     free(q->scratch);
     free(q->gbuf);
+    qemu_nop_fini(q);
     free(q);
 }
 
@@ -607,6 +610,8 @@ vmt_status vmt_qemu_driver_create(const vmt_qemu_config *cfg, vmt_driver **out, 
         vmt_driver_destroy(d);
         return st;
     }
+    if (!cfg->no_nop_skip)
+        qemu_nop_init(q);
     q->t_stop_ns = qemu_now_ns();
     *out = d;
     return VMT_OK;

@@ -26,6 +26,8 @@
 typedef struct qemu_bp {
     vmt_va va;
     uint8_t index;          /* 0..3 or VMT_QEMU_BP_INDEX */
+    bool pa_known;          /* pa below was translated (at the first hit) */
+    vmt_pa pa;
 } qemu_bp;
 
 /* A write watchpoint. When the range is at most QEMU_WATCH_SHADOW_MAX bytes
@@ -86,6 +88,9 @@ typedef struct qemu_drv {
     char *scratch;          /* packet building */
     size_t scratch_cap;
     uint8_t *gbuf;          /* decoded 'g' reply */
+    uintptr_t cs_handle;    /* Capstone handle (0: none) for the NOP fast path */
+    uint64_t nop_skips;     /* hits resumed by moving rip past a NOP */
+    bool no_nop_skip;
 } qemu_drv;
 
 static inline qemu_drv *qemu_of(vmt_driver *d)
@@ -110,8 +115,14 @@ vmt_status qemu_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev);
 vmt_status qemu_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp);
 vmt_status qemu_pause(vmt_driver *d);
 vmt_status qemu_resume(vmt_driver *d);
-const qemu_bp *qemu_bp_find(const qemu_drv *q, vmt_va va);
+qemu_bp *qemu_bp_find(qemu_drv *q, vmt_va va);
 vmt_status qemu_bp_insert(vmt_driver *d, vmt_va va, int insert);
+
+/* qemu_nop.c: 1 when the instruction at breakpoint bp (at rip) is a NOP,
+ * with its length; 0 when not (or unknown: no Capstone, unreadable). */
+int qemu_nop_at(vmt_driver *d, qemu_bp *bp, unsigned *len);
+void qemu_nop_init(qemu_drv *q);
+void qemu_nop_fini(qemu_drv *q);
 
 /* qemu_watch.c */
 void qemu_watch_free(qemu_watch *w);

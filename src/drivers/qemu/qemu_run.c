@@ -171,7 +171,29 @@ vmt_status qemu_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
     gdb_stop stop;
     bool reported;
     vmt_va rip = q->regs.rip;
-    const qemu_bp *at = qemu_bp_find(q, rip);
+    qemu_bp *at = qemu_bp_find(q, rip);
+    unsigned nop_len;
+    if (at && !q->step_next && qemu_nop_at(d, at, &nop_len)) {
+        /* Executing a NOP is moving rip: no gdbstub step, no breakpoint
+         * removal (each would flush QEMU's translation cache). */
+        vmt_regs r = q->regs;
+        r.rip += nop_len;
+        if ((st = qemu_set_regs(d, 0, &r)))
+            return st;
+        q->nop_skips++;
+        q->stats.internal_exits++;
+        if (qemu_bp_find(q, r.rip)) {
+            /* The next instruction has a breakpoint too: report it now. */
+            if ((st = qemu_fetch_regs(d)))
+                return st;
+            const qemu_bp *nb = qemu_bp_find(q, q->regs.rip);
+            fill_event(q, ev, VMT_EVENT_HW_BREAKPOINT);
+            ev->u.hwbp.index = nb->index;
+            ev->u.hwbp.address = nb->va;
+            goto report;
+        }
+        at = NULL;
+    }
     if (q->step_next || at) {
         bool was_step = q->step_next;
         q->step_next = false;
