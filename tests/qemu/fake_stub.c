@@ -87,10 +87,6 @@ static void xfer(fake_stub *s, const char *doc, const char *args)
 
 static void handle(fake_stub *s, char *p)
 {
-    pthread_mutex_lock(&s->lock);
-    if (s->nlog < FAKE_LOG)
-        snprintf(s->log[s->nlog++], sizeof s->log[0], "%s", p);
-    pthread_mutex_unlock(&s->lock);
     char out[8192];
     if (strncmp(p, "qSupported", 10) == 0) {
         reply(s, "PacketSize=1000;qXfer:features:read+;vContSupported+;multiprocess+");
@@ -253,6 +249,11 @@ static void *serve(void *arg)
                 s->cfd = -1;
                 break;
             }
+            /* Logged before the ack: once the client has its ack, the log shows the packet. */
+            pthread_mutex_lock(&s->lock);
+            if (s->nlog < FAKE_LOG)
+                snprintf(s->log[s->nlog++], sizeof s->log[0], "%.63s", pkt);
+            pthread_mutex_unlock(&s->lock);
             send_raw(s, "+", 1);
             if (s->mode == FAKE_GARBAGE_AFTER && s->packets > s->after) {
                 send_raw(s, "garbage!", 8);

@@ -192,6 +192,7 @@ static void expect_failure(enum fake_mode mode, unsigned after, vmt_status want,
     assert_int_equal(fake_stub_start(&s, mode, after), 0);
     vmt_driver *d = NULL;
     char why[256] = "";
+    vmt_event ev; /* its stop message may be the one checked */
     double t0 = now_s();
     vmt_status st = attach(&s, &d, why, sizeof why);
     const char *msg = why;
@@ -199,7 +200,6 @@ static void expect_failure(enum fake_mode mode, unsigned after, vmt_status want,
         /* attach takes 6 packets; then g, m, Z0, c. */
         uint8_t buf[16];
         vmt_regs r;
-        vmt_event ev;
         st = vmt_drv_get_regs(d, 0, &r);
         if (!st)
             st = vmt_drv_read_phys(d, 0, buf, sizeof buf);
