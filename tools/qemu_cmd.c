@@ -16,7 +16,8 @@
  * reads), the string. The run ends after --limit seconds of wall time, on
  * SIGINT/SIGTERM, or when QEMU goes away; the summary gives hits per hook
  * and the driver's counters. --dump writes QEMU's dump-guest-memory core
- * (needs QMP: always there when vmtrap launched QEMU) at the end.
+ * (needs QMP: always there when vmtrap launched QEMU) at the end, and next
+ * to it CORE.state.json, the sidecar with what the core lacks (EFER, ...).
  * Attach: QEMU keeps running after vmtrap detaches. Launch: QEMU is stopped.
  *
  * Exit codes as cli.h: 2 for usage errors (before anything runs), 1 when the
@@ -263,7 +264,7 @@ static int guest_string(vmt_driver *d, const vmt_regs *r, vmt_va va, char *out, 
     return 0; /* longer than we show: not taken as a string */
 }
 
-/* Up to cap bytes at va (len of them) through the page tables. */
+/* len bytes at va through the page tables; 0 when any is unreadable. */
 static int guest_bytes(vmt_driver *d, const vmt_regs *r, vmt_va va, uint8_t *out, size_t len)
 {
     if (!va || !(r->cr0 & VMT_CR0_PG))
@@ -439,9 +440,16 @@ int cli_qemu_main(int argc, char **argv)
     if (g_stop)
         end = "signal";
     double wall = now_s() - t0;
-    if (o.dump && rc == CLI_EXIT_OK && vmt_qemu_dump(d, o.dump) != VMT_OK) {
-        fprintf(stderr, "vmtrap: --dump: %s\n", vmt_driver_error(d));
-        rc = CLI_EXIT_FAIL;
+    if (o.dump && rc == CLI_EXIT_OK) {
+        char state[4200];
+        snprintf(state, sizeof state, "%s.state.json", o.dump);
+        if (vmt_qemu_dump(d, o.dump) != VMT_OK || vmt_qemu_write_state(d, state) != VMT_OK) {
+            fprintf(stderr, "vmtrap: --dump: %s\n", vmt_driver_error(d));
+            rc = CLI_EXIT_FAIL;
+        } else if (!o.quiet && !o.json) {
+            printf("dump: %s (+ %s; make a vmtrap snapshot with: vmtrap snapshot convert %s OUT.vmts --state %s)\n",
+                   o.dump, state, o.dump, state);
+        }
     }
     vmt_driver_stats ds;
     memset(&ds, 0, sizeof ds);

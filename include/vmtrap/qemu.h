@@ -139,6 +139,13 @@ vmt_status vmt_qemu_get_info(vmt_driver *d, vmt_qemu_info *out);
  * what vmtrap's image loader and the session read) into path. Needs QMP. */
 vmt_status vmt_qemu_dump(vmt_driver *d, const char *path);
 
+/* Write what the gdbstub knows and a dump-guest-memory core lacks as a
+ * snapshot sidecar (docs/snapshot.md): vcpus[0] efer, cr8, kernel_gs_base,
+ * and fcw/mxcsr when the target description has them. With the core from
+ * vmt_qemu_dump(), `vmtrap snapshot convert CORE OUT.vmts --state PATH`
+ * makes a live VM a replayable snapshot. */
+vmt_status vmt_qemu_write_state(vmt_driver *d, const char *path);
+
 /* Invariant checker: the breakpoint table agrees with the slots, the
  * protocol clients are consistent, the run state is one of the known ones.
  * VMT_E_INTERNAL with a message (vmt_driver_error) when one fails. */

@@ -13,7 +13,8 @@
  * breakpoints are invisible); a STEP moves exactly one instruction; a
  * watch on the shell's page-table page (through Linux's direct map) fires
  * when the kernel writes that table; QEMU takes thousands of breakpoints;
- * with no breakpoints the console goes on ticking; a QEMU killed under us
+ * with no breakpoints the console goes on ticking; the live VM dumped with
+ * the gdbstub's sidecar opens as a snapshot with the same state; a QEMU killed under us
  * is reported as a STOPPED event, not a hang.
  * Skipped (77) only when qemu-system-x86_64 is not installed.
  */
@@ -33,6 +34,10 @@
 #include "util/testutil.h"
 #include "vmtrap/driver.h"
 #include "vmtrap/qemu.h"
+#ifdef VMT_TEST_HAVE_SNAPSHOT
+#include "vmtrap/snapshot.h"
+#endif
+#include <unistd.h>
 
 /* nokaslr, 4-level paging: Linux's direct map of all physical memory. */
 #define PAGE_OFFSET_BASE 0xffff888000000000ull
@@ -230,6 +235,41 @@ static void console_keeps_ticking(void **state)
     ok(f->d, vmt_drv_read_phys(f->d, 0x1000000, b, sizeof b), "read after timeout");
 }
 
+#ifdef VMT_TEST_HAVE_SNAPSHOT
+/* The live VM becomes a snapshot: QEMU's core plus the sidecar of what only
+ * the gdbstub knows; the snapshot module reads it back with the same RIP,
+ * EFER and code bytes. */
+static void live_vm_to_snapshot(void **state)
+{
+    fixture *f = *state;
+    char core[128], side[160], why[256];
+    snprintf(core, sizeof core, "/tmp/vmt-qemu-core-%d.elf", (int)getpid());
+    snprintf(side, sizeof side, "%s.state.json", core);
+    vmt_regs r;
+    ok(f->d, vmt_drv_get_regs(f->d, 0, &r), "regs");
+    uint8_t code[16], snapcode[16];
+    ok(f->d, vmt_drv_read_phys(f->d, f->openat2 - KERNEL_MAP, code, sizeof code), "read code");
+    ok(f->d, vmt_qemu_dump(f->d, core), "dump");
+    ok(f->d, vmt_qemu_write_state(f->d, side), "state sidecar");
+    vmt_snapshot *s = NULL;
+    vmt_status st = vmt_snapshot_open(core, NULL, &s, why, sizeof why);
+    if (st)
+        fail_msg("snapshot open: %s", why);
+    st = vmt_snapshot_apply_sidecar_file(s, side);
+    assert_int_equal(st, VMT_OK);
+    const vmt_vcpu_state *vs = vmt_snapshot_vcpu(s, 0);
+    assert_non_null(vs);
+    assert_true(vs->regs.rip == r.rip);
+    assert_true(vs->regs.cr3 == r.cr3);
+    assert_true(vs->regs.efer == r.efer && (r.efer & VMT_EFER_LMA));
+    assert_int_equal(vmt_snapshot_read(s, f->openat2 - KERNEL_MAP, snapcode, sizeof snapcode), VMT_OK);
+    assert_memory_equal(code, snapcode, sizeof code);
+    vmt_snapshot_destroy(s);
+    unlink(core);
+    unlink(side);
+}
+#endif
+
 static void killed_qemu_is_reported(void **state)
 {
     fixture *f = *state;
@@ -263,6 +303,9 @@ int main(void)
         cmocka_unit_test(page_table_write_is_watched),
         cmocka_unit_test(thousands_of_breakpoints),
         cmocka_unit_test(console_keeps_ticking),
+#ifdef VMT_TEST_HAVE_SNAPSHOT
+        cmocka_unit_test(live_vm_to_snapshot),
+#endif
         cmocka_unit_test(killed_qemu_is_reported),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -283,6 +283,41 @@ vmt_status vmt_qemu_dump(vmt_driver *d, const char *path)
     return st ? qemu_qmp_fail(d, st, "dump-guest-memory") : VMT_OK;
 }
 
+/* A register of the target description as a number (0 when absent or wider than 64 bits). */
+static uint64_t raw_reg(const qemu_drv *q, const char *name)
+{
+    const gdb_reg_desc *r = gdb_tdesc_find(&q->td, name);
+    uint64_t v = 0;
+    if (r && r->bits <= 64 && r->offset + r->bits / 8 <= q->td.g_bytes)
+        memcpy(&v, q->gbuf + r->offset, r->bits / 8);
+    return v;
+}
+
+vmt_status vmt_qemu_write_state(vmt_driver *d, const char *path)
+{
+    if (!vmt_qemu_is_qemu(d) || !path)
+        return VMT_E_INVAL;
+    qemu_drv *q = qemu_of(d);
+    q->regs_valid = false; /* gbuf must hold this stop's registers */
+    vmt_status st = qemu_fetch_regs(d);
+    if (st)
+        return st;
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return vmt_driver_fail(d, VMT_E_IO, "cannot write %s: %s", path, strerror(errno));
+    fprintf(f, "{\n  \"vcpus\": [\n    {\n      \"efer\": \"0x%llx\",\n      \"cr8\": %llu,\n"
+               "      \"kernel_gs_base\": \"0x%llx\"",
+            (unsigned long long)q->regs.efer, (unsigned long long)q->regs.cr8,
+            (unsigned long long)q->regs.kernel_gs_base);
+    if (gdb_tdesc_find(&q->td, "fctrl") && gdb_tdesc_find(&q->td, "mxcsr"))
+        fprintf(f, ",\n      \"fcw\": \"0x%llx\",\n      \"mxcsr\": \"0x%llx\"",
+                (unsigned long long)(raw_reg(q, "fctrl") & 0xffff), (unsigned long long)(raw_reg(q, "mxcsr") & 0xffffffff));
+    fprintf(f, "\n    }\n  ]\n}\n");
+    if (fclose(f) != 0)
+        return vmt_driver_fail(d, VMT_E_IO, "writing %s failed", path);
+    return VMT_OK;
+}
+
 vmt_status vmt_qemu_check(vmt_driver *d)
 {
     if (!vmt_qemu_is_qemu(d))
