@@ -3,7 +3,9 @@
  * 'g' (all registers, laid out by the target description) to read, 'P'
  * (one register) to write. Fields the description lacks read as 0 and
  * cannot be changed (VMT_E_NOTSUP, checked before anything is written, so
- * a refused set changes nothing).
+ * a refused set changes nothing). Every set is read back: QEMU accepts a
+ * write it does not fully perform (general registers outside 64-bit mode
+ * keep only 32 bits), which is VMT_E_NOTSUP naming the register.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -178,11 +180,29 @@ vmt_status qemu_set_regs(vmt_driver *d, vmt_vcpu vcpu, const vmt_regs *regs)
         char hex[17], cmd[48];
         gdb_bytes_to_hex(bytes, rd->bits / 8, hex);
         snprintf(cmd, sizeof cmd, "P%x=%s", rd->regnum, hex);
-        q->regs_valid = false;
         st = gdb_exchange_ok(&q->gdb, cmd);
-        if (st)
+        if (st) {
+            q->regs_valid = false;
             return qemu_gdb_fail(d, st, "writing a register ('P')");
+        }
     }
+    /* QEMU answers OK but may keep less than asked (outside 64-bit mode its
+     * gdbstub writes only the low 32 bits of general registers): read back. */
+    vmt_regs want = *regs;
     q->regs_valid = false;
+    if ((st = qemu_fetch_regs(d)))
+        return st;
+    for (unsigned i = 0; i < QEMU_NREGMAP; i++) {
+        if (q->map[i].td_index < 0)
+            continue;
+        uint64_t w = field_get(&want, q->map[i].field_off, q->map[i].field_size);
+        uint64_t g = field_get(&q->regs, q->map[i].field_off, q->map[i].field_size);
+        if (w != g)
+            return vmt_driver_fail(d, VMT_E_NOTSUP,
+                                   "QEMU kept 0x%llx in %s where 0x%llx was set (its gdbstub writes only 32 bits of "
+                                   "general registers outside 64-bit mode, and some registers not at all); "
+                                   "registers before it in the target description were written",
+                                   (unsigned long long)g, q->map[i].gdb_name, (unsigned long long)w);
+    }
     return VMT_OK;
 }
