@@ -19,8 +19,9 @@
  * continues QEMU, waits for a stop reply, and stops QEMU again (interrupt)
  * when the timeout passes, so memory and registers can always be read
  * between calls. Connecting the gdbstub stops the VM (QEMU's behaviour);
- * destroy removes every breakpoint and watchpoint and detaches (an attached
- * VM then runs on).
+ * destroy removes every breakpoint and watchpoint and detaches: an attached
+ * VM is left in the run state it had when the driver attached (running, or
+ * stopped again through QMP; without QMP it runs on, QEMU's detach).
  *
  * What it declares (vmt_driver_caps), honestly:
  *  - READ_PHYS/WRITE_PHYS through Qqemu.PhyMemMode:1 (m/M packets address

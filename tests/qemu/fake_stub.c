@@ -194,7 +194,7 @@ static void handle(fake_stub *s, char *p)
     } else if (strcmp(p, "s") == 0) {
         s->rip += 1;
         reply(s, "T05thread:p01.01;");
-    } else if (strcmp(p, "D") == 0) {
+    } else if (strcmp(p, "D;1") == 0 || strcmp(p, "D") == 0) {
         reply(s, "OK");
     } else {
         reply(s, "");
@@ -212,6 +212,10 @@ static void *serve(void *arg)
     s->cfd = accept(s->lfd, NULL, NULL);
     if (s->cfd < 0)
         return NULL;
+    if (s->mode == FAKE_STOP_ON_CONNECT) {
+        usleep(20000); /* let the client's first packet be on its way */
+        reply(s, "T02thread:01;");
+    }
     char buf[70000];
     size_t len = 0;
     while (s->running && s->cfd >= 0) {

@@ -29,6 +29,7 @@ enum fake_mode {
     FAKE_EXIT_ON_CONT,    /* 'c' answers W00 and closes (QEMU quit) */
     FAKE_NO_PHYS,         /* Qqemu.PhyMemMode is unsupported (empty reply) */
     FAKE_HOSTILE_XML,     /* the target description includes "../../etc/passwd" */
+    FAKE_STOP_ON_CONNECT, /* a stop reply nobody asked for as the client connects (QEMU stopping a running VM) */
 };
 
 #define FAKE_MEM 65536

@@ -123,7 +123,26 @@ static void driver_reads_writes_and_regs(void **state)
     assert_int_equal(vmt_qemu_get_info(d, &info), VMT_OK);
     assert_true(strstr(info.regs_missing, "gdtr_base") != NULL);
     vmt_driver_destroy(d);
-    assert_int_equal(fake_stub_count(&s, "D"), 1); /* detached */
+    assert_int_equal(fake_stub_count(&s, "D;1"), 1); /* detached (multiprocess form) */
+    fake_stub_stop(&s);
+}
+
+/* QEMU announces the stop of a running VM when a debugger connects, even
+ * before acking the first packet: the handshake must go through. */
+static void unsolicited_stop_on_connect(void **state)
+{
+    (void)state;
+    fake_stub s;
+    assert_int_equal(fake_stub_start(&s, FAKE_STOP_ON_CONNECT, 0), 0);
+    vmt_driver *d;
+    char why[256];
+    vmt_status st = attach(&s, &d, why, sizeof why);
+    if (st)
+        fail_msg("attach: %s", why);
+    vmt_regs r;
+    assert_int_equal(vmt_drv_get_regs(d, 0, &r), VMT_OK);
+    assert_true(r.rip == 0x1000);
+    vmt_driver_destroy(d);
     fake_stub_stop(&s);
 }
 
@@ -252,6 +271,7 @@ int main(void)
         cmocka_unit_test(client_exchanges_and_times_out),
         cmocka_unit_test(client_connect_to_nothing_fails),
         cmocka_unit_test(driver_reads_writes_and_regs),
+        cmocka_unit_test(unsolicited_stop_on_connect),
         cmocka_unit_test(driver_breakpoints_step_over),
         cmocka_unit_test(hostile_stubs_give_clear_errors),
     };

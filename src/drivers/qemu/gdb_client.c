@@ -235,19 +235,33 @@ vmt_status gdb_send(gdb_client *g, const char *payload)
         vmt_status st = write_all(g, g->tx, flen, deadline);
         if (st)
             return st;
-        gdb_scan_kind kind;
-        st = next_item(g, deadline, &kind);
-        if (st == VMT_E_TIMEOUT)
-            return die(g, VMT_E_TIMEOUT, "gdb: no ack for '%.24s' within %d ms (QEMU hung?)", payload, g->timeout_ms);
-        if (st)
-            return st;
-        if (kind == GDB_SCAN_ACK) {
-            g->sent++;
-            return VMT_OK;
-        }
-        if (kind != GDB_SCAN_NAK)
+        for (;;) {
+            gdb_scan_kind kind;
+            st = next_item(g, deadline, &kind);
+            if (st == VMT_E_TIMEOUT)
+                return die(g, VMT_E_TIMEOUT, "gdb: no ack for '%.24s' within %d ms (QEMU hung?)", payload,
+                           g->timeout_ms);
+            if (st)
+                return st;
+            if (kind == GDB_SCAN_ACK) {
+                g->sent++;
+                return VMT_OK;
+            }
+            if (kind == GDB_SCAN_NAK)
+                break; /* send again */
+            if (kind == GDB_SCAN_PACKET && (g->pkt[0] == 'T' || g->pkt[0] == 'S') && g->unsolicited < 16) {
+                /* QEMU stops a running VM when a debugger connects and says
+                 * so with a stop reply nobody asked for, possibly before the
+                 * ack of our first packet: acknowledge it, drop it, and go
+                 * on waiting for our ack. */
+                g->unsolicited++;
+                if ((st = write_all(g, "+", 1, deadline)))
+                    return st;
+                continue;
+            }
             return die(g, VMT_E_FORMAT, "gdb: a packet ('%.24s') came where the ack for '%.24s' was due", g->pkt,
                        payload);
+        }
     }
     return die(g, VMT_E_IO, "gdb: the stub rejected '%.24s' four times (nak)", payload);
 }

@@ -38,6 +38,7 @@ typedef struct gdb_client {
     bool dead;
     vmt_errbuf err;
     uint64_t sent, received;
+    unsigned unsolicited;   /* stop replies received while an ack was due (dropped) */
 } gdb_client;
 
 /* Take ownership of fd (a connected stream socket). */

@@ -368,8 +368,14 @@ static void qemu_destroy(vmt_driver *d)
             (void)gdb_exchange_ok(&q->gdb, cmd);
         }
         if (!q->launched && !q->gdb.dead) {
+            /* Detach (with the process id: we negotiated multiprocess, and
+             * QEMU refuses a bare "D" then). QEMU lets the VM run; a VM that
+             * was not running when we attached is stopped again. */
             (void)gdb_exchange_ok(&q->gdb, "Qqemu.PhyMemMode:0");
-            (void)gdb_send(&q->gdb, "D"); /* detach: QEMU lets the VM run */
+            if (gdb_exchange_ok(&q->gdb, "D;1") != VMT_OK && !q->gdb.dead)
+                (void)gdb_exchange_ok(&q->gdb, "D");
+            if (q->was_running == 0 && q->have_qmp && !q->qmp.dead)
+                (void)qmp_execute(&q->qmp, "stop", NULL, 2000, NULL);
         }
     }
     if (q->launched)
@@ -502,6 +508,7 @@ static vmt_status attach(qemu_drv *q, const char *gdb_path, const char *qmp_path
     int timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : 5000;
     vmt_status st;
     q->kvm = -1;
+    q->was_running = -1;
     if (qmp_path) {
         st = qmp_open(&q->qmp, qmp_path, timeout);
         q->have_qmp = true;
@@ -517,8 +524,10 @@ static vmt_status attach(qemu_drv *q, const char *gdb_path, const char *qmp_path
                 vmt_why(why, why_len, "qemu: %s", qmp_error(&q->qmp));
                 return st;
             }
-            if (strcmp(status, "inmigrate") != 0)
+            if (strcmp(status, "inmigrate") != 0) {
+                q->was_running = running;
                 break;
+            }
             if (i * 20 > (cfg->start_timeout_ms > 0 ? cfg->start_timeout_ms : 30000)) {
                 vmt_why(why, why_len, "qemu: the incoming migration did not finish in time");
                 return VMT_E_TIMEOUT;

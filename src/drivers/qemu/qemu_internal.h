@@ -62,6 +62,7 @@ typedef struct qemu_drv {
     qemu_regmap map[QEMU_NREGMAP];
     uint64_t ram_bytes;
     int kvm;                /* 1 KVM, 0 TCG, -1 unknown (no QMP) */
+    int was_running;        /* QMP status at attach: 1 running, 0 not, -1 unknown */
     /* launch */
     bool launched;
     pid_t pid;

@@ -5,13 +5,15 @@
  * private directory (mkdtemp under $TMPDIR or /tmp), -S unless present, and
  * -icount (see qemu.h) unless told not to or already present. QEMU's stdout
  * and stderr go to a log file whose last lines are quoted when QEMU dies.
+ * QEMU gets SIGKILL when the thread that launched it dies (PR_SET_PDEATHSIG):
+ * a crashed or killed vmtrap leaves no QEMU behind.
  * Stopping: QMP quit, wait up to 3 s, then SIGKILL; the socket directory is
  * removed (a log the user named is kept).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +24,6 @@
 
 #include "core/errbuf.h"
 #include "drivers/qemu/qemu_internal.h"
-
-extern char **environ;
 
 static int has_arg(const char *const *argv, const char *a)
 {
@@ -79,17 +79,57 @@ vmt_status qemu_launch(qemu_drv *q, const vmt_qemu_config *cfg, char *why, size_
         q->icount = true;
     }
     av[k] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, q->log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, av[0], &fa, NULL, (char *const *)av, environ);
-    posix_spawn_file_actions_destroy(&fa);
+    /* fork + exec rather than posix_spawn: the child asks for SIGKILL when
+     * its parent dies (PR_SET_PDEATHSIG), so a crashing or killed vmtrap
+     * never leaves a QEMU running; exec errors come back through a pipe. */
+    int errpipe[2];
+    if (pipe2(errpipe, O_CLOEXEC) != 0) {
+        free(av);
+        vmt_why(why, why_len, "qemu: pipe: %s", strerror(errno));
+        return VMT_E_IO;
+    }
+    int logfd = open(q->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int nullfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pid_t parent = getpid();
+    pid_t pid = logfd >= 0 && nullfd >= 0 ? fork() : -1;
+    if (pid == 0) {
+        int e;
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent || dup2(nullfd, 0) < 0 ||
+            dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0) {
+            e = errno ? errno : ECHILD;
+        } else {
+            execvp(av[0], (char *const *)av);
+            e = errno;
+        }
+        ssize_t w = write(errpipe[1], &e, sizeof e);
+        (void)w;
+        _exit(127);
+    }
+    int fork_errno = errno;
     free(av);
+    if (logfd >= 0)
+        close(logfd);
+    if (nullfd >= 0)
+        close(nullfd);
+    close(errpipe[1]);
+    int rc = 0;
+    if (pid < 0) {
+        rc = fork_errno ? fork_errno : EIO;
+    } else {
+        ssize_t got;
+        do
+            got = read(errpipe[0], &rc, sizeof rc);
+        while (got < 0 && errno == EINTR);
+        if (got != (ssize_t)sizeof rc)
+            rc = 0; /* closed by exec: QEMU is running */
+        else
+            waitpid(pid, NULL, 0);
+    }
+    close(errpipe[0]);
     if (rc != 0) {
         vmt_why(why, why_len, "qemu: cannot start '%s': %s", argv[0], strerror(rc));
+        if (q->own_log)
+            unlink(q->log_path);
         rmdir(q->tmpdir);
         q->tmpdir[0] = '\0';
         return rc == ENOENT ? VMT_E_NOTFOUND : VMT_E_IO;
