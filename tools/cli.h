@@ -198,6 +198,10 @@ const char *cli_detector_why(unsigned id, vmt_bpm_controller ctl);
 /* Run `vmtrap run` / `vmtrap demo`; returns the exit code. */
 int cli_run(const vmtrap_options *o, const char *argv0);
 
+/* `vmtrap run --driver qemu ...` (tools/qemu_cmd.c): argv as main's. */
+int cli_is_qemu_run(int argc, char **argv);
+int cli_qemu_main(int argc, char **argv);
+
 /* `vmtrap snapshot info|convert ...` (tools/snapshot_cmd.c); argv[0] is "snapshot". */
 int cli_snapshot_main(int argc, char **argv);
 
