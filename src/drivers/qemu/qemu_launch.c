@@ -169,8 +169,13 @@ static void log_tail(const char *path, char *out, size_t len)
     char line[256];
     while (fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = '\0';
-        if (line[0])
-            snprintf(out, len, "%s", line);
+        if (line[0] && len) {
+            size_t n = strlen(line);
+            if (n >= len)
+                n = len - 1;
+            memcpy(out, line, n);
+            out[n] = '\0';
+        }
     }
     fclose(f);
 }
