@@ -5,14 +5,20 @@
  * decoded from the kernel's BTF (kallsyms names, static functions too), one
  * line or JSON object per call, interleaved with the console lines.
  *
- *   vmtrap run --snapshot FILE --hook F[,F...] [--instructions N] [--limit SECONDS]
- *              [--state SIDECAR.json] [--json] [--quiet]
+ *   vmtrap run --snapshot FILE --hook F[,F...] [--returns] [--instructions N]
+ *              [--limit SECONDS] [--state SIDECAR.json] [--json] [--quiet]
  *
  * Mechanism: the emulator's debug-register breakpoints (at most
  * caps.hw_breakpoints hooks; kernel text is shared by every address space,
  * so one breakpoint per function covers all processes). Arguments are read
  * through the CR3 of the hit, so user strings resolve in the calling
  * process; a page that is not present is reported as such.
+ * Returns (--returns): the debug registers the entry hooks leave free catch
+ * returns: at an entry the return address is read from the stack and a
+ * one-shot breakpoint put there; it reports only when the stack pointer and
+ * CR3 show the same call returning (not another task passing by). With no
+ * free register, or for a function BTF says returns nothing (do_exit), the
+ * return is not hooked and counted as missed in the final note.
  * Exit codes: 0 the run ended at its bound, 1 the guest stopped otherwise or
  * a read failed fatally, 2 usage, unknown symbol or load errors.
  */
@@ -33,8 +39,15 @@ typedef struct trace_opts {
     size_t nhooks;
     uint64_t instructions;
     double limit;
-    int json, quiet;
+    int json, quiet, returns;
 } trace_opts;
+
+/* A return being waited for on a free debug register. */
+typedef struct pending_ret {
+    int active;
+    size_t hook;
+    uint64_t va, rsp, cr3, count;
+} pending_ret;
 
 static void on_serial(void *ctx, const char *line)
 {
@@ -50,8 +63,8 @@ static int usage_error(const char *msg, const char *arg)
 {
     fprintf(stderr, "vmtrap run: ");
     fprintf(stderr, msg, arg);
-    fprintf(stderr, "\nusage: vmtrap run --snapshot FILE --hook F[,F...] [--instructions N] [--limit SECONDS]"
-                    " [--state SIDECAR.json] [--json] [--quiet]\n");
+    fprintf(stderr, "\nusage: vmtrap run --snapshot FILE --hook F[,F...] [--returns] [--instructions N]"
+                    " [--limit SECONDS] [--state SIDECAR.json] [--json] [--quiet]\n");
     return CLI_EXIT_USAGE;
 }
 
@@ -65,6 +78,8 @@ static int parse(int argc, char **argv, trace_opts *o, char *list, size_t list_l
             o->json = 1;
         else if (!strcmp(a, "--quiet"))
             o->quiet = 1;
+        else if (!strcmp(a, "--returns"))
+            o->returns = 1;
         else if (!strcmp(a, "--snapshot") && v)
             o->snapshot = argv[++i];
         else if (!strcmp(a, "--state") && v)
@@ -112,7 +127,9 @@ int cli_cmd_trace(int argc, char **argv)
     vmt_driver *d = vmt_resume_driver(r);
     vmt_os *os = NULL;
     cli_decoder *dec = NULL;
-    uint64_t va[TRACE_MAX_HOOKS], counts[TRACE_MAX_HOOKS] = { 0 };
+    uint64_t va[TRACE_MAX_HOOKS], counts[TRACE_MAX_HOOKS] = { 0 }, returns = 0, missed = 0;
+    pending_ret pend[TRACE_MAX_HOOKS];
+    memset(pend, 0, sizeof pend);
     rc = CLI_EXIT_USAGE;
     if (vmt_os_open(d, NULL, &os, why, sizeof why) != VMT_OK) {
         fprintf(stderr, "vmtrap run: %s\n", why);
@@ -162,16 +179,46 @@ int cli_cmd_trace(int argc, char **argv)
             break;
         }
         if (ev.kind == VMT_EVENT_HW_BREAKPOINT) {
+            uint64_t cr3 = ev.regs.cr3 & VMT_CR3_ADDR_MASK;
+            vmt_os_vreader_slot slot;
+            vmt_vreader rd = vmt_os_vreader(os, cr3, &slot);
+            for (size_t k = o.nhooks; k < vmt_driver_caps(d)->hw_breakpoints && k < TRACE_MAX_HOOKS; k++) {
+                pending_ret *pr = &pend[k];
+                if (!pr->active || pr->va != ev.u.hwbp.address || pr->rsp != ev.regs.rsp || pr->cr3 != cr3)
+                    continue; /* not this call's return (another task, a nested call) */
+                cli_call c;
+                memset(&c, 0, sizeof c);
+                c.is_return = 1;
+                c.count = pr->count;
+                cli_decode_regs(dec, o.hooks[pr->hook], ev.vcpu, &ev.regs, &rd, &c);
+                cli_log_call(&log, &c);
+                pr->active = 0;
+                returns++;
+                (void)vmt_drv_hw_breakpoint(d, 0, (unsigned)k, 0, 0);
+            }
             for (size_t i = 0; i < o.nhooks; i++) {
                 if (va[i] != ev.u.hwbp.address)
                     continue;
                 cli_call c;
                 memset(&c, 0, sizeof c);
                 c.count = ++counts[i];
-                vmt_os_vreader_slot slot;
-                vmt_vreader rd = vmt_os_vreader(os, ev.regs.cr3 & VMT_CR3_ADDR_MASK, &slot);
                 cli_decode_regs(dec, o.hooks[i], ev.vcpu, &ev.regs, &rd, &c);
                 cli_log_call(&log, &c);
+                vmt_proto p;
+                if (!o.returns || vmt_os_proto(os, o.hooks[i], &p) != VMT_OK || !p.has_ret)
+                    continue; /* no return to wait for (do_exit never returns) */
+                size_t k = o.nhooks;
+                while (k < vmt_driver_caps(d)->hw_breakpoints && k < TRACE_MAX_HOOKS && pend[k].active)
+                    k++;
+                uint64_t ret_va;
+                if (k >= vmt_driver_caps(d)->hw_breakpoints || k >= TRACE_MAX_HOOKS ||
+                    vmt_os_read_virt(os, cr3, ev.regs.rsp, &ret_va, 8, NULL) != VMT_OK ||
+                    vmt_drv_hw_breakpoint(d, 0, (unsigned)k, ret_va, 1) != VMT_OK) {
+                    missed++;
+                    continue;
+                }
+                pend[k] = (pending_ret){ .active = 1, .hook = i, .va = ret_va, .rsp = ev.regs.rsp + 8, .cr3 = cr3,
+                                         .count = counts[i] };
             }
         }
         vmt_response resp = vmt_response_continue();
@@ -185,6 +232,8 @@ int cli_cmd_trace(int argc, char **argv)
     size_t n = 0;
     for (size_t i = 0; i < o.nhooks && n < sizeof line; i++)
         n += (size_t)snprintf(line + n, sizeof line - n, "%s%s=%" PRIu64, i ? " " : "", o.hooks[i], counts[i]);
+    if (o.returns && n < sizeof line)
+        snprintf(line + n, sizeof line - n, " returns=%" PRIu64 " returns_missed=%" PRIu64, returns, missed);
     cli_log_note(&log, "calls", line);
 out:
     cli_decoder_close(dec);

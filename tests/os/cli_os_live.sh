@@ -57,5 +57,19 @@ check "exiting children are not the shell, and exit with code 0" \
   "[.[] | select(.event == \"call\" and .symbol == \"do_exit\")] | all(.[]; .pid != $P and .args.code == 0)"
 check "the run ends at its instruction bound with the per-hook counts" \
   '[.[] | select(.event == "note" and .what == "calls")] | length == 1'
+
+# Returns, on the debug registers the two entry hooks leave free.
+log=$tmp/returns.json
+"$vmtrap" run --snapshot "$core" --hook do_sys_openat2,ksys_write --returns --instructions 20000000 --json \
+    > "$log" 2> "$tmp/err"; rc=$?
+[ $rc = 0 ] || { echo "FAIL: --returns run exited $rc: $(head -3 "$tmp/err")"; exit 1; }
+check "--returns: every call returned once, none missed" \
+  '([.[] | select(.event == "call")] | length) as $c | ([.[] | select(.event == "return")] | length) == $c and $c > 0 and
+   ([.[] | select(.event == "note" and .what == "calls")][0].text | test("returns_missed=0"))'
+check "--returns: ksys_write returns the count it was given (the console took every byte)" \
+  '([.[] | select(.event == "call" and .symbol == "ksys_write")]) as $c | ([.[] | select(.event == "return" and .symbol == "ksys_write")]) as $r |
+   all(range(0; $c | length); $c[.].args.count == $r[.].value)'
+check "--returns: do_sys_openat2 returns a file descriptor (>= 0) to the caller that opened" \
+  '[.[] | select(.event == "return" and .symbol == "do_sys_openat2")] | all(.[]; .value >= 0 and .value < 1024)'
 echo "$fails check(s) failed"
 [ $fails = 0 ]
