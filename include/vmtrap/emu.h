@@ -90,15 +90,15 @@ typedef struct vmt_emu_tlb_stats {
 /* VMT_E_INVAL when d is not an emu driver. */
 vmt_status vmt_emu_tlb_stats_get(vmt_driver *d, vmt_emu_tlb_stats *out);
 
+/* "unicorn 2.1.1, capstone 4.0" — the versions this driver runs on. */
+void vmt_emu_library_versions(char *buf, size_t len);
+
 /* Guest virtual time (ns) now, and set it (a restore puts the clock back
  * to the snapshot's time so the devices' deadlines line up again; the TSC
  * keeps its value until the vCPU state sets it). VMT_E_INVAL when d is not
  * an emu driver. */
 vmt_status vmt_emu_clock_get(vmt_driver *d, uint64_t *now_ns);
 vmt_status vmt_emu_clock_set(vmt_driver *d, uint64_t now_ns);
-
-/* "unicorn 2.1.1, capstone 4.0" — the versions this driver runs on. */
-void vmt_emu_library_versions(char *buf, size_t len);
 
 /* Invariant checker: every recorded translation gives rights within PTE ∩
  * view rights and no write permission on a page-table frame, page-table
