@@ -13,9 +13,6 @@
 
 int cli_cmd_ps(int argc, char **argv);
 int cli_cmd_symbols(int argc, char **argv);
-/* `vmtrap run --snapshot FILE --hook ...` (argv[0] = "run"; tools/cmd_trace.c,
- * built with the resume module). */
-int cli_cmd_trace(int argc, char **argv);
 
 /* Shared by both: parse `CMD FILE [ARG] [--json] [--system-map MAP]
  * [--no-btf]`, load FILE and open the OS layer. On failure prints one line

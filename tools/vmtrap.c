@@ -39,11 +39,6 @@ int main(int argc, char **argv)
         return cli_snapshot_main(argc - 1, argv + 1);
 #endif
 #ifdef VMT_CLI_HAVE_RESUME
-    /* With --hook: kernel calls decoded by the OS layer (tools/cmd_trace.c). */
-    for (int i = 2; argc > 1 && strcmp(argv[1], "run") == 0 && i < argc; i++)
-        for (int k = 2; strcmp(argv[i], "--snapshot") == 0 && k < argc; k++)
-            if (strcmp(argv[k], "--hook") == 0)
-                return cli_cmd_trace(argc - 1, argv + 1);
     for (int i = 2; argc > 1 && strcmp(argv[1], "run") == 0 && i < argc; i++)
         if (strcmp(argv[i], "--snapshot") == 0)
             return cli_resume_main(argc - 1, argv + 1);
