@@ -43,11 +43,24 @@ static void stop_cpu(emu *e)
     uc_emu_stop(e->uc);
 }
 
-static bool is_prefix(uint8_t b)
-{
-    return (b >= 0x40 && b <= 0x4f) || b == 0x66 || b == 0x67 || b == 0xf0 || b == 0xf2 || b == 0xf3 ||
-           b == 0x2e || b == 0x36 || b == 0x3e || b == 0x26 || b == 0x64 || b == 0x65;
-}
+/* First-byte classes: 1 = a prefix, 2 = an opcode the driver may perform
+ * or watch (INT3/INT n, port I/O, 0x0f escapes, the IF-window opcodes),
+ * 0 = anything else (the common case: no further look). */
+#define P1 1
+#define SP 2
+static const uint8_t first_byte[256] = {
+    [0x26] = P1, [0x2e] = P1, [0x36] = P1, [0x3e] = P1,
+    [0x40] = P1, [0x41] = P1, [0x42] = P1, [0x43] = P1, [0x44] = P1, [0x45] = P1, [0x46] = P1, [0x47] = P1,
+    [0x48] = P1, [0x49] = P1, [0x4a] = P1, [0x4b] = P1, [0x4c] = P1, [0x4d] = P1, [0x4e] = P1, [0x4f] = P1,
+    [0x64] = P1, [0x65] = P1, [0x66] = P1, [0x67] = P1, [0xf0] = P1, [0xf2] = P1, [0xf3] = P1,
+    [0x0f] = SP, [0x6c] = SP, [0x6d] = SP, [0x6e] = SP, [0x6f] = SP, [0x9d] = SP, [0xcc] = SP, [0xcd] = SP,
+    [0xcf] = SP, [0xe4] = SP, [0xe5] = SP, [0xe6] = SP, [0xe7] = SP, [0xec] = SP, [0xed] = SP, [0xee] = SP,
+    [0xef] = SP, [0xfb] = SP,
+};
+#undef P1
+#undef SP
+
+static inline bool is_prefix(uint8_t b) { return first_byte[b] == 1; }
 
 /* Opcode classification only (Capstone decodes the few matches later). */
 static enum emu_special classify(const uint8_t *p, uint32_t size)
@@ -172,6 +185,10 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
     }
     uint8_t tmp[16];
     const uint8_t *p = code_bytes(e, addr, size, tmp);
+    if (p && first_byte[p[0]] == 0) {
+        e->icount++; /* the common case: nothing to perform or watch */
+        return;
+    }
     enum emu_special sp = p ? classify(p, size) : EMU_SP_NONE;
     if (p && (e->irq_waiting || e->nmi_blocked))
         window_opens(e, p, size);
