@@ -81,6 +81,8 @@ typedef struct vmt_hit {
     vmt_regs regs;
     int alias;            /* 1: executed through another virtual address of the hooked
                              frame (regs.rip is that address, symbol_va the hooked one) */
+    unsigned pf_retry;    /* page-fault injection: the same call hit again after this many
+                             #PFs the monitor injected for it (0: a new call) */
 } vmt_hit;
 
 typedef vmt_status (*vmt_hook_fn)(const vmt_hit *hit, void *user);
@@ -112,6 +114,8 @@ typedef struct vmt_monitor_stats {
     uint64_t ucalls, ucall_errors;
     uint64_t errors;                  /* failures the monitor survived (see vmt_monitor_first_error) */
     uint64_t resyncs;                 /* page-table re-walks after such a failure */
+    uint64_t pf_injected;             /* #PFs injected for hooks (vmt_hit_inject_pf) */
+    uint64_t pf_refused;              /* injection requests refused (off, unsafe, tries spent) */
     uint64_t events[VMT_EVENT_KIND_COUNT]; /* events handled, by kind */
     int guest_done;                   /* the guest sent DONE */
     uint64_t guest_exit_code;         /* its code */
@@ -132,6 +136,9 @@ typedef struct vmt_monitor_config {
      * hit.alias = 1 and counts it as a hit; VMT_MONITOR_ALIAS_COUNT only
      * counts it (stats.alias_hits). Either way stats.alias_hits counts. */
     unsigned alias_mode;
+    /* Page-fault injection (vmt_hit_inject_pf): 0 = off; else how many #PFs
+     * may be injected for one virtual page over the whole run. */
+    uint32_t inject_pf_tries;
 } vmt_monitor_config;
 
 enum { VMT_MONITOR_ALIAS_HITS = 0, VMT_MONITOR_ALIAS_COUNT = 1 };
@@ -211,6 +218,42 @@ vmt_status vmt_hit_read(const vmt_hit *hit, vmt_va va, void *buf, size_t len, si
  * VMT_E_NOT_PRESENT when a page on the way is paged out: buf holds the bytes
  * before it and *fault_va (may be NULL) the first unreadable address. */
 vmt_status vmt_hit_read_str(const vmt_hit *hit, vmt_va va, char *buf, size_t max, vmt_va *fault_va);
+
+/* ---- page-fault injection (optional per run) ----
+ *
+ * A hook that finds user memory not present (VMT_E_NOT_PRESENT at va) may
+ * ask for it: vmt_hit_inject_pf() schedules a #PF with CR2 = va and error
+ * code 4 (user, read, not present) for when this event's handling ends.
+ * The approach is vmi-rs's and HVMI's "inject at the hit": the #PF goes in
+ * at the hooked instruction itself, and the breakpoint manager's step over
+ * it is dropped (answer CONTINUE), so when the guest's fault handler irets
+ * the hooked instruction runs again, the hook hits again and is called with
+ * hit.pf_retry = injections so far (the same call: counters do not move, no
+ * second return breakpoint). Why there: this point is exactly the hit's
+ * address space (its CR3) and task, it needs no OS knowledge of where the
+ * task returns to user mode, and the value is reported in order with its
+ * call. Why it is safe enough: the request is refused unless interrupts are
+ * enabled at the hit (RFLAGS.IF: not in an interrupt handler or an
+ * irq-off section), the hit is an entry hit (not a return, not an alias), the manager's answer is a plain
+ * step over the hooked instruction (nothing of its own in flight), va is a
+ * canonical lower-half address above the NULL page, and the page has tries
+ * left (cfg.inject_pf_tries per page per run). The error code has U set so
+ * a kernel with SMAP does not take a supervisor access to a user page as a
+ * bug. Limits (documented, not hidden): a kernel-mode hit must be in
+ * process context that may sleep (Linux: a syscall function such as
+ * do_sys_openat2; a hook in atomic context would make the kernel treat the
+ * fault as a bug), and an address the task has not mapped at all gets the
+ * guest's answer to a bad access (SIGSEGV in user mode, an oops in kernel
+ * mode) — which is why injection is off unless the run asks for it.
+ *
+ * Returns VMT_OK when the #PF will be injected; otherwise the reason in why
+ * (and stats.pf_refused): VMT_E_NOTSUP (off, or the driver lacks
+ * VMT_CAP_INJECT_PF), VMT_E_BUSY (not a safe point), VMT_E_RANGE (not a
+ * user address, or the page's tries are spent: "2 #PF injected, still not
+ * present"). Only from inside a hook callback. */
+vmt_status vmt_hit_inject_pf(const vmt_hit *hit, vmt_va va, char *why, size_t why_len);
+/* How many #PFs were injected for the page of va under root (0..tries). */
+uint32_t vmt_monitor_pf_tries(const vmt_monitor *m, vmt_pa root, vmt_va va);
 
 #ifdef __cplusplus
 }

@@ -253,7 +253,16 @@ vmt_status vmt_monitor_check(const vmt_monitor *m)
 {
     if (!m)
         return VMT_E_INVAL;
-    uint64_t hits = 0, returns = 0;
+    uint64_t hits = 0, returns = 0, pf = 0;
+    if (m->npf_pages > MON_MAX_PF_PAGES || m->cur_event || m->cur_resp)
+        return check_fail(m, "page-fault injection state outside a hook call");
+    for (size_t i = 0; i < m->npf_pages; i++) {
+        if (m->pf_pages[i].tries > m->cfg.inject_pf_tries)
+            return check_fail(m, "a page got more #PF injections than the run allows");
+        pf += m->pf_pages[i].tries;
+    }
+    if (pf != m->stats.pf_injected)
+        return check_fail(m, "#PF injections per page do not add up to stats.pf_injected");
     for (size_t i = 0; i < m->nhooks; i++) {
         const mon_hook *k = &m->hooks[i];
         if (!k->symbol || find_hook(m, k->symbol) != (int)i)

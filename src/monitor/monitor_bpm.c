@@ -365,6 +365,9 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
         if (v.alias && m->cfg.alias_mode == VMT_MONITOR_ALIAS_COUNT)
             n = 0;
         bool returned = false;
+        m->cur_event = ev; /* for vmt_hit_inject_pf from the hooks */
+        m->cur_resp = resp;
+        m->pf_cur_count = 0;
         for (size_t i = 0; i < n; i++) {
             bool dup = false;
             for (size_t j = 0; j < i; j++)
@@ -379,8 +382,20 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
             }
             if (st != VMT_OK) {
                 m->hit_alias = false;
+                m->cur_event = NULL;
+                m->cur_resp = NULL;
+                m->pf_requested = false;
+                m->pf_cur_retry = false;
+                m->pf_va = 0;
                 return st;
             }
+        }
+        m->cur_event = NULL;
+        m->cur_resp = NULL;
+        st = mon_pf_after_hooks(m, ev, resp, m->pf_cur_count);
+        if (st != VMT_OK) {
+            m->hit_alias = false;
+            return st;
         }
         /* A one-shot return breakpoint that went with this hit: the
          * manager's answer stands. A return site that stores into a hooked

@@ -151,10 +151,20 @@ vmt_hit mon_make_hit(vmt_monitor *m, const vmt_event *ev, size_t hook, int is_re
 vmt_status mon_call_entry(vmt_monitor *m, const vmt_event *ev, size_t hook)
 {
     mon_hook *k = &m->hooks[hook];
-    k->hits++;
-    m->stats.hits++;
-    vmt_hit h = mon_make_hit(m, ev, hook, 0, k->hits);
-    if (k->ret_fn) {
+    unsigned injected = 0;
+    uint64_t count = 0;
+    /* the same call again after an injected #PF: not a new hit, its
+     * return breakpoint is armed already */
+    bool retry = mon_pf_is_retry(m, ev, &injected, &count);
+    if (!retry) {
+        k->hits++;
+        m->stats.hits++;
+        count = k->hits;
+    }
+    m->pf_cur_count = count;
+    vmt_hit h = mon_make_hit(m, ev, hook, 0, count);
+    h.pf_retry = injected;
+    if (k->ret_fn && !retry) {
         vmt_status st = mon_arm_return(m, ev, hook, k->hits);
         if (st != VMT_OK)
             return st;

@@ -50,10 +50,21 @@ typedef struct mon_pending_return {
 #define MON_MAX_ROOTS 16
 #define MON_MAX_VCPUS 64
 #define VMT_PA_NONE UINT64_MAX
+#define MON_MAX_PF_PAGES 256
 
 /* Breakpoint keys (vmt_bpm_bp.key): entry hooks and one-shot returns. */
 #define MON_KEY_ENTRY 1u
 #define MON_KEY_RETURN 2u
+
+/* A call a #PF was injected for: its next hit at (rip, rsp, root) is it again. */
+typedef struct mon_pf_call {
+    bool armed;
+    vmt_va rip;
+    uint64_t rsp;
+    vmt_pa root;
+    unsigned injected;   /* #PFs injected for this call so far */
+    uint64_t count;      /* the call's hit number */
+} mon_pf_call;
 
 struct vmt_monitor {
     vmt_monitor_config cfg;
@@ -95,6 +106,20 @@ struct vmt_monitor {
         vmt_pa pa;          /* ... at this pa */
     } rereg[MON_MAX_ROOTS];
     size_t nrereg;
+    /* page-fault injection (monitor_pf.c) */
+    struct {
+        vmt_pa root;
+        vmt_va page;
+        uint32_t tries;
+    } pf_pages[MON_MAX_PF_PAGES];
+    size_t npf_pages;
+    const vmt_event *cur_event;   /* the event whose hooks are being called ... */
+    vmt_response *cur_resp;       /* ... and the answer the manager gave it */
+    bool pf_requested;            /* a hook asked for a #PF at this event ... */
+    vmt_va pf_va;                 /* ... at this address */
+    mon_pf_call pf_retry[MON_MAX_VCPUS]; /* per vCPU: the call a #PF was injected for */
+    bool pf_cur_retry;            /* the event being handled is such a call hit again */
+    uint64_t pf_cur_count;        /* the hit number of the entry called at this event */
     char first_error[VMT_ERRBUF_LEN];
     vmt_monitor_stats stats;
     char description[320];
@@ -120,6 +145,13 @@ void mon_describe(vmt_monitor *m);
 void mon_survived(vmt_monitor *m, const char *what, const char *msg);
 vmt_status mon_call_entry(vmt_monitor *m, const vmt_event *ev, size_t hook);
 vmt_hit mon_make_hit(vmt_monitor *m, const vmt_event *ev, size_t hook, int is_return, uint64_t count);
+
+/* monitor_pf.c: is this entry event the same call hit again after an
+ * injected #PF (*injected = #PFs so far, *count = the call's hit number)?
+ * Sets pf_cur_retry. After the hooks ran: inject what they asked (count =
+ * the call's hit number), or forget the call. */
+bool mon_pf_is_retry(vmt_monitor *m, const vmt_event *ev, unsigned *injected, uint64_t *count);
+vmt_status mon_pf_after_hooks(vmt_monitor *m, const vmt_event *ev, vmt_response *resp, uint64_t count);
 
 /* monitor_bpm.c: a one-shot breakpoint on the return address of this entry;
  * the return (matched by context and stack pointer) calls the return hook. */
