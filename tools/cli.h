@@ -117,6 +117,8 @@ typedef struct cli_call {
     int have_task;            /* Linux guests: the vCPU's current task */
     int32_t pid, tgid;
     char comm[17];
+    unsigned pf_injected;     /* --inject-pf: #PFs injected before this decode */
+    char pf_refused[128];     /* --inject-pf: why a not-present argument got no #PF ("" none) */
 } cli_call;
 
 /* Where prototypes come from: an ELF guest's DWARF and/or a Linux guest's

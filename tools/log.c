@@ -190,6 +190,13 @@ void cli_log_call(cli_log *l, const cli_call *c)
             for (unsigned i = 0; i < c->nargs; i++)
                 json_object_object_add(args, c->args[i].name, arg_json(&c->args[i]));
             json_object_object_add(o, "args", args);
+            if (c->pf_injected || c->pf_refused[0]) {
+                json_object *pf = json_object_new_object();
+                json_object_object_add(pf, "injected", json_object_new_int64(c->pf_injected));
+                if (c->pf_refused[0])
+                    json_object_object_add(pf, "refused", json_object_new_string(c->pf_refused));
+                json_object_object_add(o, "page_fault", pf);
+            }
         }
         emit_json(l, o);
         return;
@@ -215,7 +222,11 @@ void cli_log_call(cli_log *l, const cli_call *c)
         n += (size_t)snprintf(line + n, sizeof line - n, "%s%s", i ? ", " : "", a);
     }
     if (n < sizeof line)
-        snprintf(line + n, sizeof line - n, ") #%" PRIu64 " vcpu%u", c->count, c->vcpu);
+        n += (size_t)snprintf(line + n, sizeof line - n, ") #%" PRIu64 " vcpu%u", c->count, c->vcpu);
+    if (n < sizeof line && c->pf_injected)
+        n += (size_t)snprintf(line + n, sizeof line - n, " [after %u injected #PF]", c->pf_injected);
+    if (n < sizeof line && c->pf_refused[0])
+        snprintf(line + n, sizeof line - n, " [no #PF: %s]", c->pf_refused);
     emit_text(l, "call", line);
 }
 

@@ -8,6 +8,11 @@
  *              [--limit SECONDS] [--runs N] [--save-at N --save OUT.vmts]
  *              [--json] [--quiet]
  *
+ * --inject-pf[=N] (with --hook): an argument found paged out gets a #PF
+ * injected at the hit (the monitor's vmt_hit_inject_pf: the guest's own
+ * handler pages it in, the same call hits again and is reported once,
+ * decoded, with "after K injected #PF"); at most N (default 2) #PFs per
+ * page per run, after which it stays "paged out" with the reason.
  * --runs N: N runs from the same starting point, the machine restored
  * (dirty pages, vCPU, devices, clock) between them; each run's console is
  * hashed and the summary says whether all runs printed the same.
@@ -38,6 +43,7 @@ typedef struct resume_opts {
     unsigned runs;
     int json, quiet;
     int returns;              /* --returns: also the hooked functions' returns */
+    unsigned inject_pf;       /* --inject-pf[=N]: #PF tries per page for not-present arguments (0: off) */
     size_t nhooks;
     char *hooks[CLI_MAX_HOOKS]; /* point into hook_buf */
     char hook_buf[1024];
@@ -46,6 +52,7 @@ typedef struct resume_opts {
 typedef struct resume_ctx {
     cli_log log;
     cli_decoder *dec;
+    int inject_pf;   /* not-present arguments ask for a #PF (vmt_hit_inject_pf) */
     uint64_t lines;
     uint64_t hash;   /* FNV-1a over this run's console lines */
 } resume_ctx;
@@ -53,7 +60,7 @@ typedef struct resume_ctx {
 static void usage(FILE *f)
 {
     fputs("usage: vmtrap run --snapshot FILE [--state SIDECAR.json] [--instructions N] [--limit SECONDS]\n"
-          "                  [--runs N] [--save-at N --save OUT.vmts] [--hook SYMBOL[,SYMBOL...]] [--returns] [--json] [--quiet]\n",
+          "                  [--runs N] [--save-at N --save OUT.vmts] [--hook SYMBOL[,SYMBOL...]] [--returns] [--inject-pf[=N]] [--json] [--quiet]\n",
           f);
 }
 
@@ -85,6 +92,14 @@ static int parse(int argc, char **argv, resume_opts *o)
             o->quiet = 1;
         } else if (strcmp(a, "--returns") == 0) {
             o->returns = 1;
+        } else if (strcmp(a, "--inject-pf") == 0) {
+            o->inject_pf = 2;
+        } else if (strncmp(a, "--inject-pf=", 12) == 0) {
+            if (parse_u64(a + 12, &n) || n < 1 || n > 16) {
+                fprintf(stderr, "vmtrap: --inject-pf=N needs 1..16 tries per page, not '%s'\n", a + 12);
+                return -1;
+            }
+            o->inject_pf = (unsigned)n;
         } else if (strcmp(a, "--snapshot") == 0 && val) {
             o->snapshot = argv[++i];
         } else if (strcmp(a, "--state") == 0 && val) {
@@ -221,11 +236,36 @@ static void summary(resume_ctx *c, const resume_opts *o, unsigned run, uint64_t 
     fflush(c->log.out);
 }
 
+/* The first argument (or shown field) the decoder found paged out. */
+static int first_not_present(const cli_call *call, vmt_va *va)
+{
+    for (unsigned i = 0; i < call->nargs; i++) {
+        const cli_arg *a = &call->args[i];
+        if (a->read_status == VMT_E_NOT_PRESENT) {
+            *va = a->fault_va;
+            return 1;
+        }
+        for (unsigned f = 0; f < a->nfields && f < CLI_MAX_FIELDS; f++)
+            if (a->fields[f].read_status == VMT_E_NOT_PRESENT) {
+                *va = a->fields[f].fault_va;
+                return 1;
+            }
+    }
+    return 0;
+}
+
 static vmt_status on_hit(const vmt_hit *hit, void *user)
 {
     resume_ctx *c = user;
     cli_call call;
     cli_decode_hit(c->dec, hit, &call);
+    vmt_va fault = 0;
+    if (!hit->is_return && first_not_present(&call, &fault)) {
+        if (c->inject_pf &&
+            vmt_hit_inject_pf(hit, fault, call.pf_refused, sizeof call.pf_refused) == VMT_OK)
+            return VMT_OK; /* reported when the same call hits again, paged in */
+    }
+    call.pf_injected = hit->pf_retry;
     cli_log_call(&c->log, &call);
     return VMT_OK;
 }
@@ -267,7 +307,9 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
         fprintf(stderr, "vmtrap: cannot create the session\n");
         goto out;
     }
-    if (vmt_monitor_create(s, img, &m, why, sizeof why) != VMT_OK) {
+    vmt_monitor_config mcfg = { .inject_pf_tries = o->inject_pf };
+    c->inject_pf = o->inject_pf != 0;
+    if (vmt_monitor_create_ex(s, img, &mcfg, &m, why, sizeof why) != VMT_OK) {
         fprintf(stderr, "vmtrap: monitor: %s\n", why);
         goto out;
     }
@@ -312,6 +354,13 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
         else
             snprintf(msg, sizeof msg, "%s: %" PRIu64 " hits", o->hooks[i], vmt_monitor_hook_hits(m, i));
         cli_log_note(&c->log, "hooks", msg);
+    }
+    if (o->inject_pf) {
+        const vmt_monitor_stats *ms = vmt_monitor_stats_get(m);
+        char msg[160];
+        snprintf(msg, sizeof msg, "%" PRIu64 " #PF injected for not-present arguments, %" PRIu64 " refused (%u tries per page)",
+                 ms->pf_injected, ms->pf_refused, o->inject_pf);
+        cli_log_note(&c->log, "inject-pf", msg);
     }
     summary(c, o, 1, d1.instructions - d0.instructions, vmt_resume_now_ns(r) - ns0, wall, &stop, r);
     rc = st == VMT_OK && (stop.reason == VMT_STOP_INSN_LIMIT || stop.reason == VMT_STOP_TIME_LIMIT) ? CLI_EXIT_OK
