@@ -8,7 +8,9 @@
  *   LAZY_VA  — backed by a frame that already holds LAZY_TEXT; the #PF
  *              handler maps it on the first fault (demand paging);
  *   NEVER_VA — the handler counts faults there and maps nothing (a page
- *              that cannot be brought in: the host's tries must run out).
+ *              that cannot be brought in: the host's tries must run out);
+ *   CLI_VA   — passed with interrupts disabled: not a safe point, the host
+ *              must not inject (cli_faults stays 0).
  * pf_consume(name) is the hooked function; it never reads *name, so every
  * fault the handler counts came from the host's injection. With interrupts
  * enabled (the monitor injects only then) the guest calls
@@ -27,9 +29,10 @@
 
 #define LAZY_VA 0x0000000040001000ULL
 #define NEVER_VA 0x0000000040203000ULL
+#define CLI_VA 0x0000000040405000ULL
 #define LAZY_TEXT "/etc/pfinject/lazy.conf"
 
-static volatile uint64_t lazy_faults, never_faults, other_faults, last_error, lazy_cr2;
+static volatile uint64_t lazy_faults, never_faults, cli_faults, other_faults, last_error, lazy_cr2;
 static volatile uint64_t consume_calls;
 static uint64_t lazy_frame;
 
@@ -57,6 +60,10 @@ static int on_page_fault(struct trap_frame *f)
         never_faults++;
         return 1; /* nothing to bring in; the faulting code never touches it */
     }
+    if ((cr2 & ~0xfffULL) == CLI_VA) {
+        cli_faults++;
+        return 1;
+    }
     other_faults++;
     return 0; /* report and halt */
 }
@@ -77,12 +84,15 @@ int guest_main(uint64_t ram_size)
     uint64_t r1 = pf_consume((const char *)LAZY_VA);
     uint64_t r2 = pf_consume((const char *)NEVER_VA);
     __asm__ volatile("cli" ::: "memory");
+    uint64_t r3 = pf_consume((const char *)CLI_VA);
+    GUEST_ASSERT_EQ(r3, CLI_VA);
     GUEST_ASSERT_EQ(r1, LAZY_VA);
     GUEST_ASSERT_EQ(r2, NEVER_VA);
 
     pt_translate(kpt_root(), LAZY_VA, &ok);
     ucall_report("lazy_faults", lazy_faults);
     ucall_report("never_faults", never_faults);
+    ucall_report("cli_faults", cli_faults);
     ucall_report("other_faults", other_faults);
     ucall_report("last_error", last_error);
     ucall_report("lazy_cr2", lazy_cr2);

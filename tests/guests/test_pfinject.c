@@ -5,7 +5,8 @@
  * VMT_E_NOT_PRESENT, asks for a #PF (vmt_hit_inject_pf), the guest's own
  * handler maps the page, the call hits again (hit.pf_retry) and the string
  * decodes. A page the guest never maps gets exactly the run's tries, then
- * the request is refused with the reason. With injection off nothing is
+ * the request is refused with the reason; a hit with interrupts disabled
+ * is no safe point and gets none. With injection off nothing is
  * injected and the guest sees no fault.
  */
 #include <setjmp.h>
@@ -27,6 +28,7 @@
 #define RAM (64ULL << 20)
 #define LAZY_VA 0x0000000040001000ULL
 #define NEVER_VA 0x0000000040203000ULL
+#define CLI_VA 0x0000000040405000ULL
 #define LAZY_TEXT "/etc/pfinject/lazy.conf"
 #define MAX_ATTEMPTS 16
 
@@ -119,7 +121,7 @@ static void run_guest(uint32_t tries, ctx *c, vmt_monitor_stats *stats)
         fail_msg("run: %s: %s", vmt_strerror(st), vmt_monitor_error(m));
     assert_int_equal(vmt_monitor_check(m), VMT_OK);
     *stats = *vmt_monitor_stats_get(m);
-    assert_int_equal(vmt_monitor_hook_hits(m, 0), 2); /* two calls, however many #PFs */
+    assert_int_equal(vmt_monitor_hook_hits(m, 0), 3); /* three calls, however many #PFs */
     vmt_monitor_destroy(m);
     vmt_session_destroy(s);
     vmt_image_destroy(img);
@@ -138,7 +140,7 @@ static void injected_fault_pages_in_the_argument(void **state)
                 c.at[i].pf_retry, vmt_strerror(c.at[i].read_st), vmt_strerror(c.at[i].inject_st), c.at[i].why,
                 c.at[i].text);
     /* the lazy call: not present, one #PF, then the string */
-    assert_true(c.n == 5);
+    assert_int_equal(c.n, 6);
     assert_int_equal(c.at[0].arg, LAZY_VA);
     assert_int_equal(c.at[0].read_st, VMT_E_NOT_PRESENT);
     assert_int_equal(c.at[0].inject_st, VMT_OK);
@@ -157,6 +159,12 @@ static void injected_fault_pages_in_the_argument(void **state)
         assert_int_equal(a->inject_st, k < 2 ? VMT_OK : VMT_E_RANGE);
     }
     assert_non_null(strstr(c.at[4].why, "2 #PF injected, still not present"));
+    /* interrupts disabled at the hit: not a safe point, nothing injected */
+    assert_int_equal(c.at[5].arg, CLI_VA);
+    assert_int_equal(c.at[5].read_st, VMT_E_NOT_PRESENT);
+    assert_int_equal(c.at[5].inject_st, VMT_E_BUSY);
+    assert_non_null(strstr(c.at[5].why, "interrupts are disabled"));
+    assert_int_equal(report(&c, "cli_faults"), 0);
     /* the guest's handler saw exactly the injected faults, as user reads */
     assert_int_equal(report(&c, "lazy_faults"), 1);
     assert_int_equal(report(&c, "never_faults"), 2);
@@ -164,10 +172,10 @@ static void injected_fault_pages_in_the_argument(void **state)
     assert_int_equal(report(&c, "lazy_cr2"), LAZY_VA);
     assert_int_equal(report(&c, "last_error"), 4);
     assert_int_equal(report(&c, "lazy_present"), 1);
-    assert_int_equal(report(&c, "consume_calls"), 2);
+    assert_int_equal(report(&c, "consume_calls"), 3);
     assert_int_equal(st.pf_injected, 3);
-    assert_int_equal(st.pf_refused, 1);
-    assert_int_equal(st.hits, 2);
+    assert_int_equal(st.pf_refused, 2);
+    assert_int_equal(st.hits, 3);
 }
 
 static void off_by_default_nothing_is_injected(void **state)
@@ -176,8 +184,8 @@ static void off_by_default_nothing_is_injected(void **state)
     ctx c;
     vmt_monitor_stats st;
     run_guest(0, &c, &st);
-    assert_int_equal(c.n, 2);
-    for (size_t i = 0; i < 2; i++) {
+    assert_int_equal(c.n, 3);
+    for (size_t i = 0; i < 3; i++) {
         assert_int_equal(c.at[i].read_st, VMT_E_NOT_PRESENT);
         assert_int_equal(c.at[i].inject_st, VMT_E_NOTSUP);
         assert_int_equal(c.at[i].pf_retry, 0);
@@ -186,9 +194,10 @@ static void off_by_default_nothing_is_injected(void **state)
     assert_int_equal(report(&c, "lazy_faults"), 0);
     assert_int_equal(report(&c, "never_faults"), 0);
     assert_int_equal(report(&c, "lazy_present"), 0);
-    assert_int_equal(report(&c, "consume_calls"), 2);
+    assert_int_equal(report(&c, "cli_faults"), 0);
+    assert_int_equal(report(&c, "consume_calls"), 3);
     assert_int_equal(st.pf_injected, 0);
-    assert_int_equal(st.pf_refused, 2);
+    assert_int_equal(st.pf_refused, 3);
 }
 
 int main(void)
