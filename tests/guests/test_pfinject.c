@@ -93,7 +93,7 @@ static uint64_t report(const ctx *c, const char *key)
 }
 
 /* Run the guest under a monitor hooking pf_consume with this many tries. */
-static void run_guest(uint32_t tries, ctx *c, vmt_monitor_stats *stats)
+static void run_guest(uint32_t tries, vmt_bpm_controller ctl, ctx *c, vmt_monitor_stats *stats)
 {
     memset(c, 0, sizeof *c);
     char why[256] = "";
@@ -111,7 +111,7 @@ static void run_guest(uint32_t tries, ctx *c, vmt_monitor_stats *stats)
     vmt_drv_set_limit(d, 30.0, 0);
     vmt_session *s = NULL;
     assert_int_equal(vmt_session_create(d, NULL, &s), VMT_OK);
-    vmt_monitor_config cfg = { .inject_pf_tries = tries };
+    vmt_monitor_config cfg = { .inject_pf_tries = tries, .controller = ctl };
     vmt_monitor *m = NULL;
     assert_int_equal(vmt_monitor_create_ex(s, img, &cfg, &m, why, sizeof why), VMT_OK);
     assert_int_equal(vmt_monitor_hook(m, "pf_consume", on_consume, c), VMT_OK);
@@ -129,12 +129,12 @@ static void run_guest(uint32_t tries, ctx *c, vmt_monitor_stats *stats)
     assert_int_equal(c->exit_code, 0);
 }
 
-static void injected_fault_pages_in_the_argument(void **state)
+/* The whole story under one breakpoint mechanism. */
+static void check_injection(vmt_bpm_controller ctl)
 {
-    (void)state;
     ctx c;
     vmt_monitor_stats st;
-    run_guest(2, &c, &st);
+    run_guest(2, ctl, &c, &st);
     for (size_t i = 0; i < c.n; i++)
         fprintf(stderr, "hit %zu: arg 0x%llx retry %u read %s inject %s %s '%s'\n", i, (unsigned long long)c.at[i].arg,
                 c.at[i].pf_retry, vmt_strerror(c.at[i].read_st), vmt_strerror(c.at[i].inject_st), c.at[i].why,
@@ -178,12 +178,27 @@ static void injected_fault_pages_in_the_argument(void **state)
     assert_int_equal(st.hits, 3);
 }
 
+static void injected_fault_pages_in_the_argument(void **state)
+{
+    (void)state;
+    check_injection(VMT_BPM_CTL_SHADOW);
+}
+
+/* Execute traps and debug registers re-trigger at the hooked entry after
+ * the handler's iret just like the hidden INT3. */
+static void the_same_under_exec_and_debug(void **state)
+{
+    (void)state;
+    check_injection(VMT_BPM_CTL_EXEC);
+    check_injection(VMT_BPM_CTL_DEBUG);
+}
+
 static void off_by_default_nothing_is_injected(void **state)
 {
     (void)state;
     ctx c;
     vmt_monitor_stats st;
-    run_guest(0, &c, &st);
+    run_guest(0, VMT_BPM_CTL_AUTO, &c, &st);
     assert_int_equal(c.n, 3);
     for (size_t i = 0; i < 3; i++) {
         assert_int_equal(c.at[i].read_st, VMT_E_NOT_PRESENT);
@@ -204,6 +219,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(injected_fault_pages_in_the_argument),
+        cmocka_unit_test(the_same_under_exec_and_debug),
         cmocka_unit_test(off_by_default_nothing_is_injected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
