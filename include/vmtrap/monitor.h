@@ -244,7 +244,10 @@ vmt_status vmt_hit_read_str(const vmt_hit *hit, vmt_va va, char *buf, size_t max
  * do_sys_openat2; a hook in atomic context would make the kernel treat the
  * fault as a bug), and an address the task has not mapped at all gets the
  * guest's answer to a bad access (SIGSEGV in user mode, an oops in kernel
- * mode) — which is why injection is off unless the run asks for it.
+ * mode) — which is why injection is off unless the run asks for it. The
+ * same call is recognised by (vCPU, rip, rsp, root): if the guest never
+ * comes back (its handler kills the task), a later call with exactly those
+ * values would be taken for it once (pf_retry > 0, counters unmoved).
  *
  * Returns VMT_OK when the #PF will be injected; otherwise the reason in why
  * (and stats.pf_refused): VMT_E_NOTSUP (off, or the driver lacks
