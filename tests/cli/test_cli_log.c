@@ -103,6 +103,64 @@ static void test_json_log_is_valid_utf8(void **state)
     free(out);
 }
 
+/* --inject-pf: a call decoded after injected #PFs says how many; one whose
+ * page stayed out says why, in text and in JSON. */
+static char *render_pf_calls(int json, size_t *len)
+{
+    char *buf = NULL;
+    FILE *f = open_memstream(&buf, len);
+    assert_non_null(f);
+    cli_log l = { .out = f, .json = json };
+    cli_call a, b;
+    memset(&a, 0, sizeof a);
+    a.symbol = "do_sys_openat2";
+    a.count = 1;
+    a.nargs = 1;
+    a.args[0].name = "filename";
+    a.args[0].kind = CLI_ARG_STR;
+    a.args[0].value = 0x40001000;
+    snprintf(a.args[0].text, sizeof a.args[0].text, "/etc/lazy");
+    a.pf_injected = 1;
+    b = a;
+    b.count = 2;
+    b.pf_injected = 2;
+    b.args[0].read_status = VMT_E_NOT_PRESENT;
+    b.args[0].fault_va = 0x40203000;
+    b.args[0].text[0] = '\0';
+    snprintf(b.pf_refused, sizeof b.pf_refused, "2 #PF injected, still not present");
+    cli_log_call(&l, &a);
+    cli_log_call(&l, &b);
+    assert_int_equal(fclose(f), 0);
+    return buf;
+}
+
+static void test_injected_page_faults_are_reported(void **state)
+{
+    (void)state;
+    size_t len = 0;
+    char *out = render_pf_calls(0, &len);
+    assert_non_null(strstr(out, "filename=\"/etc/lazy\") #1 vcpu0 [after 1 injected #PF]"));
+    assert_non_null(strstr(out, "<paged out at 0x40203000>) #2 vcpu0 [after 2 injected #PF] [no #PF: 2 #PF injected, still not present]"));
+    free(out);
+    out = render_pf_calls(1, &len);
+    char *second = strchr(out, '\n');
+    assert_non_null(second);
+    *second++ = '\0';
+    json_object *o1 = json_tokener_parse(out), *o2 = json_tokener_parse(second), *pf, *v;
+    assert_non_null(o1);
+    assert_non_null(o2);
+    assert_true(json_object_object_get_ex(o1, "page_fault", &pf));
+    assert_true(json_object_object_get_ex(pf, "injected", &v));
+    assert_int_equal(json_object_get_int(v), 1);
+    assert_false(json_object_object_get_ex(pf, "refused", &v));
+    assert_true(json_object_object_get_ex(o2, "page_fault", &pf));
+    assert_true(json_object_object_get_ex(pf, "refused", &v));
+    assert_string_equal(json_object_get_string(v), "2 #PF injected, still not present");
+    json_object_put(o1);
+    json_object_put(o2);
+    free(out);
+}
+
 static void test_escape_cuts_between_escapes(void **state)
 {
     (void)state;
@@ -123,6 +181,7 @@ int main(void)
         cmocka_unit_test(test_text_log_has_no_forged_lines),
         cmocka_unit_test(test_json_log_is_valid_utf8),
         cmocka_unit_test(test_escape_cuts_between_escapes),
+        cmocka_unit_test(test_injected_page_faults_are_reported),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
