@@ -73,6 +73,7 @@
 #ifndef VMTRAP_KVM_H
 #define VMTRAP_KVM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -111,6 +112,44 @@ uint32_t vmt_kvm_memslot_count(const vmt_driver *d);
  * frame reference counts match the views' remaps. VMT_E_INTERNAL with a
  * message (vmt_driver_error) when one fails. */
 vmt_status vmt_kvm_check(vmt_driver *d);
+
+/* ---- With a bus (vmt_machine_config.bus) ----
+ * The VM gets KVM's in-kernel irqchip (LAPIC, IOAPIC, PIC) and PIT; create
+ * the platform with VMT_KVM_PLATFORM_DEVICES (the rest: UART, HPET, RTC,
+ * PM timer, i8042, misc). Ports and MMIO the kernel does not handle go to the
+ * bus first (VMT_E_NOTFOUND: as without a bus — the ucall port is an
+ * VMT_EVENT_IO). The platform's interrupt lines reach KVM through a link:
+ * vmt_kvm_irq_link_create(&l); platform config irq_out =
+ * vmt_kvm_irq_link_out, irq_out_ctx = l; create the platform and the driver;
+ * vmt_kvm_irq_link_attach(l, driver) (lines raised before are replayed);
+ * attach(l, NULL) before destroying the driver. Lines 0..15 are ISA IRQs
+ * (GSI 0 on IOAPIC pin 2 as in QEMU's pc), 16..23 IOAPIC pins.
+ * Guest time (bus and TSC alike) = host time since creation minus the time
+ * the vCPU was stopped for the monitor (event delivered -> next run). */
+#define VMT_KVM_PLATFORM_DEVICES 0x3f0u /* VMT_PLATFORM_DEV_ALL without LAPIC, IOAPIC, PIC, PIT */
+
+vmt_status vmt_kvm_irq_line(vmt_driver *d, unsigned irq, bool level);
+
+typedef struct vmt_kvm_irq_link vmt_kvm_irq_link;
+vmt_status vmt_kvm_irq_link_create(vmt_kvm_irq_link **out);
+void vmt_kvm_irq_link_destroy(vmt_kvm_irq_link *l);
+void vmt_kvm_irq_link_out(void *link, unsigned irq, bool level); /* a vmt_platform_irq_fn */
+vmt_status vmt_kvm_irq_link_attach(vmt_kvm_irq_link *l, vmt_driver *d);
+uint64_t vmt_kvm_irq_link_failures(const vmt_kvm_irq_link *l);
+
+typedef struct vmt_kvm_time {
+    uint64_t guest_ns;          /* the bus's clock now */
+    uint64_t stopped_ns;        /* time stopped for the monitor so far */
+    uint64_t tsc_khz;
+    uint64_t tsc_hidden_ns;     /* of stopped_ns, taken off the guest TSC */
+    uint64_t tsc_hidden_ticks;
+    uint64_t tsc_failures;
+    const char *tsc_method;     /* "tsc-offset-attr", "ia32-tsc-write" or "none" */
+    const char *tsc_why_none;   /* why "none" ("" otherwise) */
+    bool irqchip;
+    uint64_t irq_raised, irq_coalesced, irq_masked;
+} vmt_kvm_time;
+vmt_status vmt_kvm_time_info(vmt_driver *d, vmt_kvm_time *out);
 
 #ifdef __cplusplus
 }

@@ -160,7 +160,7 @@ static vmt_status place_write(void *ctx, vmt_pa pa, const void *buf, size_t len)
     return VMT_OK;
 }
 
-static vmt_status open_kvm(kvm_drv *k, char *why, size_t why_len)
+static vmt_status open_kvm(kvm_drv *k, const vmt_machine_config *cfg, char *why, size_t why_len)
 {
     const char *dev = getenv("VMT_KVM_DEVICE");
     if (!dev || !*dev)
@@ -193,6 +193,10 @@ static vmt_status open_kvm(kvm_drv *k, char *why, size_t why_len)
         vmt_why(why, why_len, "kvm: KVM_CREATE_VM: %s", strerror(errno));
         return VMT_E_DRIVER;
     }
+    /* the irqchip and PIT must exist before the vCPU (api.rst) */
+    vmt_status st = kvm_bus_pre_vcpu(k, cfg, why, why_len);
+    if (st)
+        return st;
     k->vcpu_fd = ioctl(k->vm_fd, KVM_CREATE_VCPU, 0);
     int sz = ioctl(k->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (k->vcpu_fd < 0 || sz < (int)sizeof(struct kvm_run)) {
@@ -206,6 +210,7 @@ static vmt_status open_kvm(kvm_drv *k, char *why, size_t why_len)
         vmt_why(why, why_len, "kvm: mapping the vCPU's run area: %s", strerror(errno));
         return VMT_E_DRIVER;
     }
+    kvm_bus_post_vcpu(k, cfg);
     return VMT_OK;
 }
 
@@ -257,7 +262,7 @@ vmt_status vmt_kvm_driver_create(const vmt_machine_config *cfg, vmt_driver **out
     }
     k->d = d;
     vmt_regs regs;
-    if ((st = open_kvm(k, why, why_len)) || (st = kvm_mem_init(k, why, why_len)) ||
+    if ((st = open_kvm(k, cfg, why, why_len)) || (st = kvm_mem_init(k, why, why_len)) ||
         (st = vmt_image_place((vmt_image *)(uintptr_t)cfg->image, ram, place_write, k, &regs, why, why_len)) ||
         (st = kvm_setup_vcpu(k, &regs, why, why_len)) || (st = kvm_timer_init(k, why, why_len)))
         goto fail;
@@ -328,7 +333,7 @@ vmt_status vmt_kvm_check(vmt_driver *d)
     if ((k->run->kvm_dirty_regs & KVM_SYNC_X86_REGS) && !k->regs_fresh)
         return vmt_driver_fail(d, VMT_E_INTERNAL, "registers pending for KVM_RUN but the sync copy is stale");
     vmt_status st = kvm_engine_check(k);
-    if (st)
+    if (st || (st = kvm_bus_check(k)))
         return st;
     return kvm_mem_check(k);
 }
