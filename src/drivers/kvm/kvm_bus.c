@@ -66,17 +66,25 @@ uint64_t kvm_bus_advance(kvm_drv *k)
     return kvm_now_ns() + lead;
 }
 
+/* The stop starts when KVM_RUN returned with the exit behind the event
+ * (the driver's own handling is monitor time too), but never before the
+ * end of the last stop already hidden. */
 void kvm_event_delivered(kvm_drv *k)
 {
-    if (!k->t_event)
-        k->t_event = kvm_now_ns();
+    if (k->t_event)
+        return;
+    uint64_t start = k->t_last_exit > k->t_run ? k->t_last_exit : k->t_run;
+    k->t_event = start ? start : kvm_now_ns();
 }
 
 void kvm_before_run(kvm_drv *k)
 {
-    if (!k->t_event)
+    uint64_t now = kvm_now_ns();
+    uint64_t start = k->t_event;
+    k->t_run = now;
+    if (!start)
         return;
-    uint64_t stopped = kvm_now_ns() - k->t_event;
+    uint64_t stopped = now > start ? now - start : 0;
     k->t_event = 0;
     k->stopped_ns += stopped;
     /* a TSC that cannot go back is reported by vmt_kvm_tsc_info */

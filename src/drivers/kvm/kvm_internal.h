@@ -172,7 +172,8 @@ typedef struct kvm_drv {
     uint64_t t0;               /* monotonic ns at creation */
     uint64_t start_ns;         /* guest time at creation (cfg->clock.start_ns) */
     uint64_t stopped_ns;       /* time stopped for the monitor, hidden from the guest */
-    uint64_t t_event;          /* monotonic ns an event was delivered, 0 = none outstanding */
+    uint64_t t_event;          /* monotonic ns a stop for an event began, 0 = none outstanding */
+    uint64_t t_run;            /* monotonic ns of the last kvm_before_run (end of the last hidden stop) */
     uint64_t bus_deadline;     /* guest ns the bus asked to be advanced at (UINT64_MAX: none) */
 } kvm_drv;
 
