@@ -211,16 +211,24 @@ static void test_tsc_msr_fallback(void **state)
     assert_int_equal(f.set_khz, 0);
     assert_int_equal(t.method, KVM_TSC_MSR);
     uint64_t before = f.tsc;
-    assert_int_equal(kvm_tsc_hide(&t, 2000000), VMT_OK); /* 2 ms at 1 GHz */
+    unsigned calls = f.ncalls;
+    assert_int_equal(kvm_tsc_hide(&t, 10000), VMT_OK); /* 10 us: collected, not written yet */
+    assert_int_equal(f.ncalls, calls);
+    assert_int_equal(t.pending_ns, 10000);
+    assert_int_equal(kvm_tsc_hide(&t, 2000000), VMT_OK); /* + 2 ms at 1 GHz: written */
     assert_true(f.tsc < before);
-    assert_true(before - f.tsc >= 2000000 - 3000 && before - f.tsc <= 2000000);
+    assert_true(before - f.tsc >= 2010000 - 3000 && before - f.tsc <= 2010000);
+    assert_int_equal(t.pending_ns, 0);
+    assert_int_equal(t.hidden_ns, 2010000);
 
     f.msr_write_synchronised = true;
     assert_int_equal(kvm_tsc_hide(&t, 2000000), VMT_E_NOTSUP);
     assert_int_equal(t.method, KVM_TSC_NONE);
     assert_non_null(strstr(t.why_none, "synchronised"));
+    calls = f.ncalls;
     assert_int_equal(kvm_tsc_hide(&t, 2000000), VMT_OK); /* off: nothing asked of KVM */
-    assert_int_equal(t.hidden_ns, 2000000);
+    assert_int_equal(f.ncalls, calls);
+    assert_int_equal(t.hidden_ns, 2010000);
 }
 
 /* ---- bus dispatch on a zeroed driver state ---- */

@@ -165,7 +165,7 @@ vmt_status kvm_bus_check(kvm_drv *k)
     if (k->tsc.method != KVM_TSC_NONE && k->tsc.hidden_ticks != kvm_ns_to_ticks(k->tsc.hidden_ns, k->tsc.khz))
         return vmt_driver_fail(k->d, VMT_E_INTERNAL, "TSC: %" PRIu64 " ticks hidden for %" PRIu64 " ns at %" PRIu64
                                " kHz", k->tsc.hidden_ticks, k->tsc.hidden_ns, k->tsc.khz);
-    if (k->tsc.hidden_ns > k->stopped_ns)
+    if (k->tsc.hidden_ns + k->tsc.pending_ns > k->stopped_ns)
         return vmt_driver_fail(k->d, VMT_E_INTERNAL, "TSC hides more time than the vCPU was stopped");
     return VMT_OK;
 }

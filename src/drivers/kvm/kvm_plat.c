@@ -208,13 +208,13 @@ vmt_status kvm_tsc_hide(kvm_tsc *t, uint64_t ns)
 {
     if (t->method == KVM_TSC_NONE || ns == 0)
         return VMT_OK;
-    uint64_t total = t->hidden_ticks;
-    uint64_t want = kvm_ns_to_ticks(t->hidden_ns + ns, t->khz);
-    uint64_t delta = want - total;
-    if (delta == 0) {
-        t->hidden_ns += ns;
+    t->pending_ns += ns;
+    uint64_t want = kvm_ns_to_ticks(t->hidden_ns + t->pending_ns, t->khz);
+    uint64_t delta = want - t->hidden_ticks;
+    /* the MSR path needs a rewind well above the time between its read and
+     * read-back to tell "taken" from "synchronised": collect >= 100 us */
+    if (delta == 0 || (t->method == KVM_TSC_MSR && delta < t->khz / 10))
         return VMT_OK;
-    }
     uint64_t v = 0;
     int rc;
     if (t->method == KVM_TSC_OFFSET_ATTR) {
@@ -227,7 +227,7 @@ vmt_status kvm_tsc_hide(kvm_tsc *t, uint64_t ns)
         if ((rc = tsc_msr(t, KVM_GET_MSRS, &before)) == 0) {
             v = before - delta;
             if ((rc = tsc_msr(t, KVM_SET_MSRS, &v)) == 0 && (rc = tsc_msr(t, KVM_GET_MSRS, &after)) == 0 &&
-                after >= before) {
+                after >= before - delta / 2) {
                 /* KVM took the write for a synchronisation and kept its offset */
                 t->method = KVM_TSC_NONE;
                 snprintf(t->why_none, sizeof t->why_none,
@@ -242,7 +242,8 @@ vmt_status kvm_tsc_hide(kvm_tsc *t, uint64_t ns)
         t->last_errno = -rc;
         return VMT_E_DRIVER;
     }
-    t->hidden_ns += ns;
+    t->hidden_ns += t->pending_ns;
+    t->pending_ns = 0;
     t->hidden_ticks = want;
     return VMT_OK;
 }

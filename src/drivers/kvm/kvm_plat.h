@@ -15,7 +15,9 @@
  * KVM_VCPU_TSC_OFFSET, Linux 5.16+) or, without it, by a host write of
  * IA32_TSC that is read back: KVM treats a host IA32_TSC write within one
  * second of the expected value as a "synchronisation" and may keep the old
- * offset, so a rewind that did not take disables the method (reported).
+ * offset, so a rewind that did not take disables the method (reported);
+ * that path collects at least 100 us of stopped time per write so a taken
+ * rewind stands out from the time between its read and read-back.
  * Invariants (kvm_irq_fwd_check): only lines 0..23 are high; counters add
  * up. Failure atomicity: a failed ioctl leaves the recorded level unchanged.
  * Threading: the driver's thread.
@@ -69,6 +71,7 @@ typedef struct kvm_tsc {
     uint64_t khz;          /* the guest TSC's rate (KVM_GET_TSC_KHZ) */
     uint64_t hidden_ns;    /* monitor time taken off so far */
     uint64_t hidden_ticks; /* = hidden_ns * khz / 1e6, rounded down */
+    uint64_t pending_ns;   /* stopped time not taken off yet (MSR path: < 100 us) */
     uint64_t failures;
     int last_errno;
     char why_none[120];    /* why method is NONE */
