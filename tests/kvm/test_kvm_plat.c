@@ -37,7 +37,30 @@ typedef struct fake {
     uint64_t tsc;             /* the guest TSC the MSR path sees */
     bool msr_write_synchronised; /* host IA32_TSC writes are ignored */
     uint64_t khz, set_khz;
+    /* vCPU state as KVM would hold it */
+    struct kvm_regs regs;
+    struct kvm_sregs sregs;
+    struct kvm_debugregs dregs;
+    struct kvm_xsave xsave;
+    struct kvm_xcrs xcrs;
+    struct kvm_vcpu_events events;
+    struct kvm_mp_state mp;
+    uint32_t msr_index[32];
+    uint64_t msr_value[32];
+    unsigned nmsrs;
+    uint32_t refused_msr;     /* KVM_SET/GET_MSRS of this index processes 0 entries */
 } fake;
+
+static uint64_t *fake_msr(fake *f, uint32_t index)
+{
+    for (unsigned i = 0; i < f->nmsrs; i++)
+        if (f->msr_index[i] == index)
+            return &f->msr_value[i];
+    assert_true(f->nmsrs < 32);
+    f->msr_index[f->nmsrs] = index;
+    f->msr_value[f->nmsrs] = 0;
+    return &f->msr_value[f->nmsrs++];
+}
 
 static int fake_ioctl(void *ctx, int fd, unsigned long req, void *arg)
 {
@@ -76,11 +99,36 @@ static int fake_ioctl(void *ctx, int fd, unsigned long req, void *arg)
     }
     case KVM_GET_DEVICE_ATTR: *(uint64_t *)(uintptr_t)((struct kvm_device_attr *)arg)->addr = f->tsc_offset; return 0;
     case KVM_SET_DEVICE_ATTR: f->tsc_offset = *(uint64_t *)(uintptr_t)((struct kvm_device_attr *)arg)->addr; return 0;
+#define STATE_IO(get, set, field)                                                                                  \
+    case get: memcpy(arg, &f->field, sizeof f->field); return 0;                                                   \
+    case set: memcpy(&f->field, arg, sizeof f->field); return 0;
+    STATE_IO(KVM_GET_REGS, KVM_SET_REGS, regs)
+    STATE_IO(KVM_GET_SREGS, KVM_SET_SREGS, sregs)
+    STATE_IO(KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS, dregs)
+    STATE_IO(KVM_GET_XSAVE, KVM_SET_XSAVE, xsave)
+    STATE_IO(KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, events)
+    STATE_IO(KVM_GET_MP_STATE, KVM_SET_MP_STATE, mp)
+    case KVM_GET_XCRS: memcpy(arg, &f->xcrs, sizeof f->xcrs); return 0;
+    case KVM_SET_XCRS: {
+        const struct kvm_xcrs *x = arg;
+        assert_int_equal(x->nr_xcrs, 1);
+        f->xcrs = *x;
+        return 0;
+    }
     case KVM_GET_MSRS:
     case KVM_SET_MSRS: {
         struct kvm_msrs *m = arg;
         assert_int_equal(m->nmsrs, 1);
-        assert_int_equal(m->entries[0].index, 0x10);
+        if (m->entries[0].index == f->refused_msr)
+            return 0;
+        if (m->entries[0].index != 0x10 || !f->tsc) { /* the state test: a plain MSR file */
+            uint64_t *v = fake_msr(f, m->entries[0].index);
+            if (req == KVM_GET_MSRS)
+                m->entries[0].data = *v;
+            else
+                *v = m->entries[0].data;
+            return 1;
+        }
         if (req == KVM_GET_MSRS)
             m->entries[0].data = f->tsc += 1000; /* the TSC moves on between reads */
         else if (!f->msr_write_synchronised)
@@ -231,6 +279,95 @@ static void test_tsc_msr_fallback(void **state)
     assert_int_equal(t.hidden_ns, 2010000);
 }
 
+/* ---- the whole vCPU state ---- */
+
+static void fill_state(vmt_vcpu_state *s)
+{
+    vmt_vcpu_state_init(s);
+    s->known = VMT_VS_REGS | VMT_VS_SEGMENTS | VMT_VS_SYSCALL | VMT_VS_SYSENTER | VMT_VS_MSRS | VMT_VS_APIC_BASE |
+               VMT_VS_FPU | VMT_VS_TSC | VMT_VS_EVENTS;
+    uint64_t *gp = &s->regs.rax;
+    for (int i = 0; i < 16; i++)
+        gp[i] = 0x1000 + (uint64_t)i;
+    s->regs.rip = 0xffffffff81a592ebull;
+    s->regs.rflags = 0x246;
+    s->regs.cr0 = 0x80050033, s->regs.cr3 = 0x61d2000, s->regs.cr4 = 0x3406f0, s->regs.cr2 = 0x7f00;
+    s->regs.efer = 0xd01, s->regs.cr8 = 0;
+    s->regs.cs = 0x10, s->regs.ss = 0x18, s->regs.ds = s->regs.es = s->regs.fs = 0, s->regs.gs = 0;
+    s->regs.fs_base = 0x7f0000001000ull, s->regs.gs_base = 0xffff88800f600000ull;
+    s->regs.kernel_gs_base = 0x7f0000002000ull;
+    s->regs.gdtr_base = 0xfffffe0000001000ull, s->regs.gdtr_limit = 0x7f;
+    s->regs.idtr_base = 0xfffffe0000000000ull, s->regs.idtr_limit = 0xfff;
+    s->regs.dr0 = 0x1111, s->regs.dr7 = 0x401;
+    s->cs = (vmt_segment){ 0, 0xffffffff, 0x10, 0xb | 1u << 4 | 1u << 7 | VMT_SEG_ATTR_L | VMT_SEG_ATTR_G };
+    s->ss = (vmt_segment){ 0, 0xffffffff, 0x18, 0x3 | 1u << 4 | 1u << 7 | VMT_SEG_ATTR_DB | VMT_SEG_ATTR_G };
+    s->fs.base = s->regs.fs_base, s->gs.base = s->regs.gs_base;
+    s->tr = (vmt_segment){ 0xfffffe0000003000ull, 0x4087, 0x40, 0x8b };
+    s->star = 0x0023001000000000ull, s->lstar = 0xffffffff81a00080ull, s->cstar = 0xffffffff81a01a70ull;
+    s->fmask = 0x257fd5, s->sysenter_cs = 0x10, s->sysenter_esp = 0xfffffe0000003000ull;
+    s->sysenter_eip = 0xffffffff81a01b50ull, s->tsc_aux = 1, s->spec_ctrl = 0, s->mtrr_def_type = 0xc06;
+    s->tsc_deadline = 123456789, s->tsc = 987654321000ull, s->xcr0 = 7;
+    for (int i = 0; i < 512; i++)
+        s->fpu.fxsave[i] = (uint8_t)(i * 7);
+    for (int i = 0; i < 16; i++)
+        memset(s->fpu.ymm_hi[i], 0xa0 + i, 16);
+    s->halted = true, s->interrupt_shadow = 1;
+    s->event_pending = true, s->event_vector = 14, s->event_has_error = true, s->event_error = 2;
+}
+
+/* A state written through KVM's state ioctls reads back the same, and what
+ * KVM holds is what api.rst says (segment bits, the FXSAVE part of XSAVE,
+ * YMM high halves at 576, the #PF as an injected exception, HLT as
+ * KVM_MP_STATE_HALTED); an MSR KVM refuses is fatal unless optional. */
+static void test_vcpu_state_round_trip(void **state)
+{
+    (void)state;
+    static fake f; /* large (XSAVE area) */
+    memset(&f, 0, sizeof f);
+    f.refused_msr = 0x48; /* no IA32_SPEC_CTRL on this "host" */
+    kvm_host h = host_of(&f);
+    vmt_vcpu_state in, out;
+    fill_state(&in);
+    char why[256] = "";
+    assert_int_equal(kvm_state_set(&h, 5, true, &in, why, sizeof why), VMT_OK);
+    assert_int_equal(f.sregs.cs.l, 1);
+    assert_int_equal(f.sregs.cs.type, 0xb);
+    assert_int_equal(f.sregs.ss.db, 1);
+    assert_int_equal(f.sregs.ldt.unusable, 0);
+    assert_int_equal(f.sregs.ds.unusable, 1);
+    assert_int_equal(f.sregs.apic_base, in.apic_base);
+    assert_int_equal(f.mp.mp_state, KVM_MP_STATE_HALTED);
+    assert_int_equal(f.events.exception.injected, 1);
+    assert_int_equal(f.events.exception.nr, 14);
+    assert_int_equal(f.events.interrupt.shadow, KVM_X86_SHADOW_INT_STI);
+    assert_memory_equal((uint8_t *)f.xsave.region + 576, in.fpu.ymm_hi, sizeof in.fpu.ymm_hi);
+    assert_int_equal(*fake_msr(&f, 0xc0000082u), in.lstar);
+    assert_int_equal(*fake_msr(&f, 0x10), in.tsc);
+
+    assert_int_equal(kvm_state_get(&h, 5, true, &out, why, sizeof why), VMT_OK);
+    assert_int_equal(out.known & in.known, in.known);
+    assert_memory_equal(&out.regs, &in.regs, sizeof in.regs);
+    const vmt_segment *a[] = { &in.cs, &in.ss, &in.fs, &in.gs, &in.tr }, *b[] = { &out.cs, &out.ss, &out.fs, &out.gs,
+                                                                                 &out.tr };
+    for (int i = 0; i < 5; i++)
+        assert_memory_equal(a[i], b[i], sizeof *a[i]);
+    assert_true(out.star == in.star && out.lstar == in.lstar && out.cstar == in.cstar && out.fmask == in.fmask);
+    assert_true(out.sysenter_eip == in.sysenter_eip && out.pat == in.pat && out.tsc == in.tsc);
+    assert_true(out.tsc_deadline == in.tsc_deadline && out.apic_base == in.apic_base && out.xcr0 == 7);
+    assert_int_equal(out.spec_ctrl, 0);
+    assert_memory_equal(&out.fpu, &in.fpu, sizeof in.fpu);
+    assert_true(out.halted && out.interrupt_shadow == 1 && out.event_pending && out.event_vector == 14);
+    assert_true(out.event_has_error && out.event_error == 2);
+
+    f.refused_msr = 0xc0000082u; /* LSTAR is not optional */
+    assert_int_equal(kvm_state_set(&h, 5, true, &in, why, sizeof why), VMT_E_DRIVER);
+    assert_non_null(strstr(why, "0xc0000082"));
+    in.regs.cs = 0x33; /* disagrees with the CS segment: refused before any ioctl */
+    unsigned calls = f.ncalls;
+    assert_int_not_equal(kvm_state_set(&h, 5, true, &in, why, sizeof why), VMT_OK);
+    assert_int_equal(f.ncalls, calls);
+}
+
 /* ---- bus dispatch on a zeroed driver state ---- */
 
 typedef struct fake_bus {
@@ -330,7 +467,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_irqchip_create),  cmocka_unit_test(test_irq_forwarding),
         cmocka_unit_test(test_tsc_offset_attr), cmocka_unit_test(test_tsc_msr_fallback),
-        cmocka_unit_test(test_bus_dispatch),
+        cmocka_unit_test(test_vcpu_state_round_trip), cmocka_unit_test(test_bus_dispatch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

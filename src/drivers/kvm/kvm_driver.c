@@ -104,6 +104,36 @@ static vmt_status kvm_stats(vmt_driver *d, vmt_driver_stats *out)
     return VMT_OK;
 }
 
+static vmt_status kvm_get_vcpu_state_op(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s)
+{
+    (void)vcpu;
+    kvm_drv *k = vmt_driver_impl(d);
+    char why[256];
+    vmt_status st = kvm_regs_flush(k);
+    if (st)
+        return st;
+    if ((st = kvm_state_get(&k->host, k->vcpu_fd, k->irqchip, s, why, sizeof why)))
+        return vmt_driver_fail(d, st, "%s", why);
+    return VMT_OK;
+}
+
+static vmt_status kvm_set_vcpu_state_op(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s)
+{
+    (void)vcpu;
+    kvm_drv *k = vmt_driver_impl(d);
+    if (k->in_event && k->need_completion)
+        return vmt_driver_fail(d, VMT_E_BUSY, "an I/O or write event is pending: respond to it first");
+    char why[256];
+    vmt_status st = kvm_regs_flush(k);
+    if (st)
+        return st;
+    st = kvm_state_set(&k->host, k->vcpu_fd, k->irqchip, s, why, sizeof why);
+    k->regs_fresh = false; /* the sync copy in kvm_run is older than what was just set */
+    if (st)
+        return vmt_driver_fail(d, st, "%s", why);
+    return VMT_OK;
+}
+
 static const vmt_driver_ops kvm_ops = {
     .name = kvm_name,
     .destroy = kvm_destroy,
@@ -129,6 +159,8 @@ static const vmt_driver_ops kvm_ops = {
     .respond = kvm_respond,
     .set_limit = kvm_set_limit,
     .stats = kvm_stats,
+    .get_vcpu_state = kvm_get_vcpu_state_op,
+    .set_vcpu_state = kvm_set_vcpu_state_op,
 };
 
 static vmt_caps kvm_caps_for(const kvm_drv *k)
@@ -137,7 +169,7 @@ static vmt_caps kvm_caps_for(const kvm_drv *k)
     c.flags = VMT_CAP_READ_PHYS | VMT_CAP_WRITE_PHYS | VMT_CAP_REGS_GET | VMT_CAP_REGS_SET | VMT_CAP_PAUSE | VMT_CAP_VIEWS |
               VMT_CAP_VIEW_REMAP | VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_FRAMES | VMT_CAP_INJECT_BP | VMT_CAP_INJECT_PF |
               VMT_CAP_EVENTS | VMT_CAP_BREAKPOINT_EVENTS | VMT_CAP_IO_EVENTS | VMT_CAP_HW_BREAKPOINTS |
-              VMT_CAP_TIME_LIMIT;
+              VMT_CAP_TIME_LIMIT | VMT_CAP_VCPU_STATE;
     if (k->have_ro_slots) {
         c.flags |= VMT_CAP_VIEW_PERM | VMT_CAP_WRITE_DATA | VMT_CAP_EMULATE;
         c.trap_access = k->trap_access;

@@ -85,4 +85,11 @@ void kvm_tsc_init(kvm_tsc *t, const kvm_host *h, int vcpu_fd, uint64_t want_hz);
 vmt_status kvm_tsc_hide(kvm_tsc *t, uint64_t ns);
 const char *kvm_tsc_method_name(kvm_tsc_method m);
 
+/* kvm_state.c: the whole vCPU state (vmtrap/vcpu_state.h) through h. */
+struct vmt_vcpu_state;
+vmt_status kvm_state_get(const kvm_host *h, int vcpu_fd, bool irqchip, struct vmt_vcpu_state *s, char *why,
+                         size_t why_len);
+vmt_status kvm_state_set(const kvm_host *h, int vcpu_fd, bool irqchip, const struct vmt_vcpu_state *s, char *why,
+                         size_t why_len);
+
 #endif
