@@ -134,6 +134,24 @@ static vmt_status kvm_set_vcpu_state_op(vmt_driver *d, vmt_vcpu vcpu, const vmt_
     return VMT_OK;
 }
 
+/* DIRTY_LOG: KVM's per-slot logs folded into dirty_acc (host writes are
+ * marked there too), walked a 64-bit word at a time. */
+static vmt_status kvm_dirty_log_op(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear)
+{
+    kvm_drv *k = vmt_driver_impl(d);
+    vmt_status st = kvm_collect_dirty(k);
+    if (st)
+        return st;
+    uint64_t words = (k->ram_frames + 63) / 64;
+    for (uint64_t w = 0; w < words; w++)
+        for (uint64_t bits = k->dirty_acc[w]; bits; bits &= bits - 1)
+            if (fn(ctx, w * 64 + (uint64_t)__builtin_ctzll(bits)))
+                return VMT_OK;
+    if (clear)
+        memset(k->dirty_acc, 0, words * 8);
+    return VMT_OK;
+}
+
 static const vmt_driver_ops kvm_ops = {
     .name = kvm_name,
     .destroy = kvm_destroy,
@@ -161,6 +179,7 @@ static const vmt_driver_ops kvm_ops = {
     .stats = kvm_stats,
     .get_vcpu_state = kvm_get_vcpu_state_op,
     .set_vcpu_state = kvm_set_vcpu_state_op,
+    .dirty_log = kvm_dirty_log_op,
 };
 
 static vmt_caps kvm_caps_for(const kvm_drv *k)
@@ -169,7 +188,7 @@ static vmt_caps kvm_caps_for(const kvm_drv *k)
     c.flags = VMT_CAP_READ_PHYS | VMT_CAP_WRITE_PHYS | VMT_CAP_REGS_GET | VMT_CAP_REGS_SET | VMT_CAP_PAUSE | VMT_CAP_VIEWS |
               VMT_CAP_VIEW_REMAP | VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_FRAMES | VMT_CAP_INJECT_BP | VMT_CAP_INJECT_PF |
               VMT_CAP_EVENTS | VMT_CAP_BREAKPOINT_EVENTS | VMT_CAP_IO_EVENTS | VMT_CAP_HW_BREAKPOINTS |
-              VMT_CAP_TIME_LIMIT | VMT_CAP_VCPU_STATE;
+              VMT_CAP_TIME_LIMIT | VMT_CAP_VCPU_STATE | VMT_CAP_DIRTY_LOG;
     if (k->have_ro_slots) {
         c.flags |= VMT_CAP_VIEW_PERM | VMT_CAP_WRITE_DATA | VMT_CAP_EMULATE;
         c.trap_access = k->trap_access;
