@@ -125,7 +125,24 @@ vmt_status vmt_kvm_check(vmt_driver *d);
  * attach(l, NULL) before destroying the driver. Lines 0..15 are ISA IRQs
  * (GSI 0 on IOAPIC pin 2 as in QEMU's pc), 16..23 IOAPIC pins.
  * Guest time (bus and TSC alike) = host time since creation minus the time
- * the vCPU was stopped for the monitor (event delivered -> next run). */
+ * the vCPU was stopped for the monitor (from the KVM_RUN return behind an
+ * event to the next KVM_RUN). The bus is advanced before every access and
+ * every run; its next deadline arms the driver's timer, so the platform's
+ * deadlines are met while the guest runs (within the timer's latency).
+ * TSC: the stopped time goes off the guest TSC through the vCPU's TSC
+ * offset attribute (KVM_VCPU_TSC_OFFSET, Linux 5.16+) or, older, a
+ * read-back-verified host write of IA32_TSC (in steps >= 100 us; if KVM
+ * takes it for a synchronisation the method turns off, vmt_kvm_time_info
+ * says why). clock.tsc_hz asks KVM_SET_TSC_KHZ for that rate.
+ * Limits (what remains): the exits themselves (kernel entry/exit, a few us;
+ * ~10 us on kvm_pvm) are not hidden; KVM's in-kernel timers (LAPIC timer,
+ * TSC deadline, PIT) run on host time, so a stop while one is armed makes
+ * it fire early by the hidden time in guest-TSC terms; ram_ranges holes
+ * are not modelled (MMIO goes to the bus only past the end of RAM).
+ * VCPU_STATE: regs, segments, SYSCALL/SYSENTER/other MSRs, APIC base, TSC
+ * deadline, XSAVE (FXSAVE + YMM high) and XCR0, TSC, vCPU events; HLT only
+ * with the irqchip; the in-kernel LAPIC's registers are not part of
+ * vmt_vcpu_state. DIRTY_LOG: KVM's dirty logs plus host writes. */
 #define VMT_KVM_PLATFORM_DEVICES 0x3f0u /* VMT_PLATFORM_DEV_ALL without LAPIC, IOAPIC, PIC, PIT */
 
 vmt_status vmt_kvm_irq_line(vmt_driver *d, unsigned irq, bool level);

@@ -5,7 +5,9 @@
  * kvm_vcpu.c (registers, long-mode setup, guest debug), kvm_mem.c (RAM,
  * memslots, views, frames, dirty log), kvm_run.c (the run loop, exits,
  * events, timer), kvm_respond.c (responses), kvm_emulate.c (instructions
- * performed in the monitor by the reusable engine).
+ * performed in the monitor by the reusable engine), kvm_bus.c (the bus,
+ * guest clock and interrupt link), kvm_plat.c (irqchip, IRQ lines, TSC
+ * hiding behind an injectable ioctl), kvm_state.c (VCPU_STATE).
  *
  * Memory layout: one memfd holds guest RAM (frames 0 .. ram_frames-1) followed
  * by the extra frames (gfn ram_frames + i, at file offset gfn * 4 KiB).
