@@ -17,11 +17,15 @@
  * walk by another vCPU could have used at that instant, and consumers
  * (the breakpoint manager) simply follow it. An entry whose value does not
  * change (duplicate writes, a failed CMPXCHG reported as the old value) is
- * "no change" and re-walks nothing.
+ * counted as "no change"; it is still re-walked (4 reads) because the
+ * watch may be behind memory (see entry_changed), and emits nothing.
  *
  *  - with write data: the new value is computed now; the walker sees it
  *    through the overlay because the write has not landed yet (events come
- *    before the access); the response lets it land.
+ *    before the access); the response lets it land. When it lands only at
+ *    a step (no EMULATE / FAST_STEP) the entries are also marked dirty and
+ *    re-read at the SINGLESTEP, so a resync in between cannot leave the
+ *    watch on the value memory held before the write.
  *  - without: the pieces become the vCPU's dirty entries (value before the
  *    write + byte mask) and the vCPU steps in view 0. At its SINGLESTEP the
  *    entries are read back (the value memory now holds, whatever wrote it),
@@ -82,18 +86,19 @@ static uint8_t entry_level(const vmt_ptm *p, vmt_pa entry_pa)
     return l->watch->path.level[l - l->watch->links];
 }
 
-/* The entry went from `before` to `now` (the value the hardware uses from
- * now on): count it and, when it changed, overlay `now` and queue every
- * watch through it for a re-walk. */
+/* The entry was written; `now` is the value the hardware uses from now on.
+ * Every watch through it is re-walked on `now` even when the value did not
+ * change (`before` is only for the statistics): another vCPU may have
+ * changed the entry between this vCPU's trap and its step, or a resync may
+ * have walked memory before the write landed; the re-walk compares with
+ * each watch's own translation, so it emits nothing when nothing moved. */
 static vmt_status entry_changed(vmt_ptm *p, vmt_pa entry_pa, uint8_t mask, uint64_t before, uint64_t now)
 {
     if (mask != 0xff)
         p->stats.partial_writes++;
     p->stats.entry_updates++;
-    if (now == before) {
+    if (now == before)
         p->stats.no_change++;
-        return VMT_OK;
-    }
     vmt_status st = ptm_overlay_push(p, entry_pa, now);
     if (st == VMT_OK)
         st = ptm_batch_add_entry(p, entry_pa);
@@ -261,7 +266,16 @@ static vmt_status handle_write(vmt_ptm *p, const vmt_event *ev, vmt_response *re
     vmt_status st;
     if (data) {
         p->stats.writes_with_data++;
-        st = write_with_data(p, ev, pcs, n);
+        /* Without EMULATE or FAST_STEP the write lands only at the step:
+         * also re-read the entries then (from their value before the write,
+         * read here before the overlay has the new one), so whatever
+         * happened in between — a resync walking memory that did not have
+         * the write yet, another vCPU's store — the watch ends on what
+         * memory holds after the write. */
+        bool lands_at_step = !(p->caps & (VMT_CAP_EMULATE | VMT_CAP_FAST_STEP));
+        st = lands_at_step ? write_mark_dirty(p, ev, pcs, n) : VMT_OK;
+        if (st == VMT_OK)
+            st = write_with_data(p, ev, pcs, n);
         vmt_status rs = land_response(p, ev, resp);
         if (st == VMT_OK)
             st = rs;
