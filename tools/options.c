@@ -185,8 +185,9 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
         case 'j': o->json = 1; break;
         case 'q': o->quiet = 1; break;
         case 'l':
+            /* 0 means no limit (the default), as docs/cli.md says. */
             if (parse_double(optarg, &o->limit_seconds) != 0)
-                rc = fail(err, err_len, "--limit '%s': expected a number of seconds", optarg);
+                rc = fail(err, err_len, "--limit '%s': expected a number of seconds (0: no limit)", optarg);
             break;
         case OPT_RAM: {
             double mb;

@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -229,6 +230,38 @@ static int in_list(const char *list, const char *name)
     return 0;
 }
 
+/* More distinct hook addresses than the mechanism holds (debug registers):
+ * a usage error naming every hook that does not fit. */
+static int hooks_over_limit(const run_ctx *r, const vmt_image *img, unsigned limit, char *why, size_t why_len)
+{
+    vmt_va seen[CLI_MAX_HOOKS];
+    size_t nseen = 0, nextra = 0;
+    char extra[400] = "";
+    size_t el = 0;
+    for (size_t i = 0; i < r->nhooks; i++) {
+        vmt_va va = 0;
+        (void)vmt_image_symbol(img, r->hooks[i], &va, NULL);
+        bool dup = false;
+        for (size_t j = 0; j < nseen; j++)
+            dup |= seen[j] == va;
+        if (dup)
+            continue;
+        seen[nseen++] = va;
+        if (nseen > limit) {
+            nextra++;
+            if (el < sizeof extra)
+                el += (size_t)snprintf(extra + el, sizeof extra - el, "%s%s", nextra > 1 ? ", " : "", r->hooks[i]);
+        }
+    }
+    if (!nextra)
+        return 0;
+    snprintf(why, why_len,
+             "--breakpoints debug: %zu hooked addresses need %zu debug registers, the driver has %u; %s %s not fit "
+             "(hook fewer symbols, or use --breakpoints shadow or exec)",
+             nseen, nseen, limit, extra, nextra > 1 ? "do" : "does");
+    return 1;
+}
+
 static int fail_line(const char *fmt, const char *a, const char *b)
 {
     fputs("vmtrap: ", stderr);
@@ -299,12 +332,19 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     r.img = img;
     r.guest_path = guest;
 
-    /* Symbols first: an unknown one is a usage error before anything runs. */
+    /* Symbols first: an unknown one, or one that is not code (a data
+     * object, outside every executable segment), is a usage error before
+     * anything runs. */
     for (size_t i = 0; i < r.nhooks; i++) {
         vmt_va va;
-        if (vmt_image_symbol(img, r.hooks[i], &va, NULL) != VMT_OK) {
+        vmt_status cs = vmt_image_code_symbol(img, r.hooks[i], &va, why, sizeof why);
+        if (cs == VMT_E_NOTFOUND) {
             vmt_image_destroy(img);
             return fail_line("unknown symbol '%s' in %s", r.hooks[i], guest);
+        }
+        if (cs != VMT_OK) {
+            vmt_image_destroy(img);
+            return fail_line("--hook %s: %s", r.hooks[i], why);
         }
     }
 
@@ -383,6 +423,11 @@ int cli_run(const vmtrap_options *o, const char *argv0)
                  limit, r.nhooks);
         cli_log_note(&r.log, "demo", msg);
     }
+    if (limit && hooks_over_limit(&r, img, limit, why, sizeof why)) {
+        fail_line("%s%s", why, "");
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
     for (size_t i = 0; i < r.nhooks; i++) {
         if (vmt_monitor_hook(r.mon, r.hooks[i], on_hit, &r) != VMT_OK) {
             fail_line("hook '%s': %s", r.hooks[i], vmt_monitor_error(r.mon));
@@ -458,8 +503,14 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     int guest_failed = sum.stats->guest_done && sum.stats->guest_exit_code != 0;
     if (run_status != VMT_OK)
         fprintf(stderr, "vmtrap: run failed: %s\n", vmt_session_error(s));
+    /* A hook refused under every root it could run under is lost: fail. */
+    int hooks_lost = 0;
+    for (size_t i = 0; i < r.nhooks; i++) {
+        vmt_hook_status hs;
+        hooks_lost |= vmt_monitor_hook_status(r.mon, i, &hs) == VMT_OK && hs.state == VMT_HOOK_REFUSED;
+    }
     rc = (run_status == VMT_OK && !abnormal && !guest_failed && !r.assert_failed && sum.counts_match &&
-          r.entry_mismatch == 0 && sum.stats->errors == 0)
+          r.entry_mismatch == 0 && sum.stats->errors == 0 && !hooks_lost)
              ? CLI_EXIT_OK
              : CLI_EXIT_FAIL;
 out:
