@@ -165,4 +165,7 @@ const char *cli_detector_why(unsigned id, vmt_bpm_controller ctl);
 /* Run `vmtrap run` / `vmtrap demo`; returns the exit code. */
 int cli_run(const vmtrap_options *o, const char *argv0);
 
+/* `vmtrap snapshot info|convert ...` (tools/snapshot_cmd.c); argv[0] is "snapshot". */
+int cli_snapshot_main(int argc, char **argv);
+
 #endif

@@ -7,11 +7,16 @@
  * driver), always with one line on stderr.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "cli.h"
 
 int main(int argc, char **argv)
 {
+#ifdef VMT_CLI_HAVE_SNAPSHOT
+    if (argc > 1 && strcmp(argv[1], "snapshot") == 0)
+        return cli_snapshot_main(argc - 1, argv + 1);
+#endif
     vmtrap_options o;
     char err[512];
     int rc = cli_parse_options(argc, argv, &o, err, sizeof err);

@@ -90,6 +90,7 @@ typedef struct vmt_emu_tlb_stats {
     uint64_t pf_injected;    /* #PF delivered to the guest */
     uint64_t engine_steps;   /* responses performed by the reusable engine
                                 (one instruction, no Unicorn map change) */
+    uint64_t uc_flushes;     /* times Unicorn's TLB was flushed */
 } vmt_emu_tlb_stats;
 
 /* VMT_E_INVAL when d is not an emu driver. */

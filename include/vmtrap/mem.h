@@ -14,7 +14,8 @@
  * REGS_GET/SET, PAUSE, VIEWS, VIEW_PER_VCPU, VIEW_REMAP, VIEW_PERM (traps
  * RWX unless cfg.trap_access says less), FRAMES, HW_BREAKPOINTS (4), INJECT_PF,
  * INJECT_BP, EVENTS (queued, see below), WRITE_DATA, SINGLESTEP, FAST_STEP,
- * EMULATE, BREAKPOINT_EVENTS, CR3_EVENTS, IO_EVENTS; not the run limits,
+ * EMULATE, BREAKPOINT_EVENTS, CR3_EVENTS, IO_EVENTS, VCPU_STATE, DIRTY_LOG;
+ * not the run limits,
  * DETERMINISTIC or PT_AD_BITS. cfg.caps_remove takes any of them away, and
  * behaviour follows (e.g. VM-wide views without VIEW_PER_VCPU). It runs no
  * CPU: its conformance factory sets runs_cpu = false, so CPU groups skip.
@@ -51,6 +52,15 @@
  *    whatever event the real CPU would report next.
  *  - Calls refused by the generic wrapper (undeclared capability) never
  *    reach the driver and are not logged.
+ *
+ *  - VCPU_STATE: each vCPU holds a full vmt_vcpu_state (vmt_vcpu_state_init
+ *    at create) whose `regs` are the registers get_regs/set_regs and events
+ *    use. set_vcpu_state checks the state (vmt_vcpu_state_check: VMT_E_INVAL
+ *    naming the problem), copies regs and every group in s->known (other
+ *    groups keep their values) and ORs `known`/`reconstructed`.
+ *  - DIRTY_LOG: a bit per RAM frame, set by write_phys and
+ *    vmt_mem_write_view (the test playing the guest); extra frames are not
+ *    logged. dirty_log(fn == NULL, clear) only clears.
  *
  * Fault injection: an injected failure returns VMT_E_INJECTED with a message
  * naming the op, is logged with that status, and changes nothing.
@@ -123,6 +133,9 @@ typedef enum vmt_mem_op {
     VMT_MEM_OP_RESPOND,
     VMT_MEM_OP_SET_LIMIT,
     VMT_MEM_OP_STATS,
+    VMT_MEM_OP_GET_VCPU_STATE,
+    VMT_MEM_OP_SET_VCPU_STATE,
+    VMT_MEM_OP_DIRTY_LOG,
     VMT_MEM_OP_COUNT
 } vmt_mem_op;
 

@@ -253,6 +253,10 @@ static void test_failed_call_changes_nothing(void **state)
     vmt_regs regs;
     memset(&regs, 0x11, sizeof regs);
     vmt_injection inj = { .vector = 14, .cr2 = 0x1000 };
+    vmt_vcpu_state vs;
+    vmt_vcpu_state_init(&vs);
+    vs.known = VMT_VS_REGS | VMT_VS_TSC;
+    vs.tsc = 99;
     for (vmt_mem_op op = VMT_MEM_OP_READ_PHYS; op < VMT_MEM_OP_COUNT; op++) {
         take_digest(d, &before);
         vmt_mem_log_clear(d);
@@ -301,6 +305,9 @@ static void test_failed_call_changes_nothing(void **state)
         }
         case VMT_MEM_OP_SET_LIMIT: st = vmt_drv_set_limit(d, 0, 0); break;
         case VMT_MEM_OP_STATS: st = vmt_drv_stats(d, &stats); break;
+        case VMT_MEM_OP_GET_VCPU_STATE: st = vmt_drv_get_vcpu_state(d, 0, &vs); break;
+        case VMT_MEM_OP_SET_VCPU_STATE: st = vmt_drv_set_vcpu_state(d, 0, &vs); break;
+        case VMT_MEM_OP_DIRTY_LOG: st = vmt_drv_dirty_log(d, NULL, NULL, 1); break;
         default: fail_msg("op %d not covered", op);
         }
         if (st != VMT_E_INJECTED)

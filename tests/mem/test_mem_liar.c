@@ -115,7 +115,8 @@ static vmt_status liar_create(void *ctx, const vmt_machine_config *mc, vmt_drive
     lie which = *(const lie *)ctx;
     mem_factory mf = { 0 };
     /* No events/breakpoints/injection: the forwarder does not implement them. */
-    mf.base.caps_remove = VMT_CAP_EVENTS | VMT_CAP_HW_BREAKPOINTS | VMT_CAP_INJECT_BP | VMT_CAP_INJECT_PF;
+    mf.base.caps_remove = VMT_CAP_EVENTS | VMT_CAP_HW_BREAKPOINTS | VMT_CAP_INJECT_BP | VMT_CAP_INJECT_PF |
+                          VMT_CAP_VCPU_STATE | VMT_CAP_DIRTY_LOG;
     if (which == LIE_PER_VCPU_ON_VM_WIDE)
         mf.base.caps_remove |= VMT_CAP_VIEW_PER_VCPU; /* really VM-wide ... */
     vmt_driver *inner;

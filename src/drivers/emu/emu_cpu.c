@@ -87,11 +87,19 @@ static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *
     }
     if (page != e->code_va) {
         const uint32_t *slot = vmt_hmap_get(&e->tlb_index, &page);
-        if (!slot)
-            return NULL;
-        const emu_tlb_entry *t = &e->tlb[*slot];
+        const emu_tlb_entry *t = slot ? &e->tlb[*slot] : NULL;
+        if (t && !t->is_mmio && !t->is_sink) {
+            e->code_host = emu_frame_ptr(e, t->backing);
+        } else {
+            /* translated code can run after a flush without a new fill
+             * (jumps chained inside a page): translate here */
+            uint8_t *h;
+            size_t left;
+            if (emu_mmu_host_ptr(e, page, false, &h, &left) != VMT_OK)
+                return NULL;
+            e->code_host = h;
+        }
         e->code_va = page;
-        e->code_host = t->is_void ? e->void_page : emu_frame_ptr(e, t->backing);
     }
     return e->code_host + off;
 }
@@ -108,7 +116,7 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
         }
         e->step_started = true;
     }
-    if (e->ptw_active || e->nundo) {
+    if (e->flush_asap) {
         stop_cpu(e);
         return;
     }
@@ -152,27 +160,66 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
 static bool hook_fault(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
 {
     (void)uc;
-    emu *e = user;
-    vmt_access kind;
-    bool prot = false;
-    switch (type) {
-    case UC_MEM_READ_PROT: prot = true; /* fall through */
-    case UC_MEM_READ_UNMAPPED: kind = VMT_ACCESS_R; break;
-    case UC_MEM_WRITE_PROT: prot = true; /* fall through */
-    case UC_MEM_WRITE_UNMAPPED: kind = VMT_ACCESS_W; break;
-    case UC_MEM_FETCH_PROT: prot = true; /* fall through */
-    default: kind = VMT_ACCESS_X; break;
+    vmt_access kind = type == UC_MEM_WRITE_UNMAPPED ? VMT_ACCESS_W
+                      : type == UC_MEM_FETCH_UNMAPPED ? VMT_ACCESS_X : VMT_ACCESS_R;
+    return emu_mmu_trap(user, kind, addr, size, value);
+}
+
+static bool hook_tlb_fill(uc_engine *uc, uint64_t vaddr, uc_mem_type type, uc_tlb_entry *out, void *user)
+{
+    (void)uc;
+    vmt_access kind = type == UC_MEM_WRITE ? VMT_ACCESS_W : type == UC_MEM_FETCH ? VMT_ACCESS_X : VMT_ACCESS_R;
+    uint64_t pa = 0;
+    uint32_t perms = 0;
+    if (!emu_mmu_fill(user, vaddr, kind, &pa, &perms))
+        return false;
+    out->paddr = pa;
+    out->perms = (uc_prot)perms;
+    return true;
+}
+
+/* MMIO: guest-physical addresses outside RAM go to the bus; without a bus
+ * (or when it says "not mine") reads see all ones and writes are dropped. */
+static uint64_t hook_mmio_read(uc_engine *uc, uint64_t offset, unsigned size, void *user)
+{
+    (void)uc;
+    emu_mmio_region *r = user;
+    emu *e = r->e;
+    uint64_t v = size >= 8 ? UINT64_MAX : (1ull << (8 * size)) - 1;
+    if (e->bus.ops && e->bus.ops->mmio_read) {
+        uint64_t got = 0;
+        vmt_status st = e->bus.ops->mmio_read(e->bus.ctx, 0, r->base + offset, size, &got);
+        if (st == VMT_OK)
+            v = got;
+        else if (st != VMT_E_NOTFOUND)
+            e->bus_error = st;
     }
-    if (prot && emu_mmu_hook_prot(e, kind, addr, size, value))
-        return true;
-    if (!e->fault.pending) {
-        e->fault.pending = true;
-        e->fault.kind = kind;
-        e->fault.va = addr;
-        e->fault.size = size;
-        e->fault.value = (uint64_t)value;
+    return v;
+}
+
+static void hook_mmio_write(uc_engine *uc, uint64_t offset, unsigned size, uint64_t value, void *user)
+{
+    (void)uc;
+    emu_mmio_region *r = user;
+    emu *e = r->e;
+    if (e->bus.ops && e->bus.ops->mmio_write) {
+        vmt_status st = e->bus.ops->mmio_write(e->bus.ctx, 0, r->base + offset, size, value);
+        if (st != VMT_OK && st != VMT_E_NOTFOUND)
+            e->bus_error = st;
     }
-    return false;
+}
+
+vmt_status emu_mmio_map(emu *e, uint64_t base, uint64_t size)
+{
+    if (e->nmmio == sizeof e->mmio / sizeof e->mmio[0])
+        return VMT_E_NOMEM;
+    emu_mmio_region *r = &e->mmio[e->nmmio];
+    r->e = e;
+    r->base = base;
+    if (uc_mmio_map(e->uc, base, size, hook_mmio_read, r, hook_mmio_write, r) != UC_ERR_OK)
+        return VMT_E_DRIVER;
+    e->nmmio++;
+    return VMT_OK;
 }
 
 static void hook_noop(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
@@ -211,14 +258,20 @@ vmt_status emu_cpu_init(emu *e)
         e->nhooks++;                                                                               \
     } while (0)
     ADD(UC_HOOK_CODE, (void *)hook_code, e, 1, 0);
-    ADD(UC_HOOK_MEM_UNMAPPED | UC_HOOK_MEM_PROT, (void *)hook_fault, e, 1, 0);
+    ADD(UC_HOOK_MEM_UNMAPPED, (void *)hook_fault, e, 1, 0);
+    ADD(UC_HOOK_TLB_FILL, (void *)hook_tlb_fill, e, 1, 0);
     /* a no-op hook on a range nothing uses keeps RIP precise in hooks */
     ADD(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, (void *)hook_noop, e, 0xfffffffffffff000ull, 0xffffffffffffffffull);
     ADD(UC_HOOK_INTR, (void *)hook_intr, e, 1, 0);
     ADD(UC_HOOK_INSN, (void *)hook_in, e, 1, 0, UC_X86_INS_IN);
     ADD(UC_HOOK_INSN, (void *)hook_out, e, 1, 0, UC_X86_INS_OUT);
 #undef ADD
+    /* exits mode with no exits: uc_emu_start never stops at an address
+     * (an `until` address would make Unicorn translate it at every start) */
+    if (uc_ctl_exits_enable(e->uc) != UC_ERR_OK)
+        return VMT_E_DRIVER;
     e->intr_no = -1;
+    e->ptw_va = UINT64_MAX;
     e->mmu_view = 0;
     e->monitor_io = true;
     return VMT_OK;
@@ -235,6 +288,11 @@ static void end_step(emu *e)
     e->grant_kinds = 0;
     e->grant_va = 0;
     e->deny_active = false;
+    if (e->ptw_va != UINT64_MAX) {
+        /* a page-table write was stepped: what it changed is unknown */
+        e->ptw_va = UINT64_MAX;
+        emu_tlb_flush(e);
+    }
     if (e->step_restore_view) {
         e->cur_view = e->step_return_view;
         e->mmu_view = e->cur_view;
@@ -307,6 +365,34 @@ static bool vector_has_error(unsigned v)
     return v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21;
 }
 
+static bool engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_va);
+static vmt_status begin_internal_step(emu *e, vmt_view view);
+
+/* A permitted guest write into a page-table frame (aborted before it wrote):
+ * performed by the engine, which invalidates exactly what it changed, or
+ * by a one-instruction step with the write allowed, after which every
+ * translation is dropped. 1: an event was reported; 0: run on; -1: stop. */
+static int pt_write(emu *e, vmt_event *ev)
+{
+    e->tstats.pt_write_faults++;
+    if (engine_one(e, e->mmu_view, 0, 0)) {
+        if (e->step == EMU_STEP_USER) {
+            end_step(e);
+            ev->kind = VMT_EVENT_SINGLESTEP;
+            report(e, ev);
+            return 1;
+        }
+        if (e->step == EMU_STEP_INTERNAL)
+            end_step(e);
+        return 0;
+    }
+    e->ptw_va = e->fault.va & ~(uint64_t)(EMU_PAGE - 1);
+    if (e->step == EMU_STEP_NONE)
+        begin_internal_step(e, e->mmu_view);
+    emu_tlb_flush(e);
+    return 0;
+}
+
 vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
 {
     emu *e = vmt_driver_impl(d);
@@ -356,6 +442,7 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
                      e->insn_limit);
             return report_stop(e, ev);
         }
+        emu_tlb_apply_flush(e);
         uint64_t rip = emu_rip(e);
         uint64_t t0 = now_ns();
         uc_err err = uc_emu_start(e->uc, rip, EMU_UNTIL, 0, 0);
@@ -373,29 +460,27 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             return report_stop(e, ev);
         }
 
-        while (e->nundo) { /* skipped writes: restore the bytes, newest first */
-            e->nundo--;
-            memcpy(e->undo[e->nundo].host, e->undo[e->nundo].bytes, e->undo[e->nundo].n);
+        if (e->flush_asap) {
+            e->flush_asap = false;
+            emu_tlb_flush(e);
         }
-        if (e->undo_overflow) {
-            e->undo_overflow = false;
+        if (e->bus_error) {
+            vmt_status bst = e->bus_error;
+            e->bus_error = VMT_OK;
             e->stop.reason = VMT_STOP_DRIVER_ERROR;
-            snprintf(e->stop.message, sizeof e->stop.message,
-                     "instruction at rip 0x%" PRIx64 " makes too many (or too wide) skipped writes", emu_rip(e));
+            snprintf(e->stop.message, sizeof e->stop.message, "the bus failed (%s) at rip 0x%" PRIx64 ": %s",
+                     vmt_strerror(bst), emu_rip(e),
+                     e->bus.ops && e->bus.ops->stop_reason ? e->bus.ops->stop_reason(e->bus.ctx) : "no reason given");
             return report_stop(e, ev);
         }
-        if (e->ptw_active) {
-            if (e->ptw_many)
-                emu_tlb_flush(e);
-            else
-                emu_tlb_range_written(e, e->ptw_frame, e->ptw_lo, (uint32_t)(e->ptw_hi - e->ptw_lo));
-            e->ptw_active = false;
-            e->ptw_many = false;
-            emu_tlb_revalidate(e);
-        }
         if (e->fault.pending) {
-            if (e->icount)
+            if (e->fault.counted && e->icount)
                 e->icount--; /* the aborted instruction was counted when it started */
+            if (e->fault.kind == VMT_ACCESS_X) {
+                uint64_t r0 = emu_rip(e);
+                if ((r0 & ~(uint64_t)(EMU_PAGE - 1)) == e->fault.va)
+                    e->fault.va = r0;
+            }
             if (e->fault.va == last_fault_va && ++same_fault > 8) {
                 e->stop.reason = VMT_STOP_DRIVER_ERROR;
                 snprintf(e->stop.message, sizeof e->stop.message,
@@ -409,6 +494,8 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             last_fault_va = e->fault.va;
             uint32_t pf_err = 0;
             emu_fault_result r = emu_mmu_fault(e, &e->fault, ev, &pf_err);
+            if (e->fault.kind != VMT_ACCESS_X)
+                emu_tlb_flush(e); /* the trap slot's translation must go */
             if (r == EMU_FR_RETRY) {
                 e->stats.internal_exits++;
                 continue;
@@ -420,6 +507,14 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             if (r == EMU_FR_STOP)
                 return report_stop(e, ev);
             e->stats.internal_exits++;
+            if (r == EMU_FR_PT_WRITE) {
+                int done = pt_write(e, ev);
+                if (done < 0)
+                    return report_stop(e, ev);
+                if (done > 0)
+                    return VMT_OK;
+                continue;
+            }
             if (r == EMU_FR_PAGE_FAULT) {
                 e->cr2 = e->fault.va;
                 e->tstats.pf_injected++;

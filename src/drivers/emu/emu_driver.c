@@ -24,7 +24,7 @@
 #define EMU_DEFAULT_RAM (64ull << 20)
 #define EMU_DEFAULT_EXTRA 65536u
 #define EMU_DEFAULT_VIEWS 16
-#define EMU_DEFAULT_TLB 64
+#define EMU_DEFAULT_TLB 1024
 #define EMU_MAXPHYADDR 40
 
 static emu *impl(vmt_driver *d) { return vmt_driver_impl(d); }
@@ -44,7 +44,8 @@ static void emu_free(emu *e)
         munmap(e->mem, e->mem_bytes);
     free(e->extra_used);
     free(e->pt_refs);
-    free(e->void_page);
+    free(e->sink);
+    free(e->ranges);
     free(e);
 }
 
@@ -78,10 +79,10 @@ static vmt_status op_write_phys(vmt_driver *d, vmt_pa pa, const void *buf, size_
     vmt_status st = range_ok(d, pa, len);
     if (st || !len)
         return st;
-    memcpy(e->mem + pa, buf, len);
+    const uint8_t *in = buf;
     for (uint64_t a = pa, end = pa + len; a < end;) {
         uint64_t next = (a | (EMU_PAGE - 1)) + 1, stop = next < end ? next : end;
-        emu_tlb_range_written(e, a >> 12, (uint32_t)(a & (EMU_PAGE - 1)), (uint32_t)(stop - a));
+        emu_host_write(e, a >> 12, (uint32_t)(a & (EMU_PAGE - 1)), in + (a - pa), (size_t)(stop - a));
         a = stop;
     }
     return VMT_OK;
@@ -234,6 +235,63 @@ static vmt_status place_write(void *ctx, vmt_pa pa, const void *buf, size_t len)
     return VMT_OK;
 }
 
+/* Unicorn's physical memory, mapped once: each RAM block at its address,
+ * the holes below MAXPHYADDR as MMIO, the extra frames and the sink page
+ * high above (only the fill hook hands them out). */
+static vmt_status map_memory(emu *e, char *why, size_t why_len)
+{
+    uc_err err = uc_ctl_tlb_mode(e->uc, UC_TLB_VIRTUAL);
+    vmt_ram_range one = { 0, e->ram_frames * EMU_PAGE };
+    const vmt_ram_range *r = e->nranges ? e->ranges : &one;
+    size_t n = e->nranges ? e->nranges : 1;
+    uint64_t at = 0;
+    for (size_t i = 0; i < n && err == UC_ERR_OK; i++) {
+        if (r[i].start > at && emu_mmio_map(e, at, r[i].start - at) != VMT_OK)
+            err = UC_ERR_NOMEM;
+        if (err == UC_ERR_OK)
+            err = uc_mem_map_ptr(e->uc, r[i].start, r[i].size, UC_PROT_ALL, e->mem + r[i].start);
+        at = r[i].start + r[i].size;
+    }
+    uint64_t top = 1ull << e->maxphyaddr;
+    if (err == UC_ERR_OK && at < top && emu_mmio_map(e, at, top - at) != VMT_OK)
+        err = UC_ERR_NOMEM;
+    if (err == UC_ERR_OK && e->extra_frames)
+        err = uc_mem_map_ptr(e->uc, EMU_EXTRA_PA, e->extra_frames * EMU_PAGE, UC_PROT_ALL,
+                             e->mem + e->ram_frames * EMU_PAGE);
+    if (err == UC_ERR_OK)
+        err = uc_mem_map_ptr(e->uc, EMU_SINK_PA, EMU_PAGE, UC_PROT_ALL, e->sink);
+    if (err != UC_ERR_OK) {
+        vmt_why(why, why_len, "emu: cannot map guest memory into unicorn: %s", uc_strerror(err));
+        return VMT_E_DRIVER;
+    }
+    return VMT_OK;
+}
+
+/* The RAM blocks of cfg: sorted, page aligned, not overlapping. */
+static vmt_status take_ranges(emu *e, const vmt_machine_config *cfg, uint64_t *ram, char *why, size_t why_len)
+{
+    if (!cfg->ram_ranges || !cfg->ram_range_count)
+        return VMT_OK;
+    e->ranges = calloc(cfg->ram_range_count, sizeof *e->ranges);
+    if (!e->ranges)
+        return VMT_E_NOMEM;
+    uint64_t end = 0;
+    for (size_t i = 0; i < cfg->ram_range_count; i++) {
+        const vmt_ram_range *r = &cfg->ram_ranges[i];
+        if (r->start % EMU_PAGE || r->size % EMU_PAGE || !r->size || r->start < end ||
+            r->start + r->size > (1ull << 36)) {
+            vmt_why(why, why_len, "emu: RAM range %zu (0x%" PRIx64 "+0x%" PRIx64 ") is not page aligned, sorted and below 64 GiB", i,
+                    r->start, r->size);
+            return VMT_E_INVAL;
+        }
+        e->ranges[i] = *r;
+        end = r->start + r->size;
+    }
+    e->nranges = cfg->ram_range_count;
+    *ram = end;
+    return VMT_OK;
+}
+
 vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu_options *opt,
                                     vmt_driver **out, char *why, size_t why_len)
 {
@@ -267,6 +325,11 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
         vmt_why(why, why_len, "emu: out of memory");
         return VMT_E_NOMEM;
     }
+    vmt_status rst = take_ranges(e, cfg, &ram, why, why_len);
+    if (rst) {
+        emu_free(e);
+        return rst;
+    }
     e->ram_frames = ram / EMU_PAGE;
     e->no_engine = opt && opt->no_engine;
     e->extra_frames = extra;
@@ -275,20 +338,24 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
     e->mem = mmap(NULL, e->mem_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     e->extra_used = calloc(extra ? extra : 1, 1);
     e->pt_refs = calloc(e->ram_frames + extra, sizeof *e->pt_refs);
-    e->void_page = aligned_alloc(EMU_PAGE, EMU_PAGE);
+    e->sink = aligned_alloc(EMU_PAGE, EMU_PAGE);
     vmt_status st = VMT_E_NOMEM;
-    if (e->mem == MAP_FAILED || !e->extra_used || !e->pt_refs || !e->void_page || emu_views_init(e, views) ||
+    if (e->mem == MAP_FAILED || !e->extra_used || !e->pt_refs || !e->sink || emu_views_init(e, views) ||
         emu_tlb_init(e, tlb)) {
         vmt_why(why, why_len, "emu: out of memory for %" PRIu64 " MiB of guest memory", (uint64_t)(e->mem_bytes >> 20));
         goto fail;
     }
-    memset(e->void_page, 0xff, EMU_PAGE);
     e->serial = cfg->serial;
+    e->bus = cfg->bus;
     e->serial_ctx = cfg->serial_ctx;
     uc_err uerr = uc_open(UC_ARCH_X86, UC_MODE_64, &e->uc);
     if (uerr != UC_ERR_OK) {
         e->uc = NULL;
         vmt_why(why, why_len, "emu: uc_open failed: %s", uc_strerror(uerr));
+        st = VMT_E_DRIVER;
+        goto fail;
+    }
+    if (map_memory(e, why, why_len)) {
         st = VMT_E_DRIVER;
         goto fail;
     }

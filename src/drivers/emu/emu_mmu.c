@@ -1,26 +1,35 @@
 /*
- * drivers/emu/emu_mmu.c — the emulator driver's MMU: a software TLB of
- * guest-virtual pages mapped into Unicorn.
+ * drivers/emu/emu_mmu.c — the emulator driver's MMU on Unicorn 2.1: the
+ * TLB-fill hook that translates every guest-virtual page, and the record of
+ * what Unicorn's TLB may hold.
  *
- * Design: Unicorn 2.0.1 keys its memory by the address the guest uses, so
- * Unicorn runs with paging off and every guest-virtual page the guest
- * touches is mapped (uc_mem_map_ptr) onto the host memory of the frame the
- * guest's tables and the MMU view resolve it to. A Unicorn miss or
- * protection fault is recorded by a hook, the instruction is aborted (the
- * hook returns false), and emu_mmu_fault() decides what it was:
- *   - the guest's own tables forbid it        -> #PF for the guest;
- *   - the view forbids it                     -> a memory-access event;
- *   - a write into a page-table frame         -> performed by the
- *     WRITE_PROT hook itself (value and size are exact there); the code
- *     hook then drops every entry walked through that frame before the
- *     next instruction runs;
- *   - a first write to a clean page           -> set D, map writable;
- *   - otherwise a miss                        -> walk, set A, map.
- * Table frames of every mapped translation are reference counted
- * (pt_refs) and never mapped writable, so guest page-table edits can never
- * leave a stale mapping (stricter than a hardware TLB, which may keep
- * stale entries until invlpg). Capacity is bounded; eviction is FIFO over
- * the slots (Unicorn's own TLB hits are invisible to the driver).
+ * Design: guest memory is mapped into Unicorn once, physically (see
+ * emu_phys_pa for the layout). Unicorn runs with UC_TLB_VIRTUAL: on every
+ * miss of its own TLB it calls emu_mmu_fill(), which walks the guest's
+ * tables (4/5 levels, 2M/1G, NX, U/S, WP, SMEP, reserved bits, A/D bits set
+ * as hardware does, recursive tables allowed), applies the MMU view (remap +
+ * R/W/X) and answers one of:
+ *   - the physical page and rights (rights never include W when the frame
+ *     is a page-table frame of a recorded translation, or the leaf is clean
+ *     and the access is not a write; the write fill sets D);
+ *   - a TRAP SLOT: a physical page nothing is mapped at. The access that
+ *     follows reaches Unicorn's UNMAPPED hook with the exact offset, size and
+ *     value, which records the fault (va = the slot's page + offset) and
+ *     aborts the instruction before it changed anything. Used for every
+ *     data access the guest tables or the view forbid and for guest writes
+ *     into page-table frames, so #PF (CR2) and memory events are exact;
+ *   - false for a fetch the tables or view forbid (Unicorn aborts the
+ *     instruction with UC_ERR_EXCEPTION; the fault is recorded here).
+ * emu_mmu_fault() then decides what a recorded fault is (#PF, event, page-
+ * table write to perform, or a retry after a flush).
+ *
+ * The record (tlb[] + tlb_index) holds every translation handed to Unicorn
+ * since its TLB was last flushed (a superset of Unicorn's TLB): it is how
+ * page-table writes, view changes and host writes find what to invalidate.
+ * Unicorn cannot forget one page, so any invalidation marks the whole TLB
+ * for a flush (uc_ctl_flush_tlb: Unicorn's TLB only, not translated code)
+ * that the run loop performs before the next uc_emu_start, together with
+ * removing translated code of pages whose backing or X right changed.
  *
  * Invariants: see emu_priv.h; checked by emu_mmu_check().
  */
@@ -32,18 +41,19 @@
 
 vmt_paging_config emu_paging_cfg(const emu *e)
 {
-    vmt_paging_config c = { 4, e->maxphyaddr, (e->efer & VMT_EFER_NXE) ? 1 : 0, 0 };
+    vmt_paging_config c = { (e->cr4 & VMT_CR4_LA57) ? 5 : 4, e->maxphyaddr, (e->efer & VMT_EFER_NXE) ? 1 : 0,
+                            VMT_WALK_ALLOW_RECURSIVE };
     return c;
 }
 
 vmt_status emu_tlb_init(emu *e, uint32_t cap)
 {
-    e->tlb = calloc(cap, sizeof *e->tlb);
+    e->tlb = calloc(cap + EMU_TLB_SLACK, sizeof *e->tlb);
     if (!e->tlb)
         return VMT_E_NOMEM;
     e->tlb_cap = cap;
     vmt_hmap_init(&e->tlb_index, sizeof(uint64_t), sizeof(uint32_t));
-    if (vmt_hmap_reserve(&e->tlb_index, cap))
+    if (vmt_hmap_reserve(&e->tlb_index, cap + EMU_TLB_SLACK))
         return VMT_E_NOMEM;
     e->tstats.capacity = cap;
     e->code_va = UINT64_MAX;
@@ -75,6 +85,25 @@ static uint32_t uc_perms_of(vmt_access a)
     return p;
 }
 
+bool emu_gfn_is_ram(const emu *e, vmt_gfn gfn)
+{
+    if (gfn >= e->ram_frames)
+        return false;
+    if (!e->nranges)
+        return true;
+    for (size_t i = 0; i < e->nranges; i++)
+        if (gfn >= e->ranges[i].start >> 12 && gfn < (e->ranges[i].start + e->ranges[i].size) >> 12)
+            return true;
+    return false;
+}
+
+uint64_t emu_phys_pa(const emu *e, vmt_gfn frame)
+{
+    if (frame < e->ram_frames)
+        return frame << 12;
+    return EMU_EXTRA_PA + ((frame - e->ram_frames) << 12);
+}
+
 /* The view part of an entry's rights in the MMU's current context. */
 static vmt_access view_rights(const emu *e, uint64_t va_page, vmt_gfn gfn, vmt_gfn *backing)
 {
@@ -84,111 +113,45 @@ static vmt_access view_rights(const emu *e, uint64_t va_page, vmt_gfn gfn, vmt_g
     return a;
 }
 
-static uint32_t compute_perms(const emu *e, const emu_tlb_entry *t)
-{
-    if (t->is_void)
-        return UC_PROT_READ;
-    vmt_gfn b;
-    vmt_access a = view_rights(e, t->va, t->gfn, &b) & t->pte_rights;
-    if (!t->dirty || e->pt_refs[t->backing])
-        a &= (vmt_access)~VMT_ACCESS_W;
-    return uc_perms_of(a);
-}
-
 static void code_cache_reset(emu *e)
 {
     e->code_va = UINT64_MAX;
     e->code_host = NULL;
 }
 
-static void drop_slot(emu *e, uint32_t slot)
+/* Forget every recorded translation; Unicorn's TLB is flushed before the
+ * guest runs again. Translated code of pages whose mapping may change is
+ * removed first, while Unicorn's TLB still finds its old frame. */
+void emu_tlb_flush(emu *e)
 {
-    emu_tlb_entry *t = &e->tlb[slot];
-    if (!t->valid)
-        return;
-    /* translated code first: the cache is found through the mapping */
-    uc_ctl_remove_cache(e->uc, t->va, t->va + EMU_PAGE);
-    uc_mem_unmap(e->uc, t->va, EMU_PAGE);
-    for (unsigned i = 0; i < t->ntables; i++)
-        e->pt_refs[t->tables[i]]--;
-    vmt_hmap_del(&e->tlb_index, &t->va, NULL);
-    t->valid = false;
-    e->tlb_used--;
+    for (uint32_t i = 0; i < e->tlb_used; i++) {
+        emu_tlb_entry *t = &e->tlb[i];
+        for (unsigned k = 0; k < t->ntables; k++)
+            e->pt_refs[t->tables[k]]--;
+        e->tstats.invalidations++;
+    }
+    vmt_hmap_clear(&e->tlb_index);
+    e->tlb_used = 0;
+    e->uc_flush_pending = true;
+    e->flush_asap = false;
     code_cache_reset(e);
 }
 
-void emu_tlb_flush(emu *e)
+void emu_tlb_apply_flush(emu *e)
 {
-    for (uint32_t i = 0; i < e->tlb_cap; i++) {
-        if (e->tlb[i].valid) {
-            drop_slot(e, i);
-            e->tstats.invalidations++;
-        }
-    }
-}
-
-static void set_perms(emu *e, emu_tlb_entry *t, uint32_t perms)
-{
-    if (perms == t->uc_perms)
+    if (!e->uc_flush_pending)
         return;
-    uc_mem_protect(e->uc, t->va, EMU_PAGE, perms);
-    if ((t->uc_perms & UC_PROT_EXEC) && !(perms & UC_PROT_EXEC))
-        uc_ctl_remove_cache(e->uc, t->va, t->va + EMU_PAGE);
-    t->uc_perms = perms;
+    uc_ctl_flush_tlb(e->uc);
+    e->uc_flush_pending = false;
+    e->tstats.uc_flushes++;
 }
 
-void emu_tlb_revalidate(emu *e)
+/* Translated code of a recorded page that executed: removed (through the
+ * mapping Unicorn still holds) when the page's frame or X right changes. */
+static void drop_code(emu *e, const emu_tlb_entry *t)
 {
-    for (uint32_t i = 0; i < e->tlb_cap; i++) {
-        emu_tlb_entry *t = &e->tlb[i];
-        if (!t->valid)
-            continue;
-        bool stale = false;
-        for (unsigned k = 0; k < t->ntables && !stale; k++) {
-            vmt_gfn b;
-            vmt_access a = view_rights(e, UINT64_MAX - 1, t->table_gfns[k], &b);
-            stale = b != t->tables[k] || !(a & VMT_ACCESS_R);
-        }
-        if (!stale && !t->is_void) {
-            vmt_gfn b;
-            (void)view_rights(e, t->va, t->gfn, &b);
-            stale = b != t->backing;
-        }
-        if (stale) {
-            drop_slot(e, i);
-            e->tstats.invalidations++;
-            continue;
-        }
-        set_perms(e, t, compute_perms(e, t));
-    }
-}
-
-void emu_tlb_frame_written(emu *e, vmt_gfn frame) { emu_tlb_range_written(e, frame, 0, EMU_PAGE); }
-
-/* Only what the written bytes can change is dropped: a translation whose
- * walk read one of the written entries (a store to another entry of the
- * same table, or to A/D bits of an unrelated entry, leaves the rest of the
- * TLB alone), and the translated code over exactly those bytes. */
-void emu_tlb_range_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len)
-{
-    if (frame >= emu_total_frames(e) || len == 0 || off >= EMU_PAGE)
-        return;
-    if (len > EMU_PAGE - off)
-        len = EMU_PAGE - off;
-    for (uint32_t i = 0; i < e->tlb_cap; i++) {
-        emu_tlb_entry *t = &e->tlb[i];
-        if (!t->valid)
-            continue;
-        bool walked = false;
-        for (unsigned k = 0; k < t->ntables; k++)
-            walked |= t->tables[k] == frame && t->entry_off[k] < off + len && t->entry_off[k] + 8u > off;
-        if (walked) {
-            drop_slot(e, i);
-            e->tstats.invalidations++;
-        } else if (!t->is_void && t->backing == frame && (t->uc_perms & UC_PROT_EXEC)) {
-            uc_ctl_remove_cache(e->uc, t->va + off, t->va + off + len);
-        }
-    }
+    if ((t->uc_perms & UC_PROT_EXEC) && !t->is_mmio && !t->is_sink)
+        emu_code_written(e, t->backing, 0, EMU_PAGE);
 }
 
 /* ---- the guest walk ---- */
@@ -204,7 +167,7 @@ static vmt_status walk_read(void *ctx, vmt_pa pa, void *buf, size_t len)
     walk_ctx *w = ctx;
     emu *e = w->e;
     vmt_gfn gfn = pa >> 12;
-    if (gfn >= e->ram_frames || vmt_page_offset(pa) + len > EMU_PAGE)
+    if (!emu_gfn_is_ram(e, gfn) || vmt_page_offset(pa) + len > EMU_PAGE)
         return VMT_E_RANGE;
     vmt_gfn b;
     vmt_access a = view_rights(e, UINT64_MAX - 1, gfn, &b);
@@ -242,196 +205,252 @@ static void set_ad_bits(emu *e, vmt_walk *w, bool write)
     }
 }
 
-static uint8_t cpl(const emu *e) { return e->sel[0] & 3; }
+uint8_t emu_cpl(emu *e)
+{
+    uint64_t cs = 0;
+    uc_reg_read(e->uc, UC_X86_REG_CS, &cs);
+    return (uint8_t)(cs & 3);
+}
 
-/* Rights the guest's tables give the current CPL. */
-static vmt_access pte_rights_for_cpl(const emu *e, const vmt_walk *w)
+/* Rights the guest's tables give an access at `cpl` (U/S, WP, SMEP). */
+static vmt_access pte_rights_for(const emu *e, const vmt_walk *w, uint8_t cpl)
 {
     vmt_access a = w->rights;
-    if (cpl(e) == 3 && !w->user)
-        return VMT_ACCESS_NONE;
-    if (cpl(e) != 3 && !(e->cr0 & VMT_CR0_WP))
+    if (cpl == 3) {
+        if (!w->user)
+            return VMT_ACCESS_NONE;
+        return a;
+    }
+    if (!(e->cr0 & VMT_CR0_WP))
         a |= VMT_ACCESS_W;
+    if (w->user && (e->cr4 & EMU_CR4_SMEP))
+        a &= (vmt_access)~VMT_ACCESS_X;
     return a;
 }
 
-/* Make a slot for va_page (reuse, free, or evict FIFO). */
-static uint32_t slot_for(emu *e, uint64_t va_page)
+static vmt_status walk(emu *e, uint64_t va, vmt_walk *w, walk_ctx *wc)
 {
-    uint32_t s = tlb_find(e, va_page);
-    if (s != EMU_NO_SLOT) {
-        drop_slot(e, s);
-        return s;
-    }
-    if (e->tlb_used == e->tlb_cap) {
-        for (;;) {
-            uint32_t c = e->clock;
-            e->clock = (e->clock + 1) % e->tlb_cap;
-            if (e->tlb[c].valid) {
-                drop_slot(e, c);
-                e->tstats.evictions++;
-                return c;
-            }
-        }
-    }
-    for (;;) {
-        uint32_t c = e->clock;
-        e->clock = (e->clock + 1) % e->tlb_cap;
-        if (!e->tlb[c].valid)
-            return c;
-    }
-}
-
-static vmt_status install(emu *e, uint32_t slot, emu_tlb_entry *n)
-{
-    for (unsigned i = 0; i < n->ntables; i++) {
-        vmt_gfn f = n->tables[i];
-        if (e->pt_refs[f]++ == 0) {
-            /* f becomes a table frame: no mapping of it may stay writable */
-            for (uint32_t k = 0; k < e->tlb_cap; k++) {
-                emu_tlb_entry *t = &e->tlb[k];
-                if (t->valid && !t->is_void && t->backing == f && (t->uc_perms & UC_PROT_WRITE))
-                    set_perms(e, t, t->uc_perms & ~(uint32_t)UC_PROT_WRITE);
-            }
-        }
-    }
-    n->valid = true;
-    n->uc_perms = compute_perms(e, n);
-    void *host = n->is_void ? (void *)e->void_page : (void *)emu_frame_ptr(e, n->backing);
-    uc_err err = uc_mem_map_ptr(e->uc, n->va, EMU_PAGE, n->uc_perms, host);
-    if (err != UC_ERR_OK) {
-        for (unsigned i = 0; i < n->ntables; i++)
-            e->pt_refs[n->tables[i]]--;
-        return vmt_driver_fail(e->drv, VMT_E_DRIVER, "unicorn cannot map va 0x%" PRIx64 ": %s", n->va,
-                               uc_strerror(err));
-    }
-    /* no stale code here: every unmap of this va removed its cache */
-    e->tlb[slot] = *n;
-    void *sv;
-    bool existed;
-    vmt_hmap_put(&e->tlb_index, &n->va, &slot, &sv, &existed); /* reserved: cannot fail */
-    e->tlb_used++;
-    e->tstats.fills++;
-    return VMT_OK;
-}
-
-static void fill_mem_event(const emu_fault *f, const vmt_walk *w, vmt_event *ev)
-{
-    vmt_mem_access_info *m = &ev->u.mem;
-    memset(m, 0, sizeof *m);
-    m->gpa = (w->pa & ~(uint64_t)(EMU_PAGE - 1)) | vmt_page_offset(f->va);
-    m->gva = f->va;
-    m->gva_valid = true;
-    m->access = f->kind;
-    if (f->kind == VMT_ACCESS_W && f->size >= 1 && f->size <= 8) {
-        m->has_data = true;
-        m->size = (uint8_t)f->size;
-        m->value = f->size == 8 ? (uint64_t)f->value : ((uint64_t)f->value & ((1ULL << (8 * f->size)) - 1));
-    }
-}
-
-emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32_t *pf_error)
-{
-    uint64_t page = f->va & ~(uint64_t)(EMU_PAGE - 1);
     vmt_paging_config pc = emu_paging_cfg(e);
-    vmt_phys_reader rd;
-    walk_ctx wc = { e, false, 0 };
-    rd.read = walk_read;
-    rd.ctx = &wc;
+    wc->e = e;
+    wc->pt_violation = false;
+    vmt_phys_reader rd = { walk_read, wc };
+    return vmt_paging_walk(&rd, &pc, e->cr3, va, w, NULL, 0);
+}
+
+static uint32_t trap_slot(emu *e, uint64_t va_page)
+{
+    uint32_t s = e->trap_next;
+    e->trap_next = (e->trap_next + 1) % EMU_TRAP_SLOTS;
+    e->trap_va[s] = va_page;
+    return s;
+}
+
+/* Record a translation handed to Unicorn. */
+static void record(emu *e, const emu_tlb_entry *n)
+{
+    uint32_t slot = tlb_find(e, n->va);
+    if (slot != EMU_NO_SLOT) {
+        emu_tlb_entry *t = &e->tlb[slot];
+        for (unsigned k = 0; k < t->ntables; k++)
+            e->pt_refs[t->tables[k]]--;
+    } else {
+        if (e->tlb_used == e->tlb_cap + EMU_TLB_SLACK)
+            return; /* cannot happen: flush_asap stops the CPU first */
+        slot = e->tlb_used++;
+        void *sv;
+        bool existed;
+        vmt_hmap_put(&e->tlb_index, &n->va, &slot, &sv, &existed); /* reserved */
+    }
+    for (unsigned k = 0; k < n->ntables; k++) {
+        vmt_gfn f = n->tables[k];
+        if (e->pt_refs[f]++ == 0) {
+            /* f became a table frame: a mapping of it may be writable */
+            for (uint32_t i = 0; i < e->tlb_used; i++)
+                if (e->tlb[i].backing == f && (e->tlb[i].uc_perms & UC_PROT_WRITE) && !e->tlb[i].is_mmio)
+                    e->flush_asap = true;
+        }
+    }
+    e->tlb[slot] = *n;
+    e->tstats.fills++;
+    if (e->tlb_used >= e->tlb_cap) {
+        e->flush_asap = true; /* the record is full: start over */
+        e->tstats.evictions += e->tlb_used;
+    }
+}
+
+/* Decide a translation for an access of `kind` to va_page. */
+bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, uint32_t *perms)
+{
+    if (e->in_ctl) {
+        /* uc_ctl_remove_cache of a physical page (emu_code_written) */
+        if (!e->ctl_pa_valid || (va_page & EMU_CTL_VA) != EMU_CTL_VA)
+            return false;
+        *paddr = va_page & ~EMU_CTL_VA;
+        *perms = UC_PROT_ALL;
+        return true;
+    }
+    walk_ctx wc;
     vmt_walk w;
-    char why[160];
-    uint32_t kind_bits = (f->kind == VMT_ACCESS_W ? 2u : 0) | (f->kind == VMT_ACCESS_X ? 0x10u : 0) |
-                         (cpl(e) == 3 ? 4u : 0);
-    vmt_status st = vmt_paging_walk(&rd, &pc, e->cr3, page, &w, why, sizeof why);
-    if (wc.pt_violation) {
-        memset(&ev->u.mem, 0, sizeof ev->u.mem);
-        ev->u.mem.gpa = wc.violation_pa;
-        ev->u.mem.gva = f->va;
-        ev->u.mem.gva_valid = true;
-        ev->u.mem.access = VMT_ACCESS_R;
-        ev->u.mem.in_pt_walk = true;
-        return EMU_FR_EVENT;
+    vmt_status st = walk(e, va_page, &w, &wc);
+    uint8_t cpl = emu_cpl(e);
+    vmt_access pte = st == VMT_OK ? pte_rights_for(e, &w, cpl) : VMT_ACCESS_NONE;
+    vmt_gfn gfn = st == VMT_OK ? w.pa >> 12 : 0;
+    vmt_gfn backing = gfn;
+    bool ram = st == VMT_OK && emu_gfn_is_ram(e, gfn);
+    vmt_access va_rights = ram ? view_rights(e, va_page, gfn, &backing) : VMT_ACCESS_RWX;
+    bool deny = e->deny_active && e->deny_va == va_page && e->deny_kind == kind;
+    bool ok = st == VMT_OK && (pte & kind) && ((va_rights & kind) || deny);
+    if (ok && kind == VMT_ACCESS_X && !ram)
+        ok = false; /* execution outside RAM: stops the guest */
+    if (ok && kind == VMT_ACCESS_W && ram && e->pt_refs[backing] && e->ptw_va != va_page && !deny)
+        ok = false; /* a write into a page-table frame: performed exactly */
+    if (!ok) {
+        if (kind == VMT_ACCESS_X) {
+            if (!e->fault.pending) {
+                e->fault.pending = true;
+                e->fault.counted = false;
+                e->fault.kind = VMT_ACCESS_X;
+                e->fault.va = va_page;
+                e->fault.size = 0;
+                e->fault.value = 0;
+            }
+            return false;
+        }
+        *paddr = EMU_TRAP_PA + (uint64_t)trap_slot(e, va_page) * EMU_PAGE;
+        *perms = UC_PROT_READ | UC_PROT_WRITE;
+        return true;
     }
-    if (st == VMT_E_INVAL)
-        return EMU_FR_GP;
-    if (st == VMT_E_NOT_PRESENT) {
-        *pf_error = kind_bits;
-        return EMU_FR_PAGE_FAULT;
-    }
-    if (st != VMT_OK) {
-        *pf_error = kind_bits | 1u | 8u; /* present + reserved bit */
-        return EMU_FR_PAGE_FAULT;
-    }
-    vmt_access pte = pte_rights_for_cpl(e, &w);
-    if (!(pte & f->kind)) {
-        *pf_error = kind_bits | 1u;
-        return EMU_FR_PAGE_FAULT;
-    }
-    vmt_gfn gfn = w.pa >> 12;
+    set_ad_bits(e, &w, kind == VMT_ACCESS_W);
     emu_tlb_entry n;
     memset(&n, 0, sizeof n);
-    n.va = page;
+    n.va = va_page;
     n.gfn = gfn;
     n.pte_rights = pte;
+    n.dirty = (w.steps[w.nsteps - 1].value & VMT_PTE_D) != 0;
     for (unsigned i = 0; i < w.nsteps; i++) {
         n.table_gfns[i] = w.steps[i].table_pa >> 12;
         n.tables[i] = table_host_frame(e, n.table_gfns[i]);
         n.entry_off[i] = (uint16_t)vmt_page_offset(w.steps[i].entry_pa);
     }
     n.ntables = w.nsteps;
-    if (gfn >= e->ram_frames) {
-        if (f->kind == VMT_ACCESS_X) {
-            snprintf(e->stop.message, sizeof e->stop.message,
-                     "execution at va 0x%" PRIx64 " reaches gfn 0x%" PRIx64 " outside guest RAM", f->va, gfn);
-            e->stop.reason = VMT_STOP_GUEST_ERROR;
-            return EMU_FR_STOP;
-        }
-        set_ad_bits(e, &w, false);
-        n.is_void = true;
-        n.backing = 0;
-        uint32_t slot = slot_for(e, page);
-        return install(e, slot, &n) ? EMU_FR_STOP : EMU_FR_RETRY;
+    if (!ram) {
+        n.is_mmio = true;
+        n.backing = gfn;
+        n.uc_perms = UC_PROT_READ | UC_PROT_WRITE;
+        record(e, &n);
+        *paddr = gfn << 12;
+        *perms = n.uc_perms;
+        return true;
     }
-    vmt_gfn backing;
-    vmt_access va_rights = view_rights(e, page, gfn, &backing);
-    bool denied = e->deny_active && e->deny_va == page && e->deny_kind == f->kind;
-    if (!(va_rights & f->kind) && !denied) {
-        fill_mem_event(f, &w, ev);
-        return EMU_FR_EVENT;
+    vmt_access a = pte & (va_rights | (deny ? kind : 0));
+    if (!n.dirty || (e->pt_refs[backing] && e->ptw_va != va_page))
+        a &= (vmt_access)~VMT_ACCESS_W;
+    if (deny && kind == VMT_ACCESS_W) {
+        /* DENY of a write: the instruction writes into a copy */
+        memcpy(e->sink, emu_frame_ptr(e, backing), EMU_PAGE);
+        n.backing = backing;
+        n.is_sink = true;
+        n.uc_perms = UC_PROT_READ | UC_PROT_WRITE;
+        record(e, &n);
+        *paddr = EMU_SINK_PA;
+        *perms = n.uc_perms;
+        return true;
     }
-    /* A write into a table frame: mapped without W; the WRITE_PROT hook
-     * performs it and the code hook invalidates before the next insn. */
-    set_ad_bits(e, &w, f->kind == VMT_ACCESS_W);
     n.backing = backing;
-    n.dirty = (w.steps[w.nsteps - 1].value & VMT_PTE_D) != 0;
-    uint32_t slot = slot_for(e, page);
-    if (install(e, slot, &n)) {
-        snprintf(e->stop.message, sizeof e->stop.message, "%s", vmt_driver_error(e->drv));
-        e->stop.reason = VMT_STOP_DRIVER_ERROR;
-        return EMU_FR_STOP;
+    n.uc_perms = uc_perms_of(a) | uc_perms_of(kind);
+    record(e, &n);
+    *paddr = emu_phys_pa(e, backing);
+    *perms = n.uc_perms;
+    return true;
+}
+
+/* The UNMAPPED hook: an access through a trap slot. */
+bool emu_mmu_trap(emu *e, vmt_access kind, uint64_t paddr, int size, int64_t value)
+{
+    if (paddr < EMU_TRAP_PA || paddr >= EMU_TRAP_PA + (uint64_t)EMU_TRAP_SLOTS * EMU_PAGE) {
+        if (!e->fault.pending) {
+            e->fault.pending = true;
+            e->fault.counted = true;
+            e->fault.kind = kind;
+            e->fault.va = UINT64_MAX;
+            e->fault.pa = paddr;
+        }
+        return false;
     }
-    return EMU_FR_RETRY;
+    uint32_t slot = (uint32_t)((paddr - EMU_TRAP_PA) / EMU_PAGE);
+    if (!e->fault.pending) {
+        e->fault.pending = true;
+        e->fault.counted = true;
+        e->fault.kind = kind;
+        e->fault.va = e->trap_va[slot] + (paddr & (EMU_PAGE - 1));
+        e->fault.size = size;
+        e->fault.value = (uint64_t)value;
+    }
+    return false;
+}
+
+/* Only what the written bytes can change is dropped: a translation whose
+ * walk read one of the written entries. Unicorn then forgets everything
+ * (it cannot forget one page). */
+void emu_tlb_range_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len)
+{
+    if (len == 0 || off >= EMU_PAGE || !e->pt_refs || frame >= emu_total_frames(e) || !e->pt_refs[frame])
+        return;
+    if (len > EMU_PAGE - off)
+        len = EMU_PAGE - off;
+    for (uint32_t i = 0; i < e->tlb_used; i++) {
+        const emu_tlb_entry *t = &e->tlb[i];
+        for (unsigned k = 0; k < t->ntables; k++) {
+            if (t->tables[k] == frame && t->entry_off[k] < off + len && t->entry_off[k] + 8u > off) {
+                drop_code(e, t);
+                emu_tlb_flush(e);
+                return;
+            }
+        }
+    }
+}
+
+void emu_tlb_frame_written(emu *e, vmt_gfn frame) { emu_tlb_range_written(e, frame, 0, EMU_PAGE); }
+
+/* After a view / rights / grant change: any recorded translation that would
+ * now be answered differently makes Unicorn forget them all. */
+void emu_tlb_revalidate(emu *e)
+{
+    bool stale = false;
+    for (uint32_t i = 0; i < e->tlb_used; i++) {
+        const emu_tlb_entry *t = &e->tlb[i];
+        bool s = t->is_sink;
+        for (unsigned k = 0; k < t->ntables && !s; k++) {
+            vmt_gfn b;
+            vmt_access a = view_rights(e, UINT64_MAX - 1, t->table_gfns[k], &b);
+            s = b != t->tables[k] || !(a & VMT_ACCESS_R);
+        }
+        if (!s && !t->is_mmio) {
+            vmt_gfn b;
+            vmt_access a = view_rights(e, t->va, t->gfn, &b) & t->pte_rights;
+            s = b != t->backing || (uc_perms_of(a) & t->uc_perms) != t->uc_perms;
+            if (b != t->backing || ((t->uc_perms & UC_PROT_EXEC) && !(a & VMT_ACCESS_X)))
+                drop_code(e, t);
+        }
+        stale |= s;
+    }
+    if (stale)
+        emu_tlb_flush(e);
 }
 
 vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, uint8_t **host, size_t *left)
 {
-    vmt_paging_config pc = emu_paging_cfg(e);
-    walk_ctx wc = { e, false, 0 };
-    vmt_phys_reader rd = { walk_read, &wc };
+    walk_ctx wc;
     vmt_walk w;
-    vmt_status st = vmt_paging_walk(&rd, &pc, e->cr3, va, &w, NULL, 0);
+    vmt_status st = walk(e, va, &w, &wc);
     if (st)
         return st;
-    if (write && !(pte_rights_for_cpl(e, &w) & VMT_ACCESS_W))
+    if (write && !(pte_rights_for(e, &w, 0) & VMT_ACCESS_W))
         return VMT_E_NOT_PRESENT;
     vmt_gfn gfn = w.pa >> 12;
     *left = EMU_PAGE - vmt_page_offset(va);
-    if (gfn >= e->ram_frames) {
-        if (write)
-            return VMT_E_RANGE;
-        *host = e->void_page;
-        return VMT_OK;
-    }
+    if (!emu_gfn_is_ram(e, gfn))
+        return VMT_E_RANGE;
     set_ad_bits(e, &w, write);
     vmt_gfn b;
     (void)view_rights(e, va & ~(uint64_t)(EMU_PAGE - 1), gfn, &b);
@@ -457,6 +476,33 @@ vmt_status emu_va_read(emu *e, uint64_t va, void *buf, size_t len)
     return VMT_OK;
 }
 
+/* A write into host memory the guest may execute or walk: through Unicorn
+ * (which drops translated code over it), then the record. */
+void emu_host_write(emu *e, vmt_gfn frame, uint32_t off, const void *buf, size_t len)
+{
+    memcpy(emu_frame_ptr(e, frame) + off, buf, len);
+    emu_code_written(e, frame, off, (uint32_t)len);
+    emu_tlb_range_written(e, frame, off, (uint32_t)len);
+}
+
+/* Unicorn keeps translated code by physical address and does not notice
+ * writes it did not make (uc_mem_write does not either, in 2.1.1), and its
+ * only way to drop code takes a virtual address: translate a private
+ * non-canonical address onto the frame for the call (the fill hook answers
+ * it while in_ctl), then forget that translation with the next flush. */
+void emu_code_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len)
+{
+    if (!len)
+        return;
+    uint64_t va = EMU_CTL_VA | emu_phys_pa(e, frame);
+    e->in_ctl = true;
+    e->ctl_pa_valid = true;
+    uc_ctl_remove_cache(e->uc, va + off, va + off + len);
+    e->ctl_pa_valid = false;
+    e->in_ctl = false;
+    e->uc_flush_pending = true;
+}
+
 vmt_status emu_va_write(emu *e, uint64_t va, const void *buf, size_t len)
 {
     const uint8_t *in = buf;
@@ -467,14 +513,91 @@ vmt_status emu_va_write(emu *e, uint64_t va, const void *buf, size_t len)
         if (st)
             return st;
         size_t n = left < len ? left : len;
-        memcpy(h, in, n);
-        emu_tlb_range_written(e, (vmt_gfn)((size_t)(h - e->mem) / EMU_PAGE), (uint32_t)((size_t)(h - e->mem) % EMU_PAGE),
-                              (uint32_t)n);
+        size_t at = (size_t)(h - e->mem);
+        emu_host_write(e, (vmt_gfn)(at / EMU_PAGE), (uint32_t)(at % EMU_PAGE), in, n);
         in += n;
         va += n;
         len -= n;
     }
     return VMT_OK;
+}
+
+static void fill_mem_event(const emu_fault *f, const vmt_walk *w, vmt_event *ev)
+{
+    vmt_mem_access_info *m = &ev->u.mem;
+    memset(m, 0, sizeof *m);
+    m->gpa = (w->pa & ~(uint64_t)(EMU_PAGE - 1)) | vmt_page_offset(f->va);
+    m->gva = f->va;
+    m->gva_valid = true;
+    m->access = f->kind;
+    if (f->kind == VMT_ACCESS_W && f->size >= 1 && f->size <= 8) {
+        m->has_data = true;
+        m->size = (uint8_t)f->size;
+        m->value = f->size == 8 ? (uint64_t)f->value : ((uint64_t)f->value & ((1ULL << (8 * f->size)) - 1));
+    }
+}
+
+emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32_t *pf_error)
+{
+    uint64_t page = f->va & ~(uint64_t)(EMU_PAGE - 1);
+    uint8_t cpl = emu_cpl(e);
+    walk_ctx wc;
+    vmt_walk w;
+    uint32_t kind_bits = (f->kind == VMT_ACCESS_W ? 2u : 0) | (f->kind == VMT_ACCESS_X ? 0x10u : 0) |
+                         (cpl == 3 ? 4u : 0);
+    if (f->va == UINT64_MAX) {
+        snprintf(e->stop.message, sizeof e->stop.message,
+                 "unicorn reached unmapped physical address 0x%" PRIx64 " (driver bug)", f->pa);
+        e->stop.reason = VMT_STOP_DRIVER_ERROR;
+        return EMU_FR_STOP;
+    }
+    if (!vmt_va_is_canonical(f->va, (e->cr4 & VMT_CR4_LA57) ? 5 : 4))
+        return EMU_FR_GP;
+    vmt_status st = walk(e, page, &w, &wc);
+    if (wc.pt_violation) {
+        memset(&ev->u.mem, 0, sizeof ev->u.mem);
+        ev->u.mem.gpa = wc.violation_pa;
+        ev->u.mem.gva = f->va;
+        ev->u.mem.gva_valid = true;
+        ev->u.mem.access = VMT_ACCESS_R;
+        ev->u.mem.in_pt_walk = true;
+        return EMU_FR_EVENT;
+    }
+    if (st == VMT_E_INVAL)
+        return EMU_FR_GP;
+    if (st == VMT_E_NOT_PRESENT) {
+        *pf_error = kind_bits;
+        return EMU_FR_PAGE_FAULT;
+    }
+    if (st != VMT_OK) {
+        *pf_error = kind_bits | 1u | 8u; /* present + reserved bit */
+        return EMU_FR_PAGE_FAULT;
+    }
+    vmt_access pte = pte_rights_for(e, &w, cpl);
+    if (!(pte & f->kind)) {
+        *pf_error = kind_bits | 1u;
+        return EMU_FR_PAGE_FAULT;
+    }
+    vmt_gfn gfn = w.pa >> 12;
+    if (!emu_gfn_is_ram(e, gfn)) {
+        if (f->kind == VMT_ACCESS_X) {
+            snprintf(e->stop.message, sizeof e->stop.message,
+                     "execution at va 0x%" PRIx64 " reaches gfn 0x%" PRIx64 " outside guest RAM", f->va, gfn);
+            e->stop.reason = VMT_STOP_GUEST_ERROR;
+            return EMU_FR_STOP;
+        }
+        return EMU_FR_RETRY;
+    }
+    vmt_gfn backing;
+    vmt_access va_rights = view_rights(e, page, gfn, &backing);
+    bool denied = e->deny_active && e->deny_va == page && e->deny_kind == f->kind;
+    if (!(va_rights & f->kind) && !denied) {
+        fill_mem_event(f, &w, ev);
+        return EMU_FR_EVENT;
+    }
+    if (f->kind == VMT_ACCESS_W && e->pt_refs[backing] && !denied && e->ptw_va != page)
+        return EMU_FR_PT_WRITE;
+    return EMU_FR_RETRY;
 }
 
 vmt_status emu_mmu_check(emu *e, char *why, size_t why_len)
@@ -484,28 +607,30 @@ vmt_status emu_mmu_check(emu *e, char *why, size_t why_len)
     if (!refs)
         return VMT_E_NOMEM;
     vmt_status st = VMT_OK;
-    uint32_t used = 0;
-    for (uint32_t i = 0; i < e->tlb_cap && !st; i++) {
+    for (uint32_t i = 0; i < e->tlb_used && !st; i++) {
         const emu_tlb_entry *t = &e->tlb[i];
-        if (!t->valid)
-            continue;
-        used++;
         if (tlb_find(e, t->va) != i) {
             snprintf(why, why_len, "tlb slot %u (va 0x%" PRIx64 ") is not in the index", i, t->va);
             st = VMT_E_INTERNAL;
         }
         for (unsigned k = 0; k < t->ntables; k++)
             refs[t->tables[k]]++;
+        if (!t->is_mmio && !t->is_sink) {
+            vmt_gfn b;
+            vmt_access a = emu_view_resolve(e, e->mmu_view, t->gfn, &b);
+            if (e->grant_kinds)
+                a |= e->grant_kinds;
+            if (!e->uc_flush_pending && (b != t->backing || (uc_perms_of(a & t->pte_rights) & t->uc_perms) != t->uc_perms)) {
+                snprintf(why, why_len, "tlb va 0x%" PRIx64 " handed out perms %u beyond PTE and view rights", t->va,
+                         t->uc_perms);
+                st = VMT_E_INTERNAL;
+            }
+        }
     }
-    for (uint32_t i = 0; i < e->tlb_cap && !st; i++) {
+    for (uint32_t i = 0; i < e->tlb_used && !st; i++) {
         const emu_tlb_entry *t = &e->tlb[i];
-        if (!t->valid)
-            continue;
-        uint32_t want = compute_perms(e, t);
-        if (t->uc_perms != want) {
-            snprintf(why, why_len, "tlb va 0x%" PRIx64 " mapped with perms %u, rules give %u", t->va, t->uc_perms, want);
-            st = VMT_E_INTERNAL;
-        } else if (!t->is_void && refs[t->backing] && (t->uc_perms & UC_PROT_WRITE)) {
+        if (!t->is_mmio && !t->is_sink && refs[t->backing] && (t->uc_perms & UC_PROT_WRITE) && !e->flush_asap &&
+            !e->uc_flush_pending && e->ptw_va != t->va) {
             snprintf(why, why_len, "va 0x%" PRIx64 " maps page-table frame 0x%" PRIx64 " writable", t->va,
                      t->backing);
             st = VMT_E_INTERNAL;
@@ -519,92 +644,22 @@ vmt_status emu_mmu_check(emu *e, char *why, size_t why_len)
         }
     }
     free(refs);
-    if (!st && (used != e->tlb_used || vmt_hmap_count(&e->tlb_index) != used)) {
-        snprintf(why, why_len, "tlb counts disagree: %u valid slots, used %u, index %zu", used, e->tlb_used,
-                 vmt_hmap_count(&e->tlb_index));
+    if (!st && vmt_hmap_count(&e->tlb_index) != e->tlb_used) {
+        snprintf(why, why_len, "tlb counts disagree: used %u, index %zu", e->tlb_used, vmt_hmap_count(&e->tlb_index));
         st = VMT_E_INTERNAL;
     }
-    if (!st) {
-        uc_mem_region *regs = NULL;
-        uint32_t n = 0;
-        if (uc_mem_regions(e->uc, &regs, &n) == UC_ERR_OK) {
-            if (n != used) {
-                snprintf(why, why_len, "unicorn has %u regions, the tlb %u entries", n, used);
-                st = VMT_E_INTERNAL;
-            }
-            for (uint32_t i = 0; i < n && !st; i++) {
-                uint32_t s = tlb_find(e, regs[i].begin);
-                if (s == EMU_NO_SLOT || regs[i].end != regs[i].begin + EMU_PAGE - 1 ||
-                    regs[i].perms != e->tlb[s].uc_perms) {
-                    snprintf(why, why_len, "unicorn region 0x%" PRIx64 "-0x%" PRIx64 " perms %u has no matching tlb entry",
-                             regs[i].begin, regs[i].end, regs[i].perms);
-                    st = VMT_E_INTERNAL;
-                }
-            }
-            uc_free(regs);
-        }
+    if (!st && e->tlb_used > e->tlb_cap + EMU_TLB_SLACK) {
+        snprintf(why, why_len, "tlb record holds %u entries, more than %u", e->tlb_used, e->tlb_cap + EMU_TLB_SLACK);
+        st = VMT_E_INTERNAL;
     }
     return st;
 }
 
-bool emu_mmu_hook_prot(emu *e, vmt_access kind, uint64_t va, int size, int64_t value)
-{
-    uint64_t page = va & ~(uint64_t)(EMU_PAGE - 1);
-    uint32_t slot = tlb_find(e, page);
-    if (slot == EMU_NO_SLOT)
-        return false;
-    const emu_tlb_entry *t = &e->tlb[slot];
-    bool deny = e->deny_active && e->deny_va == page && e->deny_kind == kind;
-    if (deny && kind != VMT_ACCESS_W)
-        return true; /* DENY of a read/fetch: it sees the current mapping */
-    if (kind != VMT_ACCESS_W)
-        return false;
-    if (deny || t->is_void) {
-        /* Skip the write: Unicorn stores even when the hook returns true,
-         * so save the bytes and undo the store before the next insn. */
-        uint64_t off = vmt_page_offset(va);
-        if (size < 1 || size > 16 || off + (uint64_t)size > EMU_PAGE || e->nundo == 64) {
-            e->undo_overflow = true;
-            return false;
-        }
-        uint8_t *h = (t->is_void ? e->void_page : emu_frame_ptr(e, t->backing)) + off;
-        e->undo[e->nundo].host = h;
-        e->undo[e->nundo].n = (uint8_t)size;
-        memcpy(e->undo[e->nundo].bytes, h, (size_t)size);
-        e->nundo++;
-        return true;
-    }
-    if (!e->pt_refs[t->backing] || !t->dirty || size < 1 || size > 8 ||
-        vmt_page_offset(va) + (uint64_t)size > EMU_PAGE)
-        return false;
-    vmt_gfn b;
-    if (!(view_rights(e, page, t->gfn, &b) & t->pte_rights & VMT_ACCESS_W))
-        return false;
-    /* A guest write into a page-table frame: perform it exactly here. */
-    memcpy(emu_frame_ptr(e, t->backing) + vmt_page_offset(va), &value, (size_t)size);
-    uint16_t lo = (uint16_t)vmt_page_offset(va), hi = (uint16_t)(lo + size);
-    if (e->ptw_active && e->ptw_frame != t->backing)
-        e->ptw_many = true;
-    if (!e->ptw_active || e->ptw_frame != t->backing) {
-        e->ptw_lo = lo;
-        e->ptw_hi = hi;
-    } else {
-        e->ptw_lo = lo < e->ptw_lo ? lo : e->ptw_lo;
-        e->ptw_hi = hi > e->ptw_hi ? hi : e->ptw_hi;
-    }
-    e->ptw_active = true;
-    e->ptw_frame = t->backing;
-    e->tstats.pt_write_faults++;
-    return true;
-}
-
 vmt_status emu_mmu_gpa(emu *e, uint64_t va, vmt_pa *gpa)
 {
-    vmt_paging_config pc = emu_paging_cfg(e);
-    walk_ctx wc = { e, false, 0 };
-    vmt_phys_reader rd = { walk_read, &wc };
+    walk_ctx wc;
     vmt_walk w;
-    vmt_status st = vmt_paging_walk(&rd, &pc, e->cr3, va, &w, NULL, 0);
+    vmt_status st = walk(e, va, &w, &wc);
     if (st == VMT_OK)
         *gpa = w.pa;
     return st;
@@ -613,26 +668,24 @@ vmt_status emu_mmu_gpa(emu *e, uint64_t va, vmt_pa *gpa)
 /* ---- accessors for the reusable engine (vmtrap/emulate.h) ----
  * A page as the vCPU would see it under the MMU context (view + grants):
  * rights = guest PTE rights ∩ view rights; the walk sets A, a write sets D.
- * Memory past RAM and failed walks fail: the caller falls back to a step. */
+ * Memory outside RAM and failed walks fail: the caller falls back to a step. */
 
 vmt_status emu_engine_read(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed)
 {
     emu *e = ctx;
-    vmt_paging_config pc = emu_paging_cfg(e);
-    walk_ctx wc = { e, false, 0 };
-    vmt_phys_reader rd = { walk_read, &wc };
+    walk_ctx wc;
     vmt_walk w;
     uint64_t page = va & ~(uint64_t)(EMU_PAGE - 1);
     if (len > EMU_PAGE || vmt_page_offset(va) + len > EMU_PAGE)
         return VMT_E_INVAL;
-    vmt_status st = vmt_paging_walk(&rd, &pc, e->cr3, page, &w, NULL, 0);
+    vmt_status st = walk(e, page, &w, &wc);
     if (st)
         return st;
     vmt_gfn gfn = w.pa >> 12;
-    if (gfn >= e->ram_frames)
+    if (!emu_gfn_is_ram(e, gfn))
         return VMT_E_RANGE;
     vmt_gfn b;
-    *allowed = view_rights(e, page, gfn, &b) & pte_rights_for_cpl(e, &w);
+    *allowed = view_rights(e, page, gfn, &b) & pte_rights_for(e, &w, emu_cpl(e));
     set_ad_bits(e, &w, false);
     memcpy(buf, emu_frame_ptr(e, b) + vmt_page_offset(va), len);
     return VMT_OK;
@@ -642,24 +695,22 @@ vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len)
 {
     emu *e = ctx;
     const uint8_t *in = buf;
+    uint8_t cpl = emu_cpl(e);
     while (len) {
-        vmt_paging_config pc = emu_paging_cfg(e);
-        walk_ctx wc = { e, false, 0 };
-        vmt_phys_reader rd = { walk_read, &wc };
+        walk_ctx wc;
         vmt_walk w;
         uint64_t page = va & ~(uint64_t)(EMU_PAGE - 1);
-        vmt_status st = vmt_paging_walk(&rd, &pc, e->cr3, page, &w, NULL, 0);
+        vmt_status st = walk(e, page, &w, &wc);
         if (st)
             return st;
         vmt_gfn gfn = w.pa >> 12, b;
-        if (gfn >= e->ram_frames || !(view_rights(e, page, gfn, &b) & pte_rights_for_cpl(e, &w) & VMT_ACCESS_W))
+        if (!emu_gfn_is_ram(e, gfn) || !(view_rights(e, page, gfn, &b) & pte_rights_for(e, &w, cpl) & VMT_ACCESS_W))
             return VMT_E_RANGE;
         set_ad_bits(e, &w, true);
         size_t n = EMU_PAGE - vmt_page_offset(va);
         if (n > len)
             n = len;
-        memcpy(emu_frame_ptr(e, b) + vmt_page_offset(va), in, n);
-        emu_tlb_range_written(e, b, (uint32_t)vmt_page_offset(va), (uint32_t)n);
+        emu_host_write(e, b, (uint32_t)vmt_page_offset(va), in, n);
         in += n;
         va += n;
         len -= n;

@@ -49,6 +49,7 @@
 #include <unicorn/unicorn.h>
 
 #include "core/hmap.h"
+#include "vmtrap/bus.h"
 #include "vmtrap/driver.h"
 #include "vmtrap/emu.h"
 #include "vmtrap/emulate.h"
@@ -57,6 +58,18 @@
 
 #define EMU_PAGE 4096u
 #define EMU_NO_SLOT UINT32_MAX
+/* Unicorn physical layout: RAM at its guest-physical addresses (holes are
+ * MMIO regions routed to the bus), extra frames, the DENY sink page and the
+ * trap window (nothing mapped) above anything MAXPHYADDR 40 can reach. */
+#define EMU_EXTRA_PA (1ull << 41)
+#define EMU_SINK_PA (1ull << 42)
+#define EMU_TRAP_PA (1ull << 43)
+#define EMU_TRAP_SLOTS 64u
+#define EMU_CTL_VA (1ull << 63)  /* + physical: code removal (emu_code_written) */
+#define EMU_CR4_PCIDE (1ull << 17)
+#define EMU_CR4_SMEP (1ull << 20)
+#define EMU_CR4_SMAP (1ull << 21)
+#define EMU_TLB_SLACK 64u     /* fills one instruction may add past capacity */
 
 typedef struct emu_view {
     bool live;
@@ -70,8 +83,8 @@ typedef struct emu_gfn_ov {
 } emu_gfn_ov;
 
 typedef struct emu_tlb_entry {
-    bool valid;
-    bool is_void;         /* translation reaches no memory (gfn >= RAM) */
+    bool is_mmio;         /* translation reaches no RAM: the bus */
+    bool is_sink;         /* DENY of a write: mapped onto the sink copy */
     uint64_t va;          /* page-aligned guest-virtual address */
     vmt_gfn gfn;          /* guest frame from the guest's tables */
     vmt_gfn backing;      /* host frame (after the view) */
@@ -81,14 +94,16 @@ typedef struct emu_tlb_entry {
     vmt_gfn tables[5];    /* host frames of the tables the walk read */
     vmt_gfn table_gfns[5];/* the same tables as guest frames (pre-view) */
     uint16_t entry_off[5];/* byte offset of the entry the walk read in each table */
-    uint32_t uc_perms;    /* UC_PROT_* currently mapped */
+    uint32_t uc_perms;    /* UC_PROT_* handed to Unicorn */
 } emu_tlb_entry;
 
 /* A memory fault recorded by a Unicorn hook (handled after uc_emu_start). */
 typedef struct emu_fault {
     bool pending;
+    bool counted;         /* the code hook counted the instruction */
     vmt_access kind;      /* R, W or X */
-    uint64_t va;
+    uint64_t va;          /* UINT64_MAX: unmapped physical pa (a bug) */
+    uint64_t pa;
     int size;
     uint64_t value;
 } emu_fault;
@@ -112,6 +127,12 @@ enum emu_step_kind {
     EMU_STEP_INTERNAL,    /* CONTINUE/EMULATE/FAST_STEP/DENY: silent */
 };
 
+struct emu;
+typedef struct emu_mmio_region {
+    struct emu *e;
+    uint64_t base;        /* guest-physical start */
+} emu_mmio_region;
+
 typedef struct emu {
     vmt_driver *drv;
     uc_engine *uc;
@@ -126,8 +147,14 @@ typedef struct emu {
     uint64_t extra_frames;
     uint8_t *extra_used;  /* 1 per extra frame: handed out by frame_alloc */
     uint32_t *pt_refs;    /* per host frame */
-    uint8_t *void_page;   /* 4 KiB of 0xff, read-only mapping target */
+    uint8_t *sink;        /* 4 KiB at EMU_SINK_PA: DENY-ed writes land here */
     uint8_t maxphyaddr;
+    vmt_ram_range *ranges;/* RAM blocks (nranges 0: one block 0..ram) */
+    size_t nranges;
+    vmt_bus bus;
+    emu_mmio_region mmio[16];
+    unsigned nmmio;
+    vmt_status bus_error;     /* a bus failure inside a hook: stop the run */
 
     /* views */
     emu_view *views;
@@ -138,29 +165,25 @@ typedef struct emu {
     vmt_view mmu_view;
     vmt_access grant_kinds;   /* extra rights for grant_va during a step */
     uint64_t grant_va;        /* page; UINT64_MAX = every page */
-    bool ptw_active;          /* page-table frames written by a hook: */
-    vmt_gfn ptw_frame;        /* invalidate before the next instruction */
-    uint16_t ptw_lo, ptw_hi;  /* bytes [lo, hi) of ptw_frame written */
-    bool ptw_many;            /* more than one frame: flush everything */
+    uint64_t ptw_va;          /* page whose page-table write is being stepped
+                                 (UINT64_MAX: none) */
     uint64_t deadline_ns;     /* wall-clock end of this run slice (0: none) */
     bool deadline_hit;
-    struct {                  /* writes to undo before the next instruction */
-        uint8_t *host;        /* (DENY, writes into no memory): Unicorn */
-        uint8_t bytes[16];    /* performs a write even when the WRITE_PROT */
-        uint8_t n;            /* hook says "handled" */
-    } undo[64];
-    unsigned nundo;
-    bool undo_overflow;
     bool deny_active;         /* DENY: the trapped access is skipped */
     uint64_t deny_va;
     vmt_access deny_kind;
 
-    /* software TLB */
-    emu_tlb_entry *tlb;
+    /* record of the translations handed to Unicorn since its last flush */
+    emu_tlb_entry *tlb;       /* tlb[0 .. tlb_used) */
     uint32_t tlb_cap;
     uint32_t tlb_used;
-    uint32_t clock;
     vmt_hmap tlb_index;       /* uint64 va page -> uint32 slot */
+    bool uc_flush_pending;    /* Unicorn's TLB must be flushed before running */
+    bool flush_asap;          /* stop at the next instruction and flush */
+    bool in_ctl;              /* inside a uc_ctl call: only EMU_CTL_VA fills */
+    bool ctl_pa_valid;
+    uint64_t trap_va[EMU_TRAP_SLOTS];
+    uint32_t trap_next;
     uint64_t code_va;         /* 1-entry cache for the code hook */
     const uint8_t *code_host;
     vmt_emu_tlb_stats tstats;
@@ -232,43 +255,53 @@ vmt_status emu_op_view_get_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt
 
 /* emu_mmu.c */
 typedef enum emu_fault_result {
-    EMU_FR_RETRY,         /* mapping fixed: run again */
+    EMU_FR_RETRY,         /* nothing wrong any more: flush and run again */
     EMU_FR_EVENT,         /* a memory-access event was filled in */
     EMU_FR_PAGE_FAULT,    /* the guest's tables forbid it: deliver #PF */
     EMU_FR_STOP,          /* the guest cannot go on (e->stop filled) */
     EMU_FR_GP,            /* non-canonical address: deliver #GP(0) */
+    EMU_FR_PT_WRITE,      /* a permitted write into a page-table frame */
 } emu_fault_result;
 
 vmt_status emu_tlb_init(emu *e, uint32_t cap);
 void emu_tlb_free(emu *e);
+bool emu_gfn_is_ram(const emu *e, vmt_gfn gfn);
+/* Unicorn physical address of a host frame (RAM or extra). */
+uint64_t emu_phys_pa(const emu *e, vmt_gfn frame);
+uint8_t emu_cpl(emu *e);
+/* The TLB-fill hook's decision for an access of `kind` to va_page: true
+ * with *paddr / *perms for Unicorn, or false (a fetch that faults; the
+ * fault is recorded in e->fault). */
+bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, uint32_t *perms);
+/* The UNMAPPED hook: an access through a trap slot (recorded; false). */
+bool emu_mmu_trap(emu *e, vmt_access kind, uint64_t paddr, int size, int64_t value);
 /* Handle a recorded fault. On EMU_FR_EVENT, ev->u.mem is filled; on
  * EMU_FR_PAGE_FAULT, *pf_error is the #PF error code. */
 emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32_t *pf_error);
-/* Drop every entry (CR3 write, paging-mode change). */
+/* Forget every recorded translation (Unicorn's TLB is flushed before the
+ * next run by emu_tlb_apply_flush). */
 void emu_tlb_flush(emu *e);
-/* Re-derive every entry after a view/rights/grant change. */
+void emu_tlb_apply_flush(emu *e);
+/* After a view/rights/grant change: flush when any translation changes. */
 void emu_tlb_revalidate(emu *e);
-/* Entries that map host frame f or walked a table in f: dropped (f < 0:
- * none). Used after host writes. */
-void emu_tlb_frame_written(emu *e, vmt_gfn frame);
-/* Bytes [off, off + len) of a frame were written: drop the translations
- * whose walk read an entry there, and translated code over those bytes. */
+/* Bytes [off, off + len) of a host frame were written: translations whose
+ * walk read an entry there are dropped. */
 void emu_tlb_range_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len);
+void emu_tlb_frame_written(emu *e, vmt_gfn frame);
+/* Write host memory of a frame the way a device would: translated code
+ * over it is dropped, and translations walked through it. */
+void emu_host_write(emu *e, vmt_gfn frame, uint32_t off, const void *buf, size_t len);
+/* Drop Unicorn's translated code over bytes of a host frame. */
+void emu_code_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len);
 /* Translate va for the driver's own accesses (IDT, stack frames,
- * instruction bytes): host pointer of the byte, bytes left in the page.
- * Sets A (and D when write) bits. VMT_E_NOT_PRESENT etc. on failure. */
+ * instruction bytes) as a supervisor access: host pointer of the byte,
+ * bytes left in the page. Sets A (and D when write) bits. */
 vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, uint8_t **host, size_t *left);
-/* Copy to/from guest-virtual memory with emu_mmu_host_ptr (page by page);
- * writes invalidate page-table dependents and translated code. */
 /* Guest-physical address of va under the guest's tables (no view). */
 vmt_status emu_mmu_gpa(emu *e, uint64_t va, vmt_pa *gpa);
 vmt_status emu_va_read(emu *e, uint64_t va, void *buf, size_t len);
 vmt_status emu_va_write(emu *e, uint64_t va, const void *buf, size_t len);
 vmt_paging_config emu_paging_cfg(const emu *e);
-/* Called from the Unicorn protection hooks: true when the access was
- * handled there (a DENY skip, a dropped write to no memory, a write into a
- * page-table frame performed exactly); false: record it and abort. */
-bool emu_mmu_hook_prot(emu *e, vmt_access kind, uint64_t va, int size, int64_t value);
 vmt_status emu_mmu_check(emu *e, char *why, size_t why_len);
 /* Memory accessors of the reusable engine over the MMU context. */
 vmt_status emu_engine_read(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed);
@@ -299,6 +332,8 @@ void emu_set_rip(emu *e, uint64_t rip);
 
 /* emu_cpu.c */
 vmt_status emu_cpu_init(emu *e);
+/* Route guest-physical [base, base + size) to the bus as MMIO. */
+vmt_status emu_mmio_map(emu *e, uint64_t base, uint64_t size);
 vmt_status emu_regs_read(emu *e, vmt_regs *r);
 vmt_status emu_regs_write(emu *e, const vmt_regs *r, char *why, size_t why_len);
 vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev);

@@ -39,6 +39,9 @@ static const char *const op_names[VMT_MEM_OP_COUNT] = {
     [VMT_MEM_OP_RESPOND] = "respond",
     [VMT_MEM_OP_SET_LIMIT] = "set_limit",
     [VMT_MEM_OP_STATS] = "stats",
+    [VMT_MEM_OP_GET_VCPU_STATE] = "get_vcpu_state",
+    [VMT_MEM_OP_SET_VCPU_STATE] = "set_vcpu_state",
+    [VMT_MEM_OP_DIRTY_LOG] = "dirty_log",
 };
 
 const char *vmt_mem_op_name(vmt_mem_op op)

@@ -32,7 +32,8 @@
      VMT_CAP_VIEWS | VMT_CAP_VIEW_PER_VCPU | VMT_CAP_VIEW_REMAP | VMT_CAP_VIEW_PERM |                 \
      VMT_CAP_WRITE_DATA | VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_EMULATE | VMT_CAP_FRAMES | \
      VMT_CAP_INJECT_PF | VMT_CAP_INJECT_BP | VMT_CAP_EVENTS | VMT_CAP_BREAKPOINT_EVENTS |             \
-     VMT_CAP_CR3_EVENTS | VMT_CAP_IO_EVENTS | VMT_CAP_HW_BREAKPOINTS)
+     VMT_CAP_CR3_EVENTS | VMT_CAP_IO_EVENTS | VMT_CAP_HW_BREAKPOINTS | VMT_CAP_VCPU_STATE |         \
+     VMT_CAP_DIRTY_LOG)
 #define MEM_VIEW_DEPENDENTS (VMT_CAP_VIEW_PER_VCPU | VMT_CAP_VIEW_REMAP | VMT_CAP_VIEW_PERM)
 #define MEM_EVENT_DEPENDENTS                                                                      \
     (VMT_CAP_WRITE_DATA | VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_EMULATE |              \
@@ -113,6 +114,7 @@ static vmt_status op_write_phys(vmt_driver *d, vmt_pa pa, const void *buf, size_
     if (st || noop_extra)
         return mem_end(m, &c, st);
     const uint8_t *in = buf;
+    mem_mark_dirty(m, pa, len);
     while (len) {
         size_t off = vmt_page_offset(pa), n = VMT_PAGE_SIZE - off;
         if (n > len)
@@ -316,6 +318,7 @@ static void mem_free(mem_drv *m)
     free(m->vcpus);
     free(m->log);
     free(m->ram);
+    free(m->dirty);
     free(m);
 }
 
@@ -348,6 +351,9 @@ static const vmt_driver_ops mem_ops = {
     .respond = mem_op_respond,
     .set_limit = op_set_limit,
     .stats = mem_op_stats,
+    .get_vcpu_state = mem_op_get_vcpu_state,
+    .set_vcpu_state = mem_op_set_vcpu_state,
+    .dirty_log = mem_op_dirty_log,
 };
 
 static vmt_status normalise(const vmt_mem_config *in, vmt_mem_config *c, char *why, size_t why_len)
@@ -451,7 +457,8 @@ vmt_status vmt_mem_driver_create(const vmt_mem_config *cfg, vmt_driver **out, ch
     m->free_stack = calloc(m->cfg.extra_frames, sizeof *m->free_stack);
     m->views = calloc(m->cfg.max_views, sizeof *m->views);
     m->vcpus = calloc(m->cfg.vcpus, sizeof *m->vcpus);
-    if (!m->ram || !m->frame || !m->refs || !m->free_stack || !m->views || !m->vcpus) {
+    m->dirty = calloc((m->cfg.ram_frames + 63) / 64, sizeof *m->dirty);
+    if (!m->ram || !m->frame || !m->refs || !m->free_stack || !m->views || !m->vcpus || !m->dirty) {
         vmt_why(why, why_len, "mem driver: out of memory for %llu RAM frames",
                 (unsigned long long)m->cfg.ram_frames);
         mem_free(m);
@@ -459,6 +466,8 @@ vmt_status vmt_mem_driver_create(const vmt_mem_config *cfg, vmt_driver **out, ch
     }
     if (m->cfg.noop)
         prefer_huge_pages(m->ram, m->cfg.ram_frames * VMT_PAGE_SIZE);
+    for (uint32_t i = 0; i < m->cfg.vcpus; i++)
+        vmt_vcpu_state_init(&m->vcpus[i].full);
     m->views[0].live = true;
     m->views[0].default_access = VMT_ACCESS_RWX;
     vmt_hmap_init(&m->views[0].entries, sizeof(vmt_gfn), sizeof(mem_entry));

@@ -50,6 +50,7 @@ typedef struct mem_hwbp {
 typedef struct mem_vcpu {
     vmt_view view;
     vmt_regs regs;
+    vmt_vcpu_state full;  /* VCPU_STATE; its regs are `regs` above (kept there) */
     mem_hwbp hwbp[MEM_HW_BP_MAX];
     bool has_injection;
     vmt_injection injection;
@@ -75,6 +76,8 @@ typedef struct mem_drv {
     bool monitoring[VMT_EVENT_KIND_COUNT];
     double limit_seconds;
     uint64_t limit_insns;
+
+    uint64_t *dirty;      /* DIRTY_LOG: bit per RAM frame written since the last clear */
 
     vmt_event *queue;
     size_t qhead, qcount, qcap;
@@ -130,6 +133,13 @@ vmt_status mem_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev);
 vmt_status mem_op_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp);
 vmt_status mem_op_stats(vmt_driver *d, vmt_driver_stats *out);
 void mem_events_free(mem_drv *m);
+
+/* mem_state.c: full vCPU state and the dirty log. mem_mark_dirty marks the
+ * RAM frames of [pa, pa+len) (extra frames are not guest RAM: ignored). */
+vmt_status mem_op_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s);
+vmt_status mem_op_set_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s);
+vmt_status mem_op_dirty_log(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear);
+void mem_mark_dirty(mem_drv *m, vmt_pa pa, size_t len);
 
 /* Whether slot gfn is RAM or an allocated extra frame; host pointer or NULL. */
 uint8_t *mem_frame_ptr(mem_drv *m, vmt_gfn gfn);

@@ -282,10 +282,12 @@ static vmt_status view_bytes(vmt_driver *d, vmt_view view, vmt_pa pa, uint8_t *b
         size_t off = vmt_page_offset(pa), n = VMT_PAGE_SIZE - off;
         if (n > len)
             n = len;
-        if (write)
+        if (write) {
             memcpy(frame + off, buf, n);
-        else
+            mem_mark_dirty(m, pa, n);
+        } else {
             memcpy(buf, frame + off, n);
+        }
         buf += n;
         pa += n;
         len -= n;
