@@ -244,11 +244,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.ram_frames = RAM_FRAMES;
     cfg.vcpus = NCPU;
     cfg.maxphyaddr = 39;
+    cfg.extra_frames = 8; /* small: the checkers after every step walk everything */
+    cfg.max_views = 3;
     cfg.caps_remove = caps_variants[data[0] & 3];
     v.with_data = (data[0] & 3) != 3;
     char why[256];
     CHECK(vmt_mem_driver_create(&cfg, &v.d, why, sizeof why) == VMT_OK, "driver: %s", why);
-    CHECK(vmt_session_create(v.d, NULL, &v.s) == VMT_OK, "session");
+    vmt_session_config scfg = { .frame_cache_frames = 8, .v2p_cache_entries = 16 };
+    CHECK(vmt_session_create(v.d, &scfg, &v.s) == VMT_OK, "session");
     vmt_paging_config pc = { 4, 39, 1, 0 };
     vmt_session_set_paging(v.s, &pc);
     CHECK(vmt_drv_view_create(v.d, VMT_ACCESS_RWX, &v.view) == VMT_OK, "view");
