@@ -177,14 +177,7 @@ vmt_status vmt_monitor_hook(vmt_monitor *m, const char *symbol, vmt_hook_fn fn, 
     for (size_t r = 0; r < m->nroots; r++)
         mon_register_slot(m, index, r);
     m->nhooks++;
-    m->stats.roots_failed = 0;
-    for (size_t r = 0; r < m->nroots; r++)
-        for (size_t h = 0; h < m->nhooks; h++)
-            if (m->hooks[h].reg[r] == MON_REG_REFUSED) {
-                m->stats.roots_failed++;
-                break;
-            }
-    m->stats.hook_refusals = m->hook_refusals;
+    mon_sync_root_stats(m);
     return VMT_OK;
 }
 

@@ -33,7 +33,6 @@
 
 #include "monitor/monitor_internal.h"
 
-static void sync_root_stats(vmt_monitor *m);
 
 
 static vmt_bpm_bp entry_bp(const vmt_monitor *m, size_t index, vmt_pa root)
@@ -90,7 +89,7 @@ vmt_status mon_bpm_setup(vmt_monitor *m, char *why, size_t why_len)
     for (size_t v = 0; v < MON_MAX_VCPUS; v++)
         m->vcpu_root[v] = VMT_PA_NONE;
     m->vcpu_root[0] = m->roots[0];
-    sync_root_stats(m);
+    mon_sync_root_stats(m);
     mon_describe(m);
     return VMT_OK;
 }
@@ -173,7 +172,7 @@ bool mon_registered(const vmt_monitor *m, size_t index, vmt_pa root)
            (!m->watch_tables || vmt_ptm_query(m->ptm, bp.ctx, m->view, index, &wi) == VMT_OK);
 }
 
-static void sync_root_stats(vmt_monitor *m)
+void mon_sync_root_stats(vmt_monitor *m)
 {
     uint64_t failed = 0;
     for (size_t r = 0; r < m->nroots; r++) {
@@ -291,7 +290,7 @@ vmt_status mon_follow_root(vmt_monitor *m, vmt_vcpu vcpu, vmt_pa root)
         else if (o >= 0)
             m->retained[o] = true; /* the new root is not followed: keep what we have */
     }
-    sync_root_stats(m);
+    mon_sync_root_stats(m);
     return VMT_OK;
 }
 

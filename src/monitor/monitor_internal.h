@@ -125,6 +125,8 @@ bool mon_registered(const vmt_monitor *m, size_t index, vmt_pa root);
 /* Register hook `index` under followed root slot r on its own: DONE, or
  * REFUSED with the reason kept on the hook and counted. */
 void mon_register_slot(vmt_monitor *m, size_t index, size_t r);
+/* stats.roots_failed / roots_ignored / hook_refusals from the root table. */
+void mon_sync_root_stats(vmt_monitor *m);
 /* vCPU runs on root now: register every hook under it when it is new,
  * drop the root it left when no vCPU runs there any more. */
 vmt_status mon_follow_root(vmt_monitor *m, vmt_vcpu vcpu, vmt_pa root);
