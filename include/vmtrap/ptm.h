@@ -21,11 +21,16 @@
  *      present -> not present          PAGE_OUT (old_pa)
  *      present -> present, other pa    REMAP    (old_pa, new_pa, page_size)
  *    Anything else (rights, A/D bits, a large-page split or merge that maps
- *    the same frame, duplicate writes, a failed CMPXCHG) emits nothing.
+ *    the same frame, duplicate writes, a failed CMPXCHG) emits nothing. The
+ *    watches are re-walked after EVERY write to an entry they use, even one
+ *    that leaves its value unchanged (4 reads each): the comparison is with
+ *    each watch's own translation, never with a remembered entry value.
  *  - Exact writes: when the event carries the written value (has_data) it is
  *    applied at once and the response lets the write land: CONTINUE when the
  *    driver has VMT_CAP_EMULATE (one exit), else FAST_STEP in view 0, else
- *    STEP in view 0 (no re-read needed afterwards). Without data the entry is
+ *    STEP in view 0 (then the entries are also re-read at the SINGLESTEP:
+ *    a resync or another vCPU's store between the trap and the step must
+ *    not leave a watch behind memory). Without data the entry is
  *    marked dirty for the vCPU and the response is STEP + SWITCH_VIEW to view
  *    0; the SINGLESTEP event that follows re-reads the vCPU's dirty entries
  *    (top level first), emits the events and switches back (SWITCH_VIEW to
