@@ -412,6 +412,32 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     vmt_monitor_on_ucall(r.mon, on_ucall, &r);
     if (o->trace)
         vmt_monitor_on_event(r.mon, on_trace, &r);
+    unsigned dr_limit = vmt_monitor_breakpoint_limit(r.mon);
+    if (dr_limit && hooks_over_limit(&r, img, dr_limit, why, sizeof why)) {
+        if (o->overflow == VMT_BPM_CTL_AUTO) {
+            fail_line("%s%s", why, "");
+            rc = CLI_EXIT_USAGE;
+            goto out;
+        }
+        /* --overflow: every hook on the other mechanism, said first. */
+        vmt_monitor_destroy(r.mon);
+        r.mon = NULL;
+        mcfg.controller = o->overflow;
+        char why2[512];
+        if (vmt_monitor_create_ex(s, img, &mcfg, &r.mon, why2, sizeof why2) != VMT_OK) {
+            fail_line("--overflow: %s%s", why2, "");
+            rc = CLI_EXIT_USAGE;
+            goto out;
+        }
+        vmt_monitor_on_page_event(r.mon, on_page_event, &r);
+        vmt_monitor_on_ucall(r.mon, on_ucall, &r);
+        if (o->trace)
+            vmt_monitor_on_event(r.mon, on_trace, &r);
+        char note[700];
+        snprintf(note, sizeof note, "the hooks do not fit the debug registers (%s); --overflow: ALL hooks use %s "
+                 "breakpoints instead", why, vmt_bpm_controller_name(o->overflow));
+        cli_log_note(&r.log, "breakpoints", note);
+    }
     /* The demo reports fd and pid returns when the mechanism has room for
      * the extra return breakpoints (debug registers: 4 on x86). */
     unsigned limit = vmt_monitor_breakpoint_limit(r.mon);
@@ -422,11 +448,6 @@ int cli_run(const vmtrap_options *o, const char *argv0)
                  "return values not hooked: the %u breakpoint addresses of this mechanism are taken by the %zu entry hooks",
                  limit, r.nhooks);
         cli_log_note(&r.log, "demo", msg);
-    }
-    if (limit && hooks_over_limit(&r, img, limit, why, sizeof why)) {
-        fail_line("%s%s", why, "");
-        rc = CLI_EXIT_USAGE;
-        goto out;
     }
     for (size_t i = 0; i < r.nhooks; i++) {
         if (vmt_monitor_hook(r.mon, r.hooks[i], on_hit, &r) != VMT_OK) {

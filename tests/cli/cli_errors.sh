@@ -58,6 +58,7 @@ rm -f "$badsh"
 # More hooks than debug registers: refused at start, naming what does not fit.
 expect_usage_error "memset does not fit" run --guest "$guest" --driver emu --breakpoints debug \
     --hook guest_main,gdt_init,idt_init,memcpy,memset
+expect_usage_error "--overflow 'debug'" run --guest "$guest" --driver emu --hook guest_main --overflow debug
 # A file that is not an ELF image.
 notelf=$(mktemp)
 echo "not an elf" >"$notelf"
