@@ -33,7 +33,9 @@
  * named by vmt_monitor_hook_status, retried when a vCPU enters the root
  * again); every other hook stays armed. A root no vCPU runs on any more is
  * dropped (its breakpoints would stay in frames the guest reuses) unless
- * the new root could not be followed.
+ * that loses something: a hook refused under every root in use keeps its
+ * registration where it was armed, and a new root that cannot be followed
+ * keeps the old one.
  *
  * Failures: a hook callback failing, or the breakpoint manager failing on a
  * breakpoint event, ends the run (vmt_monitor_run returns it). A page-table

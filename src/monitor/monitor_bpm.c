@@ -16,8 +16,9 @@
  *    hook whose path is hostile or unreadable under that root is refused
  *    there only (reason kept on the hook, counted, retried whenever a vCPU
  *    enters that root again), every other hook is armed. A root is dropped
- *    when no vCPU runs on it, unless the vCPU's new root could not be
- *    followed (then dropping would lose hooks and gain nothing).
+ *    when no vCPU runs on it, unless that loses something: it still holds
+ *    a hook refused under every root in use (kept, "retained"), or the
+ *    vCPU's new root could not be followed (root table full).
  *  - A hit event can carry several breakpoints (entry and return sites at
  *    one address); each entry hook is called once per event. Return
  *    breakpoints: at an entry of a return-hooked function the return
@@ -265,6 +266,50 @@ static void drop_root(vmt_monitor *m, vmt_pa root)
     }
 }
 
+static bool root_in_use(const vmt_monitor *m, vmt_pa root)
+{
+    for (size_t v = 0; v < MON_MAX_VCPUS; v++)
+        if (m->vcpu_root[v] == root)
+            return true;
+    return false;
+}
+
+/* Would dropping root slot r lose a hook? Yes when some hook is registered
+ * there and refused under every root a vCPU runs on now (its frames may be
+ * shared with them: kernel text under every address space). */
+static bool root_holds_lost_hook(const vmt_monitor *m, size_t r)
+{
+    for (size_t h = 0; h < m->nhooks; h++) {
+        if (m->hooks[h].reg[r] != MON_REG_DONE)
+            continue;
+        bool elsewhere = false;
+        for (size_t u = 0; u < m->nroots; u++)
+            elsewhere |= u != r && root_in_use(m, m->roots[u]) && m->hooks[h].reg[u] == MON_REG_DONE;
+        if (!elsewhere)
+            return true;
+    }
+    return false;
+}
+
+/* Drop the roots no vCPU runs on, unless that loses something: a hook that
+ * is refused under every root in use stays registered where it was armed,
+ * and with `keep_all` (the vCPU's new root could not be followed) every
+ * root it left is kept. */
+static void drop_unused_roots(vmt_monitor *m, bool keep_all)
+{
+    for (size_t r = 0; r < m->nroots;) {
+        if (root_in_use(m, m->roots[r])) {
+            m->retained[r] = false;
+            r++;
+        } else if (keep_all || root_holds_lost_hook(m, r)) {
+            m->retained[r] = true;
+            r++;
+        } else {
+            drop_root(m, m->roots[r]); /* moves the last slot to r */
+        }
+    }
+}
+
 vmt_status mon_follow_root(vmt_monitor *m, vmt_vcpu vcpu, vmt_pa root)
 {
     root &= VMT_CR3_ADDR_MASK;
@@ -275,21 +320,10 @@ vmt_status mon_follow_root(vmt_monitor *m, vmt_vcpu vcpu, vmt_pa root)
         return VMT_OK;
     int r = root_index(m, root);
     bool followed = r >= 0 ? true : add_root(m, root);
-    if (r >= 0) {
-        m->retained[r] = false;
+    if (r >= 0)
         retry_refused(m, (size_t)r);
-    }
     m->vcpu_root[vcpu] = root;
-    bool still_used = false;
-    for (size_t v = 0; v < MON_MAX_VCPUS; v++)
-        still_used |= m->vcpu_root[v] == old;
-    if (!still_used) {
-        int o = root_index(m, old);
-        if (followed)
-            drop_root(m, old);
-        else if (o >= 0)
-            m->retained[o] = true; /* the new root is not followed: keep what we have */
-    }
+    drop_unused_roots(m, !followed);
     mon_sync_root_stats(m);
     return VMT_OK;
 }

@@ -15,8 +15,9 @@
  * boot tables for its own: the hooked VA may not even be mapped under the
  * first root. A root no vCPU runs on any more is dropped (its stale
  * breakpoints would otherwise stay in frames the guest reuses for data),
- * unless the vCPU's new root could not be followed (root table full): then
- * the old root is retained, dropping it would lose hooks for nothing.
+ * unless dropping it loses something: it holds a hook that is refused under
+ * every root in use, or the vCPU's new root could not be followed (root
+ * table full). Such a root is "retained" until that is no longer so.
  */
 #ifndef VMT_MONITOR_INTERNAL_H
 #define VMT_MONITOR_INTERNAL_H
