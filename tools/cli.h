@@ -3,8 +3,10 @@
  *
  * Layers, each in its own file:
  *   options.c  argv -> vmtrap_options (no side effects; errors as one line)
- *   decode.c   a hook hit -> decoded call (SysV arguments, guest strings,
- *              buffer previews; the workload's services have signatures)
+ *   decode.c   a hook hit -> decoded call: the symbol's prototype from the
+ *              guest's DWARF (ELF guests) or BTF (Linux, vmtrap/os.h) gives
+ *              names and kinds (integers, enums, strings, buffer previews,
+ *              struct fields); symbols without one show six raw registers
  *   log.c      decoded calls, page events, guest reports -> readable lines
  *              or one JSON object per line; the summary table
  *   run.c      image + driver + session + monitor, the run, the summary
@@ -73,7 +75,20 @@ typedef enum cli_arg_kind {
     CLI_ARG_INT,      /* a number (fd, len, pid) */
     CLI_ARG_STR,      /* pointer to a NUL-terminated string */
     CLI_ARG_BUF,      /* pointer to `len_arg` bytes: a preview is read */
+    CLI_ARG_STRUCT,   /* pointer to a struct: chosen fields (fields[]) */
 } cli_arg_kind;
+
+#define CLI_MAX_FIELDS 4
+
+/* One shown field of a CLI_ARG_STRUCT argument. */
+typedef struct cli_field {
+    const char *name;
+    int is_text;              /* text holds an escaped string */
+    uint64_t value;
+    char text[96];
+    int read_status;          /* vmt_status of reading it */
+    vmt_va fault_va;
+} cli_field;
 
 #define CLI_STR_MAX 128     /* longest string read from the guest */
 #define CLI_PREVIEW_MAX 32  /* bytes of a buffer shown */
@@ -87,6 +102,9 @@ typedef struct cli_arg {
     char text[CLI_STR_MAX];   /* STR: the string; BUF: escaped preview */
     size_t nbytes;            /* STR: length, BUF: bytes previewed */
     int truncated;            /* the string/buffer is longer than shown */
+    const char *enum_name;    /* CLI_ARG_INT from an enum: the value's name, or NULL */
+    unsigned nfields;         /* CLI_ARG_STRUCT */
+    cli_field fields[CLI_MAX_FIELDS];
 } cli_arg;
 
 typedef struct cli_call {
@@ -99,13 +117,28 @@ typedef struct cli_call {
     cli_arg args[6];
     const char *ret_name;     /* for returns: "fd", "pid", ... or "value" */
     uint64_t ret_value;
+    int have_task;            /* Linux guests: the vCPU's current task */
+    int32_t pid, tgid;
+    char comm[17];
 } cli_call;
 
-/* 1 when the symbol is one of the workload's services (known signature). */
-int cli_known_service(const char *symbol);
-/* Decode a hit: arguments per the symbol's signature (unknown symbols: six
- * raw SysV registers), strings and buffer previews from guest memory. */
-void cli_decode_hit(const vmt_hit *hit, cli_call *out);
+/* Where prototypes come from: an ELF guest's DWARF and/or a Linux guest's
+ * BTF (either may be absent: then every symbol shows raw registers). The
+ * decoder caches one prototype per symbol. */
+typedef struct cli_decoder cli_decoder;
+struct vmt_os;
+/* elf_path may be NULL; os may be NULL. A guest without DWARF still gets a
+ * decoder (note says why there are no types). 0, or -1 with err. */
+int cli_decoder_open(const char *elf_path, struct vmt_os *os, cli_decoder **out, char *err, size_t err_len);
+void cli_decoder_close(cli_decoder *dec);
+/* "" or one line saying why arguments are raw. */
+const char *cli_decoder_note(const cli_decoder *dec);
+/* 1 when the decoder has a prototype for the symbol. */
+int cli_decoder_knows(cli_decoder *dec, const char *symbol);
+/* Decode a hit: arguments per the symbol's prototype (none: six raw SysV
+ * registers), strings, buffer previews and struct fields from guest memory
+ * through the hit's page tables. */
+void cli_decode_hit(cli_decoder *dec, const vmt_hit *hit, cli_call *out);
 
 /* ---- logging ---- */
 
@@ -170,5 +203,8 @@ int cli_run(const vmtrap_options *o, const char *argv0);
 
 /* `vmtrap snapshot info|convert ...` (tools/snapshot_cmd.c); argv[0] is "snapshot". */
 int cli_snapshot_main(int argc, char **argv);
+
+/* `vmtrap run --snapshot FILE ...` (tools/resume_cmd.c); argv[0] is "run". */
+int cli_resume_main(int argc, char **argv);
 
 #endif

@@ -71,7 +71,30 @@ const char *cli_escape_guest_text(const char *in, char *out, size_t out_len)
 static void format_arg(const cli_arg *a, char *buf, size_t len)
 {
     switch (a->kind) {
-    case CLI_ARG_INT: snprintf(buf, len, "%s=%" PRId64, a->name, (int64_t)a->value); break;
+    case CLI_ARG_STRUCT: {
+        size_t n = (size_t)snprintf(buf, len, "%s={", a->name);
+        for (unsigned i = 0; i < a->nfields && n < len; i++) {
+            const cli_field *f = &a->fields[i];
+            const char *sep = i ? ", " : "";
+            if (f->read_status != VMT_OK)
+                n += (size_t)snprintf(buf + n, len - n, "%s%s=<%s at 0x%" PRIx64 ">", sep, f->name,
+                                      f->read_status == VMT_E_NOT_PRESENT ? "not present" : "unreadable",
+                                      f->fault_va);
+            else if (f->is_text)
+                n += (size_t)snprintf(buf + n, len - n, "%s%s=\"%s\"", sep, f->name, f->text);
+            else
+                n += (size_t)snprintf(buf + n, len - n, "%s%s=0x%" PRIx64, sep, f->name, f->value);
+        }
+        if (n < len)
+            snprintf(buf + n, len - n, "}");
+        break;
+    }
+    case CLI_ARG_INT:
+        if (a->enum_name)
+            snprintf(buf, len, "%s=%s", a->name, a->enum_name);
+        else
+            snprintf(buf, len, "%s=%" PRId64, a->name, (int64_t)a->value);
+        break;
     case CLI_ARG_HEX: snprintf(buf, len, "%s=0x%" PRIx64, a->name, a->value); break;
     case CLI_ARG_STR:
     case CLI_ARG_BUF: {
@@ -89,10 +112,38 @@ static void format_arg(const cli_arg *a, char *buf, size_t len)
     }
 }
 
+static json_object *struct_json(const cli_arg *a)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "va", hex(a->value));
+    for (unsigned i = 0; i < a->nfields; i++) {
+        const cli_field *f = &a->fields[i];
+        if (f->read_status != VMT_OK) {
+            json_object *e = json_object_new_object();
+            json_object_object_add(e, "error", json_object_new_string(f->read_status == VMT_E_NOT_PRESENT
+                                                                          ? "paged-out"
+                                                                          : vmt_strerror((vmt_status)f->read_status)));
+            json_object_object_add(e, "fault_va", hex(f->fault_va));
+            json_object_object_add(o, f->name, e);
+        } else if (f->is_text) {
+            json_object *t = json_object_new_object();
+            json_object_object_add(t, "string", json_object_new_string(f->text));
+            json_object_object_add(o, f->name, t);
+        } else {
+            json_object_object_add(o, f->name, json_object_new_int64((int64_t)f->value));
+        }
+    }
+    return o;
+}
+
 static json_object *arg_json(const cli_arg *a)
 {
     switch (a->kind) {
-    case CLI_ARG_INT: return json_object_new_int64((int64_t)a->value);
+    case CLI_ARG_STRUCT: return struct_json(a);
+    case CLI_ARG_INT:
+        if (a->enum_name)
+            return json_object_new_string(a->enum_name);
+        return json_object_new_int64((int64_t)a->value);
     case CLI_ARG_HEX: return hex(a->value);
     case CLI_ARG_STR:
     case CLI_ARG_BUF: break;
@@ -125,6 +176,13 @@ void cli_log_call(cli_log *l, const cli_call *c)
         json_object_object_add(o, "n", json_object_new_int64((int64_t)c->count));
         json_object_object_add(o, "vcpu", json_object_new_int64(c->vcpu));
         json_object_object_add(o, "rip", hex(c->rip));
+        if (c->have_task) {
+            char comm[sizeof c->comm * 4];
+            cli_escape_guest_text(c->comm, comm, sizeof comm);
+            json_object_object_add(o, "pid", json_object_new_int(c->pid));
+            json_object_object_add(o, "tgid", json_object_new_int(c->tgid));
+            json_object_object_add(o, "comm", json_object_new_string(comm));
+        }
         if (c->is_return) {
             json_object_object_add(o, c->ret_name, json_object_new_int64((int64_t)c->ret_value));
         } else {
@@ -144,7 +202,13 @@ void cli_log_call(cli_log *l, const cli_call *c)
         emit_text(l, "return", line);
         return;
     }
-    n = (size_t)snprintf(line, sizeof line, "%s(", c->symbol);
+    n = 0;
+    if (c->have_task) {
+        char comm[sizeof c->comm * 4];
+        cli_escape_guest_text(c->comm, comm, sizeof comm);
+        n = (size_t)snprintf(line, sizeof line, "%d %s ", c->pid, comm);
+    }
+    n += (size_t)snprintf(line + n, sizeof line - n, "%s(", c->symbol);
     for (unsigned i = 0; i < c->nargs && n < sizeof line; i++) {
         char a[400];
         format_arg(&c->args[i], a, sizeof a);

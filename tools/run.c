@@ -49,6 +49,8 @@ typedef struct run_ctx {
     const char *guest_path;
     const vmt_image *img;
     unsigned entry_checked, entry_mismatch;
+    cli_decoder *dec;         /* prototypes from the guest's DWARF, made at the first hit */
+    int dec_tried;
 } run_ctx;
 
 static double now_seconds(void)
@@ -104,7 +106,15 @@ static vmt_status on_hit(const vmt_hit *hit, void *user)
 {
     run_ctx *r = user;
     cli_call call;
-    cli_decode_hit(hit, &call);
+    if (!r->dec && !r->dec_tried) {
+        char err[256];
+        r->dec_tried = 1;
+        if (cli_decoder_open(r->guest_path, NULL, &r->dec, err, sizeof err) != 0)
+            cli_log_note(&r->log, "decode", err);
+        else if (cli_decoder_note(r->dec)[0])
+            cli_log_note(&r->log, "decode", cli_decoder_note(r->dec));
+    }
+    cli_decode_hit(r->dec, hit, &call);
     cli_log_call(&r->log, &call);
     return VMT_OK;
 }
@@ -535,6 +545,7 @@ int cli_run(const vmtrap_options *o, const char *argv0)
              ? CLI_EXIT_OK
              : CLI_EXIT_FAIL;
 out:
+    cli_decoder_close(r.dec);
     vmt_monitor_destroy(r.mon);
     vmt_session_destroy(s);
     vmt_image_destroy(img);

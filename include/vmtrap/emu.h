@@ -1,53 +1,46 @@
 /*
- * vmtrap/emu.h — the emulator driver ("emu"): an x86-64 CPU on Unicorn 2.0.1
- * with vmtrap's own MMU and Xen-altp2m-like views.
+ * vmtrap/emu.h — the emulator driver ("emu"): an x86-64 CPU on Unicorn 2.1
+ * with vmtrap's own MMU and Xen-altp2m-like views; it runs testbed guests
+ * and real kernels (CPL0 and CPL3, SYSCALL, interrupts from the devices of
+ * a vmt_bus, virtual time).
  *
- * Design (details in src/drivers/emu/emu_priv.h):
- *  - Guest RAM and the extra frames are one host mmap. Unicorn runs in flat
- *    64-bit mode with its own paging OFF; the guest's CR0/CR3/CR4/EFER are
- *    virtual registers of the driver. vmtrap walks the guest tables itself
- *    (vmt_paging_walk), applies the vCPU's current view (gfn remap + R/W/X)
- *    and maps each guest-virtual page onto the host memory of the frame it
- *    resolves to (uc_mem_map_ptr), with Unicorn protections = guest PTE
- *    rights ∩ view rights. Those mappings form a bounded software TLB
- *    (FIFO eviction; default 64 entries: every Unicorn map change costs
- *    more as regions grow — bench_emu measured ~55 us per miss with 16
- *    entries, 60-110 us with 64, 0.4-0.6 ms with 256 on this machine — and
- *    Unicorn aborts past ~4096 regions) invalidated on CR3 writes, writes to page-table frames (which are
- *    write-protected while any TLB entry was walked through them), view
- *    switches, remaps, rights changes and host writes.
- *  - The guest's accessed/dirty bits are set by the driver when it walks
- *    (A on every level, D on the leaf at the first write) as hardware does;
- *    they never raise memory events.
- *  - A gfn at or past the end of RAM reached by a guest translation sees no
- *    memory: reads give 0xff bytes, writes are dropped, execution there stops
- *    the guest (VMT_STOP_GUEST_ERROR). Only a view remap of an in-RAM gfn
- *    can expose an extra frame.
- *  - Every memory event is raised BEFORE the access: the Unicorn protection
- *    hook returns false, which in 2.0.1 aborts the instruction cleanly with a
- *    precise RIP (a no-op memory hook keeps RIP precise); the driver then
- *    reports the event and performs the response on one instruction
- *    (CONTINUE: right granted for it; EMULATE: it sees emulate_view's
- *    mapping; FAST_STEP: it runs in step_view) with the reusable engine
- *    (vmtrap/emulate.h) when it can — no Unicorn map change — and else with
- *    a one-instruction internal step of the main CPU.
- *  - A per-instruction code hook counts instructions (deterministic
- *    instruction limit, single-step without EFLAGS.TF) and stops before the
- *    instructions the driver performs itself: INT3, port I/O, mov to/from
- *    CR0/CR3/CR4, rdmsr/wrmsr of EFER, syscall/sysret (refused).
- *  - Exceptions (#PF from the driver's MMU, REINJECT of #BP, #UD/#GP/...
- *    from Unicorn) are delivered through the guest's IDT like hardware: a
- *    64-bit frame (SS, RSP, RFLAGS, CS, RIP, error code) on the 16-byte
- *    aligned current stack; IST stacks are not supported (the guest stops).
+ * Design (details and the Unicorn behaviour relied on: src/drivers/emu/emu_priv.h):
+ *  - Memory: guest RAM is mapped into Unicorn once, at its guest-physical
+ *    addresses (holes in vmt_machine_config.ram_ranges are MMIO regions
+ *    routed to cfg->bus); the extra frames sit high above, where no guest
+ *    translation reaches them. Unicorn runs with UC_TLB_VIRTUAL: every miss
+ *    of its TLB asks the driver, which walks the guest's tables (4/5 levels,
+ *    2M/1G pages, NX, U/S, WP, SMEP, reserved bits, A/D bits set as the CPU
+ *    does, recursive tables allowed) and applies the vCPU's current view
+ *    (remap + R/W/X). The driver keeps a record of every translation it
+ *    handed out since Unicorn's TLB was last flushed, so guest page-table
+ *    writes (never handed out writable while a translation walked them),
+ *    INVLPG/CR3/CR4 writes, view changes and host writes invalidate exactly
+ *    what they must.
+ *  - Every memory event is raised BEFORE the access with the exact address,
+ *    size and data: a forbidden data access is translated onto a "trap
+ *    slot" (a physical page nothing is mapped at) whose UNMAPPED hook sees
+ *    the exact access and aborts the instruction; a forbidden fetch is
+ *    refused by the fill. Responses (CONTINUE, EMULATE, FAST_STEP, DENY,
+ *    STEP) are performed on one instruction by the reusable engine
+ *    (vmtrap/emulate.h) or by a one-instruction step of the main CPU.
+ *  - The CPU: the driver performs what Unicorn does not (entering CPL0:
+ *    exceptions and interrupts through the guest IDT with TSS.RSP0/IST and
+ *    #DF/triple fault, SYSCALL, SYSENTER, INT n) and what must be the
+ *    machine's (port I/O, MSRs, RDTSC, control registers); Unicorn runs
+ *    the rest natively (IRETQ, SYSRETQ, SYSEXIT, SWAPGS, SSE, ...).
+ *  - Time is virtual: guest ns = instructions * 1e9 / insns_per_sec + HLT
+ *    skips (vmt_machine_config.clock); the TSC derives from it. Interrupts
+ *    from the bus are taken at instruction boundaries (IF, STI/MOV SS
+ *    shadow); HLT sleeps until the bus's next deadline. Runs are
+ *    deterministic; the time a monitor spends is invisible to the guest.
  *
- * Limits (stated as capabilities; refused with a message when needed):
- * one vCPU; CPL0 guests in 64-bit mode with paging on and 4-level tables
- * (LA57 refused; a guest that enters CPL3 is stopped at the next exit —
- * user/supervisor rights are not modelled); EFER.SCE / syscall refused (Unicorn 2.0.1 cannot run
- * SYSCALL); string port I/O stops the guest. Four debug-register execute
- * breakpoints (hw_breakpoint op, checked by the code hook; DR0-3/DR7 in the
- * registers mirror them and cannot be changed through set_regs).
- * EFER.NXE is supported (the driver's MMU enforces NX).
+ * Limits (refused with a message): one vCPU; 64-bit mode with paging on
+ * (compatibility-mode code segments, turning paging or long mode off,
+ * changing LA57 at run time); string port I/O. Four debug-register execute
+ * breakpoints (hw_breakpoint op; DR0-3/DR7 in the registers mirror them and
+ * cannot be changed through set_regs). The CPUID model is Unicorn's
+ * qemu64.
  */
 #ifndef VMTRAP_EMU_H
 #define VMTRAP_EMU_H
@@ -65,7 +58,8 @@ extern "C" {
 
 /* Optional tuning; zero fields take the defaults. */
 typedef struct vmt_emu_options {
-    uint32_t tlb_entries;   /* software-TLB capacity (8..2048); 0: 64 */
+    uint32_t tlb_entries;   /* translations recorded before Unicorn's TLB is
+                               flushed and refilled (8..2048); 0: 1024 */
     bool no_engine;         /* always answer with internal steps (tests) */
 } vmt_emu_options;
 
@@ -79,14 +73,14 @@ vmt_status vmt_emu_driver_create(const vmt_machine_config *cfg, vmt_driver **out
 vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu_options *opt,
                                     vmt_driver **out, char *why, size_t why_len);
 
-/* Software-TLB counters (tests, benchmarks). */
+/* Translation counters (tests, benchmarks). */
 typedef struct vmt_emu_tlb_stats {
     uint32_t capacity;
     uint32_t used;
-    uint64_t fills;          /* translations installed */
-    uint64_t evictions;      /* entries evicted because the TLB was full */
+    uint64_t fills;          /* translations handed to Unicorn (TLB-fill hook) */
+    uint64_t evictions;      /* recorded translations dropped because the record was full */
     uint64_t invalidations;  /* entries dropped by invalidation */
-    uint64_t pt_write_faults;/* guest writes that hit a write-protected table */
+    uint64_t pt_write_faults;/* guest writes into a page-table frame (performed exactly) */
     uint64_t pf_injected;    /* #PF delivered to the guest */
     uint64_t engine_steps;   /* responses performed by the reusable engine
                                 (one instruction, no Unicorn map change) */
@@ -96,10 +90,20 @@ typedef struct vmt_emu_tlb_stats {
 /* VMT_E_INVAL when d is not an emu driver. */
 vmt_status vmt_emu_tlb_stats_get(vmt_driver *d, vmt_emu_tlb_stats *out);
 
-/* Invariant checker: every Unicorn mapping agrees with its TLB entry and the
- * view rules (no write permission on a page-table frame, protections within
- * PTE ∩ view rights), page-table reference counts match the entries, the
- * index matches the slots. VMT_OK or VMT_E_INTERNAL with the reason in
+/* "unicorn 2.1.1, capstone 4.0" — the versions this driver runs on. */
+void vmt_emu_library_versions(char *buf, size_t len);
+
+/* Guest virtual time (ns) now, and set it (a restore puts the clock back
+ * to the snapshot's time so the devices' deadlines line up again; the TSC
+ * keeps its value until the vCPU state sets it). VMT_E_INVAL when d is not
+ * an emu driver. */
+vmt_status vmt_emu_clock_get(vmt_driver *d, uint64_t *now_ns);
+vmt_status vmt_emu_clock_set(vmt_driver *d, uint64_t now_ns);
+
+/* Invariant checker: every recorded translation gives rights within PTE ∩
+ * view rights and no write permission on a page-table frame, page-table
+ * reference counts match the record, the index matches the slots, views
+ * are well formed. VMT_OK or VMT_E_INTERNAL with the reason in
  * vmt_driver_error(d). */
 vmt_status vmt_emu_check(vmt_driver *d);
 

@@ -31,6 +31,7 @@ typedef struct fixture {
     vmt_session *s;
     vmt_image *img;
     vmt_monitor *m;
+    cli_decoder *dec; /* svc_open's prototype from the workload's DWARF */
     vmt_hit hit;
 } fixture;
 
@@ -55,6 +56,10 @@ static int setup(void **state)
     assert_int_equal(vmt_session_create(f->drv, NULL, &f->s), VMT_OK);
     if (vmt_monitor_create(f->s, f->img, &f->m, why, sizeof why) != VMT_OK)
         fail_msg("vmt_monitor_create: %s", why);
+    char err[256];
+    if (cli_decoder_open(VMT_GUEST_DIR "/workload.elf", NULL, &f->dec, err, sizeof err) != 0 ||
+        !cli_decoder_knows(f->dec, "svc_open"))
+        fail_msg("decoder: %s %s", err, f->dec ? cli_decoder_note(f->dec) : "");
     f->hit.monitor = f->m;
     f->hit.symbol = "svc_open";
     f->hit.count = 1;
@@ -68,6 +73,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    cli_decoder_close(f->dec);
     vmt_monitor_destroy(f->m);
     vmt_session_destroy(f->s);
     vmt_image_destroy(f->img);
@@ -78,7 +84,7 @@ static int teardown(void **state)
 static void decode_string(fixture *f, const char *s, cli_call *call)
 {
     assert_int_equal(vmt_session_write_pa(f->s, STR_PA, s, strlen(s) + 1), VMT_OK); /* also drops cached frames */
-    cli_decode_hit(&f->hit, call);
+    cli_decode_hit(f->dec, &f->hit, call);
     assert_int_equal(call->nargs, 1);
     assert_int_equal(call->args[0].read_status, VMT_OK);
 }

@@ -190,7 +190,7 @@ vmt_pa eg_pte_pa(eg_guest *g, uint64_t va)
         uint64_t v = rd64(g, e);
         if (!(v & VMT_PTE_P)) {
             vmt_gfn t = eg_frame(g);
-            v = (t << 12) | VMT_PTE_P | VMT_PTE_RW;
+            v = (t << 12) | VMT_PTE_P | VMT_PTE_RW | VMT_PTE_US; /* the leaf decides U/S */
             eg_write(g, e, &v, 8);
         }
         table = (v & VMT_PTE_ADDR_MASK) >> 12;

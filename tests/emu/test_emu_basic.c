@@ -420,9 +420,10 @@ static void refuses_what_unicorn_cannot_run(void **state)
     mc.ram_size = 1 << 20;
     mc.image = img;
     vmt_driver *d = NULL;
-    assert_int_equal(vmt_emu_driver_create(&mc, &d, why, sizeof why), VMT_E_NOTSUP);
-    assert_null(d);
-    assert_non_null(strstr(why, "SYSCALL"));
+    /* EFER.SCE is fine now: the driver performs SYSCALL itself */
+    assert_int_equal(vmt_emu_driver_create(&mc, &d, why, sizeof why), VMT_OK);
+    vmt_driver_destroy(d);
+    d = NULL;
     vmt_image_destroy(img);
 
     mc.image = NULL;
@@ -434,25 +435,21 @@ static void refuses_what_unicorn_cannot_run(void **state)
     assert_int_equal(vmt_emu_driver_create(&mc, &d, why, sizeof why), VMT_E_INVAL);
     assert_non_null(strstr(why, "multiple of 4 KiB"));
 
+    /* a guest that turns SYSCALL on at run time goes on */
     eg_guest g;
     assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
-    g.regs.cr4 |= VMT_CR4_LA57;
-    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_E_NOTSUP);
-    assert_non_null(strstr(vmt_driver_error(g.d), "LA57"));
-    g.regs.cr4 &= ~VMT_CR4_LA57;
-    /* a guest that turns on SYSCALL at run time stops with a reason */
     eg_code c = { .n = 0 };
     eg_mov_imm(&c, EG_RCX, 0xc0000080);
     eg_mov_imm(&c, EG_RAX, VMT_EFER_LME | VMT_EFER_LMA | VMT_EFER_SCE);
     eg_mov_imm(&c, EG_RDX, 0);
     eg_bytes(&c, "\x0f\x30", 2); /* wrmsr */
+    eg_bytes(&c, "\x0f\x32", 2); /* rdmsr */
+    eg_out_ucall(&c, EG_RAX);
     eg_hlt(&c);
     eg_place(&g, CODE_VA, &c);
     assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
-    vmt_event ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
-    assert_int_equal(ev.u.stop.reason, VMT_STOP_GUEST_ERROR);
-    assert_non_null(strstr(ev.u.stop.message, "SYSCALL"));
+    expect_io(&g, VMT_EFER_LME | VMT_EFER_LMA | VMT_EFER_SCE);
+    expect_halt(&g);
     eg_destroy(&g);
 }
 
@@ -524,42 +521,107 @@ static void hostile_tables(void **state)
 
 /* User mode is not supported: entering CPL3 (iretq to a user segment)
  * stops the guest with a message instead of running it with CPL0 rights. */
-static void cpl3_is_refused(void **state)
+/* iretq to CPL3 (native), a user-mode store, SYSCALL back to the kernel
+ * (performed by the driver per the SDM: RCX = return rip, R11 = rflags,
+ * CS/SS from STAR, FMASK applied, CPL0), sysretq to CPL3 again and a
+ * privileged instruction there: #GP delivered on TSS.RSP0. */
+static void cpl3_round_trip(void **state)
 {
     (void)state;
     eg_guest g;
     assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
-    const uint64_t GDT = 0x7f0000d00000ull;
-    vmt_gfn gdt = eg_frame(&g);
+    const uint64_t GDT = 0x7f0000d00000ull, TSS = 0x7f0000d01000ull, IDT = 0x7f0000e00000ull;
+    const uint64_t USER = 0x500000ull, USTACK = 0x600000ull, KSTACK = 0x7fff00000000ull;
+    const uint64_t LSTAR = CODE_VA + 0x100, GP = CODE_VA + 0x200;
+    vmt_gfn gdt = eg_frame(&g), tss = eg_frame(&g);
     eg_map(&g, GDT, gdt, 0);
-    const uint64_t descs[5] = { 0, 0x00209a0000000000ull, 0x0000920000000000ull, 0x0020fa0000000000ull,
-                                0x0000f20000000000ull };
+    eg_map(&g, TSS, tss, 0);
+    /* null, kernel code 0x08, kernel data 0x10, user data 0x1b, user code 0x23 (STAR layout),
+     * 64-bit TSS 0x28 (16 bytes) */
+    const uint64_t descs[7] = { 0,
+                                0x00209a0000000000ull,
+                                0x0000920000000000ull,
+                                0x0000f20000000000ull,
+                                0x0020fa0000000000ull,
+                                0x67 | (TSS & 0xffffff) << 16 | 0x89ull << 40 | (TSS >> 24 & 0xff) << 56,
+                                TSS >> 32 };
     eg_write(&g, gdt << 12, descs, sizeof descs);
+    uint64_t rsp0 = KSTACK;
+    eg_write(&g, (tss << 12) + 4, &rsp0, 8);
     g.regs.gdtr_base = GDT;
     g.regs.gdtr_limit = sizeof descs - 1;
-    eg_stack(&g, STACK_TOP, 1);
+    eg_stack(&g, KSTACK, 2);
+    vmt_gfn us = eg_frame(&g);
+    eg_map(&g, USTACK - 0x1000, us, VMT_PTE_US);
+    /* kernel: STAR, LSTAR, FMASK, ltr, then iretq to user */
     eg_code c = { .n = 0 };
-    eg_mov_imm(&c, EG_RAX, 0x23);
-    eg_bytes(&c, "\x50", 1); /* push ss */
-    eg_mov_imm(&c, EG_RAX, STACK_TOP - 0x100);
-    eg_bytes(&c, "\x50", 1); /* push rsp */
-    eg_mov_imm(&c, EG_RAX, 2);
-    eg_bytes(&c, "\x50", 1); /* push rflags */
+    const struct { uint32_t msr; uint64_t v; } msrs[3] = {
+        { 0xc0000081, 0x0010000800000000ull }, { 0xc0000082, LSTAR }, { 0xc0000084, 0x200 } };
+    for (int i = 0; i < 3; i++) {
+        eg_mov_imm(&c, EG_RCX, msrs[i].msr);
+        eg_mov_imm(&c, EG_RAX, (uint32_t)msrs[i].v);
+        eg_mov_imm(&c, EG_RDX, msrs[i].v >> 32);
+        eg_bytes(&c, "\x0f\x30", 2); /* wrmsr */
+    }
+    eg_mov_imm(&c, EG_RAX, 0x28);
+    eg_bytes(&c, "\x0f\x00\xd8", 3); /* ltr ax */
     eg_mov_imm(&c, EG_RAX, 0x1b);
+    eg_bytes(&c, "\x50", 1); /* push ss */
+    eg_mov_imm(&c, EG_RAX, USTACK);
+    eg_bytes(&c, "\x50", 1); /* push rsp */
+    eg_mov_imm(&c, EG_RAX, 0x202);
+    eg_bytes(&c, "\x50", 1); /* push rflags */
+    eg_mov_imm(&c, EG_RAX, 0x23);
     eg_bytes(&c, "\x50", 1); /* push cs */
-    eg_mov_imm(&c, EG_RAX, CODE_VA + 0x800);
+    eg_mov_imm(&c, EG_RAX, USER);
     eg_bytes(&c, "\x50", 1); /* push rip */
     eg_bytes(&c, "\x48\xcf", 2); /* iretq */
+    while (c.n < 0x100)
+        eg_bytes(&c, "\x90", 1);
+    /* LSTAR: report rcx (return rip), r11 (rflags), cs, then sysretq */
+    eg_out_ucall(&c, EG_RCX);
+    eg_bytes(&c, "\x4c\x89\xdb", 3); /* mov rbx, r11 */
+    eg_out_ucall(&c, EG_RBX);
+    eg_bytes(&c, "\x8c\xc8", 2); /* mov eax, cs */
+    eg_bytes(&c, "\x89\xc0", 2); /* mov eax, eax: upper half clear */
+    eg_out_ucall(&c, EG_RAX);
+    eg_bytes(&c, "\x48\x0f\x07", 3); /* sysretq */
+    while (c.n < 0x200)
+        eg_bytes(&c, "\x90", 1);
+    /* #GP handler: report the error code, the saved CS and the stack */
+    eg_bytes(&c, "\x58", 1); /* pop rax: error code */
+    eg_out_ucall(&c, EG_RAX);
+    eg_bytes(&c, "\x48\x8b\x44\x24\x08", 5); /* mov rax, [rsp+8]: saved cs */
+    eg_out_ucall(&c, EG_RAX);
+    eg_bytes(&c, "\x48\x89\xe0", 3); /* mov rax, rsp */
+    eg_out_ucall(&c, EG_RAX);
+    eg_hlt(&c);
     eg_place(&g, CODE_VA, &c);
+    /* user: a store to its stack, syscall, then a privileged instruction */
+    eg_code u = { .n = 0 };
+    eg_mov_imm(&u, EG_RBX, 0x5555);
+    eg_bytes(&u, "\x53", 1); /* push rbx */
+    eg_bytes(&u, "\x0f\x05", 2); /* syscall */
+    const size_t after_syscall = u.n;
+    eg_bytes(&u, "\xfa", 1); /* cli: #GP at CPL3 */
+    vmt_gfn uf = eg_frame(&g);
+    eg_map(&g, USER, uf, VMT_PTE_US);
+    eg_write(&g, uf << 12, u.b, u.n);
+    eg_idt(&g, IDT, 13, GP);
     g.regs.cs = 0x08;
     g.regs.ss = 0x10;
-    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
-    vmt_event ev = eg_next(&g);
-    assert_int_equal(ev.kind, VMT_EVENT_STOPPED);
-    if (ev.u.stop.reason != VMT_STOP_GUEST_ERROR || !strstr(ev.u.stop.message, "CPL3"))
-        fail_msg("expected a CPL3 stop, got %s: %s", vmt_stop_reason_name(ev.u.stop.reason), ev.u.stop.message);
-    g.regs.cs = 0x1b;
-    assert_int_equal(vmt_drv_set_regs(g.d, 0, &g.regs), VMT_E_NOTSUP);
+    g.regs.efer |= VMT_EFER_SCE;
+    assert_int_equal(eg_start(&g, CODE_VA, KSTACK), VMT_OK);
+    expect_io(&g, (uint32_t)(USER + after_syscall)); /* rcx: the return rip */
+    expect_io(&g, 0x202);                     /* r11: the user rflags */
+    expect_io(&g, 0x08);                      /* cs in the kernel */
+    expect_io(&g, 0);                         /* #GP error code */
+    expect_io(&g, 0x23);                      /* saved cs: user */
+    expect_io(&g, (uint32_t)(KSTACK - 5 * 8)); /* frame on TSS.RSP0 */
+    expect_halt(&g);
+    uint64_t pushed = 0;
+    assert_int_equal(vmt_drv_read_phys(g.d, (us << 12) + 0xff8, &pushed, 8), VMT_OK);
+    assert_int_equal(pushed, 0x5555);
     eg_destroy(&g);
 }
 
@@ -614,7 +676,7 @@ int main(void)
         cmocka_unit_test(refuses_what_unicorn_cannot_run),
         cmocka_unit_test(bad_images_refused_with_a_reason),
         cmocka_unit_test(hostile_tables),
-        cmocka_unit_test(cpl3_is_refused),
+        cmocka_unit_test(cpl3_round_trip),
         cmocka_unit_test(boots_boot_protocol_image),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -122,6 +122,13 @@ vmt_status guest_run_elf(const char *driver, const char *elf_path, uint64_t ram_
                          const guest_param *params, size_t nparams, double time_limit_s,
                          guest_run *out)
 {
+    return guest_run_elf_machine(driver, elf_path, ram_size, NULL, NULL, params, nparams, time_limit_s, out);
+}
+
+vmt_status guest_run_elf_machine(const char *driver, const char *elf_path, uint64_t ram_size, const vmt_bus *bus,
+                                 const vmt_clock_config *clock, const guest_param *params, size_t nparams,
+                                 double time_limit_s, guest_run *out)
+{
     memset(out, 0, sizeof(*out));
     out->ram_size = ram_size;
     vmt_image *img = NULL;
@@ -129,6 +136,10 @@ vmt_status guest_run_elf(const char *driver, const char *elf_path, uint64_t ram_
     if (st)
         return st;
     vmt_machine_config cfg = { .ram_size = ram_size, .image = img, .serial = on_serial, .serial_ctx = out };
+    if (bus)
+        cfg.bus = *bus;
+    if (clock)
+        cfg.clock = *clock;
     vmt_driver *d = NULL;
     st = create_driver(driver, &cfg, &d, out->error, sizeof(out->error));
     if (st) {

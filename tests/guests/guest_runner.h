@@ -15,7 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vmtrap/bus.h"
 #include "vmtrap/event.h"
+#include "vmtrap/machine.h"
 #include "vmtrap/status.h"
 #include "vmtrap/ucall.h"
 
@@ -47,6 +49,11 @@ typedef struct guest_run {
 vmt_status guest_run_elf(const char *driver, const char *elf_path, uint64_t ram_size,
                          const guest_param *params, size_t nparams, double time_limit_s,
                          guest_run *out);
+/* The same with devices behind the CPU (bus) and a virtual clock (NULL:
+ * none / the driver's defaults). */
+vmt_status guest_run_elf_machine(const char *driver, const char *elf_path, uint64_t ram_size, const vmt_bus *bus,
+                                 const vmt_clock_config *clock, const guest_param *params, size_t nparams,
+                                 double time_limit_s, guest_run *out);
 void guest_run_free(guest_run *r);
 
 /* The i-th ucall with this command (and name, when name is not NULL), or NULL. */

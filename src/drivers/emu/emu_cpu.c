@@ -60,6 +60,8 @@ static enum emu_special classify(const uint8_t *p, uint32_t size)
     uint8_t op = p[i];
     if (op == 0xcc || (op == 0xcd && i + 1 < size && p[i + 1] == 3))
         return EMU_SP_INT3;
+    if (op == 0xcd)
+        return EMU_SP_INTN;
     if ((op >= 0xe4 && op <= 0xe7) || (op >= 0xec && op <= 0xef))
         return EMU_SP_IO;
     if (op >= 0x6c && op <= 0x6f)
@@ -70,10 +72,30 @@ static enum emu_special classify(const uint8_t *p, uint32_t size)
             return EMU_SP_CR;
         if (op2 == 0x30 || op2 == 0x32)
             return EMU_SP_MSR;
-        if (op2 == 0x05 || op2 == 0x07 || op2 == 0x34 || op2 == 0x35)
+        if (op2 == 0x05 || op2 == 0x34) /* sysret / sysexit: Unicorn runs them */
             return EMU_SP_SYSCALL;
+        if (op2 == 0x31 || (op2 == 0x01 && i + 2 < size && p[i + 2] == 0xf9))
+            return EMU_SP_TSC;
     }
     return EMU_SP_NONE;
+}
+
+/* An interrupt waits for IF: after STI (and its shadow), POPF, IRET,
+ * SYSRET or SYSEXIT, look again. IRET also ends an NMI handler. */
+static void window_opens(emu *e, const uint8_t *p, uint32_t size)
+{
+    uint32_t i = 0;
+    while (i < size && is_prefix(p[i]))
+        i++;
+    if (i >= size)
+        return;
+    bool iret = p[i] == 0xcf;
+    bool opens = iret || p[i] == 0xfb || p[i] == 0x9d ||
+                 (p[i] == 0x0f && i + 1 < size && (p[i + 1] == 0x07 || p[i + 1] == 0x35));
+    if (iret)
+        e->nmi_blocked = false;
+    if (opens && e->irq_waiting && e->irq_check_at > e->icount + 2)
+        e->irq_check_at = e->icount + 2;
 }
 
 static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *tmp)
@@ -125,6 +147,10 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
         stop_cpu(e);
         return;
     }
+    if (e->icount >= e->irq_check_at) {
+        stop_cpu(e); /* a device deadline or a possible interrupt */
+        return;
+    }
     if (e->deadline_ns && (e->icount & 0xffff) == 0 && now_ns() >= e->deadline_ns) {
         e->deadline_hit = true;
         stop_cpu(e);
@@ -147,6 +173,8 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
     uint8_t tmp[16];
     const uint8_t *p = code_bytes(e, addr, size, tmp);
     enum emu_special sp = p ? classify(p, size) : EMU_SP_NONE;
+    if (p && (e->irq_waiting || e->nmi_blocked))
+        window_opens(e, p, size);
     if (sp != EMU_SP_NONE) {
         e->special = sp;
         e->special_rip = addr;
@@ -189,6 +217,7 @@ static uint64_t hook_mmio_read(uc_engine *uc, uint64_t offset, unsigned size, vo
     if (e->bus.ops && e->bus.ops->mmio_read) {
         uint64_t got = 0;
         vmt_status st = e->bus.ops->mmio_read(e->bus.ctx, 0, r->base + offset, size, &got);
+        emu_irq_after_bus(e);
         if (st == VMT_OK)
             v = got;
         else if (st != VMT_E_NOTFOUND)
@@ -204,6 +233,7 @@ static void hook_mmio_write(uc_engine *uc, uint64_t offset, unsigned size, uint6
     emu *e = r->e;
     if (e->bus.ops && e->bus.ops->mmio_write) {
         vmt_status st = e->bus.ops->mmio_write(e->bus.ctx, 0, r->base + offset, size, value);
+        emu_irq_after_bus(e);
         if (st != VMT_OK && st != VMT_E_NOTFOUND)
             e->bus_error = st;
     }
@@ -272,6 +302,7 @@ vmt_status emu_cpu_init(emu *e)
         return VMT_E_DRIVER;
     e->intr_no = -1;
     e->ptw_va = UINT64_MAX;
+    e->irq_check_at = UINT64_MAX;
     e->mmu_view = 0;
     e->monitor_io = true;
     return VMT_OK;
@@ -421,7 +452,7 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
         double left = e->time_limit_s * 1e9 - (double)e->ns_guest_total;
         limit_deadline = start + (left > 0 ? (uint64_t)left : 0);
     }
-    uint64_t last_fault_va = UINT64_MAX;
+    uint64_t last_fault_va = UINT64_MAX, last_fault_icount = 0;
     unsigned same_fault = 0;
     memset(ev, 0, sizeof *ev);
     for (;;) {
@@ -442,6 +473,10 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
                      e->insn_limit);
             return report_stop(e, ev);
         }
+        if (e->halted && e->step == EMU_STEP_NONE && emu_irq_hlt(e, emu_rip(e)) == EMU_HLT_STOP)
+            return report_stop(e, ev); /* restored in HLT: sleep first */
+        if (!emu_irq_poll(e))
+            return report_stop(e, ev);
         emu_tlb_apply_flush(e);
         uint64_t rip = emu_rip(e);
         uint64_t t0 = now_ns();
@@ -452,14 +487,6 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
         e->stats.exits++;
         e->stats.instructions = e->icount;
         emu_sync_selectors(e);
-        if (e->sel[0] & 3) {
-            e->stop.reason = VMT_STOP_GUEST_ERROR;
-            snprintf(e->stop.message, sizeof e->stop.message,
-                     "the guest entered CPL%u (cs 0x%x) at rip 0x%" PRIx64 ": the emulator runs CPL0 guests only",
-                     e->sel[0] & 3, e->sel[0], emu_rip(e));
-            return report_stop(e, ev);
-        }
-
         if (e->flush_asap) {
             e->flush_asap = false;
             emu_tlb_flush(e);
@@ -481,6 +508,8 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
                 if ((r0 & ~(uint64_t)(EMU_PAGE - 1)) == e->fault.va)
                     e->fault.va = r0;
             }
+            if (e->icount != last_fault_icount)
+                same_fault = 0; /* progress since the last fault */
             if (e->fault.va == last_fault_va && ++same_fault > 8) {
                 e->stop.reason = VMT_STOP_DRIVER_ERROR;
                 snprintf(e->stop.message, sizeof e->stop.message,
@@ -492,6 +521,7 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             if (e->fault.va != last_fault_va)
                 same_fault = 0;
             last_fault_va = e->fault.va;
+            last_fault_icount = e->icount;
             uint32_t pf_err = 0;
             emu_fault_result r = emu_mmu_fault(e, &e->fault, ev, &pf_err);
             if (e->fault.kind != VMT_ACCESS_X)
@@ -586,16 +616,12 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             uint64_t r2 = emu_rip(e);
             uint8_t b = 0;
             if (emu_va_read(e, r2 - 1, &b, 1) == VMT_OK && b == 0xf4) {
-                uint64_t fl = 0;
-                uc_reg_read(e->uc, UC_X86_REG_RFLAGS, &fl);
                 if (e->step != EMU_STEP_NONE)
                     end_step(e);
-                e->stop.reason = VMT_STOP_HALT;
-                snprintf(e->stop.message, sizeof e->stop.message,
-                         (fl & VMT_RFLAGS_IF) ? "hlt at rip 0x%" PRIx64 " with interrupts enabled: no interrupt source"
-                                              : "hlt at rip 0x%" PRIx64 " with interrupts disabled",
-                         r2 - 1);
-                return report_stop(e, ev);
+                if (emu_irq_hlt(e, r2) == EMU_HLT_STOP)
+                    return report_stop(e, ev);
+                e->stats.internal_exits++;
+                continue;
             }
             e->stats.internal_exits++;
             continue;

@@ -33,6 +33,8 @@ static void emu_free(emu *e)
 {
     if (!e)
         return;
+    if (e->cpl_ctx)
+        uc_context_free(e->cpl_ctx);
     if (e->uc)
         uc_close(e->uc);
     if (e->cs)
@@ -45,6 +47,7 @@ static void emu_free(emu *e)
     free(e->extra_used);
     free(e->pt_refs);
     free(e->sink);
+    free(e->dirty);
     free(e->ranges);
     free(e);
 }
@@ -224,6 +227,9 @@ static const vmt_driver_ops emu_ops = {
     .respond = emu_op_respond,
     .set_limit = op_set_limit,
     .stats = op_stats,
+    .get_vcpu_state = emu_op_get_vcpu_state,
+    .set_vcpu_state = emu_op_set_vcpu_state,
+    .dirty_log = emu_op_dirty_log,
 };
 
 static vmt_status place_write(void *ctx, vmt_pa pa, const void *buf, size_t len)
@@ -339,8 +345,9 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
     e->extra_used = calloc(extra ? extra : 1, 1);
     e->pt_refs = calloc(e->ram_frames + extra, sizeof *e->pt_refs);
     e->sink = aligned_alloc(EMU_PAGE, EMU_PAGE);
+    e->dirty = calloc((size_t)((e->ram_frames + 7) / 8) + 1, 1);
     vmt_status st = VMT_E_NOMEM;
-    if (e->mem == MAP_FAILED || !e->extra_used || !e->pt_refs || !e->sink || emu_views_init(e, views) ||
+    if (e->mem == MAP_FAILED || !e->extra_used || !e->pt_refs || !e->sink || !e->dirty || emu_views_init(e, views) ||
         emu_tlb_init(e, tlb)) {
         vmt_why(why, why_len, "emu: out of memory for %" PRIu64 " MiB of guest memory", (uint64_t)(e->mem_bytes >> 20));
         goto fail;
@@ -359,6 +366,15 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
         st = VMT_E_DRIVER;
         goto fail;
     }
+    {
+        char inner2[160];
+        st = emu_cpl_init(e, inner2, sizeof inner2);
+        if (st) {
+            vmt_why(why, why_len, "emu: %s", inner2);
+            goto fail;
+        }
+    }
+    emu_clock_init(e, &cfg->clock);
     if (cs_open(CS_ARCH_X86, CS_MODE_64, &e->cs) != CS_ERR_OK ||
         cs_option(e->cs, CS_OPT_DETAIL, CS_OPT_ON) != CS_ERR_OK) {
         e->cs = 0;
@@ -400,7 +416,8 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
                  VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_EMULATE | VMT_CAP_FRAMES | VMT_CAP_INJECT_PF |
                  VMT_CAP_INJECT_BP | VMT_CAP_EVENTS | VMT_CAP_BREAKPOINT_EVENTS | VMT_CAP_CR3_EVENTS |
                  VMT_CAP_IO_EVENTS | VMT_CAP_TIME_LIMIT | VMT_CAP_INSN_LIMIT | VMT_CAP_DETERMINISTIC |
-                 VMT_CAP_PT_AD_BITS | VMT_CAP_PAUSE | VMT_CAP_HW_BREAKPOINTS;
+                 VMT_CAP_PT_AD_BITS | VMT_CAP_PAUSE | VMT_CAP_HW_BREAKPOINTS | VMT_CAP_VCPU_STATE |
+                 VMT_CAP_DIRTY_LOG;
     caps.trap_access = VMT_ACCESS_RWX;
     caps.max_views = views;
     caps.hw_breakpoints = 4;
@@ -411,6 +428,15 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
     if (st)
         goto fail;
     e->drv = *out;
+    if (cfg->vcpu_state) {
+        st = emu_op_set_vcpu_state(*out, 0, cfg->vcpu_state);
+        if (st) {
+            vmt_why(why, why_len, "emu: %s", vmt_driver_error(*out));
+            vmt_driver_destroy(*out);
+            *out = NULL;
+            return st;
+        }
+    }
     return VMT_OK;
 fail:
     emu_free(e);
@@ -472,4 +498,13 @@ vmt_status vmt_emu_check(vmt_driver *d)
     if (e->engine && vmt_emulator_check(e->engine) != VMT_OK)
         return vmt_driver_fail(d, VMT_E_INTERNAL, "invariant: %s", vmt_emulator_error(e->engine));
     return VMT_OK;
+}
+
+void vmt_emu_library_versions(char *buf, size_t len)
+{
+    unsigned umaj = 0, umin = 0;
+    int cmaj = 0, cmin = 0;
+    uint32_t uv = uc_version(&umaj, &umin);
+    cs_version(&cmaj, &cmin);
+    snprintf(buf, len, "unicorn %u.%u.%u, capstone %d.%d", umaj, umin, (uv >> 8) & 0xff, cmaj, cmin);
 }

@@ -39,26 +39,26 @@ static int uc_gpr(int cs_reg)
     return -1;
 }
 
-static uint64_t rd(emu *e, int reg)
+uint64_t emu_rd(emu *e, int reg)
 {
     uint64_t v = 0;
     uc_reg_read(e->uc, reg, &v);
     return v;
 }
 
-static void wr(emu *e, int reg, uint64_t v) { uc_reg_write(e->uc, reg, &v); }
+void emu_wr(emu *e, int reg, uint64_t v) { uc_reg_write(e->uc, reg, &v); }
 
-uint64_t emu_rip(emu *e) { return rd(e, UC_X86_REG_RIP); }
-void emu_set_rip(emu *e, uint64_t rip) { wr(e, UC_X86_REG_RIP, rip); }
+uint64_t emu_rip(emu *e) { return emu_rd(e, UC_X86_REG_RIP); }
+void emu_set_rip(emu *e, uint64_t rip) { emu_wr(e, UC_X86_REG_RIP, rip); }
 
-static uint64_t msr_read(emu *e, uint32_t index)
+uint64_t emu_msr_get(emu *e, uint32_t index)
 {
     uc_x86_msr m = { index, 0 };
     uc_reg_read(e->uc, UC_X86_REG_MSR, &m);
     return m.value;
 }
 
-static void msr_write(emu *e, uint32_t index, uint64_t value)
+void emu_msr_set(emu *e, uint32_t index, uint64_t value)
 {
     uc_x86_msr m = { index, value };
     uc_reg_write(e->uc, UC_X86_REG_MSR, &m);
@@ -70,7 +70,7 @@ static const int sel_ids[6] = { UC_X86_REG_CS, UC_X86_REG_SS, UC_X86_REG_DS,
 void emu_sync_selectors(emu *e)
 {
     for (int i = 0; i < 6; i++) {
-        uint16_t v = (uint16_t)rd(e, sel_ids[i]);
+        uint16_t v = (uint16_t)emu_rd(e, sel_ids[i]);
         if (v != e->sel_snap[i]) {
             e->sel[i] = v;
             e->sel_snap[i] = v;
@@ -79,10 +79,10 @@ void emu_sync_selectors(emu *e)
 }
 
 /* After the driver set sel[]: remember Unicorn's values to detect changes. */
-static void snap_selectors(emu *e)
+void emu_snap_selectors(emu *e)
 {
     for (int i = 0; i < 6; i++)
-        e->sel_snap[i] = (uint16_t)rd(e, sel_ids[i]);
+        e->sel_snap[i] = (uint16_t)emu_rd(e, sel_ids[i]);
 }
 
 /* The registers the reusable engine uses, read and written in one batch:
@@ -118,7 +118,7 @@ vmt_status emu_regs_read(emu *e, vmt_regs *r)
     r->cr3 = e->cr3;
     r->cr4 = e->cr4;
     r->efer = e->efer;
-    r->kernel_gs_base = msr_read(e, 0xc0000102);
+    r->kernel_gs_base = emu_msr_get(e, 0xc0000102);
     uc_x86_mmr m;
     memset(&m, 0, sizeof m);
     uc_reg_read(e->uc, UC_X86_REG_GDTR, &m);
@@ -178,17 +178,8 @@ static vmt_status regs_supported(const emu *e, const vmt_regs *r, char *why, siz
                  r->cr0, r->cr4, r->efer);
         return VMT_E_NOTSUP;
     }
-    if (r->efer & VMT_EFER_SCE) {
-        snprintf(why, why_len, "EFER.SCE is set: SYSCALL/SYSRET do not work in Unicorn 2.0.1, "
-                               "so the emulator cannot run this guest");
-        return VMT_E_NOTSUP;
-    }
-    if (r->cs & 3) {
-        snprintf(why, why_len, "CS 0x%x is CPL%u: the emulator driver runs CPL0 guests only", r->cs, r->cs & 3);
-        return VMT_E_NOTSUP;
-    }
-    if (r->cr4 & VMT_CR4_LA57) {
-        snprintf(why, why_len, "CR4.LA57 (5-level paging) is not supported by the emulator driver");
+    if ((r->cs & 3) != 0 && (r->cs & 3) != 3) {
+        snprintf(why, why_len, "CS 0x%x is CPL%u: the emulator runs CPL0 and CPL3 code", r->cs, r->cs & 3);
         return VMT_E_NOTSUP;
     }
     const uint64_t drs[4] = { r->dr0, r->dr1, r->dr2, r->dr3 };
@@ -214,12 +205,24 @@ vmt_status emu_regs_write(emu *e, const vmt_regs *r, char *why, size_t why_len)
                                 UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15 };
     const uint64_t *src = &r->rax;
     for (size_t i = 0; i < 16; i++)
-        wr(e, gprs[i], src[i]);
-    wr(e, UC_X86_REG_RIP, r->rip);
-    wr(e, UC_X86_REG_RFLAGS, r->rflags | 2);
-    wr(e, UC_X86_REG_FS_BASE, r->fs_base);
-    wr(e, UC_X86_REG_GS_BASE, r->gs_base);
-    msr_write(e, 0xc0000102, r->kernel_gs_base);
+        emu_wr(e, gprs[i], src[i]);
+    emu_wr(e, UC_X86_REG_RIP, r->rip);
+    emu_wr(e, UC_X86_REG_RFLAGS, r->rflags | 2);
+    if ((r->cs & 3) != (emu_rd(e, UC_X86_REG_CS) & 3) || (r->cs & 3) != (e->sel[0] & 3))
+        emu_set_cpl(e, r->cs & 3, true);
+    /* in 64-bit mode Unicorn writes only the selector of these */
+    emu_wr(e, UC_X86_REG_CS, r->cs);
+    emu_wr(e, UC_X86_REG_SS, r->ss);
+    emu_wr(e, UC_X86_REG_DS, r->ds);
+    emu_wr(e, UC_X86_REG_ES, r->es);
+    emu_wr(e, UC_X86_REG_FS_BASE, r->fs_base);
+    emu_wr(e, UC_X86_REG_GS_BASE, r->gs_base);
+    /* Unicorn's paging stays off (the fill hook translates); the other
+     * CR0/CR4 bits and EFER act natively (FPU/SSE, SYSRET) */
+    emu_wr(e, UC_X86_REG_CR0, (r->cr0 & ~VMT_CR0_PG) | VMT_CR0_PE);
+    emu_wr(e, UC_X86_REG_CR4, r->cr4 & ~(EMU_CR4_PCIDE | EMU_CR4_SMAP));
+    emu_msr_set(e, 0xc0000080, r->efer | VMT_EFER_LMA);
+    emu_msr_set(e, 0xc0000102, r->kernel_gs_base);
     uc_x86_mmr m;
     memset(&m, 0, sizeof m);
     m.base = r->gdtr_base;
@@ -241,7 +244,7 @@ vmt_status emu_regs_write(emu *e, const vmt_regs *r, char *why, size_t why_len)
     e->sel[3] = r->es;
     e->sel[4] = r->fs;
     e->sel[5] = r->gs;
-    snap_selectors(e);
+    emu_snap_selectors(e);
     e->dr[0] = r->dr0;
     e->dr[1] = r->dr1;
     e->dr[2] = r->dr2;
@@ -263,67 +266,6 @@ static void stop_with(emu *e, vmt_stop_reason reason, const char *fmt, ...)
     e->stop.reason = reason;
     vsnprintf(e->stop.message, sizeof e->stop.message, fmt, ap);
     va_end(ap);
-}
-
-bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip)
-{
-    uc_x86_mmr idtr;
-    memset(&idtr, 0, sizeof idtr);
-    uc_reg_read(e->uc, UC_X86_REG_IDTR, &idtr);
-    if ((uint64_t)vector * 16 + 15 > idtr.limit) {
-        stop_with(e, VMT_STOP_TRIPLE_FAULT, "exception %u at rip 0x%" PRIx64 ": vector beyond the IDT limit 0x%x",
-                  vector, ret_rip, idtr.limit);
-        return false;
-    }
-    uint8_t gate[16];
-    if (emu_va_read(e, idtr.base + (uint64_t)vector * 16, gate, sizeof gate)) {
-        stop_with(e, VMT_STOP_TRIPLE_FAULT, "exception %u at rip 0x%" PRIx64 ": IDT at 0x%" PRIx64 " not readable",
-                  vector, ret_rip, idtr.base);
-        return false;
-    }
-    unsigned type = gate[5] & 0xf;
-    if (!(gate[5] & 0x80) || (type != 0xe && type != 0xf)) {
-        stop_with(e, VMT_STOP_TRIPLE_FAULT, "exception %u at rip 0x%" PRIx64 ": IDT gate not present or not a "
-                  "64-bit interrupt/trap gate", vector, ret_rip);
-        return false;
-    }
-    if (gate[4] & 7) {
-        stop_with(e, VMT_STOP_GUEST_ERROR, "exception %u at rip 0x%" PRIx64 ": IST stacks are not supported", vector,
-                  ret_rip);
-        return false;
-    }
-    uint64_t target = (uint64_t)gate[0] | (uint64_t)gate[1] << 8 | (uint64_t)gate[6] << 16 |
-                      (uint64_t)gate[7] << 24 | (uint64_t)gate[8] << 32 | (uint64_t)gate[9] << 40 |
-                      (uint64_t)gate[10] << 48 | (uint64_t)gate[11] << 56;
-    uint16_t selector = (uint16_t)(gate[2] | gate[3] << 8);
-    emu_sync_selectors(e);
-    uint64_t rsp = rd(e, UC_X86_REG_RSP);
-    uint64_t rflags = rd(e, UC_X86_REG_RFLAGS);
-    uint64_t frame[6];
-    unsigned n = 0;
-    if (has_err)
-        frame[n++] = err;
-    frame[n++] = ret_rip;
-    frame[n++] = e->sel[0];
-    frame[n++] = rflags;
-    frame[n++] = rsp;
-    frame[n++] = e->sel[1];
-    /* frame[] is lowest address first */
-    uint64_t new_rsp = (rsp & ~(uint64_t)15) - 8ULL * n;
-    if (emu_va_write(e, new_rsp, frame, 8ULL * n)) {
-        stop_with(e, VMT_STOP_TRIPLE_FAULT, "exception %u at rip 0x%" PRIx64 ": stack at 0x%" PRIx64
-                  " is not writable", vector, ret_rip, new_rsp);
-        return false;
-    }
-    rflags &= ~(VMT_RFLAGS_TF | VMT_RFLAGS_RF | (1ULL << 14));
-    if (type == 0xe)
-        rflags &= ~VMT_RFLAGS_IF;
-    wr(e, UC_X86_REG_RSP, new_rsp);
-    wr(e, UC_X86_REG_RFLAGS, rflags);
-    wr(e, UC_X86_REG_RIP, target);
-    e->sel[0] = selector;
-    snap_selectors(e);
-    return true;
 }
 
 void emu_serial_flush(emu *e)
@@ -379,12 +321,33 @@ static emu_insn_result do_io(emu *e, cs_insn *in, vmt_event *ev)
         if (op->type == X86_OP_IMM)
             port = (uint16_t)op->imm;
         else if (op->type == X86_OP_REG && op->reg == X86_REG_DX)
-            port = (uint16_t)rd(e, UC_X86_REG_RDX);
+            port = (uint16_t)emu_rd(e, UC_X86_REG_RDX);
         else if (op->type == X86_OP_REG)
             size = op->size;
     }
-    uint64_t rax = rd(e, UC_X86_REG_RAX);
+    uint64_t rax = emu_rd(e, UC_X86_REG_RAX);
     uint32_t mask = size == 4 ? 0xffffffffu : size == 2 ? 0xffffu : 0xffu;
+    if (e->bus.ops && (is_out ? e->bus.ops->pio_write != NULL : e->bus.ops->pio_read != NULL)) {
+        uint32_t v = 0;
+        vmt_status st = is_out ? e->bus.ops->pio_write(e->bus.ctx, 0, port, size, (uint32_t)rax & mask)
+                               : e->bus.ops->pio_read(e->bus.ctx, 0, port, size, &v);
+        emu_irq_after_bus(e);
+        if (st == VMT_OK) {
+            if (!is_out) {
+                uint64_t nv = size == 4 ? (v & mask) : (rax & ~(uint64_t)mask) | (v & mask);
+                emu_wr(e, UC_X86_REG_RAX, nv);
+            }
+            emu_set_rip(e, in->address + in->size);
+            e->icount++;
+            return EMU_IR_DONE;
+        }
+        if (st == VMT_E_STOPPED || st != VMT_E_NOTFOUND) {
+            stop_with(e, st == VMT_E_STOPPED ? VMT_STOP_SHUTDOWN : VMT_STOP_DRIVER_ERROR,
+                      "port 0x%x at rip 0x%" PRIx64 ": %s", port, in->address,
+                      e->bus.ops->stop_reason ? e->bus.ops->stop_reason(e->bus.ctx) : vmt_strerror(st));
+            return EMU_IR_STOP;
+        }
+    }
     emu_set_rip(e, in->address + in->size);
     e->icount++;
     if (port >= VMT_PORT_SERIAL && port < VMT_PORT_SERIAL + 8) {
@@ -392,13 +355,13 @@ static emu_insn_result do_io(emu *e, cs_insn *in, vmt_event *ev)
             serial_put(e, (uint8_t)rax);
         if (!is_out) {
             uint64_t v = port == VMT_PORT_SERIAL + 5 ? 0x60 : 0; /* LSR: transmitter empty */
-            wr(e, UC_X86_REG_RAX, (rax & ~(uint64_t)mask) | v);
+            emu_wr(e, UC_X86_REG_RAX, (rax & ~(uint64_t)mask) | v);
         }
         return EMU_IR_DONE;
     }
     if (!e->monitor_io) {
         if (!is_out)
-            wr(e, UC_X86_REG_RAX, (rax & ~(uint64_t)mask) | mask);
+            emu_wr(e, UC_X86_REG_RAX, (rax & ~(uint64_t)mask) | mask);
         return EMU_IR_DONE;
     }
     ev->kind = VMT_EVENT_IO;
@@ -428,27 +391,37 @@ static emu_insn_result do_cr(emu *e, cs_insn *in, vmt_event *ev)
     }
     uint64_t *slot = cr == 0 ? &e->cr0 : cr == 2 ? &e->cr2 : cr == 3 ? &e->cr3 : cr == 4 ? &e->cr4 : NULL;
     if (!to_cr) {
-        wr(e, gpr, slot ? *slot : 0);
+        emu_wr(e, gpr, slot ? *slot : 0);
         emu_set_rip(e, in->address + in->size);
         e->icount++;
         return EMU_IR_DONE;
     }
-    uint64_t v = rd(e, gpr);
+    uint64_t v = emu_rd(e, gpr);
     if (cr == 0 && (v & (VMT_CR0_PG | VMT_CR0_PE)) != (VMT_CR0_PG | VMT_CR0_PE)) {
         stop_with(e, VMT_STOP_GUEST_ERROR, "mov cr0 at rip 0x%" PRIx64 " turns paging off: not supported", in->address);
         return EMU_IR_STOP;
     }
-    if (cr == 4 && ((v & VMT_CR4_LA57) || !(v & VMT_CR4_PAE))) {
-        stop_with(e, VMT_STOP_GUEST_ERROR, "mov cr4 at rip 0x%" PRIx64 " changes LA57/PAE: not supported", in->address);
-        return EMU_IR_STOP;
-    }
+    if (cr == 4 && (((v ^ e->cr4) & VMT_CR4_LA57) || !(v & VMT_CR4_PAE)))
+        return emu_deliver_exception(e, 13, true, 0, in->address) ? EMU_IR_DONE : EMU_IR_STOP;
+    if (cr == 3)
+        v &= ~(1ull << 63); /* PCID "no flush" is not stored */
     uint64_t old = slot ? *slot : 0;
     if (slot)
         *slot = v;
     emu_set_rip(e, in->address + in->size);
     e->icount++;
-    if (cr == 0 || cr == 3 || cr == 4)
+    if (cr == 0) {
+        emu_wr(e, UC_X86_REG_CR0, (v & ~VMT_CR0_PG) | VMT_CR0_PE);
+        if ((old ^ v) & (VMT_CR0_WP | VMT_CR0_PG | VMT_CR0_PE))
+            emu_tlb_flush(e);
+    } else if (cr == 4) {
+        emu_wr(e, UC_X86_REG_CR4, v & ~(EMU_CR4_PCIDE | EMU_CR4_SMAP));
+        if (old != v)
+            emu_tlb_flush(e);
+    } else if (cr == 3) {
+        /* the record is not tagged by PCID: every switch flushes it */
         emu_tlb_flush(e);
+    }
     if (e->monitor_cr && (cr == 0 || cr == 3 || cr == 4)) {
         ev->kind = VMT_EVENT_CR_WRITE;
         ev->u.cr.cr = (uint8_t)cr;
@@ -461,34 +434,31 @@ static emu_insn_result do_cr(emu *e, cs_insn *in, vmt_event *ev)
 
 static emu_insn_result do_msr(emu *e, cs_insn *in)
 {
-    uint32_t index = (uint32_t)rd(e, UC_X86_REG_RCX);
+    uint32_t index = (uint32_t)emu_rd(e, UC_X86_REG_RCX);
     bool is_write = in->id == X86_INS_WRMSR;
-    if (index != 0xc0000080) {
-        if (is_write)
-            msr_write(e, index, (rd(e, UC_X86_REG_RDX) << 32) | (uint32_t)rd(e, UC_X86_REG_RAX));
-        else {
-            uint64_t v = msr_read(e, index);
-            wr(e, UC_X86_REG_RAX, (uint32_t)v);
-            wr(e, UC_X86_REG_RDX, v >> 32);
-        }
-    } else if (!is_write) {
-        wr(e, UC_X86_REG_RAX, (uint32_t)e->efer);
-        wr(e, UC_X86_REG_RDX, e->efer >> 32);
-    } else {
-        uint64_t v = (rd(e, UC_X86_REG_RDX) << 32) | (uint32_t)rd(e, UC_X86_REG_RAX);
-        if (v & VMT_EFER_SCE) {
-            stop_with(e, VMT_STOP_GUEST_ERROR, "wrmsr EFER.SCE at rip 0x%" PRIx64
-                      ": SYSCALL/SYSRET do not work in Unicorn 2.0.1", in->address);
-            return EMU_IR_STOP;
-        }
-        if (!(v & VMT_EFER_LME)) {
-            stop_with(e, VMT_STOP_GUEST_ERROR, "wrmsr EFER at rip 0x%" PRIx64 " leaves long mode: not supported",
-                      in->address);
-            return EMU_IR_STOP;
-        }
-        if ((v ^ e->efer) & VMT_EFER_NXE)
-            emu_tlb_flush(e);
-        e->efer = v | VMT_EFER_LMA;
+    uint64_t v = is_write ? (emu_rd(e, UC_X86_REG_RDX) << 32) | (uint32_t)emu_rd(e, UC_X86_REG_RAX) : 0;
+    switch (emu_msr_access(e, index, is_write, &v)) {
+    case EMU_MSR_OK:
+        break;
+    case EMU_MSR_GP:
+        return emu_deliver_exception(e, 13, true, 0, in->address) ? EMU_IR_DONE : EMU_IR_STOP;
+    case EMU_MSR_UNSUPPORTED:
+        stop_with(e, VMT_STOP_GUEST_ERROR, "wrmsr 0x%x (0x%" PRIx64 ") at rip 0x%" PRIx64 " leaves long mode: not supported",
+                  index, v, in->address);
+        return EMU_IR_STOP;
+    case EMU_MSR_SHUTDOWN:
+        stop_with(e, VMT_STOP_SHUTDOWN, "msr 0x%x at rip 0x%" PRIx64 ": %s", index, in->address,
+                  e->bus.ops->stop_reason ? e->bus.ops->stop_reason(e->bus.ctx) : "the bus stopped the machine");
+        return EMU_IR_STOP;
+    case EMU_MSR_BUS_ERROR:
+        e->bus_error = VMT_OK;
+        stop_with(e, VMT_STOP_DRIVER_ERROR, "msr 0x%x at rip 0x%" PRIx64 ": the bus failed: %s", index, in->address,
+                  e->bus.ops->stop_reason ? e->bus.ops->stop_reason(e->bus.ctx) : "no reason given");
+        return EMU_IR_STOP;
+    }
+    if (!is_write) {
+        emu_wr(e, UC_X86_REG_RAX, (uint32_t)v);
+        emu_wr(e, UC_X86_REG_RDX, v >> 32);
     }
     emu_set_rip(e, in->address + in->size);
     e->icount++;
@@ -519,10 +489,32 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev)
         e->hwbp_suppress_rip = rip;
         return EMU_IR_EVENT;
     }
-    if (e->special == EMU_SP_SYSCALL) {
-        stop_with(e, VMT_STOP_GUEST_ERROR, "syscall/sysret/sysenter at rip 0x%" PRIx64
-                  ": not supported by Unicorn 2.0.1", rip);
-        return EMU_IR_STOP;
+    if (e->special == EMU_SP_SYSCALL || e->special == EMU_SP_INTN) {
+        uint8_t b[3] = { 0, 0, 0 };
+        (void)emu_va_read(e, rip, b, e->special_size < 3 ? e->special_size : 3);
+        e->icount++;
+        bool ok;
+        if (e->special == EMU_SP_INTN)
+            ok = emu_deliver_interrupt(e, b[e->special_size - 1], rip + e->special_size, true);
+        else if (b[e->special_size - 1] == 0x05)
+            ok = emu_do_syscall(e, rip, e->special_size);
+        else
+            ok = emu_do_sysenter(e, rip, e->special_size);
+        return ok ? EMU_IR_DONE : EMU_IR_STOP;
+    }
+    if (e->special == EMU_SP_TSC) {
+        uint64_t tsc = emu_tsc_now(e);
+        uint8_t b[3] = { 0, 0, 0 };
+        (void)emu_va_read(e, rip, b, e->special_size < 3 ? e->special_size : 3);
+        if ((emu_rd(e, UC_X86_REG_CR4) & 4) && (e->sel[0] & 3)) /* CR4.TSD */
+            return emu_deliver_exception(e, 13, true, 0, rip) ? EMU_IR_DONE : EMU_IR_STOP;
+        emu_wr(e, UC_X86_REG_RAX, (uint32_t)tsc);
+        emu_wr(e, UC_X86_REG_RDX, tsc >> 32);
+        if (e->special_size >= 3 && b[e->special_size - 1] == 0xf9)
+            emu_wr(e, UC_X86_REG_RCX, (uint32_t)emu_msr_get(e, 0xc0000103));
+        emu_set_rip(e, rip + e->special_size);
+        e->icount++;
+        return EMU_IR_DONE;
     }
     if (e->special == EMU_SP_STRING_IO) {
         stop_with(e, VMT_STOP_GUEST_ERROR, "string port I/O (ins/outs) at rip 0x%" PRIx64 " is not supported", rip);
@@ -534,6 +526,14 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev)
         return EMU_IR_STOP;
     }
     emu_insn_result r;
+    unsigned cpl = e->sel[0] & 3;
+    unsigned iopl = (unsigned)(emu_rd(e, UC_X86_REG_RFLAGS) >> 12) & 3;
+    bool privileged = in->id == X86_INS_MOV || in->id == X86_INS_RDMSR || in->id == X86_INS_WRMSR;
+    bool io = in->id == X86_INS_IN || in->id == X86_INS_OUT;
+    if ((privileged && cpl) || (io && cpl > iopl)) {
+        cs_free(in, 1);
+        return emu_deliver_exception(e, 13, true, 0, rip) ? EMU_IR_DONE : EMU_IR_STOP;
+    }
     switch (in->id) {
     case X86_INS_IN:
     case X86_INS_OUT:

@@ -200,8 +200,9 @@ static void set_ad_bits(emu *e, vmt_walk *w, bool write)
         if ((s->value & bits) == bits)
             continue;
         s->value |= bits;
-        uint8_t *p = emu_frame_ptr(e, table_host_frame(e, s->table_pa >> 12)) + vmt_page_offset(s->entry_pa);
-        memcpy(p, &s->value, 8);
+        vmt_gfn tf = table_host_frame(e, s->table_pa >> 12);
+        memcpy(emu_frame_ptr(e, tf) + vmt_page_offset(s->entry_pa), &s->value, 8);
+        emu_dirty_mark(e, tf);
     }
 }
 
@@ -234,7 +235,7 @@ static vmt_status walk(emu *e, uint64_t va, vmt_walk *w, walk_ctx *wc)
     wc->e = e;
     wc->pt_violation = false;
     vmt_phys_reader rd = { walk_read, wc };
-    return vmt_paging_walk(&rd, &pc, e->cr3, va, w, NULL, 0);
+    return vmt_paging_walk(&rd, &pc, e->cr3 & 0x000ffffffffff000ull, va, w, NULL, 0);
 }
 
 static uint32_t trap_slot(emu *e, uint64_t va_page)
@@ -343,7 +344,9 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
         return true;
     }
     vmt_access a = pte & (va_rights | (deny ? kind : 0));
-    if (!n.dirty || (e->pt_refs[backing] && e->ptw_va != va_page))
+    if (kind == VMT_ACCESS_W && !deny)
+        emu_dirty_mark(e, backing);
+    if (!n.dirty || (e->pt_refs[backing] && e->ptw_va != va_page) || !emu_dirty_test(e, backing))
         a &= (vmt_access)~VMT_ACCESS_W;
     if (deny && kind == VMT_ACCESS_W) {
         /* DENY of a write: the instruction writes into a copy */
@@ -481,6 +484,7 @@ vmt_status emu_va_read(emu *e, uint64_t va, void *buf, size_t len)
 void emu_host_write(emu *e, vmt_gfn frame, uint32_t off, const void *buf, size_t len)
 {
     memcpy(emu_frame_ptr(e, frame) + off, buf, len);
+    emu_dirty_mark(e, frame);
     emu_code_written(e, frame, off, (uint32_t)len);
     emu_tlb_range_written(e, frame, off, (uint32_t)len);
 }

@@ -2,43 +2,62 @@
  * drivers/emu/emu_priv.h — internal state of the emulator driver.
  *
  * Split by concern:
- *   emu_driver.c  create/destroy, registers, physical memory, frames, ops
- *   emu_views.c   views: per-gfn backing + rights overrides
- *   emu_mmu.c     the software TLB: guest walk, A/D bits, view resolution,
- *                 Unicorn mappings, page-table write protection, invalidation
- *   emu_cpu.c     Unicorn hooks, the run loop, events, responses, exception
- *                 delivery through the guest IDT, emulated instructions
+ *   emu_driver.c     create/destroy, physical memory map, frames, ops table
+ *   emu_views.c      views: per-gfn backing + rights overrides
+ *   emu_mmu.c        the TLB-fill hook: guest walk + view, trap slots, the
+ *                    record of handed-out translations, invalidation
+ *   emu_cpu.c        Unicorn hooks, the run loop, events and responses
+ *   emu_insn.c       registers, instructions the driver performs (port I/O,
+ *                    CRs, MSR dispatch, INT3, SYSCALL dispatch, RDTSC)
+ *   emu_exceptions.c privilege switches, IDT delivery, SYSCALL/SYSENTER
+ *   emu_irq.c        interrupts from the bus, HLT, deadlines
+ *   emu_msr.c        MSRs and the virtual clock
+ *   emu_state.c      VCPU_STATE and DIRTY_LOG
  *
- * Unicorn 2.0.1 behaviour this driver relies on (probed on this machine,
- * beyond ../shared/platform/unicorn-here.md; the tests would catch a change):
- *  - uc_open(UC_MODE_64) starts in long mode with paging OFF (CR0 0x11,
- *    EFER 0x500): 64-bit code runs with addresses used as-is, so the
- *    driver maps guest-virtual pages itself; upper-half canonical addresses
- *    can be mapped;
- *  - a protection/unmapped hook returning false aborts the instruction
- *    with no side effect and RIP on it, provided a (no-op) MEM_READ/WRITE
- *    hook exists; without it RIP is the start of the translation block;
- *  - returning true from WRITE_PROT does NOT drop the store: Unicorn still
- *    writes (hence the undo list for DENY and writes into no memory);
- *  - uc_ctl_remove_cache must run BEFORE uc_mem_unmap: after the unmap it
- *    finds nothing and stale translated code survives;
- *  - uc_emu_stop from the code hook stops before that instruction; from an
- *    IN/OUT hook it only takes effect at the end of the block, and setting
- *    EFLAGS.TF there does not step (so port I/O is performed by the driver);
- *  - an invalid opcode ends uc_emu_start with UC_ERR_INSN_INVALID (no
- *    interrupt hook call); guest stores into code are picked up (SMC works);
- *  - each uc_mem_map_ptr/unmap costs ~15-25 us with few regions and grows
- *    with their number; uc_mem_protect ~7-10 us.
+ * Unicorn 2.1.1 behaviour this driver relies on (measured on this machine;
+ * the tests would catch a change):
+ *  - uc_ctl_tlb_mode(UC_TLB_VIRTUAL) + UC_HOOK_TLB_FILL: on every miss of
+ *    Unicorn's TLB (per QEMU MMU index, i.e. per CPL) the hook gets the page
+ *    and the access type and answers a physical address + UC_PROT rights;
+ *    an access beyond the rights it got asks again (a write after a read
+ *    fill, ...). Returning false aborts the instruction (uc_emu_start
+ *    returns UC_ERR_EXCEPTION, RIP on it, no INTR hook). The hook gets only
+ *    the page, so exact addresses come from trap slots: a translation onto
+ *    an unmapped physical page makes the access reach the UNMAPPED hook
+ *    with the exact physical address (= slot + offset), size and value;
+ *    returning false there aborts the instruction before it wrote anything
+ *    with RIP on it (the code hook keeps RIP exact).
+ *  - uc_ctl_flush_tlb flushes only the TLB (not translated code), ~a few
+ *    microseconds; the driver calls it between runs only, never in hooks.
+ *  - Translated code is keyed by physical page and survives TLB flushes;
+ *    chained jumps inside a page keep running it without a new fill.
+ *    uc_mem_write does NOT drop translated code in 2.1.1 (its dirty
+ *    tracking is a no-op), and uc_ctl_remove_cache takes a VIRTUAL address
+ *    (it translates through the TLB/fill): the driver drops code over a
+ *    physical page by answering a private non-canonical address (EMU_CTL_VA
+ *    + physical) during that call. Guest stores into code are noticed by
+ *    Unicorn itself.
+ *  - uc_emu_start's `until` makes Unicorn translate that address at every
+ *    start (a fill): exits mode with no exits is used instead.
+ *  - In 64-bit mode uc_reg_write of CS/SS/DS/ES sets only the selector; the
+ *    privilege level (QEMU hflags bits 0-1, set from SS.DPL by segment
+ *    loads) never changes through the API. iretq/sysretq/sysexit executed
+ *    by the guest change it correctly; SYSCALL and SYSENTER are no-ops
+ *    (UC_HOOK_INSN only); exceptions call UC_HOOK_INTR, never the guest
+ *    IDT. So emu_set_cpl patches hflags in a saved context (offset found at
+ *    creation by flipping CR0.TS/EM, mirrored in hflags bits 11/10).
+ *  - hlt ends uc_emu_start with RIP after it; an invalid opcode ends it with
+ *    UC_ERR_INSN_INVALID; uc_emu_stop from the code hook stops before that
+ *    instruction.
  *
  * Invariants (vmt_emu_check):
- *  - tlb_index maps va page -> slot for exactly the valid slots;
- *  - a valid entry is mapped in Unicorn at its va with uc_perms, onto
- *    mem + backing*4K (or the void page);
- *  - uc_perms ⊆ (pte rights ∩ view rights ∪ the current one-step grant),
- *    and never contains WRITE when the backing frame is a page-table frame
- *    (pt_refs[backing] > 0) or the PTE's dirty bit is clear;
- *  - pt_refs[f] == number of (valid entry, table level) pairs whose walk
- *    read a table in host frame f.
+ *  - tlb_index maps va page -> slot for exactly tlb[0 .. tlb_used);
+ *  - a recorded translation's rights ⊆ PTE rights ∩ view rights (∪ the
+ *    current one-step grant), and never include W on a page-table frame
+ *    (pt_refs[backing] > 0) unless a flush is already pending;
+ *  - pt_refs[f] == number of (recorded translation, table level) pairs
+ *    whose walk read a table in host frame f;
+ *  - the record holds at most tlb_cap + EMU_TLB_SLACK translations.
  */
 #ifndef VMT_EMU_PRIV_H
 #define VMT_EMU_PRIV_H
@@ -69,6 +88,7 @@
 #define EMU_CR4_PCIDE (1ull << 17)
 #define EMU_CR4_SMEP (1ull << 20)
 #define EMU_CR4_SMAP (1ull << 21)
+#define EMU_NSTORED 34
 #define EMU_TLB_SLACK 64u     /* fills one instruction may add past capacity */
 
 typedef struct emu_view {
@@ -118,6 +138,8 @@ enum emu_special {
     EMU_SP_MSR,           /* rdmsr / wrmsr */
     EMU_SP_SYSCALL,       /* syscall / sysret / sysenter / sysexit */
     EMU_SP_HWBP,          /* a debug-register execute breakpoint */
+    EMU_SP_INTN,          /* int n (n != 3) */
+    EMU_SP_TSC,           /* rdtsc / rdtscp: the virtual clock */
 };
 
 /* The one-instruction step the driver is running, if any. */
@@ -148,6 +170,7 @@ typedef struct emu {
     uint8_t *extra_used;  /* 1 per extra frame: handed out by frame_alloc */
     uint32_t *pt_refs;    /* per host frame */
     uint8_t *sink;        /* 4 KiB at EMU_SINK_PA: DENY-ed writes land here */
+    uint8_t *dirty;       /* a bit per RAM frame written since the last clear */
     uint8_t maxphyaddr;
     vmt_ram_range *ranges;/* RAM blocks (nranges 0: one block 0..ram) */
     size_t nranges;
@@ -155,6 +178,22 @@ typedef struct emu {
     emu_mmio_region mmio[16];
     unsigned nmmio;
     vmt_status bus_error;     /* a bus failure inside a hook: stop the run */
+    bool halted;              /* in HLT, waiting for an interrupt */
+    /* interrupts (emu_irq.c) */
+    uint64_t irq_check_at;    /* the code hook stops when icount reaches it */
+    bool irq_waiting;         /* one is pending but IF = 0: watch for STI & co */
+    bool nmi_blocked;         /* an NMI handler runs (until its IRET) */
+    uint64_t irqs_delivered;
+    uint64_t hlt_skipped_ns;
+    /* virtual clock and MSRs the driver keeps (emu_msr.c) */
+    uint64_t ips, tsc_hz, start_ns, skip_ns, tsc_offset;
+    uint64_t clock_icount;    /* icount when the clock was last set (start_ns) */
+    uint64_t apic_base, tsc_deadline;
+    uint32_t msr_ids[EMU_NSTORED];
+    uint64_t msr_vals[EMU_NSTORED];
+    uc_context *cpl_ctx;      /* scratch context for privilege switches */
+    size_t cpl_ctx_size;
+    size_t hflags_off;        /* offset of QEMU's hflags in a saved context */
 
     /* views */
     emu_view *views;
@@ -307,16 +346,34 @@ vmt_status emu_mmu_check(emu *e, char *why, size_t why_len);
 vmt_status emu_engine_read(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed);
 vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len);
 
-/* emu_insn.c: instructions the driver performs itself, exceptions */
+/* emu_insn.c: instructions the driver performs itself */
+uint64_t emu_rd(emu *e, int reg);
+void emu_wr(emu *e, int reg, uint64_t v);
+uint64_t emu_msr_get(emu *e, uint32_t index);   /* Unicorn's MSR */
+void emu_msr_set(emu *e, uint32_t index, uint64_t value);
+void emu_snap_selectors(emu *e);
 typedef enum emu_insn_result {
     EMU_IR_DONE,          /* performed, run on */
     EMU_IR_EVENT,         /* performed (or not, for INT3), event filled */
     EMU_IR_STOP,          /* e->stop filled */
 } emu_insn_result;
 emu_insn_result emu_insn_special(emu *e, vmt_event *ev);
-/* Deliver an exception through the guest IDT with return address ret_rip;
- * false (and e->stop filled) when the guest cannot take it. */
+
+/* emu_exceptions.c: privilege levels, exception/interrupt delivery, SYSCALL */
+/* Find where Unicorn keeps the privilege level in its saved context. */
+vmt_status emu_cpl_init(emu *e, char *why, size_t why_len);
+/* Switch Unicorn's privilege level (writing CS never changes it); cs64:
+ * the code segment is 64-bit. */
+void emu_set_cpl(emu *e, unsigned cpl, bool cs64);
+/* Deliver an exception through the guest IDT with return address ret_rip
+ * (#DF when that fails, triple fault when #DF fails); false (and e->stop
+ * filled) when the guest cannot take it. */
 bool emu_deliver_exception(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip);
+/* INT n / external interrupt: soft = INT n (gate DPL checked). */
+bool emu_deliver_interrupt(emu *e, uint8_t vector, uint64_t ret_rip, bool soft);
+/* SYSCALL / SYSENTER at rip (len bytes), per the SDM. */
+bool emu_do_syscall(emu *e, uint64_t rip, uint32_t len);
+bool emu_do_sysenter(emu *e, uint64_t rip, uint32_t len);
 void emu_serial_flush(emu *e);
 uint64_t emu_hwbp_dr7(const emu *e);
 /* Load what the engine changes: GPRs, rip, rflags, fs/gs base. */
@@ -329,6 +386,37 @@ void emu_sync_selectors(emu *e);
 bool emu_insn_is_undefined(emu *e, uint64_t rip, char *msg, size_t msg_len);
 uint64_t emu_rip(emu *e);
 void emu_set_rip(emu *e, uint64_t rip);
+
+/* emu_msr.c: MSRs and the virtual clock */
+typedef enum emu_msr_result {
+    EMU_MSR_OK,
+    EMU_MSR_GP,           /* #GP for the guest */
+    EMU_MSR_UNSUPPORTED,  /* valid, but the driver cannot do it (leave long mode) */
+    EMU_MSR_SHUTDOWN,     /* the bus stopped the machine */
+    EMU_MSR_BUS_ERROR,    /* the bus failed (e->bus_error) */
+} emu_msr_result;
+void emu_clock_init(emu *e, const vmt_clock_config *c);
+emu_msr_result emu_msr_access(emu *e, uint32_t index, bool is_write, uint64_t *value);
+uint64_t emu_now_ns(const emu *e);
+uint64_t emu_tsc_now(const emu *e);
+void emu_tsc_set(emu *e, uint64_t tsc);
+
+/* emu_irq.c: external interrupts, HLT, deadlines */
+typedef enum emu_hlt_result { EMU_HLT_WOKE, EMU_HLT_STOP } emu_hlt_result;
+/* At an instruction boundary: advance the bus, deliver what is pending;
+ * false when the guest cannot take it (e->stop filled). */
+bool emu_irq_poll(emu *e);
+/* The guest touched the bus: check for interrupts at the next boundary. */
+void emu_irq_after_bus(emu *e);
+/* The guest executed HLT (rip after it). */
+emu_hlt_result emu_irq_hlt(emu *e, uint64_t rip_after);
+
+/* emu_state.c: VCPU_STATE and DIRTY_LOG */
+vmt_status emu_op_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s);
+vmt_status emu_op_set_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s);
+vmt_status emu_op_dirty_log(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear);
+void emu_dirty_mark(emu *e, vmt_gfn frame);
+bool emu_dirty_test(const emu *e, vmt_gfn frame); /* frames past RAM: always */
 
 /* emu_cpu.c */
 vmt_status emu_cpu_init(emu *e);

@@ -1,0 +1,76 @@
+#!/bin/bash
+# tests/resume/cli_resume.sh VMTRAP — `vmtrap run --snapshot` on the
+# project's Linux core: console lines as JSON serial events, reconstructions
+# as notes, --runs 3 gives three identical consoles, --save-at writes a
+# vmtrap snapshot whose run prints what the uninterrupted run printed after
+# the save point; bad command lines exit 2 with one line. Skips (77) only
+# without qemu-system-x86_64 (no snapshot can be made).
+set -u
+vmtrap=$1
+dir=${VMT_CACHE_DIR:-$HOME/.cache/vmtrap}/linux-snapshot
+core=$dir/core.elf
+if [ ! -r "$core" ]; then
+  command -v qemu-system-x86_64 >/dev/null || { echo "skipped: no qemu-system-x86_64, no Linux snapshot"; exit 77; }
+  echo "FAIL: no $core although QEMU is installed (fixture resume_linux_snapshot)"; exit 1
+fi
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+# Bad command lines: exit 2, one line on stderr.
+"$vmtrap" run --snapshot "$core" 2>"$tmp/err" >/dev/null; [ $? -eq 2 ] || fail "no bound should be a usage error"
+grep -q "needs a bound" "$tmp/err" || fail "no bound: message: $(cat "$tmp/err")"
+"$vmtrap" run --snapshot "$tmp/none.elf" --instructions 1 2>"$tmp/err" >/dev/null; [ $? -eq 2 ] || fail "missing file should exit 2"
+[ "$(wc -l <"$tmp/err")" -ge 1 ] || fail "missing file: no message"
+"$vmtrap" run --snapshot "$core" --instructions 1 --runs 0 2>/dev/null >/dev/null; [ $? -eq 2 ] || fail "--runs 0 should exit 2"
+
+# Three runs, restored in between: identical consoles, reconstructions listed.
+"$vmtrap" run --snapshot "$core" --instructions 9000000 --runs 3 --json >"$tmp/runs.json" 2>"$tmp/err" ||
+  fail "--runs 3 exit $?: $(tail -2 "$tmp/err") $(tail -2 "$tmp/runs.json")"
+python3 - "$tmp/runs.json" <<'PY' || exit 1
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+notes = [e["text"] for e in ev if e.get("event") == "note" and e.get("what") == "reconstructed"]
+assert any(n.startswith("vcpu0 lstar=") for n in notes), "no LSTAR reconstruction listed"
+assert any(n.startswith("platform lapic") for n in notes), "no LAPIC reconstruction listed"
+runs, cur = [], None
+for e in ev:
+    if e.get("event") == "serial":
+        cur = cur if cur is not None else []
+        cur.append(e["line"])
+    if e.get("event") == "summary":
+        runs.append((cur or [], e)); cur = None
+assert len(runs) == 3, "expected 3 summaries, got %d" % len(runs)
+first = runs[0][0]
+assert first and all(l.startswith("tick ") for l in first), "run 1 console: %r" % first[:5]
+for lines, s in runs:
+    assert lines == first, "a run's console differs: %r vs %r" % (lines[:3], first[:3])
+    assert s["stop"] == "instruction limit" and s["instructions"] == 9000000, s
+    assert s["serial_hash"] == runs[0][1]["serial_hash"]
+print("runs ok: %d ticks per run" % len(first))
+PY
+
+# Save mid-run, resume the saved file: the same console after the save point.
+"$vmtrap" run --snapshot "$core" --instructions 9000000 --save-at 3000000 --save "$tmp/mid.vmts" --json \
+  >"$tmp/whole.json" 2>"$tmp/err" || fail "--save-at exit $?: $(tail -2 "$tmp/err")"
+[ -s "$tmp/mid.vmts" ] || fail "no snapshot written"
+"$vmtrap" run --snapshot "$tmp/mid.vmts" --instructions 6000000 --json >"$tmp/rest.json" 2>"$tmp/err" ||
+  fail "run from the saved file exit $?: $(tail -2 "$tmp/err")"
+python3 - "$tmp/whole.json" "$tmp/rest.json" <<'PY' || exit 1
+import json, sys
+def load(p):
+    return [json.loads(l) for l in open(p)]
+whole, rest = load(sys.argv[1]), load(sys.argv[2])
+after, seen = [], False
+for e in whole:
+    if e.get("event") == "note" and e.get("what") == "saved":
+        seen = True
+    elif seen and e.get("event") == "serial":
+        after.append(e["line"])
+assert seen, "no 'saved' note"
+lines = [e["line"] for e in rest if e.get("event") == "serial"]
+assert lines, "the saved snapshot printed nothing"
+assert lines == after, "after the save: %r vs %r" % (after, lines)
+print("save/resume ok: %d lines after the save point" % len(lines))
+PY
+echo "cli_resume: ok"

@@ -1,0 +1,254 @@
+/*
+ * tools/resume_cmd.c — `vmtrap run --snapshot FILE`: resume a machine from
+ * a snapshot (a QEMU ELF core or a vmtrap snapshot) on the emulator with
+ * the PC platform, print its console lines as `serial` events, every
+ * reconstruction as a `note`, and a summary at the end.
+ *
+ *   vmtrap run --snapshot FILE [--state SIDECAR.json] [--instructions N]
+ *              [--limit SECONDS] [--runs N] [--save-at N --save OUT.vmts]
+ *              [--json] [--quiet]
+ *
+ * --runs N: N runs from the same starting point, the machine restored
+ * (dirty pages, vCPU, devices, clock) between them; each run's console is
+ * hashed and the summary says whether all runs printed the same.
+ * --save-at N --save OUT: after N instructions of the first run, save a
+ * vmtrap snapshot and go on.
+ * Exit codes: 0 the run(s) ended at a bound (instructions, time), 1 the
+ * guest stopped otherwise or the runs differ, 2 usage or load errors.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "cli.h"
+#include "vmtrap/resume.h"
+
+typedef struct resume_opts {
+    const char *snapshot, *state, *save;
+    uint64_t instructions, save_at;
+    double limit;
+    unsigned runs;
+    int json, quiet;
+} resume_opts;
+
+typedef struct resume_ctx {
+    cli_log log;
+    uint64_t lines;
+    uint64_t hash;   /* FNV-1a over this run's console lines */
+} resume_ctx;
+
+static void usage(FILE *f)
+{
+    fputs("usage: vmtrap run --snapshot FILE [--state SIDECAR.json] [--instructions N] [--limit SECONDS]\n"
+          "                  [--runs N] [--save-at N --save OUT.vmts] [--json] [--quiet]\n",
+          f);
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    if (!s || !*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (*end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse(int argc, char **argv, resume_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->runs = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        uint64_t n = 0;
+        if (strcmp(a, "run") == 0)
+            continue;
+        if (strcmp(a, "--json") == 0) {
+            o->json = 1;
+        } else if (strcmp(a, "--quiet") == 0) {
+            o->quiet = 1;
+        } else if (strcmp(a, "--snapshot") == 0 && val) {
+            o->snapshot = argv[++i];
+        } else if (strcmp(a, "--state") == 0 && val) {
+            o->state = argv[++i];
+        } else if (strcmp(a, "--save") == 0 && val) {
+            o->save = argv[++i];
+        } else if (strcmp(a, "--instructions") == 0 && !parse_u64(val, &o->instructions)) {
+            i++;
+        } else if (strcmp(a, "--save-at") == 0 && !parse_u64(val, &o->save_at) && o->save_at) {
+            i++;
+        } else if (strcmp(a, "--runs") == 0 && !parse_u64(val, &n) && n >= 1 && n <= 1000) {
+            o->runs = (unsigned)n;
+            i++;
+        } else if (strcmp(a, "--limit") == 0 && val) {
+            char *end = NULL;
+            o->limit = strtod(val, &end);
+            if (*end || o->limit < 0) {
+                fprintf(stderr, "vmtrap: --limit needs seconds >= 0, not '%s'\n", val);
+                return -1;
+            }
+            i++;
+        } else {
+            fprintf(stderr, "vmtrap: run --snapshot: bad or incomplete option '%s'\n", a);
+            return -1;
+        }
+    }
+    if (!o->snapshot) {
+        fprintf(stderr, "vmtrap: run --snapshot needs a FILE\n");
+        return -1;
+    }
+    if (!!o->save != !!o->save_at) {
+        fprintf(stderr, "vmtrap: --save-at N and --save FILE go together\n");
+        return -1;
+    }
+    if (!o->instructions && o->limit == 0) {
+        fprintf(stderr, "vmtrap: run --snapshot needs a bound: --instructions N or --limit SECONDS\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void on_serial(void *ctx, const char *line)
+{
+    resume_ctx *c = ctx;
+    c->lines++;
+    for (const char *p = line; *p; p++)
+        c->hash = (c->hash ^ (uint8_t)*p) * 0x100000001b3ull;
+    c->hash = (c->hash ^ '\n') * 0x100000001b3ull;
+    cli_log_serial(&c->log, line);
+}
+
+static void on_note(void *ctx, const char *line)
+{
+    resume_ctx *c = ctx;
+    cli_log_note(&c->log, "reconstructed", line);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void summary(resume_ctx *c, const resume_opts *o, unsigned run, uint64_t insns, uint64_t guest_ns,
+                    double wall, const vmt_stop_info *stop, size_t notes)
+{
+    if (c->log.json) {
+        json_object *j = json_object_new_object();
+        json_object_object_add(j, "event", json_object_new_string("summary"));
+        json_object_object_add(j, "snapshot", json_object_new_string(o->snapshot));
+        json_object_object_add(j, "run", json_object_new_int((int)run));
+        json_object_object_add(j, "instructions", json_object_new_int64((int64_t)insns));
+        json_object_object_add(j, "guest_ns", json_object_new_int64((int64_t)guest_ns));
+        json_object_object_add(j, "wall_seconds", json_object_new_double(wall));
+        json_object_object_add(j, "serial_lines", json_object_new_int64((int64_t)c->lines));
+        char h[24];
+        snprintf(h, sizeof h, "%016" PRIx64, c->hash);
+        json_object_object_add(j, "serial_hash", json_object_new_string(h));
+        json_object_object_add(j, "stop", json_object_new_string(vmt_stop_reason_name(stop->reason)));
+        json_object_object_add(j, "stop_message", json_object_new_string(stop->message));
+        json_object_object_add(j, "reconstructions", json_object_new_int((int)notes));
+        fprintf(c->log.out, "%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+        json_object_put(j);
+    } else {
+        fprintf(c->log.out,
+                "summary: run %u: %" PRIu64 " instructions, guest time %.3f s, wall %.2f s (%.1f M instructions/s), "
+                "%" PRIu64 " console lines (hash %016" PRIx64 "), %zu reconstructions, ended: %s%s%s\n",
+                run, insns, (double)guest_ns / 1e9, wall, wall > 0 ? (double)insns / wall / 1e6 : 0.0, c->lines, c->hash,
+                notes, vmt_stop_reason_name(stop->reason), stop->message[0] ? ": " : "", stop->message);
+    }
+    fflush(c->log.out);
+}
+
+int cli_resume_main(int argc, char **argv)
+{
+    resume_opts o;
+    if (parse(argc, argv, &o)) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    resume_ctx c;
+    memset(&c, 0, sizeof c);
+    c.log.out = stdout;
+    c.log.json = o.json;
+    c.log.quiet = o.quiet;
+    c.hash = 0xcbf29ce484222325ull;
+    vmt_resume_config rc = { .sidecar = o.state, .serial = on_serial, .serial_ctx = &c, .note = on_note, .note_ctx = &c };
+    vmt_resume *r = NULL;
+    char why[512] = "";
+    if (vmt_resume_open(o.snapshot, &rc, &r, why, sizeof why) != VMT_OK) {
+        fprintf(stderr, "vmtrap: %s\n", why);
+        return CLI_EXIT_USAGE;
+    }
+    int rc_exit = CLI_EXIT_OK;
+    uint64_t first_hash = 0;
+    for (unsigned run = 1; run <= o.runs; run++) {
+        if (run > 1) {
+            vmt_snapshot_run_stats rs;
+            if (vmt_resume_restore(r, &rs) != VMT_OK) {
+                fprintf(stderr, "vmtrap: %s\n", vmt_resume_error(r));
+                rc_exit = CLI_EXIT_FAIL;
+                break;
+            }
+            char msg[160];
+            snprintf(msg, sizeof msg, "run %u: restored %" PRIu64 " dirty pages in %.3f ms", run, rs.last_dirty_pages,
+                     (double)rs.last_ns / 1e6);
+            cli_log_note(&c.log, "restore", msg);
+        }
+        c.lines = 0;
+        c.hash = 0xcbf29ce484222325ull;
+        uint64_t ns0 = vmt_resume_now_ns(r), insns = 0;
+        double t0 = now_s();
+        vmt_stop_info stop;
+        vmt_status st = VMT_OK;
+        if (run == 1 && o.save_at && (!o.instructions || o.save_at < o.instructions)) {
+            st = vmt_resume_run(r, o.save_at, o.limit, &stop, &insns);
+            if (!st && stop.reason == VMT_STOP_INSN_LIMIT) {
+                if (vmt_resume_save(r, o.save) != VMT_OK) {
+                    fprintf(stderr, "vmtrap: %s\n", vmt_resume_error(r));
+                    rc_exit = CLI_EXIT_FAIL;
+                    break;
+                }
+                cli_log_note(&c.log, "saved", o.save);
+                double left = o.limit > 0 ? o.limit - (now_s() - t0) : 0;
+                if (o.limit == 0 || left > 0)
+                    st = vmt_resume_run(r, o.instructions ? o.instructions - o.save_at : 0, o.limit > 0 ? left : 0,
+                                        &stop, &insns);
+            }
+        } else {
+            st = vmt_resume_run(r, o.instructions, o.limit, &stop, &insns);
+        }
+        double wall = now_s() - t0;
+        if (st) {
+            fprintf(stderr, "vmtrap: %s\n", vmt_resume_error(r));
+            rc_exit = CLI_EXIT_FAIL;
+            break;
+        }
+        vmt_platform_serial_flush(vmt_resume_platform(r));
+        summary(&c, &o, run, insns, vmt_resume_now_ns(r) - ns0, wall, &stop, vmt_resume_note_count(r));
+        if (stop.reason != VMT_STOP_INSN_LIMIT && stop.reason != VMT_STOP_TIME_LIMIT)
+            rc_exit = CLI_EXIT_FAIL;
+        if (run == 1)
+            first_hash = c.hash;
+        else if (c.hash != first_hash) {
+            cli_log_note(&c.log, "runs", "this run's console differs from run 1");
+            rc_exit = CLI_EXIT_FAIL;
+        }
+    }
+    if (o.runs > 1 && rc_exit == CLI_EXIT_OK) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%u runs printed identical consoles", o.runs);
+        cli_log_note(&c.log, "runs", msg);
+    }
+    vmt_resume_close(r);
+    return rc_exit;
+}
