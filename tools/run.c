@@ -378,6 +378,15 @@ int cli_run(const vmtrap_options *o, const char *argv0)
         set_size[i] = (unsigned)size;
     }
 
+    /* --breakpoints debug: x86 has 4 debug address registers (DR0-DR3);
+     * more hooked addresses is a usage error before a driver is made
+     * (checked again against the driver's count once it exists). */
+    if (o->controller == VMT_BPM_CTL_DEBUG && o->overflow == VMT_BPM_CTL_AUTO &&
+        hooks_over_limit(&r, img, 4, why, sizeof why)) {
+        vmt_image_destroy(img);
+        return fail_line("%s%s", why, "");
+    }
+
     const char *pick_reason = "";
     driver_kind dk = pick_driver(o, &pick_reason);
     const char *dname = dk == DRV_EMU ? "emu" : "kvm";
