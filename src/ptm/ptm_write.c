@@ -18,7 +18,7 @@
  * (the breakpoint manager) simply follow it. An entry whose value does not
  * change (duplicate writes, a failed CMPXCHG reported as the old value) is
  * counted as "no change"; it is still re-walked (4 reads) because the
- * watch may be behind memory (see entry_changed), and emits nothing.
+ * watch may be behind memory (see entry_written), and emits nothing.
  *
  *  - with write data: the new value is computed now; the walker sees it
  *    through the overlay because the write has not landed yet (events come
@@ -92,7 +92,7 @@ static uint8_t entry_level(const vmt_ptm *p, vmt_pa entry_pa)
  * changed the entry between this vCPU's trap and its step, or a resync may
  * have walked memory before the write landed; the re-walk compares with
  * each watch's own translation, so it emits nothing when nothing moved. */
-static vmt_status entry_changed(vmt_ptm *p, vmt_pa entry_pa, uint8_t mask, uint64_t before, uint64_t now)
+static vmt_status entry_written(vmt_ptm *p, vmt_pa entry_pa, uint8_t mask, uint64_t before, uint64_t now)
 {
     if (mask != 0xff)
         p->stats.partial_writes++;
@@ -123,7 +123,8 @@ static vmt_status step_response(vmt_ptm *p, const vmt_event *ev, vmt_response *r
 
 /* Fill resp so that a write the monitor has already accounted for lands:
  * one exit with EMULATE, else a fast step in view 0, else a step in view 0
- * whose SINGLESTEP (nothing dirty) only switches back. */
+ * whose SINGLESTEP re-reads the entries (handle_write marked them dirty)
+ * and switches back. */
 static vmt_status land_response(vmt_ptm *p, const vmt_event *ev, vmt_response *resp)
 {
     *resp = vmt_response_continue();
@@ -155,7 +156,7 @@ static vmt_status write_with_data(vmt_ptm *p, const vmt_event *ev, const piece *
             continue;
         uint64_t bits = byte_mask_bits(pcs[i].mask);
         uint64_t now = (before[i] & ~bits) | (pcs[i].bytes & bits);
-        vmt_status st = entry_changed(p, pcs[i].entry_pa, pcs[i].mask, before[i], now);
+        vmt_status st = entry_written(p, pcs[i].entry_pa, pcs[i].mask, before[i], now);
         if (st != VMT_OK)
             return st;
     }
@@ -235,7 +236,7 @@ static vmt_status process_dirty(vmt_ptm *p, vmt_vcpu vcpu)
         uint64_t now;
         vmt_status st = ptm_read_entry(p, items[i].entry_pa, &now);
         if (st == VMT_OK)
-            st = entry_changed(p, items[i].entry_pa, items[i].d.mask, items[i].d.before, now);
+            st = entry_written(p, items[i].entry_pa, items[i].d.mask, items[i].d.before, now);
         if (st != VMT_OK && first == VMT_OK)
             first = st;
     }
