@@ -4,7 +4,8 @@
  *
  * The input is a program of operations (port/MMIO/MSR reads and writes
  * aimed at the device windows, advance, take/ack/EOI, interrupt lines,
- * serial input, save+load). After every operation vmt_platform_check must
+ * serial input, save+load, register-view sets filled with input bytes over a
+ * valid starting point). After every operation vmt_platform_check must
  * hold and no access may fail except with the statuses the bus contract
  * allows (NOTFOUND, INVAL for #GP, STOPPED for a reset request).
  */
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "vmtrap/platform.h"
+#include "vmtrap/platform_regs.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -117,6 +119,48 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (vmt_platform_save(p, &blob, &len) != VMT_OK || vmt_platform_load(p, blob, len) != VMT_OK)
                 abort();
             free(blob);
+            break;
+        }
+        case 12: case 13: case 14: case 15: {
+            /* Register views: read, overwrite some bytes, set; a set either
+             * refuses (INVAL) or leaves a consistent platform. */
+            union {
+                vmt_platform_lapic_regs l;
+                vmt_platform_ioapic_regs io;
+                vmt_platform_uart_regs u;
+                vmt_platform_hpet_regs h;
+            } r;
+            size_t len;
+            unsigned which = op & 3;
+            if (which == 0) {
+                vmt_platform_lapic_get(p, cpu, &r.l);
+                len = sizeof r.l;
+            } else if (which == 1) {
+                vmt_platform_ioapic_get(p, &r.io);
+                len = sizeof r.io;
+            } else if (which == 2) {
+                vmt_platform_uart_get(p, &r.u);
+                len = sizeof r.u;
+            } else {
+                vmt_platform_hpet_get(p, &r.h);
+                len = sizeof r.h;
+            }
+            unsigned edits = (unsigned)take(&s, 1) % 8;
+            for (unsigned k = 0; k < edits; k++) {
+                size_t at = (size_t)take(&s, 2) % len;
+                ((uint8_t *)&r)[at] = (uint8_t)take(&s, 1);
+            }
+            vmt_status st;
+            if (which == 0)
+                st = vmt_platform_lapic_set(p, cpu, &r.l);
+            else if (which == 1)
+                st = vmt_platform_ioapic_set(p, &r.io);
+            else if (which == 2)
+                st = vmt_platform_uart_set(p, &r.u);
+            else
+                st = vmt_platform_hpet_set(p, &r.h);
+            if (st != VMT_OK && st != VMT_E_INVAL)
+                abort();
             break;
         }
         default: break;

@@ -12,7 +12,7 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(build-essential cmake pkg-config libcapstone-dev libelf-dev libdw-dev libjson-c-dev
-      libcmocka-dev libbpf-dev libzstd-dev zstd jq clang libclang-rt-14-dev
+      libcmocka-dev libbpf-dev libzstd-dev zlib1g-dev zstd jq clang libclang-rt-14-dev
       qemu-system-x86 busybox-static cpio python3)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -26,7 +26,10 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "vmtrap/image.h"
+#include "vmtrap/os.h"
 #include "vmtrap/resume.h"
+#include "vmtrap/session.h"
 
 typedef struct resume_opts {
     const char *snapshot, *state, *save;
@@ -34,10 +37,14 @@ typedef struct resume_opts {
     double limit;
     unsigned runs;
     int json, quiet;
+    size_t nhooks;
+    char *hooks[CLI_MAX_HOOKS]; /* point into hook_buf */
+    char hook_buf[1024];
 } resume_opts;
 
 typedef struct resume_ctx {
     cli_log log;
+    cli_decoder *dec;
     uint64_t lines;
     uint64_t hash;   /* FNV-1a over this run's console lines */
 } resume_ctx;
@@ -45,7 +52,7 @@ typedef struct resume_ctx {
 static void usage(FILE *f)
 {
     fputs("usage: vmtrap run --snapshot FILE [--state SIDECAR.json] [--instructions N] [--limit SECONDS]\n"
-          "                  [--runs N] [--save-at N --save OUT.vmts] [--json] [--quiet]\n",
+          "                  [--runs N] [--save-at N --save OUT.vmts] [--hook SYMBOL[,SYMBOL...]] [--json] [--quiet]\n",
           f);
 }
 
@@ -79,6 +86,22 @@ static int parse(int argc, char **argv, resume_opts *o)
             o->snapshot = argv[++i];
         } else if (strcmp(a, "--state") == 0 && val) {
             o->state = argv[++i];
+        } else if (strcmp(a, "--hook") == 0 && val) {
+            size_t used = strlen(o->hook_buf);
+            if (used + strlen(val) + 2 > sizeof o->hook_buf) {
+                fprintf(stderr, "vmtrap: --hook: too many symbols\n");
+                return -1;
+            }
+            char *at = o->hook_buf + used + (used ? 1 : 0);
+            memcpy(at, val, strlen(val) + 1);
+            for (char *tok = strtok(at, ","); tok; tok = strtok(NULL, ",")) {
+                if (o->nhooks == CLI_MAX_HOOKS) {
+                    fprintf(stderr, "vmtrap: --hook: at most %d symbols\n", CLI_MAX_HOOKS);
+                    return -1;
+                }
+                o->hooks[o->nhooks++] = tok;
+            }
+            i++;
         } else if (strcmp(a, "--save") == 0 && val) {
             o->save = argv[++i];
         } else if (strcmp(a, "--instructions") == 0 && !parse_u64(val, &o->instructions)) {
@@ -107,6 +130,10 @@ static int parse(int argc, char **argv, resume_opts *o)
     }
     if (!!o->save != !!o->save_at) {
         fprintf(stderr, "vmtrap: --save-at N and --save FILE go together\n");
+        return -1;
+    }
+    if (o->nhooks && (o->runs > 1 || o->save)) {
+        fprintf(stderr, "vmtrap: --hook runs once: not with --runs or --save-at\n");
         return -1;
     }
     if (!o->instructions && o->limit == 0) {
@@ -139,9 +166,28 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void summary(resume_ctx *c, const resume_opts *o, unsigned run, uint64_t insns, uint64_t guest_ns,
-                    double wall, const vmt_stop_info *stop, size_t notes)
+/* Device accesses no model claimed (reads gave all-ones): worth knowing
+ * when a guest misbehaves. */
+static void list_unknown(resume_ctx *c, vmt_resume *r, size_t *shown)
 {
+    vmt_platform *p = vmt_resume_platform(r);
+    for (size_t i = *shown; i < vmt_platform_unknown_count(p); i++) {
+        vmt_platform_unknown u;
+        if (vmt_platform_unknown_get(p, i, &u))
+            break;
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s %s 0x%" PRIx64 " size %u at guest %.6f s: no device model (reads all-ones)",
+                 u.write ? "write to" : "read of", u.space == VMT_PLATFORM_PIO ? "port" : "MMIO", u.addr, u.size,
+                 (double)u.now_ns / 1e9);
+        cli_log_note(&c->log, "unknown-device", msg);
+    }
+    *shown = vmt_platform_unknown_count(p);
+}
+
+static void summary(resume_ctx *c, const resume_opts *o, unsigned run, uint64_t insns, uint64_t guest_ns,
+                    double wall, const vmt_stop_info *stop, vmt_resume *r)
+{
+    size_t notes = vmt_resume_note_count(r);
     if (c->log.json) {
         json_object *j = json_object_new_object();
         json_object_object_add(j, "event", json_object_new_string("summary"));
@@ -156,17 +202,114 @@ static void summary(resume_ctx *c, const resume_opts *o, unsigned run, uint64_t 
         json_object_object_add(j, "serial_hash", json_object_new_string(h));
         json_object_object_add(j, "stop", json_object_new_string(vmt_stop_reason_name(stop->reason)));
         json_object_object_add(j, "stop_message", json_object_new_string(stop->message));
-        json_object_object_add(j, "reconstructions", json_object_new_int((int)notes));
+        json_object *list = json_object_new_array();
+        for (size_t i = 0; i < notes; i++)
+            json_object_array_add(list, json_object_new_string(vmt_resume_note_at(r, i)));
+        json_object_object_add(j, "reconstructions", list);
         fprintf(c->log.out, "%s\n", json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
         json_object_put(j);
     } else {
         fprintf(c->log.out,
                 "summary: run %u: %" PRIu64 " instructions, guest time %.3f s, wall %.2f s (%.1f M instructions/s), "
-                "%" PRIu64 " console lines (hash %016" PRIx64 "), %zu reconstructions, ended: %s%s%s\n",
+                "%" PRIu64 " console lines (hash %016" PRIx64 "), %zu reconstructions (listed above), ended: %s%s%s\n",
                 run, insns, (double)guest_ns / 1e9, wall, wall > 0 ? (double)insns / wall / 1e6 : 0.0, c->lines, c->hash,
                 notes, vmt_stop_reason_name(stop->reason), stop->message[0] ? ": " : "", stop->message);
     }
     fflush(c->log.out);
+}
+
+static vmt_status on_hit(const vmt_hit *hit, void *user)
+{
+    resume_ctx *c = user;
+    cli_call call;
+    cli_decode_hit(c->dec, hit, &call);
+    cli_log_call(&c->log, &call);
+    return VMT_OK;
+}
+
+/* One run with hidden breakpoints on kernel functions named by kallsyms
+ * (the OS layer over the snapshot's memory), arguments decoded from BTF. */
+static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
+{
+    char why[512] = "";
+    vmt_os *os = NULL, *live = NULL;
+    vmt_driver *ro = NULL;
+    vmt_os_config oc;
+    memset(&oc, 0, sizeof oc);
+    if (vmt_os_open_snapshot(vmt_resume_snapshot(r), &oc, &os, &ro, why, sizeof why) != VMT_OK) {
+        fprintf(stderr, "vmtrap: --hook needs the guest's kernel symbols: %s\n", why);
+        return CLI_EXIT_USAGE;
+    }
+    size_t nr = 0;
+    const vmt_ram_range *rr = vmt_snapshot_ram_ranges(vmt_resume_snapshot(r), &nr);
+    vmt_image *img = NULL;
+    vmt_session *s = NULL;
+    vmt_monitor *m = NULL;
+    int rc = CLI_EXIT_USAGE;
+    if (vmt_os_symbols_image(os, (const char *const *)o->hooks, o->nhooks, rr[0].start + rr[0].size, &img, why,
+                             sizeof why) != VMT_OK) {
+        fprintf(stderr, "vmtrap: --hook: %s\n", why);
+        goto out;
+    }
+    /* The decoder reads the running machine (current task, arguments):
+     * an OS handle over the live driver. */
+    vmt_driver *drv = vmt_resume_driver(r);
+    if (vmt_os_open(drv, &oc, &live, why, sizeof why) != VMT_OK)
+        cli_log_note(&c->log, "decode", why);
+    if (cli_decoder_open(NULL, live ? live : os, &c->dec, why, sizeof why) != 0)
+        cli_log_note(&c->log, "decode", why);
+    vmt_resume_release_driver(r);
+    if (vmt_session_create(drv, NULL, &s) != VMT_OK) {
+        vmt_driver_destroy(drv);
+        fprintf(stderr, "vmtrap: cannot create the session\n");
+        goto out;
+    }
+    if (vmt_monitor_create(s, img, &m, why, sizeof why) != VMT_OK) {
+        fprintf(stderr, "vmtrap: monitor: %s\n", why);
+        goto out;
+    }
+    for (size_t i = 0; i < o->nhooks; i++)
+        if (vmt_monitor_hook(m, o->hooks[i], on_hit, c) != VMT_OK) {
+            fprintf(stderr, "vmtrap: hook '%s': %s\n", o->hooks[i], vmt_monitor_error(m));
+            goto out;
+        }
+    if (vmt_drv_set_limit(drv, o->limit, o->instructions) != VMT_OK) {
+        fprintf(stderr, "vmtrap: %s\n", vmt_driver_error(drv));
+        goto out;
+    }
+    cli_log_note(&c->log, "run", vmt_monitor_describe(m));
+    vmt_driver_stats d0, d1;
+    vmt_drv_stats(drv, &d0);
+    uint64_t ns0 = vmt_resume_now_ns(r);
+    double t0 = now_s();
+    vmt_status st = vmt_monitor_run(m);
+    double wall = now_s() - t0;
+    vmt_drv_stats(drv, &d1);
+    vmt_platform_serial_flush(vmt_resume_platform(r));
+    vmt_stop_info stop = { 0 };
+    const vmt_stop_info *ls = vmt_session_last_stop(s);
+    if (ls)
+        stop = *ls;
+    if (st != VMT_OK)
+        snprintf(stop.message, sizeof stop.message, "the run failed: %s", vmt_session_error(s));
+    for (size_t i = 0; i < o->nhooks; i++) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s: %" PRIu64 " hits", o->hooks[i], vmt_monitor_hook_hits(m, i));
+        cli_log_note(&c->log, "hooks", msg);
+    }
+    summary(c, o, 1, d1.instructions - d0.instructions, vmt_resume_now_ns(r) - ns0, wall, &stop, r);
+    rc = st == VMT_OK && (stop.reason == VMT_STOP_INSN_LIMIT || stop.reason == VMT_STOP_TIME_LIMIT) ? CLI_EXIT_OK
+                                                                                                   : CLI_EXIT_FAIL;
+out:
+    vmt_monitor_destroy(m);
+    vmt_session_destroy(s);
+    vmt_image_destroy(img);
+    cli_decoder_close(c->dec);
+    c->dec = NULL;
+    vmt_os_close(live);
+    vmt_os_close(os);
+    vmt_driver_destroy(ro);
+    return rc;
 }
 
 int cli_resume_main(int argc, char **argv)
@@ -189,8 +332,14 @@ int cli_resume_main(int argc, char **argv)
         fprintf(stderr, "vmtrap: %s\n", why);
         return CLI_EXIT_USAGE;
     }
+    if (o.nhooks) {
+        int hrc = run_hooked(&c, &o, r);
+        vmt_resume_close(r);
+        return hrc;
+    }
     int rc_exit = CLI_EXIT_OK;
     uint64_t first_hash = 0;
+    size_t unknown_shown = 0;
     for (unsigned run = 1; run <= o.runs; run++) {
         if (run > 1) {
             vmt_snapshot_run_stats rs;
@@ -234,7 +383,8 @@ int cli_resume_main(int argc, char **argv)
             break;
         }
         vmt_platform_serial_flush(vmt_resume_platform(r));
-        summary(&c, &o, run, insns, vmt_resume_now_ns(r) - ns0, wall, &stop, vmt_resume_note_count(r));
+        list_unknown(&c, r, &unknown_shown);
+        summary(&c, &o, run, insns, vmt_resume_now_ns(r) - ns0, wall, &stop, r);
         if (stop.reason != VMT_STOP_INSN_LIMIT && stop.reason != VMT_STOP_TIME_LIMIT)
             rc_exit = CLI_EXIT_FAIL;
         if (run == 1)

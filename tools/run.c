@@ -493,7 +493,7 @@ int cli_run(const vmtrap_options *o, const char *argv0)
         cli_log_note(&r.log, "demo",
                      "the workload guest calls svc_open(path), svc_write(fd, buf, len), svc_spawn(name) and "
                      "svc_exit(pid) in a loop while its memory manager pages out, moves, splits, merges and "
-                     "re-tables the pages that hold them, then runs 8 stealth detectors. Below: 'call'/'return' "
+                     "re-tables the pages that hold them, then runs 16 stealth detectors. Below: 'call'/'return' "
                      "= a hidden breakpoint hit, decoded from the guest's registers and memory; 'page' = the "
                      "page-table monitor following a hooked page; 'guest'/'detect'/'serial' = the guest's own "
                      "reports; then the summary.");

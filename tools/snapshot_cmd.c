@@ -1,8 +1,9 @@
 /*
  * tools/snapshot_cmd.c — `vmtrap snapshot`: look at and convert snapshots.
  *
- *   vmtrap snapshot info FILE [--state SIDECAR.json] [--reconstruct] [--json]
- *   vmtrap snapshot convert FILE OUT.vmts [--state SIDECAR.json] [--meta JSON]
+ *   vmtrap snapshot info FILE [--state SIDECAR.json] [--qemu-registers TXT] [--reconstruct] [--json]
+ *   vmtrap snapshot convert FILE OUT.vmts [--state SIDECAR.json] [--qemu-registers TXT] [--meta JSON]
+ *   vmtrap snapshot sidecar TXT      (QEMU `info registers -a` text -> sidecar JSON on stdout)
  *
  * FILE is a QEMU dump-guest-memory ELF core or a vmtrap snapshot. `info`
  * prints the memory map, each vCPU (RIP, CR3, mode, known and
@@ -22,10 +23,68 @@
 
 static int usage(const char *msg)
 {
-    fprintf(stderr, "vmtrap snapshot: %s (usage: vmtrap snapshot info FILE [--state SIDECAR.json] [--reconstruct] "
-                    "[--json] | vmtrap snapshot convert FILE OUT.vmts [--state SIDECAR.json] [--meta JSON])\n",
+    fprintf(stderr, "vmtrap snapshot: %s (usage: vmtrap snapshot info FILE [--state SIDECAR.json] "
+                    "[--qemu-registers TXT] [--reconstruct] [--json] | vmtrap snapshot convert FILE OUT.vmts "
+                    "[--state SIDECAR.json] [--qemu-registers TXT] [--meta JSON] | vmtrap snapshot sidecar TXT)\n",
             msg);
     return CLI_EXIT_USAGE;
+}
+
+/* The whole text of a small file (malloc'ed), or NULL with why. */
+static char *read_text(const char *path, char *why, size_t why_len)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(why, why_len, "cannot open %s", path);
+        return NULL;
+    }
+    size_t cap = 1 << 20;
+    char *t = malloc(cap);
+    size_t n = t ? fread(t, 1, cap - 1, f) : 0;
+    int big = t && n == cap - 1;
+    fclose(f);
+    if (!t || big) {
+        free(t);
+        snprintf(why, why_len, "%s is larger than 1 MiB", path);
+        return NULL;
+    }
+    t[n] = 0;
+    return t;
+}
+
+/* Apply QEMU's `info registers -a` text as a sidecar. */
+static int apply_qemu_registers(vmt_snapshot *s, const char *path)
+{
+    char why[512];
+    char *text = read_text(path, why, sizeof why), *json = NULL;
+    int rc = CLI_EXIT_OK;
+    if (!text || vmt_snapshot_sidecar_from_qemu_registers(text, &json, why, sizeof why)) {
+        fprintf(stderr, "vmtrap snapshot: %s\n", why);
+        rc = CLI_EXIT_FAIL;
+    } else if (vmt_snapshot_apply_sidecar(s, json)) {
+        fprintf(stderr, "vmtrap snapshot: %s: %s\n", path, vmt_snapshot_error(s));
+        rc = CLI_EXIT_FAIL;
+    }
+    free(text);
+    free(json);
+    return rc;
+}
+
+static int sidecar_cmd(int argc, char **argv)
+{
+    if (argc != 3 || argv[2][0] == '-')
+        return usage("sidecar takes one file: QEMU's `info registers -a` text");
+    char why[512];
+    char *text = read_text(argv[2], why, sizeof why), *json = NULL;
+    if (!text || vmt_snapshot_sidecar_from_qemu_registers(text, &json, why, sizeof why)) {
+        fprintf(stderr, "vmtrap snapshot: %s\n", why);
+        free(text);
+        return CLI_EXIT_FAIL;
+    }
+    puts(json);
+    free(text);
+    free(json);
+    return CLI_EXIT_OK;
 }
 
 static void print_text(vmt_snapshot *s)
@@ -103,14 +162,18 @@ int cli_snapshot_main(int argc, char **argv)
 {
     if (argc < 2)
         return usage("missing sub-command");
+    if (strcmp(argv[1], "sidecar") == 0)
+        return sidecar_cmd(argc, argv);
     bool convert = strcmp(argv[1], "convert") == 0;
     if (!convert && strcmp(argv[1], "info") != 0)
         return usage("unknown sub-command");
-    const char *in = NULL, *out = NULL, *state = NULL, *meta = NULL;
+    const char *in = NULL, *out = NULL, *state = NULL, *meta = NULL, *qregs = NULL;
     bool json = false, reconstruct = convert;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--state") == 0 && i + 1 < argc)
             state = argv[++i];
+        else if (strcmp(argv[i], "--qemu-registers") == 0 && i + 1 < argc)
+            qregs = argv[++i];
         else if (strcmp(argv[i], "--meta") == 0 && i + 1 < argc && convert)
             meta = argv[++i];
         else if (strcmp(argv[i], "--json") == 0 && !convert)
@@ -134,8 +197,10 @@ int cli_snapshot_main(int argc, char **argv)
         fprintf(stderr, "vmtrap snapshot: %s\n", why);
         return CLI_EXIT_FAIL;
     }
-    int rc = CLI_EXIT_OK;
-    if ((state && vmt_snapshot_apply_sidecar_file(s, state)) ||
+    int rc = qregs ? apply_qemu_registers(s, qregs) : CLI_EXIT_OK;
+    if (rc != CLI_EXIT_OK) {
+        /* said on stderr already */
+    } else if ((state && vmt_snapshot_apply_sidecar_file(s, state)) ||
         (reconstruct && vmt_snapshot_reconstruct(s, NULL, NULL))) {
         fprintf(stderr, "vmtrap snapshot: %s\n", vmt_snapshot_error(s));
         rc = CLI_EXIT_FAIL;

@@ -39,6 +39,26 @@ const char *cli_detector_why(unsigned id, vmt_bpm_controller ctl)
         return ctl == VMT_BPM_CTL_DEBUG ? "the monitor's breakpoints occupy the debug registers, so the guest's own "
                                           "DR0-3/DR7 values cannot be kept in the hardware"
                                         : "debug registers are the guest's: the driver must keep them as written";
+    case 9:
+        return "the guest's own traps (CD 03, ICEBP, INTO) must reach its IDT, in hooked pages too";
+    case 10:
+        return "an instruction served from the unaltered frame must write back everything it changes "
+               "(vector, x87, string registers, memory)";
+    case 11:
+        return "accesses crossing into a hooked page must be served from the original frame";
+    case 12:
+        return ctl == VMT_BPM_CTL_DEBUG ? "debug registers match virtual addresses: a call through another mapping "
+                                          "is not seen"
+                                        : "reads and calls through another mapping of a hooked frame must see the "
+                                          "original and be served";
+    case 13:
+        return "a hooked frame walked as a page table must show its real entries";
+    case 14:
+        return "shadow frames must live outside guest-reachable physical memory";
+    case 15:
+        return "CPUID, the TSC MSR and APIC_BASE must agree with what the CPU does";
+    case 16:
+        return "monitor work must not be guest time (the emulator's virtual clock; TSC offsetting on KVM)";
     default:
         return "";
     }
@@ -102,6 +122,7 @@ static json_object *summary_json(const cli_summary *s)
         json_object_object_add(mon, "roots_failed", json_object_new_int64((int64_t)st->roots_failed));
         json_object_object_add(mon, "hook_refusals", json_object_new_int64((int64_t)st->hook_refusals));
         json_object_object_add(mon, "foreign_int3", json_object_new_int64((int64_t)st->foreign_int3));
+        json_object_object_add(mon, "alias_hits", json_object_new_int64((int64_t)st->alias_hits));
         json_object_object_add(mon, "hidden_accesses", json_object_new_int64((int64_t)st->hidden_accesses));
         json_object_object_add(mon, "cr3_writes", json_object_new_int64((int64_t)st->cr3_writes));
         json_object_object_add(mon, "ucalls", json_object_new_int64((int64_t)st->ucalls));
@@ -198,6 +219,12 @@ static void summary_text(FILE *f, const cli_summary *s)
             fprintf(f, "; %" PRIu64 " returns could not be hooked (no breakpoint resource or unreadable stack)",
                     st->returns_missed);
         fputc('\n', f);
+        if (st->alias_hits)
+            fprintf(f, "   %" PRIu64 " hits came through another virtual address of a hooked frame (counted as hits)\n",
+                    st->alias_hits);
+        if (s->controller == VMT_BPM_CTL_DEBUG)
+            fprintf(f, "   debug registers match virtual addresses: calls through another mapping of a hooked "
+                       "function are not seen\n");
         if (st->errors)
             fprintf(f, "   MONITOR ERRORS: %" PRIu64 " (survived, watches re-walked %" PRIu64 " times); first: %s\n",
                     st->errors, st->resyncs, vmt_monitor_first_error(s->monitor));

@@ -266,5 +266,6 @@ unsigned detectors_run(uint64_t ram_size)
         failed += !detector_past_ram(ram_size);
     if (!(skip & (1u << 8)))
         failed += !detector_debug_regs();
+    failed += detectors_more_run(ram_size, skip);
     return failed;
 }

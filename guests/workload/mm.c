@@ -251,7 +251,7 @@ static void split_2m(void)
 }
 
 /* Demand paging: a call into a paged-out service faults here. */
-static int mm_page_fault(struct trap_frame *f)
+int mm_page_fault(struct trap_frame *f)
 {
     uint64_t cr2 = read_cr2();
     if (f->error & 1) /* protection fault, not a missing page */

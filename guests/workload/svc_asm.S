@@ -47,4 +47,42 @@ int3_in_service_page:
     ret
     .size int3_in_service_page, . - int3_in_service_page
 
+/* The guest's own traps in the other encodings inside the hooked page
+ * (detector 9): INT $3 (CD 03), INT1/ICEBP (F1, #DB), INTO (CE, #UD). */
+    .globl trap_cd03_in_service_page
+    .type trap_cd03_in_service_page, @function
+trap_cd03_in_service_page:
+    .byte   0xcd, 0x03
+    ret
+    .globl trap_icebp_in_service_page
+    .type trap_icebp_in_service_page, @function
+trap_icebp_in_service_page:
+    .byte   0xf1
+    ret
+    .globl trap_into_in_service_page
+    .type trap_into_in_service_page, @function
+trap_into_in_service_page:
+    .byte   0xce
+    ret
+
+/* svc_exit's twin (detector 16, timing): the same instructions, alone in a
+ * page nobody hooks, counting into its own variables. */
+    .section .page_text.9_twin, "ax", @progbits
+    .balign 4096
+    .globl svc_exit_twin
+    .type svc_exit_twin, @function
+svc_exit_twin:
+    pushfq
+    popq    %rax
+    testl   $0x100, %eax
+    jz      1f
+    lock incq twin_tf_leaks(%rip)
+1:  lock incq twin_served(%rip)
+    xorl    %eax, %eax
+    cmpq    $0, %rdi
+    jg      2f
+    movl    $-3, %eax
+2:  ret
+    .size svc_exit_twin, . - svc_exit_twin
+
     .section .note.GNU-stack, "", @progbits

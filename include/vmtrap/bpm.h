@@ -153,8 +153,10 @@ vmt_status vmt_bpm_clear(vmt_bpm *b);
 
 /* The breakpoints behind an event (INT3, execute access, debug register):
  * by (view, frame, offset), then by address context (global ones match any
- * root). Copies at most max into hits; *total (may be NULL) is the number
- * there are. Returns the number copied. */
+ * root); when that context has none (SHADOW / EXEC), those installed at the
+ * frame and offset for any address: a physical alias (linear in the
+ * breakpoints). Copies at most max into hits; *total (may be NULL) is the
+ * number there are. Returns the number copied. */
 size_t vmt_bpm_lookup_event(const vmt_bpm *b, const vmt_event *ev, vmt_bpm_bp *hits, size_t max,
                             size_t *total);
 bool vmt_bpm_contains_event(const vmt_bpm *b, const vmt_event *ev);
@@ -177,10 +179,15 @@ typedef enum vmt_bpm_disposition {
                              another address space) + resp steps over it */
     VMT_BPM_HIDDEN,       /* a read/write (SHADOW) or another execute (EXEC) on a
                              breakpointed page, served from the unaltered view */
-    VMT_BPM_FOREIGN,      /* the guest's own INT3: resp REINJECTs it */
-    VMT_BPM_STALE,        /* INT3 of a removed breakpoint: resp CONTINUEs */
-    VMT_BPM_REFRESHED,    /* the single-step after an un-data'd write: shadow
-                             rebuilt, resp switches back to the breakpoint view */
+    VMT_BPM_FOREIGN,      /* the guest's own INT3 / INT $3 (any breakpoint event
+                             under EXEC and DEBUG): resp REINJECTs it */
+    VMT_BPM_STALE,        /* INT3 of a removed breakpoint: resp CONTINUEs; never
+                             twice in a row at one rip of one vCPU (the second
+                             is the guest's own: FOREIGN) */
+    VMT_BPM_REFRESHED,    /* the single-step after a write or a guarded stepped
+                             instruction (resp switches back to the breakpoint
+                             view), or the execute trap of a frame whose shadow
+                             went stale (resp CONTINUEs): shadow rebuilt */
 } vmt_bpm_disposition;
 
 const char *vmt_bpm_disposition_name(vmt_bpm_disposition d);
@@ -189,6 +196,9 @@ typedef struct vmt_bpm_verdict {
     vmt_bpm_disposition disposition;
     size_t nhits;         /* breakpoints behind the event (may exceed max_hits) */
     bool double_trap;     /* the guest had its own INT3 there: resp REINJECTs */
+    bool alias;           /* HIT through a physical alias: the event's va (rip) has no
+                             breakpoint, the hits are those installed at that frame and
+                             offset for other addresses (SHADOW, EXEC; never DEBUG) */
 } vmt_bpm_verdict;
 
 /* Decide whether a driver event is the manager's and fill *resp (always
@@ -208,6 +218,8 @@ typedef struct vmt_bpm_stats {
     size_t shadow_frames; /* shadow frames held */
     size_t bytes;         /* heap bytes used by the manager */
     uint64_t hits, hidden_accesses, foreign_int3, stale_int3, refreshes;
+    uint64_t displaced_refreshes; /* stepped-over instructions that stored into a shadowed
+                                     frame: stepped, shadow rebuilt before the guest ran on */
 } vmt_bpm_stats;
 
 void vmt_bpm_get_stats(const vmt_bpm *b, vmt_bpm_stats *out);

@@ -23,10 +23,17 @@
  * access, syscall/sysenter and their returns, iret, cpuid is allowed):
  * VMT_EMULATE_SPECIAL, with RIP on it, for the caller to handle.
  *
- * Registers used: the 16 GPRs, rip, rflags, fs_base, gs_base; the others
- * are passed through unchanged. CPL0 64-bit code only; no exceptions are
- * delivered (a faulting instruction reports VMT_EMULATE_FAULT or
- * VMT_EMULATE_EXCEPTION).
+ * Registers used: the 16 GPRs, rip, rflags, fs_base, gs_base, and with
+ * vmt_emulate_full the x87/MMX/SSE state (FXSAVE layout); the others are
+ * passed through unchanged. Every instruction performed writes back all the
+ * architectural state it changes: registers, flags, memory. vmt_emulate
+ * has no vector state, so it stops BEFORE any instruction that reads or
+ * writes x87/MMX/SSE/AVX registers or control words (VMT_EMULATE_SPECIAL)
+ * for the caller to run on its own CPU, instead of running it on registers
+ * that are not the guest's. AVX instructions are never performed (Unicorn
+ * has no AVX): VMT_E_DRIVER or SPECIAL, nothing changed. CPL0 64-bit code
+ * only; no exceptions are delivered (a faulting instruction reports
+ * VMT_EMULATE_FAULT or VMT_EMULATE_EXCEPTION).
  */
 #ifndef VMTRAP_EMULATE_H
 #define VMTRAP_EMULATE_H
@@ -39,6 +46,7 @@
 #include "vmtrap/addr.h"
 #include "vmtrap/regs.h"
 #include "vmtrap/status.h"
+#include "vmtrap/vcpu_state.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -50,7 +58,8 @@ typedef struct vmt_emulator vmt_emulator;
  * pages (va page-aligned, len 4096) and sets *allowed to the access kinds
  * the page permits (it starts as RWX); a failure, or an access outside
  * *allowed, makes the instruction fault (VMT_EMULATE_FAULT). write() gets
- * each completed instruction's stores in program order. stop_before() is
+ * each completed instruction's stores in program order, a store crossing a
+ * page boundary split in two (the pages may be different frames). stop_before() is
  * optional (NULL: never): asked with the rip of every instruction after the
  * first, true ends the run there (VMT_EMULATE_STOP_REQUESTED), e.g. when
  * the code leaves a region the caller wants emulated. */
@@ -103,6 +112,13 @@ void vmt_emulator_use_fast_path(vmt_emulator *em, bool on);
  * other stores unspecified). */
 vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *mem, uint64_t max_insns,
                        vmt_emulate_result *res);
+
+/* The same with the vCPU's x87/MMX/SSE state (fpu->fxsave; ymm_hi passed
+ * through): x87, MMX and SSE instructions are performed too and *fpu is the
+ * state after the completed instructions (unchanged on a failure or when
+ * none of them used it). fpu must not be NULL (VMT_E_INVAL). */
+vmt_status vmt_emulate_full(vmt_emulator *em, vmt_regs *regs, vmt_fpu_state *fpu, const vmt_emulate_mem *mem,
+                            uint64_t max_insns, vmt_emulate_result *res);
 
 #ifdef __cplusplus
 }

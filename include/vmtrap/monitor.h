@@ -85,6 +85,8 @@ typedef struct vmt_hit {
     vmt_view view;
     vmt_pa root;          /* regs.cr3 & VMT_CR3_ADDR_MASK */
     vmt_regs regs;
+    int alias;            /* 1: executed through another virtual address of the hooked
+                             frame (regs.rip is that address, symbol_va the hooked one) */
 } vmt_hit;
 
 typedef vmt_status (*vmt_hook_fn)(const vmt_hit *hit, void *user);
@@ -109,6 +111,8 @@ typedef struct vmt_monitor_stats {
                                                     refused under them (now) / past the limit */
     uint64_t page_in, page_out, remap;
     uint64_t foreign_int3;            /* guest INT3s reinjected to the guest */
+    uint64_t alias_hits;              /* hits through another virtual address of a hooked frame
+                                         (shadow / exec; debug registers cannot see them) */
     uint64_t hidden_accesses;         /* reads/writes of hooked pages served unaltered */
     uint64_t pt_writes;               /* monitored page-table writes */
     uint64_t cr3_writes;
@@ -131,7 +135,14 @@ typedef struct vmt_monitor_config {
      * CONTINUE; this many in a row at one rip with no other event between
      * is a livelock and ends the run with VMT_E_INTERNAL. 0: 100000. */
     uint32_t livelock_repeats;
+    /* A hooked frame executed through a virtual address that has no hook
+     * (a physical alias): VMT_MONITOR_ALIAS_HITS (0) calls the hook with
+     * hit.alias = 1 and counts it as a hit; VMT_MONITOR_ALIAS_COUNT only
+     * counts it (stats.alias_hits). Either way stats.alias_hits counts. */
+    unsigned alias_mode;
 } vmt_monitor_config;
+
+enum { VMT_MONITOR_ALIAS_HITS = 0, VMT_MONITOR_ALIAS_COUNT = 1 };
 
 /* The session and the image must outlive the monitor. The first translation
  * root is vCPU 0's CR3 at create. cfg may be NULL (defaults). */

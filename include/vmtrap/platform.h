@@ -51,6 +51,10 @@
  * changes nothing (failure atomic). Host-side things are not state: the
  * partial serial line, queued serial input, unknown-access reports.
  *
+ * Register views (vmtrap/platform_regs.h) read and set the LAPIC, IOAPIC,
+ * UART and HPET by their guest-visible registers, for building a platform
+ * from another machine's device state.
+ *
  * Invariants: vmt_platform_check() runs every device's checker (IRR/ISR
  * consistency, FIFO counts, register ranges, timer deadlines vs. now) and
  * returns VMT_E_INTERNAL with the first violation in vmt_platform_error().
@@ -113,6 +117,12 @@ typedef struct vmt_platform_unknown {
 
 typedef void (*vmt_platform_unknown_fn)(void *ctx, const vmt_platform_unknown *u);
 
+/* An interrupt line changed level: irq 0..15 ISA numbering, 16..23 IOAPIC
+ * pins (HPET routes). For a driver whose interrupt controllers are
+ * elsewhere (KVM's in-kernel irqchip: create the platform without LAPIC,
+ * IOAPIC, PIC and PIT and forward these to KVM_IRQ_LINE). */
+typedef void (*vmt_platform_irq_fn)(void *ctx, unsigned irq, bool level);
+
 /* A PCI function that answers configuration reads (bus 0 only). Its 256
  * config bytes are returned as given; writes are ignored. */
 typedef struct vmt_platform_pci_function {
@@ -131,10 +141,13 @@ typedef struct vmt_platform_config {
     int64_t rtc_epoch_s;      /* Unix time the RTC shows at start_ns; 0: 2000-01-01 */
     uint16_t pm_timer_port;   /* 0: 0xb008 */
     bool pm_timer_32bit;      /* default 24-bit (PIIX4) */
-    vmt_serial_fn serial;     /* lines the guest prints on COM1, may be NULL */
+    vmt_serial_fn serial;     /* lines the guest prints on COM1, may be NULL; it
+                               * may answer with vmt_platform_serial_input() */
     void *serial_ctx;
     vmt_platform_unknown_fn unknown;  /* may be NULL (the list still fills) */
     void *unknown_ctx;
+    vmt_platform_irq_fn irq_out;      /* every line change, may be NULL */
+    void *irq_out_ctx;
     const uint16_t *passthrough_ports; /* left to the driver; copied */
     size_t passthrough_count;
     const vmt_platform_pci_function *pci; /* copied */
@@ -148,6 +161,10 @@ typedef struct vmt_platform vmt_platform;
 vmt_status vmt_platform_create(const vmt_platform_config *cfg, vmt_platform **out,
                                char *why, size_t why_len);
 void vmt_platform_destroy(vmt_platform *p);
+
+/* Power-on reset of every device (as at creation); virtual time, host
+ * queues and unknown-access reports are kept. */
+void vmt_platform_reset(vmt_platform *p);
 
 /* The bus for vmt_machine_config.bus; valid while the platform lives. */
 vmt_bus vmt_platform_bus(vmt_platform *p);
@@ -176,7 +193,9 @@ vmt_status vmt_platform_unknown_get(const vmt_platform *p, size_t i, vmt_platfor
 /* Whole device state. save: *out is malloc'ed (caller frees). load:
  * VMT_E_FORMAT with why for anything malformed, VMT_E_CONFLICT when the
  * blob was saved with a different vCPU count or device set; the platform is
- * unchanged on failure. Virtual time is part of the state. */
+ * unchanged on failure. Virtual time is part of the state. A successful
+ * load drops a partial serial line (it belonged to the timeline left
+ * behind; vmt_platform_serial_flush first to keep it). */
 vmt_status vmt_platform_save(vmt_platform *p, uint8_t **out, size_t *out_len);
 vmt_status vmt_platform_load(vmt_platform *p, const uint8_t *blob, size_t len);
 

@@ -67,6 +67,10 @@ void vmt_resume_close(vmt_resume *r);
 const char *vmt_resume_error(const vmt_resume *r);
 
 vmt_driver *vmt_resume_driver(vmt_resume *r);
+/* Hand the driver to a session (vmt_session_create owns what it is given):
+ * from then on vmt_resume_close does not destroy it, and the caller
+ * destroys the session (and with it the driver) before closing r. */
+void vmt_resume_release_driver(vmt_resume *r);
 vmt_platform *vmt_resume_platform(vmt_resume *r);
 vmt_snapshot *vmt_resume_snapshot(vmt_resume *r);
 

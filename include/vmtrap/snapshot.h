@@ -85,7 +85,7 @@ vmt_snapshot_kind vmt_snapshot_kind_of(const vmt_snapshot *s);
 
 /* ---- memory ---- */
 
-/* One RAM block: [gpa, gpa + size) with its bytes. */
+/* One RAM block: [gpa, gpa + size); its bytes through ram_ptr / read. */
 typedef struct vmt_snapshot_ram {
     vmt_pa gpa;          /* 4 KiB aligned */
     uint64_t size;       /* multiple of 4 KiB */
@@ -112,8 +112,9 @@ const vmt_vcpu_state *vmt_snapshot_vcpu(const vmt_snapshot *s, uint32_t i);
 /* ---- what the file lacks ---- */
 
 /* Every value a snapshot's vCPU state got from somewhere other than the
- * file's CPU records: a sidecar ("sidecar: ..."), or a reconstruction
- * (`how` says from what). Lists are kept in the order applied. */
+ * file's CPU records: a sidecar (`how` is "sidecar" or "sidecar (<its
+ * source>)"), or a reconstruction (`how` says from what). Kept in the
+ * order applied; a vmts file stores them. `value` is 0 for "fxsave". */
 typedef struct vmt_snapshot_fixup {
     uint32_t vcpu;
     uint32_t group;      /* VMT_VS_* group the field belongs to */
@@ -141,7 +142,8 @@ typedef vmt_status (*vmt_snapshot_reconstruct_fn)(void *ctx, vmt_snapshot *s);
  * present page-table entry reachable from CR3 has NX set, SCE assumed for
  * a 64-bit kernel), the APIC base (0xfee00000, enabled, BSP for vCPU 0),
  * the TSC (from tsc_hz and the virtual start time, 0 if none), PAT default.
- * Each value is recorded as a fixup. Then calls `os_fn` (may be NULL). */
+ * Each value is recorded as a fixup. `os_fn` (may be NULL) runs first:
+ * what it sets is known and the defaults leave it alone. */
 vmt_status vmt_snapshot_reconstruct(vmt_snapshot *s, vmt_snapshot_reconstruct_fn os_fn, void *os_ctx);
 
 /* Apply a JSON sidecar (format in docs/snapshot.md) to the vCPUs. The
@@ -149,6 +151,12 @@ vmt_status vmt_snapshot_reconstruct(vmt_snapshot *s, vmt_snapshot_reconstruct_fn
  * or range is VMT_E_FORMAT naming it, and nothing is changed. */
 vmt_status vmt_snapshot_apply_sidecar(vmt_snapshot *s, const char *json_text);
 vmt_status vmt_snapshot_apply_sidecar_file(vmt_snapshot *s, const char *path);
+
+/* A sidecar (JSON text, malloc'ed into *json_out) from QEMU's `info
+ * registers -a` output taken at the dump's pause: EFER, DR0-3/6/7, HLT and
+ * the interrupt shadow, and the live x87/SSE registers as an FXSAVE image.
+ * VMT_E_FORMAT naming the vCPU and field when something is missing. */
+vmt_status vmt_snapshot_sidecar_from_qemu_registers(const char *text, char **json_out, char *why, size_t why_len);
 
 /* Clock of the machine: tsc_hz (0 = unknown) and guest ns at the snapshot. */
 void vmt_snapshot_clock(const vmt_snapshot *s, vmt_clock_config *out);
@@ -167,9 +175,17 @@ const char *vmt_snapshot_metadata(const vmt_snapshot *s);
  * stay valid until destroy. Other fields are left as they are. */
 void vmt_snapshot_machine_config(const vmt_snapshot *s, vmt_machine_config *cfg);
 /* Write every RAM block into the driver (write_phys, one copy from the
- * mapping) and set each vCPU's state (VCPU_STATE). A failure leaves the
- * driver partly written (the message says so). */
+ * mapping) and set each vCPU's state (VCPU_STATE). With DIRTY_LOG, frames
+ * the driver logged outside the snapshot's RAM are zeroed and the log is
+ * cleared (restore's starting point). A failure leaves the driver partly
+ * written (the message says so). */
 vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d);
+
+/* A read-only driver over the snapshot (READ_PHYS + REGS_GET; RAM read
+ * from the mapping, no copy), for code written against the driver contract
+ * such as the OS layer: e.g. open the OS on a core to find symbols for
+ * vmt_snapshot_fixup_set. The driver borrows s: destroy it first. */
+vmt_status vmt_snapshot_driver_create(vmt_snapshot *s, vmt_driver **out, char *why, size_t why_len);
 
 /* ---- restore for repeated runs ---- */
 
@@ -189,7 +205,9 @@ void vmt_snapshot_set_platform_reset(vmt_snapshot *s, vmt_snapshot_platform_rese
 /* Put the driver back to the snapshot: with DIRTY_LOG only the frames
  * written since the last restore (or apply) are rewritten, without it all
  * RAM; then every vCPU state and the platform (callback). The driver's
- * dirty log is cleared. Statistics in *stats (may be NULL). */
+ * dirty log is cleared. A driver other than the one last applied or
+ * restored (told apart by handle: apply again after replacing a driver)
+ * gets a full apply. Statistics in *stats (may be NULL). */
 vmt_status vmt_snapshot_restore(vmt_snapshot *s, vmt_driver *d, vmt_snapshot_run_stats *stats);
 /* Statistics since the handle was made. */
 void vmt_snapshot_stats(const vmt_snapshot *s, vmt_snapshot_run_stats *out);
@@ -203,6 +221,8 @@ typedef struct vmt_snapshot_save_options {
     size_t platform_len;
     const char *metadata_json;  /* a JSON object merged into the metadata, may be NULL */
     vmt_clock_config clock;     /* save_driver: the machine's clock (start_ns = guest ns now) */
+    const vmt_snapshot *fixups_from; /* save_driver: keep this snapshot's fixups listed (the
+                                        machine was resumed from it), may be NULL */
     int zstd_level;             /* 0: 3 */
     vmt_snapshot_progress_fn progress;
     void *progress_ctx;

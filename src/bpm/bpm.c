@@ -130,6 +130,7 @@ void vmt_bpm_destroy(vmt_bpm *b)
     vmt_hmap_free(&b->keys);
     vmt_hmap_free(&b->globals);
     vmt_hmap_free(&b->refresh);
+    bpm_displaced_free(b);
     free(b);
 }
 
@@ -626,6 +627,23 @@ size_t bpm_lookup_exec(const vmt_bpm *b, vmt_view view, vmt_va va, vmt_pa root, 
         if (gfn != UINT64_MAX && bpm_loc_gfn(v.loc) != gfn)
             continue;
         have = bpm_ctx_hits(b, &ks[i], &v, hits, max, have);
+    }
+    if (total)
+        *total = have;
+    return have < max ? have : max;
+}
+
+size_t bpm_lookup_alias(const vmt_bpm *b, vmt_view view, uint64_t gfn, unsigned off, vmt_bpm_bp *hits, size_t max,
+                        size_t *total)
+{
+    size_t have = 0, it = 0;
+    bpm_ctx_key k;
+    bpm_ctx_val v;
+    while (bpm_ctx_next(b, &it, &k, &v)) {
+        if (bpm_rootv_view(k.rootv) != view || !bpm_loc_active(v.loc) || bpm_loc_gfn(v.loc) != gfn ||
+            vmt_page_offset(k.va) != off)
+            continue;
+        have = bpm_ctx_hits(b, &k, &v, hits, max, have);
     }
     if (total)
         *total = have;

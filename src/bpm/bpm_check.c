@@ -58,6 +58,9 @@ vmt_status vmt_bpm_check(vmt_bpm *b)
     vmt_status st = check_maps(b);
     if (st || (st = bpm_ctxmap_check(b)))
         return st;
+    const char *plans = bpm_displaced_problem(b);
+    if (plans)
+        return vmt_errbuf_set(&b->err, VMT_E_INTERNAL, "bpm check: %s", plans);
     vmt_hmap sites;   /* recomputed: site_ref -> count */
     vmt_hmap_init(&sites, sizeof(site_ref), sizeof(uint32_t));
     st = VMT_E_INTERNAL;
@@ -187,6 +190,12 @@ vmt_status vmt_bpm_check(vmt_bpm *b)
                          (unsigned long long)f.shadow, (unsigned long long)bpm_fkey_gfn(fk));
                 if (f.shadow < b->ram_frames)
                     FAIL("shadow gfn 0x%llx lies in guest RAM", (unsigned long long)f.shadow);
+                /* execute-only, or nothing while its shadow awaits a rebuild
+                 * (bpm_event.c guard_displaced): reads and writes always trap */
+                vmt_access eff = vmt_session_effective_access(b->s, bpm_fkey_view(fk), bpm_fkey_gfn(fk));
+                if (eff & VMT_ACCESS_RW)
+                    FAIL("shadowed frame gfn 0x%llx (view %u) is readable or writable in the breakpoint view "
+                         "(rights 0x%x)", (unsigned long long)bpm_fkey_gfn(fk), bpm_fkey_view(fk), (unsigned)eff);
             } else if (f.shadow) {
                 FAIL("frame gfn 0x%llx has a shadow under the %s controller", (unsigned long long)bpm_fkey_gfn(fk),
                      vmt_bpm_controller_name(b->ctl));
@@ -265,6 +274,7 @@ void vmt_bpm_get_stats(const vmt_bpm *b, vmt_bpm_stats *out)
     out->hidden_accesses = b->hidden;
     out->foreign_int3 = b->foreign;
     out->stale_int3 = b->stale;
+    out->displaced_refreshes = b->displaced_refreshes;
     out->refreshes = b->refreshes;
 }
 

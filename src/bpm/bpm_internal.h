@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <capstone/capstone.h>
+
 #include "core/errbuf.h"
 #include "core/hmap.h"
 #include "vmtrap/bpm.h"
@@ -22,6 +24,8 @@
 #define BPM_VAS_GLOBAL  (1u << 31)
 #define BPM_HOLE        UINT64_MAX /* vas: no primary context (others remain) */
 #define BPM_MAX_DBG     4
+#define BPM_PLAN_SLOTS  256  /* decoded displaced instructions kept (bpm_displaced.c) */
+#define BPM_MAX_VCPUS   64   /* vCPUs with their own stale-event record (more share slot 0) */
 #define BPM_INT3        0xCC
 
 #define SITE_DOUBLE     1u   /* the guest's byte there is already 0xCC */
@@ -100,6 +104,16 @@ struct vmt_bpm {
     size_t nsites;    /* sites over all frames, or debug registers in use */
     size_t site_bytes;/* heap bytes of the sites arrays */
     uint64_t hits, hidden, foreign, stale, refreshes;
+    uint64_t displaced_refreshes; /* stepped instructions that stored into a shadowed frame */
+    /* The last STALE breakpoint event of each vCPU (rip + 1; 0: none),
+     * cleared by any other event of that vCPU: a second STALE in a row at
+     * the same rip is not a removed breakpoint but a trap the guest really
+     * raised (bpm_event.c), so no event can repeat forever. */
+    uint64_t stale_rip[BPM_MAX_VCPUS];
+    csh cs;               /* decoder of displaced instructions (bpm_displaced.c) */
+    cs_insn *cs_insn;
+    struct store_plan *plans; /* BPM_PLAN_SLOTS decoded instructions, by rip */
+    bool cs_ready;
 };
 
 /* ---- packing ---- */
@@ -181,6 +195,22 @@ vmt_status bpm_ctl_patch_frame(vmt_bpm *b, uint64_t fk, unsigned off, const uint
 /* Treat NOTFOUND (the view is gone) as success on removal paths. */
 static inline vmt_status bpm_gone_ok(vmt_status st) { return st == VMT_E_NOTFOUND ? VMT_OK : st; }
 
+/* ---- displaced instructions (bpm_displaced.c) ---- */
+/* *writes: the instruction at ev->regs.rip, run for the guest in view 0,
+ * may store into a frame that has a shadow in `view`; *fk is that frame,
+ * *many says there may be others (or the stores cannot be bounded): refresh
+ * every shadow of the view. Fails only when the driver fails (reading the
+ * instruction, walking the tables); nothing changes then. */
+#define VMT_PA_UNKNOWN UINT64_MAX
+/* code_pa: where the instruction's bytes are when the event says it (an
+ * INT3 at a site), else VMT_PA_UNKNOWN (read through the guest's tables). */
+vmt_status bpm_displaced_writes(vmt_bpm *b, const vmt_event *ev, vmt_view view, vmt_pa code_pa, bool *writes,
+                                uint64_t *fk, bool *many);
+void bpm_displaced_free(vmt_bpm *b);
+/* The decoding cache's problem (a slot longer than an instruction, too
+ * many operands, decoder state inconsistent), or NULL. */
+const char *bpm_displaced_problem(const vmt_bpm *b);
+
 /* ---- lookups shared by bpm.c and bpm_event.c ---- */
 
 /* The context key an event at (view, va) with translation root `root`
@@ -194,5 +224,10 @@ size_t bpm_ctx_hits(const vmt_bpm *b, const bpm_ctx_key *k, const bpm_ctx_val *v
  * (view, va), each only if active at gfn (or any gfn when gfn == UINT64_MAX). */
 size_t bpm_lookup_exec(const vmt_bpm *b, vmt_view view, vmt_va va, vmt_pa root, uint64_t gfn,
                        vmt_bpm_bp *hits, size_t max, size_t *total);
+/* Physical alias: the breakpoints active at (view, gfn, page offset off)
+ * whatever their address context (the event's va has none of its own).
+ * Linear in the contexts: only asked when the exact lookup found none. */
+size_t bpm_lookup_alias(const vmt_bpm *b, vmt_view view, uint64_t gfn, unsigned off, vmt_bpm_bp *hits, size_t max,
+                        size_t *total);
 
 #endif

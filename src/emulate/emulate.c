@@ -26,6 +26,12 @@
  * rewritten next time). A caller that shows two versions of one code page
  * alternately should use two engines (the KVM driver does).
  *
+ * x87/MMX/SSE: the code hook also marks instructions that use vector state
+ * (emulate_vector.c). Without the caller's state (vmt_emulate) they stop
+ * the engine like special ones; with it (vmt_emulate_full) the state is
+ * loaded into Unicorn once per call, read back after each completed
+ * instruction that used it and loaded again after an aborted one.
+ *
  * Instructions of the forms a breakpoint usually displaces (and the pop/ret
  * ending a short function) are performed without Unicorn (emulate_fast.c)
  * until one is not such a form or would fault; from there on Unicorn runs
@@ -45,6 +51,7 @@
 
 #include "core/errbuf.h"
 #include "emulate_fast.h"
+#include "emulate_vector.h"
 #include "vmtrap/emulate.h"
 
 #define EMUL_MAX_PAGES 64
@@ -77,6 +84,8 @@ struct vmt_emulator {
     vmt_access fault_kind;
     bool special;
     int intr;
+    const vmt_fpu_state *fpu_in;     /* this call's x87/SSE state (vmt_emulate_full), NULL: vmt_emulate */
+    bool vec_insn;                   /* the instruction being run uses x87/MMX/SSE state */
     emul_fast_cache fast;            /* decodings for the fast path (emulate_fast.c) */
     bool fast_on;                    /* vmt_emulator_use_fast_path */
 };
@@ -123,7 +132,12 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
     const uint8_t *code = bytes;
     size_t left = size;
     uint64_t at = addr;
-    if (cs_disasm_iter(em->cs, &code, &left, &at, em->insn) && not_performed(em->insn)) {
+    if (!cs_disasm_iter(em->cs, &code, &left, &at, em->insn))
+        return;
+    em->vec_insn = emul_uses_vector_state(em->insn);
+    /* without the caller's x87/SSE state (vmt_emulate) such an instruction
+     * would run on the engine's own registers: the caller performs it */
+    if (not_performed(em->insn) || (em->vec_insn && !em->fpu_in)) {
         em->special = true;
         uc_emu_stop(uc);
     }
@@ -384,6 +398,7 @@ static void save_regs(vmt_emulator *em, vmt_regs *r)
     r->gs_base = v[19];
 }
 
+
 static int page_index(const vmt_emulator *em, uint64_t va)
 {
     for (unsigned i = 0; i < em->npages; i++)
@@ -447,8 +462,41 @@ static vmt_status map_page(vmt_emulator *em, const vmt_emulate_mem *mem, uint64_
     return VMT_OK;
 }
 
+static vmt_status emulate(vmt_emulator *em, vmt_regs *regs, vmt_fpu_state *fpu, const vmt_emulate_mem *mem,
+                          uint64_t max_insns, vmt_emulate_result *res);
+
+/* A store that crosses a page boundary reaches mem->write as two stores,
+ * one per page: the two pages may be different frames. */
+static vmt_status write_split(const vmt_emulate_mem *mem, uint64_t va, const void *buf, size_t len)
+{
+    size_t first = 4096 - (size_t)(va & 4095);
+    if (len <= first)
+        return mem->write(mem->ctx, va, buf, len);
+    vmt_status st = mem->write(mem->ctx, va, buf, first);
+    return st ? st : mem->write(mem->ctx, va + first, (const uint8_t *)buf + first, len - first);
+}
+
 vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *mem, uint64_t max_insns,
                        vmt_emulate_result *res)
+{
+    return emulate(em, regs, NULL, mem, max_insns, res);
+}
+
+vmt_status vmt_emulate_full(vmt_emulator *em, vmt_regs *regs, vmt_fpu_state *fpu, const vmt_emulate_mem *mem,
+                            uint64_t max_insns, vmt_emulate_result *res)
+{
+    if (!fpu) {
+        memset(res, 0, sizeof *res);
+        return vmt_errbuf_set(&em->err, VMT_E_INVAL, "emulate: vmt_emulate_full needs the x87/SSE state");
+    }
+    return emulate(em, regs, fpu, mem, max_insns, res);
+}
+
+/* The caller's x87/SSE state: loaded into Unicorn once per call, read back
+ * after each completed instruction that used it (cur_fpu) and loaded again
+ * after an aborted one, so a faulting instruction changes none of it. */
+static vmt_status emulate(vmt_emulator *em, vmt_regs *regs, vmt_fpu_state *fpu, const vmt_emulate_mem *mem,
+                          uint64_t max_insns, vmt_emulate_result *res)
 {
     memset(res, 0, sizeof *res);
     vmt_errbuf_clear(&em->err);
@@ -486,6 +534,14 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
     }
     refresh_kept(em, mem);
     load_regs(em, &cur);
+    em->fpu_in = fpu;
+    vmt_fpu_state cur_fpu;
+    if (fpu) {
+        cur_fpu = *fpu;
+        emul_fpu_load(em->uc, &cur_fpu);
+    } else {
+        memset(&cur_fpu, 0, sizeof cur_fpu);
+    }
     unsigned retries = 0;
     while (res->instructions < max_insns) {
         if (res->instructions > 0 && mem->stop_before && !asked && mem->stop_before(mem->ctx, cur.rip)) {
@@ -496,12 +552,16 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         em->store_overflow = false;
         em->fault = false;
         em->special = false;
+        em->vec_insn = false;
         em->intr = -1;
         uint64_t rip;
         uc_reg_read(em->uc, UC_X86_REG_RIP, &rip);
         uc_err err = uc_emu_start(em->uc, rip, EMUL_UNTIL, 0, 1);
-        if (em->fault || em->special || em->intr >= 0 || err != UC_ERR_OK || em->store_overflow)
+        if (em->fault || em->special || em->intr >= 0 || err != UC_ERR_OK || em->store_overflow) {
             copies_abort(em);
+            if (fpu && em->vec_insn)
+                emul_fpu_load(em->uc, &cur_fpu); /* nothing of the aborted instruction stays */
+        }
         if (em->fault) {
             bool faulted = em->fault_prot;
             load_regs(em, &cur); /* nothing of the aborted instruction stays */
@@ -546,7 +606,7 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
             break;
         }
         for (unsigned i = 0; i < em->nstores; i++) {
-            if (mem->write(mem->ctx, em->stores[i].va, &em->stores[i].value, em->stores[i].size) != VMT_OK) {
+            if (write_split(mem, em->stores[i].va, &em->stores[i].value, em->stores[i].size) != VMT_OK) {
                 st = vmt_errbuf_set(&em->err, VMT_E_IO, "emulate: writing %u bytes at 0x%" PRIx64 " failed",
                                     em->stores[i].size, em->stores[i].va);
                 break;
@@ -557,15 +617,21 @@ vmt_status vmt_emulate(vmt_emulator *em, vmt_regs *regs, const vmt_emulate_mem *
         if (st)
             break;
         save_regs(em, &cur);
+        if (fpu && em->vec_insn)
+            emul_fpu_save(em->uc, &cur_fpu);
         res->instructions++;
         asked = false;
     }
+    em->fpu_in = NULL;
     while (em->npages > EMUL_KEEP)
         unmap_at(em, 0); /* keep the most recently mapped pages */
     if (st)
         unmap_all(em);
     em->nstores = 0;
-    if (!st)
+    if (!st) {
         *regs = cur;
+        if (fpu)
+            *fpu = cur_fpu;
+    }
     return st;
 }

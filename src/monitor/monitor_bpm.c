@@ -128,7 +128,8 @@ void mon_describe(vmt_monitor *m)
         break;
     case VMT_BPM_CTL_DEBUG:
         snprintf(m->description, sizeof m->description,
-                 "debug registers (code unchanged, invisible to reads; at most %u distinct addresses); %s",
+                 "debug registers (code unchanged, invisible to reads; at most %u distinct addresses; they match "
+                 "virtual addresses, so a hooked function executed through another mapping of its frame is NOT seen); %s",
                  caps->hw_breakpoints, roots);
         break;
     default:
@@ -398,7 +399,6 @@ vmt_status mon_call_return(vmt_monitor *m, const vmt_event *ev, size_t hook_hint
         if (st != VMT_OK && st != VMT_E_NOTFOUND)
             return vmt_errbuf_set(&m->err, st, "removing the return breakpoint at 0x%" PRIx64 ": %s", p.ret.va,
                                   vmt_bpm_error(m->bpm));
-        m->return_site_removed = true;
     }
     mon_hook *k = &m->hooks[p.hook];
     k->returns++;
@@ -422,12 +422,21 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
     if (st != VMT_OK)
         return vmt_errbuf_set(&m->err, st, "breakpoint manager on a %s event at rip 0x%" PRIx64 ": %s",
                               vmt_event_kind_name(ev->kind), ev->regs.rip, vmt_bpm_error(m->bpm));
+    if (v.disposition != VMT_BPM_STALE)
+        m->stale_repeats = 0; /* answered otherwise (a hit, a reinjected trap): progress */
     switch (v.disposition) {
     case VMT_BPM_HIT: {
-        m->return_site_removed = false;
         if (v.double_trap)
             m->stats.foreign_int3++;
         size_t n = v.nhits < MON_MAX_HITS ? v.nhits : MON_MAX_HITS;
+        /* through another virtual address of a hooked frame: the hooks
+         * there are called with the actual rip (or, configured so, only
+         * counted); return sites are matched by address and stay apart */
+        m->hit_alias = v.alias;
+        if (v.alias && v.nhits)
+            m->stats.alias_hits++;
+        if (v.alias && m->cfg.alias_mode == VMT_MONITOR_ALIAS_COUNT)
+            n = 0;
         bool returned = false;
         for (size_t i = 0; i < n; i++) {
             bool dup = false;
@@ -441,29 +450,28 @@ vmt_status mon_bpm_event(vmt_monitor *m, const vmt_event *ev, vmt_response *resp
                 returned = true;
                 st = mon_call_return(m, ev, (size_t)hits[i].tag);
             }
-            if (st != VMT_OK)
+            if (st != VMT_OK) {
+                m->hit_alias = false;
                 return st;
+            }
         }
-        /* A one-shot return breakpoint that went with this hit: when no
-         * breakpoint is left at the site, run the real instruction again
-         * (CONTINUE re-executes whatever is at rip) instead of stepping a
-         * copy of it in view 0. A return site may store into a hooked page
-         * (the workload restores smc_target's immediate right after
-         * svc_exit returns): executed for real, that store traps and the
-         * breakpoint manager refreshes the shadow; stepped in view 0 it
-         * would land behind the shadow's back. */
-        if (m->return_site_removed && ev->kind == VMT_EVENT_BREAKPOINT &&
-            (resp->actions & ~(uint32_t)(VMT_RESP_EMULATE | VMT_RESP_FAST_STEP)) == 0 &&
-            !vmt_bpm_contains_event(m->bpm, ev))
-            *resp = vmt_response_continue();
-        m->return_site_removed = false;
+        /* A one-shot return breakpoint that went with this hit: the
+         * manager's answer stands. A return site that stores into a hooked
+         * page (the workload restores smc_target's immediate right after
+         * svc_exit returns) is stepped in view 0 like any displaced
+         * instruction, and the manager rebuilds that shadow before it runs
+         * (no special case here). */
+        m->hit_alias = false;
         return VMT_OK;
     }
     case VMT_BPM_HIDDEN: m->stats.hidden_accesses++; return VMT_OK;
     case VMT_BPM_FOREIGN: m->stats.foreign_int3++; return VMT_OK;
     case VMT_BPM_STALE:
-        /* CONTINUE re-executes whatever is at rip: if the driver keeps
-         * reporting a breakpoint there, the guest makes no progress. */
+        /* CONTINUE re-executes whatever is at rip: if the driver kept
+         * reporting a breakpoint there, the guest would make no progress.
+         * The manager never answers STALE twice in a row at one rip (the
+         * second is the guest's own trap, reinjected): this guard is the
+         * backstop should that ever fail. */
         if (m->stale_repeats && ev->regs.rip == m->stale_rip) {
             if (++m->stale_repeats >= m->cfg.livelock_repeats)
                 return vmt_errbuf_set(&m->err, VMT_E_INTERNAL,

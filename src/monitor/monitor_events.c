@@ -144,6 +144,7 @@ vmt_hit mon_make_hit(vmt_monitor *m, const vmt_event *ev, size_t hook, int is_re
     h.view = ev->view;
     h.root = ev->regs.cr3 & VMT_CR3_ADDR_MASK;
     h.regs = ev->regs;
+    h.alias = m->hit_alias;
     return h;
 }
 

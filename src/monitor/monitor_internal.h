@@ -98,7 +98,7 @@ struct vmt_monitor {
     vmt_event_trace_fn trace_fn;
     void *trace_user;
 
-    bool return_site_removed; /* this event's one-shot return breakpoint went */
+    bool hit_alias;           /* this event's hit came through a physical alias */
     vmt_va stale_rip;         /* the last stale breakpoint event's rip ... */
     uint64_t stale_repeats;   /* ... and how many came in a row there */
     bool resync_pending;    /* a ptm failure: re-walk the watches before the next event */

@@ -313,3 +313,51 @@ vmt_status vmt_hpet_check(const vmt_hpet *d, uint64_t now_ns, vmt_errbuf *e)
     }
     return VMT_OK;
 }
+
+/* ---------- register views (vmtrap/platform_regs.h) ---------- */
+
+void vmt_hpet_get_regs(const vmt_platform *p, vmt_platform_hpet_regs *o)
+{
+    const vmt_hpet *h = &p->s.hpet;
+    o->config = h->config;
+    o->isr = h->isr;
+    o->counter = counter_at(h, p->s.now_ns);
+    for (unsigned n = 0; n < HPET_TIMERS; n++) {
+        o->timer[n].config = h->t[n].config;
+        o->timer[n].cmp = h->t[n].cmp;
+        o->timer[n].period = h->t[n].period;
+        o->timer[n].fsb = h->t[n].fsb;
+    }
+}
+
+vmt_status vmt_hpet_set_regs(vmt_platform *p, const vmt_platform_hpet_regs *in)
+{
+    if ((in->config & ~(CFG_ENABLE | CFG_LEGACY)) || (in->isr >> HPET_TIMERS))
+        return vmt_errbuf_set(&p->err, VMT_E_INVAL, "hpet: configuration 0x%llx or status 0x%llx has reserved bits",
+                              (unsigned long long)in->config, (unsigned long long)in->isr);
+    for (unsigned n = 0; n < HPET_TIMERS; n++) {
+        uint64_t c = in->timer[n].config & TN_WRITABLE;
+        if ((c & TN_32BIT) && ((in->timer[n].cmp | in->timer[n].period) >> 32))
+            return vmt_errbuf_set(&p->err, VMT_E_INVAL, "hpet: 32-bit timer %u with a 64-bit comparator or period", n);
+        if (!(c & TN_LEVEL) && ((in->isr >> n) & 1))
+            return vmt_errbuf_set(&p->err, VMT_E_INVAL, "hpet: edge timer %u with its status bit set", n);
+    }
+    vmt_hpet *h = &p->s.hpet;
+    h->config = in->config;
+    h->isr = in->isr;
+    h->counter_base = in->counter;
+    h->base_ns = h->last_ns = p->s.now_ns;
+    for (unsigned n = 0; n < HPET_TIMERS; n++) {
+        h->t[n].config = (in->timer[n].config & TN_WRITABLE) | TN_RO;
+        h->t[n].cmp = in->timer[n].cmp;
+        h->t[n].period = in->timer[n].period;
+        h->t[n].fsb = in->timer[n].fsb;
+    }
+    if (vmt_hpet_legacy(p)) {
+        vmt_plat_irq(p, PLAT_SRC_PIT, 0, false);
+        vmt_plat_irq(p, PLAT_SRC_RTC, 8, false);
+    }
+    for (unsigned n = 0; n < HPET_TIMERS; n++)
+        update_line(p, n);
+    return VMT_OK;
+}

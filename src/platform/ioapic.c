@@ -185,3 +185,36 @@ vmt_status vmt_ioapic_check(const vmt_ioapic *d, vmt_errbuf *e)
     }
     return VMT_OK;
 }
+
+/* ---------- register views (vmtrap/platform_regs.h) ---------- */
+
+void vmt_ioapic_get_regs(const vmt_platform *p, vmt_platform_ioapic_regs *o)
+{
+    const vmt_ioapic *d = &p->s.ioapic;
+    o->id = d->id;
+    o->regsel = d->regsel;
+    for (unsigned i = 0; i < IOAPIC_PINS; i++)
+        o->redir[i] = d->redir[i];
+}
+
+vmt_status vmt_ioapic_set_regs(vmt_platform *p, const vmt_platform_ioapic_regs *in)
+{
+    if (in->id > 0xf || in->regsel > 0xff)
+        return vmt_errbuf_set(&p->err, VMT_E_INVAL, "ioapic: ID %u or IOREGSEL 0x%x out of range", in->id, in->regsel);
+    for (unsigned i = 0; i < IOAPIC_PINS; i++) {
+        uint64_t r = in->redir[i] & ~(1ull << 12); /* delivery status: ours */
+        if (r & ~(RED_WRITABLE | RED_RIRR))
+            return vmt_errbuf_set(&p->err, VMT_E_INVAL, "ioapic: entry %u = 0x%llx has reserved bits", i,
+                                  (unsigned long long)in->redir[i]);
+        if ((r & RED_RIRR) && !(r & RED_LEVEL))
+            return vmt_errbuf_set(&p->err, VMT_E_INVAL, "ioapic: entry %u has Remote IRR but is edge-triggered", i);
+    }
+    vmt_ioapic *d = &p->s.ioapic;
+    d->id = in->id;
+    d->regsel = in->regsel;
+    for (unsigned i = 0; i < IOAPIC_PINS; i++)
+        d->redir[i] = in->redir[i] & ~(1ull << 12);
+    for (unsigned i = 0; i < IOAPIC_PINS; i++)
+        service(p, i);
+    return VMT_OK;
+}

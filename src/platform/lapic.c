@@ -12,6 +12,7 @@
  *
  * Timer: counts at apic_bus_hz / divide (TDCR). One-shot and periodic use
  * TMICT; the current count is computed from virtual time (no ticking).
+ * The current count is derived from the time left until the next expiry.
  * TSC-deadline mode (LVT timer bits 18:17 = 10b) fires when the guest TSC
  * reaches IA32_TSC_DEADLINE (MSR 0x6e0, which reads 0 and ignores writes in
  * other modes); switching to or from it disarms the timer. Missed periodic
@@ -89,11 +90,6 @@ static uint64_t divisor(const vmt_lapic *l)
 static uint64_t ticks_to_ns(const vmt_platform *p, uint64_t div, uint64_t ticks)
 {
     return plat_muldiv_up(ticks * div, NS_PER_S, p->cfg.apic_bus_hz);
-}
-
-static uint64_t ns_to_ticks(const vmt_platform *p, uint64_t div, uint64_t ns)
-{
-    return plat_muldiv(ns, p->cfg.apic_bus_hz, NS_PER_S * div);
 }
 
 static void accept(vmt_platform *p, unsigned idx, unsigned vector, bool level);
@@ -248,13 +244,19 @@ static void send_ipi(vmt_platform *p, unsigned idx)
 
 static uint32_t current_count(const vmt_platform *p, const vmt_lapic *l)
 {
-    if (timer_mode(l) == TIMER_TSC || l->tmict == 0)
+    if (timer_mode(l) == TIMER_TSC || l->tmict == 0 || l->timer_next_ns == UINT64_MAX)
         return 0;
-    uint64_t now = p->s.now_ns;
-    uint64_t el = now > l->timer_start_ns ? ns_to_ticks(p, divisor(l), now - l->timer_start_ns) : 0;
-    if (timer_mode(l) == TIMER_PERIODIC)
-        return l->tmict - (uint32_t)(el % l->tmict);
-    return el >= l->tmict ? 0 : l->tmict - (uint32_t)el;
+    uint64_t now = p->s.now_ns, div = divisor(l), rem_ns;
+    if (l->timer_next_ns > now) {
+        rem_ns = l->timer_next_ns - now;
+    } else if (timer_mode(l) == TIMER_PERIODIC) { /* overdue: advance() has not run yet */
+        uint64_t period = ticks_to_ns(p, div, l->tmict);
+        rem_ns = period - (now - l->timer_next_ns) % period;
+    } else {
+        return 0;
+    }
+    uint64_t rem = plat_muldiv_up(rem_ns, p->cfg.apic_bus_hz, NS_PER_S * div);
+    return rem > l->tmict ? l->tmict : (uint32_t)rem;
 }
 
 static void timer_fire(vmt_platform *p, unsigned idx)
@@ -612,6 +614,102 @@ vmt_status vmt_lapic_check(const vmt_lapic *l, unsigned idx, uint64_t now_ns, vm
             (unsigned long long)l->timer_next_ns, (unsigned long long)now_ns);
     if (mode != TIMER_TSC && l->timer_next_ns != UINT64_MAX && l->timer_next_ns <= l->timer_start_ns)
         BAD("lapic %u: timer expiry before its start", idx);
+    return VMT_OK;
+#undef BAD
+}
+
+/* ---------- register views (vmtrap/platform_regs.h) ---------- */
+
+void vmt_lapic_get_regs(const vmt_platform *p, unsigned idx, vmt_platform_lapic_regs *o)
+{
+    const vmt_lapic *l = &p->s.lapic[idx];
+    memset(o, 0, sizeof *o);
+    o->apic_base = l->apic_base;
+    o->id = l->id;
+    o->tpr = l->tpr;
+    o->ldr = l->ldr;
+    o->dfr = l->dfr;
+    o->svr = l->svr;
+    memcpy(o->isr, l->isr, sizeof o->isr);
+    memcpy(o->tmr, l->tmr, sizeof o->tmr);
+    memcpy(o->irr, l->irr, sizeof o->irr);
+    o->esr = l->esr;
+    o->icr_lo = l->icr_lo;
+    o->icr_hi = l->icr_hi;
+    o->lvt_cmci = l->lvt[LVT_CMCI];
+    o->lvt_timer = l->lvt[LVT_TIMER];
+    o->lvt_thermal = l->lvt[LVT_THERMAL];
+    o->lvt_perf = l->lvt[LVT_PERF];
+    o->lvt_lint0 = l->lvt[LVT_LINT0];
+    o->lvt_lint1 = l->lvt[LVT_LINT1];
+    o->lvt_error = l->lvt[LVT_ERROR];
+    o->tmict = l->tmict;
+    o->tmcct = current_count(p, l);
+    o->tdcr = l->tdcr;
+    o->tsc_deadline = l->tsc_deadline;
+}
+
+vmt_status vmt_lapic_set_regs(vmt_platform *p, unsigned idx, const vmt_platform_lapic_regs *in)
+{
+#define BAD(...) return vmt_errbuf_set(&p->err, VMT_E_INVAL, __VA_ARGS__)
+    const uint32_t lvt_in[LVT_COUNT] = {in->lvt_cmci, in->lvt_timer, in->lvt_thermal, in->lvt_perf,
+                                        in->lvt_lint0, in->lvt_lint1, in->lvt_error};
+    if ((in->apic_base & ~BASE_VALID) || ((in->apic_base & BASE_EXTD) && !(in->apic_base & BASE_EN)))
+        BAD("lapic %u: IA32_APIC_BASE 0x%llx is not a valid value", idx, (unsigned long long)in->apic_base);
+    bool x2mode = (in->apic_base & BASE_EXTD) != 0;
+    if (!x2mode && in->id > 0xff)
+        BAD("lapic %u: xAPIC ID %u does not fit 8 bits", idx, in->id);
+    if (in->tpr > 0xff || (in->svr & ~SVR_VALID) || (in->tdcr & ~0xbu) || (in->esr & ~0xefu))
+        BAD("lapic %u: TPR 0x%x, SVR 0x%x, TDCR 0x%x or ESR 0x%x has reserved bits", idx, in->tpr, in->svr, in->tdcr,
+            in->esr);
+    if ((in->irr[0] & 0xffff) || (in->isr[0] & 0xffff))
+        BAD("lapic %u: IRR/ISR hold vectors below 16", idx);
+    for (unsigned i = 0; i < LVT_COUNT; i++) {
+        if (lvt_in[i] & ~lvt_valid[i] & ~(1u << 14) & ~(1u << 12))
+            BAD("lapic %u: LVT entry %u = 0x%x has reserved bits", idx, i, lvt_in[i]);
+        if (!(in->svr & SVR_ENABLE) && !(lvt_in[i] & LVT_MASKED))
+            BAD("lapic %u: LVT entry %u unmasked while the APIC is software-disabled", idx, i);
+    }
+    if ((in->icr_lo & ~0xcdfffu & ~(1u << 12)))
+        BAD("lapic %u: ICR low 0x%x has reserved bits", idx, in->icr_lo);
+    if (in->tmcct > in->tmict)
+        BAD("lapic %u: current count %u above the initial count %u", idx, in->tmcct, in->tmict);
+    vmt_lapic *l = &p->s.lapic[idx];
+    memset(l, 0, sizeof *l);
+    l->apic_base = in->apic_base;
+    l->id = in->id;
+    l->tpr = in->tpr;
+    l->ldr = in->ldr;
+    l->dfr = in->dfr;
+    l->svr = in->svr;
+    memcpy(l->isr, in->isr, sizeof l->isr);
+    memcpy(l->tmr, in->tmr, sizeof l->tmr);
+    memcpy(l->irr, in->irr, sizeof l->irr);
+    l->esr = in->esr;
+    l->icr_lo = in->icr_lo & 0xcdfffu;
+    l->icr_hi = in->icr_hi;
+    for (unsigned i = 0; i < LVT_COUNT; i++)
+        l->lvt[i] = lvt_in[i] & (lvt_valid[i] | ((i == LVT_LINT0 || i == LVT_LINT1) ? 1u << 14 : 0));
+    l->tdcr = in->tdcr;
+    l->tmict = in->tmict;
+    l->timer_next_ns = UINT64_MAX;
+    unsigned mode = timer_mode(l);
+    if (mode == TIMER_TSC) {
+        l->tmict = 0;
+        if (in->tsc_deadline)
+            arm_deadline(p, idx, in->tsc_deadline);
+        return VMT_OK;
+    }
+    if (mode == TIMER_PERIODIC && in->tmict && !in->tmcct)
+        BAD("lapic %u: a periodic timer never shows a current count of 0", idx);
+    uint64_t div = divisor(l), now = p->s.now_ns;
+    uint64_t full = ticks_to_ns(p, div, in->tmict);
+    if (in->tmict && in->tmcct) {
+        l->timer_next_ns = plat_sat_add(now, ticks_to_ns(p, div, in->tmcct));
+        l->timer_start_ns = l->timer_next_ns > full ? l->timer_next_ns - full : 0;
+    } else {
+        l->timer_start_ns = now > full ? now - full : 0; /* expired one-shot: reads 0 */
+    }
     return VMT_OK;
 #undef BAD
 }

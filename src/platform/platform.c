@@ -51,6 +51,8 @@ void vmt_plat_irq(vmt_platform *p, unsigned src, unsigned irq, bool level)
     bool now = p->s.line_src[irq] != 0;
     if (old == now)
         return;
+    if (p->cfg.irq_out)
+        p->cfg.irq_out(p->cfg.irq_out_ctx, irq, now);
     if (irq < 16 && plat_has(p, VMT_PLATFORM_DEV_PIC))
         vmt_pic_set_irq(p, irq, now);
     if (plat_has(p, VMT_PLATFORM_DEV_IOAPIC)) {
@@ -463,6 +465,14 @@ static void reset_all(vmt_platform *p)
         vmt_kbd_reset(p);
     if (plat_has(p, VMT_PLATFORM_DEV_MISC))
         vmt_misc_reset(p);
+}
+
+void vmt_platform_reset(vmt_platform *p)
+{
+    if (!p)
+        return;
+    reset_all(p);
+    p->stop_reason[0] = 0;
 }
 
 vmt_status vmt_platform_create(const vmt_platform_config *cfg, vmt_platform **out, char *why,

@@ -22,6 +22,7 @@
 
 #include "core/errbuf.h"
 #include "vmtrap/platform.h"
+#include "vmtrap/platform_regs.h"
 
 __extension__ typedef unsigned __int128 plat_u128;
 
@@ -270,6 +271,9 @@ void vmt_lapic_save(const vmt_lapic *l, plat_w *w);
 vmt_status vmt_lapic_load(vmt_lapic *l, plat_r *r, vmt_errbuf *e);
 vmt_status vmt_lapic_check(const vmt_lapic *l, unsigned idx, uint64_t now_ns, vmt_errbuf *e);
 
+void vmt_lapic_get_regs(const vmt_platform *p, unsigned idx, vmt_platform_lapic_regs *o);
+vmt_status vmt_lapic_set_regs(vmt_platform *p, unsigned idx, const vmt_platform_lapic_regs *in);
+
 /* ---- IOAPIC (ioapic.c) ---- */
 void vmt_ioapic_reset(vmt_platform *p);
 vmt_status vmt_ioapic_mmio(vmt_platform *p, uint64_t off, unsigned size, bool write, uint64_t *val);
@@ -278,6 +282,8 @@ void vmt_ioapic_eoi(vmt_platform *p, uint8_t vector);
 void vmt_ioapic_save(const vmt_ioapic *d, plat_w *w);
 vmt_status vmt_ioapic_load(vmt_ioapic *d, plat_r *r, vmt_errbuf *e);
 vmt_status vmt_ioapic_check(const vmt_ioapic *d, vmt_errbuf *e);
+void vmt_ioapic_get_regs(const vmt_platform *p, vmt_platform_ioapic_regs *o);
+vmt_status vmt_ioapic_set_regs(vmt_platform *p, const vmt_platform_ioapic_regs *in);
 
 /* ---- PIC (pic.c) ---- */
 void vmt_pic_reset(vmt_platform *p);
@@ -307,6 +313,8 @@ bool vmt_hpet_legacy(const vmt_platform *p);
 void vmt_hpet_save(const vmt_hpet *d, plat_w *w);
 vmt_status vmt_hpet_load(vmt_hpet *d, plat_r *r, vmt_errbuf *e);
 vmt_status vmt_hpet_check(const vmt_hpet *d, uint64_t now_ns, vmt_errbuf *e);
+void vmt_hpet_get_regs(const vmt_platform *p, vmt_platform_hpet_regs *o);
+vmt_status vmt_hpet_set_regs(vmt_platform *p, const vmt_platform_hpet_regs *in);
 
 /* ---- RTC (rtc.c) ---- */
 void vmt_rtc_reset(vmt_platform *p);
@@ -324,6 +332,8 @@ void vmt_uart_input_ready(vmt_platform *p);
 void vmt_uart_save(const vmt_uart *d, plat_w *w);
 vmt_status vmt_uart_load(vmt_uart *d, plat_r *r, vmt_errbuf *e);
 vmt_status vmt_uart_check(const vmt_uart *d, vmt_errbuf *e);
+void vmt_uart_get_regs(const vmt_platform *p, vmt_platform_uart_regs *o);
+vmt_status vmt_uart_set_regs(vmt_platform *p, const vmt_platform_uart_regs *in);
 
 /* ---- i8042, PM timer, port 0x80, 0xcf9, PCI (legacy.c) ---- */
 void vmt_kbd_reset(vmt_platform *p);

@@ -383,6 +383,7 @@ vmt_status vmt_platform_load(vmt_platform *p, const uint8_t *blob, size_t len)
     if (st == VMT_OK) {
         p->s = *s;
         p->stop_reason[0] = 0;
+        p->line_len = 0; /* a partial line of the abandoned timeline */
     } else {
         vmt_errbuf_set(&p->err, st, "%s", e.msg);
     }

@@ -29,6 +29,8 @@
  * Invariants: FIFO count within the FIFO size, register reserved bits
  * clear, the IRQ line equals "some interrupt pending".
  */
+#include <string.h>
+
 #include "platform/platform_internal.h"
 
 #define IER_RDI 0x01
@@ -276,5 +278,56 @@ vmt_status vmt_uart_check(const vmt_uart *u, vmt_errbuf *e)
         return vmt_errbuf_set(e, VMT_E_INTERNAL, "uart: FIFO enable disagrees with FCR 0x%x", u->fcr);
     if (u->irq != (pending_id(u) != IIR_NONE))
         return vmt_errbuf_set(e, VMT_E_INTERNAL, "uart: IRQ line %d but interrupt id 0x%x", u->irq, pending_id(u));
+    return VMT_OK;
+}
+
+/* ---------- register views (vmtrap/platform_regs.h) ---------- */
+
+void vmt_uart_get_regs(const vmt_platform *p, vmt_platform_uart_regs *o)
+{
+    const vmt_uart *u = &p->s.uart;
+    memset(o, 0, sizeof *o);
+    o->divisor = u->divisor;
+    o->ier = u->ier;
+    o->lcr = u->lcr;
+    o->mcr = u->mcr;
+    o->scr = u->scr;
+    o->fcr = u->fcr;
+    o->lsr_errors = u->lsr;
+    o->msr_deltas = u->msr;
+    o->thr_interrupt = u->thr_ipending;
+    o->rx_count = u->rx_count;
+    for (unsigned i = 0; i < u->rx_count; i++)
+        o->rx[i] = u->rx[(u->rx_head + i) % UART_FIFO];
+}
+
+vmt_status vmt_uart_set_regs(vmt_platform *p, const vmt_platform_uart_regs *in)
+{
+    uint8_t fcr = in->fcr & 0xc9; /* bits 1-2 are one-shot FIFO resets */
+    unsigned cap = (fcr & 1) ? UART_FIFO : 1;
+    if ((in->ier & ~0x0f) || (in->mcr & ~0x1f) || (in->lsr_errors & ~LSR_ERRORS) || (in->msr_deltas & ~0x0f) ||
+        in->thr_interrupt > 1 || (in->fcr & 0x30))
+        return vmt_errbuf_set(&p->err, VMT_E_INVAL,
+                              "uart: reserved bits in IER 0x%x MCR 0x%x LSR 0x%x MSR 0x%x FCR 0x%x or THRE flag %u",
+                              in->ier, in->mcr, in->lsr_errors, in->msr_deltas, in->fcr, in->thr_interrupt);
+    if (in->rx_count > cap)
+        return vmt_errbuf_set(&p->err, VMT_E_INVAL, "uart: %u bytes in a %u-byte receive FIFO", in->rx_count, cap);
+    vmt_uart *u = &p->s.uart;
+    *u = (vmt_uart){0};
+    u->divisor = in->divisor;
+    u->ier = in->ier;
+    u->lcr = in->lcr;
+    u->mcr = in->mcr;
+    u->scr = in->scr;
+    u->fifo_enabled = fcr & 1;
+    u->fcr = u->fifo_enabled ? fcr : 0;
+    u->lsr = in->lsr_errors;
+    u->msr = in->msr_deltas;
+    u->thr_ipending = in->thr_interrupt;
+    u->rx_count = in->rx_count;
+    for (unsigned i = 0; i < in->rx_count; i++)
+        u->rx[i] = in->rx[i];
+    fill_rx(p);
+    update_irq(p);
     return VMT_OK;
 }

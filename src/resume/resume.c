@@ -53,6 +53,7 @@ size_t vmt_resume_note_count(const vmt_resume *r) { return r->nnotes; }
 const char *vmt_resume_note_at(const vmt_resume *r, size_t i) { return i < r->nnotes ? r->notes[i] : NULL; }
 const char *vmt_resume_error(const vmt_resume *r) { return r->err.msg; }
 vmt_driver *vmt_resume_driver(vmt_resume *r) { return r->drv; }
+void vmt_resume_release_driver(vmt_resume *r) { r->drv_released = true; }
 vmt_platform *vmt_resume_platform(vmt_resume *r) { return r->plat; }
 vmt_snapshot *vmt_resume_snapshot(vmt_resume *r) { return r->snap; }
 
@@ -60,7 +61,7 @@ void vmt_resume_close(vmt_resume *r)
 {
     if (!r)
         return;
-    if (r->drv)
+    if (r->drv && !r->drv_released)
         vmt_driver_destroy(r->drv);
     vmt_platform_destroy(r->plat);
     vmt_snapshot_destroy(r->snap);

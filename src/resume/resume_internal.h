@@ -12,6 +12,7 @@
 #ifndef VMT_RESUME_INTERNAL_H
 #define VMT_RESUME_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/errbuf.h"
@@ -36,6 +37,7 @@ struct vmt_resume {
     vmt_snapshot *snap;
     vmt_platform *plat;
     vmt_driver *drv;
+    bool drv_released;        /* a session owns drv now */
     uint8_t *platform0;
     size_t platform0_len;
     vmt_clock_config clock;

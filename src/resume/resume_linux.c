@@ -17,8 +17,9 @@
  *    since its TSC read (cs_last), so the watchdog's next comparison of the
  *    two clocks agrees and the TSC stays the clocksource.
  *
- * Reading: through a read-only driver over the snapshot's RAM (the OS
- * layer's only need is vmt_drv_read_phys), before any CPU driver exists.
+ * Reading: the OS layer straight over the snapshot's RAM
+ * (vmt_os_open_snapshot), before any CPU driver exists; the SYSCALL MSRs
+ * are the OS layer's own reconstruction (vmt_os_snapshot_reconstruct).
  *
  * Without the OS layer (module not built), nothing here is found: a note
  * says so, and a kernel that makes system calls will not run far.
@@ -32,42 +33,7 @@
 #ifdef VMT_RESUME_HAVE_OS
 #include "vmtrap/os.h"
 
-#define STAR_LINUX 0x0023001000000000ull
-#define FMASK_LINUX 0x257fd5ull
 #define HPET_HZ 100000000ull
-
-/* ---- a read-only driver over the snapshot's RAM ---- */
-
-static vmt_status ro_read_phys(vmt_driver *d, vmt_pa pa, void *buf, size_t len)
-{
-    vmt_snapshot *s = vmt_driver_impl(d);
-    vmt_status st = vmt_snapshot_read(s, pa, buf, len);
-    if (st)
-        return vmt_driver_fail(d, st, "pa 0x%" PRIx64 "+0x%zx is not in the snapshot's RAM", pa, len);
-    return VMT_OK;
-}
-
-static void ro_destroy(vmt_driver *d) { (void)d; }
-
-static const vmt_driver_ops ro_ops = {
-    .name = "snapshot-ram",
-    .destroy = ro_destroy,
-    .read_phys = ro_read_phys,
-};
-
-static vmt_status ro_create(vmt_snapshot *s, vmt_driver **out, char *why, size_t why_len)
-{
-    size_t n = 0;
-    const vmt_ram_range *rr = vmt_snapshot_ram_ranges(s, &n);
-    vmt_caps caps;
-    memset(&caps, 0, sizeof caps);
-    caps.flags = VMT_CAP_READ_PHYS;
-    caps.max_views = 1;
-    caps.vcpus = 1;
-    caps.ram_frames = n ? (rr[n - 1].start + rr[n - 1].size) / 4096 : 0;
-    caps.maxphyaddr = 40;
-    return vmt_driver_create(&ro_ops, s, &caps, out, why, why_len);
-}
 
 static vmt_status kread(vmt_os *os, uint64_t va, void *buf, size_t len)
 {
@@ -88,23 +54,15 @@ static vmt_status member(vmt_os *os, const char *type, const char *m, uint64_t *
     return vmt_os_member_offset(os, type, m, off);
 }
 
-static void syscall_msrs(vmt_resume *r, vmt_os *os)
+/* LSTAR & co. as syscall_init wrote them: the OS layer's reconstruction
+ * (one place knows Linux's values). A sidecar's values are kept. */
+static void syscall_msrs(vmt_resume *r)
 {
-    vmt_snapshot *s = r->snap;
-    const vmt_vcpu_state *v = vmt_snapshot_vcpu(s, 0);
+    const vmt_vcpu_state *v = vmt_snapshot_vcpu(r->snap, 0);
     if (v && (v->known & VMT_VS_SYSCALL))
-        return; /* a sidecar gave them */
-    uint64_t lstar = 0, cstar = 0;
-    if (sym(os, "entry_SYSCALL_64", &lstar)) {
-        resume_note(r, "vcpu0 lstar: not reconstructed: kallsyms has no entry_SYSCALL_64");
         return;
-    }
-    (void)vmt_snapshot_fixup_set(s, 0, "lstar", lstar, "kallsyms: entry_SYSCALL_64 (syscall_init)");
-    (void)vmt_snapshot_fixup_set(s, 0, "star", STAR_LINUX, "syscall_init: __USER32_CS 0x23 << 48 | __KERNEL_CS 0x10 << 32");
-    (void)vmt_snapshot_fixup_set(s, 0, "fmask", FMASK_LINUX,
-                                 "syscall_init: TF|DF|IF|IOPL|AC|NT|RF|ID and the arithmetic flags cleared");
-    if (!sym(os, "entry_SYSCALL_compat", &cstar))
-        (void)vmt_snapshot_fixup_set(s, 0, "cstar", cstar, "kallsyms: entry_SYSCALL_compat (syscall_init)");
+    if (vmt_os_snapshot_reconstruct(NULL, r->snap) != VMT_OK)
+        resume_note(r, "vcpu0 lstar: not reconstructed: %s", vmt_snapshot_error(r->snap));
 }
 
 static void clock_facts(vmt_resume *r, vmt_os *os, resume_linux *lx)
@@ -166,29 +124,27 @@ static void clock_facts(vmt_resume *r, vmt_os *os, resume_linux *lx)
 
 vmt_status resume_linux_reconstruct(vmt_resume *r, resume_linux *lx, char *why, size_t why_len)
 {
+    (void)why;
+    (void)why_len;
     memset(lx, 0, sizeof *lx);
     vmt_driver *ro = NULL;
-    vmt_status st = ro_create(r->snap, &ro, why, why_len);
-    if (st)
-        return st;
     vmt_os *os = NULL;
     vmt_os_config oc;
     memset(&oc, 0, sizeof oc);
     char inner[256] = "";
-    if (vmt_os_open(ro, &oc, &os, inner, sizeof inner) != VMT_OK) {
+    if (vmt_os_open_snapshot(r->snap, &oc, &os, &ro, inner, sizeof inner) != VMT_OK) {
         resume_note(r, "os: no Linux kernel found in RAM (%s): LSTAR, the TSC rate and the kernel's clocks are not "
                        "reconstructed", inner);
-        vmt_driver_destroy(ro);
         return VMT_OK;
     }
     vmt_os_info info;
     vmt_os_get_info(os, &info);
     lx->have_os = true;
     resume_note(r, "os: %s (kallsyms %u symbols%s)", info.version, info.nsyms, info.has_btf ? ", BTF" : "");
-    syscall_msrs(r, os);
     clock_facts(r, os, lx);
     vmt_os_close(os);
     vmt_driver_destroy(ro);
+    syscall_msrs(r);
     return VMT_OK;
 }
 

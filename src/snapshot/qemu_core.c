@@ -262,9 +262,12 @@ static vmt_status load(vmt_snapshot *s, Elf *e, core_notes *notes, char *why, si
     if (!s->blocks)
         return bad(why, why_len, "out of memory");
     vmt_status st;
+    bool any_vaddr = false;
     for (size_t i = 0; i < phnum; i++) {
         GElf_Phdr ph;
         gelf_getphdr(e, (int)i, &ph);
+        if (ph.p_type == PT_LOAD && ph.p_vaddr)
+            any_vaddr = true;
         if (ph.p_type == PT_NOTE)
             st = walk_notes(e, i, &ph, s->file_len, notes, why, why_len);
         else if (ph.p_type == PT_LOAD)
@@ -281,8 +284,15 @@ static vmt_status load(vmt_snapshot *s, Elf *e, core_notes *notes, char *why, si
                    "of each per vCPU)", notes->nprstatus, notes->nqemu);
     if (s->nblocks == 0)
         return bad(why, why_len, "no PT_LOAD with RAM");
-    if ((st = snap_blocks_finish(s, why, why_len)))
+    if ((st = snap_blocks_finish(s, why, why_len))) {
+        if (st == VMT_E_FORMAT && any_vaddr) {
+            char inner[VMT_ERRBUF_LEN];
+            snprintf(inner, sizeof inner, "%s", why);
+            return bad(why, why_len, "%s; its PT_LOADs carry virtual addresses: written with paging=true "
+                       "(dump-guest-memory -p)? dump without -p", inner);
+        }
         return st;
+    }
     s->nvcpus = notes->nprstatus;
     s->vcpus = calloc(s->nvcpus, sizeof *s->vcpus);
     s->efer_set = calloc(s->nvcpus, 1);

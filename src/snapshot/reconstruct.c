@@ -16,8 +16,13 @@
  *    SCE in long mode (64-bit kernels enter system calls with SYSCALL; the
  *    OS layer confirms with LSTAR).
  *  - APIC base: 0xfee00000, enabled, BSP bit on vCPU 0 (the PC default).
- *  - TSC: tsc_hz * start_ns / 1e9 (0 when the clock is unknown: the
- *    guest's time continues from the virtual clock's start).
+ *  - TSC: tsc_hz * start_ns / 1e9; 0 when the clock is unknown, which a
+ *    kernel that read the TSC before the pause takes as time standing
+ *    still (its timekeeper holds the last TSC read: an OS layer sets the
+ *    TSC from there, the reason says so).
+ *
+ * Order: the OS layer's step runs first (it knows more), then the
+ * defaults above fill only what is still unknown.
  *  - XCR0 = 1 when CR4.OSXSAVE is clear (XCR0 is then irrelevant).
  *  - PAT: the reset value.
  *
@@ -107,7 +112,9 @@ static vmt_status reconstruct_efer(vmt_snapshot *s, uint32_t i)
 
 vmt_status vmt_snapshot_reconstruct(vmt_snapshot *s, vmt_snapshot_reconstruct_fn os_fn, void *os_ctx)
 {
-    vmt_status st = VMT_OK;
+    /* The OS layer knows more (e.g. the kernel's last TSC read): it goes
+     * first, the defaults below only fill what is still unknown. */
+    vmt_status st = os_fn ? os_fn(os_ctx, s) : VMT_OK;
     for (uint32_t i = 0; i < s->nvcpus && !st; i++) {
         const vmt_vcpu_state *v = &s->vcpus[i];
         if ((st = reconstruct_efer(s, i)))
@@ -124,7 +131,8 @@ vmt_status vmt_snapshot_reconstruct(vmt_snapshot *s, vmt_snapshot_reconstruct_fn
                 snprintf(how, sizeof how, "virtual time start %llu ns at %llu Hz", (unsigned long long)s->clock.start_ns,
                          (unsigned long long)s->clock.tsc_hz);
             } else {
-                snprintf(how, sizeof how, "no clock known: TSC starts at 0 with the virtual clock");
+                snprintf(how, sizeof how, "no clock known: TSC 0; a kernel that read the TSC before the pause sees "
+                         "time stand still until it passes that reading (sidecar tsc, or the OS layer)");
             }
             st = fix(s, i, "tsc", tsc, how);
         }
@@ -133,7 +141,5 @@ vmt_status vmt_snapshot_reconstruct(vmt_snapshot *s, vmt_snapshot_reconstruct_fn
         if (!st && !(v->known & VMT_VS_MSRS))
             st = fix(s, i, "pat", 0x0007040600070406ull, "not in the core: PAT and the other MSRs of the group take reset values");
     }
-    if (!st && os_fn)
-        st = os_fn(os_ctx, s);
     return st;
 }

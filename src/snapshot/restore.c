@@ -13,8 +13,9 @@
  * is rewritten. Then every vCPU state is set and the platform reset
  * callback gets the platform blob.
  *
- * The first restore on a driver the snapshot was never applied to is a
- * full apply.
+ * A restore on a driver other than the one the snapshot was last applied
+ * to (or restored into) is a full apply; drivers are told apart by their
+ * handle, so after destroying a driver apply the snapshot to the new one.
  *
  * Failure: a failing driver call stops the restore with the driver's
  * message; the driver may be partly restored (the message says so) and a
@@ -84,6 +85,28 @@ static vmt_status rewrite_dirty(vmt_snapshot *s, vmt_driver *d)
     return VMT_OK;
 }
 
+vmt_status snap_zero_dirty_holes(vmt_snapshot *s, vmt_driver *d)
+{
+    static const uint8_t zero[VMT_PAGE_SIZE];
+    s->ndirty = 0;
+    s->dirty_oom = 0;
+    vmt_status st = vmt_drv_dirty_log(d, collect, s, 0);
+    if (st)
+        return vmt_errbuf_set(&s->err, st, "snapshot: reading the dirty log failed: %s", vmt_driver_error(d));
+    if (s->dirty_oom)
+        return vmt_errbuf_set(&s->err, VMT_E_NOMEM, "snapshot: out of memory for the dirty list");
+    for (size_t i = 0; i < s->ndirty; i++) {
+        vmt_pa pa = vmt_gfn_to_pa(s->dirty[i]);
+        if (!snap_block_of(s, pa) && (st = vmt_drv_write_phys(d, pa, zero, sizeof zero)))
+            return vmt_errbuf_set(&s->err, st, "snapshot: zeroing gfn 0x%llx failed (driver partly written): %s",
+                                  (unsigned long long)s->dirty[i], vmt_driver_error(d));
+    }
+    st = vmt_drv_dirty_log(d, snap_dirty_ignore, NULL, 1);
+    if (st)
+        return vmt_errbuf_set(&s->err, st, "snapshot: clearing the dirty log failed: %s", vmt_driver_error(d));
+    return VMT_OK;
+}
+
 void vmt_snapshot_set_platform_reset(vmt_snapshot *s, vmt_snapshot_platform_reset_fn fn, void *ctx)
 {
     s->reset_fn = fn;
@@ -95,7 +118,7 @@ vmt_status vmt_snapshot_restore(vmt_snapshot *s, vmt_driver *d, vmt_snapshot_run
     uint64_t t0 = now_ns();
     uint64_t pages = 0;
     vmt_status st;
-    if (!s->applied || !vmt_driver_has(d, VMT_CAP_DIRTY_LOG)) {
+    if (s->applied_to != d || !vmt_driver_has(d, VMT_CAP_DIRTY_LOG)) {
         if ((st = vmt_snapshot_apply(s, d)))
             return st;
         for (size_t i = 0; i < s->nblocks; i++)
@@ -108,7 +131,8 @@ vmt_status vmt_snapshot_restore(vmt_snapshot *s, vmt_driver *d, vmt_snapshot_run
             return st;
     }
     if (s->reset_fn && (st = s->reset_fn(s->reset_ctx, s->platform, s->platform_len)))
-        return vmt_errbuf_set(&s->err, st, "restore: the platform reset callback failed");
+        return vmt_errbuf_set(&s->err, st, "restore: the platform reset callback refused the %zu-byte platform "
+                              "state: %s (RAM and vCPUs are restored)", s->platform_len, vmt_strerror(st));
     uint64_t dt = now_ns() - t0;
     s->stats.restores++;
     s->stats.last_dirty_pages = pages;

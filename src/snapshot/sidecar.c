@@ -2,8 +2,9 @@
  * snapshot/sidecar.c — the JSON sidecar (what a bare core lacks) and the
  * table of named vCPU fields that sidecars and fixups share.
  *
- * Format (docs/snapshot.md): a JSON object with optional "tsc_hz",
- * "insns_per_sec", "start_ns" and "vcpus": an array (index = vCPU) of
+ * Format (docs/snapshot.md): a JSON object with optional "source" (a
+ * short text naming where the values come from, shown in each fixup's
+ * reason), "tsc_hz", "insns_per_sec", "start_ns" and "vcpus": an array (index = vCPU) of
  * objects whose members are field names of the table below (numbers or
  * "0x..." strings), plus "halted" (boolean) and "fxsave" (1024 hex digits:
  * the 512-byte FXSAVE image). Parsing uses json-c.
@@ -71,6 +72,11 @@ vmt_status snap_field_set(vmt_vcpu_state *v, const char *field, uint64_t value, 
         *group = VMT_VS_EVENTS;
         return VMT_OK;
     }
+    if (strcmp(field, "interrupt_shadow") == 0 && value <= 1) {
+        v->interrupt_shadow = (uint8_t)value;
+        *group = VMT_VS_EVENTS;
+        return VMT_OK;
+    }
     return VMT_E_NOTFOUND;
 }
 
@@ -113,7 +119,7 @@ static int hexval(char c)
 
 /* Apply one vCPU object to *v; fixups are collected into the caller's list. */
 static vmt_status apply_vcpu(vmt_snapshot *s, uint32_t idx, json_object *o, vmt_vcpu_state *v, uint8_t *efer_set,
-                             char *why, size_t why_len)
+                             const char *how, char *why, size_t why_len)
 {
     if (!json_object_is_type(o, json_type_object)) {
         vmt_why(why, why_len, "sidecar: vcpus[%u] is not an object", idx);
@@ -159,7 +165,7 @@ static vmt_status apply_vcpu(vmt_snapshot *s, uint32_t idx, json_object *o, vmt_
                 *efer_set = 1;
         }
         v->known |= group;
-        if (snap_fixup_add(s, idx, group, key, value, "sidecar")) {
+        if (snap_fixup_add(s, idx, group, key, value, how)) {
             vmt_why(why, why_len, "sidecar: out of memory");
             return VMT_E_NOMEM;
         }
@@ -179,9 +185,20 @@ static vmt_status apply_doc(vmt_snapshot *s, json_object *doc, vmt_vcpu_state *v
         vmt_why(why, why_len, "sidecar: the document is not a JSON object");
         return VMT_E_FORMAT;
     }
+    char how[200] = "sidecar";
+    json_object *src = NULL;
+    if (json_object_object_get_ex(doc, "source", &src)) {
+        if (!json_object_is_type(src, json_type_string) || json_object_get_string_len(src) > 150) {
+            vmt_why(why, why_len, "sidecar: source must be a string of at most 150 characters");
+            return VMT_E_FORMAT;
+        }
+        snprintf(how, sizeof how, "sidecar (%s)", json_object_get_string(src));
+    }
     json_object_object_foreach(doc, key, val)
     {
         vmt_status st = VMT_OK;
+        if (strcmp(key, "source") == 0)
+            continue;
         if (strcmp(key, "tsc_hz") == 0)
             st = get_u64(val, key, &clk->tsc_hz, why, why_len);
         else if (strcmp(key, "insns_per_sec") == 0)
@@ -199,7 +216,8 @@ static vmt_status apply_doc(vmt_snapshot *s, json_object *doc, vmt_vcpu_state *v
                 return VMT_E_FORMAT;
             }
             for (size_t i = 0; i < n && !st; i++)
-                st = apply_vcpu(s, (uint32_t)i, json_object_array_get_idx(val, i), &vs[i], &efer[i], why, why_len);
+                st = apply_vcpu(s, (uint32_t)i, json_object_array_get_idx(val, i), &vs[i], &efer[i], how, why,
+                                why_len);
         } else {
             vmt_why(why, why_len, "sidecar: unknown field %s", key);
             return VMT_E_FORMAT;

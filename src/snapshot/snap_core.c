@@ -88,6 +88,11 @@ static vmt_status open_bytes(vmt_snapshot *s, char *why, size_t why_len)
         s->kind = VMT_SNAPSHOT_QEMU_CORE;
         return snap_load_qemu_core(s, why, why_len);
     }
+    if (s->file_len >= 8 && (memcmp(s->file, "KDUMP   ", 8) == 0 || memcmp(s->file, "makedumpfile", 8) == 0)) {
+        vmt_why(why, why_len, "snapshot: a kdump-compressed dump is not supported: dump as ELF (QEMU "
+                "dump-guest-memory without -z/-l/-s, virsh dump --memory-only --format elf)");
+        return VMT_E_FORMAT;
+    }
     vmt_why(why, why_len, "snapshot: %zu-byte input is neither an ELF core nor a vmtrap snapshot (bad magic)",
             s->file_len);
     return VMT_E_FORMAT;
@@ -255,10 +260,13 @@ vmt_status vmt_snapshot_ram_ptr(vmt_snapshot *s, vmt_pa gpa, uint64_t len, const
 vmt_status vmt_snapshot_read(vmt_snapshot *s, vmt_pa gpa, void *buf, size_t len)
 {
     uint8_t *out = buf;
+    if (gpa + len < gpa)
+        return vmt_errbuf_set(&s->err, VMT_E_RANGE, "snapshot: read of [0x%llx, +0x%zx) wraps around",
+                              (unsigned long long)gpa, len);
     /* Check the whole range first: a failing read fills nothing. */
     for (vmt_pa a = gpa; a < gpa + len;) {
         const snap_block *b = snap_block_of(s, a);
-        if (!b || gpa + len < gpa)
+        if (!b)
             return vmt_errbuf_set(&s->err, VMT_E_RANGE, "snapshot: read of [0x%llx, +0x%zx) reaches 0x%llx, not RAM",
                                   (unsigned long long)gpa, len, (unsigned long long)a);
         a = b->gpa + b->size;
@@ -426,6 +434,7 @@ int snap_dirty_ignore(void *ctx, vmt_gfn gfn)
 
 vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d)
 {
+    s->applied_to = NULL; /* until this apply completes */
     vmt_status st = snap_check_runnable(s);
     if (st)
         return st;
@@ -448,12 +457,11 @@ vmt_status vmt_snapshot_apply(vmt_snapshot *s, vmt_driver *d)
     }
     if ((st = snap_set_vcpus(s, d)))
         return st;
-    if (vmt_driver_has(d, VMT_CAP_DIRTY_LOG)) {
-        st = vmt_drv_dirty_log(d, snap_dirty_ignore, NULL, 1);
-        if (st)
-            return vmt_errbuf_set(&s->err, st, "snapshot: clearing the dirty log failed: %s", vmt_driver_error(d));
-    }
-    s->applied = 1;
+    /* Frames written outside the snapshot's RAM (a run before this apply)
+     * go back to zero; then the log starts empty. */
+    if (vmt_driver_has(d, VMT_CAP_DIRTY_LOG) && (st = snap_zero_dirty_holes(s, d)))
+        return st;
+    s->applied_to = d;
     return VMT_OK;
 }
 
@@ -485,6 +493,33 @@ vmt_status vmt_snapshot_check(const vmt_snapshot *s, char *why, size_t why_len)
             (b->data < s->file || b->size > s->file_len || (size_t)(b->data - s->file) > s->file_len - b->size)) {
             vmt_why(why, why_len, "snapshot: block %zu data is outside the file", i);
             return VMT_E_INTERNAL;
+        }
+    }
+    if (s->kind == VMT_SNAPSHOT_VMTS) {
+        uint64_t chunk = 0, golden = 0;
+        for (size_t i = 0; i < s->nblocks; i++) {
+            const snap_block *b = &s->blocks[i];
+            if (b->first_chunk != chunk || b->data != s->golden + golden) {
+                vmt_why(why, why_len, "snapshot: block %zu's chunks or memory are not where the blocks before it end", i);
+                return VMT_E_INTERNAL;
+            }
+            chunk += (b->size + s->chunk_size - 1) / s->chunk_size;
+            golden += b->size;
+        }
+        if (chunk != s->nchunks || golden != s->golden_len) {
+            vmt_why(why, why_len, "snapshot: %llu chunks / %llu bytes for blocks needing %llu / %llu",
+                    (unsigned long long)s->nchunks, (unsigned long long)s->golden_len, (unsigned long long)chunk,
+                    (unsigned long long)golden);
+            return VMT_E_INTERNAL;
+        }
+        for (uint64_t k = 0; k < s->nchunks; k++) {
+            const snap_chunk *c = &s->chunks[k];
+            bool zero = c->flags & SNAP_CHUNK_ZERO;
+            if (s->chunk_done[k] > 1 || (c->flags & ~SNAP_CHUNK_ZERO) || (zero && c->csize) ||
+                (!zero && (c->offset > s->memdata_len || c->csize > s->memdata_len - c->offset))) {
+                vmt_why(why, why_len, "snapshot: chunk %llu is inconsistent", (unsigned long long)k);
+                return VMT_E_INTERNAL;
+            }
         }
     }
     for (uint32_t i = 0; i < s->nvcpus; i++) {

@@ -83,7 +83,7 @@ struct vmt_snapshot {
     vmt_gfn *dirty;
     size_t ndirty, dirtycap;
     int dirty_oom;
-    int applied;
+    const vmt_driver *applied_to; /* the driver the last apply/restore wrote (restore's dirty base) */
 };
 
 /* Allocate an empty handle (kind set, metadata "{}"). NULL on no memory. */
@@ -117,6 +117,9 @@ vmt_status snap_set_vcpus(vmt_snapshot *s, vmt_driver *d);
 /* Every vCPU can run: EFER known for long-mode vCPUs, states consistent
  * (message in s->err). */
 vmt_status snap_check_runnable(vmt_snapshot *s);
+/* restore.c: zero every dirty frame outside the snapshot's blocks, then
+ * clear the driver's dirty log. */
+vmt_status snap_zero_dirty_holes(vmt_snapshot *s, vmt_driver *d);
 /* A dirty-log callback that keeps walking (to clear the log). */
 int snap_dirty_ignore(void *ctx, vmt_gfn gfn);
 

@@ -6,7 +6,8 @@
  * (magic, version, flags, sizes, CRC, file size = actual size), section
  * table (inside the file, CRC, known types, each at most once, required
  * ones present, sections inside the file and not overlapping the header,
- * the table or each other), every section's CRC-32, then each section's
+ * the table or each other, and tiling the rest of the file so that every
+ * byte is under a checksum), every section's CRC-32, then each section's
  * contents (memory map aligned and non-overlapping, chunk table matching
  * it with every frame inside the data section and declaring exactly the
  * chunk's size, vCPU records decodable and consistent, metadata a JSON
@@ -111,6 +112,21 @@ static vmt_status read_table(vmt_snapshot *s, sec secs[VMTS_SEC_TYPES], char *wh
             return bad(why, why_len, "section '%s' checksum mismatch (corrupt data)", name);
         secs[type] = (sec){ off, len, true };
     }
+    /* Sections tile the rest of the file: every byte is under a checksum. */
+    uint64_t covered = table_end;
+    for (uint32_t pass = 0; pass < count; pass++) {
+        bool advanced = false;
+        for (uint32_t k = 0; k < count; k++)
+            if (spans[k][0] == covered && spans[k][1] > covered) {
+                covered = spans[k][1];
+                advanced = true;
+            }
+        if (!advanced)
+            break;
+    }
+    if (covered != s->file_len)
+        return bad(why, why_len, "bytes 0x%llx.. are in no section (sections must follow the table without gaps)",
+                   (unsigned long long)covered);
     static const uint32_t required[] = { VMTS_SEC_META, VMTS_SEC_CLOCK, VMTS_SEC_MEMMAP, VMTS_SEC_VCPUS,
                                          VMTS_SEC_FIXUPS, VMTS_SEC_CHUNKS, VMTS_SEC_MEMDATA };
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)

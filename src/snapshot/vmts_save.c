@@ -369,6 +369,8 @@ vmt_status vmt_snapshot_save_driver(vmt_driver *d, const vmt_snapshot_save_optio
         .platform_len = o.platform ? o.platform_len : 0,
         .meta_extra = o.metadata_json,
         .clock = o.clock,
+        .fixups = o.fixups_from ? o.fixups_from->fixups : NULL,
+        .nfixups = o.fixups_from ? o.fixups_from->nfixups : 0,
         .level = o.zstd_level,
         .progress = o.progress,
         .progress_ctx = o.progress_ctx,
@@ -379,6 +381,12 @@ vmt_status vmt_snapshot_save_driver(vmt_driver *d, const vmt_snapshot_save_optio
         return VMT_E_NOMEM;
     }
     vmt_status st = VMT_OK;
+    for (size_t i = 0; i < src.nfixups; i++)
+        if (src.fixups[i].vcpu >= caps->vcpus) {
+            vmt_why(why, why_len, "vmtrap snapshot: fixup %zu names vCPU %u but the driver has %u", i,
+                    src.fixups[i].vcpu, caps->vcpus);
+            st = VMT_E_INVAL;
+        }
     for (uint32_t i = 0; i < caps->vcpus && !st; i++)
         if ((st = vmt_drv_get_vcpu_state(d, i, &vs[i])))
             vmt_why(why, why_len, "vmtrap snapshot: vCPU %u state: %s", i, vmt_driver_error(d));

@@ -54,6 +54,15 @@ static const uint8_t g_writes[] = {
     0x66, 0xba, 0xe1, 0x05, 0xef, 0xf4,
 };
 
+/* mov ecx,N; mov ebx,0x3000; xor esi,esi; 1: mov edi,ecx; call rbx;
+ * add esi,eax; dec ecx; jnz 1b; mov eax,esi; mov dx,0x5e1; out dx,eax; hlt */
+static const uint8_t g_self_calls[] = {
+    0xb9, 0, 0, 0, 0, 0xbb, 0x00, 0x30, 0x00, 0x00, 0x31, 0xf6, 0x89, 0xcf, 0xff, 0xd3, 0x01, 0xc6,
+    0xff, 0xc9, 0x75, 0xf6, 0x89, 0xf0, 0x66, 0xba, 0xe1, 0x05, 0xef, 0xf4,
+};
+/* at HG_FUNC_VA: mov [rip+1],edi (the imm32 below); mov eax,imm32; ret */
+static const uint8_t g_self_func[] = { 0x89, 0x3d, 0x01, 0x00, 0x00, 0x00, 0xb8, 0, 0, 0, 0, 0xc3 };
+
 /* at HG_FUNC_VA: push rbp; mov rax,rdi; pop rbp; ret */
 static const uint8_t g_func[] = { 0x55, 0x48, 0x89, 0xf8, 0x5d, 0xc3 };
 
@@ -93,6 +102,7 @@ vmt_status hg_driver(const char *driver, hg_kind kind, uint32_t n, vmt_driver **
     case HG_CALLS: len = sizeof g_calls; memcpy(code, g_calls, len); break;
     case HG_READS: len = sizeof g_reads; memcpy(code, g_reads, len); break;
     case HG_WRITES: len = sizeof g_writes; memcpy(code, g_writes, len); break;
+    case HG_SELF_STORES: len = sizeof g_self_calls; memcpy(code, g_self_calls, len); break;
     case HG_PT_WRITES: {
         len = sizeof g_pt_writes;
         memcpy(code, g_pt_writes, len);
@@ -111,7 +121,9 @@ vmt_status hg_driver(const char *driver, hg_kind kind, uint32_t n, vmt_driver **
     memcpy(code + 1, &n, 4);
     vmt_image_segment segs[2] = {
         { .pa = HG_CODE_PA, .data = code, .filesz = len, .memsz = len },
-        { .pa = HG_FUNC_VA, .data = g_func, .filesz = sizeof g_func, .memsz = sizeof g_func },
+        { .pa = HG_FUNC_VA, .data = kind == HG_SELF_STORES ? g_self_func : g_func,
+          .filesz = kind == HG_SELF_STORES ? sizeof g_self_func : sizeof g_func,
+          .memsz = kind == HG_SELF_STORES ? sizeof g_self_func : sizeof g_func },
     };
     vmt_image *img = NULL;
     vmt_status st = vmt_image_from_segments(segs, 2, NULL, HG_RAM, &img, why, why_len);

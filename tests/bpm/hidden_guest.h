@@ -16,6 +16,11 @@
  *   HG_PT_WRITES  store the PD entry that maps HG_PT_VA, unchanged;
  *   HG_WRITES     store rax (the iteration count) at HG_WRITE_VA, in the
  *                 function's page (a hidden breakpoint's page is rebuilt).
+ *   HG_SELF_STORES call HG_FUNC_VA with rdi = i (n down to 1); the function's
+ *                 FIRST instruction stores edi into the immediate of its
+ *                 own `mov eax, imm32` that follows, so it returns i only
+ *                 when the code that runs is what was just written; eax at
+ *                 the end is the sum of the returns: HG_SELF_SUM(n).
  * No test framework here: callers assert.
  */
 #ifndef VMT_TESTS_HIDDEN_GUEST_H
@@ -36,7 +41,8 @@
 #define HG_CALLS_VALUE ((uint32_t)HG_RAM)  /* the function returns rdi */
 #define HG_READ_VALUE 0xf8894855u           /* push rbp; mov rax,rdi (55 48 89 f8) */
 
-typedef enum hg_kind { HG_OUT_LOOP, HG_NOP_LOOP, HG_CALLS, HG_READS, HG_PT_WRITES, HG_WRITES } hg_kind;
+typedef enum hg_kind { HG_OUT_LOOP, HG_NOP_LOOP, HG_CALLS, HG_READS, HG_PT_WRITES, HG_WRITES, HG_SELF_STORES } hg_kind;
+#define HG_SELF_SUM(n) ((uint32_t)((uint64_t)(n) * ((uint64_t)(n) + 1) / 2))
 
 /* Physical address of the PD entry HG_PT_WRITES stores into. */
 uint64_t hg_pde_pa(void);

@@ -149,7 +149,8 @@ static void test_exec_controller(void **state)
     assert_int_equal(vd.disposition, VMT_BPM_NOT_OURS);
     vmt_event i3 = fx_int3(&f, 0x400010, 0x10010, FX_ROOT_A);
     assert_int_equal(vmt_bpm_handle_event(f.b, &i3, &resp, hits, 2, &vd), VMT_OK);
-    assert_int_equal(vd.disposition, VMT_BPM_STALE);
+    assert_int_equal(vd.disposition, VMT_BPM_FOREIGN); /* this controller plants none */
+    assert_int_equal(resp.actions, VMT_RESP_REINJECT);
 
     vmt_mem_log_clear(f.d);
     assert_int_equal(vmt_bpm_remove(f.b, &bp), VMT_OK);

@@ -225,6 +225,20 @@ static void fast_step_hit_two_exits(const char *drv)
     assert_true(b.exits - a.exits >= 2 * N);
 }
 
+/* A hooked function whose first (displaced) instruction stores into its own
+ * code: every call must run what was just written (the shadow is rebuilt
+ * before the breakpoint view runs on), with EMULATE and FAST_STEP. */
+static void displaced_self_store(const char *drv)
+{
+    enum { N = 12 };
+    counts a = run(drv, HG_SELF_STORES, MON_BPM, N);
+    assert_int_equal(a.hits, N);
+    assert_int_equal(a.value, HG_SELF_SUM(N));
+    counts b = run(drv, HG_SELF_STORES, MON_BPM_FAST_STEP, N);
+    assert_int_equal(b.hits, N);
+    assert_int_equal(b.value, HG_SELF_SUM(N));
+}
+
 static void emu_hit(void **state) { (void)state; hidden_hit_one_exit("emu"); }
 static void emu_read(void **state) { (void)state; hidden_read_one_exit("emu"); }
 static void emu_pt_write(void **state) { (void)state; pt_write_one_exit("emu"); }
@@ -234,6 +248,8 @@ static void kvm_pt_write(void **state) { (void)state; pt_write_one_exit("kvm"); 
 static void emu_write(void **state) { (void)state; hidden_write_stepped("emu", 2, 0); }
 static void kvm_write(void **state) { (void)state; hidden_write_stepped("kvm", 1, 0); }
 static void kvm_fast_step(void **state) { (void)state; fast_step_hit_two_exits("kvm"); }
+static void emu_self_store(void **state) { (void)state; displaced_self_store("emu"); }
+static void kvm_self_store(void **state) { (void)state; displaced_self_store("kvm"); }
 
 int main(void)
 {
@@ -241,6 +257,7 @@ int main(void)
         cmocka_unit_test(emu_hit),      cmocka_unit_test(emu_read),      cmocka_unit_test(emu_pt_write),
         cmocka_unit_test(kvm_hit),      cmocka_unit_test(kvm_read),      cmocka_unit_test(kvm_pt_write),
         cmocka_unit_test(kvm_fast_step), cmocka_unit_test(emu_write),     cmocka_unit_test(kvm_write),
+        cmocka_unit_test(emu_self_store), cmocka_unit_test(kvm_self_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,8 +14,13 @@
 #    (paths, program names, fd, len, buffer preview, pids) and svc_spawn
 #    returns the expected pids;
 #  - page-out, page-in and remap events were seen;
-#  - the 8 stealth detectors all pass (on the emulator driver; on KVM they
-#    must all be reported, their verdicts are the driver's to state).
+#  - the 16 stealth detectors all pass (on the emulator driver; on KVM they
+#    must all be reported, their verdicts are the driver's to state), but
+#    those $skip turns off (see below).
+# Detector 12 calls svc_spawn once through a second virtual address: shadow
+# and exec breakpoints (physical) count it; debug registers (virtual) cannot,
+# so with --breakpoints debug svc_spawn's hits are the guest's count minus
+# that call (the summary says MISMATCH, which is the honest answer).
 # With --breakpoints debug (4 debug registers) there is no room for return
 # breakpoints, so returns are not checked then.
 # Exit 77 (skipped) when jq is missing or the driver cannot run here.
@@ -40,10 +45,16 @@ extra=()
 # its own hooked page: the monitor re-executes it for real).
 [ "$returns" = 1 ] && extra=(--returns)
 [ -n "$iterations" ] && extra+=(--set "workload_iterations=$iterations")
+# What the emulator driver cannot do yet (see NOTES.md, helper emu2): bit 17
+# = the ICEBP encoding of detector 9 (F1 stops the guest instead of raising
+# #DB). Everything else, the timing detector 16 included, must pass.
+skip=${VMT_E2E_DETECTOR_SKIP:-$(( 1 << 17 ))}
+extra+=(--set "workload_skip=$skip")
 extra+=(--breakpoints "$breakpoints")
 # A wall-clock watchdog as well (--limit counts guest time only): SIGINT
-# ends the run cleanly with its summary, which then says why.
-timeout -s INT 90 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
+# ends the run cleanly with its summary, which then says why. 150 s: the
+# shadow run takes ~70 s under ASan on this 2-core machine.
+timeout -s INT 150 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
     "${extra[@]}" --json --limit 100 >"$log"
 rc=$?
 failures=0
@@ -58,6 +69,13 @@ check() { # description, jq expression that must print true, extra jq arguments
         failures=$((failures + 1))
     fi
 }
+# With debug registers the alias call of detector 12 is missed, so the hook
+# counts differ and vmtrap says so with exit code 1: expected, checked below.
+if [ "$rc" -eq 1 ] && [ "$breakpoints" = debug ] &&
+   [ "$(jq -s 'last | .counts_match == false and .monitor.errors == 0 and .guest_exit_code == 0' "$log")" = true ]; then
+    echo "ok: vmtrap exited with 1: debug registers cannot see the call through an alias"
+    rc=0
+fi
 if [ "$rc" -ne 0 ]; then
     echo "FAIL: vmtrap exited with $rc"; failures=$((failures + 1))
     jq -c 'select(.event == "summary" or .event == "note" or (.event == "guest" and .kind == "assert_fail"))' "$log" | tail -5
@@ -67,8 +85,15 @@ check "exactly one summary, last" '(map(select(.event == "summary")) | length ==
 check "the run ended because the guest finished" 'last.end == "the guest finished"'
 check "guest finished with exit code 0" 'last.guest_exit_code == 0'
 check "four hooks, each with calls" '(last.hooks | length == 4) and all(last.hooks[]; .hits > 0)'
-check "hook counts equal the guest's own counts" \
-    'last.counts_match and all(last.hooks[]; .guest_count == .hits)'
+alias=$(jq -s 'map(select(.event == "guest" and .kind == "report" and .name == "alias_calls.svc_spawn")) | .[0].args[0] // 0' "$log")
+if [ "$breakpoints" = debug ]; then
+    check "hook counts equal the guest's own counts but the alias call debug registers cannot see" \
+        'all(last.hooks[]; .guest_count == .hits + (if .symbol == "svc_spawn" then $alias else 0 end))' \
+        --argjson alias "$alias"
+else
+    check "hook counts equal the guest's own counts (the call through an alias included)" \
+        'last.counts_match and all(last.hooks[]; .guest_count == .hits)'
+fi
 [ "$returns" = 1 ] && check "every hooked call returned, and was seen returning" \
     'all(last.hooks[]; .returns == .hits) and last.monitor.returns_missed == 0'
 [ "$returns" = 1 ] && check "svc_write returns len, svc_exit returns 0" \
@@ -130,7 +155,8 @@ check "no guest assertion failed" 'all(.[]; .event != "guest" or .kind != "asser
 check "the entry bytes the guest read equal the ELF file's" \
     '(last.entry_checks.checked == 4) and (last.entry_checks.mismatch == 0)'
 check "the monitor survived no internal failure" 'last.monitor.errors == 0'
-check "8 stealth detectors reported" '[last.detectors[].id] | sort == [1, 2, 3, 4, 5, 6, 7, 8]'
+check "16 stealth detectors reported (but those skipped)" \
+    '[last.detectors[].id] | sort == [range(1; 17) | select(($skip / pow(2; .) | floor) % 2 == 0)]' --argjson skip "$skip"
 check "detector lines agree with the summary" \
     '[.[] | select(.event == "detector") | {id, pass}] == [last.detectors[] | {id, pass}]'
 if [ "$driver" = emu ]; then
@@ -142,7 +168,7 @@ fi
 # second run is cheap there).
 if [ "$driver" = kvm ] && [ "$breakpoints" = debug ]; then
     text=$(mktemp)
-    timeout -s INT 90 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
+    timeout -s INT 150 "$vmtrap" run --guest "$guest" --driver "$driver" --hook svc_open,svc_write,svc_spawn,svc_exit \
         "${extra[@]}" --limit 100 >"$text" 2>&1
     calls_text=$(grep -c '^call ' "$text")
     calls_json=$(jq -s '[.[] | select(.event == "call")] | length' "$log")

@@ -8,7 +8,7 @@
  *  - workload: the iteration parameter is honoured, every memory-manager
  *    operation kind happens and its STEP reports are consistent (a page comes
  *    back in at a frame other than the one it left, counters match the
- *    steps), every service got every call, and all 8 stealth detectors pass
+ *    steps), every service got every call, and all 16 stealth detectors pass
  *    on a plain run, with the entry-byte hashes equal to the ELF's bytes.
  * Skipped (77) when the driver is not built or not usable here.
  */
@@ -32,6 +32,15 @@
 #define RAM_SIZE (64ULL << 20)
 #define TIME_LIMIT_S 60.0
 #define WORKLOAD_ITERATIONS 24
+/* workload_skip bits for what the emulator driver cannot do yet (see
+ * /work/wt/NOTES.md, helper emu2): ICEBP (F1) stops the guest instead of
+ * raising #DB (bit 17: detector 9 leaves that encoding out). Remove once
+ * the driver delivers it. */
+#define DRIVER_GAPS (1u << 17)
+#define NDETECTORS 16
+/* svc_exit calls the detectors make (4: 1, 16 timing: 64 x 7), svc_spawn (12 alias: 1) */
+#define DETECTOR_EXIT_CALLS (1 + 64 * 7)
+#define DETECTOR_SPAWN_CALLS 1
 
 static const char *const services[] = { "svc_open", "svc_write", "svc_spawn", "svc_exit" };
 
@@ -195,9 +204,9 @@ static void check_step_consistency(const guest_run *r)
 static void test_workload(void **state)
 {
     (void)state;
-    guest_param p = { "workload_iterations", WORKLOAD_ITERATIONS };
+    guest_param p[2] = { { "workload_iterations", WORKLOAD_ITERATIONS }, { "workload_skip", DRIVER_GAPS } };
     guest_run r;
-    run_or_fail("workload", &p, 1, &r);
+    run_or_fail("workload", p, 2, &r);
     if (!r.done || r.exit_code || guest_run_find(&r, VMT_UCALL_ASSERT_FAIL, NULL, 0))
         guest_run_dump(&r);
     assert_true(r.done);
@@ -239,15 +248,20 @@ static void test_workload(void **state)
     check_step_consistency(&r);
 
     /* every call made was received: the guest asserts served == made; here
-     * the made counts must be what the loop (+ detector 4's svc_exit) did */
+     * the made counts must be what the loop and the detectors did */
     for (size_t i = 0; i < 4; i++) {
         char key[64];
         snprintf(key, sizeof(key), "calls.%s", services[i]);
-        assert_int_equal(report_or_fail(&r, key), WORKLOAD_ITERATIONS + (i == 3 ? 1 : 0));
+        assert_int_equal(report_or_fail(&r, key), WORKLOAD_ITERATIONS + (i == 3   ? DETECTOR_EXIT_CALLS
+                                                                         : i == 2 ? DETECTOR_SPAWN_CALLS
+                                                                                  : 0));
     }
+    assert_int_equal(report_or_fail(&r, "alias_calls.svc_spawn"), DETECTOR_SPAWN_CALLS);
 
-    /* detectors: each once, all pass on a plain run */
-    for (uint64_t id = 1; id <= 8; id++) {
+    /* detectors: each once (but those skipped), all pass on a plain run */
+    for (uint64_t id = 1; id <= NDETECTORS; id++) {
+        if (DRIVER_GAPS & (1u << id))
+            continue;
         size_t seen = 0;
         for (size_t i = 0; i < r.ncalls; i++) {
             const vmt_ucall *u = &r.calls[i];
@@ -261,9 +275,10 @@ static void test_workload(void **state)
         assert_int_equal(seen, 1);
     }
     assert_int_equal(report_or_fail(&r, "detectors.failed"), 0);
-    /* a driver that reports INT3 showed us exactly the guest's own two */
+    /* a driver that reports INT3 showed us exactly the guest's own four
+     * (CC and CD 03, each in .text and in svc_write's page) */
     if (r.caps_flags & VMT_CAP_BREAKPOINT_EVENTS)
-        assert_int_equal(r.reinjected_bps, 2);
+        assert_int_equal(r.reinjected_bps, 4);
 
     /* detector 1's hashes are the ELF's bytes */
     char path[512], why[256];
@@ -282,7 +297,7 @@ static void test_workload(void **state)
 static void test_workload_skip_detectors(void **state)
 {
     (void)state;
-    const uint32_t skip = (1u << 7) | (1u << 8);
+    const uint32_t skip = (1u << 7) | (1u << 8) | (1u << 10) | DRIVER_GAPS;
     guest_param p[2] = { { "workload_iterations", 8 }, { "workload_skip", skip } };
     guest_run r;
     run_or_fail("workload", p, 2, &r);
@@ -292,10 +307,14 @@ static void test_workload_skip_detectors(void **state)
     assert_int_equal(r.exit_code, 0);
     assert_int_equal(report_or_fail(&r, "iterations"), 8);
     assert_int_equal(report_or_fail(&r, "detectors.skip"), skip);
-    assert_int_equal(guest_run_count(&r, VMT_UCALL_DETECTOR, NULL), 6);
+    size_t want = 0;
+    for (unsigned id = 1; id <= NDETECTORS; id++)
+        want += !(skip & (1u << id));
+    assert_int_equal(guest_run_count(&r, VMT_UCALL_DETECTOR, NULL), want);
     for (size_t i = 0; i < r.ncalls; i++)
         if (r.calls[i].cmd == VMT_UCALL_DETECTOR)
-            assert_true(r.calls[i].args[0] >= 1 && r.calls[i].args[0] <= 6);
+            assert_true(r.calls[i].args[0] >= 1 && r.calls[i].args[0] <= NDETECTORS &&
+                        !(skip & (1u << r.calls[i].args[0])));
     guest_run_free(&r);
 }
 

@@ -49,6 +49,8 @@ typedef struct fixture {
     char last_string[128];
     vmt_status last_string_status;
     uint64_t last_count, last_rax;
+    int last_alias;
+    uint64_t last_rip;
     vmt_ptm_event last_page;
     char last_page_symbol[64];
     vmt_ucall last_ucall;
@@ -138,6 +140,8 @@ static vmt_status on_hit(const vmt_hit *hit, void *user)
     fixture *f = user;
     snprintf(f->last_symbol, sizeof f->last_symbol, "%s", hit->symbol);
     f->last_count = hit->count;
+    f->last_alias = hit->alias;
+    f->last_rip = hit->regs.rip;
     if (hit->is_return) {
         f->returns++;
         f->last_rax = hit->regs.rax;
@@ -571,31 +575,32 @@ static void test_breakpoint_manager_failure_on_page_in_is_repaired(void **state)
     expect_string_hit(f, va, new_frame + vmt_page_offset(va), "editor");
 }
 
-static void test_stale_breakpoint_livelock_ends_the_run(void **state)
+static void test_unattributed_breakpoint_never_loops(void **state)
 {
     fixture *f = *state;
-    /* A monitor that calls 5 stale events in a row at one rip a livelock. */
+    /* Breakpoint events at a rip with no breakpoint and no INT3 byte: the
+     * first is taken for a removed breakpoint (CONTINUE re-executes the
+     * byte); the same event again right after cannot be, it is the guest's
+     * own trap and goes to its IDT. However many come, the run goes on. */
     vmt_monitor_destroy(f->m);
     char why[256];
     vmt_monitor_config cfg = { .livelock_repeats = 5 };
     assert_int_equal(vmt_monitor_create_ex(f->s, f->img, &cfg, &f->m, why, sizeof why), VMT_OK);
     assert_int_equal(vmt_monitor_hook(f->m, "svc_open", on_hit, f), VMT_OK);
-    vmt_va va = sym(f, "svc_va"); /* no breakpoint and no INT3 byte there: stale */
+    vmt_va va = sym(f, "svc_va"); /* no breakpoint and no INT3 byte there */
     vmt_regs r = cpu_regs(f);
-    /* 4 in a row, then another event (progress), then 4 again: no livelock. */
-    for (int i = 0; i < 4; i++)
-        push_breakpoint(f, va, va - KVMA, &r);
-    push_io(f, 0x80, 0);
-    for (int i = 0; i < 4; i++)
+    push_breakpoint(f, va, va - KVMA, &r);
+    run(f);
+    assert_int_equal(last_response(f, VMT_EVENT_BREAKPOINT).actions, VMT_RESP_CONTINUE);
+    push_breakpoint(f, va, va - KVMA, &r);
+    run(f);
+    assert_int_equal(last_response(f, VMT_EVENT_BREAKPOINT).actions, VMT_RESP_REINJECT);
+    assert_int_equal(vmt_monitor_stats_get(f->m)->foreign_int3, 1);
+    /* more than the livelock limit in a row: never a livelock */
+    for (int i = 0; i < 12; i++)
         push_breakpoint(f, va, va - KVMA, &r);
     run(f);
-    vmt_response resp = last_response(f, VMT_EVENT_BREAKPOINT);
-    assert_int_equal(resp.actions, VMT_RESP_CONTINUE);
-    /* 5 in a row: the run ends with the reason. */
-    for (int i = 0; i < 5; i++)
-        push_breakpoint(f, va, va - KVMA, &r);
-    assert_int_equal(vmt_monitor_run(f->m), VMT_E_INTERNAL);
-    assert_non_null(strstr(vmt_monitor_error(f->m), "livelock"));
+    assert_int_equal(vmt_monitor_stats_get(f->m)->foreign_int3, 7);
     check(f);
 }
 
@@ -752,14 +757,58 @@ static void test_return_hook_reports_rax_once(void **state)
     assert_int_equal(f->last_rax, 100);
     assert_int_equal(f->last_count, 1);
     assert_int_equal(vmt_monitor_hook_returns(f->m, 0), 1);
-    /* The one-shot breakpoint went with the hit: the real instruction runs
-     * again (CONTINUE), it is not stepped as a copy in view 0. */
+    /* The one-shot breakpoint went with the hit: the instruction there is
+     * stepped over like any displaced one (the manager guards stores into
+     * hooked pages itself; no special case in the monitor). */
     vmt_response resp = last_response(f, VMT_EVENT_BREAKPOINT);
-    assert_int_equal(resp.actions, VMT_RESP_CONTINUE);
+    assert_int_equal(resp.actions, VMT_RESP_EMULATE);
     /* The one-shot breakpoint is gone: the same INT3 event now is stale or foreign. */
     push_breakpoint(f, ret, ret - KVMA, &r);
     run(f);
     assert_int_equal(f->returns, 1);
+}
+
+/* A hooked frame executed through a virtual address with no breakpoint of
+ * its own (a physical alias): reported as the hook's hit with the address
+ * actually executed, or, with alias_mode COUNT, only counted. */
+static void test_alias_hit_reported_or_counted(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_open", on_hit, f), VMT_OK);
+    assert_int_equal(vmt_drv_write_phys(f->drv, DATA_PA + 0x100, "/etc/alias", 11), VMT_OK);
+    vmt_regs r = cpu_regs(f);
+    r.rdi = KVMA + DATA_PA + 0x100;
+    vmt_va va = sym(f, "svc_open");
+    vmt_va alias = va - 0x40000000; /* same page offset, another address */
+    push_breakpoint(f, alias, va - KVMA, &r);
+    run(f);
+    assert_int_equal(f->hits, 1);
+    assert_true(f->last_alias);
+    assert_int_equal(f->last_rip, alias);
+    assert_string_equal(f->last_symbol, "svc_open");
+    assert_string_equal(f->last_string, "/etc/alias");
+    assert_int_equal(vmt_monitor_stats_get(f->m)->alias_hits, 1);
+    assert_int_equal(vmt_monitor_hook_hits(f->m, 0), 1);
+    /* the hooked address itself: a plain hit */
+    push_breakpoint(f, va, va - KVMA, &r);
+    run(f);
+    assert_int_equal(f->hits, 2);
+    assert_false(f->last_alias);
+    assert_int_equal(vmt_monitor_stats_get(f->m)->alias_hits, 1);
+
+    /* configured to count them only */
+    vmt_monitor_destroy(f->m);
+    char why[256];
+    vmt_monitor_config cfg = { .alias_mode = VMT_MONITOR_ALIAS_COUNT };
+    assert_int_equal(vmt_monitor_create_ex(f->s, f->img, &cfg, &f->m, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_open", on_hit, f), VMT_OK);
+    push_breakpoint(f, alias, va - KVMA, &r);
+    run(f);
+    assert_int_equal(f->hits, 2); /* no callback */
+    assert_int_equal(vmt_monitor_hook_hits(f->m, 0), 0);
+    assert_int_equal(vmt_monitor_stats_get(f->m)->alias_hits, 1);
+    vmt_response resp = last_response(f, VMT_EVENT_BREAKPOINT);
+    assert_int_equal(resp.actions, VMT_RESP_EMULATE); /* still stepped over */
 }
 
 int main(void)
@@ -774,7 +823,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_page_out_and_in_follow_the_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_page_table_monitor_failure_is_survived, setup, teardown),
         cmocka_unit_test_setup_teardown(test_breakpoint_manager_failure_on_page_in_is_repaired, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_breakpoint_livelock_ends_the_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unattributed_breakpoint_never_loops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alias_hit_reported_or_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_root_gets_every_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poisoned_path_beside_healthy_hook, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_limits_are_refused, setup, teardown),

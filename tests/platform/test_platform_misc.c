@@ -171,6 +171,48 @@ static void test_reset_port_and_pci(void **state)
     pfx_free(&f);
 }
 
+typedef struct line_log {
+    unsigned n;
+    unsigned irq[16];
+    bool level[16];
+} line_log;
+
+static void on_irq(void *ctx, unsigned irq, bool level)
+{
+    line_log *l = ctx;
+    if (l->n < 16) {
+        l->irq[l->n] = irq;
+        l->level[l->n] = level;
+    }
+    l->n++;
+}
+
+/* KVM irqchip mode: no interrupt controllers here, lines go out. */
+static void test_lines_out_without_controllers(void **state)
+{
+    (void)state;
+    line_log log = {0};
+    vmt_platform_config c;
+    memset(&c, 0, sizeof c);
+    c.devices = VMT_PLATFORM_DEV_UART | VMT_PLATFORM_DEV_HPET | VMT_PLATFORM_DEV_RTC;
+    c.irq_out = on_irq;
+    c.irq_out_ctx = &log;
+    pfx f;
+    pfx_init(&f, &c);
+    pfx_outb(&f, 0x3f9, 0x02); /* THRE interrupt: IRQ 4 up */
+    assert_int_equal(log.n, 1);
+    assert_int_equal(log.irq[0], 4);
+    assert_true(log.level[0]);
+    assert_int_equal(pfx_inb(&f, 0x3fa), 0x02);
+    assert_int_equal(log.n, 2);
+    assert_false(log.level[1]);
+    /* No LAPIC here: the MSRs and the APIC page are not the platform's. */
+    uint64_t v;
+    assert_int_equal(f.bus.ops->msr_read(f.bus.ctx, 0, 0x1b, &v), VMT_E_NOTFOUND);
+    assert_int_equal(pfx_pending(&f, 0), -1);
+    pfx_free(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +220,7 @@ int main(void)
         cmocka_unit_test(test_passthrough_and_bad_args),
         cmocka_unit_test(test_i8042),
         cmocka_unit_test(test_reset_port_and_pci),
+        cmocka_unit_test(test_lines_out_without_controllers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

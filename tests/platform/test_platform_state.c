@@ -266,12 +266,45 @@ static void test_corrupt_blobs_refused(void **state)
     assert_int_equal(vmt_platform_load(two.p, good, len), VMT_E_CONFLICT);
     pfx_check(&two);
     pfx_free(&two);
-    /* Still loads fine. */
+    /* Still loads fine; a partial line of the old timeline is dropped. */
+    pfx_outb(&a, COM1, 'x');
+    unsigned lines = a.lines;
     assert_int_equal(vmt_platform_load(a.p, good, len), VMT_OK);
+    vmt_platform_serial_flush(a.p);
+    assert_int_equal(a.lines, lines);
     pfx_check(&a);
     free(bad);
     free(good);
     pfx_free(&a);
+}
+
+static void test_reset_restores_power_on_state(void **state)
+{
+    (void)state;
+    static pfx a, fresh;
+    workload wa = {0};
+    pfx_init(&a, NULL);
+    pfx_init(&fresh, NULL);
+    setup(&a);
+    run(&a, &wa, 2000000);
+    vmt_platform_reset(a.p);
+    pfx_check(&a);
+    assert_int_equal(vmt_platform_next_deadline(a.p), UINT64_MAX);
+    assert_int_equal(pfx_pending(&a, 0), -1);
+    assert_int_equal(pfx_r32(&a, LAPIC + 0xf0), 0xff);
+    /* Same as a new platform, apart from the time. */
+    pfx_advance(&fresh, vmt_platform_now(a.p));
+    vmt_platform_reset(fresh.p);
+    uint8_t *sa, *sb;
+    size_t la, lb;
+    assert_int_equal(vmt_platform_save(a.p, &sa, &la), VMT_OK);
+    assert_int_equal(vmt_platform_save(fresh.p, &sb, &lb), VMT_OK);
+    assert_int_equal(la, lb);
+    assert_memory_equal(sa, sb, la);
+    free(sa);
+    free(sb);
+    pfx_free(&a);
+    pfx_free(&fresh);
 }
 
 int main(void)
@@ -280,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_save_load_continues),
         cmocka_unit_test(test_corrupt_blobs_refused),
+        cmocka_unit_test(test_reset_restores_power_on_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

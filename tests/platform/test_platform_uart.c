@@ -190,6 +190,49 @@ static void test_receive(void **state)
     pfx_free(&f);
 }
 
+typedef struct terminal {
+    vmt_platform *p;
+    unsigned lines;
+} terminal;
+
+static void answer_prompt(void *ctx, const char *line)
+{
+    terminal *t = ctx;
+    t->lines++;
+    if (strcmp(line, "login:") == 0)
+        assert_int_equal(vmt_platform_serial_input(t->p, "root\n", 5), VMT_OK);
+}
+
+/* The serial callback may type into the guest (a terminal answering a
+ * prompt) while the guest's THR write is still in progress. */
+static void test_callback_answers_prompt(void **state)
+{
+    (void)state;
+    terminal t = {0};
+    vmt_platform_config c;
+    memset(&c, 0, sizeof c);
+    c.serial = answer_prompt;
+    c.serial_ctx = &t;
+    assert_int_equal(vmt_platform_create(&c, &t.p, NULL, 0), VMT_OK);
+    vmt_bus b = vmt_platform_bus(t.p);
+    assert_int_equal(b.ops->pio_write(b.ctx, 0, COM1 + 2, 1, 0x07), VMT_OK);
+    assert_int_equal(b.ops->pio_write(b.ctx, 0, COM1 + 1, 1, 0x01), VMT_OK);
+    for (const char *s = "login:\n"; *s; s++)
+        assert_int_equal(b.ops->pio_write(b.ctx, 0, COM1, 1, (uint8_t)*s), VMT_OK);
+    assert_int_equal(vmt_platform_check(t.p), VMT_OK);
+    char got[8] = {0};
+    for (unsigned i = 0; i < 5; i++) {
+        uint32_t v;
+        assert_int_equal(b.ops->pio_read(b.ctx, 0, COM1 + 5, 1, &v), VMT_OK);
+        assert_int_equal(v & 1, 1);
+        assert_int_equal(b.ops->pio_read(b.ctx, 0, COM1, 1, &v), VMT_OK);
+        got[i] = (char)v;
+    }
+    assert_string_equal(got, "root\n");
+    assert_int_equal(vmt_platform_check(t.p), VMT_OK);
+    vmt_platform_destroy(t.p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +241,7 @@ int main(void)
         cmocka_unit_test(test_thre_interrupt),
         cmocka_unit_test(test_interrupt_driven_writer_drains),
         cmocka_unit_test(test_receive),
+        cmocka_unit_test(test_callback_answers_prompt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,4 +73,27 @@ assert lines, "the saved snapshot printed nothing"
 assert lines == after, "after the save: %r vs %r" % (after, lines)
 print("save/resume ok: %d lines after the save point" % len(lines))
 PY
+# Hidden breakpoints on kernel functions (kallsyms + BTF from RAM): the loop's
+# file names and console writes decoded, by the right processes, and the
+# console still ticks (the guest does not see the breakpoints).
+"$vmtrap" run --snapshot "$core" --instructions 3500000 --hook do_sys_openat2,ksys_write --json \
+  >"$tmp/hooks.json" 2>"$tmp/err" || fail "--hook exit $?: $(tail -2 "$tmp/err")"
+loop_pid=$(awk '$1 == "VMT-LOOP-PID" { print $2; exit }' "$dir/serial.txt")
+python3 - "$tmp/hooks.json" "$loop_pid" <<'PY' || exit 1
+import json, sys
+ev = [json.loads(l) for l in open(sys.argv[1])]
+calls = [e for e in ev if e.get("event") == "call"]
+opens = [c for c in calls if c["symbol"] == "do_sys_openat2"]
+writes = [c for c in calls if c["symbol"] == "ksys_write"]
+assert any(c["args"]["filename"]["string"] == "/etc/tickfile" and c["comm"] == "cat" for c in opens), opens[:3]
+loop_pid = int(sys.argv[2])
+assert any(c["args"]["filename"]["string"] == "/tmp/tickout" and c["pid"] == loop_pid for c in opens), opens[:3]
+assert any(c["args"]["buf"]["string"].startswith("tick ") for c in writes if "string" in c["args"].get("buf", {})) or \
+       any("tick " in json.dumps(c["args"]) for c in writes), writes[:3]
+serial = [e["line"] for e in ev if e.get("event") == "serial"]
+assert serial and serial[0].startswith("tick ") and serial[0].endswith(" pid %d" % loop_pid), serial
+s = [e for e in ev if e.get("event") == "summary"][0]
+assert s["stop"] == "instruction limit", s
+print("hooks ok: %d opens, %d writes decoded" % (len(opens), len(writes)))
+PY
 echo "cli_resume: ok"

@@ -33,6 +33,26 @@ if command -v jq >/dev/null; then
   [ "$(jq '.fixups | length' <<<"$json")" -ge 4 ] || fail "json fixups: $json"
 fi
 
+# QEMU's `info registers -a` text as the sidecar: EFER from QEMU, the vCPU halted, live FPU
+{
+  echo "CPU#0"
+  echo "RIP=ffffffff81e3a0ae RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1"
+  echo "DR0=0000000000000000 DR1=0000000000000000 DR2=0000000000000000 DR3=0000000000000000"
+  echo "DR6=00000000ffff0ff0 DR7=0000000000000400"
+  echo "EFER=0000000000000d01"
+  echo "FCW=037f FSW=0000 [ST=0] FTW=00 MXCSR=00001f80"
+  for i in 0 1 2 3 4 5 6 7; do echo "FPR$i=0000000000000000 0000"; done
+  for i in $(seq -w 0 15); do echo "XMM$i=0000000000000000 3ff0000000000000"; done
+} > "$dir/regs.txt"
+"$VMTRAP" snapshot sidecar "$dir/regs.txt" > "$dir/regs.json" || fail "sidecar exit $?"
+grep -q '"efer":"0xd01"' "$dir/regs.json" || fail "sidecar efer: $(cat "$dir/regs.json")"
+out=$("$VMTRAP" snapshot info "$dir/core.elf" --qemu-registers "$dir/regs.txt") || fail "info --qemu-registers exit $?"
+grep -q '^vcpu 0: .* efer 0xd01 ' <<<"$out" || fail "efer from QEMU: $out"
+grep -q '^fixup: vcpu 0 halted = 0x1 (sidecar (QEMU info registers))$' <<<"$out" || fail "halted: $out"
+sed -i '/XMM07/d' "$dir/regs.txt"
+err=$("$VMTRAP" snapshot sidecar "$dir/regs.txt" 2>&1 >/dev/null)
+[ $? -eq 1 ] && grep -q 'CPU#0 has no readable XMM07' <<<"$err" || fail "incomplete registers: $err"
+
 echo '{"vcpus":[{"lsatr":1}]}' > "$dir/bad.json"
 err=$("$VMTRAP" snapshot convert "$dir/core.elf" "$dir/bad.vmts" --state "$dir/bad.json" 2>&1 >/dev/null)
 rc=$?

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "core_builder.h"
+#include "vmtrap/mem.h"
 #include "vmtrap/snapshot.h"
 
 static vmt_snapshot *open_ok(const uint8_t *f, size_t len)
@@ -84,6 +85,8 @@ static void test_pc_layout_ram_and_rom(void **state)
     assert_int_equal(buf[0], 0xee);
     assert_non_null(strstr(vmt_snapshot_error(s), "not RAM"));
     assert_int_equal(vmt_snapshot_ram_ptr(s, 0x300000, 1, &p), VMT_E_RANGE);
+    assert_int_equal(vmt_snapshot_read(s, 0xfffffffffffffff0ull, buf, 32), VMT_E_RANGE); /* wraps */
+    assert_int_equal(vmt_snapshot_ram_ptr(s, 0x1000, UINT64_MAX, &p), VMT_E_RANGE);
     assert_non_null(strstr(vmt_snapshot_metadata(s), "qemu-core"));
     vmt_snapshot_destroy(s);
     free(f);
@@ -244,6 +247,9 @@ static void test_overlapping_blocks(void **state)
     corrupt_fixture *c = *state;
     core_put64(c->f + c->lay.load_phdr[2] + 24, 0x30000); /* 0x30000+0x10000 overlaps [0, 0x40000) */
     expect_format(c->f, c->len, "overlap");
+    /* paging=true cores map the same RAM once per virtual range: say so */
+    core_put64(c->f + c->lay.load_phdr[2] + 16, 0xffff888000030000ull);
+    expect_format(c->f, c->len, "paging=true");
 }
 
 static void test_absurd_sizes(void **state)
@@ -331,6 +337,7 @@ static void test_wrong_identity_and_state(void **state)
     core_put32(c->f + c->lay.qemu[0] + 20 + 152, 0x10);
     /* not an ELF at all */
     expect_format((const uint8_t *)"hello world, not a core", 23, "magic");
+    expect_format((const uint8_t *)"KDUMP   \x06\x00\x00\x00 rest of a diskdump header", 40, "--format elf");
     /* and the untouched file still loads */
     vmt_snapshot_destroy(open_ok(c->f, c->len));
 }
@@ -378,6 +385,82 @@ static void test_open_file_maps_it(void **state)
     free(f);
 }
 
+/* The read-only driver view: what the OS layer reads a dump through. */
+static void test_driver_view_reads_without_copy(void **state)
+{
+    (void)state;
+    core_spec spec;
+    core_default_spec(&spec, 0x100000);
+    size_t len;
+    uint8_t *f = core_build(&spec, &len, NULL);
+    vmt_snapshot *s = open_ok(f, len);
+    vmt_driver *d = NULL;
+    char why[256];
+    assert_int_equal(vmt_snapshot_driver_create(s, &d, why, sizeof why), VMT_OK);
+    assert_string_equal(vmt_driver_name(d), "snapshot");
+    assert_true(vmt_driver_has(d, VMT_CAP_READ_PHYS | VMT_CAP_REGS_GET));
+    assert_false(vmt_driver_has(d, VMT_CAP_WRITE_PHYS));
+    assert_int_equal(vmt_driver_caps(d)->ram_frames, 0x100000);
+    uint8_t b[32];
+    assert_int_equal(vmt_drv_read_phys(d, 0xffff0, b, 16), VMT_OK);
+    for (int k = 0; k < 16; k++)
+        assert_int_equal(b[k], core_byte_at(0xffff0 + k));
+    assert_int_equal(vmt_drv_read_phys(d, 0xffff0, b, 32), VMT_E_RANGE); /* into the hole */
+    assert_non_null(strstr(vmt_driver_error(d), "not RAM"));
+    assert_int_equal(vmt_drv_write_phys(d, 0, b, 1), VMT_E_NOTSUP);
+    vmt_regs r;
+    assert_int_equal(vmt_drv_get_regs(d, 0, &r), VMT_OK);
+    assert_int_equal(r.rip, spec.vcpu[0].rip);
+    assert_int_equal(r.cr3, spec.vcpu[0].cr3);
+    assert_int_equal(vmt_drv_get_regs(d, 1, &r), VMT_E_INVAL);
+    vmt_driver_destroy(d);
+    vmt_snapshot_destroy(s);
+    free(f);
+}
+
+typedef struct progress_log {
+    uint64_t calls, last_done, total;
+    int backwards;
+} progress_log;
+
+static void on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    progress_log *p = ctx;
+    if (done < p->last_done)
+        p->backwards = 1;
+    p->calls++;
+    p->last_done = done;
+    p->total = total;
+}
+
+/* Big copies report progress to the caller's callback, ending at the total. */
+static void test_apply_reports_progress(void **state)
+{
+    (void)state;
+    core_spec spec;
+    core_default_spec(&spec, 0x2400000); /* 36 MiB: three 16 MiB steps */
+    spec.nblocks = 1;
+    size_t len;
+    uint8_t *f = core_build(&spec, &len, NULL);
+    progress_log log = { 0 };
+    vmt_snapshot_options o = { .progress = on_progress, .progress_ctx = &log };
+    vmt_snapshot *s = NULL;
+    char why[256];
+    assert_int_equal(vmt_snapshot_open_mem(f, len, &o, &s, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_snapshot_reconstruct(s, NULL, NULL), VMT_OK);
+    vmt_driver *d = NULL;
+    vmt_mem_config mc = { .ram_frames = 0x2400 };
+    assert_int_equal(vmt_mem_driver_create(&mc, &d, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_snapshot_apply(s, d), VMT_OK);
+    assert_int_equal(log.calls, 3);
+    assert_int_equal(log.total, 0x2400000);
+    assert_int_equal(log.last_done, log.total);
+    assert_false(log.backwards);
+    vmt_driver_destroy(d);
+    vmt_snapshot_destroy(s);
+    free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -392,6 +475,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_identity_and_state, setup_core, teardown_core),
         cmocka_unit_test_setup_teardown(test_no_load_no_vcpu, setup_core, teardown_core),
         cmocka_unit_test(test_open_file_maps_it),
+        cmocka_unit_test(test_driver_view_reads_without_copy),
+        cmocka_unit_test(test_apply_reports_progress),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

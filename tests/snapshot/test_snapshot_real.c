@@ -141,6 +141,43 @@ static void test_real_core_matches_qemu(void **state)
     assert_int_equal(vmt_snapshot_reconstruct(s, NULL, NULL), VMT_OK);
     assert_int_equal(v->regs.efer, q.efer);
     assert_true(v->reconstructed & VMT_VS_REGS);
+
+    /* QEMU's own registers text as a sidecar: the halted vCPU and its live FPU */
+    FILE *rf = fopen(regs_path, "r");
+    static char rtext[65536];
+    size_t rn = fread(rtext, 1, sizeof rtext - 1, rf);
+    fclose(rf);
+    rtext[rn] = 0;
+    char *json = NULL;
+    if (vmt_snapshot_sidecar_from_qemu_registers(rtext, &json, why, sizeof why))
+        fail_msg("%s", why);
+    assert_int_equal(vmt_snapshot_apply_sidecar(s, json), VMT_OK);
+    free(json);
+    assert_true(v->halted == (strstr(rtext, "HLT=1") != NULL));
+    assert_int_equal(v->regs.efer, q.efer);
+    assert_true(v->known & VMT_VS_FPU);
+
+    /* as a vmtrap snapshot: much smaller, every RAM byte and the vCPU kept */
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/vmt_real_%d.vmts", (int)getpid());
+    vmt_snapshot_save_options so = { .metadata_json = "{\"os\":\"linux\"}" };
+    assert_int_equal(vmt_snapshot_save(s, &so, path), VMT_OK);
+    vmt_snapshot *t = NULL;
+    if (vmt_snapshot_open(path, &o, &t, why, sizeof why))
+        fail_msg("%s", why);
+    unlink(path);
+    const vmt_ram_range *r2 = vmt_snapshot_ram_ranges(t, &n);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *a, *b;
+        assert_int_equal(r2[i].start, r[i].start);
+        assert_int_equal(vmt_snapshot_ram_ptr(s, r[i].start, r[i].size, &a), VMT_OK);
+        assert_int_equal(vmt_snapshot_ram_ptr(t, r[i].start, r[i].size, &b), VMT_OK);
+        assert_memory_equal(a, b, r[i].size);
+    }
+    assert_memory_equal(&vmt_snapshot_vcpu(t, 0)->regs, &v->regs, sizeof v->regs);
+    assert_int_equal(vmt_snapshot_fixup_count(t), vmt_snapshot_fixup_count(s));
+    vmt_snapshot_destroy(t);
     vmt_snapshot_destroy(s);
 }
 

@@ -206,9 +206,31 @@ static void test_restore_from_a_vmts_file(void **state)
         assert_true(st.last_dirty_pages > 0);
         assert_machine_is_snapshot(x->s, d);
     }
+    assert_int_equal(vmt_snapshot_check(v, why, sizeof why), VMT_OK); /* chunks decompressed on demand */
     vmt_driver_destroy(d);
     vmt_snapshot_destroy(v);
     unlink(path);
+}
+
+/* One snapshot restoring two machines in turn: each switch is a full
+ * apply (the other machine's dirty log says nothing about this one). */
+static void test_two_drivers_in_turn(void **state)
+{
+    fx *x = *state;
+    vmt_driver *e = mem_for(0x300, 0);
+    vmt_snapshot_run_stats st;
+    assert_int_equal(vmt_snapshot_restore(x->s, x->d, &st), VMT_OK);
+    guest_run(x->d, 1, 10);
+    assert_int_equal(vmt_snapshot_restore(x->s, e, &st), VMT_OK);
+    assert_int_equal(st.last_dirty_pages, 0x200); /* e: full */
+    guest_run(e, 2, 10);
+    assert_int_equal(vmt_snapshot_restore(x->s, e, &st), VMT_OK);
+    assert_int_equal(st.last_dirty_pages, 10);    /* e: dirty only */
+    assert_machine_is_snapshot(x->s, e);
+    assert_int_equal(vmt_snapshot_restore(x->s, x->d, &st), VMT_OK);
+    assert_int_equal(st.last_dirty_pages, 0x200); /* back to d: full, repairs its run */
+    assert_machine_is_snapshot(x->s, x->d);
+    vmt_driver_destroy(e);
 }
 
 static void test_apply_refuses_too_few_vcpus(void **state)
@@ -231,6 +253,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_without_dirty_log_everything_is_rewritten, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_from_a_vmts_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_apply_refuses_too_few_vcpus, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_drivers_in_turn, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

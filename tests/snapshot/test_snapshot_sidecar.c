@@ -210,6 +210,8 @@ static vmt_status os_layer(void *ctx, vmt_snapshot *s)
         return VMT_E_NOTFOUND;
     if (vmt_snapshot_fixup_set(s, 0, "lstarr", 1, "typo") != VMT_E_NOTFOUND)
         return VMT_E_INTERNAL;
+    if (vmt_snapshot_fixup_set(s, 0, "tsc", 0x123456789ull, "timekeeper: the kernel's last TSC read"))
+        return VMT_E_INTERNAL;
     return vmt_snapshot_fixup_set(s, 0, "lstar", 0xffffffff81a00080ull, "kallsyms: entry_SYSCALL_64");
 }
 
@@ -224,7 +226,89 @@ static void test_os_layer_hook(void **state)
     assert_true(v->known & VMT_VS_SYSCALL);
     assert_true(v->reconstructed & VMT_VS_SYSCALL);
     assert_string_equal(find_fixup(x->s, 0, "lstar")->how, "kallsyms: entry_SYSCALL_64");
+    /* the OS layer went first: its TSC stands, no default on top */
+    assert_int_equal(v->tsc, 0x123456789ull);
+    size_t tsc_fixups = 0;
+    for (size_t i = 0; i < vmt_snapshot_fixup_count(x->s); i++)
+        if (vmt_snapshot_fixup_at(x->s, i)->vcpu == 0 && !strcmp(vmt_snapshot_fixup_at(x->s, i)->field, "tsc"))
+            tsc_fixups++;
+    assert_int_equal(tsc_fixups, 1);
+    assert_non_null(strstr(find_fixup(x->s, 1, "tsc")->how, "stand still")); /* vCPU 1: no OS value */
     assert_int_equal(vmt_snapshot_fixup_set(x->s, 7, "lstar", 1, "x"), VMT_E_INVAL);
+}
+
+/* `info registers -a` text of two vCPUs (QEMU 7.2 layout). */
+static void qemu_text(char *t, size_t n, int drop_xmm5, int second_cpu_number)
+{
+    size_t used = 0;
+    for (int c = 0; c < 2; c++) {
+        used += (size_t)snprintf(t + used, n - used,
+            "CPU#%d\nRAX=0000000000000001 RBX=0000000000000000\n"
+            "RIP=ffffffff81a592eb RFL=00000246 [---Z-P-] CPL=0 II=%d A20=1 SMM=0 HLT=%d\n"
+            "CR0=80050033 CR2=00000000005794a9 CR3=0000000006320000 CR4=000006f0\n"
+            "DR0=0000000000000000 DR1=0000000000000000 DR2=0000000000000000 DR3=0000000000000000 \n"
+            "DR6=00000000ffff0ff0 DR7=0000000000000400\nEFER=0000000000000d01\n"
+            "FCW=037f FSW=0000 [ST=0] FTW=00 MXCSR=00001f80\n",
+            c == 0 ? 0 : second_cpu_number, c, c);
+        for (int i = 0; i < 8; i += 2)
+            used += (size_t)snprintf(t + used, n - used, "FPR%d=%016llx %04x FPR%d=0000000000000000 0000\n", i,
+                                     i == 0 ? 0x8000000000000000ull : 0ull, i == 0 ? 0x3fffu : 0u, i + 1);
+        for (int i = 0; i < 16; i += 2) {
+            if (!(drop_xmm5 && c == 1 && i == 4))
+                used += (size_t)snprintf(t + used, n - used, "XMM%02d=002f3d454d4f48%02x 323d4c564c4853%02x ", i, i, c);
+            used += (size_t)snprintf(t + used, n - used, "XMM%02d=0000000000000000 3ff0000000000000\n", i + 1);
+        }
+    }
+}
+
+static void test_sidecar_from_qemu_registers(void **state)
+{
+    fx *x = *state;
+    static char text[16384];
+    qemu_text(text, sizeof text, 0, 1);
+    char *json = NULL, why[256];
+    assert_int_equal(vmt_snapshot_sidecar_from_qemu_registers(text, &json, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_snapshot_apply_sidecar(x->s, json), VMT_OK);
+    free(json);
+    const vmt_vcpu_state *v0 = vmt_snapshot_vcpu(x->s, 0), *v1 = vmt_snapshot_vcpu(x->s, 1);
+    assert_int_equal(v0->regs.efer, 0xd01);
+    assert_int_equal(v0->regs.dr6, 0xffff0ff0);
+    assert_int_equal(v0->regs.dr7, 0x400);
+    assert_false(v0->halted);
+    assert_true(v1->halted);
+    assert_int_equal(v1->interrupt_shadow, 1);
+    assert_true(v0->known & VMT_VS_FPU);
+    assert_true(v0->known & VMT_VS_EVENTS);
+    const vmt_snapshot_fixup *f = find_fixup(x->s, 1, "fxsave");
+    assert_non_null(f);
+    assert_string_equal(f->how, "sidecar (QEMU info registers)");
+    const uint8_t *fxs = v1->fpu.fxsave;
+    assert_int_equal(fxs[0] | fxs[1] << 8, 0x37f);                         /* FCW */
+    assert_int_equal(fxs[24] | fxs[25] << 8, 0x1f80);                      /* MXCSR */
+    assert_int_equal(fxs[32 + 7], 0x80);                                   /* ST0 mantissa top byte */
+    assert_int_equal(fxs[40] | fxs[41] << 8, 0x3fff);                      /* ST0 exponent */
+    /* XMM2 = "\0SHLVL=\x01" ..: low qword first in memory, then high */
+    static const uint8_t xmm2[16] = { 0x01, 0x53, 0x48, 0x4c, 0x56, 0x4c, 0x3d, 0x32,
+                                      0x02, 0x48, 0x4f, 0x4d, 0x45, 0x3d, 0x2f, 0x00 };
+    assert_memory_equal(fxs + 160 + 32, xmm2, 16);
+    assert_int_equal(fxs[160 + 16 + 7], 0x3f);                             /* XMM1 low = 1.0 */
+    assert_int_equal(fxs[160 + 16 + 6], 0xf0);
+    /* missing or misnumbered parts are named; nothing is produced */
+    qemu_text(text, sizeof text, 1, 1);
+    assert_int_equal(vmt_snapshot_sidecar_from_qemu_registers(text, &json, why, sizeof why), VMT_E_FORMAT);
+    assert_null(json);
+    assert_non_null(strstr(why, "CPU#1 has no readable XMM04"));
+    qemu_text(text, sizeof text, 0, 3);
+    assert_int_equal(vmt_snapshot_sidecar_from_qemu_registers(text, &json, why, sizeof why), VMT_E_FORMAT);
+    assert_non_null(strstr(why, "CPU#3 where CPU#1"));
+    assert_int_equal(vmt_snapshot_sidecar_from_qemu_registers("(qemu) info cpus", &json, why, sizeof why),
+                     VMT_E_FORMAT);
+    /* a value of the wrong width */
+    qemu_text(text, sizeof text, 0, 1);
+    char *fcw = strstr(text, "FCW=037f");
+    fcw[4] = 'x';
+    assert_int_equal(vmt_snapshot_sidecar_from_qemu_registers(text, &json, why, sizeof why), VMT_E_FORMAT);
+    assert_non_null(strstr(why, "CPU#0 has no readable FCW"));
 }
 
 int main(void)
@@ -235,6 +319,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reconstruct_efer_from_page_tables, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reconstruct_without_xd_has_no_nxe, setup, teardown),
         cmocka_unit_test_setup_teardown(test_os_layer_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sidecar_from_qemu_registers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -222,6 +222,35 @@ static void test_driver_round_trip(void **state)
     unlink(path);
 }
 
+/* A machine resumed from a core and saved again keeps the core's fixups. */
+static void test_driver_save_keeps_fixups(void **state)
+{
+    (void)state;
+    core_spec spec;
+    core_default_spec(&spec, 0x10000);
+    spec.nblocks = 1;
+    size_t len;
+    uint8_t *f = core_build(&spec, &len, NULL);
+    vmt_snapshot *core = NULL;
+    char why[256];
+    assert_int_equal(vmt_snapshot_open_mem(f, len, NULL, &core, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_snapshot_reconstruct(core, NULL, NULL), VMT_OK);
+    vmt_driver *d = mem_machine(16);
+    assert_int_equal(vmt_snapshot_apply(core, d), VMT_OK);
+    const char *path = tmp_path("fixups");
+    vmt_snapshot_save_options so = { .fixups_from = core };
+    assert_int_equal(vmt_snapshot_save_driver(d, &so, path, why, sizeof why), VMT_OK);
+    vmt_snapshot *s = open_path(path);
+    assert_int_equal(vmt_snapshot_fixup_count(s), vmt_snapshot_fixup_count(core));
+    assert_string_equal(vmt_snapshot_fixup_at(s, 0)->how, vmt_snapshot_fixup_at(core, 0)->how);
+    assert_int_equal(vmt_snapshot_vcpu(s, 0)->regs.efer, vmt_snapshot_vcpu(core, 0)->regs.efer);
+    vmt_snapshot_destroy(s);
+    unlink(path);
+    vmt_driver_destroy(d);
+    vmt_snapshot_destroy(core);
+    free(f);
+}
+
 static void test_every_flipped_byte_and_cut_is_refused(void **state)
 {
     (void)state;
@@ -254,6 +283,16 @@ static void test_every_flipped_byte_and_cut_is_refused(void **state)
     core_put32(f + 56, c);
     assert_int_equal(vmt_snapshot_open_mem(f, len, NULL, &s, why, sizeof why), VMT_E_FORMAT);
     assert_non_null(strstr(why, "version 2"));
+    f[8] = 1;
+    /* bytes outside every section, even with a consistent header, are refused */
+    uint8_t *g = malloc(len + 16);
+    memcpy(g, f, len);
+    memset(g + len, 0, 16);
+    core_put64(g + 32, len + 16);
+    core_put32(g + 56, (uint32_t)crc32(crc32(0, Z_NULL, 0), g, 56));
+    assert_int_equal(vmt_snapshot_open_mem(g, len + 16, NULL, &s, why, sizeof why), VMT_E_FORMAT);
+    assert_non_null(strstr(why, "in no section"));
+    free(g);
     free(f);
     unlink(path);
 }
@@ -287,6 +326,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_core_round_trip),
         cmocka_unit_test(test_driver_round_trip),
+        cmocka_unit_test(test_driver_save_keeps_fixups),
         cmocka_unit_test(test_every_flipped_byte_and_cut_is_refused),
         cmocka_unit_test(test_failed_save_leaves_nothing),
     };
