@@ -100,10 +100,11 @@ int vmt_image_has_cpu_state(const vmt_image *img);
  * a local one of the same name. size may be NULL. */
 vmt_status vmt_image_symbol(const vmt_image *img, const char *name, vmt_va *va, uint64_t *size);
 /* A symbol a code hook may be placed on: VMT_OK (with *va) when `name` is
- * a function or untyped symbol whose address lies inside an executable
- * segment (ELF PT_LOAD with PF_X, by virtual address). VMT_E_NOTFOUND for
- * an unknown name; VMT_E_INVAL for a data object (STT_OBJECT) or a symbol
- * outside every executable segment. `why` says which, naming the symbol. */
+ * a function (STT_FUNC), or an untyped symbol whose address lies inside an
+ * executable segment (ELF PT_LOAD with PF_X, by virtual address).
+ * VMT_E_NOTFOUND for an unknown name; VMT_E_INVAL for a data object
+ * (STT_OBJECT) or an untyped symbol outside every executable segment. `why`
+ * says which, naming the symbol. */
 vmt_status vmt_image_code_symbol(const vmt_image *img, const char *name, vmt_va *va, char *why, size_t why_len);
 /* The symbol containing va (value <= va < value + max(size, 1)), for logs;
  * NULL if none. *offset (may be NULL) = va - value. */

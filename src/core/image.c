@@ -417,7 +417,16 @@ vmt_status vmt_image_code_symbol(const vmt_image *img, const char *name, vmt_va 
         return VMT_E_NOTFOUND;
     }
     const vmt_image_sym *sym = img->syms_by_name[lo];
-    if (sym->type == 2 /* STT_FUNC */ || sym->type == 0 /* STT_NOTYPE */) {
+    /* A function says it is code (also in symbol-only images, e.g. kernel
+     * symbols from kallsyms, whose addresses lie outside their one stub
+     * segment); an untyped symbol is code only inside an executable
+     * segment. */
+    if (sym->type == 2 /* STT_FUNC */) {
+        if (va)
+            *va = sym->value;
+        return VMT_OK;
+    }
+    if (sym->type == 0 /* STT_NOTYPE */) {
         for (size_t i = 0; i < img->nexec; i++) {
             if (sym->value >= img->exec[i].start && sym->value < img->exec[i].end) {
                 if (va)
