@@ -11,7 +11,9 @@
  * for vmtrap) is the work of running the same guest code. vmtrap counts
  * the guest instructions it retires; QEMU's instructions per second are
  * estimated as vmtrap's instructions per tick / QEMU's CPU per tick (the
- * same guest code runs per tick in both).
+ * same guest code runs per tick in both). vmtrap runs twice: plain, and
+ * with hidden breakpoints on do_sys_openat2, ksys_write, kernel_clone and
+ * do_exit (the monitor, symbols from the guest's kallsyms).
  *
  * Usage: bench_resume [TICKS] (default 10). Needs the snapshot cache
  * (scripts/make-linux-snapshot.sh) and, for the QEMU side, qemu-system-x86_64
@@ -31,7 +33,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vmtrap/image.h"
+#include "vmtrap/monitor.h"
+#include "vmtrap/os.h"
 #include "vmtrap/resume.h"
+#include "vmtrap/session.h"
 
 static double mono(void)
 {
@@ -97,6 +103,71 @@ static int run_vmtrap(const char *core, unsigned want, double *cpu_per_tick, dou
     *insns_per_tick = (double)insns / got;
     *wall_per_tick = (w1 - w0) / got;
     return 0;
+}
+
+/* The same with hidden breakpoints on four kernel functions the loop calls
+ * (the monitor, symbols from the guest's kallsyms). */
+static vmt_status count_hit(const vmt_hit *hit, void *user)
+{
+    (void)hit;
+    (*(uint64_t *)user)++;
+    return VMT_OK;
+}
+
+static int run_vmtrap_hooked(const char *core, unsigned want, double *cpu_per_tick, double *hits_per_tick)
+{
+    static const char *const hooks[] = { "do_sys_openat2", "ksys_write", "kernel_clone", "do_exit" };
+    ticks t = { 0 };
+    vmt_resume_config cfg = { .serial = on_serial, .serial_ctx = &t, .quiet = true };
+    vmt_resume *r = NULL;
+    char why[512];
+    if (vmt_resume_open(core, &cfg, &r, why, sizeof why)) {
+        fprintf(stderr, "bench_resume: %s\n", why);
+        return -1;
+    }
+    int rc = -1;
+    vmt_os *os = NULL;
+    vmt_driver *ro = NULL;
+    vmt_image *img = NULL;
+    vmt_session *s = NULL;
+    vmt_monitor *m = NULL;
+    uint64_t hits = 0;
+    vmt_os_config oc = { 0 };
+    if (vmt_os_open_snapshot(vmt_resume_snapshot(r), &oc, &os, &ro, why, sizeof why) ||
+        vmt_os_symbols_image(os, hooks, 4, 256ull << 20, &img, why, sizeof why)) {
+        fprintf(stderr, "bench_resume: hooks: %s\n", why);
+        goto out;
+    }
+    vmt_driver *drv = vmt_resume_driver(r);
+    vmt_resume_release_driver(r);
+    if (vmt_session_create(drv, NULL, &s) || vmt_monitor_create(s, img, &m, why, sizeof why))
+        goto out;
+    for (int i = 0; i < 4; i++)
+        if (vmt_monitor_hook(m, hooks[i], count_hit, &hits))
+            goto out;
+    for (int i = 0; i < 100 && t.n < 1; i++)
+        if (vmt_drv_set_limit(drv, 0, 1000000) || vmt_monitor_run(m))
+            goto out;
+    unsigned start = t.n;
+    uint64_t h0 = hits;
+    double c0 = cpu_self();
+    for (int i = 0; i < 4000 && t.n < start + want; i++)
+        if (vmt_drv_set_limit(drv, 0, 1000000) || vmt_monitor_run(m))
+            goto out;
+    unsigned got = t.n - start;
+    if (got) {
+        *cpu_per_tick = (cpu_self() - c0) / got;
+        *hits_per_tick = (double)(hits - h0) / got;
+        rc = 0;
+    }
+out:
+    vmt_monitor_destroy(m);
+    vmt_session_destroy(s);
+    vmt_image_destroy(img);
+    vmt_os_close(os);
+    vmt_driver_destroy(ro);
+    vmt_resume_close(r);
+    return rc;
 }
 
 /* ---- QEMU ---- */
@@ -272,6 +343,11 @@ int main(int argc, char **argv)
     printf("vmtrap emu : %u ticks, %.3f s CPU/tick, %.2f M instructions/tick, %.1f M instructions/s (CPU), "
            "%.3f s wall/tick\n",
            want, v_cpu, v_insns / 1e6, v_insns / v_cpu / 1e6, v_wall);
+    double h_cpu = 0, h_hits = 0;
+    int have_h = run_vmtrap_hooked(core, want, &h_cpu, &h_hits) == 0;
+    if (have_h)
+        printf("vmtrap hooked (do_sys_openat2, ksys_write, kernel_clone, do_exit): %.3f s CPU/tick, %.1f hits/tick, "
+               "%.1f M instructions/s\n", h_cpu, h_hits, v_insns / h_cpu / 1e6);
     double q_cpu = 0, q_wall = 0;
     int have_q = run_qemu(dir, want, &q_cpu, &q_wall) == 0;
     if (have_q)
@@ -281,11 +357,13 @@ int main(int argc, char **argv)
     else
         printf("QEMU TCG   : not measured (see the message above)\n");
     double ratio = have_q && v_cpu > 0 ? q_cpu / v_cpu : 0;
+    double ratio_h = have_q && have_h && h_cpu > 0 ? q_cpu / h_cpu : 0;
     if (have_q)
-        printf("speed vmtrap / QEMU (CPU per tick): %.3f\n", ratio);
+        printf("speed vmtrap / QEMU (CPU per tick): %.3f plain, %.3f with 4 hooks\n", ratio, ratio_h);
     printf("RESULT ticks=%u vmtrap_cpu_s_per_tick=%.4f vmtrap_minsn_per_tick=%.2f vmtrap_minsn_per_s=%.1f "
-           "qemu_cpu_s_per_tick=%.4f qemu_minsn_per_s=%.1f ratio_vmtrap_over_qemu=%.3f\n",
-           want, v_cpu, v_insns / 1e6, v_insns / v_cpu / 1e6, have_q ? q_cpu : 0.0,
-           have_q && q_cpu > 0 ? v_insns / q_cpu / 1e6 : 0.0, ratio);
+           "hooked_cpu_s_per_tick=%.4f hooked_hits_per_tick=%.1f qemu_cpu_s_per_tick=%.4f qemu_minsn_per_s=%.1f "
+           "ratio_vmtrap_over_qemu=%.3f ratio_hooked_over_qemu=%.3f\n",
+           want, v_cpu, v_insns / 1e6, v_insns / v_cpu / 1e6, have_h ? h_cpu : 0.0, have_h ? h_hits : 0.0,
+           have_q ? q_cpu : 0.0, have_q && q_cpu > 0 ? v_insns / q_cpu / 1e6 : 0.0, ratio, ratio_h);
     return 0;
 }

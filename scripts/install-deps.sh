@@ -13,7 +13,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(build-essential cmake pkg-config libcapstone-dev libelf-dev libdw-dev libjson-c-dev
       libcmocka-dev libbpf-dev libzstd-dev zlib1g-dev zstd jq clang libclang-rt-14-dev
-      qemu-system-x86 busybox-static cpio python3)
+      qemu-system-x86 busybox-static cpio python3 libexpat1-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

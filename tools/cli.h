@@ -139,6 +139,11 @@ int cli_decoder_knows(cli_decoder *dec, const char *symbol);
  * registers), strings, buffer previews and struct fields from guest memory
  * through the hit's page tables. */
 void cli_decode_hit(cli_decoder *dec, const vmt_hit *hit, cli_call *out);
+/* The same from registers and a reader, for callers without a monitor hit
+ * (out->is_return and out->count set by the caller beforehand). */
+struct vmt_vreader;
+void cli_decode_regs(cli_decoder *dec, const char *symbol, vmt_vcpu vcpu, const vmt_regs *regs,
+                     const struct vmt_vreader *rd, cli_call *out);
 
 /* ---- logging ---- */
 
@@ -200,6 +205,10 @@ const char *cli_detector_why(unsigned id, vmt_bpm_controller ctl);
 
 /* Run `vmtrap run` / `vmtrap demo`; returns the exit code. */
 int cli_run(const vmtrap_options *o, const char *argv0);
+
+/* `vmtrap run --driver qemu ...` (tools/qemu_cmd.c): argv as main's. */
+int cli_is_qemu_run(int argc, char **argv);
+int cli_qemu_main(int argc, char **argv);
 
 /* `vmtrap snapshot info|convert ...` (tools/snapshot_cmd.c); argv[0] is "snapshot". */
 int cli_snapshot_main(int argc, char **argv);

@@ -220,28 +220,25 @@ static void to_cli_arg(const vmt_value *v, cli_arg *a)
     }
 }
 
-void cli_decode_hit(cli_decoder *dec, const vmt_hit *hit, cli_call *out)
+void cli_decode_regs(cli_decoder *dec, const char *symbol, vmt_vcpu vcpu, const vmt_regs *regs,
+                     const vmt_vreader *rd, cli_call *out)
 {
-    memset(out, 0, sizeof *out);
-    out->symbol = hit->symbol;
-    out->is_return = hit->is_return;
-    out->count = hit->count;
-    out->vcpu = hit->vcpu;
-    out->rip = hit->regs.rip;
+    out->symbol = symbol;
+    out->vcpu = vcpu;
+    out->rip = regs->rip;
     if (dec && dec->os) {
         vmt_os_task t;
-        if (vmt_os_current_task(dec->os, hit->vcpu, &t) == VMT_OK) {
+        if (vmt_os_current_task(dec->os, vcpu, &t) == VMT_OK) {
             out->have_task = 1;
             out->pid = t.pid;
             out->tgid = t.tgid;
             snprintf(out->comm, sizeof out->comm, "%s", t.comm);
         }
     }
-    const vmt_proto *p = proto_of(dec, hit->symbol);
-    vmt_vreader rd = { hit_vread, (void *)hit };
-    if (hit->is_return) {
+    const vmt_proto *p = proto_of(dec, symbol);
+    if (out->is_return) {
         out->ret_name = p ? p->ret.name : "value";
-        out->ret_value = hit->regs.rax;
+        out->ret_value = regs->rax;
         return;
     }
     if (!p) {
@@ -249,13 +246,22 @@ void cli_decode_hit(cli_decoder *dec, const vmt_hit *hit, cli_call *out)
         for (unsigned i = 0; i < 6; i++) {
             out->args[i].name = raw_names[i];
             out->args[i].kind = CLI_ARG_HEX;
-            (void)vmt_hit_arg(hit, i, &out->args[i].value);
+            out->args[i].value = vmt_regs_sysv_arg(regs, i);
         }
         return;
     }
     vmt_value v[VMT_PROTO_MAX_PARAMS];
-    vmt_proto_decode_args(p, &hit->regs, &rd, v);
+    vmt_proto_decode_args(p, regs, rd, v);
     out->nargs = p->nparams;
     for (unsigned i = 0; i < p->nparams; i++)
         to_cli_arg(&v[i], &out->args[i]);
+}
+
+void cli_decode_hit(cli_decoder *dec, const vmt_hit *hit, cli_call *out)
+{
+    memset(out, 0, sizeof *out);
+    out->is_return = hit->is_return;
+    out->count = hit->count;
+    vmt_vreader rd = { hit_vread, (void *)hit };
+    cli_decode_regs(dec, hit->symbol, hit->vcpu, &hit->regs, &rd, out);
 }

@@ -17,7 +17,11 @@ void cli_usage(FILE *f)
 {
     fputs("usage: vmtrap run --guest IMAGE --driver emu|kvm --hook SYMBOL[,SYMBOL...]\n"
           "                  [--returns[=SYMBOL,...]] [--json] [--quiet] [--trace] [--limit SECONDS]\n"
-          "                  [--ram MB] [--set SYMBOL=VALUE ...] [--breakpoints auto|shadow|exec|debug] [--overflow shadow|exec]\n"
+          "                  [--ram MB] [--set SYMBOL=VALUE ...] [--breakpoints auto|shadow|exec|debug]\n"
+          "                  [--overflow shadow|exec]\n"
+          "       vmtrap run --driver qemu --hook SYMBOL[,...] [--symbols FILE | --guest ELF]\n"
+          "                  (--gdb unix:PATH [--qmp unix:PATH] [--ram MB] | -- QEMU ARGS...)\n"
+          "                  [--limit SECONDS] [--json] [--quiet] [--no-icount] [--dump CORE]\n"
           "       vmtrap demo [--guest IMAGE] [--driver emu|kvm] [--json] [--quiet]\n"
           "                  [--limit SECONDS] [--set SYMBOL=VALUE ...] [--breakpoints ...]\n"
           "       vmtrap ps CORE.elf [--json] [--system-map MAP]\n"

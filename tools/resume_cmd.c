@@ -37,6 +37,7 @@ typedef struct resume_opts {
     double limit;
     unsigned runs;
     int json, quiet;
+    int returns;              /* --returns: also the hooked functions' returns */
     size_t nhooks;
     char *hooks[CLI_MAX_HOOKS]; /* point into hook_buf */
     char hook_buf[1024];
@@ -52,7 +53,7 @@ typedef struct resume_ctx {
 static void usage(FILE *f)
 {
     fputs("usage: vmtrap run --snapshot FILE [--state SIDECAR.json] [--instructions N] [--limit SECONDS]\n"
-          "                  [--runs N] [--save-at N --save OUT.vmts] [--hook SYMBOL[,SYMBOL...]] [--json] [--quiet]\n",
+          "                  [--runs N] [--save-at N --save OUT.vmts] [--hook SYMBOL[,SYMBOL...]] [--returns] [--json] [--quiet]\n",
           f);
 }
 
@@ -82,6 +83,8 @@ static int parse(int argc, char **argv, resume_opts *o)
             o->json = 1;
         } else if (strcmp(a, "--quiet") == 0) {
             o->quiet = 1;
+        } else if (strcmp(a, "--returns") == 0) {
+            o->returns = 1;
         } else if (strcmp(a, "--snapshot") == 0 && val) {
             o->snapshot = argv[++i];
         } else if (strcmp(a, "--state") == 0 && val) {
@@ -268,11 +271,20 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
         fprintf(stderr, "vmtrap: monitor: %s\n", why);
         goto out;
     }
-    for (size_t i = 0; i < o->nhooks; i++)
+    for (size_t i = 0; i < o->nhooks; i++) {
         if (vmt_monitor_hook(m, o->hooks[i], on_hit, c) != VMT_OK) {
             fprintf(stderr, "vmtrap: hook '%s': %s\n", o->hooks[i], vmt_monitor_error(m));
             goto out;
         }
+        /* --returns: a function BTF says returns nothing (do_exit never
+         * returns) gets no return hook. */
+        vmt_proto p;
+        if (o->returns && !(vmt_os_proto(os, o->hooks[i], &p) == VMT_OK && !p.has_ret) &&
+            vmt_monitor_hook_return(m, o->hooks[i], on_hit, c) != VMT_OK) {
+            fprintf(stderr, "vmtrap: return hook '%s': %s\n", o->hooks[i], vmt_monitor_error(m));
+            goto out;
+        }
+    }
     if (vmt_drv_set_limit(drv, o->limit, o->instructions) != VMT_OK) {
         fprintf(stderr, "vmtrap: %s\n", vmt_driver_error(drv));
         goto out;
@@ -294,7 +306,11 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
         snprintf(stop.message, sizeof stop.message, "the run failed: %s", vmt_session_error(s));
     for (size_t i = 0; i < o->nhooks; i++) {
         char msg[160];
-        snprintf(msg, sizeof msg, "%s: %" PRIu64 " hits", o->hooks[i], vmt_monitor_hook_hits(m, i));
+        if (vmt_monitor_hook_has_return(m, i))
+            snprintf(msg, sizeof msg, "%s: %" PRIu64 " hits, %" PRIu64 " returns", o->hooks[i],
+                     vmt_monitor_hook_hits(m, i), vmt_monitor_hook_returns(m, i));
+        else
+            snprintf(msg, sizeof msg, "%s: %" PRIu64 " hits", o->hooks[i], vmt_monitor_hook_hits(m, i));
         cli_log_note(&c->log, "hooks", msg);
     }
     summary(c, o, 1, d1.instructions - d0.instructions, vmt_resume_now_ns(r) - ns0, wall, &stop, r);

@@ -38,6 +38,10 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "snapshot") == 0)
         return cli_snapshot_main(argc - 1, argv + 1);
 #endif
+#ifdef VMT_CLI_HAVE_QEMU
+    if (cli_is_qemu_run(argc, argv))
+        return cli_qemu_main(argc, argv);
+#endif
 #ifdef VMT_CLI_HAVE_RESUME
     for (int i = 2; argc > 1 && strcmp(argv[1], "run") == 0 && i < argc; i++)
         if (strcmp(argv[i], "--snapshot") == 0)

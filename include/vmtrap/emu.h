@@ -39,8 +39,9 @@
  * (compatibility-mode code segments, turning paging or long mode off,
  * changing LA57 at run time); string port I/O. Four debug-register execute
  * breakpoints (hw_breakpoint op; DR0-3/DR7 in the registers mirror them and
- * cannot be changed through set_regs). The CPUID model is Unicorn's
- * qemu64.
+ * cannot be changed through set_regs). CPUID is Unicorn's model (qemu64
+ * unless vmt_emu_options.cpu_model says otherwise); SMAP, INVPCID and
+ * XSAVE are not offered by qemu64.
  */
 #ifndef VMTRAP_EMU_H
 #define VMTRAP_EMU_H
@@ -61,6 +62,11 @@ typedef struct vmt_emu_options {
     uint32_t tlb_entries;   /* translations recorded before Unicorn's TLB is
                                flushed and refilled (8..2048); 0: 1024 */
     bool no_engine;         /* always answer with internal steps (tests) */
+    /* The CPU model CPUID presents (Unicorn's UC_CPU_X86_* of
+     * <unicorn/x86.h>, e.g. UC_CPU_X86_HASWELL); ignored unless
+     * set_cpu_model. Default: qemu64, what QEMU's `-cpu qemu64` shows. */
+    bool set_cpu_model;
+    int cpu_model;
 } vmt_emu_options;
 
 /* Create the emulator driver for cfg (cfg->image is placed into RAM; its
@@ -85,6 +91,9 @@ typedef struct vmt_emu_tlb_stats {
     uint64_t engine_steps;   /* responses performed by the reusable engine
                                 (one instruction, no Unicorn map change) */
     uint64_t uc_flushes;     /* times Unicorn's TLB was flushed */
+    uint64_t interrupts;     /* external interrupts delivered from the bus */
+    uint64_t hlt_skipped_ns; /* guest time skipped over HLT */
+    uint64_t guest_ns;       /* guest time now (virtual clock) */
 } vmt_emu_tlb_stats;
 
 /* VMT_E_INVAL when d is not an emu driver. */

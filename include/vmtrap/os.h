@@ -141,9 +141,9 @@ vmt_status vmt_os_symbols_image(vmt_os *os, const char *const *names, size_t n, 
 
 /* ---- snapshots (module os_snapshot; needs the snapshot module) ---- */
 struct vmt_snapshot;
-/* The OS layer straight over a snapshot file's memory: *drv is a read-only
- * driver over it (READ_PHYS only; the ROM window below 4 GiB left out,
- * holes read as zeros). Destroy os, then drv; the snapshot outlives both. */
+/* The OS layer straight over a snapshot file's memory: *drv is the
+ * snapshot module's read-only driver over it (vmt_snapshot_driver_create).
+ * Destroy os, then drv; the snapshot outlives both. */
 vmt_status vmt_os_open_snapshot(struct vmt_snapshot *s, const vmt_os_config *cfg, vmt_os **out, vmt_driver **drv,
                                 char *why, size_t why_len);
 /* A vmt_snapshot_reconstruct_fn (ctx unused): sets every vCPU's SYSCALL

@@ -40,11 +40,19 @@ void resume_note(vmt_resume *r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    if (r->nnotes < RESUME_MAX_NOTES) {
-        char *copy = strdup(line);
-        if (copy)
-            r->notes[r->nnotes++] = copy;
+    if (r->nnotes == r->notecap) {
+        size_t cap = r->notecap ? 2 * r->notecap : 32;
+        char **n = realloc(r->notes, cap * sizeof *n);
+        if (n) {
+            r->notes = n;
+            r->notecap = cap;
+        }
     }
+    char *copy = r->nnotes < r->notecap ? strdup(line) : NULL;
+    if (copy)
+        r->notes[r->nnotes++] = copy;
+    else
+        r->notes_oom = true;
     if (r->cfg.note)
         r->cfg.note(r->cfg.note_ctx, line);
 }
@@ -68,6 +76,7 @@ void vmt_resume_close(vmt_resume *r)
     free(r->platform0);
     for (size_t i = 0; i < r->nnotes; i++)
         free(r->notes[i]);
+    free(r->notes);
     free(r);
 }
 
@@ -287,6 +296,8 @@ vmt_status vmt_resume_check(vmt_resume *r)
     char why[256];
     if (!r->snap || !r->plat || !r->drv || !r->platform0)
         return vmt_errbuf_set(&r->err, VMT_E_INTERNAL, "resume: a part is missing");
+    if (r->nnotes > r->notecap || r->notes_oom)
+        return vmt_errbuf_set(&r->err, VMT_E_INTERNAL, "resume: the list of reconstructions is incomplete");
     if (vmt_snapshot_check(r->snap, why, sizeof why))
         return vmt_errbuf_set(&r->err, VMT_E_INTERNAL, "resume: snapshot: %s", why);
     if (vmt_platform_check(r->plat))

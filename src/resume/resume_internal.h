@@ -18,8 +18,6 @@
 #include "core/errbuf.h"
 #include "vmtrap/resume.h"
 
-#define RESUME_MAX_NOTES 64
-
 /* What the OS layer found (0 = not found). */
 typedef struct resume_linux {
     bool have_os;
@@ -41,8 +39,9 @@ struct vmt_resume {
     uint8_t *platform0;
     size_t platform0_len;
     vmt_clock_config clock;
-    char *notes[RESUME_MAX_NOTES];
-    size_t nnotes;
+    char **notes;             /* every reconstruction, in order */
+    size_t nnotes, notecap;
+    bool notes_oom;           /* a note could not be kept (the callback still saw it) */
 };
 
 /* Record (and report through cfg.note) one reconstruction. */

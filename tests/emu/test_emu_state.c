@@ -21,6 +21,8 @@
 #include "emu_guest.h"
 #include "vmtrap/vcpu_state.h"
 
+#include <unicorn/x86.h>
+
 #define CODE_VA 0x400000ull
 #define DATA_VA 0x7f0000600000ull
 
@@ -190,12 +192,50 @@ static void dirty_log_lists_written_frames(void **state)
     eg_destroy(&g);
 }
 
+/* CPUID: qemu64 by default, another model on request (leaf 1 EAX, the
+ * family/model/stepping signature, differs). */
+static uint32_t leaf1_eax(const vmt_emu_options *o)
+{
+    eg_guest g;
+    assert_int_equal(eg_create_opt(&g, 4 << 20, o, NULL, NULL), VMT_OK);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, 1);
+    eg_mov_imm(&c, EG_RCX, 0);
+    eg_bytes(&c, "\x0f\xa2", 2); /* cpuid */
+    eg_out_ucall(&c, EG_RAX);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+    vmt_event ev = eg_next(&g);
+    assert_int_equal(ev.kind, VMT_EVENT_IO);
+    uint32_t v = ev.u.io.value;
+    eg_respond(&g, &ev, vmt_response_continue());
+    eg_destroy(&g);
+    return v;
+}
+
+static void cpuid_model_is_configurable(void **state)
+{
+    (void)state;
+    vmt_emu_options def = { 0 };
+    vmt_emu_options q64 = { .set_cpu_model = true, .cpu_model = UC_CPU_X86_QEMU64 };
+    vmt_emu_options hsw = { .set_cpu_model = true, .cpu_model = UC_CPU_X86_HASWELL };
+    uint32_t d = leaf1_eax(&def), q = leaf1_eax(&q64), h = leaf1_eax(&hsw);
+    assert_int_equal(d, q);
+    assert_int_not_equal(h, d);
+    assert_int_equal((h >> 4 & 0xf) | (h >> 12 & 0xf0), 60); /* Haswell: model 0x3c */
+    vmt_emu_options bad = { .set_cpu_model = true, .cpu_model = 9999 };
+    eg_guest g;
+    assert_int_equal(eg_create_opt(&g, 4 << 20, &bad, NULL, NULL), VMT_E_INVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(state_round_trip_reaches_the_guest),
         cmocka_unit_test(restored_in_hlt_without_interrupts_stops),
         cmocka_unit_test(dirty_log_lists_written_frames),
+        cmocka_unit_test(cpuid_model_is_configurable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,6 +34,9 @@ check "symbols: do_sys_openat2 at the guest's own address ($want)" \
 "$vmtrap" symbols "$core" '*_clone' --json > "$tmp/sym.json"; rc=$?
 check "symbols --json: a glob, prototypes from BTF" \
     '[ $rc = 0 ] && jq -se "map(select(.event == \"symbol\" and .name == \"kernel_clone\")) | .[0].prototype == \"pid_t kernel_clone(struct kernel_clone_args *args)\"" "$tmp/sym.json" > /dev/null'
+"$vmtrap" symbols "$core" 'do_exit' --no-btf > "$tmp/nobtf.txt"; rc=$?
+check "symbols without BTF: still the address, no prototype, a one-line note why" \
+    '[ $rc = 0 ] && grep -q "^[0-9a-f]\{16\} T do_exit$" "$tmp/nobtf.txt" && grep -q "types not loaded" "$tmp/nobtf.txt"'
 "$vmtrap" symbols "$core" 'no_such_symbol_anywhere' > /dev/null 2> "$tmp/err"; rc=$?
 check "symbols: no match exits 1 with a message" '[ $rc = 1 ] && grep -q "no kernel symbol matches" "$tmp/err"'
 "$vmtrap" ps > /dev/null 2> "$tmp/err"; rc=$?

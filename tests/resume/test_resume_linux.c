@@ -9,7 +9,7 @@
  *    lines than the dump's console had, each line complete, numbered on
  *    from the dump's last tick, by the loop's pid; the guest's own clock
  *    advances (each tick sleeps 1 s of guest time, so 20 ticks take 19-40 s
- *    of virtual time).
+ *    of virtual time, and the kernel's jiffies_64 moves at its HZ).
  *  - idle: the core was taken while the kernel idled in HLT: the vCPU is
  *    resumed halted and the re-armed LAPIC timer wakes it (the next tick
  *    comes).
@@ -33,6 +33,7 @@
 
 #include <cmocka.h>
 
+#include "vmtrap/os.h"
 #include "vmtrap/resume.h"
 
 #define SLICE 10000000ull          /* instructions per run slice */
@@ -105,11 +106,39 @@ static uint64_t run_until_ticks(vmt_resume *r, console *c, size_t want, uint64_t
     return done;
 }
 
+/* Physical address of the kernel's jiffies_64 (kallsyms from the snapshot's
+ * RAM; kernel image VA -> PA by the image's placement). */
+static uint64_t jiffies_pa(vmt_resume *r)
+{
+    vmt_os *os = NULL;
+    vmt_driver *ro = NULL;
+    vmt_os_config oc = { .no_btf = 1 };
+    char why[256];
+    if (vmt_os_open_snapshot(vmt_resume_snapshot(r), &oc, &os, &ro, why, sizeof why))
+        fail_msg("OS layer over the core: %s", why);
+    vmt_os_symbol sym;
+    assert_int_equal(vmt_os_symbol_by_name(os, "jiffies_64", &sym), VMT_OK);
+    vmt_os_info info;
+    vmt_os_get_info(os, &info);
+    uint64_t pa = info.text_pa + (sym.addr - info.text_va);
+    vmt_os_close(os);
+    vmt_driver_destroy(ro);
+    return pa;
+}
+
+static uint64_t read_jiffies(vmt_resume *r, uint64_t pa)
+{
+    uint64_t j = 0;
+    assert_int_equal(vmt_drv_read_phys(vmt_resume_driver(r), pa, &j, sizeof j), VMT_OK);
+    return j;
+}
+
 static void test_ticks_continue(void **state)
 {
     (void)state;
     console c = { 0 };
     vmt_resume *r = open_machine(core_path, &c);
+    uint64_t jpa = jiffies_pa(r), j0 = read_jiffies(r, jpa);
     uint64_t ns0 = vmt_resume_now_ns(r);
     uint64_t insns = run_until_ticks(r, &c, 20, MAX_INSNS);
     uint64_t ns = vmt_resume_now_ns(r) - ns0;
@@ -129,6 +158,11 @@ static void test_ticks_continue(void **state)
     /* Each iteration sleeps 1 s by the guest's own clock. */
     assert_true(ns >= 19ull * 1000000000ull);
     assert_true(ns <= 40ull * 1000000000ull);
+    /* ... and the guest's own clock moved with it: jiffies at HZ 100..1000. */
+    uint64_t dj = read_jiffies(r, jpa) - j0;
+    double hz = (double)dj / ((double)ns / 1e9);
+    print_message("jiffies_64 advanced by %" PRIu64 " (%.0f per guest second)\n", dj, hz);
+    assert_true(hz >= 90 && hz <= 1100);
     assert_int_equal(vmt_resume_check(r), VMT_OK);
     vmt_resume_close(r);
     console_free(&c);

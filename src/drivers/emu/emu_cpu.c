@@ -43,11 +43,24 @@ static void stop_cpu(emu *e)
     uc_emu_stop(e->uc);
 }
 
-static bool is_prefix(uint8_t b)
-{
-    return (b >= 0x40 && b <= 0x4f) || b == 0x66 || b == 0x67 || b == 0xf0 || b == 0xf2 || b == 0xf3 ||
-           b == 0x2e || b == 0x36 || b == 0x3e || b == 0x26 || b == 0x64 || b == 0x65;
-}
+/* First-byte classes: 1 = a prefix, 2 = an opcode the driver may perform
+ * or watch (INT3/INT n, port I/O, 0x0f escapes, the IF-window opcodes),
+ * 0 = anything else (the common case: no further look). */
+#define P1 1
+#define SP 2
+static const uint8_t first_byte[256] = {
+    [0x26] = P1, [0x2e] = P1, [0x36] = P1, [0x3e] = P1,
+    [0x40] = P1, [0x41] = P1, [0x42] = P1, [0x43] = P1, [0x44] = P1, [0x45] = P1, [0x46] = P1, [0x47] = P1,
+    [0x48] = P1, [0x49] = P1, [0x4a] = P1, [0x4b] = P1, [0x4c] = P1, [0x4d] = P1, [0x4e] = P1, [0x4f] = P1,
+    [0x64] = P1, [0x65] = P1, [0x66] = P1, [0x67] = P1, [0xf0] = P1, [0xf2] = P1, [0xf3] = P1,
+    [0x0f] = SP, [0x6c] = SP, [0x6d] = SP, [0x6e] = SP, [0x6f] = SP, [0x9d] = SP, [0xcc] = SP, [0xcd] = SP,
+    [0xcf] = SP, [0xe4] = SP, [0xe5] = SP, [0xe6] = SP, [0xe7] = SP, [0xec] = SP, [0xed] = SP, [0xee] = SP,
+    [0xef] = SP, [0xfb] = SP,
+};
+#undef P1
+#undef SP
+
+static inline bool is_prefix(uint8_t b) { return first_byte[b] == 1; }
 
 /* Opcode classification only (Capstone decodes the few matches later). */
 static enum emu_special classify(const uint8_t *p, uint32_t size)
@@ -172,6 +185,10 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
     }
     uint8_t tmp[16];
     const uint8_t *p = code_bytes(e, addr, size, tmp);
+    if (p && first_byte[p[0]] == 0) {
+        e->icount++; /* the common case: nothing to perform or watch */
+        return;
+    }
     enum emu_special sp = p ? classify(p, size) : EMU_SP_NONE;
     if (p && (e->irq_waiting || e->nmi_blocked))
         window_opens(e, p, size);
@@ -310,7 +327,7 @@ vmt_status emu_cpu_init(emu *e)
 
 /* ---- steps ---- */
 
-static void end_step(emu *e)
+void emu_end_step(emu *e)
 {
     bool changed = e->grant_kinds || e->deny_active || (e->step_restore_view && e->mmu_view != e->cur_view);
     e->step = EMU_STEP_NONE;
@@ -346,7 +363,7 @@ static void fill_common(emu *e, vmt_event *ev)
 static vmt_status report(emu *e, vmt_event *ev)
 {
     if (e->step != EMU_STEP_NONE && ev->kind != VMT_EVENT_SINGLESTEP)
-        end_step(e);
+        emu_end_step(e);
     fill_common(e, ev);
     e->stats.events[ev->kind]++;
     if (ev->kind == VMT_EVENT_STOPPED) {
@@ -376,7 +393,7 @@ static vmt_status report_stop(emu *e, vmt_event *ev)
 static bool deliver(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t ret_rip)
 {
     if (e->step == EMU_STEP_INTERNAL)
-        end_step(e);
+        emu_end_step(e);
     return emu_deliver_exception(e, vector, has_err, err, ret_rip);
 }
 
@@ -385,7 +402,7 @@ static bool step_after_delivery(emu *e, vmt_event *ev)
 {
     if (e->step != EMU_STEP_USER)
         return false;
-    end_step(e);
+    emu_end_step(e);
     ev->kind = VMT_EVENT_SINGLESTEP;
     report(e, ev);
     return true;
@@ -396,8 +413,6 @@ static bool vector_has_error(unsigned v)
     return v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21;
 }
 
-static bool engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_va);
-static vmt_status begin_internal_step(emu *e, vmt_view view);
 
 /* A permitted guest write into a page-table frame (aborted before it wrote):
  * performed by the engine, which invalidates exactly what it changed, or
@@ -406,20 +421,20 @@ static vmt_status begin_internal_step(emu *e, vmt_view view);
 static int pt_write(emu *e, vmt_event *ev)
 {
     e->tstats.pt_write_faults++;
-    if (engine_one(e, e->mmu_view, 0, 0)) {
+    if (emu_engine_one(e, e->mmu_view, 0, 0)) {
         if (e->step == EMU_STEP_USER) {
-            end_step(e);
+            emu_end_step(e);
             ev->kind = VMT_EVENT_SINGLESTEP;
             report(e, ev);
             return 1;
         }
         if (e->step == EMU_STEP_INTERNAL)
-            end_step(e);
+            emu_end_step(e);
         return 0;
     }
     e->ptw_va = e->fault.va & ~(uint64_t)(EMU_PAGE - 1);
     if (e->step == EMU_STEP_NONE)
-        begin_internal_step(e, e->mmu_view);
+        emu_begin_internal_step(e, e->mmu_view);
     emu_tlb_flush(e);
     return 0;
 }
@@ -566,11 +581,11 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
                 return report(e, ev);
             if (e->step == EMU_STEP_USER) {
                 ev->kind = VMT_EVENT_SINGLESTEP;
-                end_step(e);
+                emu_end_step(e);
                 return report(e, ev);
             }
             if (e->step == EMU_STEP_INTERNAL)
-                end_step(e);
+                emu_end_step(e);
             e->stats.internal_exits++;
             continue;
         }
@@ -588,10 +603,10 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
         if (e->step_done) {
             if (e->step == EMU_STEP_USER) {
                 ev->kind = VMT_EVENT_SINGLESTEP;
-                end_step(e);
+                emu_end_step(e);
                 return report(e, ev);
             }
-            end_step(e);
+            emu_end_step(e);
             e->stats.internal_exits++;
             continue;
         }
@@ -617,7 +632,7 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             uint8_t b = 0;
             if (emu_va_read(e, r2 - 1, &b, 1) == VMT_OK && b == 0xf4) {
                 if (e->step != EMU_STEP_NONE)
-                    end_step(e);
+                    emu_end_step(e);
                 if (emu_irq_hlt(e, r2) == EMU_HLT_STOP)
                     return report_stop(e, ev);
                 e->stats.internal_exits++;
@@ -655,150 +670,3 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
     }
 }
 
-/* ---- responses ---- */
-
-/* Perform the one instruction at RIP with the reusable engine in `view`
- * with `grant` rights on grant_va (UINT64_MAX: every page). True when done;
- * false (nothing changed but A bits) when the main CPU has to step it: a
- * special instruction, an access the context forbids, memory past RAM, a
- * guest page fault, an exception. */
-static bool engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_va)
-{
-    if (e->no_engine || (!e->engine && vmt_emulator_create(&e->engine, NULL, 0) != VMT_OK))
-        return false;
-    vmt_regs r;
-    memset(&r, 0, sizeof r);
-    emu_regs_read_engine(e, &r);
-    vmt_view saved_view = e->mmu_view;
-    vmt_access saved_grant = e->grant_kinds;
-    uint64_t saved_grant_va = e->grant_va;
-    e->mmu_view = view;
-    e->grant_kinds = grant;
-    e->grant_va = grant_va;
-    vmt_emulate_mem mem = { emu_engine_read, emu_engine_write, e, NULL };
-    vmt_emulate_result res;
-    vmt_status st = vmt_emulate(e->engine, &r, &mem, 1, &res);
-    e->mmu_view = saved_view;
-    e->grant_kinds = saved_grant;
-    e->grant_va = saved_grant_va;
-    if (st != VMT_OK || res.stop != VMT_EMULATE_DONE || res.instructions != 1)
-        return false;
-    emu_regs_write_engine(e, &r);
-    e->icount++;
-    e->tstats.engine_steps++;
-    return true;
-}
-
-static vmt_status begin_internal_step(emu *e, vmt_view view)
-{
-    e->step = EMU_STEP_INTERNAL;
-    e->step_return_view = e->cur_view;
-    e->step_restore_view = true;
-    e->mmu_view = view;
-    return VMT_OK;
-}
-
-vmt_status emu_op_respond(vmt_driver *d, const vmt_event *ev, const vmt_response *resp)
-{
-    emu *e = vmt_driver_impl(d);
-    if (!e->awaiting_response)
-        return vmt_driver_fail(d, VMT_E_BUSY, "no event is waiting for a response");
-    if (ev->seq != e->last.seq)
-        return vmt_driver_fail(d, VMT_E_INVAL, "response for event %" PRIu64 " but event %" PRIu64 " is pending",
-                               ev->seq, e->last.seq);
-    uint32_t a = resp->actions;
-    const vmt_event *last = &e->last;
-    if ((a & VMT_RESP_DENY) && last->kind != VMT_EVENT_MEM_ACCESS)
-        return vmt_driver_fail(d, VMT_E_INVAL, "DENY answers memory-access events only");
-    if ((a & VMT_RESP_REINJECT) && last->kind != VMT_EVENT_BREAKPOINT)
-        return vmt_driver_fail(d, VMT_E_INVAL, "REINJECT answers breakpoint events only");
-    vmt_view views_to_check[3] = { (a & VMT_RESP_SWITCH_VIEW) ? resp->new_view : 0,
-                                   (a & VMT_RESP_FAST_STEP) ? resp->step_view : 0,
-                                   (a & VMT_RESP_EMULATE) ? resp->emulate_view : 0 };
-    for (int i = 0; i < 3; i++)
-        if (views_to_check[i] >= e->max_views || !e->views[views_to_check[i]].live)
-            return vmt_driver_fail(d, VMT_E_NOTFOUND, "response names view %u, which does not exist",
-                                   views_to_check[i]);
-    /* what the MMU's mapped rights depend on: revalidated below only when
-     * the response changed it (an engine-performed EMULATE changes nothing
-     * but memory, which invalidates itself) */
-    const vmt_view mmu_before = e->mmu_view, cur_before = e->cur_view;
-    const vmt_access grant_before = e->grant_kinds;
-    const uint64_t grant_va_before = e->grant_va;
-    if (a & VMT_RESP_SET_REGS) {
-        char why[192];
-        vmt_status st = emu_regs_write(e, &resp->regs, why, sizeof why);
-        if (st)
-            return vmt_driver_fail(d, st, "SET_REGS refused: %s", why);
-    }
-    e->awaiting_response = false;
-    if (a & VMT_RESP_SWITCH_VIEW) {
-        e->cur_view = resp->new_view;
-        e->mmu_view = resp->new_view;
-    }
-    if ((a & VMT_RESP_IO_VALUE) && last->kind == VMT_EVENT_IO && !last->u.io.is_write) {
-        uint64_t rax = 0;
-        uc_reg_read(e->uc, UC_X86_REG_RAX, &rax);
-        uint64_t mask = last->u.io.size == 4 ? 0xffffffffull : last->u.io.size == 2 ? 0xffffull : 0xffull;
-        rax = (rax & ~mask) | (resp->io_value & mask);
-        if (last->u.io.size == 4)
-            rax &= 0xffffffffull; /* a 32-bit register write zero-extends */
-        uc_reg_write(e->uc, UC_X86_REG_RAX, &rax);
-    }
-    if (a & VMT_RESP_REINJECT) {
-        uint64_t ret = last->regs.rip + last->u.bp.insn_len;
-        if (!(a & VMT_RESP_SET_REGS))
-            emu_set_rip(e, last->regs.rip);
-        if (!emu_deliver_exception(e, 3, false, 0, ret)) {
-            e->stopped = true; /* reported by the next wait_event */
-        }
-    } else if (a & VMT_RESP_STEP) {
-        e->step = EMU_STEP_USER;
-        e->step_restore_view = false;
-    } else if (a & VMT_RESP_FAST_STEP) {
-        if (!engine_one(e, resp->step_view, 0, 0))
-            begin_internal_step(e, resp->step_view);
-    } else if (a & VMT_RESP_EMULATE) {
-        /* performed against that view's mapping, whatever its rights */
-        if (!engine_one(e, resp->emulate_view, VMT_ACCESS_RWX, UINT64_MAX)) {
-            begin_internal_step(e, resp->emulate_view);
-            e->grant_kinds = VMT_ACCESS_RWX;
-            e->grant_va = UINT64_MAX;
-        }
-    } else if (last->kind == VMT_EVENT_MEM_ACCESS) {
-        uint64_t page = last->u.mem.gva & ~(uint64_t)(EMU_PAGE - 1);
-        if (a & VMT_RESP_DENY) {
-            begin_internal_step(e, e->cur_view);
-            e->deny_active = true;
-            e->deny_va = page;
-            e->deny_kind = last->u.mem.access;
-        } else {
-            uint64_t gva = last->u.mem.in_pt_walk ? UINT64_MAX : page;
-            if (!engine_one(e, e->cur_view, last->u.mem.access, gva)) {
-                begin_internal_step(e, e->cur_view);
-                e->grant_kinds = last->u.mem.access;
-                e->grant_va = gva;
-            }
-        }
-    }
-    if (e->mmu_view != mmu_before || e->cur_view != cur_before || e->grant_kinds != grant_before ||
-        e->grant_va != grant_va_before || e->deny_active || e->step != EMU_STEP_NONE)
-        emu_tlb_revalidate(e);
-    return VMT_OK;
-}
-
-vmt_status emu_op_inject(vmt_driver *d, vmt_vcpu vcpu, const vmt_injection *inj)
-{
-    emu *e = vmt_driver_impl(d);
-    if (vcpu != 0)
-        return vmt_driver_fail(d, VMT_E_NOTFOUND, "no vCPU %u (the emulator has one)", vcpu);
-    if (inj->vector != 3 && inj->vector != 14)
-        return vmt_driver_fail(d, VMT_E_NOTSUP, "only #BP and #PF can be injected (vector %u)", inj->vector);
-    if (inj->vector == 14)
-        e->cr2 = inj->cr2;
-    if (!emu_deliver_exception(e, inj->vector, inj->vector == 14, inj->error_code, emu_rip(e))) {
-        e->stopped = true;
-        return vmt_driver_fail(d, VMT_E_STOPPED, "injection failed: %s", e->stop.message);
-    }
-    return VMT_OK;
-}

@@ -48,6 +48,7 @@ static void emu_free(emu *e)
     free(e->pt_refs);
     free(e->sink);
     free(e->dirty);
+    free(e->xframes);
     free(e->ranges);
     free(e);
 }
@@ -346,8 +347,9 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
     e->pt_refs = calloc(e->ram_frames + extra, sizeof *e->pt_refs);
     e->sink = aligned_alloc(EMU_PAGE, EMU_PAGE);
     e->dirty = calloc((size_t)((e->ram_frames + 7) / 8) + 1, 1);
+    e->xframes = calloc((size_t)((e->ram_frames + extra + 7) / 8) + 1, 1);
     vmt_status st = VMT_E_NOMEM;
-    if (e->mem == MAP_FAILED || !e->extra_used || !e->pt_refs || !e->sink || !e->dirty || emu_views_init(e, views) ||
+    if (e->mem == MAP_FAILED || !e->extra_used || !e->pt_refs || !e->sink || !e->dirty || !e->xframes || emu_views_init(e, views) ||
         emu_tlb_init(e, tlb)) {
         vmt_why(why, why_len, "emu: out of memory for %" PRIu64 " MiB of guest memory", (uint64_t)(e->mem_bytes >> 20));
         goto fail;
@@ -360,6 +362,13 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
         e->uc = NULL;
         vmt_why(why, why_len, "emu: uc_open failed: %s", uc_strerror(uerr));
         st = VMT_E_DRIVER;
+        goto fail;
+    }
+    /* Unicorn 2.1's default x86-64 model is not qemu64 (it reports family 6) */
+    int model = opt && opt->set_cpu_model ? opt->cpu_model : UC_CPU_X86_QEMU64;
+    if (uc_ctl_set_cpu_model(e->uc, model) != UC_ERR_OK) {
+        vmt_why(why, why_len, "emu: unicorn has no x86-64 CPU model %d", model);
+        st = VMT_E_INVAL;
         goto fail;
     }
     if (map_memory(e, why, why_len)) {
@@ -462,6 +471,9 @@ vmt_status vmt_emu_tlb_stats_get(vmt_driver *d, vmt_emu_tlb_stats *out)
         return VMT_E_INVAL;
     *out = e->tstats;
     out->used = e->tlb_used;
+    out->interrupts = e->irqs_delivered;
+    out->hlt_skipped_ns = e->hlt_skipped_ns;
+    out->guest_ns = emu_now_ns(e);
     return VMT_OK;
 }
 

@@ -361,6 +361,8 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
     }
     n.backing = backing;
     n.uc_perms = uc_perms_of(a) | uc_perms_of(kind);
+    if (n.uc_perms & UC_PROT_EXEC)
+        e->xframes[backing >> 3] |= (uint8_t)(1u << (backing & 7));
     record(e, &n);
     *paddr = emu_phys_pa(e, backing);
     *perms = n.uc_perms;
@@ -496,8 +498,8 @@ void emu_host_write(emu *e, vmt_gfn frame, uint32_t off, const void *buf, size_t
  * it while in_ctl), then forget that translation with the next flush. */
 void emu_code_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len)
 {
-    if (!len)
-        return;
+    if (!len || frame >= emu_total_frames(e) || !(e->xframes[frame >> 3] >> (frame & 7) & 1))
+        return; /* never handed out executable: Unicorn has no code of it */
     uint64_t va = EMU_CTL_VA | emu_phys_pa(e, frame);
     e->in_ctl = true;
     e->ctl_pa_valid = true;

@@ -13,7 +13,9 @@
  *     APIC_BASE and TSC_DEADLINE keep the value written when no bus takes
  *     them (APIC_BASE starts as the BSP's 0xfee00900);
  *   - a table of MSRs that read back what was written (MTRRs, MISC_ENABLE,
- *     SPEC_CTRL, ...) or are read-only (MTRRCAP, MCG_CAP, ...);
+ *     SPEC_CTRL, ...) or are read-only (MTRRCAP, MCG_CAP, ...); machine
+ *     check banks as QEMU's qemu64 has them (10 banks that never report an
+ *     error: a kernel that booted on QEMU polls them);
  *   - anything else raises #GP, as on a CPU that does not have it: a
  *     read never silently returns 0.
  * Virtual time (vmt_machine_config.clock): guest ns = start_ns + retired
@@ -28,6 +30,7 @@
 
 #define EMU_DEFAULT_IPS 1000000000ull   /* 1 ns per instruction */
 #define EMU_DEFAULT_TSC_HZ 2000000000ull
+#define EMU_MCG_CAP (0x1000000ull | 0x100ull | EMU_MCE_BANKS)
 
 void emu_clock_init(emu *e, const vmt_clock_config *c)
 {
@@ -155,10 +158,16 @@ emu_msr_result emu_msr_access(emu *e, uint32_t index, bool is_write, uint64_t *v
             *value = e->tsc_deadline;
         return EMU_MSR_OK;
     case 0xfe: /* MTRRCAP: 8 variable ranges, fixed ranges, WC */
-    case 0x179: /* MCG_CAP: no banks */
+    case 0x179: /* MCG_CAP: QEMU's (MCG_CTL_P, MCG_SER_P, 10 banks) */
         if (is_write)
             return EMU_MSR_GP;
-        *value = index == 0xfe ? 0x508 : 0;
+        *value = index == 0xfe ? 0x508 : EMU_MCG_CAP;
+        return EMU_MSR_OK;
+    case 0x17b: /* MCG_CTL */
+        if (is_write)
+            e->mcg_ctl = *value;
+        else
+            *value = e->mcg_ctl;
         return EMU_MSR_OK;
     case 0x49: /* PRED_CMD: write-only */
         return is_write ? EMU_MSR_OK : EMU_MSR_GP;
@@ -179,6 +188,16 @@ emu_msr_result emu_msr_access(emu *e, uint32_t index, bool is_write, uint64_t *v
         if (index == 0xc0000103 && (*value >> 32))
             return EMU_MSR_GP;
         emu_msr_set(e, index, *value);
+        return EMU_MSR_OK;
+    }
+    if (index >= 0x400 && index < 0x400 + 4 * EMU_MCE_BANKS) { /* MCi_CTL/STATUS/ADDR/MISC: no errors ever */
+        if (is_write) {
+            if ((index & 3) == 1 && *value)
+                return EMU_MSR_GP; /* STATUS takes only 0 */
+            e->mce[index - 0x400] = *value;
+        } else {
+            *value = e->mce[index - 0x400];
+        }
         return EMU_MSR_OK;
     }
     int s = stored_slot(e, index);

@@ -89,6 +89,7 @@
 #define EMU_CR4_SMEP (1ull << 20)
 #define EMU_CR4_SMAP (1ull << 21)
 #define EMU_NSTORED 34
+#define EMU_MCE_BANKS 10
 #define EMU_TLB_SLACK 64u     /* fills one instruction may add past capacity */
 
 typedef struct emu_view {
@@ -171,6 +172,7 @@ typedef struct emu {
     uint32_t *pt_refs;    /* per host frame */
     uint8_t *sink;        /* 4 KiB at EMU_SINK_PA: DENY-ed writes land here */
     uint8_t *dirty;       /* a bit per RAM frame written since the last clear */
+    uint8_t *xframes;     /* a bit per frame ever handed out executable */
     uint8_t maxphyaddr;
     vmt_ram_range *ranges;/* RAM blocks (nranges 0: one block 0..ram) */
     size_t nranges;
@@ -189,6 +191,7 @@ typedef struct emu {
     uint64_t ips, tsc_hz, start_ns, skip_ns, tsc_offset;
     uint64_t clock_icount;    /* icount when the clock was last set (start_ns) */
     uint64_t apic_base, tsc_deadline;
+    uint64_t mcg_ctl, mce[4 * EMU_MCE_BANKS];
     uint32_t msr_ids[EMU_NSTORED];
     uint64_t msr_vals[EMU_NSTORED];
     uc_context *cpl_ctx;      /* scratch context for privilege switches */
@@ -418,8 +421,17 @@ vmt_status emu_op_dirty_log(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), vo
 void emu_dirty_mark(emu *e, vmt_gfn frame);
 bool emu_dirty_test(const emu *e, vmt_gfn frame); /* frames past RAM: always */
 
+/* emu_respond.c: responses and injections */
+/* Perform the instruction at RIP with the reusable engine in `view` with
+ * `grant` rights on grant_va (UINT64_MAX: every page); false (nothing
+ * changed but A bits) when the main CPU has to step it. */
+bool emu_engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_va);
+/* One silent step of the main CPU in `view` (restored after). */
+vmt_status emu_begin_internal_step(emu *e, vmt_view view);
+
 /* emu_cpu.c */
 vmt_status emu_cpu_init(emu *e);
+void emu_end_step(emu *e);
 /* Route guest-physical [base, base + size) to the bus as MMIO. */
 vmt_status emu_mmio_map(emu *e, uint64_t base, uint64_t size);
 vmt_status emu_regs_read(emu *e, vmt_regs *r);
