@@ -23,6 +23,14 @@ VMTRAP=$1
 EMU_INSNS=${EMU_INSNS:-60000000}
 QEMU_SECONDS=${QEMU_SECONDS:-40}
 MIN_TICKS=${MIN_TICKS:-10}
+# QEMU's guest clock: 1 ns per instruction, as the emulator's (resume's
+# default 1e9 instructions/s). shift=auto (the driver's default) adapts the
+# rate to the host's speed, so where a timer interrupt lands, and with it
+# how the loop's processes interleave after a fork, would depend on the
+# load (seen once under ASan with shift=auto: at tick 22 QEMU had a do_exit
+# where the emulator had cat's open of /etc/tickfile); a fixed shift makes
+# QEMU's run a function of the snapshot.
+QEMU_ICOUNT=${QEMU_ICOUNT:-shift=0,sleep=off}
 HOOKS=do_sys_openat2,ksys_write,kernel_clone,do_exit
 
 command -v qemu-system-x86_64 >/dev/null || { echo "SKIP: no qemu-system-x86_64"; exit 77; }
@@ -36,7 +44,7 @@ trap 'rm -rf "$tmp"' EXIT
 # QEMU's resume command line from info.json, plus a console file.
 mapfile -t qargs < <(jq -r '.qemu_resume_args[]' "$SNAP/info.json")
 "$VMTRAP" run --driver qemu --symbols "$SNAP/serial.txt" --hook "$HOOKS" --json --limit "$QEMU_SECONDS" \
-    -- qemu-system-x86_64 "${qargs[@]}" -serial "file:$tmp/console.txt" >"$tmp/qemu.json" 2>"$tmp/qemu.err" &
+    -- qemu-system-x86_64 "${qargs[@]}" -icount "$QEMU_ICOUNT" -serial "file:$tmp/console.txt" >"$tmp/qemu.json" 2>"$tmp/qemu.err" &
 qpid=$!
 "$VMTRAP" run --snapshot "$SNAP/core.elf" --hook "$HOOKS" --json --instructions "$EMU_INSNS" \
     >"$tmp/emu.json" 2>"$tmp/emu.err"
@@ -83,7 +91,7 @@ if [ $nt -lt "$MIN_TICKS" ]; then
 fi
 
 # Compare tick by tick; name the first difference.
-awk -F'\t' -v lo="$lo" -v hi="$hi" '
+awk -F'\t' -v lo="$lo" -v hi="$hi" -v failfile="$tmp/failtick" '
   FNR == 1 { f++ }
   $1 >= lo && $1 <= hi { k = $1 SUBSEP (++pos[f, $1]); v[f, k] = $2 "(" $3 ")"; n[f, $1] = pos[f, $1] }
   END {
@@ -95,6 +103,7 @@ awk -F'\t' -v lo="$lo" -v hi="$hi" '
         if (a != b) {
           printf "FAIL: first difference at tick %d position %d: emu %s, qemu %s\n", t, i, \
                  a == "" ? "(no call)" : a, b == "" ? "(no call)" : b
+          print t > failfile
           exit 1
         }
       }
@@ -102,8 +111,10 @@ awk -F'\t' -v lo="$lo" -v hi="$hi" '
     }
     printf "ok: %d ticks, %d calls, same ordered (function, text) list on emu and qemu\n", hi - lo + 1, calls
   }' "$tmp/emu.tsv" "$tmp/qemu.tsv" || {
-    echo "--- emu (tick function text) ---"; awk -F'\t' -v lo="$lo" '$1 <= lo + 1 && $1 >= lo' "$tmp/emu.tsv"
-    echo "--- qemu ---"; awk -F'\t' -v lo="$lo" '$1 <= lo + 1 && $1 >= lo' "$tmp/qemu.tsv"
+    ft=$(cat "$tmp/failtick" 2>/dev/null || echo "$lo")
+    echo "--- tick $ft on emu (tick function text) ---"; awk -F'\t' -v t="$ft" '$1 == t' "$tmp/emu.tsv"
+    echo "--- tick $ft on qemu ---"; awk -F'\t' -v t="$ft" '$1 == t' "$tmp/qemu.tsv"
+    [ -n "${VMT_DIFF_KEEP:-}" ] && cp "$tmp"/*.json "$VMT_DIFF_KEEP"/
     exit 1
 }
 # Every compared tick has all four functions (the loop's open, write, fork, exit).
