@@ -1,6 +1,7 @@
 /*
  * tests/emu/test_emu_events.c — events and response semantics of the
- * emulator driver: INT3 (CONTINUE, REINJECT through the guest IDT), STEP,
+ * emulator driver: INT3 (CONTINUE, REINJECT through the guest IDT), ICEBP
+ * (#DB trap through the guest IDT), STEP,
  * the DRAKVUF hidden-breakpoint mechanism (shadow frame with INT3 remapped
  * into an execute-only view, FAST_STEP in view 0 on a hit, EMULATE for
  * reads and writes of the hidden page), DENY and CONTINUE on memory events,
@@ -650,12 +651,66 @@ static void port_read_and_injection(void **state)
     eg_destroy(&g);
 }
 
+/* INT1 / ICEBP (F1): a trap-class #DB through the guest's IDT (vector 1,
+ * the pushed rip is the byte after F1, DR6 left as the guest had it) —
+ * on a plain run and under a STEP, which reports SINGLESTEP at the #DB
+ * handler's first instruction. */
+static void icebp_delivers_db_trap(void **state)
+{
+    (void)state;
+    for (int stepped = 0; stepped < 2; stepped++) {
+        eg_guest g;
+        assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+        const uint64_t HANDLER = CODE_VA + 0x3000;
+        eg_code h = { .n = 0 };
+        eg_bytes(&h, "\x59", 1);              /* pop rcx: the return RIP */
+        eg_out_ucall(&h, EG_RCX);
+        eg_bytes(&h, "\x48\x83\xc4\x20", 4); /* add rsp, 32: the rest of the frame */
+        eg_bytes(&h, "\xff\xe1", 2);          /* jmp rcx (no GDT here for an iretq) */
+        eg_place(&g, HANDLER, &h);
+        eg_idt(&g, IDT_VA, 1, HANDLER);
+        eg_stack(&g, STACK_TOP, 1);
+        eg_code c = { .n = 0 };
+        eg_int3(&c);                   /* CODE_VA: where the STEP starts */
+        eg_bytes(&c, "\xf1", 1);       /* CODE_VA + 1: icebp */
+        eg_mov_imm(&c, EG_RCX, 0x42);  /* CODE_VA + 2: the handler returns here */
+        eg_out_ucall(&c, EG_RCX);
+        eg_hlt(&c);
+        vmt_gfn code = eg_place(&g, CODE_VA, &c);
+        const uint64_t dr6 = 0xffff0ff1ull; /* B0 left over from an earlier #DB */
+        g.regs.dr6 = dr6;
+        assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+
+        vmt_event ev = next_of_kind(&g, VMT_EVENT_BREAKPOINT);
+        uint8_t nop = 0x90;
+        eg_write(&g, code << 12, &nop, 1);
+        if (stepped) {
+            eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+            ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP);
+            assert_int_equal(ev.regs.rip, CODE_VA + 1);
+            eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+            ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP); /* the delivery completed the step */
+            assert_int_equal(ev.regs.rip, HANDLER);
+            assert_int_equal(ev.regs.dr6, dr6);
+        }
+        eg_respond(&g, &ev, vmt_response_continue());
+        expect_io(&g, (uint32_t)(CODE_VA + 2)); /* a trap: rip after F1 */
+        expect_io(&g, 0x42);                    /* the handler resumed after it */
+        respond_kind(&g, VMT_EVENT_STOPPED, vmt_response_continue(), &ev);
+        if (ev.u.stop.reason != VMT_STOP_HALT)
+            fail_msg("expected halt: %s", ev.u.stop.message);
+        assert_int_equal(ev.regs.dr6, dr6); /* ICEBP sets no DR6 bit */
+        eg_destroy(&g);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(int3_continue_and_reinject),
         cmocka_unit_test(step_reports_each_instruction),
         cmocka_unit_test(step_into_exception_handler),
+        cmocka_unit_test(icebp_delivers_db_trap),
         cmocka_unit_test(hidden_breakpoint_drakvuf_style),
         cmocka_unit_test(deterministic_event_sequence),
         cmocka_unit_test(deny_and_continue_writes),

@@ -645,6 +645,23 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             /* an invalid opcode is #UD for the guest; a valid one Unicorn
              * cannot run stops the guest with its name */
             uint64_t r2 = emu_rip(e);
+            uint32_t icebp = emu_insn_icebp_len(e, r2);
+            if (icebp) {
+                /* INT1 / ICEBP (SDM vol. 2 "INT n/INTO/INT3/INT1", vol. 3
+                 * "Debug Exception (#DB)"): it retires and raises a
+                 * trap-class #DB, delivered like a hardware exception (no
+                 * gate DPL check) with the rip after it; DR6 keeps what the
+                 * guest had (no B0-B3/BD/BS/BT bit names a cause). Unicorn
+                 * ends the run at it without calling the code hook, so it
+                 * was not counted yet. */
+                e->icount++;
+                e->stats.internal_exits++;
+                if (!deliver(e, 1, false, 0, r2 + icebp))
+                    return report_stop(e, ev);
+                if (step_after_delivery(e, ev))
+                    return VMT_OK;
+                continue;
+            }
             if (e->icount)
                 e->icount--;
             if (!emu_insn_is_undefined(e, r2, ev->u.stop.message, sizeof ev->u.stop.message)) {

@@ -387,6 +387,9 @@ void emu_sync_selectors(emu *e);
 /* For UC_ERR_INSN_INVALID: true when the bytes at rip are not a valid
  * instruction (#UD for the guest); else msg names the instruction. */
 bool emu_insn_is_undefined(emu *e, uint64_t rip, char *msg, size_t msg_len);
+/* The length of the INT1/ICEBP (F1, with any prefixes) at rip, 0 if it is
+ * another instruction. Unicorn stops at F1 without a code hook call. */
+uint32_t emu_insn_icebp_len(emu *e, uint64_t rip);
 uint64_t emu_rip(emu *e);
 void emu_set_rip(emu *e, uint64_t rip);
 
