@@ -230,6 +230,7 @@ typedef struct emu {
     const uint8_t *code_host;
     vmt_emu_tlb_stats tstats;
     vmt_emulator *engine;     /* one-instruction responses without a map change */
+    vmt_fpu_state engine_fpu[2]; /* engine_one: the vCPU's FXSAVE state before / after */
     bool no_engine;
 
     /* virtual control state */
@@ -422,6 +423,10 @@ vmt_status emu_op_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s
 vmt_status emu_op_set_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s);
 vmt_status emu_op_dirty_log(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear);
 void emu_dirty_mark(emu *e, vmt_gfn frame);
+/* The x87/MMX/SSE(/AVX high halves) state in FXSAVE layout, from and to
+ * Unicorn (the engine's vmt_emulate_full works on it). */
+void emu_fpu_read(emu *e, vmt_fpu_state *f);
+void emu_fpu_write(emu *e, const vmt_fpu_state *f);
 bool emu_dirty_test(const emu *e, vmt_gfn frame); /* frames past RAM: always */
 
 /* emu_respond.c: responses and injections */
