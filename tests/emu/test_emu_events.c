@@ -824,6 +824,58 @@ static void sse_hidden_reads_one_exit(void **state)
                   (unsigned long long)uc.internal, 2 * N - 1);
 }
 
+/* STEP over an instruction that stores into its own (translated) code page:
+ * Unicorn drops the page's translations and runs the instruction again, so
+ * the code hook sees it twice. The step must still end after it retired:
+ * SINGLESTEP at the next instruction with the store done. Also a STEP over
+ * a jump to itself (state unchanged) still ends. */
+static void step_over_store_into_own_page(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t nops = 0x9090909090909090ull;
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, CODE_VA + 10 + 10 + 1 + 3); /* the 8 nops after the store */
+    eg_mov_imm(&c, EG_RBX, nops);
+    eg_int3(&c);
+    size_t store = c.n;
+    eg_store(&c, EG_RAX, EG_RBX); /* over the next 8 bytes of its own translation */
+    size_t after = c.n;
+    assert_int_equal(CODE_VA + after, CODE_VA + 10 + 10 + 1 + 3);
+    eg_bytes(&c, &nops, 8);
+    eg_inc(&c, EG_RCX);
+    size_t self = c.n;
+    eg_bytes(&c, "\x75\xfe", 2);  /* jnz $ (rcx = 1: taken, nothing changes) */
+    eg_hlt(&c);
+    vmt_gfn code = eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+
+    vmt_event ev = next_of_kind(&g, VMT_EVENT_BREAKPOINT);
+    assert_int_equal(ev.regs.rip, CODE_VA + store - 1);
+    uint8_t nop = 0x90;
+    eg_write(&g, (code << 12) + store - 1, &nop, 1);
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP); /* after the nop */
+    assert_int_equal(ev.regs.rip, CODE_VA + store);
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP); /* after the store: it completed */
+    assert_int_equal(ev.regs.rip, CODE_VA + after);
+    for (int i = 0; i < 8; i++) { /* the nops it rewrote, one step each */
+        eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+        ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP);
+        assert_int_equal(ev.regs.rip, CODE_VA + after + 1 + (uint64_t)i);
+    }
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP);
+    assert_int_equal(ev.regs.rip, CODE_VA + self);
+    assert_int_equal(ev.regs.rcx, 1);
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP); /* the jump retired (to itself) */
+    assert_int_equal(ev.regs.rip, CODE_VA + self);
+    eg_destroy(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -831,6 +883,7 @@ int main(void)
         cmocka_unit_test(step_reports_each_instruction),
         cmocka_unit_test(step_into_exception_handler),
         cmocka_unit_test(icebp_delivers_db_trap),
+        cmocka_unit_test(step_over_store_into_own_page),
         cmocka_unit_test(sse_hidden_reads_one_exit),
         cmocka_unit_test(hidden_breakpoint_drakvuf_style),
         cmocka_unit_test(deterministic_event_sequence),

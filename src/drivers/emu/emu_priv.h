@@ -255,6 +255,9 @@ typedef struct emu {
     bool hook_stop;           /* a hook called uc_emu_stop */
     enum emu_step_kind step;
     bool step_started;        /* the stepped instruction has begun */
+    bool step_rerun;          /* ... and Unicorn restarted it once (SMC) */
+    uint64_t step_rip;        /* where it began */
+    uint64_t step_gpr[17];    /* rax..r15, rflags when it began */
     bool step_done;
     vmt_view step_return_view;/* view to restore after an internal step */
     bool step_restore_view;
