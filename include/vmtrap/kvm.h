@@ -73,6 +73,7 @@
 #ifndef VMTRAP_KVM_H
 #define VMTRAP_KVM_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -111,6 +112,61 @@ uint32_t vmt_kvm_memslot_count(const vmt_driver *d);
  * frame reference counts match the views' remaps. VMT_E_INTERNAL with a
  * message (vmt_driver_error) when one fails. */
 vmt_status vmt_kvm_check(vmt_driver *d);
+
+/* ---- With a bus (vmt_machine_config.bus) ----
+ * The VM gets KVM's in-kernel irqchip (LAPIC, IOAPIC, PIC) and PIT; create
+ * the platform with VMT_KVM_PLATFORM_DEVICES (the rest: UART, HPET, RTC,
+ * PM timer, i8042, misc). Ports and MMIO the kernel does not handle go to the
+ * bus first (VMT_E_NOTFOUND: as without a bus — the ucall port is an
+ * VMT_EVENT_IO). The platform's interrupt lines reach KVM through a link:
+ * vmt_kvm_irq_link_create(&l); platform config irq_out =
+ * vmt_kvm_irq_link_out, irq_out_ctx = l; create the platform and the driver;
+ * vmt_kvm_irq_link_attach(l, driver) (lines raised before are replayed);
+ * attach(l, NULL) before destroying the driver. Lines 0..15 are ISA IRQs
+ * (GSI 0 on IOAPIC pin 2 as in QEMU's pc), 16..23 IOAPIC pins.
+ * Guest time (bus and TSC alike) = host time since creation minus the time
+ * the vCPU was stopped for the monitor (from the KVM_RUN return behind an
+ * event to the next KVM_RUN). The bus is advanced before every access and
+ * every run; its next deadline arms the driver's timer, so the platform's
+ * deadlines are met while the guest runs (within the timer's latency).
+ * TSC: the stopped time goes off the guest TSC through the vCPU's TSC
+ * offset attribute (KVM_VCPU_TSC_OFFSET, Linux 5.16+) or, older, a
+ * read-back-verified host write of IA32_TSC (in steps >= 100 us; if KVM
+ * takes it for a synchronisation the method turns off, vmt_kvm_time_info
+ * says why). clock.tsc_hz asks KVM_SET_TSC_KHZ for that rate.
+ * Limits (what remains): the exits themselves (kernel entry/exit, a few us;
+ * ~10 us on kvm_pvm) are not hidden; KVM's in-kernel timers (LAPIC timer,
+ * TSC deadline, PIT) run on host time, so a stop while one is armed makes
+ * it fire early by the hidden time in guest-TSC terms; ram_ranges holes
+ * are not modelled (MMIO goes to the bus only past the end of RAM).
+ * VCPU_STATE: regs, segments, SYSCALL/SYSENTER/other MSRs, APIC base, TSC
+ * deadline, XSAVE (FXSAVE + YMM high) and XCR0, TSC, vCPU events; HLT only
+ * with the irqchip; the in-kernel LAPIC's registers are not part of
+ * vmt_vcpu_state. DIRTY_LOG: KVM's dirty logs plus host writes. */
+#define VMT_KVM_PLATFORM_DEVICES 0x3f0u /* VMT_PLATFORM_DEV_ALL without LAPIC, IOAPIC, PIC, PIT */
+
+vmt_status vmt_kvm_irq_line(vmt_driver *d, unsigned irq, bool level);
+
+typedef struct vmt_kvm_irq_link vmt_kvm_irq_link;
+vmt_status vmt_kvm_irq_link_create(vmt_kvm_irq_link **out);
+void vmt_kvm_irq_link_destroy(vmt_kvm_irq_link *l);
+void vmt_kvm_irq_link_out(void *link, unsigned irq, bool level); /* a vmt_platform_irq_fn */
+vmt_status vmt_kvm_irq_link_attach(vmt_kvm_irq_link *l, vmt_driver *d);
+uint64_t vmt_kvm_irq_link_failures(const vmt_kvm_irq_link *l);
+
+typedef struct vmt_kvm_time {
+    uint64_t guest_ns;          /* the bus's clock now */
+    uint64_t stopped_ns;        /* time stopped for the monitor so far */
+    uint64_t tsc_khz;
+    uint64_t tsc_hidden_ns;     /* of stopped_ns, taken off the guest TSC */
+    uint64_t tsc_hidden_ticks;
+    uint64_t tsc_failures;
+    const char *tsc_method;     /* "tsc-offset-attr", "ia32-tsc-write" or "none" */
+    const char *tsc_why_none;   /* why "none" ("" otherwise) */
+    bool irqchip;
+    uint64_t irq_raised, irq_coalesced, irq_masked;
+} vmt_kvm_time;
+vmt_status vmt_kvm_time_info(vmt_driver *d, vmt_kvm_time *out);
 
 #ifdef __cplusplus
 }

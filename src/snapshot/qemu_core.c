@@ -53,17 +53,7 @@ typedef struct core_notes {
     uint32_t nprstatus, nqemu;
 } core_notes;
 
-static vmt_status bad(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static vmt_status bad(char *why, size_t why_len, const char *fmt, ...)
-{
-    char msg[VMT_ERRBUF_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    vmt_why(why, why_len, "QEMU core: %s", msg);
-    return VMT_E_FORMAT;
-}
+#define bad(why, why_len, ...) snap_format_error((why), (why_len), "QEMU core", __VA_ARGS__)
 
 static vmt_status walk_notes(Elf *e, size_t idx, const GElf_Phdr *ph, size_t file_len, core_notes *n, char *why,
                              size_t why_len)

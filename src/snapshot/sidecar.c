@@ -25,6 +25,7 @@
 
 #include <json-c/json.h>
 
+#include "core/hex.h"
 #include "snapshot/snapshot_internal.h"
 
 typedef struct field_desc {
@@ -106,16 +107,6 @@ static vmt_status get_u64(json_object *o, const char *where, uint64_t *out, char
     return VMT_E_FORMAT;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Apply one vCPU object to *v; fixups are collected into the caller's list. */
 static vmt_status apply_vcpu(vmt_snapshot *s, uint32_t idx, json_object *o, vmt_vcpu_state *v, uint8_t *efer_set,
@@ -138,7 +129,7 @@ static vmt_status apply_vcpu(vmt_snapshot *s, uint32_t idx, json_object *o, vmt_
                 return VMT_E_FORMAT;
             }
             for (int i = 0; i < 512; i++) {
-                int hi = hexval(t[2 * i]), lo = hexval(t[2 * i + 1]);
+                int hi = vmt_hex_digit(t[2 * i]), lo = vmt_hex_digit(t[2 * i + 1]);
                 if (hi < 0 || lo < 0) {
                     vmt_why(why, why_len, "sidecar: %s has a non-hex digit at %d", where, 2 * i);
                     return VMT_E_FORMAT;

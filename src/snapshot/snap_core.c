@@ -11,6 +11,7 @@
  * Failure atomicity: open builds the handle completely before returning it;
  * every failure path destroys the half-built handle.
  */
+#include <stdarg.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -536,4 +537,15 @@ vmt_status vmt_snapshot_check(const vmt_snapshot *s, char *why, size_t why_len)
         }
     }
     return VMT_OK;
+}
+
+vmt_status snap_format_error(char *why, size_t why_len, const char *what, const char *fmt, ...)
+{
+    char msg[VMT_ERRBUF_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    vmt_why(why, why_len, "%s: %s", what, msg);
+    return VMT_E_FORMAT;
 }

@@ -99,6 +99,9 @@ vmt_status snap_set_metadata(vmt_snapshot *s, const char *json);
 
 /* Loaders (file bytes already in s->file). On failure the message is in
  * why; the caller destroys s. */
+/* A malformed-input failure: "<what>: <message>" into why, VMT_E_FORMAT. */
+vmt_status snap_format_error(char *why, size_t why_len, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 vmt_status snap_load_qemu_core(vmt_snapshot *s, char *why, size_t why_len);
 vmt_status snap_load_vmts(vmt_snapshot *s, char *why, size_t why_len);
 /* vmts: decompress the chunks covering [gpa, gpa+len) of block b. */

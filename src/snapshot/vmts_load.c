@@ -34,17 +34,7 @@ typedef struct sec {
     bool present;
 } sec;
 
-static vmt_status bad(char *why, size_t why_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static vmt_status bad(char *why, size_t why_len, const char *fmt, ...)
-{
-    char msg[VMT_ERRBUF_LEN];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    vmt_why(why, why_len, "vmtrap snapshot: %s", msg);
-    return VMT_E_FORMAT;
-}
+#define bad(why, why_len, ...) snap_format_error((why), (why_len), "vmtrap snapshot", __VA_ARGS__)
 
 static uint32_t crc(const uint8_t *p, uint64_t n)
 {

@@ -129,6 +129,15 @@ vmt_status guest_run_elf_machine(const char *driver, const char *elf_path, uint6
                                  const vmt_clock_config *clock, const guest_param *params, size_t nparams,
                                  double time_limit_s, guest_run *out)
 {
+    return guest_run_elf_hooked(driver, elf_path, ram_size, bus, clock, params, nparams, time_limit_s, NULL, NULL,
+                                out);
+}
+
+vmt_status guest_run_elf_hooked(const char *driver, const char *elf_path, uint64_t ram_size, const vmt_bus *bus,
+                                const vmt_clock_config *clock, const guest_param *params, size_t nparams,
+                                double time_limit_s, guest_driver_fn on_driver, void *on_driver_ctx,
+                                guest_run *out)
+{
     memset(out, 0, sizeof(*out));
     out->ram_size = ram_size;
     vmt_image *img = NULL;
@@ -146,6 +155,8 @@ vmt_status guest_run_elf_machine(const char *driver, const char *elf_path, uint6
         vmt_image_destroy(img);
         return st;
     }
+    if (on_driver && (st = on_driver(on_driver_ctx, d)) != VMT_OK)
+        snprintf(out->error, sizeof(out->error), "driver callback: %s (%s)", vmt_strerror(st), vmt_driver_error(d));
     for (size_t i = 0; i < nparams && !st; i++) {
         vmt_va va;
         uint64_t size;

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "vmtrap/bus.h"
+#include "vmtrap/driver.h"
 #include "vmtrap/event.h"
 #include "vmtrap/machine.h"
 #include "vmtrap/status.h"
@@ -54,6 +55,15 @@ vmt_status guest_run_elf(const char *driver, const char *elf_path, uint64_t ram_
 vmt_status guest_run_elf_machine(const char *driver, const char *elf_path, uint64_t ram_size, const vmt_bus *bus,
                                  const vmt_clock_config *clock, const guest_param *params, size_t nparams,
                                  double time_limit_s, guest_run *out);
+/* The same with a callback once the driver exists, before the guest
+ * parameters are written and the first instruction runs (e.g. to attach the
+ * KVM driver's interrupt link, or to set a parameter from what the driver
+ * offers: `params` is read after it). A failure ends the run with it. */
+typedef vmt_status (*guest_driver_fn)(void *ctx, vmt_driver *d);
+vmt_status guest_run_elf_hooked(const char *driver, const char *elf_path, uint64_t ram_size, const vmt_bus *bus,
+                                const vmt_clock_config *clock, const guest_param *params, size_t nparams,
+                                double time_limit_s, guest_driver_fn on_driver, void *on_driver_ctx,
+                                guest_run *out);
 void guest_run_free(guest_run *r);
 
 /* The i-th ucall with this command (and name, when name is not NULL), or NULL. */

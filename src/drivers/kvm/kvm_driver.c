@@ -104,6 +104,54 @@ static vmt_status kvm_stats(vmt_driver *d, vmt_driver_stats *out)
     return VMT_OK;
 }
 
+static vmt_status kvm_get_vcpu_state_op(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s)
+{
+    (void)vcpu;
+    kvm_drv *k = vmt_driver_impl(d);
+    char why[256];
+    vmt_status st = kvm_regs_flush(k);
+    if (st)
+        return st;
+    if ((st = kvm_state_get(&k->host, k->vcpu_fd, k->irqchip, s, why, sizeof why)))
+        return vmt_driver_fail(d, st, "%s", why);
+    return VMT_OK;
+}
+
+static vmt_status kvm_set_vcpu_state_op(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s)
+{
+    (void)vcpu;
+    kvm_drv *k = vmt_driver_impl(d);
+    if (k->in_event && k->need_completion)
+        return vmt_driver_fail(d, VMT_E_BUSY, "an I/O or write event is pending: respond to it first");
+    char why[256];
+    vmt_status st = kvm_regs_flush(k);
+    if (st)
+        return st;
+    st = kvm_state_set(&k->host, k->vcpu_fd, k->irqchip, s, why, sizeof why);
+    k->regs_fresh = false; /* the sync copy in kvm_run is older than what was just set */
+    if (st)
+        return vmt_driver_fail(d, st, "%s", why);
+    return VMT_OK;
+}
+
+/* DIRTY_LOG: KVM's per-slot logs folded into dirty_acc (host writes are
+ * marked there too), walked a 64-bit word at a time. */
+static vmt_status kvm_dirty_log_op(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear)
+{
+    kvm_drv *k = vmt_driver_impl(d);
+    vmt_status st = kvm_collect_dirty(k);
+    if (st)
+        return st;
+    uint64_t words = (k->ram_frames + 63) / 64;
+    for (uint64_t w = 0; w < words; w++)
+        for (uint64_t bits = k->dirty_acc[w]; bits; bits &= bits - 1)
+            if (fn(ctx, w * 64 + (uint64_t)__builtin_ctzll(bits)))
+                return VMT_OK;
+    if (clear)
+        memset(k->dirty_acc, 0, words * 8);
+    return VMT_OK;
+}
+
 static const vmt_driver_ops kvm_ops = {
     .name = kvm_name,
     .destroy = kvm_destroy,
@@ -129,6 +177,9 @@ static const vmt_driver_ops kvm_ops = {
     .respond = kvm_respond,
     .set_limit = kvm_set_limit,
     .stats = kvm_stats,
+    .get_vcpu_state = kvm_get_vcpu_state_op,
+    .set_vcpu_state = kvm_set_vcpu_state_op,
+    .dirty_log = kvm_dirty_log_op,
 };
 
 static vmt_caps kvm_caps_for(const kvm_drv *k)
@@ -137,7 +188,7 @@ static vmt_caps kvm_caps_for(const kvm_drv *k)
     c.flags = VMT_CAP_READ_PHYS | VMT_CAP_WRITE_PHYS | VMT_CAP_REGS_GET | VMT_CAP_REGS_SET | VMT_CAP_PAUSE | VMT_CAP_VIEWS |
               VMT_CAP_VIEW_REMAP | VMT_CAP_SINGLESTEP | VMT_CAP_FAST_STEP | VMT_CAP_FRAMES | VMT_CAP_INJECT_BP | VMT_CAP_INJECT_PF |
               VMT_CAP_EVENTS | VMT_CAP_BREAKPOINT_EVENTS | VMT_CAP_IO_EVENTS | VMT_CAP_HW_BREAKPOINTS |
-              VMT_CAP_TIME_LIMIT;
+              VMT_CAP_TIME_LIMIT | VMT_CAP_VCPU_STATE | VMT_CAP_DIRTY_LOG;
     if (k->have_ro_slots) {
         c.flags |= VMT_CAP_VIEW_PERM | VMT_CAP_WRITE_DATA | VMT_CAP_EMULATE;
         c.trap_access = k->trap_access;
@@ -160,7 +211,7 @@ static vmt_status place_write(void *ctx, vmt_pa pa, const void *buf, size_t len)
     return VMT_OK;
 }
 
-static vmt_status open_kvm(kvm_drv *k, char *why, size_t why_len)
+static vmt_status open_kvm(kvm_drv *k, const vmt_machine_config *cfg, char *why, size_t why_len)
 {
     const char *dev = getenv("VMT_KVM_DEVICE");
     if (!dev || !*dev)
@@ -193,6 +244,10 @@ static vmt_status open_kvm(kvm_drv *k, char *why, size_t why_len)
         vmt_why(why, why_len, "kvm: KVM_CREATE_VM: %s", strerror(errno));
         return VMT_E_DRIVER;
     }
+    /* the irqchip and PIT must exist before the vCPU (api.rst) */
+    vmt_status st = kvm_bus_pre_vcpu(k, cfg, why, why_len);
+    if (st)
+        return st;
     k->vcpu_fd = ioctl(k->vm_fd, KVM_CREATE_VCPU, 0);
     int sz = ioctl(k->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
     if (k->vcpu_fd < 0 || sz < (int)sizeof(struct kvm_run)) {
@@ -206,6 +261,7 @@ static vmt_status open_kvm(kvm_drv *k, char *why, size_t why_len)
         vmt_why(why, why_len, "kvm: mapping the vCPU's run area: %s", strerror(errno));
         return VMT_E_DRIVER;
     }
+    kvm_bus_post_vcpu(k, cfg);
     return VMT_OK;
 }
 
@@ -257,7 +313,7 @@ vmt_status vmt_kvm_driver_create(const vmt_machine_config *cfg, vmt_driver **out
     }
     k->d = d;
     vmt_regs regs;
-    if ((st = open_kvm(k, why, why_len)) || (st = kvm_mem_init(k, why, why_len)) ||
+    if ((st = open_kvm(k, cfg, why, why_len)) || (st = kvm_mem_init(k, why, why_len)) ||
         (st = vmt_image_place((vmt_image *)(uintptr_t)cfg->image, ram, place_write, k, &regs, why, why_len)) ||
         (st = kvm_setup_vcpu(k, &regs, why, why_len)) || (st = kvm_timer_init(k, why, why_len)))
         goto fail;
@@ -328,7 +384,7 @@ vmt_status vmt_kvm_check(vmt_driver *d)
     if ((k->run->kvm_dirty_regs & KVM_SYNC_X86_REGS) && !k->regs_fresh)
         return vmt_driver_fail(d, VMT_E_INTERNAL, "registers pending for KVM_RUN but the sync copy is stale");
     vmt_status st = kvm_engine_check(k);
-    if (st)
+    if (st || (st = kvm_bus_check(k)))
         return st;
     return kvm_mem_check(k);
 }

@@ -5,7 +5,9 @@
  * kvm_vcpu.c (registers, long-mode setup, guest debug), kvm_mem.c (RAM,
  * memslots, views, frames, dirty log), kvm_run.c (the run loop, exits,
  * events, timer), kvm_respond.c (responses), kvm_emulate.c (instructions
- * performed in the monitor by the reusable engine).
+ * performed in the monitor by the reusable engine), kvm_bus.c (the bus,
+ * guest clock and interrupt link), kvm_plat.c (irqchip, IRQ lines, TSC
+ * hiding behind an injectable ioctl), kvm_state.c (VCPU_STATE).
  *
  * Memory layout: one memfd holds guest RAM (frames 0 .. ram_frames-1) followed
  * by the extra frames (gfn ram_frames + i, at file offset gfn * 4 KiB).
@@ -40,6 +42,7 @@
 #include "vmtrap/driver.h"
 #include "vmtrap/kvm.h"
 #include "vmtrap/machine.h"
+#include "drivers/kvm/kvm_plat.h"
 
 #define KVM_EXIT_REASONS 64
 #define KVM_SERIAL_LINE 256
@@ -159,6 +162,21 @@ typedef struct kvm_drv {
     bool no_engine;            /* not built, or it could not start: always step */
     uint64_t engine_insns;     /* instructions it performed */
     bool regs_fresh;           /* run->s.regs holds this exit's regs/sregs */
+
+    /* platform (kvm_bus.c): with a bus, KVM's irqchip + PIT and the bus for
+     * the rest; guest time = host monotonic time since creation minus the
+     * time stopped for the monitor (the TSC hides the same time) */
+    kvm_host host;
+    vmt_bus bus;               /* ops NULL: no bus (ucall/serial behaviour) */
+    bool irqchip;              /* KVM_CREATE_IRQCHIP + PIT2 done */
+    kvm_irq_fwd irq;
+    kvm_tsc tsc;
+    uint64_t t0;               /* monotonic ns at creation */
+    uint64_t start_ns;         /* guest time at creation (cfg->clock.start_ns) */
+    uint64_t stopped_ns;       /* time stopped for the monitor, hidden from the guest */
+    uint64_t t_event;          /* monotonic ns a stop for an event began, 0 = none outstanding */
+    uint64_t t_run;            /* monotonic ns of the last kvm_before_run (end of the last hidden stop) */
+    uint64_t bus_deadline;     /* guest ns the bus asked to be advanced at (UINT64_MAX: none) */
 } kvm_drv;
 
 uint64_t kvm_now_ns(void);
@@ -209,6 +227,19 @@ bool kvm_engine_run_unfetchable(kvm_drv *k);           /* code in frames without
 bool kvm_unfetchable_int3(kvm_drv *k, uint64_t *gpa); /* rip on an INT3 in a frame without a memslot (at *gpa) */
 void kvm_engine_fini(kvm_drv *k);
 vmt_status kvm_engine_check(kvm_drv *k);              /* the engines' invariants (kvm_check) */
+
+/* kvm_bus.c */
+vmt_status kvm_bus_pre_vcpu(kvm_drv *k, const vmt_machine_config *cfg, char *why, size_t why_len);
+void kvm_bus_post_vcpu(kvm_drv *k, const vmt_machine_config *cfg);
+uint64_t kvm_guest_now(const kvm_drv *k);
+uint64_t kvm_bus_advance(kvm_drv *k);  /* guest now -> bus; the next deadline as absolute monotonic ns (0: none) */
+void kvm_event_delivered(kvm_drv *k);
+void kvm_before_run(kvm_drv *k);       /* account and hide the time stopped since the last event */
+/* A port/MMIO access through the bus: VMT_E_NOTFOUND when it is not the
+ * bus's; VMT_E_STOPPED / others with *msg set. `data` as in kvm_run. */
+vmt_status kvm_bus_pio(kvm_drv *k, uint16_t port, unsigned size, bool write, uint8_t *data, const char **msg);
+vmt_status kvm_bus_mmio(kvm_drv *k, uint64_t gpa, unsigned len, bool write, uint8_t *data, const char **msg);
+vmt_status kvm_bus_check(kvm_drv *k);
 
 /* kvm_run.c */
 vmt_status kvm_timer_init(kvm_drv *k, char *why, size_t why_len);

@@ -295,6 +295,19 @@ static int handle_io(kvm_drv *k)
         return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "malformed KVM_EXIT_IO (size %u count %u offset %llu)", sz, n,
                           (unsigned long long)r->io.data_offset);
     k->need_completion = true;
+    if (k->bus.ops) {
+        uint8_t *data = kvm_io_data(k);
+        const char *msg = NULL;
+        vmt_status st = VMT_OK;
+        for (uint32_t i = 0; i < n && st == VMT_OK; i++)
+            st = kvm_bus_pio(k, r->io.port, sz, r->io.direction == KVM_EXIT_IO_OUT, data + (size_t)i * sz, &msg);
+        if (st == VMT_OK)
+            return H_CONTINUE;
+        if (st == VMT_E_STOPPED)
+            return stop_event(k, VMT_STOP_SHUTDOWN, true, "%s", msg ? msg : "the platform stopped the guest");
+        if (st != VMT_E_NOTFOUND)
+            return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "port %#x: %s", r->io.port, msg ? msg : "bus failure");
+    }
     if (r->io.port >= VMT_PORT_SERIAL && r->io.port <= VMT_PORT_SERIAL + 7) {
         uint8_t *data = kvm_io_data(k);
         for (uint32_t i = 0; i < n; i++) {
@@ -329,6 +342,17 @@ static int handle_mmio(kvm_drv *k)
         return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "malformed KVM_EXIT_MMIO (len %u)", len);
     k->need_completion = true;
     vmt_access acc = r->mmio.is_write ? VMT_ACCESS_W : VMT_ACCESS_R;
+    if (gfn >= k->ram_frames && k->bus.ops) {
+        const char *msg = NULL;
+        vmt_status st = kvm_bus_mmio(k, gpa, len, r->mmio.is_write, r->mmio.data, &msg);
+        if (st == VMT_E_STOPPED)
+            return stop_event(k, VMT_STOP_SHUTDOWN, true, "%s", msg ? msg : "the platform stopped the guest");
+        if (st != VMT_OK && st != VMT_E_NOTFOUND)
+            return stop_event(k, VMT_STOP_DRIVER_ERROR, true, "MMIO %#llx: %s", (unsigned long long)gpa,
+                              msg ? msg : "bus failure");
+        if (st == VMT_OK)
+            return H_CONTINUE;
+    }
     if (gfn >= k->ram_frames) { /* no RAM: reads see all-ones, writes vanish */
         if (!r->mmio.is_write)
             memset(r->mmio.data, 0xff, len);
@@ -485,6 +509,7 @@ static int handle_exit(kvm_drv *k)
 vmt_status kvm_complete_pending(kvm_drv *k, bool *exited)
 {
     *exited = false;
+    kvm_before_run(k);
     k->run->immediate_exit = 1;
     k->regs_fresh = false;
     uint64_t t0 = kvm_now_ns();
@@ -509,6 +534,8 @@ static void deliver(kvm_drv *k, vmt_event *out)
 {
     k->stats.events[k->ev.kind]++;
     k->in_event = k->ev.kind != VMT_EVENT_STOPPED;
+    if (k->in_event)
+        kvm_event_delivered(k);
     *out = k->ev;
 }
 
@@ -585,6 +612,15 @@ vmt_status kvm_wait_event(vmt_driver *d, int timeout_ms, vmt_event *out)
                 break;
             if ((st = kvm_apply_debug(k)))
                 break;
+            if (k->irqchip && k->irq.failures) {
+                stop_event(k, VMT_STOP_DRIVER_ERROR, true, "KVM_IRQ_LINE for line %u failed: %s", k->irq.last_irq,
+                           strerror(k->irq.last_errno));
+                goto event;
+            }
+            kvm_before_run(k);
+            uint64_t bus_at = kvm_bus_advance(k);
+            if (bus_at)
+                timer_ensure(k, bus_at);
             if (k->t_last_exit)
                 k->stats.ns_monitor += now - k->t_last_exit;
             k->regs_fresh = false;

@@ -48,7 +48,19 @@ vmt_status kvm_setup_vcpu(kvm_drv *k, const vmt_regs *r, char *why, size_t why_l
         return VMT_E_NOMEM;
     }
     cpuid->nent = (uint32_t)n;
-    if (ioctl(k->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0 || ioctl(k->vcpu_fd, KVM_SET_CPUID2, cpuid) < 0) {
+    if (ioctl(k->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0) {
+        vmt_why(why, why_len, "kvm: KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
+        free(cpuid);
+        return VMT_E_DRIVER;
+    }
+    /* KVM emulates the TSC-deadline timer in its in-kernel LAPIC but leaves
+     * the CPUID bit (leaf 1 ECX 24) to user space (api.rst,
+     * KVM_CAP_TSC_DEADLINE_TIMER) */
+    if (k->irqchip && ioctl(k->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0)
+        for (uint32_t i = 0; i < cpuid->nent; i++)
+            if (cpuid->entries[i].function == 1)
+                cpuid->entries[i].ecx |= 1u << 24;
+    if (ioctl(k->vcpu_fd, KVM_SET_CPUID2, cpuid) < 0) {
         vmt_why(why, why_len, "kvm: setting the vCPU's CPUID: %s", strerror(errno));
         free(cpuid);
         return VMT_E_DRIVER;

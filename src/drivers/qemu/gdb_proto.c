@@ -10,18 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hex.h"
 #include "core/errbuf.h"
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Decode the raw bytes between '$' and '#': escapes and run lengths. */
 static vmt_status decode_payload(const uint8_t *raw, size_t rlen, char *out, size_t cap, size_t *out_len, char *why,
@@ -108,7 +99,7 @@ vmt_status gdb_scan(const uint8_t *in, size_t len, gdb_scan_kind *kind, size_t *
     if (len < hpos + 3)
         return VMT_OK; /* MORE: the checksum digits are not here yet */
     *consumed = hpos + 3;
-    int h1 = hexval(in[hpos + 1]), h2 = hexval(in[hpos + 2]);
+    int h1 = vmt_hex_digit(in[hpos + 1]), h2 = vmt_hex_digit(in[hpos + 2]);
     if (h1 < 0 || h2 < 0) {
         vmt_why(why, why_len, "gdb: checksum '%c%c' is not hex", in[hpos + 1] >= 32 && in[hpos + 1] < 127 ? in[hpos + 1] : '?',
                 in[hpos + 2] >= 32 && in[hpos + 2] < 127 ? in[hpos + 2] : '?');
@@ -158,7 +149,7 @@ vmt_status gdb_hex_to_bytes(const char *hex, size_t hexlen, uint8_t *out, size_t
     if (hexlen != 2 * n)
         return VMT_E_FORMAT;
     for (size_t i = 0; i < n; i++) {
-        int a = hexval((unsigned char)hex[2 * i]), b = hexval((unsigned char)hex[2 * i + 1]);
+        int a = vmt_hex_digit((unsigned char)hex[2 * i]), b = vmt_hex_digit((unsigned char)hex[2 * i + 1]);
         if (a < 0 || b < 0)
             return VMT_E_FORMAT;
         out[i] = (uint8_t)(a * 16 + b);
@@ -182,7 +173,7 @@ vmt_status gdb_parse_u64(const char *s, size_t len, uint64_t *out)
         return VMT_E_FORMAT;
     uint64_t v = 0;
     for (size_t i = 0; i < len; i++) {
-        int d = hexval((unsigned char)s[i]);
+        int d = vmt_hex_digit((unsigned char)s[i]);
         if (d < 0)
             return VMT_E_FORMAT;
         v = v << 4 | (uint64_t)d;
@@ -197,9 +188,9 @@ int gdb_is_error(const char *payload, size_t len, int *code)
         *code = -1;
         return 1;
     }
-    if (len == 3 && payload[0] == 'E' && hexval((unsigned char)payload[1]) >= 0 &&
-        hexval((unsigned char)payload[2]) >= 0) {
-        *code = hexval((unsigned char)payload[1]) * 16 + hexval((unsigned char)payload[2]);
+    if (len == 3 && payload[0] == 'E' && vmt_hex_digit((unsigned char)payload[1]) >= 0 &&
+        vmt_hex_digit((unsigned char)payload[2]) >= 0) {
+        *code = vmt_hex_digit((unsigned char)payload[1]) * 16 + vmt_hex_digit((unsigned char)payload[2]);
         return 1;
     }
     return 0;
@@ -225,7 +216,7 @@ vmt_status gdb_parse_stop(const char *p, size_t len, gdb_stop *st, char *why, si
             return VMT_E_FORMAT;
         }
         for (size_t i = 1; i < len; i++)
-            if (hexval((unsigned char)p[i]) < 0) {
+            if (vmt_hex_digit((unsigned char)p[i]) < 0) {
                 vmt_why(why, why_len, "gdb: console output 'O' packet is not hex");
                 return VMT_E_FORMAT;
             }
@@ -240,11 +231,11 @@ vmt_status gdb_parse_stop(const char *p, size_t len, gdb_stop *st, char *why, si
                 (unsigned char)p[0]);
         return VMT_E_FORMAT;
     }
-    if (len < 3 || hexval((unsigned char)p[1]) < 0 || hexval((unsigned char)p[2]) < 0) {
+    if (len < 3 || vmt_hex_digit((unsigned char)p[1]) < 0 || vmt_hex_digit((unsigned char)p[2]) < 0) {
         vmt_why(why, why_len, "gdb: stop reply '%c' without a two-digit signal or status", p[0]);
         return VMT_E_FORMAT;
     }
-    st->signal = (uint8_t)(hexval((unsigned char)p[1]) * 16 + hexval((unsigned char)p[2]));
+    st->signal = (uint8_t)(vmt_hex_digit((unsigned char)p[1]) * 16 + vmt_hex_digit((unsigned char)p[2]));
     if (p[0] != 'T') {
         /* S/W/X may carry ";process:pid" (multiprocess); nothing else is used. */
         if (len > 3 && p[3] != ';') {
