@@ -8,7 +8,7 @@
  * guest REPORTs the values it used:
  *   workload_iterations   loop iterations (default 32, clamped to 1..100000)
  *   workload_skip         bit n set: skip detector n (1..16); bit 17: detector 9
- *                         leaves ICEBP out (default: bit 17 only)
+ *                         leaves ICEBP out (default 0)
  */
 #ifndef WORKLOAD_H
 #define WORKLOAD_H

@@ -94,6 +94,8 @@ typedef struct vmt_emu_tlb_stats {
     uint64_t interrupts;     /* external interrupts delivered from the bus */
     uint64_t hlt_skipped_ns; /* guest time skipped over HLT */
     uint64_t guest_ns;       /* guest time now (virtual clock) */
+    uint64_t engine_fpu_steps;/* of engine_steps, x87/MMX/SSE instructions
+                                (performed with the vCPU's FXSAVE state) */
 } vmt_emu_tlb_stats;
 
 /* VMT_E_INVAL when d is not an emu driver. */

@@ -1,6 +1,7 @@
 /*
  * tests/emu/test_emu_events.c — events and response semantics of the
- * emulator driver: INT3 (CONTINUE, REINJECT through the guest IDT), STEP,
+ * emulator driver: INT3 (CONTINUE, REINJECT through the guest IDT), ICEBP
+ * (#DB trap through the guest IDT), STEP,
  * the DRAKVUF hidden-breakpoint mechanism (shadow frame with INT3 remapped
  * into an execute-only view, FAST_STEP in view 0 on a hit, EMULATE for
  * reads and writes of the hidden page), DENY and CONTINUE on memory events,
@@ -650,12 +651,240 @@ static void port_read_and_injection(void **state)
     eg_destroy(&g);
 }
 
+/* INT1 / ICEBP (F1): a trap-class #DB through the guest's IDT (vector 1,
+ * the pushed rip is the byte after F1, DR6 left as the guest had it) —
+ * on a plain run and under a STEP, which reports SINGLESTEP at the #DB
+ * handler's first instruction. */
+static void icebp_delivers_db_trap(void **state)
+{
+    (void)state;
+    for (int stepped = 0; stepped < 2; stepped++) {
+        eg_guest g;
+        assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+        const uint64_t HANDLER = CODE_VA + 0x3000;
+        eg_code h = { .n = 0 };
+        eg_bytes(&h, "\x59", 1);              /* pop rcx: the return RIP */
+        eg_out_ucall(&h, EG_RCX);
+        eg_bytes(&h, "\x48\x83\xc4\x20", 4); /* add rsp, 32: the rest of the frame */
+        eg_bytes(&h, "\xff\xe1", 2);          /* jmp rcx (no GDT here for an iretq) */
+        eg_place(&g, HANDLER, &h);
+        eg_idt(&g, IDT_VA, 1, HANDLER);
+        eg_stack(&g, STACK_TOP, 1);
+        eg_code c = { .n = 0 };
+        eg_int3(&c);                   /* CODE_VA: where the STEP starts */
+        eg_bytes(&c, "\xf1", 1);       /* CODE_VA + 1: icebp */
+        eg_mov_imm(&c, EG_RCX, 0x42);  /* CODE_VA + 2: the handler returns here */
+        eg_out_ucall(&c, EG_RCX);
+        eg_hlt(&c);
+        vmt_gfn code = eg_place(&g, CODE_VA, &c);
+        const uint64_t dr6 = 0xffff0ff1ull; /* B0 left over from an earlier #DB */
+        g.regs.dr6 = dr6;
+        assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+
+        vmt_event ev = next_of_kind(&g, VMT_EVENT_BREAKPOINT);
+        uint8_t nop = 0x90;
+        eg_write(&g, code << 12, &nop, 1);
+        if (stepped) {
+            eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+            ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP);
+            assert_int_equal(ev.regs.rip, CODE_VA + 1);
+            eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+            ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP); /* the delivery completed the step */
+            assert_int_equal(ev.regs.rip, HANDLER);
+            assert_int_equal(ev.regs.dr6, dr6);
+        }
+        eg_respond(&g, &ev, vmt_response_continue());
+        expect_io(&g, (uint32_t)(CODE_VA + 2)); /* a trap: rip after F1 */
+        expect_io(&g, 0x42);                    /* the handler resumed after it */
+        respond_kind(&g, VMT_EVENT_STOPPED, vmt_response_continue(), &ev);
+        if (ev.u.stop.reason != VMT_STOP_HALT)
+            fail_msg("expected halt: %s", ev.u.stop.message);
+        assert_int_equal(ev.regs.dr6, dr6); /* ICEBP sets no DR6 bit */
+        eg_destroy(&g);
+    }
+}
+
+/* Hidden reads by x87/SSE code: a view without R on a data page, the
+ * guest reads it N times with movdqu and fild (+ fstp), each read answered
+ * EMULATE. With the engine (vmt_emulate_full on the vCPU's FXSAVE state)
+ * each read is one exit and no internal exit; without it (Unicorn steps
+ * the instruction) the results are the same. */
+typedef struct sse_run {
+    uint64_t lo, hi, x87;     /* what the guest read: xmm0 halves, fild -> fistp */
+    uint64_t events, exits, internal, fpu_steps;
+    vmt_regs end;
+} sse_run;
+
+static sse_run run_sse_reads(bool no_engine, unsigned n)
+{
+    eg_guest g;
+    vmt_emu_options o = { .no_engine = no_engine };
+    assert_int_equal(eg_create_opt(&g, 4 << 20, &o, NULL, NULL), VMT_OK);
+    vmt_gfn data = eg_frame(&g);
+    const uint64_t pattern[2] = { 0x1122334455667788ull, 0x99aabbccddeeff00ull };
+    const int64_t integer = -123456789012345ll;
+    eg_write(&g, data << 12, pattern, sizeof pattern);
+    eg_write(&g, (data << 12) + 16, &integer, sizeof integer);
+    eg_map(&g, DATA_VA, data, 0);
+    eg_stack(&g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, DATA_VA);
+    eg_mov_imm(&c, EG_RBX, n);
+    eg_mov_imm(&c, EG_RDX, 0);
+    size_t top = c.n;
+    eg_bytes(&c, "\xf3\x0f\x6f\x00", 4);     /* movdqu xmm0, [rax]   (hidden read) */
+    eg_bytes(&c, "\xdf\x68\x10", 3);         /* fild qword [rax+16]  (hidden read) */
+    eg_bytes(&c, "\xdd\xd8", 2);             /* fstp st(0) */
+    eg_inc(&c, EG_RDX);
+    eg_loop_below(&c, EG_RDX, EG_RBX, top);
+    eg_bytes(&c, "\x66\x48\x0f\x7e\xc1", 5); /* movq rcx, xmm0 */
+    eg_out_ucall(&c, EG_RCX);
+    eg_bytes(&c, "\x66\x0f\x73\xd8\x08", 5); /* psrldq xmm0, 8 */
+    eg_bytes(&c, "\x66\x48\x0f\x7e\xc1", 5); /* movq rcx, xmm0 */
+    eg_out_ucall(&c, EG_RCX);
+    eg_mov_imm(&c, EG_RAX, DATA_VA);          /* (the ucall took rax) */
+    eg_bytes(&c, "\xdf\x68\x10", 3);         /* fild qword [rax+16]  (hidden read) */
+    eg_bytes(&c, "\xdf\x3c\x24", 3);         /* fistp qword [rsp] */
+    eg_bytes(&c, "\x48\x8b\x0c\x24", 4);     /* mov rcx, [rsp] */
+    eg_out_ucall(&c, EG_RCX);
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    g.regs.cr4 |= 1ull << 9; /* OSFXSR */
+    vmt_view v;
+    assert_int_equal(vmt_drv_view_create(g.d, VMT_ACCESS_RWX, &v), VMT_OK);
+    assert_int_equal(vmt_drv_view_set_access(g.d, v, data, VMT_ACCESS_X), VMT_OK);
+    assert_int_equal(vmt_drv_view_switch(g.d, 0, v), VMT_OK);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP - 64), VMT_OK);
+
+    sse_run r;
+    memset(&r, 0, sizeof r);
+    vmt_driver_stats s0, s1;
+    uint64_t *out[3] = { &r.lo, &r.hi, &r.x87 };
+    unsigned nout = 0;
+    for (;;) {
+        vmt_event ev = eg_next(&g);
+        if (ev.kind == VMT_EVENT_STOPPED) {
+            if (ev.u.stop.reason != VMT_STOP_HALT)
+                fail_msg("expected halt: %s", ev.u.stop.message);
+            r.end = ev.regs;
+            break;
+        }
+        if (ev.kind == VMT_EVENT_IO) {
+            assert_true(nout < 3);
+            *out[nout++] = ev.regs.rcx; /* the port carries 32 bits: the whole of rcx */
+            eg_respond(&g, &ev, vmt_response_continue());
+            continue;
+        }
+        assert_int_equal(ev.kind, VMT_EVENT_MEM_ACCESS);
+        assert_int_equal(ev.u.mem.access, VMT_ACCESS_R);
+        assert_int_equal(ev.u.mem.gpa >> 12, data);
+        if (r.events == 0)
+            assert_int_equal(vmt_drv_stats(g.d, &s0), VMT_OK);
+        if (r.events == 2ull * n - 1)
+            assert_int_equal(vmt_drv_stats(g.d, &s1), VMT_OK); /* the last read in the loop */
+        r.events++;
+        eg_respond(&g, &ev, resp(VMT_RESP_EMULATE, 0));
+    }
+    assert_int_equal(nout, 3);
+    r.exits = s1.exits - s0.exits;
+    r.internal = s1.internal_exits - s0.internal_exits;
+    vmt_emu_tlb_stats ts;
+    assert_int_equal(vmt_emu_tlb_stats_get(g.d, &ts), VMT_OK);
+    r.fpu_steps = ts.engine_fpu_steps;
+    eg_destroy(&g);
+    return r;
+}
+
+static void sse_hidden_reads_one_exit(void **state)
+{
+    (void)state;
+    enum { N = 16 };
+    sse_run eng = run_sse_reads(false, N), uc = run_sse_reads(true, N);
+    /* the values the guest read are the page's */
+    assert_int_equal(eng.lo, 0x1122334455667788ull);
+    assert_int_equal(eng.hi, 0x99aabbccddeeff00ull);
+    assert_int_equal(eng.x87, (uint64_t)-123456789012345ll);
+    assert_int_equal(eng.events, 2 * N + 1);
+    /* engine: every read (movdqu, fild) performed with the FXSAVE state,
+     * one exit each between the first and the last read of the loop */
+    assert_int_equal(eng.fpu_steps, 2 * N + 1);
+    assert_int_equal(eng.exits, 2 * N - 1);
+    assert_int_equal(eng.internal, 0);
+    /* Unicorn stepping them: same results, more exits */
+    assert_int_equal(uc.fpu_steps, 0);
+    assert_int_equal(uc.events, eng.events);
+    assert_int_equal(uc.lo, eng.lo);
+    assert_int_equal(uc.hi, eng.hi);
+    assert_int_equal(uc.x87, eng.x87);
+    assert_memory_equal(&uc.end, &eng.end, sizeof eng.end);
+    assert_true(uc.exits > eng.exits);
+    print_message("SSE/x87 hidden reads: %llu exits (%llu internal) with the engine, %llu (%llu internal) "
+                  "stepped on Unicorn, for %d reads\n",
+                  (unsigned long long)eng.exits, (unsigned long long)eng.internal, (unsigned long long)uc.exits,
+                  (unsigned long long)uc.internal, 2 * N - 1);
+}
+
+/* STEP over an instruction that stores into its own (translated) code page:
+ * Unicorn drops the page's translations and runs the instruction again, so
+ * the code hook sees it twice. The step must still end after it retired:
+ * SINGLESTEP at the next instruction with the store done. Also a STEP over
+ * a jump to itself (state unchanged) still ends. */
+static void step_over_store_into_own_page(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t nops = 0x9090909090909090ull;
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RAX, CODE_VA + 10 + 10 + 1 + 3); /* the 8 nops after the store */
+    eg_mov_imm(&c, EG_RBX, nops);
+    eg_int3(&c);
+    size_t store = c.n;
+    eg_store(&c, EG_RAX, EG_RBX); /* over the next 8 bytes of its own translation */
+    size_t after = c.n;
+    assert_int_equal(CODE_VA + after, CODE_VA + 10 + 10 + 1 + 3);
+    eg_bytes(&c, &nops, 8);
+    eg_inc(&c, EG_RCX);
+    size_t self = c.n;
+    eg_bytes(&c, "\x75\xfe", 2);  /* jnz $ (rcx = 1: taken, nothing changes) */
+    eg_hlt(&c);
+    vmt_gfn code = eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, 0), VMT_OK);
+
+    vmt_event ev = next_of_kind(&g, VMT_EVENT_BREAKPOINT);
+    assert_int_equal(ev.regs.rip, CODE_VA + store - 1);
+    uint8_t nop = 0x90;
+    eg_write(&g, (code << 12) + store - 1, &nop, 1);
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP); /* after the nop */
+    assert_int_equal(ev.regs.rip, CODE_VA + store);
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP); /* after the store: it completed */
+    assert_int_equal(ev.regs.rip, CODE_VA + after);
+    for (int i = 0; i < 8; i++) { /* the nops it rewrote, one step each */
+        eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+        ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP);
+        assert_int_equal(ev.regs.rip, CODE_VA + after + 1 + (uint64_t)i);
+    }
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP);
+    assert_int_equal(ev.regs.rip, CODE_VA + self);
+    assert_int_equal(ev.regs.rcx, 1);
+    eg_respond(&g, &ev, resp(VMT_RESP_STEP, 0));
+    ev = next_of_kind(&g, VMT_EVENT_SINGLESTEP); /* the jump retired (to itself) */
+    assert_int_equal(ev.regs.rip, CODE_VA + self);
+    eg_destroy(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(int3_continue_and_reinject),
         cmocka_unit_test(step_reports_each_instruction),
         cmocka_unit_test(step_into_exception_handler),
+        cmocka_unit_test(icebp_delivers_db_trap),
+        cmocka_unit_test(step_over_store_into_own_page),
+        cmocka_unit_test(sse_hidden_reads_one_exit),
         cmocka_unit_test(hidden_breakpoint_drakvuf_style),
         cmocka_unit_test(deterministic_event_sequence),
         cmocka_unit_test(deny_and_continue_writes),

@@ -32,11 +32,6 @@
 #define RAM_SIZE (64ULL << 20)
 #define TIME_LIMIT_S 60.0
 #define WORKLOAD_ITERATIONS 24
-/* workload_skip bits for what the emulator driver cannot do yet (see
- * /work/wt/NOTES.md, helper emu2): ICEBP (F1) stops the guest instead of
- * raising #DB (bit 17: detector 9 leaves that encoding out). Remove once
- * the driver delivers it. */
-#define DRIVER_GAPS (1u << 17)
 #define NDETECTORS 16
 /* svc_exit calls the detectors make (4: 1, 16 timing: 64 x 7), svc_spawn (12 alias: 1) */
 #define DETECTOR_EXIT_CALLS (1 + 64 * 7)
@@ -204,7 +199,7 @@ static void check_step_consistency(const guest_run *r)
 static void test_workload(void **state)
 {
     (void)state;
-    guest_param p[2] = { { "workload_iterations", WORKLOAD_ITERATIONS }, { "workload_skip", DRIVER_GAPS } };
+    guest_param p[2] = { { "workload_iterations", WORKLOAD_ITERATIONS }, { "workload_skip", 0 } };
     guest_run r;
     run_or_fail("workload", p, 2, &r);
     if (!r.done || r.exit_code || guest_run_find(&r, VMT_UCALL_ASSERT_FAIL, NULL, 0))
@@ -258,10 +253,8 @@ static void test_workload(void **state)
     }
     assert_int_equal(report_or_fail(&r, "alias_calls.svc_spawn"), DETECTOR_SPAWN_CALLS);
 
-    /* detectors: each once (but those skipped), all pass on a plain run */
+    /* detectors: each once, all pass on a plain run (ICEBP included) */
     for (uint64_t id = 1; id <= NDETECTORS; id++) {
-        if (DRIVER_GAPS & (1u << id))
-            continue;
         size_t seen = 0;
         for (size_t i = 0; i < r.ncalls; i++) {
             const vmt_ucall *u = &r.calls[i];
@@ -297,7 +290,7 @@ static void test_workload(void **state)
 static void test_workload_skip_detectors(void **state)
 {
     (void)state;
-    const uint32_t skip = (1u << 7) | (1u << 8) | (1u << 10) | DRIVER_GAPS;
+    const uint32_t skip = (1u << 7) | (1u << 8) | (1u << 10);
     guest_param p[2] = { { "workload_iterations", 8 }, { "workload_skip", skip } };
     guest_run r;
     run_or_fail("workload", p, 2, &r);

@@ -12,7 +12,9 @@
  * returns, exactly one of these is handled and the loop either runs again
  * (internal exit) or reports one event.
  *
- * Steps: a STEP response runs one instruction and reports SINGLESTEP; the
+ * Steps: a STEP response runs one instruction and reports SINGLESTEP (it
+ * ends when the instruction retired: a restart of the same instruction by
+ * Unicorn after a store into its own translation does not count); the
  * other responses that must perform a trapped access (CONTINUE, EMULATE,
  * FAST_STEP, DENY) run one instruction with the MMU context changed (right
  * granted / emulate_view / step_view / access skipped) and then restore it
@@ -139,17 +141,56 @@ static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *
     return e->code_host + off;
 }
 
+/* The general registers and flags (what a step compares to tell a retired
+ * instruction from a restarted one). */
+static void step_gprs(emu *e, uint64_t out[17])
+{
+    int ids[17] = { UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RBX, UC_X86_REG_RSP,
+                    UC_X86_REG_RBP, UC_X86_REG_RSI, UC_X86_REG_RDI, UC_X86_REG_R8,  UC_X86_REG_R9,
+                    UC_X86_REG_R10, UC_X86_REG_R11, UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14,
+                    UC_X86_REG_R15, UC_X86_REG_RFLAGS };
+    void *ptrs[17];
+    for (int i = 0; i < 17; i++) {
+        out[i] = 0;
+        ptrs[i] = &out[i];
+    }
+    uc_reg_read_batch(e->uc, ids, ptrs, 17);
+}
+
+/* A step ends when its instruction RETIRED, not at the second code-hook
+ * call: an instruction that stores into its own translation (SMC) is
+ * aborted and run again by Unicorn, so the hook sees it twice, at the same
+ * rip with the same registers. That second call is taken as the restart
+ * (once); any other second call (another rip, changed registers: a rep
+ * iteration, or a jump to itself seen a third time) ends the step. */
+static bool step_retired(emu *e, uint64_t addr)
+{
+    if (addr != e->step_rip || e->step_rerun)
+        return true;
+    uint64_t now[17];
+    step_gprs(e, now);
+    if (memcmp(now, e->step_gpr, sizeof now) != 0)
+        return true;
+    e->step_rerun = true;
+    return false;
+}
+
 static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
 {
     (void)uc;
     emu *e = user;
     if (e->step != EMU_STEP_NONE) {
         if (e->step_started) {
+            if (!step_retired(e, addr))
+                return; /* the restart: its first start was counted already */
             e->step_done = true;
             stop_cpu(e);
             return;
         }
         e->step_started = true;
+        e->step_rerun = false;
+        e->step_rip = addr;
+        step_gprs(e, e->step_gpr);
     }
     if (e->flush_asap) {
         stop_cpu(e);
@@ -645,6 +686,23 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             /* an invalid opcode is #UD for the guest; a valid one Unicorn
              * cannot run stops the guest with its name */
             uint64_t r2 = emu_rip(e);
+            uint32_t icebp = emu_insn_icebp_len(e, r2);
+            if (icebp) {
+                /* INT1 / ICEBP (SDM vol. 2 "INT n/INTO/INT3/INT1", vol. 3
+                 * "Debug Exception (#DB)"): it retires and raises a
+                 * trap-class #DB, delivered like a hardware exception (no
+                 * gate DPL check) with the rip after it; DR6 keeps what the
+                 * guest had (no B0-B3/BD/BS/BT bit names a cause). Unicorn
+                 * ends the run at it without calling the code hook, so it
+                 * was not counted yet. */
+                e->icount++;
+                e->stats.internal_exits++;
+                if (!deliver(e, 1, false, 0, r2 + icebp))
+                    return report_stop(e, ev);
+                if (step_after_delivery(e, ev))
+                    return VMT_OK;
+                continue;
+            }
             if (e->icount)
                 e->icount--;
             if (!emu_insn_is_undefined(e, r2, ev->u.stop.message, sizeof ev->u.stop.message)) {

@@ -555,6 +555,16 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev)
     return r;
 }
 
+uint32_t emu_insn_icebp_len(emu *e, uint64_t rip)
+{
+    cs_insn *in = decode(e, rip);
+    if (!in)
+        return 0;
+    uint32_t len = in->id == X86_INS_INT1 ? in->size : 0;
+    cs_free(in, 1);
+    return len;
+}
+
 bool emu_insn_is_undefined(emu *e, uint64_t rip, char *msg, size_t msg_len)
 {
     cs_insn *in = decode(e, rip);

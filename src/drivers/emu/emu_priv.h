@@ -230,6 +230,7 @@ typedef struct emu {
     const uint8_t *code_host;
     vmt_emu_tlb_stats tstats;
     vmt_emulator *engine;     /* one-instruction responses without a map change */
+    vmt_fpu_state engine_fpu[2]; /* engine_one: the vCPU's FXSAVE state before / after */
     bool no_engine;
 
     /* virtual control state */
@@ -254,6 +255,9 @@ typedef struct emu {
     bool hook_stop;           /* a hook called uc_emu_stop */
     enum emu_step_kind step;
     bool step_started;        /* the stepped instruction has begun */
+    bool step_rerun;          /* ... and Unicorn restarted it once (SMC) */
+    uint64_t step_rip;        /* where it began */
+    uint64_t step_gpr[17];    /* rax..r15, rflags when it began */
     bool step_done;
     vmt_view step_return_view;/* view to restore after an internal step */
     bool step_restore_view;
@@ -387,6 +391,9 @@ void emu_sync_selectors(emu *e);
 /* For UC_ERR_INSN_INVALID: true when the bytes at rip are not a valid
  * instruction (#UD for the guest); else msg names the instruction. */
 bool emu_insn_is_undefined(emu *e, uint64_t rip, char *msg, size_t msg_len);
+/* The length of the INT1/ICEBP (F1, with any prefixes) at rip, 0 if it is
+ * another instruction. Unicorn stops at F1 without a code hook call. */
+uint32_t emu_insn_icebp_len(emu *e, uint64_t rip);
 uint64_t emu_rip(emu *e);
 void emu_set_rip(emu *e, uint64_t rip);
 
@@ -419,6 +426,10 @@ vmt_status emu_op_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s
 vmt_status emu_op_set_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_state *s);
 vmt_status emu_op_dirty_log(vmt_driver *d, int (*fn)(void *ctx, vmt_gfn gfn), void *ctx, int clear);
 void emu_dirty_mark(emu *e, vmt_gfn frame);
+/* The x87/MMX/SSE(/AVX high halves) state in FXSAVE layout, from and to
+ * Unicorn (the engine's vmt_emulate_full works on it). */
+void emu_fpu_read(emu *e, vmt_fpu_state *f);
+void emu_fpu_write(emu *e, const vmt_fpu_state *f);
 bool emu_dirty_test(const emu *e, vmt_gfn frame); /* frames past RAM: always */
 
 /* emu_respond.c: responses and injections */

@@ -6,7 +6,9 @@
  * the right granted, EMULATE against another view, FAST_STEP in another
  * view) is first tried on the reusable engine (vmtrap/emulate.h): one
  * instruction against the MMU context, no change to Unicorn's
- * translations. When the engine cannot (a special instruction, memory
+ * translations; x87/MMX/SSE instructions with the vCPU's FXSAVE state
+ * (vmt_emulate_full: read from Unicorn, written back only if it changed), so
+ * a hidden read by vector code is one exit too. When the engine cannot (a special instruction, memory
  * outside RAM, a fault), the main CPU steps one instruction with the MMU
  * context changed (emu_begin_internal_step) and the run loop restores it
  * silently. DENY steps the instruction with the access skipped (reads see
@@ -22,7 +24,9 @@
 /* ---- responses ---- */
 
 /* Perform the one instruction at RIP with the reusable engine in `view`
- * with `grant` rights on grant_va (UINT64_MAX: every page). True when done;
+ * with `grant` rights on grant_va (UINT64_MAX: every page): first without
+ * vector state (the common case costs no FPU copy), then, if the engine
+ * stopped in front of an x87/MMX/SSE instruction, with it. True when done;
  * false (nothing changed but A bits) when the main CPU has to step it: a
  * special instruction, an access the context forbids, memory past RAM, a
  * guest page fault, an exception. */
@@ -42,12 +46,27 @@ bool emu_engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_va)
     vmt_emulate_mem mem = { emu_engine_read, emu_engine_write, e, NULL };
     vmt_emulate_result res;
     vmt_status st = vmt_emulate(e->engine, &r, &mem, 1, &res);
+    bool fpu_used = false;
+    if (st == VMT_OK && res.stop == VMT_EMULATE_SPECIAL && res.instructions == 0) {
+        /* an x87/MMX/SSE instruction (or one the engine never performs):
+         * again with the vCPU's vector state, so a hidden read by SSE code
+         * stays one exit; the state goes back to Unicorn only if it changed */
+        emu_fpu_read(e, &e->engine_fpu[0]);
+        e->engine_fpu[1] = e->engine_fpu[0];
+        st = vmt_emulate_full(e->engine, &r, &e->engine_fpu[1], &mem, 1, &res);
+        fpu_used = true;
+    }
     e->mmu_view = saved_view;
     e->grant_kinds = saved_grant;
     e->grant_va = saved_grant_va;
     if (st != VMT_OK || res.stop != VMT_EMULATE_DONE || res.instructions != 1)
         return false;
     emu_regs_write_engine(e, &r);
+    if (fpu_used) {
+        if (memcmp(&e->engine_fpu[0], &e->engine_fpu[1], sizeof e->engine_fpu[0]) != 0)
+            emu_fpu_write(e, &e->engine_fpu[1]);
+        e->tstats.engine_fpu_steps++;
+    }
     e->icount++;
     e->tstats.engine_steps++;
     return true;

@@ -76,7 +76,7 @@ static uint64_t msr_or(emu *e, uint32_t index, uint64_t dflt)
     return emu_msr_access(e, index, false, &v) == EMU_MSR_OK ? v : dflt;
 }
 
-static void fpu_out(emu *e, vmt_fpu_state *f)
+void emu_fpu_read(emu *e, vmt_fpu_state *f)
 {
     memset(f, 0, sizeof *f);
     uint16_t fcw = 0, fsw = 0, ftw = 0;
@@ -113,7 +113,7 @@ static void fpu_out(emu *e, vmt_fpu_state *f)
     }
 }
 
-static void fpu_in(emu *e, const vmt_fpu_state *f)
+void emu_fpu_write(emu *e, const vmt_fpu_state *f)
 {
     uint16_t fcw, fsw;
     memcpy(&fcw, f->fxsave + 0, 2);
@@ -193,7 +193,7 @@ vmt_status emu_op_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s
     s->tsc_deadline = msr_or(e, 0x6e0, 0);
     s->xcr0 = 1;
     s->tsc = emu_tsc_now(e);
-    fpu_out(e, &s->fpu);
+    emu_fpu_read(e, &s->fpu);
     s->halted = e->halted;
     uc_context_save(e->uc, e->cpl_ctx);
     uint32_t hf;
@@ -251,7 +251,7 @@ vmt_status emu_op_set_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_st
                                    ids[i], vals[i]);
     }
     if (k & VMT_VS_FPU)
-        fpu_in(e, &s->fpu);
+        emu_fpu_write(e, &s->fpu);
     if (k & VMT_VS_TSC)
         emu_tsc_set(e, s->tsc);
     if (k & VMT_VS_EVENTS)
