@@ -5,7 +5,8 @@
 # prints exactly the console lines the uninterrupted run printed after that
 # point (determinism across the save); the --at-hit file holds the guest's
 # original code bytes at the function (read independently from the core
-# here) with RIP at its entry; bad command lines exit 2 with one line.
+# here) with RIP at its entry; the reconstructions the saved state was
+# derived from travel in the file and are listed when it is resumed; bad command lines exit 2 with one line.
 # Skips (77) only without qemu-system-x86_64 (no snapshot can be made).
 set -u
 vmtrap=$1
@@ -65,6 +66,8 @@ before, after = serial(save), serial(rest)
 assert after and all(l.startswith("tick ") for l in after), "%s: the saved file printed %r" % (name, after[:3])
 assert before + after == serial(whole), "%s: before %r + after %r != whole %r" % (name, before, after, serial(whole))
 assert saved["reconstructions"] and any(n.startswith("vcpu0 lstar=") for n in saved["reconstructions"]), saved
+carried = [e["text"] for e in rest if e.get("event") == "note" and e["text"].startswith("carried: ")]
+assert carried == ["carried: " + n for n in saved["reconstructions"]], "%s: carried notes %r" % (name, carried[:2])
 s = [e for e in rest if e.get("event") == "summary"][-1]
 assert s["stop"] == "instruction limit", s
 if saved["at"] == "time":
