@@ -57,6 +57,9 @@ typedef struct vmtrap_options {
     size_t nsets;
     cli_set sets[CLI_MAX_SETS];
     vmt_bpm_controller controller; /* --breakpoints: AUTO (default), shadow, exec, debug */
+    vmt_bpm_controller overflow;   /* --overflow: when the hooks do not fit the mechanism
+                                      (debug registers), use this one for all of them
+                                      instead of refusing; AUTO = refuse (default) */
 } vmtrap_options;
 
 /* Parse argv. On error returns CLI_EXIT_USAGE with a one-line message in

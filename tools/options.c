@@ -18,6 +18,7 @@ void cli_usage(FILE *f)
     fputs("usage: vmtrap run --guest IMAGE --driver emu|kvm --hook SYMBOL[,SYMBOL...]\n"
           "                  [--returns[=SYMBOL,...]] [--json] [--quiet] [--trace] [--limit SECONDS]\n"
           "                  [--ram MB] [--set SYMBOL=VALUE ...] [--breakpoints auto|shadow|exec|debug]\n"
+          "                  [--overflow shadow|exec]\n"
           "       vmtrap run --driver qemu --hook SYMBOL[,...] [--symbols FILE | --guest ELF]\n"
           "                  (--gdb unix:PATH [--qmp unix:PATH] [--ram MB] | -- QEMU ARGS...)\n"
           "                  [--limit SECONDS] [--json] [--quiet] [--no-icount] [--dump CORE]\n"
@@ -135,7 +136,7 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
     else
         return fail(err, err_len, "unknown command '%s' (expected run or demo)", cmd);
 
-    enum { OPT_RETURNS = 256, OPT_RAM, OPT_TRACE, OPT_SET, OPT_BREAKPOINTS };
+    enum { OPT_RETURNS = 256, OPT_RAM, OPT_TRACE, OPT_SET, OPT_BREAKPOINTS, OPT_OVERFLOW };
     static const struct option longopts[] = {
         { "guest", required_argument, NULL, 'g' },
         { "driver", required_argument, NULL, 'd' },
@@ -144,6 +145,7 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
         { "trace", no_argument, NULL, OPT_TRACE },
         { "set", required_argument, NULL, OPT_SET },
         { "breakpoints", required_argument, NULL, OPT_BREAKPOINTS },
+        { "overflow", required_argument, NULL, OPT_OVERFLOW },
         { "json", no_argument, NULL, 'j' },
         { "quiet", no_argument, NULL, 'q' },
         { "limit", required_argument, NULL, 'l' },
@@ -189,11 +191,20 @@ int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_
             else
                 rc = fail(err, err_len, "--breakpoints '%s': expected auto, shadow, exec or debug", optarg);
             break;
+        case OPT_OVERFLOW:
+            if (strcmp(optarg, "shadow") == 0)
+                o->overflow = VMT_BPM_CTL_SHADOW;
+            else if (strcmp(optarg, "exec") == 0)
+                o->overflow = VMT_BPM_CTL_EXEC;
+            else
+                rc = fail(err, err_len, "--overflow '%s': expected shadow or exec", optarg);
+            break;
         case 'j': o->json = 1; break;
         case 'q': o->quiet = 1; break;
         case 'l':
+            /* 0 means no limit (the default), as docs/cli.md says. */
             if (parse_double(optarg, &o->limit_seconds) != 0)
-                rc = fail(err, err_len, "--limit '%s': expected a number of seconds", optarg);
+                rc = fail(err, err_len, "--limit '%s': expected a number of seconds (0: no limit)", optarg);
             break;
         case OPT_RAM: {
             double mb;

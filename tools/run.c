@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -239,6 +240,38 @@ static int in_list(const char *list, const char *name)
     return 0;
 }
 
+/* More distinct hook addresses than the mechanism holds (debug registers):
+ * a usage error naming every hook that does not fit. */
+static int hooks_over_limit(const run_ctx *r, const vmt_image *img, unsigned limit, char *why, size_t why_len)
+{
+    vmt_va seen[CLI_MAX_HOOKS];
+    size_t nseen = 0, nextra = 0;
+    char extra[400] = "";
+    size_t el = 0;
+    for (size_t i = 0; i < r->nhooks; i++) {
+        vmt_va va = 0;
+        (void)vmt_image_symbol(img, r->hooks[i], &va, NULL);
+        bool dup = false;
+        for (size_t j = 0; j < nseen; j++)
+            dup |= seen[j] == va;
+        if (dup)
+            continue;
+        seen[nseen++] = va;
+        if (nseen > limit) {
+            nextra++;
+            if (el < sizeof extra)
+                el += (size_t)snprintf(extra + el, sizeof extra - el, "%s%s", nextra > 1 ? ", " : "", r->hooks[i]);
+        }
+    }
+    if (!nextra)
+        return 0;
+    snprintf(why, why_len,
+             "--breakpoints debug: %zu hooked addresses need %zu debug registers, the driver has %u; %s %s not fit "
+             "(hook fewer symbols, or use --breakpoints shadow or exec)",
+             nseen, nseen, limit, extra, nextra > 1 ? "do" : "does");
+    return 1;
+}
+
 static int fail_line(const char *fmt, const char *a, const char *b)
 {
     fputs("vmtrap: ", stderr);
@@ -309,12 +342,19 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     r.img = img;
     r.guest_path = guest;
 
-    /* Symbols first: an unknown one is a usage error before anything runs. */
+    /* Symbols first: an unknown one, or one that is not code (a data
+     * object, outside every executable segment), is a usage error before
+     * anything runs. */
     for (size_t i = 0; i < r.nhooks; i++) {
         vmt_va va;
-        if (vmt_image_symbol(img, r.hooks[i], &va, NULL) != VMT_OK) {
+        vmt_status cs = vmt_image_code_symbol(img, r.hooks[i], &va, why, sizeof why);
+        if (cs == VMT_E_NOTFOUND) {
             vmt_image_destroy(img);
             return fail_line("unknown symbol '%s' in %s", r.hooks[i], guest);
+        }
+        if (cs != VMT_OK) {
+            vmt_image_destroy(img);
+            return fail_line("--hook %s: %s", r.hooks[i], why);
         }
     }
 
@@ -336,6 +376,15 @@ int cli_run(const vmtrap_options *o, const char *argv0)
                              o->sets[i].symbol, "");
         }
         set_size[i] = (unsigned)size;
+    }
+
+    /* --breakpoints debug: x86 has 4 debug address registers (DR0-DR3);
+     * more hooked addresses is a usage error before a driver is made
+     * (checked again against the driver's count once it exists). */
+    if (o->controller == VMT_BPM_CTL_DEBUG && o->overflow == VMT_BPM_CTL_AUTO &&
+        hooks_over_limit(&r, img, 4, why, sizeof why)) {
+        vmt_image_destroy(img);
+        return fail_line("%s%s", why, "");
     }
 
     const char *pick_reason = "";
@@ -382,6 +431,32 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     vmt_monitor_on_ucall(r.mon, on_ucall, &r);
     if (o->trace)
         vmt_monitor_on_event(r.mon, on_trace, &r);
+    unsigned dr_limit = vmt_monitor_breakpoint_limit(r.mon);
+    if (dr_limit && hooks_over_limit(&r, img, dr_limit, why, sizeof why)) {
+        if (o->overflow == VMT_BPM_CTL_AUTO) {
+            fail_line("%s%s", why, "");
+            rc = CLI_EXIT_USAGE;
+            goto out;
+        }
+        /* --overflow: every hook on the other mechanism, said first. */
+        vmt_monitor_destroy(r.mon);
+        r.mon = NULL;
+        mcfg.controller = o->overflow;
+        char why2[512];
+        if (vmt_monitor_create_ex(s, img, &mcfg, &r.mon, why2, sizeof why2) != VMT_OK) {
+            fail_line("--overflow: %s%s", why2, "");
+            rc = CLI_EXIT_USAGE;
+            goto out;
+        }
+        vmt_monitor_on_page_event(r.mon, on_page_event, &r);
+        vmt_monitor_on_ucall(r.mon, on_ucall, &r);
+        if (o->trace)
+            vmt_monitor_on_event(r.mon, on_trace, &r);
+        char note[700];
+        snprintf(note, sizeof note, "the hooks do not fit the debug registers (%s); --overflow: ALL hooks use %s "
+                 "breakpoints instead", why, vmt_bpm_controller_name(o->overflow));
+        cli_log_note(&r.log, "breakpoints", note);
+    }
     /* The demo reports fd and pid returns when the mechanism has room for
      * the extra return breakpoints (debug registers: 4 on x86). */
     unsigned limit = vmt_monitor_breakpoint_limit(r.mon);
@@ -468,8 +543,14 @@ int cli_run(const vmtrap_options *o, const char *argv0)
     int guest_failed = sum.stats->guest_done && sum.stats->guest_exit_code != 0;
     if (run_status != VMT_OK)
         fprintf(stderr, "vmtrap: run failed: %s\n", vmt_session_error(s));
+    /* A hook refused under every root it could run under is lost: fail. */
+    int hooks_lost = 0;
+    for (size_t i = 0; i < r.nhooks; i++) {
+        vmt_hook_status hs;
+        hooks_lost |= vmt_monitor_hook_status(r.mon, i, &hs) == VMT_OK && hs.state == VMT_HOOK_REFUSED;
+    }
     rc = (run_status == VMT_OK && !abnormal && !guest_failed && !r.assert_failed && sum.counts_match &&
-          r.entry_mismatch == 0 && sum.stats->errors == 0)
+          r.entry_mismatch == 0 && sum.stats->errors == 0 && !hooks_lost)
              ? CLI_EXIT_OK
              : CLI_EXIT_FAIL;
 out:

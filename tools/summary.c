@@ -86,6 +86,20 @@ static json_object *summary_json(const cli_summary *s)
                                    json_object_new_int64((int64_t)vmt_monitor_hook_returns(s->monitor, i)));
         if (i < CLI_MAX_HOOKS && s->guest_counts[i] >= 0)
             json_object_object_add(h, "guest_count", json_object_new_int64(s->guest_counts[i]));
+        vmt_hook_status hs;
+        if (vmt_monitor_hook_status(s->monitor, i, &hs) == VMT_OK) {
+            json_object_object_add(h, "state", json_object_new_string(vmt_hook_state_name(hs.state)));
+            json_object_object_add(h, "roots_armed", json_object_new_int64(hs.roots_armed));
+            json_object_object_add(h, "roots_pending", json_object_new_int64(hs.roots_pending));
+            json_object_object_add(h, "roots_refused", json_object_new_int64(hs.roots_refused));
+            json_object_object_add(h, "refusals", json_object_new_int64((int64_t)hs.refusals));
+            if (hs.refusals) {
+                char root[24];
+                snprintf(root, sizeof root, "0x%" PRIx64, hs.refused_root);
+                json_object_object_add(h, "refused_root", json_object_new_string(root));
+                json_object_object_add(h, "refused_why", json_object_new_string(hs.refused_why));
+            }
+        }
         json_object_array_add(hooks, h);
     }
     json_object_object_add(o, "hooks", hooks);
@@ -106,6 +120,7 @@ static json_object *summary_json(const cli_summary *s)
         json_object_object_add(mon, "returns_missed", json_object_new_int64((int64_t)st->returns_missed));
         json_object_object_add(mon, "roots", json_object_new_int64((int64_t)st->roots));
         json_object_object_add(mon, "roots_failed", json_object_new_int64((int64_t)st->roots_failed));
+        json_object_object_add(mon, "hook_refusals", json_object_new_int64((int64_t)st->hook_refusals));
         json_object_object_add(mon, "foreign_int3", json_object_new_int64((int64_t)st->foreign_int3));
         json_object_object_add(mon, "alias_hits", json_object_new_int64((int64_t)st->alias_hits));
         json_object_object_add(mon, "hidden_accesses", json_object_new_int64((int64_t)st->hidden_accesses));
@@ -160,7 +175,7 @@ static void summary_text(FILE *f, const cli_summary *s)
     if (s->mechanism && s->mechanism[0])
         fprintf(f, "   breakpoints: %s\n", s->mechanism);
     size_t n = s->monitor ? vmt_monitor_hook_count(s->monitor) : 0;
-    fprintf(f, "   %-24s %10s %10s %12s\n", "hook", "hits", "returns", "guest count");
+    fprintf(f, "   %-24s %10s %10s %12s  %s\n", "hook", "hits", "returns", "guest count", "state");
     for (size_t i = 0; i < n; i++) {
         char gc[32] = "-";
         const char *verdict = "";
@@ -172,8 +187,21 @@ static void summary_text(FILE *f, const cli_summary *s)
         char rets[32] = "-";
         if (vmt_monitor_hook_has_return(s->monitor, i))
             snprintf(rets, sizeof rets, "%" PRIu64, vmt_monitor_hook_returns(s->monitor, i));
-        fprintf(f, "   %-24s %10" PRIu64 " %10s %12s%s\n", vmt_monitor_hook_symbol(s->monitor, i),
-                vmt_monitor_hook_hits(s->monitor, i), rets, gc, verdict);
+        vmt_hook_status hs;
+        const char *state = vmt_monitor_hook_status(s->monitor, i, &hs) == VMT_OK ? vmt_hook_state_name(hs.state) : "?";
+        fprintf(f, "   %-24s %10" PRIu64 " %10s %12s  %s%s\n", vmt_monitor_hook_symbol(s->monitor, i),
+                vmt_monitor_hook_hits(s->monitor, i), rets, gc, state, verdict);
+    }
+    /* Every refusal named with its root and reason: a hook lost silently
+     * is the worst failure for an analyst. */
+    for (size_t i = 0; i < n; i++) {
+        vmt_hook_status hs;
+        if (vmt_monitor_hook_status(s->monitor, i, &hs) != VMT_OK || !hs.refusals)
+            continue;
+        fprintf(f, "   hook %s: refused under root 0x%" PRIx64 ": %s%s\n", vmt_monitor_hook_symbol(s->monitor, i),
+                hs.refused_root, hs.refused_why,
+                hs.state == VMT_HOOK_REFUSED ? "" : hs.roots_refused ? " (armed or pending under other roots)"
+                                                                     : " (since armed again)");
     }
     if (st) {
         fprintf(f, "   page events: %" PRIu64 " page-in, %" PRIu64 " page-out, %" PRIu64
@@ -183,9 +211,10 @@ static void summary_text(FILE *f, const cli_summary *s)
                    " CR3 writes, %" PRIu64 " guest reports (%" PRIu64 " malformed)\n",
                 st->hidden_accesses, st->foreign_int3, st->cr3_writes, st->ucalls, st->ucall_errors);
         fprintf(f, "   address spaces: %" PRIu64 " followed", st->roots);
-        if (st->roots_failed || st->roots_ignored)
-            fprintf(f, ", %" PRIu64 " refused (hostile tables), %" PRIu64 " past the limit", st->roots_failed,
-                    st->roots_ignored);
+        if (st->roots_failed || st->roots_ignored || st->hook_refusals)
+            fprintf(f, ", %" PRIu64 " with a hook refused (hostile tables; %" PRIu64 " refusals), %" PRIu64
+                       " past the limit",
+                    st->roots_failed, st->hook_refusals, st->roots_ignored);
         if (st->returns_missed)
             fprintf(f, "; %" PRIu64 " returns could not be hooked (no breakpoint resource or unreadable stack)",
                     st->returns_missed);

@@ -6,10 +6,15 @@
  * sources, both parsed defensively (sizes and offsets from the file are
  * checked against the file size and the guest RAM size before use):
  *   - an ELF64 x86-64 executable: PT_LOAD segments go to their p_paddr;
- *     the entry point is e_entry; symbols come from .symtab (libelf);
+ *     the entry point is e_entry; symbols come from .symtab (libelf); a
+ *     section-header table that cannot be read is an error that says so
+ *     (not a silently empty symbol table). Files are mapped, not read: the
+ *     size is checked (at most 1 GiB) before anything is read, and only the
+ *     image's copy of its segments stays;
  *   - a raw memory image (loaded at gpa 0) + a CPU-state file in JSON
  *     ({"rip": "0x...", "cr3": "0x...", ...}: every field of vmt_regs by
  *     name, numbers or hex strings; an unknown field is an error that names it).
+ *     A memory file larger than RAM is refused by its size, unread.
  *
  * The vmtrap boot protocol (images with no CPU state): the loader builds
  * identity page tables for the first min(RAM, 4 GiB) (rounded up to 2 MiB)
@@ -94,6 +99,13 @@ int vmt_image_has_cpu_state(const vmt_image *img);
  * a section): VMT_E_NOTFOUND for an unknown name; a global symbol wins over
  * a local one of the same name. size may be NULL. */
 vmt_status vmt_image_symbol(const vmt_image *img, const char *name, vmt_va *va, uint64_t *size);
+/* A symbol a code hook may be placed on: VMT_OK (with *va) when `name` is
+ * a function (STT_FUNC), or an untyped symbol whose address lies inside an
+ * executable segment (ELF PT_LOAD with PF_X, by virtual address).
+ * VMT_E_NOTFOUND for an unknown name; VMT_E_INVAL for a data object
+ * (STT_OBJECT) or an untyped symbol outside every executable segment. `why`
+ * says which, naming the symbol. */
+vmt_status vmt_image_code_symbol(const vmt_image *img, const char *name, vmt_va *va, char *why, size_t why_len);
 /* The symbol containing va (value <= va < value + max(size, 1)), for logs;
  * NULL if none. *offset (may be NULL) = va - value. */
 const char *vmt_image_symbol_at(const vmt_image *img, vmt_va va, uint64_t *offset);

@@ -28,8 +28,14 @@
  * Address spaces: hooks are registered under the translation root each vCPU
  * runs on (vCPU 0's CR3 at create, then CR3 writes and the CR3 of any
  * event), so a guest that leaves its boot tables for its own is still
- * hooked; a root no vCPU runs on any more is dropped (its breakpoints would
- * stay in frames the guest reuses).
+ * hooked. Each hook is registered on its own: one hook's hostile path under
+ * a root refuses that hook there only (counted in stats.hook_refusals,
+ * named by vmt_monitor_hook_status, retried when a vCPU enters the root
+ * again); every other hook stays armed. A root no vCPU runs on any more is
+ * dropped (its breakpoints would stay in frames the guest reuses) unless
+ * that loses something: a hook refused under every root in use keeps its
+ * registration where it was armed, and a new root that cannot be followed
+ * keeps the old one.
  *
  * Failures: a hook callback failing, or the breakpoint manager failing on a
  * breakpoint event, ends the run (vmt_monitor_run returns it). A page-table
@@ -43,7 +49,7 @@
  *
  * Invariants (vmt_monitor_check()): every hook has a breakpoint in the
  * breakpoint manager and a watch in the page-table monitor under every
- * followed root; the per-hook counters add up to the totals; the
+ * followed root where it is not refused (and a refusal is counted); the per-hook counters add up to the totals; the
  * breakpoint manager, the page-table monitor and the session pass their own
  * checkers.
  */
@@ -101,7 +107,8 @@ typedef struct vmt_monitor_stats {
     uint64_t hits;                    /* entries of all hooks */
     uint64_t returns;                 /* returns of all return hooks */
     uint64_t returns_missed;          /* entries whose return could not be hooked */
-    uint64_t roots, roots_failed, roots_ignored; /* translation roots followed / refused / past the limit */
+    uint64_t roots, roots_failed, roots_ignored; /* translation roots followed / followed with a hook
+                                                    refused under them (now) / past the limit */
     uint64_t page_in, page_out, remap;
     uint64_t foreign_int3;            /* guest INT3s reinjected to the guest */
     uint64_t alias_hits;              /* hits through another virtual address of a hooked frame
@@ -112,6 +119,7 @@ typedef struct vmt_monitor_stats {
     uint64_t ucalls, ucall_errors;
     uint64_t errors;                  /* failures the monitor survived (see vmt_monitor_first_error) */
     uint64_t resyncs;                 /* page-table re-walks after such a failure */
+    uint64_t hook_refusals;           /* (hook, root) registrations refused (hostile path, no resource) */
     uint64_t events[VMT_EVENT_KIND_COUNT]; /* events handled, by kind */
     int guest_done;                   /* the guest sent DONE */
     uint64_t guest_exit_code;         /* its code */
@@ -153,8 +161,13 @@ vmt_ptm *vmt_monitor_ptm(vmt_monitor *m);
 vmt_view vmt_monitor_view(const vmt_monitor *m);
 
 /* Hook the entry of `symbol`. VMT_E_NOTFOUND (message names the symbol) when
- * the image has no such symbol; VMT_E_EXISTS when already hooked. fn may be
- * NULL (the hit is only counted). */
+ * the image has no such symbol; VMT_E_INVAL when it is not code (a data
+ * object, or outside every executable segment); VMT_E_RANGE when the
+ * breakpoint mechanism has no room for another address (debug registers:
+ * the message names the hooks holding them); VMT_E_EXISTS when already
+ * hooked. Otherwise VMT_OK: the hook is registered under each followed root
+ * on its own; where its path is hostile it is refused for that root only
+ * (see vmt_monitor_hook_status). fn may be NULL (the hit is only counted). */
 vmt_status vmt_monitor_hook(vmt_monitor *m, const char *symbol, vmt_hook_fn fn, void *user);
 /* Also report returns of an already hooked symbol to fn. */
 vmt_status vmt_monitor_hook_return(vmt_monitor *m, const char *symbol, vmt_hook_fn fn, void *user);
@@ -172,6 +185,20 @@ uint64_t vmt_monitor_hook_hits(const vmt_monitor *m, size_t i);
 uint64_t vmt_monitor_hook_returns(const vmt_monitor *m, size_t i);
 /* 1 when hook i also reports returns. */
 int vmt_monitor_hook_has_return(const vmt_monitor *m, size_t i);
+/* A hook's state now, over the roots followed now: ARMED under at least
+ * one (its page present), else PENDING (registered, page not present), else
+ * REFUSED (under every followed root: hostile or unreadable path, or no
+ * breakpoint resource). The last refusal (any root, ever) and why. */
+typedef enum vmt_hook_state { VMT_HOOK_ARMED = 1, VMT_HOOK_PENDING, VMT_HOOK_REFUSED } vmt_hook_state;
+typedef struct vmt_hook_status {
+    vmt_hook_state state;
+    unsigned roots_armed, roots_pending, roots_refused;
+    uint64_t refusals;       /* registrations refused, ever */
+    vmt_pa refused_root;     /* the last refusal's root (when refusals) */
+    char refused_why[256];   /* and its reason */
+} vmt_hook_status;
+vmt_status vmt_monitor_hook_status(const vmt_monitor *m, size_t i, vmt_hook_status *out);
+const char *vmt_hook_state_name(vmt_hook_state state);
 /* How many distinct breakpoint addresses the mechanism can hold at once
  * (debug registers), 0 when unlimited. */
 unsigned vmt_monitor_breakpoint_limit(const vmt_monitor *m);

@@ -14,29 +14,36 @@
  *    (view, gfn), so many VAs and several roots share them; the restriction
  *    goes when the last watched path using the page goes.
  *  - A guest write to a protected table page traps (MEM_ACCESS, W). The
- *    monitor folds the written bytes into the entry; once the entry is whole
- *    it re-walks every watched VA whose path goes through that entry (in
+ *    monitor applies the written bytes to the entry and re-walks every watched VA whose path goes through that entry (in
  *    every view) on the new table state, moves the protection to the new
  *    path, and compares the VA's translation before and after:
  *      not present -> present          PAGE_IN  (new_pa, page_size)
  *      present -> not present          PAGE_OUT (old_pa)
  *      present -> present, other pa    REMAP    (old_pa, new_pa, page_size)
  *    Anything else (rights, A/D bits, a large-page split or merge that maps
- *    the same frame, duplicate writes, a failed CMPXCHG) emits nothing.
+ *    the same frame, duplicate writes, a failed CMPXCHG) emits nothing. The
+ *    watches are re-walked after EVERY write to an entry they use, even one
+ *    that leaves its value unchanged (4 reads each): the comparison is with
+ *    each watch's own translation, never with a remembered entry value.
  *  - Exact writes: when the event carries the written value (has_data) it is
  *    applied at once and the response lets the write land: CONTINUE when the
  *    driver has VMT_CAP_EMULATE (one exit), else FAST_STEP in view 0, else
- *    STEP in view 0 (no re-read needed afterwards). Without data the entry is
+ *    STEP in view 0 (then the entries are also re-read at the SINGLESTEP:
+ *    a resync or another vCPU's store between the trap and the step must
+ *    not leave a watch behind memory). Without data the entry is
  *    marked dirty for the vCPU and the response is STEP + SWITCH_VIEW to view
  *    0; the SINGLESTEP event that follows re-reads the vCPU's dirty entries
  *    (top level first), emits the events and switches back (SWITCH_VIEW to
  *    the view the write trapped in).
- *  - Partial writes (e.g. two 4-byte stores into one 8-byte entry, in either
- *    order) are accumulated per (vCPU, entry) until all 8 bytes have been
- *    written, as Bitdefender HVMI does; only then is the entry compared. On
- *    the step path the written bytes are the event's range (gpa .. gpa+size
- *    when the driver reports a size, else gpa to the end of the entry), read
- *    back after the step.
+ *  - Partial writes (a 4-byte store into an 8-byte entry, by any vCPU) are
+ *    judged like the hardware would: the entry's value is what memory holds
+ *    with the written bytes applied, re-walked at once. Nothing is held
+ *    back until "the other half" arrives (a half that never comes would
+ *    otherwise hide a remap forever), so two halves may give a transient
+ *    event for the torn value in between. On the step path the written
+ *    bytes are the event's range (gpa .. gpa+size when the driver reports a
+ *    size, else gpa to the end of the entry); the entry is read back after
+ *    the step, whatever wrote it.
  *  - Hostile tables (loops, frames past guest RAM, reserved bits): a walk is
  *    at most 5 reads. monitor() refuses them with the walker's error and
  *    changes nothing. When a write makes an existing path hostile, the path
@@ -125,8 +132,8 @@ typedef struct vmt_ptm_stats {
     uint64_t writes;           /* write events on monitored table pages */
     uint64_t writes_with_data; /* ... of which carried the value */
     uint64_t writes_stepped;   /* ... of which went through the step path */
-    uint64_t partial_writes;   /* writes that left an entry incomplete */
-    uint64_t entry_updates;    /* whole-entry updates of watched entries */
+    uint64_t partial_writes;   /* entry updates that covered only part of the entry */
+    uint64_t entry_updates;    /* updates of watched entries (one per entry a write touched) */
     uint64_t no_change;        /* ... whose value did not change (dupes, failed CMPXCHG) */
     uint64_t rewalks;          /* translations re-walked */
     uint64_t hostile;          /* walks that hit hostile tables */

@@ -173,6 +173,7 @@ void vmt_image_destroy(vmt_image *img)
     free(img->syms);
     free(img->syms_by_name);
     free(img->reach);
+    free(img->exec);
     free(img);
 }
 
@@ -395,6 +396,51 @@ vmt_status vmt_image_symbol(const vmt_image *img, const char *name, vmt_va *va, 
     if (size)
         *size = img->syms_by_name[lo]->size;
     return VMT_OK;
+}
+
+vmt_status vmt_image_code_symbol(const vmt_image *img, const char *name, vmt_va *va, char *why, size_t why_len)
+{
+    if (!img || !name) {
+        vmt_why(why, why_len, "image: image and name are required");
+        return VMT_E_INVAL;
+    }
+    size_t lo = 0, hi = img->nsyms;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(img->syms_by_name[mid]->name, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == img->nsyms || strcmp(img->syms_by_name[lo]->name, name) != 0) {
+        vmt_why(why, why_len, "unknown symbol '%s'%s", name, img->nsyms ? "" : " (the image has no symbol table)");
+        return VMT_E_NOTFOUND;
+    }
+    const vmt_image_sym *sym = img->syms_by_name[lo];
+    /* A function says it is code (also in symbol-only images, e.g. kernel
+     * symbols from kallsyms, whose addresses lie outside their one stub
+     * segment); an untyped symbol is code only inside an executable
+     * segment. */
+    if (sym->type == 2 /* STT_FUNC */) {
+        if (va)
+            *va = sym->value;
+        return VMT_OK;
+    }
+    if (sym->type == 0 /* STT_NOTYPE */) {
+        for (size_t i = 0; i < img->nexec; i++) {
+            if (sym->value >= img->exec[i].start && sym->value < img->exec[i].end) {
+                if (va)
+                    *va = sym->value;
+                return VMT_OK;
+            }
+        }
+        vmt_why(why, why_len, "symbol '%s' at 0x%" PRIx64 " is not code: it is not inside an executable segment",
+                name, sym->value);
+        return VMT_E_INVAL;
+    }
+    vmt_why(why, why_len, "symbol '%s' at 0x%" PRIx64 " is not code: it is a data object (STT_OBJECT)", name,
+            sym->value);
+    return VMT_E_INVAL;
 }
 
 const char *vmt_image_symbol_at(const vmt_image *img, vmt_va va, uint64_t *offset)

@@ -8,11 +8,17 @@
  * libelf then gives typed access to the program headers and the symbol
  * table. PT_LOAD segments go to their p_paddr (vmt_image_new checks RAM and
  * overlaps); symbols come from .symtab (functions, objects and untyped
- * symbols defined in a section).
+ * symbols defined in a section). The section-header table is checked the
+ * same way: when it cannot be read the load fails saying so, instead of
+ * producing an image without symbols (whose only symptom would later be an
+ * "unknown symbol"). Files are mapped (vmt_image_map_file), checked by size
+ * first; libelf works on the private mapping, and only vmt_image_new's copy
+ * of the segments outlives the load.
  */
 #include <gelf.h>
 #include <inttypes.h>
 #include <libelf.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,6 +82,49 @@ static vmt_status check_header(const uint8_t *b, size_t len, Elf64_Ehdr *eh, cha
 }
 
 /* Collect PT_LOAD segments (pointing into buf) and check the entry point. */
+/* The section-header table must be readable when the header says there is
+ * one: otherwise the symbols would silently be missing. */
+static vmt_status check_section_table(const Elf64_Ehdr *eh, size_t len, char *why, size_t why_len)
+{
+    if (eh->e_shoff != 0) {
+        /* e_shnum 0 with a table: extended numbering, the count is in
+         * section 0, which must be readable. */
+        uint64_t count = eh->e_shnum ? eh->e_shnum : 1;
+        if (eh->e_shentsize != sizeof(Elf64_Shdr)) {
+            vmt_why(why, why_len, "ELF: section headers unreadable: entry size %u, expected %zu (symbols cannot be "
+                    "read)", eh->e_shentsize, sizeof(Elf64_Shdr));
+            return VMT_E_FORMAT;
+        }
+        if (!in_file(eh->e_shoff, count * sizeof(Elf64_Shdr), len)) {
+            vmt_why(why, why_len, "ELF: section headers unreadable: table [0x%" PRIx64 ", +0x%" PRIx64 ") past the "
+                    "end of the file (%zu bytes; e_shoff corrupt or file truncated), symbols cannot be read",
+                    (uint64_t)eh->e_shoff, count * sizeof(Elf64_Shdr), len);
+            return VMT_E_FORMAT;
+        }
+    }
+    return VMT_OK;
+}
+
+/* Record the executable PT_LOADs' virtual ranges (where code symbols live). */
+static vmt_status collect_exec_ranges(Elf *elf, const Elf64_Ehdr *eh, vmt_image *img, char *why, size_t why_len)
+{
+    img->exec = calloc(eh->e_phnum, sizeof *img->exec);
+    if (!img->exec) {
+        vmt_why(why, why_len, "ELF: out of memory");
+        return VMT_E_NOMEM;
+    }
+    for (size_t i = 0; i < eh->e_phnum; i++) {
+        GElf_Phdr ph;
+        if (!gelf_getphdr(elf, (int)i, &ph) || ph.p_type != PT_LOAD || !(ph.p_flags & PF_X) || ph.p_memsz == 0)
+            continue;
+        uint64_t end = ph.p_vaddr + ph.p_memsz < ph.p_vaddr ? UINT64_MAX : ph.p_vaddr + ph.p_memsz;
+        img->exec[img->nexec].start = ph.p_vaddr;
+        img->exec[img->nexec].end = end;
+        img->nexec++;
+    }
+    return VMT_OK;
+}
+
 static vmt_status collect_segments(Elf *elf, const Elf64_Ehdr *eh, const uint8_t *buf, size_t len,
                                    vmt_image_segment **segs_out, size_t *n_out, char *why, size_t why_len)
 {
@@ -131,6 +180,11 @@ static void free_syms(vmt_image_sym *syms, size_t n)
 /* Read .symtab into img (no symbol table is fine). */
 static vmt_status load_symbols(Elf *elf, vmt_image *img, size_t len, char *why, size_t why_len)
 {
+    size_t nsections = 0;
+    if (elf_getshdrnum(elf, &nsections) != 0) {
+        vmt_why(why, why_len, "ELF: section headers unreadable: %s (symbols cannot be read)", elf_errmsg(-1));
+        return VMT_E_FORMAT;
+    }
     Elf_Scn *scn = NULL;
     while ((scn = elf_nextscn(elf, scn)) != NULL) {
         GElf_Shdr sh;
@@ -195,6 +249,7 @@ static vmt_status load_symbols(Elf *elf, vmt_image *img, size_t len, char *why, 
             }
             syms[n].value = s.st_value;
             syms[n].size = s.st_size;
+            syms[n].type = (uint8_t)type;
             syms[n].rank = (uint8_t)((strncmp(name, "__", 2) != 0) * 4 + (type != STT_NOTYPE) * 2 +
                                      (bind == STB_GLOBAL || bind == STB_WEAK));
             n++;
@@ -202,6 +257,45 @@ static vmt_status load_symbols(Elf *elf, vmt_image *img, size_t len, char *why, 
         return vmt_image_set_symbols(img, syms, n, why, why_len);
     }
     return VMT_OK;
+}
+
+/* Load from a buffer libelf may use in place (malloc'ed or a private
+ * mapping: page-aligned, writable, not shared with the caller). */
+static vmt_status load_elf_buffer(char *buf, size_t len, uint64_t ram_size, vmt_image **out, char *why,
+                                  size_t why_len)
+{
+    Elf64_Ehdr eh;
+    vmt_status st = check_header((const uint8_t *)buf, len, &eh, why, why_len);
+    if (st)
+        return st;
+    elf_version(EV_CURRENT);
+    Elf *elf = elf_memory(buf, len);
+    vmt_image_segment *segs = NULL;
+    size_t nsegs = 0;
+    vmt_image *img = NULL;
+    if (!elf || elf_kind(elf) != ELF_K_ELF) {
+        vmt_why(why, why_len, "ELF: libelf cannot read the file: %s", elf_errmsg(-1));
+        st = VMT_E_FORMAT;
+        goto done;
+    }
+    if ((st = collect_segments(elf, &eh, (const uint8_t *)buf, len, &segs, &nsegs, why, why_len)))
+        goto done;
+    if ((st = vmt_image_new(segs, nsegs, ram_size, &img, why, why_len)))
+        goto done;
+    img->entry = eh.e_entry;
+    vmt_image_boot_regs(img->entry, ram_size, &img->regs);
+    if ((st = check_section_table(&eh, len, why, why_len)) || (st = collect_exec_ranges(elf, &eh, img, why, why_len)) ||
+        (st = load_symbols(elf, img, len, why, why_len))) {
+        vmt_image_destroy(img);
+        img = NULL;
+        goto done;
+    }
+    *out = img;
+done:
+    free(segs);
+    if (elf)
+        elf_end(elf);
+    return st;
 }
 
 vmt_status vmt_image_load_elf_mem(const void *bytes, size_t len, uint64_t ram_size, vmt_image **out, char *why,
@@ -216,39 +310,14 @@ vmt_status vmt_image_load_elf_mem(const void *bytes, size_t len, uint64_t ram_si
     vmt_status st = check_header(bytes, len, &eh, why, why_len);
     if (st)
         return st;
-    /* libelf gets a private, aligned copy. */
+    /* libelf gets a private, aligned copy (the caller's bytes are const). */
     char *copy = malloc(len);
     if (!copy) {
         vmt_why(why, why_len, "ELF: out of memory (%zu bytes)", len);
         return VMT_E_NOMEM;
     }
     memcpy(copy, bytes, len);
-    elf_version(EV_CURRENT);
-    Elf *elf = elf_memory(copy, len);
-    vmt_image_segment *segs = NULL;
-    size_t nsegs = 0;
-    vmt_image *img = NULL;
-    if (!elf || elf_kind(elf) != ELF_K_ELF) {
-        vmt_why(why, why_len, "ELF: libelf cannot read the file: %s", elf_errmsg(-1));
-        st = VMT_E_FORMAT;
-        goto done;
-    }
-    if ((st = collect_segments(elf, &eh, (const uint8_t *)copy, len, &segs, &nsegs, why, why_len)))
-        goto done;
-    if ((st = vmt_image_new(segs, nsegs, ram_size, &img, why, why_len)))
-        goto done;
-    img->entry = eh.e_entry;
-    vmt_image_boot_regs(img->entry, ram_size, &img->regs);
-    if ((st = load_symbols(elf, img, len, why, why_len))) {
-        vmt_image_destroy(img);
-        img = NULL;
-        goto done;
-    }
-    *out = img;
-done:
-    free(segs);
-    if (elf)
-        elf_end(elf);
+    st = load_elf_buffer(copy, len, ram_size, out, why, why_len);
     free(copy);
     return st;
 }
@@ -260,16 +329,17 @@ vmt_status vmt_image_load_elf(const char *path, uint64_t ram_size, vmt_image **o
         return VMT_E_INVAL;
     }
     *out = NULL;
-    uint8_t *buf;
+    void *map;
     size_t len;
     char inner[240];
-    vmt_status st = vmt_image_read_file(path, ELF_FILE_MAX, &buf, &len, inner, sizeof inner);
+    vmt_status st = vmt_image_map_file(path, ELF_FILE_MAX, true, &map, &len, inner, sizeof inner);
     if (st) {
         vmt_why(why, why_len, "ELF: %s", inner);
         return st;
     }
-    st = vmt_image_load_elf_mem(buf, len, ram_size, out, inner, sizeof inner);
-    free(buf);
+    st = len ? load_elf_buffer(map, len, ram_size, out, inner, sizeof inner)
+             : check_header((const uint8_t *)"", 0, &(Elf64_Ehdr){ 0 }, inner, sizeof inner);
+    vmt_image_unmap_file(map, len);
     if (st)
         vmt_why(why, why_len, "%s: %s", path, inner);
     return st;

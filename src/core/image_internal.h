@@ -11,6 +11,7 @@
 #ifndef VMT_CORE_IMAGE_INTERNAL_H
 #define VMT_CORE_IMAGE_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,10 +21,17 @@ typedef struct vmt_image_sym {
     char *name;
     uint64_t value;
     uint64_t size;
+    uint8_t type;    /* ELF STT_FUNC, STT_OBJECT or STT_NOTYPE */
     uint8_t rank;    /* preference among symbols at one address or of one
                         name: 4 = not a "__" name, 2 = function/object,
                         1 = global/weak; higher wins */
 } vmt_image_sym;
+
+/* A virtual address range [start, end) of an executable ELF segment. */
+typedef struct vmt_image_range {
+    uint64_t start;
+    uint64_t end;
+} vmt_image_range;
 
 struct vmt_image {
     vmt_image_segment *segs;   /* owned, each data owned */
@@ -36,6 +44,8 @@ struct vmt_image {
     uint64_t *reach;           /* reach[i] = max end (value + max(size,1)) of syms[0..i] */
     size_t nsyms;
     const vmt_image_sym **syms_by_name; /* sorted by name */
+    vmt_image_range *exec;     /* PF_X PT_LOAD segments by vaddr (ELF only) */
+    size_t nexec;
 };
 
 /* Allocate an image with copies of `segs` (memsz 0 dropped), validated and
@@ -53,5 +63,12 @@ vmt_status vmt_image_check_layout(const vmt_image *img, uint64_t ram_size, char 
  * a malloc'ed buffer with a NUL after the last byte. */
 vmt_status vmt_image_read_file(const char *path, uint64_t max, uint8_t **buf_out, size_t *len_out, char *why,
                                size_t why_len);
+
+/* Map a whole host file of at most max bytes (VMT_E_RANGE, unread, if
+ * larger) privately; *map_out is NULL for an empty file. Unmap with
+ * vmt_image_unmap_file. writable: pages may be written (copy-on-write). */
+vmt_status vmt_image_map_file(const char *path, uint64_t max, bool writable, void **map_out, size_t *len_out,
+                              char *why, size_t why_len);
+void vmt_image_unmap_file(void *map, size_t len);
 
 #endif

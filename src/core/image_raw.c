@@ -8,6 +8,11 @@
  * must not silently leave a register at 0). Values are non-negative integers
  * or strings ("0x1000" hex, "4096" decimal); 16-bit fields reject values
  * that do not fit.
+ *
+ * Big files (ELF images, raw memory) are mapped, never read into a buffer:
+ * their size is checked with fstat before a byte is touched, only the pages
+ * the loader reads become resident, and the image's own copy of its
+ * segments is the only copy held.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +21,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -89,6 +95,53 @@ vmt_status vmt_image_read_file(const char *path, uint64_t max, uint8_t **buf_out
     *buf_out = buf;
     *len_out = len;
     return VMT_OK;
+}
+
+vmt_status vmt_image_map_file(const char *path, uint64_t max, bool writable, void **map_out, size_t *len_out,
+                              char *why, size_t why_len)
+{
+    *map_out = NULL;
+    *len_out = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        vmt_why(why, why_len, "cannot open %s: %s", path, strerror(errno));
+        return VMT_E_IO;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        vmt_why(why, why_len, "%s is not a regular file", path);
+        close(fd);
+        return VMT_E_IO;
+    }
+    if ((uint64_t)sb.st_size > max) {
+        vmt_why(why, why_len, "%s is %" PRIu64 " bytes, more than the limit of %" PRIu64 " (refused unread)", path,
+                (uint64_t)sb.st_size, max);
+        close(fd);
+        return VMT_E_RANGE;
+    }
+    size_t len = (size_t)sb.st_size;
+    if (len == 0) {
+        close(fd);
+        return VMT_OK; /* an empty file: no mapping, len 0 */
+    }
+    /* MAP_PRIVATE: a parser that writes (libelf may) gets copy-on-write
+     * pages; the file never changes. */
+    void *m = mmap(NULL, len, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_PRIVATE, fd, 0);
+    int err = errno;
+    close(fd);
+    if (m == MAP_FAILED) {
+        vmt_why(why, why_len, "cannot map %s (%zu bytes): %s", path, len, strerror(err));
+        return VMT_E_IO;
+    }
+    *map_out = m;
+    *len_out = len;
+    return VMT_OK;
+}
+
+void vmt_image_unmap_file(void *map, size_t len)
+{
+    if (map && len)
+        munmap(map, len);
 }
 
 static vmt_status json_u64(const char *key, json_object *v, uint64_t *out, char *why, size_t why_len)
@@ -183,8 +236,8 @@ vmt_status vmt_image_load_raw(const char *mem_path, const char *cpu_state_path, 
     }
     *out = NULL;
     char inner[200];
-    uint8_t *text = NULL, *mem = NULL;
-    size_t text_len, mem_len;
+    uint8_t *text = NULL;
+    size_t text_len;
     vmt_regs regs = { 0 };
     vmt_status st = vmt_image_read_file(cpu_state_path, CPU_STATE_MAX, &text, &text_len, inner, sizeof inner);
     if (st) {
@@ -202,13 +255,15 @@ vmt_status vmt_image_load_raw(const char *mem_path, const char *cpu_state_path, 
         vmt_why(why, why_len, "raw image: %s: %s", cpu_state_path, inner);
         return st;
     }
-    if ((st = vmt_image_read_file(mem_path, ram_size, &mem, &mem_len, inner, sizeof inner))) {
+    void *mem = NULL;
+    size_t mem_len = 0;
+    if ((st = vmt_image_map_file(mem_path, ram_size, false, &mem, &mem_len, inner, sizeof inner))) {
         vmt_why(why, why_len, "raw image: memory image larger than RAM or unreadable: %s", inner);
         return st;
     }
     vmt_image_segment seg = { .pa = 0, .data = mem, .filesz = mem_len, .memsz = mem_len };
-    st = vmt_image_from_segments(&seg, 1, &regs, ram_size, out, inner, sizeof inner);
-    free(mem);
+    st = vmt_image_from_segments(&seg, mem_len ? 1 : 0, &regs, ram_size, out, inner, sizeof inner);
+    vmt_image_unmap_file(mem, mem_len);
     if (st)
         vmt_why(why, why_len, "raw image: %s: %s", mem_path, inner);
     return st;

@@ -15,6 +15,7 @@
  * to the totals; pending returns name existing return hooks; then the
  * breakpoint manager, the page-table monitor and the session checkers.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,6 +110,37 @@ static int find_hook(const vmt_monitor *m, const char *symbol)
     return -1;
 }
 
+/* A resource limit is a usage error, refused before anything changes: with
+ * debug registers every distinct hooked address needs one of them. */
+static vmt_status check_breakpoint_room(vmt_monitor *m, const char *symbol, vmt_va va)
+{
+    unsigned limit = vmt_monitor_breakpoint_limit(m);
+    if (limit == 0)
+        return VMT_OK;
+    size_t distinct = 0;
+    bool shared = false;
+    char holders[MON_WHY_LEN] = "";
+    size_t hl = 0;
+    for (size_t i = 0; i < m->nhooks; i++) {
+        bool first = true;
+        for (size_t j = 0; j < i; j++)
+            first &= m->hooks[j].va != m->hooks[i].va;
+        shared |= m->hooks[i].va == va;
+        if (!first)
+            continue;
+        distinct++;
+        if (hl < sizeof holders)
+            hl += (size_t)snprintf(holders + hl, sizeof holders - hl, "%s%s", distinct > 1 ? ", " : "",
+                                   m->hooks[i].symbol);
+    }
+    if (shared || distinct < limit)
+        return VMT_OK;
+    return vmt_errbuf_set(&m->err, VMT_E_RANGE,
+                          "hook '%s' does not fit: the %u debug registers are taken by %s (use fewer hooks, or "
+                          "--breakpoints shadow/exec)",
+                          symbol, limit, holders);
+}
+
 vmt_status vmt_monitor_hook(vmt_monitor *m, const char *symbol, vmt_hook_fn fn, void *user)
 {
     if (!m || !symbol || !symbol[0])
@@ -116,8 +148,13 @@ vmt_status vmt_monitor_hook(vmt_monitor *m, const char *symbol, vmt_hook_fn fn, 
     if (find_hook(m, symbol) >= 0)
         return vmt_errbuf_set(&m->err, VMT_E_EXISTS, "hook: '%s' is already hooked", symbol);
     vmt_va va;
-    if (vmt_image_symbol(m->image, symbol, &va, NULL) != VMT_OK)
-        return vmt_errbuf_set(&m->err, VMT_E_NOTFOUND, "unknown symbol '%s'", symbol);
+    char why[MON_WHY_LEN];
+    vmt_status cs = vmt_image_code_symbol(m->image, symbol, &va, why, sizeof why);
+    if (cs != VMT_OK)
+        return vmt_errbuf_set(&m->err, cs, "hook: %s", why);
+    vmt_status lim = check_breakpoint_room(m, symbol, va);
+    if (lim != VMT_OK)
+        return lim;
     if (m->nhooks == m->cap_hooks) {
         size_t cap = m->cap_hooks ? 2 * m->cap_hooks : 8;
         mon_hook *h = realloc(m->hooks, cap * sizeof *h);
@@ -135,16 +172,12 @@ vmt_status vmt_monitor_hook(vmt_monitor *m, const char *symbol, vmt_hook_fn fn, 
     k->fn = fn;
     k->user = user;
     size_t index = m->nhooks;
-    for (size_t r = 0; r < m->nroots; r++) {
-        vmt_status st = mon_register(m, index, m->roots[r]);
-        if (st != VMT_OK) {
-            for (size_t u = 0; u < r; u++)
-                mon_unregister(m, index, m->roots[u]);
-            free(k->symbol);
-            return st;
-        }
-    }
+    /* One root at a time: a hostile path under one root refuses this hook
+     * there only (kept, counted, retried when a vCPU enters the root). */
+    for (size_t r = 0; r < m->nroots; r++)
+        mon_register_slot(m, index, r);
     m->nhooks++;
+    mon_sync_root_stats(m);
     return VMT_OK;
 }
 
@@ -202,6 +235,49 @@ uint64_t vmt_monitor_hook_returns(const vmt_monitor *m, size_t i)
 int vmt_monitor_hook_has_return(const vmt_monitor *m, size_t i)
 {
     return i < m->nhooks && m->hooks[i].ret_fn != NULL;
+}
+
+const char *vmt_hook_state_name(vmt_hook_state state)
+{
+    switch (state) {
+    case VMT_HOOK_ARMED:
+        return "armed";
+    case VMT_HOOK_PENDING:
+        return "pending";
+    case VMT_HOOK_REFUSED:
+        return "refused";
+    }
+    return "?";
+}
+
+vmt_status vmt_monitor_hook_status(const vmt_monitor *m, size_t i, vmt_hook_status *out)
+{
+    if (!m || !out || i >= m->nhooks)
+        return VMT_E_INVAL;
+    memset(out, 0, sizeof *out);
+    const mon_hook *k = &m->hooks[i];
+    for (size_t r = 0; r < m->nroots; r++) {
+        if (k->reg[r] == MON_REG_REFUSED) {
+            out->roots_refused++;
+            continue;
+        }
+        vmt_ptm_watch_info wi;
+        bool present = !m->watch_tables ||
+                       (vmt_ptm_query(m->ptm, vmt_addr_ctx_make(k->va, m->roots[r]), m->view, i, &wi) == VMT_OK &&
+                        wi.present);
+        if (present)
+            out->roots_armed++;
+        else
+            out->roots_pending++;
+    }
+    out->state = out->roots_armed ? VMT_HOOK_ARMED : out->roots_pending ? VMT_HOOK_PENDING : VMT_HOOK_REFUSED;
+    out->refusals = k->refusals;
+    out->refused_root = k->refused_root;
+    snprintf(out->refused_why, sizeof out->refused_why, "%s",
+             k->refusals ? k->refused_why : out->roots_refused || out->roots_pending || out->roots_armed
+                                              ? ""
+                                              : "no address space is followed");
+    return VMT_OK;
 }
 
 unsigned vmt_monitor_breakpoint_limit(const vmt_monitor *m)

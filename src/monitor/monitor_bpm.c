@@ -12,8 +12,13 @@
  *  - Registration of hook i under root r = breakpoint (va, r, key ENTRY,
  *    tag i) + page-table watch (va, r, tag i). Both or neither.
  *  - Roots are followed: a root seen for the first time (CR3 write, or the
- *    CR3 of any event) gets every hook registered under it. A root whose
- *    tables are hostile is remembered as failed (not retried) and reported.
+ *    CR3 of any event) gets every hook registered under it, ONE BY ONE: a
+ *    hook whose path is hostile or unreadable under that root is refused
+ *    there only (reason kept on the hook, counted, retried whenever a vCPU
+ *    enters that root again), every other hook is armed. A root is dropped
+ *    when no vCPU runs on it, unless that loses something: it still holds
+ *    a hook refused under every root in use (kept, "retained"), or the
+ *    vCPU's new root could not be followed (root table full).
  *  - A hit event can carry several breakpoints (entry and return sites at
  *    one address); each entry hook is called once per event. Return
  *    breakpoints: at an entry of a return-hooked function the return
@@ -29,7 +34,6 @@
 
 #include "monitor/monitor_internal.h"
 
-static void sync_root_stats(vmt_monitor *m);
 
 
 static vmt_bpm_bp entry_bp(const vmt_monitor *m, size_t index, vmt_pa root)
@@ -80,12 +84,13 @@ vmt_status mon_bpm_setup(vmt_monitor *m, char *why, size_t why_len)
         return st;
     }
     m->roots[0] = regs.cr3 & VMT_CR3_ADDR_MASK;
+    m->retained[0] = false;
     m->nroots = 1;
     m->stats.roots = 1;
     for (size_t v = 0; v < MON_MAX_VCPUS; v++)
         m->vcpu_root[v] = VMT_PA_NONE;
     m->vcpu_root[0] = m->roots[0];
-    sync_root_stats(m);
+    mon_sync_root_stats(m);
     mon_describe(m);
     return VMT_OK;
 }
@@ -169,10 +174,18 @@ bool mon_registered(const vmt_monitor *m, size_t index, vmt_pa root)
            (!m->watch_tables || vmt_ptm_query(m->ptm, bp.ctx, m->view, index, &wi) == VMT_OK);
 }
 
-static void sync_root_stats(vmt_monitor *m)
+void mon_sync_root_stats(vmt_monitor *m)
 {
-    m->stats.roots_failed = m->nfailed_roots;
+    uint64_t failed = 0;
+    for (size_t r = 0; r < m->nroots; r++) {
+        bool any_refused = false;
+        for (size_t h = 0; h < m->nhooks; h++)
+            any_refused |= m->hooks[h].reg[r] == MON_REG_REFUSED;
+        failed += any_refused;
+    }
+    m->stats.roots_failed = failed;
     m->stats.roots_ignored = m->roots_ignored;
+    m->stats.hook_refusals = m->hook_refusals;
 }
 
 static int root_index(const vmt_monitor *m, vmt_pa root)
@@ -183,36 +196,47 @@ static int root_index(const vmt_monitor *m, vmt_pa root)
     return -1;
 }
 
-static bool root_failed(const vmt_monitor *m, vmt_pa root)
+void mon_register_slot(vmt_monitor *m, size_t index, size_t r)
 {
-    for (size_t i = 0; i < m->nfailed_roots; i++)
-        if (m->failed_roots[i] == root)
-            return true;
-    return false;
+    mon_hook *k = &m->hooks[index];
+    vmt_status st = mon_register(m, index, m->roots[r]);
+    if (st == VMT_OK) {
+        k->reg[r] = MON_REG_DONE;
+        return;
+    }
+    /* Hostile or unreadable tables under this root (or no resource left):
+     * this hook only, this root only. */
+    k->reg[r] = MON_REG_REFUSED;
+    k->refusals++;
+    k->refused_root = m->roots[r];
+    snprintf(k->refused_why, sizeof k->refused_why, "%s", m->err.msg);
+    m->hook_refusals++;
 }
 
-/* Register every hook under a new root (all or nothing). */
-static void add_root(vmt_monitor *m, vmt_pa root)
+/* Retry the refused registrations under root slot r (a vCPU entered it). */
+static void retry_refused(vmt_monitor *m, size_t r)
+{
+    for (size_t h = 0; h < m->nhooks; h++)
+        if (m->hooks[h].reg[r] == MON_REG_REFUSED && mon_register(m, h, m->roots[r]) == VMT_OK)
+            m->hooks[h].reg[r] = MON_REG_DONE;
+}
+
+/* Follow a new root: every hook registered under it, one by one. */
+static bool add_root(vmt_monitor *m, vmt_pa root)
 {
     if (m->nroots == MON_MAX_ROOTS) {
         m->roots_ignored++;
-        return;
+        return false;
     }
-    for (size_t h = 0; h < m->nhooks; h++) {
-        if (mon_register(m, h, root) != VMT_OK) {
-            /* Hostile or unreadable tables under this root: undo, remember
-             * (not retried), keep monitoring the other roots. */
-            for (size_t u = 0; u < h; u++)
-                mon_unregister(m, u, root);
-            if (m->nfailed_roots == MON_MAX_ROOTS)
-                memmove(m->failed_roots, m->failed_roots + 1, (MON_MAX_ROOTS - 1) * sizeof m->failed_roots[0]),
-                    m->nfailed_roots--;
-            m->failed_roots[m->nfailed_roots++] = root;
-            return;
-        }
-    }
-    m->roots[m->nroots++] = root;
+    size_t r = m->nroots++;
+    m->roots[r] = root;
+    m->retained[r] = false;
     m->stats.roots++;
+    for (size_t h = 0; h < m->nhooks; h++) {
+        m->hooks[h].reg[r] = MON_REG_NONE;
+        mon_register_slot(m, h, r);
+    }
+    return true;
 }
 
 /* Unregister every hook (and outstanding return) under a root no vCPU runs on. */
@@ -222,7 +246,8 @@ static void drop_root(vmt_monitor *m, vmt_pa root)
     if (i < 0)
         return;
     for (size_t h = 0; h < m->nhooks; h++)
-        mon_unregister(m, h, root);
+        if (m->hooks[h].reg[i] == MON_REG_DONE)
+            mon_unregister(m, h, root);
     for (size_t p = 0; p < m->npending;) {
         if (m->pending[p].ret.root == root) {
             mon_pending_return gone = m->pending[p];
@@ -233,7 +258,57 @@ static void drop_root(vmt_monitor *m, vmt_pa root)
             p++;
         }
     }
-    m->roots[i] = m->roots[--m->nroots];
+    size_t last = --m->nroots;
+    m->roots[i] = m->roots[last];
+    m->retained[i] = m->retained[last];
+    for (size_t h = 0; h < m->nhooks; h++) {
+        m->hooks[h].reg[i] = m->hooks[h].reg[last];
+        m->hooks[h].reg[last] = MON_REG_NONE;
+    }
+}
+
+static bool root_in_use(const vmt_monitor *m, vmt_pa root)
+{
+    for (size_t v = 0; v < MON_MAX_VCPUS; v++)
+        if (m->vcpu_root[v] == root)
+            return true;
+    return false;
+}
+
+/* Would dropping root slot r lose a hook? Yes when some hook is registered
+ * there and refused under every root a vCPU runs on now (its frames may be
+ * shared with them: kernel text under every address space). */
+static bool root_holds_lost_hook(const vmt_monitor *m, size_t r)
+{
+    for (size_t h = 0; h < m->nhooks; h++) {
+        if (m->hooks[h].reg[r] != MON_REG_DONE)
+            continue;
+        bool elsewhere = false;
+        for (size_t u = 0; u < m->nroots; u++)
+            elsewhere |= u != r && root_in_use(m, m->roots[u]) && m->hooks[h].reg[u] == MON_REG_DONE;
+        if (!elsewhere)
+            return true;
+    }
+    return false;
+}
+
+/* Drop the roots no vCPU runs on, unless that loses something: a hook that
+ * is refused under every root in use stays registered where it was armed,
+ * and with `keep_all` (the vCPU's new root could not be followed) every
+ * root it left is kept. */
+static void drop_unused_roots(vmt_monitor *m, bool keep_all)
+{
+    for (size_t r = 0; r < m->nroots;) {
+        if (root_in_use(m, m->roots[r])) {
+            m->retained[r] = false;
+            r++;
+        } else if (keep_all || root_holds_lost_hook(m, r)) {
+            m->retained[r] = true;
+            r++;
+        } else {
+            drop_root(m, m->roots[r]); /* moves the last slot to r */
+        }
+    }
 }
 
 vmt_status mon_follow_root(vmt_monitor *m, vmt_vcpu vcpu, vmt_pa root)
@@ -244,15 +319,13 @@ vmt_status mon_follow_root(vmt_monitor *m, vmt_vcpu vcpu, vmt_pa root)
     vmt_pa old = m->vcpu_root[vcpu];
     if (old == root)
         return VMT_OK;
-    if (root_index(m, root) < 0 && !root_failed(m, root))
-        add_root(m, root);
+    int r = root_index(m, root);
+    bool followed = r >= 0 ? true : add_root(m, root);
+    if (r >= 0)
+        retry_refused(m, (size_t)r);
     m->vcpu_root[vcpu] = root;
-    bool still_used = false;
-    for (size_t v = 0; v < MON_MAX_VCPUS; v++)
-        still_used |= m->vcpu_root[v] == old;
-    if (!still_used)
-        drop_root(m, old);
-    sync_root_stats(m);
+    drop_unused_roots(m, !followed);
+    mon_sync_root_stats(m);
     return VMT_OK;
 }
 
@@ -421,23 +494,43 @@ vmt_status mon_bpm_check(const vmt_monitor *m)
     vmt_errbuf *e = (vmt_errbuf *)&m->err;
     if (vmt_bpm_check(m->bpm) != VMT_OK)
         return vmt_errbuf_set(e, VMT_E_INTERNAL, "breakpoint manager: %s", vmt_bpm_error(m->bpm));
-    if (m->nroots > MON_MAX_ROOTS || m->nfailed_roots > MON_MAX_ROOTS)
+    if (m->nroots > MON_MAX_ROOTS)
         return vmt_errbuf_set(e, VMT_E_INTERNAL, "monitor invariant: root table size %zu", m->nroots);
+    uint64_t refused = 0;
+    for (size_t h = 0; h < m->nhooks; h++)
+        refused += m->hooks[h].refusals;
+    if (refused != m->hook_refusals)
+        return vmt_errbuf_set(e, VMT_E_INTERNAL, "monitor invariant: per-hook refusals do not add up");
     for (size_t r = 0; r < m->nroots; r++) {
         bool used = false;
         for (size_t v = 0; v < MON_MAX_VCPUS; v++)
             used |= m->vcpu_root[v] == m->roots[r];
-        if (!used)
+        if (!used && !m->retained[r])
             return vmt_errbuf_set(e, VMT_E_INTERNAL,
                                   "monitor invariant: root 0x%" PRIx64 " is registered but no vCPU runs on it",
                                   m->roots[r]);
     }
-    for (size_t r = 0; r < m->nroots; r++)
-        for (size_t h = 0; h < m->nhooks; h++)
-            if (!mon_registered(m, h, m->roots[r]))
+    for (size_t r = 0; r < m->nroots; r++) {
+        for (size_t h = 0; h < m->nhooks; h++) {
+            mon_reg st = (mon_reg)m->hooks[h].reg[r];
+            if (st == MON_REG_DONE && !mon_registered(m, h, m->roots[r]))
                 return vmt_errbuf_set(e, VMT_E_INTERNAL,
                                       "monitor invariant: hook %s has no breakpoint or watch under root 0x%" PRIx64,
                                       m->hooks[h].symbol, m->roots[r]);
+            if (st == MON_REG_REFUSED && m->hooks[h].refusals == 0)
+                return vmt_errbuf_set(e, VMT_E_INTERNAL, "monitor invariant: hook %s refused but not counted",
+                                      m->hooks[h].symbol);
+            if (st != MON_REG_DONE && st != MON_REG_REFUSED)
+                return vmt_errbuf_set(e, VMT_E_INTERNAL,
+                                      "monitor invariant: hook %s has no registration state under root 0x%" PRIx64,
+                                      m->hooks[h].symbol, m->roots[r]);
+        }
+    }
+    for (size_t r = m->nroots; r < MON_MAX_ROOTS; r++)
+        for (size_t h = 0; h < m->nhooks; h++)
+            if (m->hooks[h].reg[r] != MON_REG_NONE)
+                return vmt_errbuf_set(e, VMT_E_INTERNAL, "monitor invariant: hook %s has state for an unused root slot",
+                                      m->hooks[h].symbol);
     for (size_t i = 0; i < m->npending; i++) {
         vmt_bpm_bp bp = return_bp(m, m->pending[i].ret, m->pending[i].hook);
         if (!vmt_bpm_contains(m->bpm, &bp))

@@ -8,12 +8,16 @@
  * returns (a return hook's one-shot breakpoint per outstanding call) are a
  * small array keyed by (return address context, stack pointer).
  *
- * Translation roots: a hook is registered (breakpoint + watch) under the
- * root each vCPU currently runs on (vCPU 0's CR3 at create, then every CR3
+ * Translation roots: each hook is registered (breakpoint + watch) on its
+ * own — one hook's hostile path refuses that hook under that root only —
+ * under the root each vCPU currently runs on (vCPU 0's CR3 at create, then every CR3
  * write and the CR3 of every event), because a guest usually leaves its
  * boot tables for its own: the hooked VA may not even be mapped under the
- * first root. A root no vCPU runs on any more is dropped: its stale
- * breakpoints would otherwise stay in frames the guest reuses for data.
+ * first root. A root no vCPU runs on any more is dropped (its stale
+ * breakpoints would otherwise stay in frames the guest reuses for data),
+ * unless dropping it loses something: it holds a hook that is refused under
+ * every root in use, or the vCPU's new root could not be followed (root
+ * table full). Such a root is "retained" until that is no longer so.
  */
 #ifndef VMT_MONITOR_INTERNAL_H
 #define VMT_MONITOR_INTERNAL_H
@@ -25,6 +29,12 @@
 #include "vmtrap/monitor.h"
 #include "vmtrap/ptm.h"
 
+/* A hook's registration under one followed root (mon_hook.reg[r] is its
+ * state under m->roots[r]). */
+typedef enum mon_reg { MON_REG_NONE = 0, MON_REG_DONE, MON_REG_REFUSED } mon_reg;
+
+#define MON_WHY_LEN VMT_ERRBUF_LEN
+
 typedef struct mon_hook {
     char *symbol;
     vmt_va va;
@@ -34,6 +44,10 @@ typedef struct mon_hook {
     void *ret_user;
     uint64_t hits;
     uint64_t returns;
+    uint8_t reg[16];            /* mon_reg under roots[r] (MON_MAX_ROOTS) */
+    uint64_t refusals;          /* registrations refused, under any root, ever */
+    vmt_pa refused_root;        /* the last refusal: root ... */
+    char refused_why[MON_WHY_LEN]; /* ... and why */
 } mon_hook;
 
 /* An outstanding call of a return-hooked function. */
@@ -71,8 +85,8 @@ struct vmt_monitor {
     vmt_pa roots[MON_MAX_ROOTS];        /* every hook registered under each */
     size_t nroots;
     vmt_pa vcpu_root[MON_MAX_VCPUS];    /* the root each vCPU runs on (VMT_PA_NONE: unknown) */
-    vmt_pa failed_roots[MON_MAX_ROOTS]; /* registration failed (hostile tables) */
-    size_t nfailed_roots;
+    bool retained[MON_MAX_ROOTS];       /* kept though no vCPU runs on it (see above) */
+    uint64_t hook_refusals;  /* (hook, root) registrations refused, ever */
     uint64_t roots_ignored;  /* roots seen past MON_MAX_ROOTS */
     mon_pending_return pending[MON_MAX_PENDING_RETURNS];
     size_t npending;
@@ -105,9 +119,15 @@ struct vmt_monitor {
 vmt_status mon_bpm_setup(vmt_monitor *m, char *why, size_t why_len);
 void mon_bpm_teardown(vmt_monitor *m);
 /* Breakpoint + watch of hook `index` under `root` (both or neither). */
+_Static_assert(MON_MAX_ROOTS == 16, "mon_hook.reg has one slot per root");
 vmt_status mon_register(vmt_monitor *m, size_t index, vmt_pa root);
 void mon_unregister(vmt_monitor *m, size_t index, vmt_pa root);
 bool mon_registered(const vmt_monitor *m, size_t index, vmt_pa root);
+/* Register hook `index` under followed root slot r on its own: DONE, or
+ * REFUSED with the reason kept on the hook and counted. */
+void mon_register_slot(vmt_monitor *m, size_t index, size_t r);
+/* stats.roots_failed / roots_ignored / hook_refusals from the root table. */
+void mon_sync_root_stats(vmt_monitor *m);
 /* vCPU runs on root now: register every hook under it when it is new,
  * drop the root it left when no vCPU runs there any more. */
 vmt_status mon_follow_root(vmt_monitor *m, vmt_vcpu vcpu, vmt_pa root);

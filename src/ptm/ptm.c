@@ -51,18 +51,6 @@ vmt_status ptm_overlay_push(vmt_ptm *p, vmt_pa entry_pa, uint64_t value)
     return VMT_OK;
 }
 
-vmt_status ptm_overlay_partials(vmt_ptm *p)
-{
-    size_t it = 0;
-    void *k, *v;
-    while (vmt_hmap_next(&p->partial, &it, &k, &v)) {
-        vmt_status st = ptm_overlay_push(p, ((ptm_vcpu_entry *)k)->entry_pa, ((ptm_partial *)v)->base);
-        if (st != VMT_OK)
-            return st;
-    }
-    return VMT_OK;
-}
-
 /* ---- reading guest tables ---- */
 
 /* Reads guest memory (view 0) with 8-byte driver reads — cheaper than the
@@ -388,7 +376,6 @@ static void prune_map(vmt_ptm *p, vmt_hmap *m)
 
 void ptm_prune_orphans(vmt_ptm *p)
 {
-    prune_map(p, &p->partial);
     prune_map(p, &p->dirty);
 }
 
@@ -436,7 +423,6 @@ vmt_status vmt_ptm_create(vmt_session *s, vmt_ptm **out)
     vmt_hmap_init(&p->watches, sizeof(ptm_watch_key), sizeof(ptm_watch *));
     vmt_hmap_init(&p->tables, sizeof(ptm_table_key), sizeof(ptm_table));
     vmt_hmap_init(&p->entries, sizeof(vmt_pa), sizeof(ptm_link *));
-    vmt_hmap_init(&p->partial, sizeof(ptm_vcpu_entry), sizeof(ptm_partial));
     vmt_hmap_init(&p->dirty, sizeof(ptm_vcpu_entry), sizeof(ptm_dirty));
     vmt_hmap_init(&p->steps, sizeof(vmt_vcpu), sizeof(ptm_step));
     *out = p;
@@ -463,7 +449,6 @@ void vmt_ptm_destroy(vmt_ptm *p)
     vmt_hmap_free(&p->watches);
     vmt_hmap_free(&p->tables);
     vmt_hmap_free(&p->entries);
-    vmt_hmap_free(&p->partial);
     vmt_hmap_free(&p->dirty);
     vmt_hmap_free(&p->steps);
     free(p->overlay);
@@ -497,9 +482,7 @@ vmt_status vmt_ptm_monitor(vmt_ptm *p, vmt_addr_ctx ctx, vmt_view view, uint64_t
      * in the overlay below `mark`. */
     size_t mark = p->noverlay;
     char why[200];
-    vmt_status st = ptm_overlay_partials(p);
-    if (st == VMT_OK)
-        st = ptm_walk(p, ctx, &r, why, sizeof why);
+    vmt_status st = ptm_walk(p, ctx, &r, why, sizeof why);
     p->noverlay = mark;
     if (st != VMT_OK)
         return st;
@@ -588,12 +571,7 @@ vmt_status vmt_ptm_resync(vmt_ptm *p, vmt_ptm_sink sink, void *sink_ctx)
     vmt_status st = grow((void **)&p->batch, &p->batch_cap, vmt_hmap_count(&p->watches), sizeof *p->batch);
     if (st != VMT_OK)
         return vmt_errbuf_set(&p->err, st, "ptm: out of memory for the re-walk batch");
-    /* Keep the monitor's view of entries mid-way through a partial write. */
-    st = ptm_overlay_partials(p);
-    if (st != VMT_OK) {
-        p->noverlay = mark;
-        return st;
-    }
+    /* Memory as it is now: nothing the monitor remembers overrides it. */
     size_t it = 0;
     void *k, *v;
     while (vmt_hmap_next(&p->watches, &it, &k, &v)) {

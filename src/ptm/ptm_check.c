@@ -14,8 +14,7 @@
  *    each restricted to RX;
  *  - entries: every list node belongs to a watch step with that entry
  *    address, lists are well linked, and the nodes are exactly the steps;
- *  - per-vCPU: partial masks neither empty nor whole, partial and dirty
- *    entries are watched, dirty entries belong to stepping vCPUs.
+ *  - per-vCPU: dirty entries are watched and belong to stepping vCPUs.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -28,8 +27,8 @@
 
 static vmt_status check_maps(vmt_ptm *p)
 {
-    const vmt_hmap *maps[] = { &p->watches, &p->tables, &p->entries, &p->partial, &p->dirty, &p->steps };
-    static const char *const names[] = { "watches", "tables", "entries", "partial", "dirty", "steps" };
+    const vmt_hmap *maps[] = { &p->watches, &p->tables, &p->entries, &p->dirty, &p->steps };
+    static const char *const names[] = { "watches", "tables", "entries", "dirty", "steps" };
     for (unsigned i = 0; i < sizeof maps / sizeof maps[0]; i++) {
         char why[160];
         if (vmt_hmap_check(maps[i], why, sizeof why) != VMT_OK)
@@ -151,17 +150,6 @@ static vmt_status check_vcpu_state(vmt_ptm *p)
 {
     size_t it = 0;
     void *k, *v;
-    while (vmt_hmap_next(&p->partial, &it, &k, &v)) {
-        const ptm_vcpu_entry *key = k;
-        const ptm_partial *ps = v;
-        if (ps->mask == 0 || ps->mask == 0xff)
-            FAIL("partial write of vcpu %u at 0x%" PRIx64 " has mask 0x%02x", key->vcpu, key->entry_pa, ps->mask);
-        if (!vmt_hmap_get(&p->entries, &key->entry_pa))
-            FAIL("partial write of vcpu %u at 0x%" PRIx64 " is on an unwatched entry", key->vcpu, key->entry_pa);
-        if (key->pad)
-            FAIL("partial key padding is not zero");
-    }
-    it = 0;
     while (vmt_hmap_next(&p->dirty, &it, &k, &v)) {
         const ptm_vcpu_entry *key = k;
         const ptm_dirty *d = v;

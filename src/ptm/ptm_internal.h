@@ -20,13 +20,6 @@
  *                 (ptm_link lives in ptm_watch.links[i]) whose entry is
  *                 entry_pa, in any view. Key present <=> list non-empty.
  *
- *  partial   key  ptm_vcpu_entry {entry_pa, vcpu}
- *            val  ptm_partial {base, accum, mask}
- *            A write by this vCPU covered only part of the entry: `mask`
- *            (bit i = byte i written, never 0 or 0xff), `accum` = base with
- *            the written bytes, `base` = the whole value before the first
- *            partial write. Only for entries in `entries`.
- *
  *  dirty     key  ptm_vcpu_entry {entry_pa, vcpu}
  *            val  ptm_dirty {before, mask, level}
  *            The vCPU wrote the entry without reporting the value and is
@@ -113,12 +106,6 @@ typedef struct ptm_vcpu_entry {
     uint32_t pad;
 } ptm_vcpu_entry;
 
-typedef struct ptm_partial {
-    uint64_t base;
-    uint64_t accum;
-    uint8_t mask;
-} ptm_partial;
-
 typedef struct ptm_dirty {
     uint64_t before;
     uint8_t mask;
@@ -129,8 +116,8 @@ typedef struct ptm_step {
     vmt_view return_view;
 } ptm_step;
 
-/* Entry values the walker must see instead of memory (writes not landed
- * yet, whole values of entries that are mid-way through a partial write). */
+/* Entry values the walker must see instead of memory (writes that have not
+ * landed yet). */
 typedef struct ptm_overlay_item {
     vmt_pa entry_pa;
     uint64_t value;
@@ -145,7 +132,6 @@ struct vmt_ptm {
     vmt_hmap watches;
     vmt_hmap tables;
     vmt_hmap entries;
-    vmt_hmap partial;
     vmt_hmap dirty;
     vmt_hmap steps;
     size_t zombies;            /* tables with refs == 0 still restricted */
@@ -170,7 +156,7 @@ vmt_status ptm_rewalk_batch(vmt_ptm *p, vmt_vcpu vcpu);
 /* Add the watches whose path goes through entry_pa to p->batch (once each
  * per stamp). */
 vmt_status ptm_batch_add_entry(vmt_ptm *p, vmt_pa entry_pa);
-/* Drop partial/dirty state of entries no watch uses any more. */
+/* Drop dirty state of entries no watch uses any more. */
 void ptm_prune_orphans(vmt_ptm *p);
 /* Retry unrestricts that failed before. */
 void ptm_retry_zombies(vmt_ptm *p);
@@ -178,8 +164,6 @@ void ptm_retry_zombies(vmt_ptm *p);
 void ptm_flush_events(vmt_ptm *p, vmt_ptm_sink sink, void *sink_ctx);
 vmt_status ptm_read_entry(vmt_ptm *p, vmt_pa entry_pa, uint64_t *value);
 vmt_status ptm_overlay_push(vmt_ptm *p, vmt_pa entry_pa, uint64_t value);
-/* Overlay the base of every entry mid-way through a partial write. */
-vmt_status ptm_overlay_partials(vmt_ptm *p);
 
 static inline ptm_watch_key ptm_make_watch_key(vmt_addr_ctx ctx, vmt_view view, uint64_t tag)
 {

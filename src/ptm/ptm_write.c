@@ -4,30 +4,41 @@
  * Design: a trapped write is cut into pieces, one per 8-byte entry it
  * touches (a store that straddles two entries gives two). A piece is a byte
  * mask plus the bytes; only pieces of entries some watch uses are tracked.
- * Each piece goes through fold_piece(), HVMI's accumulation: bytes collect
- * per (vCPU, entry) until all 8 have been written; the entry's value before
- * the first of them is the base. A whole entry equal to its base is "no
- * change" (duplicate writes, failed CMPXCHG reported as the old value);
- * otherwise every watch whose path uses the entry is re-walked once.
  *
- *  - with write data: the pieces are folded at once; the walker sees the
- *    new entry through the overlay because the write has not landed yet
- *    (events come before the access); the response lets it land.
+ * The monitor judges an entry by what the hardware would use: after EVERY
+ * write — whole or partial, by any vCPU — the entry's new value is the value
+ * memory holds with the written bytes applied, and every watch whose path
+ * uses the entry is re-walked on it. A 4-byte store that changes only the
+ * low half of an entry (and is never followed by the other half) therefore
+ * moves the watch at once. Nothing is accumulated across writes, so no
+ * event is ever held back and nothing stale can be reinstated later (a
+ * resync walks memory as it is). Two halves written one after the other may
+ * emit a transient event for the torn value in between; that is what a
+ * walk by another vCPU could have used at that instant, and consumers
+ * (the breakpoint manager) simply follow it. An entry whose value does not
+ * change (duplicate writes, a failed CMPXCHG reported as the old value) is
+ * counted as "no change"; it is still re-walked (4 reads) because the
+ * watch may be behind memory (see entry_written), and emits nothing.
+ *
+ *  - with write data: the new value is computed now; the walker sees it
+ *    through the overlay because the write has not landed yet (events come
+ *    before the access); the response lets it land. When it lands only at
+ *    a step (no EMULATE / FAST_STEP) the entries are also marked dirty and
+ *    re-read at the SINGLESTEP, so a resync in between cannot leave the
+ *    watch on the value memory held before the write.
  *  - without: the pieces become the vCPU's dirty entries (value before the
  *    write + byte mask) and the vCPU steps in view 0. At its SINGLESTEP the
- *    written bytes are read back, folded in order of level (top level
- *    first), re-walked, and the vCPU switches back to its view.
+ *    entries are read back (the value memory now holds, whatever wrote it),
+ *    processed top level first, re-walked, and the vCPU switches back.
  *
- * Whole values of entries still mid-way through a partial write go into the
- * overlay as their base, so no walk ever sees a torn entry.
+ * Limits: pieces are at most 8 bytes (the driver reports at most 8); a
+ * write without a size is taken to cover gpa to the end of its entry.
  */
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ptm/ptm_internal.h"
-
-typedef enum fold_outcome { FOLD_PARTIAL, FOLD_SAME, FOLD_CHANGED } fold_outcome;
 
 typedef struct piece {
     vmt_pa entry_pa;
@@ -75,45 +86,23 @@ static uint8_t entry_level(const vmt_ptm *p, vmt_pa entry_pa)
     return l->watch->path.level[l - l->watch->links];
 }
 
-/* Fold one piece into the vCPU's state of that entry. `before` is the entry
- * before this write (used only when no partial write is pending). */
-static vmt_status fold_piece(vmt_ptm *p, vmt_vcpu vcpu, const piece *pc, uint64_t before, fold_outcome *outcome,
-                             uint64_t *new_value)
+/* The entry was written; `now` is the value the hardware uses from now on.
+ * Every watch through it is re-walked on `now` even when the value did not
+ * change (`before` is only for the statistics): another vCPU may have
+ * changed the entry between this vCPU's trap and its step, or a resync may
+ * have walked memory before the write landed; the re-walk compares with
+ * each watch's own translation, so it emits nothing when nothing moved. */
+static vmt_status entry_written(vmt_ptm *p, vmt_pa entry_pa, uint8_t mask, uint64_t before, uint64_t now)
 {
-    ptm_vcpu_entry k = ptm_make_vcpu_entry(vcpu, pc->entry_pa);
-    ptm_partial *ps = vmt_hmap_get(&p->partial, &k);
-    uint64_t base = ps ? ps->base : before;
-    uint64_t accum = ps ? ps->accum : before;
-    uint8_t mask = (uint8_t)((ps ? ps->mask : 0) | pc->mask);
-    uint64_t bits = byte_mask_bits(pc->mask);
-    accum = (accum & ~bits) | (pc->bytes & bits);
-    if (mask != 0xff) {
-        if (!ps) {
-            ptm_partial np = { base, accum, mask };
-            void *slot;
-            bool existed;
-            vmt_status st = vmt_hmap_put(&p->partial, &k, &np, &slot, &existed);
-            if (st != VMT_OK)
-                return vmt_errbuf_set(&p->err, st, "ptm: out of memory for a partial write");
-        } else {
-            ps->accum = accum;
-            ps->mask = mask;
-        }
+    if (mask != 0xff)
         p->stats.partial_writes++;
-        *outcome = FOLD_PARTIAL;
-        return VMT_OK;
-    }
-    if (ps)
-        vmt_hmap_del(&p->partial, &k, NULL);
     p->stats.entry_updates++;
-    if (accum == base) {
+    if (now == before)
         p->stats.no_change++;
-        *outcome = FOLD_SAME;
-        return VMT_OK;
-    }
-    *outcome = FOLD_CHANGED;
-    *new_value = accum;
-    return VMT_OK;
+    vmt_status st = ptm_overlay_push(p, entry_pa, now);
+    if (st == VMT_OK)
+        st = ptm_batch_add_entry(p, entry_pa);
+    return st;
 }
 
 /* Step the vCPU in view 0; its SINGLESTEP switches back to ev->view. On
@@ -134,7 +123,8 @@ static vmt_status step_response(vmt_ptm *p, const vmt_event *ev, vmt_response *r
 
 /* Fill resp so that a write the monitor has already accounted for lands:
  * one exit with EMULATE, else a fast step in view 0, else a step in view 0
- * whose SINGLESTEP (nothing dirty) only switches back. */
+ * whose SINGLESTEP re-reads the entries (handle_write marked them dirty)
+ * and switches back. */
 static vmt_status land_response(vmt_ptm *p, const vmt_event *ev, vmt_response *resp)
 {
     *resp = vmt_response_continue();
@@ -164,22 +154,14 @@ static vmt_status write_with_data(vmt_ptm *p, const vmt_event *ev, const piece *
     for (unsigned i = 0; i < n; i++) {
         if (!entry_watched(p, pcs[i].entry_pa))
             continue;
-        fold_outcome oc;
-        uint64_t nv = 0;
-        vmt_status st = fold_piece(p, ev->vcpu, &pcs[i], before[i], &oc, &nv);
-        if (st == VMT_OK && oc == FOLD_CHANGED) {
-            st = ptm_overlay_push(p, pcs[i].entry_pa, nv);
-            if (st == VMT_OK)
-                st = ptm_batch_add_entry(p, pcs[i].entry_pa);
-        }
+        uint64_t bits = byte_mask_bits(pcs[i].mask);
+        uint64_t now = (before[i] & ~bits) | (pcs[i].bytes & bits);
+        vmt_status st = entry_written(p, pcs[i].entry_pa, pcs[i].mask, before[i], now);
         if (st != VMT_OK)
             return st;
     }
     if (p->nbatch == 0)
         return VMT_OK;
-    vmt_status st = ptm_overlay_partials(p);
-    if (st != VMT_OK)
-        return st;
     return ptm_rewalk_batch(p, ev->vcpu);
 }
 
@@ -253,25 +235,14 @@ static vmt_status process_dirty(vmt_ptm *p, vmt_vcpu vcpu)
     for (size_t i = 0; i < n; i++) {
         uint64_t now;
         vmt_status st = ptm_read_entry(p, items[i].entry_pa, &now);
-        if (st == VMT_OK) {
-            piece pc = { items[i].entry_pa, items[i].d.mask, now };
-            fold_outcome oc;
-            uint64_t nv = 0;
-            st = fold_piece(p, vcpu, &pc, items[i].d.before, &oc, &nv);
-            if (st == VMT_OK && oc == FOLD_CHANGED) {
-                st = ptm_overlay_push(p, items[i].entry_pa, nv);
-                if (st == VMT_OK)
-                    st = ptm_batch_add_entry(p, items[i].entry_pa);
-            }
-        }
+        if (st == VMT_OK)
+            st = entry_written(p, items[i].entry_pa, items[i].d.mask, items[i].d.before, now);
         if (st != VMT_OK && first == VMT_OK)
             first = st;
     }
     free(items);
     if (p->nbatch) {
-        vmt_status st = ptm_overlay_partials(p);
-        if (st == VMT_OK)
-            st = ptm_rewalk_batch(p, vcpu);
+        vmt_status st = ptm_rewalk_batch(p, vcpu);
         if (st != VMT_OK && first == VMT_OK)
             first = st;
     }
@@ -296,7 +267,16 @@ static vmt_status handle_write(vmt_ptm *p, const vmt_event *ev, vmt_response *re
     vmt_status st;
     if (data) {
         p->stats.writes_with_data++;
-        st = write_with_data(p, ev, pcs, n);
+        /* Without EMULATE or FAST_STEP the write lands only at the step:
+         * also re-read the entries then (from their value before the write,
+         * read here before the overlay has the new one), so whatever
+         * happened in between — a resync walking memory that did not have
+         * the write yet, another vCPU's store — the watch ends on what
+         * memory holds after the write. */
+        bool lands_at_step = !(p->caps & (VMT_CAP_EMULATE | VMT_CAP_FAST_STEP));
+        st = lands_at_step ? write_mark_dirty(p, ev, pcs, n) : VMT_OK;
+        if (st == VMT_OK)
+            st = write_with_data(p, ev, pcs, n);
         vmt_status rs = land_response(p, ev, resp);
         if (st == VMT_OK)
             st = rs;

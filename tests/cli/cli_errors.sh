@@ -46,6 +46,19 @@ expect_usage_error "--breakpoints 'magic'" run --guest "$guest" --driver emu --h
 expect_usage_error "empty symbol name" run --guest "$guest" --driver emu --hook svc_open,
 expect_usage_error "guest image '/nonexistent/guest.elf'" run --guest /nonexistent/guest.elf --driver emu --hook svc_open
 expect_usage_error "unknown symbol 'no_such_function'" run --guest "$guest" --driver emu --hook no_such_function
+# A hook on data (a read-only table in the smoke guest) is refused by name.
+expect_usage_error "is not code: it is a data object" run --guest "$guest" --driver emu --hook exception_names
+# A corrupt e_shoff: the loader says the section headers are unreadable,
+# not "unknown symbol".
+badsh=$(mktemp)
+cp "$guest" "$badsh"
+printf '\xff\xff\xff\x7f' | dd of="$badsh" bs=1 seek=40 conv=notrunc status=none
+expect_usage_error "section headers unreadable" run --guest "$badsh" --driver emu --hook guest_main
+rm -f "$badsh"
+# More hooks than debug registers: refused at start, naming what does not fit.
+expect_usage_error "memset does not fit" run --guest "$guest" --driver emu --breakpoints debug \
+    --hook guest_main,gdt_init,idt_init,memcpy,memset
+expect_usage_error "--overflow 'debug'" run --guest "$guest" --driver emu --hook guest_main --overflow debug
 # A file that is not an ELF image.
 notelf=$(mktemp)
 echo "not an elf" >"$notelf"

@@ -345,6 +345,106 @@ static void test_elf_corrupt_symbols(void **state)
     free(b.bytes);
 }
 
+/* A corrupt e_shoff: the loader says the section headers are unreadable
+ * (from memory and from a file) instead of loading an image without
+ * symbols whose only symptom would be "unknown symbol" later. */
+static void test_elf_section_headers_unreadable(void **state)
+{
+    (void)state;
+    built_elf b = standard_elf();
+    Elf64_Ehdr *eh = (Elf64_Ehdr *)b.bytes;
+    uint64_t saved = eh->e_shoff;
+    eh->e_shoff = 0x7fff0000;
+    expect_elf_error(b.bytes, b.len, RAM, VMT_E_FORMAT, "section headers unreadable");
+    char *path = write_temp(b.bytes, b.len);
+    vmt_image *img = NULL;
+    char why[256] = "";
+    assert_int_equal(vmt_image_load_elf(path, RAM, &img, why, sizeof why), VMT_E_FORMAT);
+    assert_non_null(strstr(why, path));
+    assert_non_null(strstr(why, "section headers unreadable"));
+    assert_null(strstr(why, "symbol '"));
+    remove_temp(path);
+    eh->e_shoff = saved;
+    eh->e_shentsize = 12;
+    expect_elf_error(b.bytes, b.len, RAM, VMT_E_FORMAT, "section headers unreadable: entry size 12");
+    eh->e_shentsize = sizeof(Elf64_Shdr);
+    /* No section table at all (stripped to the bone) is fine: no symbols. */
+    eh->e_shoff = 0;
+    eh->e_shnum = 0;
+    assert_int_equal(vmt_image_load_elf_mem(b.bytes, b.len, RAM, &img, why, sizeof why), VMT_OK);
+    vmt_va va;
+    assert_int_equal(vmt_image_code_symbol(img, "main", &va, why, sizeof why), VMT_E_NOTFOUND);
+    assert_non_null(strstr(why, "no symbol table"));
+    vmt_image_destroy(img);
+    free(b.bytes);
+}
+
+/* Hooks go on code: a data object, or a symbol outside every executable
+ * segment, is refused with a message naming it. */
+static void test_elf_code_symbols(void **state)
+{
+    (void)state;
+    built_elf b = standard_elf();
+    vmt_image *img = NULL;
+    char why[256] = "";
+    assert_int_equal(vmt_image_load_elf_mem(b.bytes, b.len, RAM, &img, why, sizeof why), VMT_OK);
+    vmt_va va = 0;
+    assert_int_equal(vmt_image_code_symbol(img, "main", &va, why, sizeof why), VMT_OK);
+    assert_int_equal(va, 0x100010);
+    assert_int_equal(vmt_image_code_symbol(img, "_start", &va, why, sizeof why), VMT_OK); /* untyped, in .text */
+    assert_int_equal(vmt_image_code_symbol(img, "helper", &va, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_image_code_symbol(img, "l3", &va, why, sizeof why), VMT_E_INVAL); /* past .text's end */
+    assert_int_equal(vmt_image_code_symbol(img, "greeting", &va, why, sizeof why), VMT_E_INVAL);
+    assert_non_null(strstr(why, "'greeting'"));
+    assert_non_null(strstr(why, "STT_OBJECT"));
+    assert_int_equal(vmt_image_code_symbol(img, "nosuch", &va, why, sizeof why), VMT_E_NOTFOUND);
+    assert_non_null(strstr(why, "unknown symbol 'nosuch'"));
+    vmt_image_destroy(img);
+    /* The same function symbol in a segment without PF_X: not code. */
+    Elf64_Phdr *ph = (Elf64_Phdr *)(b.bytes + sizeof(Elf64_Ehdr));
+    for (unsigned i = 0; i < 2; i++)
+        if (ph[i].p_vaddr == 0x200000)
+            ph[i].p_flags |= PF_X; /* data segment executable... */
+    assert_int_equal(vmt_image_load_elf_mem(b.bytes, b.len, RAM, &img, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_image_code_symbol(img, "greeting", &va, why, sizeof why), VMT_E_INVAL); /* still data */
+    vmt_image_destroy(img);
+    for (unsigned i = 0; i < 2; i++)
+        if (ph[i].p_vaddr == 0x100000)
+            ph[i].p_flags &= ~(Elf64_Word)PF_X; /* ...code segment not */
+    /* the entry point must be executable: make the data segment hold it */
+    Elf64_Ehdr *eh = (Elf64_Ehdr *)b.bytes;
+    eh->e_entry = 0x200000;
+    assert_int_equal(vmt_image_load_elf_mem(b.bytes, b.len, RAM, &img, why, sizeof why), VMT_OK);
+    /* An untyped label there is not code any more; a function still says
+     * it is (symbol-only images put functions outside their segments). */
+    assert_int_equal(vmt_image_code_symbol(img, "_start", &va, why, sizeof why), VMT_E_INVAL);
+    assert_non_null(strstr(why, "not inside an executable segment"));
+    assert_int_equal(vmt_image_code_symbol(img, "main", &va, why, sizeof why), VMT_OK);
+    vmt_image_destroy(img);
+    free(b.bytes);
+}
+
+/* A file far larger than RAM whose segment does not fit is refused without
+ * being read whole: it is mapped, so a sparse 1 GiB file costs nothing. */
+static void test_elf_big_file_refused_unread(void **state)
+{
+    (void)state;
+    built_elf b = standard_elf();
+    char *path = write_temp(b.bytes, b.len);
+    assert_int_equal(truncate(path, (off_t)(1ULL << 30)), 0); /* sparse: 1 GiB */
+    vmt_image *img = NULL;
+    char why[256] = "";
+    /* Within the limit: loads (only the headers and segments are touched). */
+    assert_int_equal(vmt_image_load_elf(path, RAM, &img, why, sizeof why), VMT_OK);
+    vmt_image_destroy(img);
+    /* Past the limit: refused by its size. */
+    assert_int_equal(truncate(path, (off_t)(1ULL << 30) + 1), 0);
+    assert_int_equal(vmt_image_load_elf(path, RAM, &img, why, sizeof why), VMT_E_RANGE);
+    assert_non_null(strstr(why, "refused unread"));
+    remove_temp(path);
+    free(b.bytes);
+}
+
 static void test_elf_random_corruption(void **state)
 {
     (void)state;
@@ -741,6 +841,9 @@ int main(void)
         cmocka_unit_test(test_elf_segment_outside_ram),
         cmocka_unit_test(test_elf_overlapping_segments),
         cmocka_unit_test(test_elf_corrupt_symbols),
+        cmocka_unit_test(test_elf_section_headers_unreadable),
+        cmocka_unit_test(test_elf_code_symbols),
+        cmocka_unit_test(test_elf_big_file_refused_unread),
         cmocka_unit_test(test_elf_random_corruption),
         cmocka_unit_test(test_cpu_state_every_field),
         cmocka_unit_test(test_cpu_state_errors),

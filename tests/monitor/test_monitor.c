@@ -633,6 +633,102 @@ static void test_new_root_gets_every_hook(void **state)
     assert_string_equal(f->last_symbol, "svc_exit");
 }
 
+static void switch_root(fixture *f, vmt_pa from, vmt_pa to)
+{
+    vmt_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = VMT_EVENT_CR_WRITE;
+    ev.regs = cpu_regs(f);
+    ev.regs.cr3 = to;
+    ev.u.cr.cr = 3;
+    ev.u.cr.old_value = from;
+    ev.u.cr.new_value = to;
+    assert_int_equal(vmt_mem_push_event(f->drv, &ev), VMT_OK);
+    run(f);
+}
+
+/* The issue's case 2: under a new root one hooked function's PTE has a
+ * reserved bit; the other hook must stay armed and count every call, the
+ * poisoned one is refused for that root only, counted and named. */
+static void test_poisoned_path_beside_healthy_hook(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_open", on_hit, f), VMT_OK);
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_exit", on_hit, f), VMT_OK);
+    build_tables(f, ROOT2_PA);
+    vmt_pa poisoned = ROOT2_PA + 0x3000 + ((sym(f, "svc_open") - KVMA - 0x200000) >> 12) * 8;
+    put64(f, poisoned, 0x200000ULL | PTE_FLAGS | (1ULL << 45)); /* above maxphyaddr 39: reserved */
+    switch_root(f, PML4_PA, ROOT2_PA);
+    const vmt_monitor_stats *st = vmt_monitor_stats_get(f->m);
+    assert_int_equal(st->hook_refusals, 1);
+    assert_int_equal(st->roots_failed, 1);
+    vmt_hook_status hs;
+    assert_int_equal(vmt_monitor_hook_status(f->m, 0, &hs), VMT_OK); /* svc_open */
+    assert_int_equal(hs.roots_refused, 1);
+    /* The old root is kept, not dropped: svc_open is registered only there
+     * (dropping it would lose the hook). */
+    assert_int_equal(hs.roots_armed, 1);
+    assert_int_equal(st->roots, 2);
+    assert_int_equal(hs.refused_root, ROOT2_PA);
+    assert_non_null(strstr(hs.refused_why, "svc_open"));
+    assert_non_null(strstr(hs.refused_why, "reserved"));
+    assert_int_equal(vmt_monitor_hook_status(f->m, 1, &hs), VMT_OK); /* svc_exit */
+    assert_int_equal(hs.state, VMT_HOOK_ARMED);
+    assert_int_equal(hs.refusals, 0);
+    /* 20 calls of the healthy hook under the new root: 20 hits. */
+    vmt_regs r = cpu_regs(f);
+    r.cr3 = ROOT2_PA;
+    vmt_va va = sym(f, "svc_exit");
+    for (int i = 0; i < 20; i++)
+        push_breakpoint(f, va, va - KVMA, &r);
+    run(f);
+    assert_int_equal(f->hits, 20);
+    assert_int_equal(vmt_monitor_hook_hits(f->m, 1), 20);
+    /* The guest repairs the entry and comes back to the root: armed there
+     * again, and the old root, which no longer holds anything that would be
+     * lost, is dropped. */
+    put64(f, poisoned, 0x200000ULL | PTE_FLAGS);
+    switch_root(f, ROOT2_PA, PML4_PA);
+    switch_root(f, PML4_PA, ROOT2_PA);
+    assert_int_equal(vmt_monitor_hook_status(f->m, 0, &hs), VMT_OK);
+    assert_int_equal(hs.state, VMT_HOOK_ARMED);
+    assert_int_equal(hs.roots_refused, 0);
+    assert_int_equal(hs.roots_armed, 1);
+    assert_int_equal(hs.refusals, 1); /* history stays */
+    assert_int_equal(vmt_monitor_stats_get(f->m)->roots_failed, 0);
+}
+
+/* A hook on a data object is refused by name; with debug registers a hook
+ * past the register count is refused up front naming the hooks that hold
+ * them (not silently registered and never hit). */
+static void test_usage_limits_are_refused(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(vmt_monitor_hook(f->m, "workload_iterations", on_hit, f), VMT_E_INVAL);
+    assert_non_null(strstr(vmt_monitor_error(f->m), "not code"));
+    assert_int_equal(vmt_monitor_hook_count(f->m), 0);
+    /* A monitor on debug registers (the mem driver has 4). */
+    vmt_monitor_destroy(f->m);
+    vmt_monitor_config cfg = { .controller = VMT_BPM_CTL_DEBUG };
+    char why[256];
+    assert_int_equal(vmt_monitor_create_ex(f->s, f->img, &cfg, &f->m, why, sizeof why), VMT_OK);
+    assert_int_equal(vmt_monitor_breakpoint_limit(f->m), 4);
+    const char *names[] = { "svc_open", "svc_write", "svc_spawn", "svc_exit" };
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(vmt_monitor_hook(f->m, names[i], on_hit, f), VMT_OK);
+    assert_int_equal(vmt_monitor_hook(f->m, "svc_va", on_hit, f), VMT_E_RANGE);
+    const char *msg = vmt_monitor_error(f->m);
+    assert_non_null(strstr(msg, "'svc_va' does not fit"));
+    assert_non_null(strstr(msg, "svc_open, svc_write, svc_spawn, svc_exit"));
+    assert_int_equal(vmt_monitor_hook_count(f->m), 4);
+    for (size_t i = 0; i < 4; i++) {
+        vmt_hook_status hs;
+        assert_int_equal(vmt_monitor_hook_status(f->m, i, &hs), VMT_OK);
+        assert_int_equal(hs.state, VMT_HOOK_ARMED);
+    }
+    check(f);
+}
+
 static void test_return_hook_reports_rax_once(void **state)
 {
     fixture *f = *state;
@@ -730,6 +826,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unattributed_breakpoint_never_loops, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alias_hit_reported_or_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_root_gets_every_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_poisoned_path_beside_healthy_hook, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_limits_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_return_hook_reports_rax_once, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
