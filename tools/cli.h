@@ -215,6 +215,9 @@ int cli_qemu_main(int argc, char **argv);
 /* `vmtrap snapshot info|convert ...` (tools/snapshot_cmd.c); argv[0] is "snapshot". */
 int cli_snapshot_main(int argc, char **argv);
 
+/* `vmtrap snapshot save ...` (tools/savepoint_cmd.c); argv[0] is "snapshot", argv[1] "save". */
+int cli_snapshot_save_main(int argc, char **argv);
+
 /* `vmtrap run --snapshot FILE ...` (tools/resume_cmd.c); argv[0] is "run". */
 int cli_resume_main(int argc, char **argv);
 

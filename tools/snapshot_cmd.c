@@ -4,6 +4,8 @@
  *   vmtrap snapshot info FILE [--state SIDECAR.json] [--qemu-registers TXT] [--reconstruct] [--json]
  *   vmtrap snapshot convert FILE OUT.vmts [--state SIDECAR.json] [--qemu-registers TXT] [--meta JSON]
  *   vmtrap snapshot sidecar TXT      (QEMU `info registers -a` text -> sidecar JSON on stdout)
+ *   vmtrap snapshot save FILE OUT.vmts (--at-instructions N | --at-time S | --at-hit SYM[:N]) ...
+ *                                    (tools/savepoint_cmd.c: resume, run to the point, save)
  *
  * FILE is a QEMU dump-guest-memory ELF core or a vmtrap snapshot. `info`
  * prints the memory map, each vCPU (RIP, CR3, mode, known and
@@ -25,7 +27,8 @@ static int usage(const char *msg)
 {
     fprintf(stderr, "vmtrap snapshot: %s (usage: vmtrap snapshot info FILE [--state SIDECAR.json] "
                     "[--qemu-registers TXT] [--reconstruct] [--json] | vmtrap snapshot convert FILE OUT.vmts "
-                    "[--state SIDECAR.json] [--qemu-registers TXT] [--meta JSON] | vmtrap snapshot sidecar TXT)\n",
+                    "[--state SIDECAR.json] [--qemu-registers TXT] [--meta JSON] | vmtrap snapshot sidecar TXT | "
+                    "vmtrap snapshot save FILE OUT.vmts (--at-instructions N | --at-time SECONDS | --at-hit SYMBOL[:COUNT]))\n",
             msg);
     return CLI_EXIT_USAGE;
 }
@@ -164,6 +167,10 @@ int cli_snapshot_main(int argc, char **argv)
         return usage("missing sub-command");
     if (strcmp(argv[1], "sidecar") == 0)
         return sidecar_cmd(argc, argv);
+#ifdef VMT_CLI_HAVE_RESUME
+    if (strcmp(argv[1], "save") == 0)
+        return cli_snapshot_save_main(argc, argv); /* tools/savepoint_cmd.c */
+#endif
     bool convert = strcmp(argv[1], "convert") == 0;
     if (!convert && strcmp(argv[1], "info") != 0)
         return usage("unknown sub-command");

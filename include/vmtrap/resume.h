@@ -90,6 +90,27 @@ uint64_t vmt_resume_now_ns(const vmt_resume *r);
 vmt_status vmt_resume_run(vmt_resume *r, uint64_t instructions, double seconds, vmt_stop_info *stop,
                           uint64_t *retired);
 
+/* Run until guest virtual time (vmt_resume_now_ns) reaches target_ns, at
+ * most `instructions` more (0: no bound) or `seconds` of wall time (0:
+ * none). Guest time, not wall time: the driver's clock (instructions at
+ * cfg.insns_per_sec, plus the time idle HLTs skip to the next device
+ * deadline). *reached = true when it ended at the first instruction
+ * boundary at or after target_ns (past it only when a HLT skipped over
+ * it); else *stop says why it ended (a bound, or the guest stopped). */
+vmt_status vmt_resume_run_until_time(vmt_resume *r, uint64_t target_ns, uint64_t instructions, double seconds,
+                                     bool *reached, vmt_stop_info *stop, uint64_t *retired);
+
+/* Run until the instruction at virtual address va is about to execute for
+ * the count-th time (count >= 1; e.g. a kernel function's entry), bounded
+ * like vmt_resume_run. Uses the emu driver's debug-register breakpoint 0
+ * (guest memory is never modified) and disarms it before returning, so a
+ * vmt_resume_save right after holds the guest's own code bytes and DR7,
+ * with RIP = va. *reached says whether it got there, *hits how many times
+ * va executed; otherwise *stop says why the run ended. */
+vmt_status vmt_resume_run_until_address(vmt_resume *r, uint64_t va, uint64_t count, uint64_t instructions,
+                                        double seconds, bool *reached, uint64_t *hits, vmt_stop_info *stop,
+                                        uint64_t *retired);
+
 /* Save the paused machine (RAM, vCPU, platform, clock, the notes as
  * metadata) as a vmtrap snapshot file. */
 vmt_status vmt_resume_save(vmt_resume *r, const char *path);

@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "resume/resume_internal.h"
 #include "vmtrap/emu.h"
 #include "vmtrap/paging.h"
@@ -118,6 +120,22 @@ static vmt_status fail(vmt_resume *r, char *why, size_t why_len, vmt_status st, 
     return st;
 }
 
+/* A file vmt_resume_save wrote names the reconstructions its state was
+ * derived from (metadata "reconstructions"): list them again. */
+static void carried_notes(vmt_resume *r)
+{
+    const char *meta = vmt_snapshot_metadata(r->snap);
+    json_object *j = meta ? json_tokener_parse(meta) : NULL, *list = NULL;
+    if (j && json_object_object_get_ex(j, "reconstructions", &list) && json_object_is_type(list, json_type_array)) {
+        for (size_t i = 0; i < json_object_array_length(list); i++) {
+            json_object *n = json_object_array_get_idx(list, i);
+            if (json_object_is_type(n, json_type_string))
+                resume_note(r, "carried: %s", json_object_get_string(n));
+        }
+    }
+    json_object_put(j);
+}
+
 static vmt_status platform_reset(void *ctx, const void *blob, size_t len)
 {
     (void)blob;
@@ -147,6 +165,7 @@ vmt_status vmt_resume_open(const char *path, const vmt_resume_config *cfg, vmt_r
                  vmt_snapshot_vcpu_count(r->snap));
         return fail(r, why, why_len, VMT_E_NOTSUP, "%s", inner);
     }
+    carried_notes(r);
     size_t nfix = vmt_snapshot_fixup_count(r->snap);
     list_fixups(r, 0); /* a vmtrap snapshot carries the reconstructions of its source */
     nfix = vmt_snapshot_fixup_count(r->snap);
@@ -272,9 +291,20 @@ vmt_status vmt_resume_save(vmt_resume *r, const char *path)
     o.platform_len = len;
     o.clock = r->clock;
     o.clock.start_ns = vmt_resume_now_ns(r);
-    o.metadata_json = "{\"saved_by\":\"vmt_resume_save\"}";
+    /* The reconstructions travel in the metadata: the saved state holds
+     * derived values, and whoever resumes the file is told which
+     * (vmt_resume_open lists them again as "carried: ..."). */
+    json_object *meta = json_object_new_object();
+    json_object *list = json_object_new_array();
+    json_object_object_add(meta, "saved_by", json_object_new_string("vmt_resume_save"));
+    json_object_object_add(meta, "guest_ns", json_object_new_int64((int64_t)o.clock.start_ns));
+    for (size_t i = 0; i < r->nnotes; i++)
+        json_object_array_add(list, json_object_new_string(r->notes[i]));
+    json_object_object_add(meta, "reconstructions", list);
+    o.metadata_json = json_object_to_json_string_ext(meta, JSON_C_TO_STRING_PLAIN);
     char why[512] = "";
-    st = vmt_snapshot_save_driver(r->drv, &o, path, why, sizeof why);
+    st = o.metadata_json ? vmt_snapshot_save_driver(r->drv, &o, path, why, sizeof why) : VMT_E_NOMEM;
+    json_object_put(meta);
     free(blob);
     if (st)
         return vmt_errbuf_set(&r->err, st, "resume save: %s", why);

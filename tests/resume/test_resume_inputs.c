@@ -4,7 +4,9 @@
  * core with two vCPUs each give one clear line and no machine; a core whose
  * memory holds no kernel (synthetic bytes, page tables that are garbage)
  * still becomes a machine — the notes say what could not be reconstructed
- * — and running it ends with a stop reason, never a crash. Synthetic cores
+ * — and running it ends with a stop reason, never a crash; running it
+ * until a time or an address that never comes ends at the bound with the
+ * breakpoint disarmed. Synthetic cores
  * from tests/snapshot/core_builder.c.
  */
 #include <setjmp.h>
@@ -116,6 +118,59 @@ static void test_no_kernel_runs_to_a_stop(void **state)
     free(path);
 }
 
+/* vmt_resume_run_until_time/_address on a machine whose point never comes:
+ * they end at their bound with reached = false, leave no breakpoint armed
+ * (DR7 clean for a save), refuse count 0, and a time already passed is
+ * reached at once without running. */
+static void test_run_until_bounds(void **state)
+{
+    (void)state;
+    core_spec spec;
+    core_default_spec(&spec, 2 << 20);
+    char *path = write_core(&spec, 0);
+    vmt_resume *r = NULL;
+    char why[256] = "";
+    vmt_resume_config cfg = { .quiet = true };
+    if (vmt_resume_open(path, &cfg, &r, why, sizeof why) != VMT_OK) {
+        print_message("refused: %s\n", why); /* as in test_no_kernel_runs_to_a_stop */
+        unlink(path);
+        free(path);
+        return;
+    }
+    bool reached = true;
+    uint64_t hits = 7, retired = 0;
+    vmt_stop_info stop;
+    assert_int_equal(vmt_resume_run_until_address(r, 0xffffffff81000000ull, 0, 1000, 0, &reached, &hits, &stop, NULL),
+                     VMT_E_INVAL);
+    assert_false(reached);
+    assert_non_null(strstr(vmt_resume_error(r), "count"));
+
+    assert_int_equal(vmt_resume_run_until_address(r, 0xffffffff81000000ull, 1, 20000, 0, &reached, &hits, &stop,
+                                                  &retired), VMT_OK);
+    assert_false(reached);
+    assert_int_equal(hits, 0);
+    assert_int_not_equal(stop.reason, 0);
+    assert_true(retired <= 20000);
+    const vmt_stop_reason first_stop = stop.reason;
+    vmt_regs regs;
+    assert_int_equal(vmt_drv_get_regs(vmt_resume_driver(r), 0, &regs), VMT_OK);
+    assert_int_equal(regs.dr7 & 0xff, 0);
+
+    uint64_t now = vmt_resume_now_ns(r);
+    retired = 0;
+    assert_int_equal(vmt_resume_run_until_time(r, now, 1000, 0, &reached, &stop, &retired), VMT_OK);
+    assert_true(reached);
+    assert_int_equal(retired, 0);
+    if (first_stop != VMT_STOP_INSN_LIMIT) {
+        /* the garbage guest is stopped for good: a later time is not reached */
+        assert_int_equal(vmt_resume_run_until_time(r, now + 1000000000ull, 5000, 0, &reached, &stop, NULL), VMT_OK);
+        assert_false(reached);
+    }
+    vmt_resume_close(r);
+    unlink(path);
+    free(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -123,6 +178,7 @@ int main(void)
         cmocka_unit_test(test_truncated_core),
         cmocka_unit_test(test_two_vcpus_refused),
         cmocka_unit_test(test_no_kernel_runs_to_a_stop),
+        cmocka_unit_test(test_run_until_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
