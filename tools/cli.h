@@ -65,6 +65,9 @@ typedef struct vmtrap_options {
 /* Parse argv. On error returns CLI_EXIT_USAGE with a one-line message in
  * err; on --help returns CLI_EXIT_OK with command CLI_CMD_HELP. */
 int cli_parse_options(int argc, char **argv, vmtrap_options *o, char *err, size_t err_len);
+/* A whole unsigned number (decimal, 0x hex or 0 octal) that fits 64 bits:
+ * 0, or -1 for empty text, a sign, trailing characters or overflow. */
+int cli_parse_u64(const char *s, uint64_t *out);
 void cli_free_options(vmtrap_options *o);
 void cli_usage(FILE *f);
 

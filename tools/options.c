@@ -276,3 +276,16 @@ void cli_free_options(vmtrap_options *o)
     free(o->return_list);
     o->return_list = NULL;
 }
+
+int cli_parse_u64(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    if (!s || !*s || *s == '-' || *s == '+')
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (*end || errno == ERANGE)
+        return -1;
+    *out = v;
+    return 0;
+}

@@ -64,18 +64,6 @@ static void usage(FILE *f)
           f);
 }
 
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    if (!s || !*s || *s == '-')
-        return -1;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (*end)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse(int argc, char **argv, resume_opts *o)
 {
     memset(o, 0, sizeof *o);
@@ -95,7 +83,7 @@ static int parse(int argc, char **argv, resume_opts *o)
         } else if (strcmp(a, "--inject-pf") == 0) {
             o->inject_pf = 2;
         } else if (strncmp(a, "--inject-pf=", 12) == 0) {
-            if (parse_u64(a + 12, &n) || n < 1 || n > 16) {
+            if (cli_parse_u64(a + 12, &n) || n < 1 || n > 16) {
                 fprintf(stderr, "vmtrap: --inject-pf=N needs 1..16 tries per page, not '%s'\n", a + 12);
                 return -1;
             }
@@ -122,11 +110,11 @@ static int parse(int argc, char **argv, resume_opts *o)
             i++;
         } else if (strcmp(a, "--save") == 0 && val) {
             o->save = argv[++i];
-        } else if (strcmp(a, "--instructions") == 0 && !parse_u64(val, &o->instructions)) {
+        } else if (strcmp(a, "--instructions") == 0 && !cli_parse_u64(val, &o->instructions)) {
             i++;
-        } else if (strcmp(a, "--save-at") == 0 && !parse_u64(val, &o->save_at) && o->save_at) {
+        } else if (strcmp(a, "--save-at") == 0 && !cli_parse_u64(val, &o->save_at) && o->save_at) {
             i++;
-        } else if (strcmp(a, "--runs") == 0 && !parse_u64(val, &n) && n >= 1 && n <= 1000) {
+        } else if (strcmp(a, "--runs") == 0 && !cli_parse_u64(val, &n) && n >= 1 && n <= 1000) {
             o->runs = (unsigned)n;
             i++;
         } else if (strcmp(a, "--limit") == 0 && val) {

@@ -53,18 +53,6 @@ static int usage(const char *msg)
     return CLI_EXIT_USAGE;
 }
 
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    if (!s || !*s || *s == '-')
-        return -1;
-    unsigned long long v = strtoull(s, &end, 0);
-    if (*end)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_seconds(const char *s, double *out)
 {
     char *end = NULL;
@@ -87,7 +75,7 @@ static int parse_hit(const char *s, save_opts *o)
     memcpy(o->symbol, s, n);
     o->symbol[n] = 0;
     o->count = 1;
-    if (colon && (parse_u64(colon + 1, &o->count) || o->count == 0))
+    if (colon && (cli_parse_u64(colon + 1, &o->count) || o->count == 0))
         return -1;
     return 0;
 }
@@ -108,7 +96,7 @@ static int parse(int argc, char **argv, save_opts *o)
         } else if (strcmp(a, "--state") == 0 && val) {
             o->state = argv[++i];
         } else if (strcmp(a, "--at-instructions") == 0) {
-            if (parse_u64(val, &o->insns) || o->insns == 0)
+            if (cli_parse_u64(val, &o->insns) || o->insns == 0)
                 return usage("--at-instructions needs a count >= 1");
             o->at = AT_INSNS, modes++, i++;
         } else if (strcmp(a, "--at-time") == 0) {
@@ -120,7 +108,7 @@ static int parse(int argc, char **argv, save_opts *o)
                 return usage("--at-hit needs SYMBOL or SYMBOL:COUNT (COUNT >= 1)");
             o->at = AT_HIT, modes++, i++;
         } else if (strcmp(a, "--max-instructions") == 0) {
-            if (parse_u64(val, &o->max_insns) || o->max_insns == 0)
+            if (cli_parse_u64(val, &o->max_insns) || o->max_insns == 0)
                 return usage("--max-instructions needs a count >= 1");
             i++;
         } else if (strcmp(a, "--limit") == 0) {
