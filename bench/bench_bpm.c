@@ -143,6 +143,7 @@ int main(int argc, char **argv)
     printf("bench_bpm: shadow-INT3 manager, mem driver in no-op mode, insert_pa + remove (thread CPU time, best of %d)\n",
            RUNS);
     printf("%-18s %9s %9s %12s %12s %10s\n", "layout", "N", "frames", "insert ns", "remove ns", "bytes/bp");
+    char res[256] = "";
     for (size_t l = 0; l < 2; l++) {
         if (only && strncmp(layouts[l].name, only, strlen(only)) != 0)
             continue;
@@ -169,6 +170,10 @@ int main(int argc, char **argv)
         if (done) {
             const result *last = &r[done - 1];
             size_t n = ns[done - 1];
+            size_t used = strlen(res);
+            snprintf(res + used, sizeof res - used, " %s_n=%zu %s_insert_ns=%.1f %s_remove_ns=%.1f %s_bytes_per_bp=%.1f",
+                     l == 0 ? "dense" : "spread", n, l == 0 ? "dense" : "spread", last->ins_ns,
+                     l == 0 ? "dense" : "spread", last->rem_ns, l == 0 ? "dense" : "spread", last->bytes_per_bp);
             printf("  where the bytes go at N = %zu (bytes per breakpoint, entries):\n", n);
             for (size_t p = 0; p < last->nparts; p++)
                 if (last->parts[p].bytes)
@@ -177,5 +182,6 @@ int main(int argc, char **argv)
         }
     }
     printf("targets: < 1000 ns per operation, < 128 bytes per breakpoint\n");
+    printf("RESULT%s\n", res[0] ? res : " layouts=0");
     return 0;
 }

@@ -103,6 +103,8 @@ int main(void)
         printf("  %-40s %12.0f /s\n", names[i], rates[i]);
     printf("ratios: V2P hit / V2P miss = %.1fx, V2P hit / all flushed = %.1fx, warm read / cold read = %.1fx\n",
            rates[0] / rates[1], rates[0] / rates[2], rates[3] / rates[4]);
+    printf("RESULT v2p_hit_vs_miss=%.2f v2p_hit_vs_flushed=%.2f warm_vs_cold_read=%.2f\n", rates[0] / rates[1],
+           rates[0] / rates[2], rates[3] / rates[4]);
     vmt_session_destroy(s);
     free(ram);
     return 0;

@@ -23,6 +23,9 @@
  * issue 6's: 1.2 when the driver emulates the displaced instruction
  * (VMT_CAP_EMULATE on EMULATE-capable paths), 2.0 at most otherwise.
  *
+ * The last line is machine-readable: RESULT <drv>_bare_us=... <drv>_hit_ratio=...
+ * <drv>_read_ratio=... <drv>_ptw_ratio=... <drv>_write_ratio=... per driver run.
+ *
  * Usage: bench_hidden [N] [emu|kvm] [hit|read]  (N default 20000 on emu,
  * 5000 on kvm; the third argument runs only that monitored loop, e.g. under
  * perf record, and prints nothing)
@@ -197,7 +200,7 @@ static void line(const char *what, double per_op, double bare, double target, co
            r->exits / n, r->internal / n);
 }
 
-static void bench_driver(const char *drv, uint32_t n, const char *profile)
+static void bench_driver(const char *drv, uint32_t n, const char *profile, char *res, size_t res_len)
 {
     char why[256];
     vmt_driver *probe;
@@ -242,6 +245,10 @@ static void bench_driver(const char *drv, uint32_t n, const char *profile)
            "store %.2f us)\n",
            nop.seconds / n * 1e6, calls.seconds / n * 1e6, reads.seconds / n * 1e6, ptw.seconds / n * 1e6,
            writes.seconds / n * 1e6);
+    size_t used = strlen(res);
+    snprintf(res + used, res_len - used,
+             " %s_bare_us=%.3f %s_hit_ratio=%.3f %s_read_ratio=%.3f %s_ptw_ratio=%.3f %s_write_ratio=%.3f", drv,
+             bare * 1e6, drv, t_hit / bare, drv, t_read / bare, drv, t_ptw / bare, drv, t_write / bare);
 }
 
 int main(int argc, char **argv)
@@ -254,6 +261,7 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *drivers[] = { "emu", "kvm" };
+    char res[512] = "";
     for (size_t i = 0; i < 2; i++) {
         if (only && strcmp(only, drivers[i]) != 0)
             continue;
@@ -261,7 +269,9 @@ int main(int argc, char **argv)
             printf("%s: not built\n", drivers[i]);
             continue;
         }
-        bench_driver(drivers[i], n ? n : (i == 0 ? 20000 : 5000), profile);
+        bench_driver(drivers[i], n ? n : (i == 0 ? 20000 : 5000), profile, res, sizeof res);
     }
+    if (!profile)
+        printf("RESULT%s\n", res[0] ? res : " drivers=0");
     return 0;
 }

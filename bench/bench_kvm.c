@@ -61,6 +61,7 @@ static double now_s(void)
 static void die(const char *what, const char *msg)
 {
     fprintf(stderr, "bench_kvm: %s: %s\n", what, msg);
+    printf("RESULT ok=0 skipped=%d\n", strcmp(what, "kvm driver") == 0);
     exit(1);
 }
 
@@ -276,5 +277,8 @@ int main(int argc, char **argv)
            rmon / bare, xr);
     printf("  (unmonitored guest loops: %.2f us per call iteration, %.2f us per access iteration)\n", plain * 1e6,
            wplain * 1e6);
+    printf("RESULT ok=1 bare_us=%.3f hidden_hit_ratio=%.3f inplace_hit_ratio=%.3f hw_hit_ratio=%.3f ptw_ratio=%.3f "
+           "read_ratio=%.3f\n",
+           bare * 1e6, hidden / bare, inplace / bare, hw / bare, wmon / bare, rmon / bare);
     return 0;
 }
