@@ -31,6 +31,17 @@ int os_btf_parse(const uint8_t *b, size_t len, struct btf **out, char *note, siz
         snprintf(note, note_len, "no types: __start_BTF does not hold the BTF magic 0xeB9F");
         return -1;
     }
+    /* Types are read as 32-bit words: like the kernel's own verifier,
+     * refuse a type section that is not 4-byte aligned (libbpf 1.1 accepts
+     * it, and every later read of a type would be misaligned). */
+    uint32_t hdr_len = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
+    uint32_t type_off = (uint32_t)b[8] | (uint32_t)b[9] << 8 | (uint32_t)b[10] << 16 | (uint32_t)b[11] << 24;
+    uint32_t type_len = (uint32_t)b[12] | (uint32_t)b[13] << 8 | (uint32_t)b[14] << 16 | (uint32_t)b[15] << 24;
+    if ((hdr_len | type_off | type_len) & 3u) {
+        snprintf(note, note_len, "no types: BTF type section not 4-byte aligned (hdr_len %u, type_off %u, type_len %u)",
+                 hdr_len, type_off, type_len);
+        return -1;
+    }
     /* libbpf validates the header, every type and the string section. */
     struct btf *btf = btf__new(b, (uint32_t)len);
     if (!btf || libbpf_get_error(btf)) {

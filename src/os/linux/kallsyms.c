@@ -65,7 +65,7 @@ static vmt_status find_tokens(const uint8_t *buf, size_t len, size_t sig, tokens
         return vmt_errbuf_set(e, VMT_E_FORMAT, "kallsyms: token table longer than 64 KiB");
     for (unsigned i = 0; i < 256; i++) {
         size_t s = table + rd16(buf + index + 2 * i);
-        if (s >= index || (i > 0 && buf[s - 1] != 0) || (i > 0 && s != tk->start[i - 1] + tk->len[i - 1] + 1))
+        if (s >= index || (i > 0 && (s == 0 || buf[s - 1] != 0)) || (i > 0 && s != tk->start[i - 1] + tk->len[i - 1] + 1))
             return vmt_errbuf_set(e, VMT_E_FORMAT, "kallsyms: token index entry %u does not point at token %u", i, i);
         size_t n = 0;
         while (s + n < index && buf[s + n] != 0)
