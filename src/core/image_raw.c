@@ -48,11 +48,11 @@ static const struct reg_field {
     F64(dr0), F64(dr1), F64(dr2), F64(dr3), F64(dr6), F64(dr7),
 };
 
-vmt_status vmt_image_read_file(const char *path, uint64_t max, uint8_t **buf_out, size_t *len_out, char *why,
+/* Open a regular file of at most `max` bytes for reading; its size is
+ * checked before anything is read. */
+static vmt_status open_bounded(const char *path, uint64_t max, int *fd_out, size_t *len_out, char *why,
                                size_t why_len)
 {
-    *buf_out = NULL;
-    *len_out = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         vmt_why(why, why_len, "cannot open %s: %s", path, strerror(errno));
@@ -65,12 +65,26 @@ vmt_status vmt_image_read_file(const char *path, uint64_t max, uint8_t **buf_out
         return VMT_E_IO;
     }
     if ((uint64_t)sb.st_size > max) {
-        vmt_why(why, why_len, "%s is %" PRIu64 " bytes, more than the limit of %" PRIu64, path,
+        vmt_why(why, why_len, "%s is %" PRIu64 " bytes, more than the limit of %" PRIu64 " (refused unread)", path,
                 (uint64_t)sb.st_size, max);
         close(fd);
         return VMT_E_RANGE;
     }
-    size_t len = (size_t)sb.st_size;
+    *fd_out = fd;
+    *len_out = (size_t)sb.st_size;
+    return VMT_OK;
+}
+
+vmt_status vmt_image_read_file(const char *path, uint64_t max, uint8_t **buf_out, size_t *len_out, char *why,
+                               size_t why_len)
+{
+    *buf_out = NULL;
+    *len_out = 0;
+    int fd;
+    size_t len;
+    vmt_status st = open_bounded(path, max, &fd, &len, why, why_len);
+    if (st != VMT_OK)
+        return st;
     uint8_t *buf = malloc(len + 1); /* +1: room for a NUL for text files */
     if (!buf) {
         close(fd);
@@ -102,24 +116,11 @@ vmt_status vmt_image_map_file(const char *path, uint64_t max, bool writable, voi
 {
     *map_out = NULL;
     *len_out = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        vmt_why(why, why_len, "cannot open %s: %s", path, strerror(errno));
-        return VMT_E_IO;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        vmt_why(why, why_len, "%s is not a regular file", path);
-        close(fd);
-        return VMT_E_IO;
-    }
-    if ((uint64_t)sb.st_size > max) {
-        vmt_why(why, why_len, "%s is %" PRIu64 " bytes, more than the limit of %" PRIu64 " (refused unread)", path,
-                (uint64_t)sb.st_size, max);
-        close(fd);
-        return VMT_E_RANGE;
-    }
-    size_t len = (size_t)sb.st_size;
+    int fd;
+    size_t len;
+    vmt_status st = open_bounded(path, max, &fd, &len, why, why_len);
+    if (st != VMT_OK)
+        return st;
     if (len == 0) {
         close(fd);
         return VMT_OK; /* an empty file: no mapping, len 0 */
