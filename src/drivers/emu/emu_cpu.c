@@ -533,6 +533,8 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             return report_stop(e, ev); /* restored in HLT: sleep first */
         if (!emu_irq_poll(e))
             return report_stop(e, ev);
+        if (emu_trap_slots_low(e))
+            emu_tlb_flush(e);
         emu_tlb_apply_flush(e);
         uint64_t rip = emu_rip(e);
         uint64_t t0 = now_ns();
@@ -580,8 +582,13 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             last_fault_icount = e->icount;
             uint32_t pf_err = 0;
             emu_fault_result r = emu_mmu_fault(e, &e->fault, ev, &pf_err);
-            if (e->fault.kind != VMT_ACCESS_X)
-                emu_tlb_flush(e); /* the trap slot's translation must go */
+            /* the trap slot's translation must go unless it still answers
+             * right: a memory event (the view forbids the access) keeps
+             * trapping the same way until the MMU context changes, which
+             * flushes (emu_tlb_revalidate); anything else (a retry, a
+             * page-table write, #PF, #GP) changes what the access does */
+            if (e->fault.kind != VMT_ACCESS_X && (r != EMU_FR_EVENT || emu_trap_slots_low(e)))
+                emu_tlb_flush(e);
             if (r == EMU_FR_RETRY) {
                 e->stats.internal_exits++;
                 continue;

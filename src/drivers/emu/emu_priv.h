@@ -172,7 +172,7 @@ typedef struct emu {
     uint32_t *pt_refs;    /* per host frame */
     uint8_t *sink;        /* 4 KiB at EMU_SINK_PA: DENY-ed writes land here */
     uint8_t *dirty;       /* a bit per RAM frame written since the last clear */
-    uint8_t *xframes;     /* a bit per frame ever handed out executable */
+    uint8_t *xframes;     /* a bit per frame ever handed out executable (fetch fills only) */
     uint8_t maxphyaddr;
     vmt_ram_range *ranges;/* RAM blocks (nranges 0: one block 0..ram) */
     size_t nranges;
@@ -225,7 +225,7 @@ typedef struct emu {
     bool in_ctl;              /* inside a uc_ctl call: only EMU_CTL_VA fills */
     bool ctl_pa_valid;
     uint64_t trap_va[EMU_TRAP_SLOTS];
-    uint32_t trap_next;
+    uint32_t trap_next;       /* trap slots handed out since Unicorn's last TLB flush */
     uint64_t code_va;         /* 1-entry cache for the code hook */
     const uint8_t *code_host;
     vmt_emu_tlb_stats tstats;
@@ -328,6 +328,8 @@ emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32
  * next run by emu_tlb_apply_flush). */
 void emu_tlb_flush(emu *e);
 void emu_tlb_apply_flush(emu *e);
+/* More than half of the trap slots were handed out since the last flush. */
+bool emu_trap_slots_low(const emu *e);
 /* After a view/rights/grant change: flush when any translation changes. */
 void emu_tlb_revalidate(emu *e);
 /* Bytes [off, off + len) of a host frame were written: translations whose
