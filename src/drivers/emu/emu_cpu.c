@@ -127,6 +127,7 @@ static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *
         const emu_tlb_entry *t = slot ? &e->tlb[*slot] : NULL;
         if (t && !t->is_mmio && !t->is_sink) {
             e->code_host = emu_frame_ptr(e, t->backing);
+            e->code_gfn = t->gfn;
         } else {
             /* translated code can run after a flush without a new fill
              * (jumps chained inside a page): translate here */
@@ -135,6 +136,7 @@ static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *
             if (emu_mmu_host_ptr(e, page, false, &h, &left) != VMT_OK)
                 return NULL;
             e->code_host = h;
+            e->code_gfn = UINT64_MAX;
         }
         e->code_va = page;
     }
@@ -414,6 +416,7 @@ static vmt_status report(emu *e, vmt_event *ev)
     } else {
         e->awaiting_response = true;
         e->last = *ev;
+        e->regs_from_event = true;
     }
     e->ns_event_at = now_ns();
     return VMT_OK;
@@ -511,6 +514,7 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
     uint64_t last_fault_va = UINT64_MAX, last_fault_icount = 0;
     unsigned same_fault = 0;
     memset(ev, 0, sizeof *ev);
+    e->regs_from_event = false; /* the guest runs */
     for (;;) {
         e->fault.pending = false;
         e->special = EMU_SP_NONE;

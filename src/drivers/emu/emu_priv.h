@@ -228,6 +228,7 @@ typedef struct emu {
     uint32_t trap_next;       /* trap slots handed out since Unicorn's last TLB flush */
     uint64_t code_va;         /* 1-entry cache for the code hook */
     const uint8_t *code_host;
+    vmt_gfn code_gfn;         /* code_va's guest frame (UINT64_MAX: not known) */
     vmt_emu_tlb_stats tstats;
     vmt_emulator *engine;     /* one-instruction responses without a map change */
     vmt_fpu_state engine_fpu[2]; /* engine_one: the vCPU's FXSAVE state before / after */
@@ -270,6 +271,8 @@ typedef struct emu {
     /* events */
     bool awaiting_response;
     vmt_event last;           /* the event awaiting a response */
+    bool regs_from_event;     /* last.regs still hold Unicorn's engine registers
+                                 (cleared by every register write and run) */
     uint64_t seq;
     bool stopped;             /* sticky until set_regs / set_limit */
     vmt_stop_info stop;
@@ -385,8 +388,9 @@ bool emu_do_syscall(emu *e, uint64_t rip, uint32_t len);
 bool emu_do_sysenter(emu *e, uint64_t rip, uint32_t len);
 void emu_serial_flush(emu *e);
 uint64_t emu_hwbp_dr7(const emu *e);
-/* Load what the engine changes: GPRs, rip, rflags, fs/gs base. */
-void emu_regs_write_engine(emu *e, const vmt_regs *r);
+/* Load what the engine changes: GPRs, rip, rflags, fs/gs base; only those
+ * that differ from `before` (what emu_regs_read_engine gave). */
+void emu_regs_write_engine(emu *e, const vmt_regs *before, const vmt_regs *r);
 void emu_regs_read_engine(emu *e, vmt_regs *r); /* only what the engine uses (see emu_regs_write_engine) */
 /* Pick up selectors the guest loaded natively (iretq, far jumps, mov). */
 void emu_sync_selectors(emu *e);
