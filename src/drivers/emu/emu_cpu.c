@@ -62,7 +62,32 @@ static const uint8_t first_byte[256] = {
 #undef P1
 #undef SP
 
+/* Second bytes after 0x0f that classify() or window_opens() look at: CR
+ * moves, rdmsr/wrmsr, sysret/sysexit, rdtsc/rdtscp (0f 01 f9), and
+ * sysret/sysexit again for the interrupt window. The other 0f opcodes
+ * (jcc, movzx, cmov, setcc, nopl, SSE, ...) need no look. */
+static const uint8_t special_0f[256] = {
+    [0x01] = 1, [0x05] = 1, [0x07] = 1, [0x20] = 1, [0x22] = 1,
+    [0x30] = 1, [0x31] = 1, [0x32] = 1, [0x34] = 1, [0x35] = 1,
+};
+
 static inline bool is_prefix(uint8_t b) { return first_byte[b] == 1; }
+
+/* The instruction needs no look by classify() / window_opens(): after its
+ * prefixes, an opcode of class 0, or 0x0f with a second byte not listed
+ * in special_0f (classify would answer EMU_SP_NONE and window_opens do
+ * nothing). */
+static inline bool plain_insn(const uint8_t *p, uint32_t size)
+{
+    uint32_t i = 0;
+    while (i < size && is_prefix(p[i]))
+        i++;
+    if (i >= size)
+        return false;
+    if (first_byte[p[i]] == 0)
+        return true;
+    return p[i] == 0x0f && i + 1 < size && !special_0f[p[i + 1]];
+}
 
 /* Opcode classification only (Capstone decodes the few matches later). */
 static enum emu_special classify(const uint8_t *p, uint32_t size)
@@ -177,10 +202,9 @@ static bool step_retired(emu *e, uint64_t addr)
     return false;
 }
 
-static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
+/* Every decision of the code hook (hook_code takes the common case). */
+static __attribute__((noinline)) void hook_code_slow(emu *e, uint64_t addr, uint32_t size)
 {
-    (void)uc;
-    emu *e = user;
     if (e->step != EMU_STEP_NONE) {
         if (e->step_started) {
             if (!step_retired(e, addr))
@@ -243,6 +267,28 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
         return;
     }
     e->icount++;
+}
+
+/* Before every guest instruction (a quarter of the time Linux runs): the
+ * common case — no step, no pending flush, no execute breakpoint, no
+ * instruction limit / interrupt check / deadline poll due, the instruction
+ * inside the cached code page and plain (plain_insn: REX and other
+ * prefixes, two-byte opcodes included) — only counts it, in a frame small
+ * enough to need no saved registers.
+ * Anything else takes hook_code_slow, which decides exactly as before. */
+static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
+{
+    (void)uc;
+    emu *e = user;
+    uint64_t n = e->icount;
+    uint64_t off = addr & (EMU_PAGE - 1);
+    if (e->step == EMU_STEP_NONE && !e->flush_asap && !e->hwbp_mask && n < e->irq_check_at &&
+        (!e->insn_limit || n < e->insn_limit) && (!e->deadline_ns || (n & 0xffff) != 0) &&
+        addr - off == e->code_va && off + size <= EMU_PAGE && plain_insn(e->code_host + off, size)) {
+        e->icount = n + 1;
+        return;
+    }
+    hook_code_slow(e, addr, size);
 }
 
 static bool hook_fault(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
