@@ -358,11 +358,6 @@ vmt_status emu_mmio_map(emu *e, uint64_t base, uint64_t size)
     return VMT_OK;
 }
 
-static void hook_noop(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
-{
-    (void)uc, (void)type, (void)addr, (void)size, (void)value, (void)user;
-}
-
 static void hook_intr(uc_engine *uc, uint32_t intno, void *user)
 {
     (void)uc;
@@ -396,8 +391,9 @@ vmt_status emu_cpu_init(emu *e)
     ADD(UC_HOOK_CODE, (void *)hook_code, e, 1, 0);
     ADD(UC_HOOK_MEM_UNMAPPED, (void *)hook_fault, e, 1, 0);
     ADD(UC_HOOK_TLB_FILL, (void *)hook_tlb_fill, e, 1, 0);
-    /* a no-op hook on a range nothing uses keeps RIP precise in hooks */
-    ADD(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, (void *)hook_noop, e, 0xfffffffffffff000ull, 0xffffffffffffffffull);
+    /* no UC_HOOK_MEM_READ/WRITE: any such hook sends every guest load and
+     * store through Unicorn's slow path (see emu_mmu.c on self-modifying
+     * code); the code hook keeps RIP exact for the trap and fault hooks */
     ADD(UC_HOOK_INTR, (void *)hook_intr, e, 1, 0);
     ADD(UC_HOOK_INSN, (void *)hook_in, e, 1, 0, UC_X86_INS_IN);
     ADD(UC_HOOK_INSN, (void *)hook_out, e, 1, 0, UC_X86_INS_OUT);

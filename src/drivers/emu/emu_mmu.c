@@ -33,6 +33,18 @@
  * emu_mmu_fault() then decides what a recorded fault is (#PF, event, page-
  * table write to perform, or a retry after a flush).
  *
+ * Self-modifying code: the driver installs no UC_HOOK_MEM_READ/WRITE hook
+ * (any one sends every guest load and store through Unicorn's slow path,
+ * ~3x slower). Unicorn 2.1.1 then notices a guest store into translated
+ * code this way: a write translation starts "not dirty" (slow path; the
+ * first store drops translated code of the frame, then the entry turns
+ * fast), and translating code re-marks the write translations of the SAME
+ * virtual page only. A fast write translation through another virtual
+ * page (an alias) would miss later code, so the driver never lets a frame
+ * be executable through one page and writable through another at once: a
+ * fill that would (alias_conflict) lets the access complete and stops the
+ * CPU before the next instruction to flush everything (flush_asap).
+ *
  * The record (tlb[] + tlb_index) holds every translation handed to Unicorn
  * since its TLB was last flushed (a superset of Unicorn's TLB): it is how
  * page-table writes, view changes and host writes find what to invalidate.
@@ -312,6 +324,26 @@ static bool fetched_before(const emu *e, uint64_t va_page, vmt_gfn backing)
     return (t->uc_perms & UC_PROT_EXEC) && t->backing == backing && !t->is_mmio && !t->is_sink;
 }
 
+/* Whether handing out `perms` on backing at va_page would make the frame
+ * executable through one virtual page and writable through another (see
+ * the opening comment on self-modifying code). */
+static bool alias_conflict(const emu *e, uint64_t va_page, vmt_gfn backing, uint32_t perms)
+{
+    uint32_t other = 0;
+    if (perms & UC_PROT_EXEC)
+        other |= UC_PROT_WRITE;
+    if ((perms & UC_PROT_WRITE) && (e->xframes[backing >> 3] >> (backing & 7) & 1))
+        other |= UC_PROT_EXEC;
+    if (!other)
+        return false;
+    for (uint32_t i = 0; i < e->tlb_used; i++) {
+        const emu_tlb_entry *t = &e->tlb[i];
+        if (t->backing == backing && t->va != va_page && (t->uc_perms & other) && !t->is_mmio && !t->is_sink)
+            return true;
+    }
+    return false;
+}
+
 /* Decide a translation for an access of `kind` to va_page. */
 bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, uint32_t *perms)
 {
@@ -396,6 +428,8 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
     n.uc_perms = uc_perms_of(a) | uc_perms_of(kind);
     if (kind != VMT_ACCESS_X && !fetched_before(e, va_page, backing))
         n.uc_perms &= ~(uint32_t)UC_PROT_EXEC; /* X only for code: see the opening comment */
+    if (alias_conflict(e, va_page, backing, n.uc_perms))
+        e->flush_asap = true; /* this access goes on; the next instruction starts afresh */
     if (n.uc_perms & UC_PROT_EXEC)
         e->xframes[backing >> 3] |= (uint8_t)(1u << (backing & 7));
     record(e, &n);

@@ -36,7 +36,11 @@
  *    (it translates through the TLB/fill): the driver drops code over a
  *    physical page by answering a private non-canonical address (EMU_CTL_VA
  *    + physical) during that call. Guest stores into code are noticed by
- *    Unicorn itself.
+ *    Unicorn itself (a new write translation starts "not dirty"), but
+ *    translating code re-protects only writes through the same virtual
+ *    page: emu_mmu.c keeps a frame from being executable at one page and
+ *    writable at another. The driver has no UC_HOOK_MEM_READ/WRITE hook:
+ *    one sends every guest load and store through the slow path.
  *  - uc_emu_start's `until` makes Unicorn translate that address at every
  *    start (a fill): exits mode with no exits is used instead.
  *  - In 64-bit mode uc_reg_write of CS/SS/DS/ES sets only the selector; the
