@@ -35,6 +35,13 @@
  *    0; the SINGLESTEP event that follows re-reads the vCPU's dirty entries
  *    (top level first), emits the events and switches back (SWITCH_VIEW to
  *    the view the write trapped in).
+ *  - Writes reported after they landed (driver cap VMT_CAP_WRITE_AFTER, e.g.
+ *    the qemu driver's gdbstub watchpoints): memory already holds the new
+ *    entry; the monitor reads it back (applying the event's data on top, which
+ *    changes nothing), re-walks at once and answers CONTINUE — no step, no
+ *    view switch. Such a driver may have view 0 only, so monitor() accepts
+ *    view 0 then. A write without data re-reads the entry at gpa (gpa to
+ *    the end of its entry, or `size` bytes).
  *  - Partial writes (a 4-byte store into an 8-byte entry, by any vCPU) are
  *    judged like the hardware would: the entry's value is what memory holds
  *    with the written bytes applied, re-walked at once. Nothing is held
@@ -137,6 +144,7 @@ typedef struct vmt_ptm_stats {
     uint64_t no_change;        /* ... whose value did not change (dupes, failed CMPXCHG) */
     uint64_t rewalks;          /* translations re-walked */
     uint64_t hostile;          /* walks that hit hostile tables */
+    uint64_t writes_after;     /* write events reported after the store landed (VMT_CAP_WRITE_AFTER) */
     uint64_t events[4];        /* emitted, indexed by vmt_ptm_event_kind */
 } vmt_ptm_stats;
 
