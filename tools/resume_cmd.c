@@ -13,6 +13,9 @@
  * handler pages it in, the same call hits again and is reported once,
  * decoded, with "after K injected #PF"); at most N (default 2) #PFs per
  * page per run, after which it stays "paged out" with the reason.
+ * --watch-pages WHO:VA[,VA|START-END...] (tools/watch_pages.c): the
+ * page-table monitor on user pages of the process WHO (pid or comm) under
+ * its own root; every page-in/page-out/remap is printed, refusals too.
  * --runs N: N runs from the same starting point, the machine restored
  * (dirty pages, vCPU, devices, clock) between them; each run's console is
  * hashed and the summary says whether all runs printed the same.
@@ -47,6 +50,7 @@ typedef struct resume_opts {
     size_t nhooks;
     char *hooks[CLI_MAX_HOOKS]; /* point into hook_buf */
     char hook_buf[1024];
+    cli_watch watch;          /* --watch-pages WHO:VA[,...] (tools/watch_pages.c) */
 } resume_opts;
 
 typedef struct resume_ctx {
@@ -55,12 +59,14 @@ typedef struct resume_ctx {
     int inject_pf;   /* not-present arguments ask for a #PF (vmt_hit_inject_pf) */
     uint64_t lines;
     uint64_t hash;   /* FNV-1a over this run's console lines */
+    cli_watch *watch; /* --watch-pages, or NULL */
 } resume_ctx;
 
 static void usage(FILE *f)
 {
     fputs("usage: vmtrap run --snapshot FILE [--state SIDECAR.json] [--instructions N] [--limit SECONDS]\n"
-          "                  [--runs N] [--save-at N --save OUT.vmts] [--hook SYMBOL[,SYMBOL...]] [--returns] [--inject-pf[=N]] [--json] [--quiet]\n",
+          "                  [--runs N] [--save-at N --save OUT.vmts] [--hook SYMBOL[,SYMBOL...]] [--returns] [--inject-pf[=N]] [--json] [--quiet]\n"
+          "                  [--watch-pages PID|COMM:VA[,VA|START-END...]]\n",
           f);
 }
 
@@ -108,6 +114,10 @@ static int parse(int argc, char **argv, resume_opts *o)
                 o->hooks[o->nhooks++] = tok;
             }
             i++;
+        } else if (strcmp(a, "--watch-pages") == 0 && val) {
+            if (cli_watch_parse(&o->watch, val))
+                return -1;
+            i++;
         } else if (strcmp(a, "--save") == 0 && val) {
             o->save = argv[++i];
         } else if (strcmp(a, "--instructions") == 0 && !cli_parse_u64(val, &o->instructions)) {
@@ -138,8 +148,8 @@ static int parse(int argc, char **argv, resume_opts *o)
         fprintf(stderr, "vmtrap: --save-at N and --save FILE go together\n");
         return -1;
     }
-    if (o->nhooks && (o->runs > 1 || o->save)) {
-        fprintf(stderr, "vmtrap: --hook runs once: not with --runs or --save-at\n");
+    if ((o->nhooks || o->watch.ngroups) && (o->runs > 1 || o->save)) {
+        fprintf(stderr, "vmtrap: --hook and --watch-pages run once: not with --runs or --save-at\n");
         return -1;
     }
     if (!o->instructions && o->limit == 0) {
@@ -258,9 +268,19 @@ static vmt_status on_hit(const vmt_hit *hit, void *user)
     return VMT_OK;
 }
 
+static void on_page(const vmt_ptm_event *ev, const char *symbol, void *user)
+{
+    (void)symbol;
+    resume_ctx *c = user;
+    if (c->watch)
+        (void)cli_watch_on_event(c->watch, ev);
+}
+
 /* One run with hidden breakpoints on kernel functions named by kallsyms
- * (the OS layer over the snapshot's memory), arguments decoded from BTF. */
-static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
+ * (the OS layer over the snapshot's memory), arguments decoded from BTF,
+ * and/or the page-table monitor on user pages (--watch-pages) through the
+ * monitor's own ptm in its view. */
+static int run_hooked(resume_ctx *c, resume_opts *o, vmt_resume *r)
 {
     char why[512] = "";
     vmt_os *os = NULL, *live = NULL;
@@ -277,8 +297,10 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
     vmt_session *s = NULL;
     vmt_monitor *m = NULL;
     int rc = CLI_EXIT_USAGE;
-    if (vmt_os_symbols_image(os, (const char *const *)o->hooks, o->nhooks, rr[0].start + rr[0].size, &img, why,
-                             sizeof why) != VMT_OK) {
+    /* The monitor needs an image; with --watch-pages alone it holds _text and no hook is placed. */
+    static const char *const no_hooks[] = { "_text" };
+    if (vmt_os_symbols_image(os, o->nhooks ? (const char *const *)o->hooks : no_hooks, o->nhooks ? o->nhooks : 1,
+                             rr[0].start + rr[0].size, &img, why, sizeof why) != VMT_OK) {
         fprintf(stderr, "vmtrap: --hook: %s\n", why);
         goto out;
     }
@@ -312,6 +334,15 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
         if (o->returns && !(vmt_os_proto(os, o->hooks[i], &p) == VMT_OK && !p.has_ret) &&
             vmt_monitor_hook_return(m, o->hooks[i], on_hit, c) != VMT_OK) {
             fprintf(stderr, "vmtrap: return hook '%s': %s\n", o->hooks[i], vmt_monitor_error(m));
+            goto out;
+        }
+    }
+    if (o->watch.ngroups) {
+        c->watch = &o->watch;
+        c->watch->log = &c->log;
+        vmt_monitor_on_page_event(m, on_page, c);
+        if (cli_watch_arm(c->watch, live ? live : os, vmt_monitor_ptm(m), vmt_monitor_view(m)) == 0) {
+            fprintf(stderr, "vmtrap: --watch-pages: no page could be watched (see the refused lines)\n");
             goto out;
         }
     }
@@ -350,6 +381,8 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
                  ms->pf_injected, ms->pf_refused, o->inject_pf);
         cli_log_note(&c->log, "inject-pf", msg);
     }
+    if (c->watch)
+        cli_watch_summary(c->watch, vmt_monitor_ptm(m));
     summary(c, o, 1, d1.instructions - d0.instructions, vmt_resume_now_ns(r) - ns0, wall, &stop, r);
     rc = st == VMT_OK && (stop.reason == VMT_STOP_INSN_LIMIT || stop.reason == VMT_STOP_TIME_LIMIT) ? CLI_EXIT_OK
                                                                                                    : CLI_EXIT_FAIL;
@@ -385,7 +418,7 @@ int cli_resume_main(int argc, char **argv)
         fprintf(stderr, "vmtrap: %s\n", why);
         return CLI_EXIT_USAGE;
     }
-    if (o.nhooks) {
+    if (o.nhooks || o.watch.ngroups) {
         int hrc = run_hooked(&c, &o, r);
         vmt_resume_close(r);
         return hrc;
