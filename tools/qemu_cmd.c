@@ -535,9 +535,6 @@ int cli_qemu_main(int argc, char **argv)
             break;
         }
         vmt_response resp = vmt_response_continue();
-        if (getenv("VMT_DEBUG_WATCH") && ev.kind == VMT_EVENT_MEM_ACCESS)
-            fprintf(stderr, "DBG hit gva=0x%" PRIx64 " gpa=0x%" PRIx64 " data=%d val=0x%" PRIx64 " rip=0x%" PRIx64 " cr3=0x%" PRIx64 "\n",
-                    ev.u.mem.gva, ev.u.mem.gpa, ev.u.mem.has_data, ev.u.mem.value, ev.regs.rip, ev.regs.cr3);
         bool handled = false;
         if (ptm && vmt_ptm_handle_event(ptm, &ev, &resp, on_ptm_event, &o.watch, &handled) != VMT_OK)
             fprintf(stderr, "vmtrap: page-table monitor: %s\n", vmt_ptm_error(ptm));
