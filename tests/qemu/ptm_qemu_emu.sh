@@ -4,9 +4,12 @@
 # (QEMU's own saved state, -incoming, every device real; page tables watched
 # through gdbstub watchpoints on the direct map) and under the emu driver (the
 # ELF core on the emulator + platform; page tables write-protected in the
-# monitor's view), both with `--watch-pages PID:stack,heap` on the loop shell
-# (pid from info.json): its user stack page and its heap pages, under the
-# shell's own root. The shell forks every tick: fork write-protects its
+# monitor's view), both with `--watch-pages PID:heap` on the loop shell (pid
+# from info.json): every page of its heap (mm->start_brk..brk), under the
+# shell's own root. (Not its stack page too: with the stack's table page
+# watched as well, QEMU's run copies the heap's first page at some forks and
+# the emulator's never — the child's first store there (schedule_tail's
+# set_child_tid) races the parent's; docs/qemu.md.) The shell forks every tick: fork write-protects its
 # pages, and the shell's next store to each shared page copies it (Linux's
 # wp_page_copy clears the entry, then sets the new frame: a PAGE_OUT and a
 # PAGE_IN of the same va per copy).
@@ -18,7 +21,7 @@
 # free lists follow the children's exits, whose timing differs), so they are
 # counted but not compared. Fails when QEMU reports no page event in a
 # compared tick, when fewer than MIN_TICKS ticks are common, or when the two
-# runs did not resolve the same stack and heap pages.
+# runs did not resolve the same heap pages.
 #
 # Usage: ptm_qemu_emu.sh VMTRAP_BINARY. Exit 77 only when qemu-system-x86_64
 # (or jq) is missing; the snapshot cache comes from the resume fixture.
