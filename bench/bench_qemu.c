@@ -10,7 +10,13 @@
  *     do_sys_openat2 (each hit: stop, registers, filename read through the
  *     guest page tables, step over the breakpoint, continue), and from the
  *     two the wall-clock cost of one hit;
- *   - how many breakpoints QEMU accepts (up to N_BP).
+ *   - how many breakpoints QEMU accepts (up to N_BP);
+ *   - a watched page-table page (the driver's write-only VIEW_PERM, a
+ *     gdbstub watchpoint on the frame through the direct map): the loop
+ *     shell's heap table page (found at its "tick" write), the loop speed
+ *     with it watched, every hit answered CONTINUE, and from that the wall
+ *     cost of one watched-table write; and the cost of write-protecting and
+ *     releasing a frame (QEMU flushes its translated code at each).
  * Usage: bench_qemu [seconds per phase] (default 4). Needs
  * qemu-system-x86_64 and builds the snapshot cache if it is missing.
  */
@@ -74,6 +80,66 @@ static double hooked(vmt_driver *d, linux_snap *snap, uint64_t openat2, double p
     if ((st = vmt_drv_hw_breakpoint(d, VMT_VCPU_ALL, 0, 0, 0)))
         die(d, "clear", st);
     *tick_end = snap_console_tick(snap);
+    return took;
+}
+
+/* Watched table page: returns the wall time of `phase` seconds with the loop
+ * shell's heap table page write-protected; *hits, *tick_end, *set_us. */
+static double watched(vmt_driver *d, linux_snap *snap, double phase, unsigned *hits, int *tick_end, double *set_us)
+{
+    vmt_status st;
+    vmt_event ev;
+    vmt_response cont = vmt_response_continue();
+    uint64_t ksys_write = snap_symbol(snap, "ksys_write");
+    if (!ksys_write)
+        die(d, "ksys_write is not in the kallsyms sample", VMT_E_NOTFOUND);
+    if ((st = vmt_drv_hw_breakpoint(d, VMT_VCPU_ALL, 0, ksys_write, 1)))
+        die(d, "breakpoint", st);
+    /* The shell writes "tick N pid P" from a heap buffer (rsi). */
+    uint64_t table_pa = 0, buf_pa;
+    for (int i = 0; i < 200 && !table_pa; i++) {
+        if ((st = vmt_drv_wait_event(d, 10000, &ev)) || ev.kind != VMT_EVENT_HW_BREAKPOINT)
+            die(d, "waiting for a tick write", st ? st : VMT_E_INTERNAL);
+        char head[5] = "";
+        if (snap_translate(d, &ev.regs, ev.regs.rsi, &buf_pa, &table_pa) == VMT_OK &&
+            (vmt_drv_read_phys(d, buf_pa, head, 4) != VMT_OK || strncmp(head, "tick", 4) != 0))
+            table_pa = 0;
+        if ((st = vmt_drv_respond(d, &ev, &cont)))
+            die(d, "respond", st);
+    }
+    if ((st = vmt_drv_hw_breakpoint(d, VMT_VCPU_ALL, 0, 0, 0)))
+        die(d, "clear", st);
+    if (!table_pa)
+        die(d, "no tick write from a 4 KiB heap page", VMT_E_NOTFOUND);
+    /* nokaslr snapshot: the direct map at its default base (the driver checks it maps the frame). */
+    if ((st = vmt_qemu_set_map_base(d, 0xffff888000000000ull)))
+        die(d, "map base", st);
+    vmt_gfn gfn = table_pa >> 12;
+    double t0 = now_s();
+    for (int i = 0; i < 10; i++)
+        if ((st = vmt_drv_view_set_access(d, 0, gfn, VMT_ACCESS_RX)) ||
+            (st = vmt_drv_view_set_access(d, 0, gfn, VMT_ACCESS_RWX)))
+            die(d, "write-protect a frame", st);
+    *set_us = (now_s() - t0) / 20 * 1e6;
+    if ((st = vmt_drv_view_set_access(d, 0, gfn, VMT_ACCESS_RX)))
+        die(d, "write-protect a frame", st);
+    int k0 = snap_console_tick(snap);
+    *hits = 0;
+    t0 = now_s();
+    while (now_s() - t0 < phase) {
+        st = vmt_drv_wait_event(d, 500, &ev);
+        if (st == VMT_E_TIMEOUT)
+            continue;
+        if (st || ev.kind != VMT_EVENT_MEM_ACCESS)
+            die(d, "watched run", st ? st : VMT_E_INTERNAL);
+        (*hits)++;
+        if ((st = vmt_drv_respond(d, &ev, &cont)))
+            die(d, "respond", st);
+    }
+    double took = now_s() - t0;
+    if ((st = vmt_drv_view_set_access(d, 0, gfn, VMT_ACCESS_RWX)))
+        die(d, "release the frame", st);
+    *tick_end = snap_console_tick(snap) - k0;
     return took;
 }
 
@@ -185,6 +251,20 @@ int main(int argc, char **argv)
     double step_s = hooked(d, &snap, openat2, phase, &hits_step, &s1);
     double hit_step_us = plain_tps > 0 && hits_step ? (step_s - (s1 - s0) / plain_tps) / hits_step * 1e6 : 0;
     vmt_driver_destroy(d);
+
+    /* A watched page-table page. */
+    if ((st = snap_launch(&snap, 1, 1, &d, why, sizeof why))) {
+        fprintf(stderr, "bench_qemu: %s\n", why);
+        return 1;
+    }
+    run_plain(d, 1.0);
+    unsigned watch_hits;
+    int watch_ticks;
+    double watch_set_us;
+    double watch_s = watched(d, &snap, phase, &watch_hits, &watch_ticks, &watch_set_us);
+    double watch_tps = watch_ticks / watch_s;
+    double watch_hit_us = plain_tps > 0 && watch_hits ? (watch_s - watch_ticks / plain_tps) / watch_hits * 1e6 : 0;
+    vmt_driver_destroy(d);
     printf("gdbstub round trip: phys read (8 B) %.1f us, register read %.1f us, single step %.1f us\n", m_us, g_us,
            step_us);
     printf("guest loop: %.2f ticks/s plain, %.2f ticks/s with every open hooked (%u hits, %.1f hits/s)\n", plain_tps,
@@ -195,11 +275,16 @@ int main(int argc, char **argv)
     printf("breakpoints accepted: %u of %u tried (%.1f us each to set)\n", accepted, N_BP, bp_set_us);
     printf("driver: %llu exits (%llu internal)\n", (unsigned long long)stats.exits,
            (unsigned long long)stats.internal_exits);
+    printf("watched table page (the shell's heap page table): %.2f ticks/s, %u watch hits (%.1f per tick), "
+           "%.1f us wall per hit; write-protect or release a frame %.1f us\n",
+           watch_tps, watch_hits, watch_ticks ? (double)watch_hits / watch_ticks : 0, watch_hit_us, watch_set_us);
     printf("RESULT qemu_read_us=%.1f qemu_regs_us=%.1f qemu_step_us=%.1f qemu_hit_us=%.1f qemu_hit_stepover_us=%.1f "
            "stepover_vs_nopskip=%.2f ticks_per_s_plain=%.2f ticks_per_s_hooked=%.2f hooked_speed_ratio=%.3f "
-           "hits_per_s=%.1f breakpoints_accepted=%u\n",
+           "hits_per_s=%.1f breakpoints_accepted=%u qemu_watch_hit_us=%.1f watch_hits_per_tick=%.1f "
+           "ticks_per_s_watched=%.2f qemu_watch_set_us=%.1f\n",
            m_us, g_us, step_us, hit_us, hit_step_us, hit_us > 0 ? hit_step_us / hit_us : 0, plain_tps, hooked_tps,
-           plain_tps > 0 ? hooked_tps / plain_tps : 0, hits / hooked_s, accepted);
+           plain_tps > 0 ? hooked_tps / plain_tps : 0, hits / hooked_s, accepted, watch_hit_us,
+           watch_ticks ? (double)watch_hits / watch_ticks : 0, watch_tps, watch_set_us);
     snap_close(&snap);
     return 0;
 }

@@ -64,6 +64,7 @@
  * has NOT landed in memory while the sink runs (it lands when the driver
  * applies the response): take the new frame from the event's new_pa, not
  * from a fresh vmt_session_translate(), which still reads the old entry.
+ * (On a VMT_CAP_WRITE_AFTER driver it has landed already.)
  *
  * Guest tables are read in view 0 with the driver's read_phys (8 bytes per
  * entry; no frame cache to go stale) and walked with vmt_session_paging():

@@ -15,7 +15,8 @@
  * under both roots, CONTINUE without a step), a 4-byte store into one entry
  * (PAGE_IN), a 16-byte store over two entries (two events, the second
  * before the guest runs again), a hit for a watch that was removed meanwhile
- * (dropped and counted), a page still watched for the other root after one
+ * (dropped and counted), a store of the value already there (no data, no
+ * event), a page still watched for the other root after one
  * root's watches went, and the breakpoint manager still choosing the debug
  * controller on such a driver.
  */
@@ -218,12 +219,19 @@ static void ptm_on_fake_qemu(void **state)
     pe = find(&log, VMT_PTM_REMAP, 3);
     assert_non_null(pe);
     assert_true(pe->ctx.root == ROOT2 && pe->old_pa == 0x9000 && pe->new_pa == 0xf000);
+    /* The same value stored again: an event without data at the frame's
+     * start; the ptm re-reads, nothing moves. */
+    fake_stub_store(&s, MAP + PT + 16, 8, 0xf000 | 7, 0, false);
+    ev = next_write(d, p, &log);
+    assert_false(ev.u.mem.has_data);
+    assert_true(ev.u.mem.gpa == PT);
+    assert_int_equal(log.n, 0);
     vmt_ptm_watch_info wi;
     assert_int_equal(vmt_ptm_query(p, vmt_addr_ctx_make(0x400000, ROOT2), 0, 4, &wi), VMT_OK);
     assert_true(wi.present && wi.pa == 0xd000);
     vmt_ptm_stats ps;
     vmt_ptm_get_stats(p, &ps);
-    assert_int_equal(ps.writes_after, 5);
+    assert_int_equal(ps.writes_after, 6);
     assert_int_equal(ps.writes_stepped, 0);
     assert_int_equal(vmt_ptm_check(p), VMT_OK);
     assert_int_equal(vmt_qemu_check(d), VMT_OK);

@@ -173,22 +173,22 @@ static vmt_pa pa_of(const qemu_watch *w, uint64_t off)
     return page == 0 ? w->page_pa[0] + off : (w->page_pa[page] & ~0xfffull) + ((w->va + off) & 0xfff);
 }
 
-/* Queue a further changed word of the same hit (dropped when the queue is
- * full: the shadow is refreshed anyway, so a word lost there is reported by
- * no later hit — counted in watch_words only for reported ones). */
-static void queue_word(qemu_drv *q, vmt_va gva, vmt_pa gpa, const uint8_t *bytes, uint64_t n)
+/* Queue a further changed word of the same hit. -1 when the queue is full:
+ * the caller then leaves that word (and the rest) out of the shadow, so the
+ * next hit on the frame reports them (late, never lost). */
+static int queue_word(qemu_drv *q, vmt_va gva, vmt_pa gpa, const uint8_t *bytes, uint64_t n)
 {
     if (!q->queue) {
         q->queue = calloc(QEMU_QUEUE_MAX, sizeof *q->queue);
         if (!q->queue)
-            return;
+            return -1;
     }
     if (q->qhead + q->qlen >= QEMU_QUEUE_MAX) {
         memmove(q->queue, q->queue + q->qhead, q->qlen * sizeof *q->queue);
         q->qhead = 0;
     }
     if (q->qlen >= QEMU_QUEUE_MAX)
-        return;
+        return -1;
     vmt_event *e = &q->queue[q->qhead + q->qlen++];
     memset(e, 0, sizeof *e);
     e->kind = VMT_EVENT_MEM_ACCESS;
@@ -200,6 +200,7 @@ static void queue_word(qemu_drv *q, vmt_va gva, vmt_pa gpa, const uint8_t *bytes
     e->u.mem.size = (uint8_t)n;
     memcpy(&e->u.mem.value, bytes, (size_t)n);
     q->watch_words++;
+    return 0;
 }
 
 static qemu_watch *watch_of(qemu_drv *q, vmt_va watch_addr)
@@ -239,12 +240,16 @@ int qemu_watch_hit(vmt_driver *d, vmt_va watch_addr, vmt_event *ev)
         return 1;
     }
     bool first = true;
+    uint64_t seen = w->len; /* the shadow takes the new bytes up to here */
     for (uint64_t off = 0; off < w->len; off += 8) {
         uint64_t n = w->len - off < 8 ? w->len - off : 8;
         if (!memcmp(now + off, w->shadow + off, (size_t)n))
             continue;
         if (!first) {
-            queue_word(q, w->va + off, pa_of(w, off), now + off, n);
+            if (queue_word(q, w->va + off, pa_of(w, off), now + off, n)) {
+                seen = off;
+                break;
+            }
             continue;
         }
         first = false;
@@ -256,7 +261,7 @@ int qemu_watch_hit(vmt_driver *d, vmt_va watch_addr, vmt_event *ev)
         ev->u.mem.value = 0;
         memcpy(&ev->u.mem.value, now + off, (size_t)n);
     }
-    memcpy(w->shadow, now, (size_t)w->len);
+    memcpy(w->shadow, now, (size_t)seen);
     free(now);
     return 1;
 }
