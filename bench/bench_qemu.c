@@ -11,14 +11,17 @@
  *     guest page tables, step over the breakpoint, continue), and from the
  *     two the wall-clock cost of one hit;
  *   - how many breakpoints QEMU accepts (up to N_BP);
- *   - a watched page-table page (the driver's write-only VIEW_PERM, a
- *     gdbstub watchpoint on the frame through the direct map): the loop
- *     shell's heap table page (found at its "tick" write), the loop speed
- *     with it watched, every hit answered CONTINUE, and from that the wall
- *     cost of one watched-table write; and the cost of write-protecting and
- *     releasing a frame (QEMU flushes its translated code at each).
+ *   - the same workload on the emu driver (the snapshot's ELF core resumed
+ *     on the emulator + platform, when built): EMU_TICKS loop ticks plain
+ *     and hooked through the monitor, in process CPU time. The loop opens
+ *     3 files a tick; a few microseconds per hit are far below the noise of
+ *     a 0.2 s tick, so the emu hook is on _raw_spin_lock (~860 hits a tick
+ *     of the same workload; each hit reads 64 bytes of guest memory through
+ *     the page tables, like the QEMU hit reads a filename): per-hit cost =
+ *     (hooked - plain CPU) / hits.
  * Usage: bench_qemu [seconds per phase] (default 4). Needs
  * qemu-system-x86_64 and builds the snapshot cache if it is missing.
+ * Ends with one RESULT line.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +32,12 @@
 #include "linux_snap.h"
 #include "vmtrap/driver.h"
 #include "vmtrap/qemu.h"
+#ifdef VMT_BENCH_QEMU_EMU
+#include "vmtrap/monitor.h"
+#include "vmtrap/os.h"
+#include "vmtrap/resume.h"
+#include "vmtrap/session.h"
+#endif
 
 #define N_ROUND 2000
 #define N_BP 20000
@@ -45,6 +54,99 @@ static void die(vmt_driver *d, const char *what, vmt_status st)
     fprintf(stderr, "bench_qemu: %s: %s (%s)\n", what, vmt_strerror(st), d ? vmt_driver_error(d) : "");
     exit(1);
 }
+
+#ifdef VMT_BENCH_QEMU_EMU
+#define EMU_TICKS 6
+
+typedef struct emu_run {
+    unsigned ticks;
+    uint64_t hits;
+} emu_run;
+
+static void emu_on_serial(void *ctx, const char *line)
+{
+    if (strncmp(line, "tick ", 5) == 0)
+        ((emu_run *)ctx)->ticks++;
+}
+
+static vmt_status emu_on_hit(const vmt_hit *hit, void *user)
+{
+    emu_run *e = user;
+    uint8_t buf[64];
+    size_t done = 0;
+    (void)vmt_hit_read(hit, hit->regs.rsp, buf, sizeof buf, &done);
+    e->hits++;
+    return VMT_OK;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* EMU_TICKS ticks of the loop on the emu driver (after a warm-up tick),
+ * hooked or not: CPU seconds, instructions, hits. 0 on success. */
+static int emu_ticks(const char *core, int hook, double *cpu, uint64_t *insns, uint64_t *hits)
+{
+    emu_run e = { 0, 0 };
+    vmt_resume_config cfg = { .serial = emu_on_serial, .serial_ctx = &e, .quiet = true };
+    vmt_resume *r = NULL;
+    char why[512];
+    if (vmt_resume_open(core, &cfg, &r, why, sizeof why)) {
+        fprintf(stderr, "bench_qemu: emu: %s\n", why);
+        return -1;
+    }
+    static const char *const hooks[] = { "_raw_spin_lock" };
+    int rc = -1;
+    vmt_os *os = NULL;
+    vmt_driver *ro = NULL, *drv = vmt_resume_driver(r);
+    vmt_image *img = NULL;
+    vmt_session *s = NULL;
+    vmt_monitor *m = NULL;
+    vmt_os_config oc = { 0 };
+    if (vmt_os_open_snapshot(vmt_resume_snapshot(r), &oc, &os, &ro, why, sizeof why) ||
+        vmt_os_symbols_image(os, hooks, 1, 256ull << 20, &img, why, sizeof why)) {
+        fprintf(stderr, "bench_qemu: emu: %s\n", why);
+        goto out;
+    }
+    vmt_resume_release_driver(r);
+    if (vmt_session_create(drv, NULL, &s) || vmt_monitor_create(s, img, &m, why, sizeof why)) {
+        fprintf(stderr, "bench_qemu: emu: monitor\n");
+        goto out;
+    }
+    if (hook && vmt_monitor_hook(m, hooks[0], emu_on_hit, &e)) {
+        fprintf(stderr, "bench_qemu: emu: hook: %s\n", vmt_monitor_error(m));
+        goto out;
+    }
+    for (int i = 0; i < 100 && e.ticks < 1; i++)
+        if (vmt_drv_set_limit(drv, 0, 1000000) || vmt_monitor_run(m))
+            goto out;
+    vmt_driver_stats d0, d1;
+    vmt_drv_stats(drv, &d0);
+    unsigned start = e.ticks;
+    uint64_t h0 = e.hits;
+    double t0 = cpu_s();
+    for (int i = 0; i < 4000 && e.ticks < start + EMU_TICKS; i++)
+        if (vmt_drv_set_limit(drv, 0, 1000000) || vmt_monitor_run(m))
+            goto out;
+    *cpu = cpu_s() - t0;
+    vmt_drv_stats(drv, &d1);
+    *insns = d1.instructions - d0.instructions;
+    *hits = e.hits - h0;
+    rc = e.ticks == start + EMU_TICKS ? 0 : -1;
+out:
+    vmt_monitor_destroy(m);
+    if (s)
+        vmt_session_destroy(s);
+    vmt_image_destroy(img);
+    vmt_os_close(os);
+    vmt_driver_destroy(ro);
+    vmt_resume_close(r);
+    return rc;
+}
+#endif
 
 /* Run the unhooked guest for `seconds` (wait_event times out: nothing armed). */
 static void run_plain(vmt_driver *d, double seconds)
@@ -80,66 +182,6 @@ static double hooked(vmt_driver *d, linux_snap *snap, uint64_t openat2, double p
     if ((st = vmt_drv_hw_breakpoint(d, VMT_VCPU_ALL, 0, 0, 0)))
         die(d, "clear", st);
     *tick_end = snap_console_tick(snap);
-    return took;
-}
-
-/* Watched table page: returns the wall time of `phase` seconds with the loop
- * shell's heap table page write-protected; *hits, *tick_end, *set_us. */
-static double watched(vmt_driver *d, linux_snap *snap, double phase, unsigned *hits, int *tick_end, double *set_us)
-{
-    vmt_status st;
-    vmt_event ev;
-    vmt_response cont = vmt_response_continue();
-    uint64_t ksys_write = snap_symbol(snap, "ksys_write");
-    if (!ksys_write)
-        die(d, "ksys_write is not in the kallsyms sample", VMT_E_NOTFOUND);
-    if ((st = vmt_drv_hw_breakpoint(d, VMT_VCPU_ALL, 0, ksys_write, 1)))
-        die(d, "breakpoint", st);
-    /* The shell writes "tick N pid P" from a heap buffer (rsi). */
-    uint64_t table_pa = 0, buf_pa;
-    for (int i = 0; i < 200 && !table_pa; i++) {
-        if ((st = vmt_drv_wait_event(d, 10000, &ev)) || ev.kind != VMT_EVENT_HW_BREAKPOINT)
-            die(d, "waiting for a tick write", st ? st : VMT_E_INTERNAL);
-        char head[5] = "";
-        if (snap_translate(d, &ev.regs, ev.regs.rsi, &buf_pa, &table_pa) == VMT_OK &&
-            (vmt_drv_read_phys(d, buf_pa, head, 4) != VMT_OK || strncmp(head, "tick", 4) != 0))
-            table_pa = 0;
-        if ((st = vmt_drv_respond(d, &ev, &cont)))
-            die(d, "respond", st);
-    }
-    if ((st = vmt_drv_hw_breakpoint(d, VMT_VCPU_ALL, 0, 0, 0)))
-        die(d, "clear", st);
-    if (!table_pa)
-        die(d, "no tick write from a 4 KiB heap page", VMT_E_NOTFOUND);
-    /* nokaslr snapshot: the direct map at its default base (the driver checks it maps the frame). */
-    if ((st = vmt_qemu_set_map_base(d, 0xffff888000000000ull)))
-        die(d, "map base", st);
-    vmt_gfn gfn = table_pa >> 12;
-    double t0 = now_s();
-    for (int i = 0; i < 10; i++)
-        if ((st = vmt_drv_view_set_access(d, 0, gfn, VMT_ACCESS_RX)) ||
-            (st = vmt_drv_view_set_access(d, 0, gfn, VMT_ACCESS_RWX)))
-            die(d, "write-protect a frame", st);
-    *set_us = (now_s() - t0) / 20 * 1e6;
-    if ((st = vmt_drv_view_set_access(d, 0, gfn, VMT_ACCESS_RX)))
-        die(d, "write-protect a frame", st);
-    int k0 = snap_console_tick(snap);
-    *hits = 0;
-    t0 = now_s();
-    while (now_s() - t0 < phase) {
-        st = vmt_drv_wait_event(d, 500, &ev);
-        if (st == VMT_E_TIMEOUT)
-            continue;
-        if (st || ev.kind != VMT_EVENT_MEM_ACCESS)
-            die(d, "watched run", st ? st : VMT_E_INTERNAL);
-        (*hits)++;
-        if ((st = vmt_drv_respond(d, &ev, &cont)))
-            die(d, "respond", st);
-    }
-    double took = now_s() - t0;
-    if ((st = vmt_drv_view_set_access(d, 0, gfn, VMT_ACCESS_RWX)))
-        die(d, "release the frame", st);
-    *tick_end = snap_console_tick(snap) - k0;
     return took;
 }
 
@@ -252,19 +294,24 @@ int main(int argc, char **argv)
     double hit_step_us = plain_tps > 0 && hits_step ? (step_s - (s1 - s0) / plain_tps) / hits_step * 1e6 : 0;
     vmt_driver_destroy(d);
 
-    /* A watched page-table page. */
-    if ((st = snap_launch(&snap, 1, 1, &d, why, sizeof why))) {
-        fprintf(stderr, "bench_qemu: %s\n", why);
-        return 1;
+    /* The same workload on the emu driver. */
+    double emu_hit_us = 0, emu_plain_mips = 0, emu_hooked_mips = 0, emu_hits_per_tick = 0;
+#ifdef VMT_BENCH_QEMU_EMU
+    {
+        char core[600];
+        snprintf(core, sizeof core, "%s/core.elf", snap.dir);
+        double pw = 0, hw = 0;
+        uint64_t pi = 0, hi = 0, ph = 0, hh = 0;
+        if (emu_ticks(core, 0, &pw, &pi, &ph) == 0 && emu_ticks(core, 1, &hw, &hi, &hh) == 0 && hh) {
+            /* the guest does the same work in both (deterministic): the
+             * hooked run's extra CPU time spread over its hits */
+            emu_hit_us = (hw - pw) / hh * 1e6;
+            emu_plain_mips = (double)pi / pw / 1e6;
+            emu_hooked_mips = (double)hi / hw / 1e6;
+            emu_hits_per_tick = (double)hh / EMU_TICKS;
+        }
     }
-    run_plain(d, 1.0);
-    unsigned watch_hits;
-    int watch_ticks;
-    double watch_set_us;
-    double watch_s = watched(d, &snap, phase, &watch_hits, &watch_ticks, &watch_set_us);
-    double watch_tps = watch_ticks / watch_s;
-    double watch_hit_us = plain_tps > 0 && watch_hits ? (watch_s - watch_ticks / plain_tps) / watch_hits * 1e6 : 0;
-    vmt_driver_destroy(d);
+#endif
     printf("gdbstub round trip: phys read (8 B) %.1f us, register read %.1f us, single step %.1f us\n", m_us, g_us,
            step_us);
     printf("guest loop: %.2f ticks/s plain, %.2f ticks/s with every open hooked (%u hits, %.1f hits/s)\n", plain_tps,
@@ -272,19 +319,22 @@ int main(int argc, char **argv)
     printf("cost of one hit (stop, regs, filename through the page tables, resume): %.1f us wall resuming past "
            "the entry NOP (%llu of %u hits), %.1f us wall with a gdbstub step-over (%u hits)\n",
            hit_us, (unsigned long long)skips, hits, hit_step_us, hits_step);
+    if (emu_plain_mips > 0)
+        printf("emu driver, same snapshot (6 ticks, hook on _raw_spin_lock): %.2f us CPU per hit (%.0f hits/tick), "
+               "%.1f M instructions/s plain, %.1f hooked; a hit costs %.0f x more on qemu\n", emu_hit_us, emu_hits_per_tick, emu_plain_mips, emu_hooked_mips,
+               emu_hit_us > 0 ? hit_us / emu_hit_us : 0);
+    else
+        printf("emu driver: not measured (not built, or the run failed)\n");
     printf("breakpoints accepted: %u of %u tried (%.1f us each to set)\n", accepted, N_BP, bp_set_us);
     printf("driver: %llu exits (%llu internal)\n", (unsigned long long)stats.exits,
            (unsigned long long)stats.internal_exits);
-    printf("watched table page (the shell's heap page table): %.2f ticks/s, %u watch hits (%.1f per tick), "
-           "%.1f us wall per hit; write-protect or release a frame %.1f us\n",
-           watch_tps, watch_hits, watch_ticks ? (double)watch_hits / watch_ticks : 0, watch_hit_us, watch_set_us);
     printf("RESULT qemu_read_us=%.1f qemu_regs_us=%.1f qemu_step_us=%.1f qemu_hit_us=%.1f qemu_hit_stepover_us=%.1f "
            "stepover_vs_nopskip=%.2f ticks_per_s_plain=%.2f ticks_per_s_hooked=%.2f hooked_speed_ratio=%.3f "
-           "hits_per_s=%.1f breakpoints_accepted=%u qemu_watch_hit_us=%.1f watch_hits_per_tick=%.1f "
-           "ticks_per_s_watched=%.2f qemu_watch_set_us=%.1f\n",
+           "hits_per_s=%.1f breakpoints_accepted=%u emu_hit_us=%.1f qemu_over_emu_hit=%.0f emu_mips_plain=%.1f "
+           "emu_mips_hooked=%.1f\n",
            m_us, g_us, step_us, hit_us, hit_step_us, hit_us > 0 ? hit_step_us / hit_us : 0, plain_tps, hooked_tps,
-           plain_tps > 0 ? hooked_tps / plain_tps : 0, hits / hooked_s, accepted, watch_hit_us,
-           watch_ticks ? (double)watch_hits / watch_ticks : 0, watch_tps, watch_set_us);
+           plain_tps > 0 ? hooked_tps / plain_tps : 0, hits / hooked_s, accepted, emu_hit_us,
+           emu_hit_us > 0 ? hit_us / emu_hit_us : 0, emu_plain_mips, emu_hooked_mips);
     snap_close(&snap);
     return 0;
 }

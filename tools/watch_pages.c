@@ -215,6 +215,15 @@ static void line_watch(cli_watch *w, const cli_watch_va *v, const char *state)
 
 int cli_watch_arm(cli_watch *w, struct vmt_os *os, vmt_ptm *ptm, vmt_view view)
 {
+    /* A fresh start (a --runs restore arms again): counts from zero. */
+    w->refused = 0;
+    w->region_refusals = 0;
+    memset(w->events, 0, sizeof w->events);
+    for (size_t i = 0; i < w->n; i++) {
+        w->va[i].refused = 0;
+        w->va[i].present = 0;
+        w->va[i].why[0] = 0;
+    }
     /* First every process and its symbolic regions, then the watches. */
     char group_why[CLI_WATCH_GROUPS][160];
     for (unsigned gi = 0; gi < w->ngroups; gi++) {
