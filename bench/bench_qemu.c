@@ -10,9 +10,18 @@
  *     do_sys_openat2 (each hit: stop, registers, filename read through the
  *     guest page tables, step over the breakpoint, continue), and from the
  *     two the wall-clock cost of one hit;
- *   - how many breakpoints QEMU accepts (up to N_BP).
+ *   - how many breakpoints QEMU accepts (up to N_BP);
+ *   - the same workload on the emu driver (the snapshot's ELF core resumed
+ *     on the emulator + platform, when built): EMU_TICKS loop ticks plain
+ *     and hooked through the monitor, in process CPU time. The loop opens
+ *     3 files a tick; a few microseconds per hit are far below the noise of
+ *     a 0.2 s tick, so the emu hook is on _raw_spin_lock (~860 hits a tick
+ *     of the same workload; each hit reads 64 bytes of guest memory through
+ *     the page tables, like the QEMU hit reads a filename): per-hit cost =
+ *     (hooked - plain CPU) / hits.
  * Usage: bench_qemu [seconds per phase] (default 4). Needs
  * qemu-system-x86_64 and builds the snapshot cache if it is missing.
+ * Ends with one RESULT line.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +32,12 @@
 #include "linux_snap.h"
 #include "vmtrap/driver.h"
 #include "vmtrap/qemu.h"
+#ifdef VMT_BENCH_QEMU_EMU
+#include "vmtrap/monitor.h"
+#include "vmtrap/os.h"
+#include "vmtrap/resume.h"
+#include "vmtrap/session.h"
+#endif
 
 #define N_ROUND 2000
 #define N_BP 20000
@@ -39,6 +54,99 @@ static void die(vmt_driver *d, const char *what, vmt_status st)
     fprintf(stderr, "bench_qemu: %s: %s (%s)\n", what, vmt_strerror(st), d ? vmt_driver_error(d) : "");
     exit(1);
 }
+
+#ifdef VMT_BENCH_QEMU_EMU
+#define EMU_TICKS 6
+
+typedef struct emu_run {
+    unsigned ticks;
+    uint64_t hits;
+} emu_run;
+
+static void emu_on_serial(void *ctx, const char *line)
+{
+    if (strncmp(line, "tick ", 5) == 0)
+        ((emu_run *)ctx)->ticks++;
+}
+
+static vmt_status emu_on_hit(const vmt_hit *hit, void *user)
+{
+    emu_run *e = user;
+    uint8_t buf[64];
+    size_t done = 0;
+    (void)vmt_hit_read(hit, hit->regs.rsp, buf, sizeof buf, &done);
+    e->hits++;
+    return VMT_OK;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* EMU_TICKS ticks of the loop on the emu driver (after a warm-up tick),
+ * hooked or not: CPU seconds, instructions, hits. 0 on success. */
+static int emu_ticks(const char *core, int hook, double *cpu, uint64_t *insns, uint64_t *hits)
+{
+    emu_run e = { 0, 0 };
+    vmt_resume_config cfg = { .serial = emu_on_serial, .serial_ctx = &e, .quiet = true };
+    vmt_resume *r = NULL;
+    char why[512];
+    if (vmt_resume_open(core, &cfg, &r, why, sizeof why)) {
+        fprintf(stderr, "bench_qemu: emu: %s\n", why);
+        return -1;
+    }
+    static const char *const hooks[] = { "_raw_spin_lock" };
+    int rc = -1;
+    vmt_os *os = NULL;
+    vmt_driver *ro = NULL, *drv = vmt_resume_driver(r);
+    vmt_image *img = NULL;
+    vmt_session *s = NULL;
+    vmt_monitor *m = NULL;
+    vmt_os_config oc = { 0 };
+    if (vmt_os_open_snapshot(vmt_resume_snapshot(r), &oc, &os, &ro, why, sizeof why) ||
+        vmt_os_symbols_image(os, hooks, 1, 256ull << 20, &img, why, sizeof why)) {
+        fprintf(stderr, "bench_qemu: emu: %s\n", why);
+        goto out;
+    }
+    vmt_resume_release_driver(r);
+    if (vmt_session_create(drv, NULL, &s) || vmt_monitor_create(s, img, &m, why, sizeof why)) {
+        fprintf(stderr, "bench_qemu: emu: monitor\n");
+        goto out;
+    }
+    if (hook && vmt_monitor_hook(m, hooks[0], emu_on_hit, &e)) {
+        fprintf(stderr, "bench_qemu: emu: hook: %s\n", vmt_monitor_error(m));
+        goto out;
+    }
+    for (int i = 0; i < 100 && e.ticks < 1; i++)
+        if (vmt_drv_set_limit(drv, 0, 1000000) || vmt_monitor_run(m))
+            goto out;
+    vmt_driver_stats d0, d1;
+    vmt_drv_stats(drv, &d0);
+    unsigned start = e.ticks;
+    uint64_t h0 = e.hits;
+    double t0 = cpu_s();
+    for (int i = 0; i < 4000 && e.ticks < start + EMU_TICKS; i++)
+        if (vmt_drv_set_limit(drv, 0, 1000000) || vmt_monitor_run(m))
+            goto out;
+    *cpu = cpu_s() - t0;
+    vmt_drv_stats(drv, &d1);
+    *insns = d1.instructions - d0.instructions;
+    *hits = e.hits - h0;
+    rc = e.ticks == start + EMU_TICKS ? 0 : -1;
+out:
+    vmt_monitor_destroy(m);
+    if (s)
+        vmt_session_destroy(s);
+    vmt_image_destroy(img);
+    vmt_os_close(os);
+    vmt_driver_destroy(ro);
+    vmt_resume_close(r);
+    return rc;
+}
+#endif
 
 /* Run the unhooked guest for `seconds` (wait_event times out: nothing armed). */
 static void run_plain(vmt_driver *d, double seconds)
@@ -185,6 +293,25 @@ int main(int argc, char **argv)
     double step_s = hooked(d, &snap, openat2, phase, &hits_step, &s1);
     double hit_step_us = plain_tps > 0 && hits_step ? (step_s - (s1 - s0) / plain_tps) / hits_step * 1e6 : 0;
     vmt_driver_destroy(d);
+
+    /* The same workload on the emu driver. */
+    double emu_hit_us = 0, emu_plain_mips = 0, emu_hooked_mips = 0, emu_hits_per_tick = 0;
+#ifdef VMT_BENCH_QEMU_EMU
+    {
+        char core[600];
+        snprintf(core, sizeof core, "%s/core.elf", snap.dir);
+        double pw = 0, hw = 0;
+        uint64_t pi = 0, hi = 0, ph = 0, hh = 0;
+        if (emu_ticks(core, 0, &pw, &pi, &ph) == 0 && emu_ticks(core, 1, &hw, &hi, &hh) == 0 && hh) {
+            /* the guest does the same work in both (deterministic): the
+             * hooked run's extra CPU time spread over its hits */
+            emu_hit_us = (hw - pw) / hh * 1e6;
+            emu_plain_mips = (double)pi / pw / 1e6;
+            emu_hooked_mips = (double)hi / hw / 1e6;
+            emu_hits_per_tick = (double)hh / EMU_TICKS;
+        }
+    }
+#endif
     printf("gdbstub round trip: phys read (8 B) %.1f us, register read %.1f us, single step %.1f us\n", m_us, g_us,
            step_us);
     printf("guest loop: %.2f ticks/s plain, %.2f ticks/s with every open hooked (%u hits, %.1f hits/s)\n", plain_tps,
@@ -192,14 +319,22 @@ int main(int argc, char **argv)
     printf("cost of one hit (stop, regs, filename through the page tables, resume): %.1f us wall resuming past "
            "the entry NOP (%llu of %u hits), %.1f us wall with a gdbstub step-over (%u hits)\n",
            hit_us, (unsigned long long)skips, hits, hit_step_us, hits_step);
+    if (emu_plain_mips > 0)
+        printf("emu driver, same snapshot (6 ticks, hook on _raw_spin_lock): %.2f us CPU per hit (%.0f hits/tick), "
+               "%.1f M instructions/s plain, %.1f hooked; a hit costs %.0f x more on qemu\n", emu_hit_us, emu_hits_per_tick, emu_plain_mips, emu_hooked_mips,
+               emu_hit_us > 0 ? hit_us / emu_hit_us : 0);
+    else
+        printf("emu driver: not measured (not built, or the run failed)\n");
     printf("breakpoints accepted: %u of %u tried (%.1f us each to set)\n", accepted, N_BP, bp_set_us);
     printf("driver: %llu exits (%llu internal)\n", (unsigned long long)stats.exits,
            (unsigned long long)stats.internal_exits);
     printf("RESULT qemu_read_us=%.1f qemu_regs_us=%.1f qemu_step_us=%.1f qemu_hit_us=%.1f qemu_hit_stepover_us=%.1f "
            "stepover_vs_nopskip=%.2f ticks_per_s_plain=%.2f ticks_per_s_hooked=%.2f hooked_speed_ratio=%.3f "
-           "hits_per_s=%.1f breakpoints_accepted=%u\n",
+           "hits_per_s=%.1f breakpoints_accepted=%u emu_hit_us=%.1f qemu_over_emu_hit=%.0f emu_mips_plain=%.1f "
+           "emu_mips_hooked=%.1f\n",
            m_us, g_us, step_us, hit_us, hit_step_us, hit_us > 0 ? hit_step_us / hit_us : 0, plain_tps, hooked_tps,
-           plain_tps > 0 ? hooked_tps / plain_tps : 0, hits / hooked_s, accepted);
+           plain_tps > 0 ? hooked_tps / plain_tps : 0, hits / hooked_s, accepted, emu_hit_us,
+           emu_hit_us > 0 ? hit_us / emu_hit_us : 0, emu_plain_mips, emu_hooked_mips);
     snap_close(&snap);
     return 0;
 }

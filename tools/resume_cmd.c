@@ -15,9 +15,15 @@
  * page per run, after which it stays "paged out" with the reason.
  * --runs N: N runs from the same starting point, the machine restored
  * (dirty pages, vCPU, devices, clock) between them; each run's console is
- * hashed and the summary says whether all runs printed the same.
+ * hashed and the summary says whether all runs printed the same. With
+ * --hook (a snapshot fuzzer's loop: restore, run hooked, restore) the
+ * monitor is taken down before each restore (its breakpoints and watches
+ * describe the memory the run changed) and set up again on the restored
+ * machine; every run must also make the same hits (hook, entry or return,
+ * registers), else the runs differ.
  * --save-at N --save OUT: after N instructions of the first run, save a
- * vmtrap snapshot and go on.
+ * vmtrap snapshot and go on (with --hook too: the file holds the guest's own
+ * memory, never a breakpoint).
  * Exit codes: 0 the run(s) ended at a bound (instructions, time), 1 the
  * guest stopped otherwise or the runs differ, 2 usage or load errors.
  */
@@ -55,7 +61,15 @@ typedef struct resume_ctx {
     int inject_pf;   /* not-present arguments ask for a #PF (vmt_hit_inject_pf) */
     uint64_t lines;
     uint64_t hash;   /* FNV-1a over this run's console lines */
+    uint64_t hit_hash; /* FNV-1a over this run's hits (hook, entry/return, registers) */
 } resume_ctx;
+
+static uint64_t fnv_u64(uint64_t h, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+    return h;
+}
 
 static void usage(FILE *f)
 {
@@ -136,10 +150,6 @@ static int parse(int argc, char **argv, resume_opts *o)
     }
     if (!!o->save != !!o->save_at) {
         fprintf(stderr, "vmtrap: --save-at N and --save FILE go together\n");
-        return -1;
-    }
-    if (o->nhooks && (o->runs > 1 || o->save)) {
-        fprintf(stderr, "vmtrap: --hook runs once: not with --runs or --save-at\n");
         return -1;
     }
     if (!o->instructions && o->limit == 0) {
@@ -254,8 +264,55 @@ static vmt_status on_hit(const vmt_hit *hit, void *user)
             return VMT_OK; /* reported when the same call hits again, paged in */
     }
     call.pf_injected = hit->pf_retry;
+    uint64_t h = fnv_u64(c->hit_hash, hit->hook_index);
+    h = fnv_u64(h, (uint64_t)hit->is_return);
+    const vmt_regs *g = &hit->regs;
+    const uint64_t regs[] = { g->rip, g->rsp, g->rax, g->rdi, g->rsi, g->rdx, g->rcx, g->r8, g->r9, g->cr3 };
+    for (size_t i = 0; i < sizeof regs / sizeof regs[0]; i++)
+        h = fnv_u64(h, regs[i]);
+    c->hit_hash = h;
     cli_log_call(&c->log, &call);
     return VMT_OK;
+}
+
+/* A monitor on the session with every --hook (and --returns) armed. */
+static int setup_monitor(resume_ctx *c, const resume_opts *o, vmt_os *os, vmt_session *s, vmt_image *img,
+                         vmt_monitor **out)
+{
+    char why[512] = "";
+    vmt_monitor_config mcfg = { .inject_pf_tries = o->inject_pf };
+    if (vmt_monitor_create_ex(s, img, &mcfg, out, why, sizeof why) != VMT_OK) {
+        fprintf(stderr, "vmtrap: monitor: %s\n", why);
+        return CLI_EXIT_USAGE;
+    }
+    vmt_monitor *m = *out;
+    for (size_t i = 0; i < o->nhooks; i++) {
+        if (vmt_monitor_hook(m, o->hooks[i], on_hit, c) != VMT_OK) {
+            fprintf(stderr, "vmtrap: hook '%s': %s\n", o->hooks[i], vmt_monitor_error(m));
+            return CLI_EXIT_USAGE;
+        }
+        /* --returns: a function BTF says returns nothing (do_exit never
+         * returns) gets no return hook. */
+        vmt_proto p;
+        if (o->returns && !(vmt_os_proto(os, o->hooks[i], &p) == VMT_OK && !p.has_ret) &&
+            vmt_monitor_hook_return(m, o->hooks[i], on_hit, c) != VMT_OK) {
+            fprintf(stderr, "vmtrap: return hook '%s': %s\n", o->hooks[i], vmt_monitor_error(m));
+            return CLI_EXIT_USAGE;
+        }
+    }
+    return CLI_EXIT_OK;
+}
+
+/* The monitor's loop until `instructions` more retired (0: no bound) or
+ * `seconds` of wall time (0: none) or the guest stops. */
+static vmt_status run_bounded(vmt_driver *drv, vmt_monitor *m, double seconds, uint64_t instructions)
+{
+    vmt_status st = vmt_drv_set_limit(drv, seconds, instructions);
+    if (st) {
+        fprintf(stderr, "vmtrap: %s\n", vmt_driver_error(drv));
+        return st;
+    }
+    return vmt_monitor_run(m);
 }
 
 /* One run with hidden breakpoints on kernel functions named by kallsyms
@@ -295,64 +352,115 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
         fprintf(stderr, "vmtrap: cannot create the session\n");
         goto out;
     }
-    vmt_monitor_config mcfg = { .inject_pf_tries = o->inject_pf };
     c->inject_pf = o->inject_pf != 0;
-    if (vmt_monitor_create_ex(s, img, &mcfg, &m, why, sizeof why) != VMT_OK) {
-        fprintf(stderr, "vmtrap: monitor: %s\n", why);
+    uint64_t first_serial = 0, first_hits = 0;
+    uint64_t *hits1 = calloc(o->nhooks ? o->nhooks : 1, sizeof *hits1);
+    if (!hits1) {
+        fprintf(stderr, "vmtrap: out of memory\n");
         goto out;
     }
-    for (size_t i = 0; i < o->nhooks; i++) {
-        if (vmt_monitor_hook(m, o->hooks[i], on_hit, c) != VMT_OK) {
-            fprintf(stderr, "vmtrap: hook '%s': %s\n", o->hooks[i], vmt_monitor_error(m));
-            goto out;
+    rc = CLI_EXIT_OK;
+    for (unsigned run = 1; run <= o->runs && rc == CLI_EXIT_OK; run++) {
+        if (run > 1) {
+            /* the monitor's breakpoints and watches describe the memory this
+             * run changed: take them down, restore, set them up again */
+            vmt_monitor_destroy(m);
+            m = NULL;
+            vmt_snapshot_run_stats rs;
+            if (vmt_resume_restore(r, &rs) != VMT_OK) {
+                fprintf(stderr, "vmtrap: %s\n", vmt_resume_error(r));
+                rc = CLI_EXIT_FAIL;
+                break;
+            }
+            vmt_session_flush_frames(s);
+            vmt_session_flush_v2p(s);
+            char msg[160];
+            snprintf(msg, sizeof msg, "run %u: restored %" PRIu64 " dirty pages in %.3f ms", run, rs.last_dirty_pages,
+                     (double)rs.last_ns / 1e6);
+            cli_log_note(&c->log, "restore", msg);
         }
-        /* --returns: a function BTF says returns nothing (do_exit never
-         * returns) gets no return hook. */
-        vmt_proto p;
-        if (o->returns && !(vmt_os_proto(os, o->hooks[i], &p) == VMT_OK && !p.has_ret) &&
-            vmt_monitor_hook_return(m, o->hooks[i], on_hit, c) != VMT_OK) {
-            fprintf(stderr, "vmtrap: return hook '%s': %s\n", o->hooks[i], vmt_monitor_error(m));
-            goto out;
+        c->lines = 0;
+        c->hash = 0xcbf29ce484222325ull;
+        c->hit_hash = 0xcbf29ce484222325ull;
+        if ((rc = setup_monitor(c, o, os, s, img, &m)) != CLI_EXIT_OK)
+            break;
+        if (run == 1)
+            cli_log_note(&c->log, "run", vmt_monitor_describe(m));
+        vmt_driver_stats d0, d1;
+        vmt_drv_stats(drv, &d0);
+        uint64_t ns0 = vmt_resume_now_ns(r);
+        double t0 = now_s();
+        vmt_status st;
+        bool save_here = run == 1 && o->save_at && (!o->instructions || o->save_at < o->instructions);
+        if (save_here) {
+            st = run_bounded(drv, m, o->limit, o->save_at);
+            const vmt_stop_info *ls = vmt_session_last_stop(s);
+            if (st == VMT_OK && ls && ls->reason == VMT_STOP_INSN_LIMIT) {
+                if (vmt_resume_save(r, o->save) != VMT_OK) {
+                    fprintf(stderr, "vmtrap: %s\n", vmt_resume_error(r));
+                    rc = CLI_EXIT_FAIL;
+                    break;
+                }
+                cli_log_note(&c->log, "saved", o->save);
+                double left = o->limit > 0 ? o->limit - (now_s() - t0) : 0;
+                if (o->limit == 0 || left > 0)
+                    st = run_bounded(drv, m, o->limit > 0 ? left : 0,
+                                     o->instructions ? o->instructions - o->save_at : 0);
+            }
+        } else {
+            st = run_bounded(drv, m, o->limit, o->instructions);
+        }
+        double wall = now_s() - t0;
+        vmt_drv_stats(drv, &d1);
+        vmt_platform_serial_flush(vmt_resume_platform(r));
+        vmt_stop_info stop = { 0 };
+        const vmt_stop_info *ls = vmt_session_last_stop(s);
+        if (ls)
+            stop = *ls;
+        if (st != VMT_OK)
+            snprintf(stop.message, sizeof stop.message, "the run failed: %s", vmt_session_error(s));
+        bool same_hits = true;
+        for (size_t i = 0; i < o->nhooks; i++) {
+            char msg[160];
+            uint64_t n = vmt_monitor_hook_hits(m, i);
+            if (vmt_monitor_hook_has_return(m, i))
+                snprintf(msg, sizeof msg, "%s: %" PRIu64 " hits, %" PRIu64 " returns", o->hooks[i], n,
+                         vmt_monitor_hook_returns(m, i));
+            else
+                snprintf(msg, sizeof msg, "%s: %" PRIu64 " hits", o->hooks[i], n);
+            cli_log_note(&c->log, "hooks", msg);
+            if (run == 1)
+                hits1[i] = n;
+            else
+                same_hits &= hits1[i] == n;
+        }
+        if (o->inject_pf) {
+            const vmt_monitor_stats *ms = vmt_monitor_stats_get(m);
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "%" PRIu64 " #PF injected for not-present arguments, %" PRIu64 " refused (%u tries per page)",
+                     ms->pf_injected, ms->pf_refused, o->inject_pf);
+            cli_log_note(&c->log, "inject-pf", msg);
+        }
+        summary(c, o, run, d1.instructions - d0.instructions, vmt_resume_now_ns(r) - ns0, wall, &stop, r);
+        if (st != VMT_OK || (stop.reason != VMT_STOP_INSN_LIMIT && stop.reason != VMT_STOP_TIME_LIMIT))
+            rc = CLI_EXIT_FAIL;
+        if (run == 1) {
+            first_serial = c->hash;
+            first_hits = c->hit_hash;
+        } else if (c->hash != first_serial || c->hit_hash != first_hits || !same_hits) {
+            cli_log_note(&c->log, "runs",
+                         c->hash != first_serial ? "this run's console differs from run 1"
+                                                 : "this run's hits differ from run 1");
+            rc = CLI_EXIT_FAIL;
         }
     }
-    if (vmt_drv_set_limit(drv, o->limit, o->instructions) != VMT_OK) {
-        fprintf(stderr, "vmtrap: %s\n", vmt_driver_error(drv));
-        goto out;
+    if (o->runs > 1 && rc == CLI_EXIT_OK) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "%u runs printed identical consoles and made identical hits", o->runs);
+        cli_log_note(&c->log, "runs", msg);
     }
-    cli_log_note(&c->log, "run", vmt_monitor_describe(m));
-    vmt_driver_stats d0, d1;
-    vmt_drv_stats(drv, &d0);
-    uint64_t ns0 = vmt_resume_now_ns(r);
-    double t0 = now_s();
-    vmt_status st = vmt_monitor_run(m);
-    double wall = now_s() - t0;
-    vmt_drv_stats(drv, &d1);
-    vmt_platform_serial_flush(vmt_resume_platform(r));
-    vmt_stop_info stop = { 0 };
-    const vmt_stop_info *ls = vmt_session_last_stop(s);
-    if (ls)
-        stop = *ls;
-    if (st != VMT_OK)
-        snprintf(stop.message, sizeof stop.message, "the run failed: %s", vmt_session_error(s));
-    for (size_t i = 0; i < o->nhooks; i++) {
-        char msg[160];
-        if (vmt_monitor_hook_has_return(m, i))
-            snprintf(msg, sizeof msg, "%s: %" PRIu64 " hits, %" PRIu64 " returns", o->hooks[i],
-                     vmt_monitor_hook_hits(m, i), vmt_monitor_hook_returns(m, i));
-        else
-            snprintf(msg, sizeof msg, "%s: %" PRIu64 " hits", o->hooks[i], vmt_monitor_hook_hits(m, i));
-        cli_log_note(&c->log, "hooks", msg);
-    }
-    if (o->inject_pf) {
-        const vmt_monitor_stats *ms = vmt_monitor_stats_get(m);
-        char msg[160];
-        snprintf(msg, sizeof msg, "%" PRIu64 " #PF injected for not-present arguments, %" PRIu64 " refused (%u tries per page)",
-                 ms->pf_injected, ms->pf_refused, o->inject_pf);
-        cli_log_note(&c->log, "inject-pf", msg);
-    }
-    summary(c, o, 1, d1.instructions - d0.instructions, vmt_resume_now_ns(r) - ns0, wall, &stop, r);
-    rc = st == VMT_OK && (stop.reason == VMT_STOP_INSN_LIMIT || stop.reason == VMT_STOP_TIME_LIMIT) ? CLI_EXIT_OK
-                                                                                                   : CLI_EXIT_FAIL;
+    free(hits1);
 out:
     vmt_monitor_destroy(m);
     vmt_session_destroy(s);

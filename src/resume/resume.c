@@ -298,8 +298,15 @@ vmt_status vmt_resume_save(vmt_resume *r, const char *path)
     json_object *list = json_object_new_array();
     json_object_object_add(meta, "saved_by", json_object_new_string("vmt_resume_save"));
     json_object_object_add(meta, "guest_ns", json_object_new_int64((int64_t)o.clock.start_ns));
-    for (size_t i = 0; i < r->nnotes; i++)
-        json_object_array_add(list, json_object_new_string(r->notes[i]));
+    for (size_t i = 0; i < r->nnotes; i++) {
+        /* a note carried from the file this run resumed is stored as the
+         * original reconstruction, so a file saved from a saved file lists
+         * "carried: X", never "carried: carried: X" */
+        const char *n = r->notes[i];
+        if (strncmp(n, "carried: ", 9) == 0)
+            n += 9;
+        json_object_array_add(list, json_object_new_string(n));
+    }
     json_object_object_add(meta, "reconstructions", list);
     o.metadata_json = json_object_to_json_string_ext(meta, JSON_C_TO_STRING_PLAIN);
     char why[512] = "";

@@ -95,4 +95,20 @@ PY
 check insns --at-instructions 3000000
 check time --at-time 2
 check hit --at-hit ksys_write:2
+
+# A file saved from a saved file carries the original reconstructions once
+# ("carried: X", never "carried: carried: X").
+"$vmtrap" snapshot save "$tmp/insns.vmts" "$tmp/again.vmts" --at-instructions 1000000 --json >"$tmp/again.save.json" \
+  2>"$tmp/err" || fail "re-save exit $?: $(tail -2 "$tmp/err")"
+"$vmtrap" run --snapshot "$tmp/again.vmts" --instructions 1000 --json >"$tmp/again.rest.json" 2>"$tmp/err" ||
+  fail "run of the re-saved file exit $?: $(tail -2 "$tmp/err")"
+python3 - "$tmp/insns.save.json" "$tmp/again.rest.json" <<'PY' || exit 1
+import json, sys
+first = [json.loads(l) for l in open(sys.argv[1])]
+rest = [json.loads(l) for l in open(sys.argv[2])]
+orig = [e for e in first if e.get("event") == "saved"][-1]["reconstructions"]
+carried = [e["text"] for e in rest if e.get("event") == "note" and e["text"].startswith("carried: ")]
+assert carried == ["carried: " + n for n in orig], "re-saved file: carried notes %r" % carried[:3]
+print("re-saved ok: %d reconstructions carried once" % len(carried))
+PY
 echo "cli_snapshot_save: ok"
