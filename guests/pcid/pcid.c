@@ -19,9 +19,9 @@
  *     what B sees afterwards; the global page retargeted + INVLPG from the
  *     other PCID;
  *  6. the host's measurement of dropped PCIDs (STEP inactive <mode>);
- *  7. invpcid.faults: type 4, descriptor bits 63:12, PCID with PCIDE=0,
- *     non-canonical address: #GP(0); a register operand cannot be encoded
- *     in C, so it is left out;
+ *  7. invpcid.faults: type 4, descriptor bits 63:12, non-canonical address,
+ *     INVPCID at CPL3 (a user page, back through the #GP handler): #GP(0);
+ *     (PCID != 0 with PCIDE=0: phase 9);
  *  8. state: the host reads and writes back the vCPU state at STEP state
  *     (PCIDE and PCID 2 in it), the mapping is the same after;
  *  9. pcide.clear: clearing CR4.PCIDE keeps running on root A.
@@ -46,7 +46,7 @@
 #define INACTIVE_ROUNDS 16
 #define NO_FAULT 0xffu
 
-static volatile uint64_t fixup_rip, fault_vector, fault_error;
+static volatile uint64_t fixup_rip, fixup_rsp, fault_vector, fault_error, fault_cs;
 
 static void write_cr4(uint64_t v) { __asm__ volatile("mov %0, %%cr4" : : "r"(v) : "memory"); }
 
@@ -56,8 +56,15 @@ static int on_fault(struct trap_frame *f)
         return 0;
     fault_vector = f->vector;
     fault_error = f->error;
+    fault_cs = f->cs;
     f->rip = fixup_rip;
     fixup_rip = 0;
+    if (f->cs & 3) { /* from user mode: back to the kernel where user_try left */
+        f->cs = 0x08;
+        f->ss = 0x10;
+        f->rsp = fixup_rsp;
+        f->rflags = 0x2;
+    }
     return 1;
 }
 
@@ -98,6 +105,58 @@ static uint64_t try_invpcid(uint64_t type, uint64_t pcid, uint64_t addr)
 static void invpcid(uint64_t type, uint64_t pcid, uint64_t addr)
 {
     GUEST_ASSERT_EQ(try_invpcid(type, pcid, addr), NO_FAULT);
+}
+
+/* ---- user mode, for INVPCID at CPL3 ---- */
+#define USER_VA 0x0000200000000000ULL /* PML4 slot 64, root A only */
+struct tss64 {
+    uint32_t reserved0;
+    uint64_t rsp[3];
+    uint64_t reserved1;
+    uint64_t ist[7];
+    uint64_t reserved2;
+    uint16_t reserved3, iomap;
+} __attribute__((packed));
+static struct tss64 tss __attribute__((aligned(16)));
+static uint64_t gdt[7];
+static uint8_t rsp0_stack[8192] __attribute__((aligned(16)));
+
+/* GDT with user segments (0x1b data, 0x23 code) and a TSS whose RSP0 takes
+ * exceptions from user mode; a user page at USER_VA holding
+ * `invpcid (%rax), %rcx; ud2` and a descriptor at +0x800. */
+static void setup_user(uint64_t root)
+{
+    uint64_t t = (uint64_t)(uintptr_t)&tss;
+    gdt[1] = 0x00209a0000000000ULL;
+    gdt[2] = 0x0000920000000000ULL;
+    gdt[3] = 0x0000f20000000000ULL;
+    gdt[4] = 0x0020fa0000000000ULL;
+    gdt[5] = (sizeof tss - 1) | (t & 0xffffff) << 16 | 0x89ULL << 40 | ((t >> 24) & 0xff) << 56;
+    gdt[6] = t >> 32;
+    tss.rsp[0] = (uint64_t)(uintptr_t)(rsp0_stack + sizeof rsp0_stack);
+    tss.iomap = sizeof tss;
+    struct {
+        uint16_t limit;
+        uint64_t base;
+    } __attribute__((packed)) p = { sizeof gdt - 1, (uint64_t)(uintptr_t)gdt };
+    __asm__ volatile("lgdt %0\n\tmov $0x28, %%ax\n\tltr %%ax" : : "m"(p) : "rax", "memory");
+    uint64_t f = pmm_alloc();
+    static const uint8_t code[] = { 0x66, 0x0f, 0x38, 0x82, 0x08, 0x0f, 0x0b };
+    memcpy(phys_ptr(f), code, sizeof code);
+    pt_map_4k(root, USER_VA, f, PTE_LEAF | PTE_US);
+    for (unsigned level = 4; level >= 2; level--)
+        *pt_entry(root, USER_VA, level, 0) |= PTE_US;
+}
+
+/* Run the user page with rax = its descriptor, rcx = type; the vector the
+ * INVPCID raised (its handler brings the CPU back here at CPL0). */
+static uint64_t user_try_invpcid(uint64_t type)
+{
+    fault_vector = NO_FAULT;
+    __asm__ volatile("lea 1f(%%rip), %%r8\n\tmov %%r8, fixup_rip(%%rip)\n\tmov %%rsp, fixup_rsp(%%rip)\n\t"
+                     "pushq $0x1b\n\tpushq %0\n\tpushq $0x2\n\tpushq $0x23\n\tpushq %1\n\tiretq\n1:"
+                     : : "r"(USER_VA + 0xff0), "r"(USER_VA), "a"(USER_VA + 0x800), "c"(type) : "r8", "memory");
+    return fault_vector;
 }
 
 static void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
@@ -265,6 +324,11 @@ static void test_invpcid_faults(void)
     GUEST_ASSERT_EQ(try_invpcid(0, 1ULL << 12, TEST_VA), 13);      /* descriptor bits 63:12 */
     GUEST_ASSERT_EQ(try_invpcid(0, PCID_B, 0x0000800000000000ULL), 13); /* non-canonical */
     GUEST_ASSERT_EQ(try_invpcid(3, 0, 0), NO_FAULT);
+    /* at CPL3: #GP(0), taken on TSS.RSP0 with the user CS in the frame */
+    setup_user(root_a);
+    GUEST_ASSERT_EQ(user_try_invpcid(3), 13);
+    GUEST_ASSERT_EQ(fault_error, 0);
+    GUEST_ASSERT_EQ(fault_cs, 0x23);
     ucall_report("invpcid.faults", 1);
 }
 
