@@ -49,15 +49,17 @@
  * for leaf G with CR4.PGE) and invalidated as the SDM says (MOV to CR3
  * with/without bit 63, INVLPG, INVPCID types 0-3, CR4 writes), and also
  * whenever the guest writes a table entry a recorded walk read — more than
- * hardware: the guest never sees a translation its tables no longer give,
- * even without an invalidation. Non-global translations are used again
- * only under the same PCID and CR3 root (a PCID reused with another root
- * walks again); global ones under any PCID and root, like the CPU. Unicorn's
- * TLB (VA only) is flushed at every CR3 change and refilled from the
- * record, so returning to a PCID with bit 63 set costs no guest walk; the
- * record keeps other address spaces' translations, and their table frames
- * stay watched (a guest write there is performed by the driver), until an
- * invalidation drops them or the record fills (tlb_entries) and starts over.
+ * hardware: no translation outlives a change of the tables it was walked
+ * from, even without an invalidation. Non-global translations are used
+ * again only under the same PCID and CR3 root (a PCID reused with another
+ * root walks again); global ones under any PCID and root, like the CPU:
+ * they survive CR3 writes, and INVLPG, INVPCID type 2 and CR4 writes drop
+ * them. Unicorn's TLB (VA only) is flushed at every CR3 change and refilled
+ * from the record, so returning to a PCID with bit 63 set costs no guest
+ * walk; the record keeps other address spaces' translations, and their
+ * table frames stay watched (a guest write there is performed by the
+ * driver), until an invalidation drops them or the record fills
+ * (tlb_entries) and starts over.
  */
 #ifndef VMTRAP_EMU_H
 #define VMTRAP_EMU_H
@@ -142,8 +144,11 @@ vmt_status vmt_emu_clock_set(vmt_driver *d, uint64_t now_ns);
 
 /* Invariant checker: every recorded translation gives rights within PTE ∩
  * view rights and no write permission on a page-table frame, page-table
- * reference counts match the record, the index matches the slots, views
- * are well formed. VMT_OK or VMT_E_INTERNAL with the reason in
+ * reference counts match the record, the index matches the slots (one
+ * translation per PCID and va, global ones only with CR4.PGE, PCID 0
+ * without CR4.PCIDE), every recorded translation is still what the guest
+ * tables give (each entry of its walk present, accessed and pointing where
+ * it did), views are well formed. VMT_OK or VMT_E_INTERNAL with the reason in
  * vmt_driver_error(d). */
 vmt_status vmt_emu_check(vmt_driver *d);
 
