@@ -481,24 +481,31 @@ bool emu_mmu_trap(emu *e, vmt_access kind, uint64_t paddr, int size, int64_t val
     return false;
 }
 
-/* Only what the written bytes can change is dropped: a translation whose
- * walk read one of the written entries. Unicorn then forgets everything
- * (it cannot forget one page). */
+/* Only what the written bytes can change is dropped: the translations
+ * whose walk read one of the written entries (of any PCID). Unicorn then
+ * forgets everything (it cannot forget one page) and refills the rest from
+ * the record without walking. */
 void emu_tlb_range_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len)
 {
     if (len == 0 || off >= EMU_PAGE || !e->pt_refs || frame >= emu_total_frames(e) || !e->pt_refs[frame])
         return;
     if (len > EMU_PAGE - off)
         len = EMU_PAGE - off;
-    for (uint32_t i = 0; i < e->tlb_used; i++) {
+    bool dropped = false;
+    for (uint32_t i = e->tlb_used; i-- > 0;) {
         const emu_tlb_entry *t = &e->tlb[i];
         for (unsigned k = 0; k < t->ntables; k++) {
             if (t->tables[k] == frame && t->entry_off[k] < off + len && t->entry_off[k] + 8u > off) {
                 drop_code(e, t);
-                emu_tlb_flush(e);
-                return;
+                emu_tlb_drop_slot(e, i); /* the last slot moves to i, already looked at */
+                dropped = true;
+                break;
             }
         }
+    }
+    if (dropped) {
+        e->uc_flush_pending = true;
+        emu_code_cache_reset(e);
     }
 }
 
