@@ -20,7 +20,8 @@
  *     other PCID;
  *  6. the host's measurement of dropped PCIDs (STEP inactive <mode>);
  *  7. invpcid.faults: type 4, descriptor bits 63:12, non-canonical address,
- *     INVPCID at CPL3 (a user page, back through the #GP handler): #GP(0);
+ *     INVPCID and INVLPG at CPL3 (a user page, back through the #GP
+ *     handler): #GP(0);
  *     (PCID != 0 with PCIDE=0: phase 9);
  *  8. state: the host reads and writes back the vCPU state at STEP state
  *     (PCIDE and PCID 2 in it), the mapping is the same after;
@@ -123,7 +124,9 @@ static uint8_t rsp0_stack[8192] __attribute__((aligned(16)));
 
 /* GDT with user segments (0x1b data, 0x23 code) and a TSS whose RSP0 takes
  * exceptions from user mode; a user page at USER_VA holding
- * `invpcid (%rax), %rcx; ud2` and a descriptor at +0x800. */
+ * `invpcid (%rax), %rcx; ud2`, at +USER_INVLPG `invlpg (%rax); ud2` and a
+ * descriptor at +0x800. */
+#define USER_INVLPG 0x100
 static void setup_user(uint64_t root)
 {
     uint64_t t = (uint64_t)(uintptr_t)&tss;
@@ -142,20 +145,22 @@ static void setup_user(uint64_t root)
     __asm__ volatile("lgdt %0\n\tmov $0x28, %%ax\n\tltr %%ax" : : "m"(p) : "rax", "memory");
     uint64_t f = pmm_alloc();
     static const uint8_t code[] = { 0x66, 0x0f, 0x38, 0x82, 0x08, 0x0f, 0x0b };
+    static const uint8_t code2[] = { 0x0f, 0x01, 0x38, 0x0f, 0x0b };
     memcpy(phys_ptr(f), code, sizeof code);
+    memcpy((uint8_t *)phys_ptr(f) + USER_INVLPG, code2, sizeof code2);
     pt_map_4k(root, USER_VA, f, PTE_LEAF | PTE_US);
     for (unsigned level = 4; level >= 2; level--)
         *pt_entry(root, USER_VA, level, 0) |= PTE_US;
 }
 
-/* Run the user page with rax = its descriptor, rcx = type; the vector the
- * INVPCID raised (its handler brings the CPU back here at CPL0). */
-static uint64_t user_try_invpcid(uint64_t type)
+/* Run the user page at `entry` with rax = its descriptor, rcx = type; the
+ * vector raised (its handler brings the CPU back here at CPL0). */
+static uint64_t user_try(uint64_t entry, uint64_t type)
 {
     fault_vector = NO_FAULT;
     __asm__ volatile("lea 1f(%%rip), %%r8\n\tmov %%r8, fixup_rip(%%rip)\n\tmov %%rsp, fixup_rsp(%%rip)\n\t"
                      "pushq $0x1b\n\tpushq %0\n\tpushq $0x2\n\tpushq $0x23\n\tpushq %1\n\tiretq\n1:"
-                     : : "r"(USER_VA + 0xff0), "r"(USER_VA), "a"(USER_VA + 0x800), "c"(type) : "r8", "memory");
+                     : : "r"(USER_VA + 0xff0), "r"(entry), "a"(USER_VA + 0x800), "c"(type) : "r8", "memory");
     return fault_vector;
 }
 
@@ -326,8 +331,10 @@ static void test_invpcid_faults(void)
     GUEST_ASSERT_EQ(try_invpcid(3, 0, 0), NO_FAULT);
     /* at CPL3: #GP(0), taken on TSS.RSP0 with the user CS in the frame */
     setup_user(root_a);
-    GUEST_ASSERT_EQ(user_try_invpcid(3), 13);
+    GUEST_ASSERT_EQ(user_try(USER_VA, 3), 13);
     GUEST_ASSERT_EQ(fault_error, 0);
+    GUEST_ASSERT_EQ(fault_cs, 0x23);
+    GUEST_ASSERT_EQ(user_try(USER_VA + USER_INVLPG, 0), 13); /* INVLPG too (Unicorn checks it) */
     GUEST_ASSERT_EQ(fault_cs, 0x23);
     ucall_report("invpcid.faults", 1);
 }
