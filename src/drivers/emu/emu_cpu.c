@@ -91,8 +91,6 @@ static enum emu_special classify(const uint8_t *p, uint32_t size)
             return EMU_SP_SYSCALL;
         if (op2 == 0x31 || (op2 == 0x01 && i + 2 < size && p[i + 2] == 0xf9))
             return EMU_SP_TSC;
-        if (op2 == 0x38 && (i + 2 >= size || p[i + 2] == 0x82))
-            return EMU_SP_INVPCID; /* Unicorn stops decoding 0f 38 82 early (size 3..5) */
         if (op2 == 0x01 && i + 2 < size && (p[i + 2] & 0x38) == 0x38 && (p[i + 2] >> 6) != 3)
             return EMU_SP_INVLPG;
     }
@@ -550,6 +548,15 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
         e->stats.exits++;
         e->stats.instructions = e->icount;
         emu_sync_selectors(e);
+        if (err == UC_ERR_INSN_INVALID && emu_insn_is_invpcid(e, emu_rip(e))) {
+            /* no Unicorn model has INVPCID: it ends the run as invalid
+             * (counted by the code hook); the driver performs it */
+            e->special = EMU_SP_INVPCID;
+            e->special_rip = emu_rip(e);
+            if (e->icount)
+                e->icount--;
+            err = UC_ERR_OK;
+        }
         if (e->flush_asap) {
             e->flush_asap = false;
             emu_tlb_flush(e);

@@ -525,11 +525,6 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev)
         return EMU_IR_STOP;
     }
     cs_insn *in = decode(e, rip);
-    if (e->special == EMU_SP_INVPCID && (!in || in->id == X86_INS_INVALID)) {
-        if (in) /* a 0f 38 escape nobody decodes: #UD */
-            cs_free(in, 1);
-        return emu_deliver_exception(e, 6, false, 0, rip) ? EMU_IR_DONE : EMU_IR_STOP;
-    }
     if (!in) {
         stop_with(e, VMT_STOP_GUEST_ERROR, "cannot decode the instruction at rip 0x%" PRIx64, rip);
         return EMU_IR_STOP;

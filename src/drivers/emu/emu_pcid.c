@@ -11,6 +11,9 @@
  * (leaves 1 and 7.0 are read once from a scratch engine of the same model;
  * OSXSAVE and OSPKE are recomputed from CR4 at each CPUID as the CPU does).
  * Unicorn never sees CR4.PCIDE; the driver keeps the PCID in CR3[11:0].
+ * Unicorn ends a run at INVPCID as an invalid instruction (its model never
+ * has it, and the code hook sees a truncated size): the run loop hands it
+ * to emu_do_invpcid, which raises #UD itself when INVPCID is not offered.
  *
  * The record (emu_mmu.c) tags every translation with the PCID it was walked
  * under and marks it global (leaf G with CR4.PGE). Invalidation follows the
@@ -266,6 +269,20 @@ void emu_invlpg_seen(emu *e, uint64_t rip, const uint8_t *p, uint32_t size)
     e->tstats.invlpg++;
     if (vmt_va_is_canonical(ea, (e->cr4 & VMT_CR4_LA57) ? 5 : 4))
         (void)emu_tlb_invalidate(e, EMU_INVAL_ADDR_GLOBAL, emu_pcid(e), ea & ~(uint64_t)(EMU_PAGE - 1), false);
+}
+
+bool emu_insn_is_invpcid(emu *e, uint64_t rip)
+{
+    uint8_t b[15];
+    size_t got = 0;
+    while (got < sizeof b && emu_va_read(e, rip + got, b + got, 1) == VMT_OK)
+        got++;
+    cs_insn *in = NULL;
+    if (!got || cs_disasm(e->cs, b, got, rip, 1, &in) != 1)
+        return false;
+    bool is = in->id == X86_INS_INVPCID;
+    cs_free(in, 1);
+    return is;
 }
 
 static emu_insn_result fault(emu *e, uint8_t vector, bool has_err, uint32_t err, uint64_t rip)

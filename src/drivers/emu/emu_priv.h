@@ -166,7 +166,7 @@ enum emu_special {
     EMU_SP_HWBP,          /* a debug-register execute breakpoint */
     EMU_SP_INTN,          /* int n (n != 3) */
     EMU_SP_TSC,           /* rdtsc / rdtscp: the virtual clock */
-    EMU_SP_INVPCID,       /* invpcid (66 0f 38 82) */
+    EMU_SP_INVPCID,       /* invpcid (66 0f 38 82): Unicorn stops at it as invalid */
     EMU_SP_INVLPG,        /* invlpg: the code hook drops the record's side, Unicorn runs it */
 };
 
@@ -488,6 +488,8 @@ bool emu_cr4_write_faults(const emu *e, uint64_t old, uint64_t v);
  * *stored is the value CR3 keeps and the record is invalidated as the SDM
  * says (PCID-aware). */
 bool emu_cr3_write(emu *e, uint64_t v, uint64_t *stored);
+/* The instruction at rip is INVPCID (Unicorn ends a run there as invalid). */
+bool emu_insn_is_invpcid(emu *e, uint64_t rip);
 /* Perform the INVPCID at e->special_rip. */
 emu_insn_result emu_do_invpcid(emu *e, cs_insn *in);
 /* The code hook is in front of INVLPG (bytes p, size): drop the record's
