@@ -11,7 +11,11 @@
  *     driver enters the kernel, SYSRETQ back);
  *   - a bare exit round trip (an `out` loop: IO event + CONTINUE);
  *   - a hidden-breakpoint hit round trip (INT3 event + FAST_STEP in view 0,
- *     performed by the reusable engine: no Unicorn map change).
+ *     performed by the reusable engine: no Unicorn map change);
+ *   - a CR3 ping-pong between two address spaces under PCIDs 1 and 2 (CR4.PCIDE,
+ *     the driver's offer_pcid), each touching its pages after every switch:
+ *     guest page walks and refills per switch with bit 63 set (the driver
+ *     refills Unicorn's TLB from its record) and clear (walks again).
  * Prints numbers and ratios; not a test (nothing is asserted). Ends with
  * RESULT tlb_refill_us=... hit_ratio=... insns_per_s=... (hit_ratio: the
  * time of the refilling loop over the one that hits; insns_per_s: the
@@ -223,6 +227,68 @@ static double user_kernel_ips(uint64_t n)
     return (double)st.instructions / t;
 }
 
+/* CR3 ping-pong: `rounds` times switch to B (PCID 2) and touch `pages`
+ * pages, switch to A (PCID 1) and touch its pages (other frames, same VAs);
+ * noflush sets CR3 bit 63. Per switch: guest walks, fills, microseconds. */
+typedef struct pingpong_cost {
+    double walks, fills, us;
+} pingpong_cost;
+
+static pingpong_cost cr3_pingpong(unsigned pages, unsigned rounds, bool noflush)
+{
+    vmt_emu_options o = { .offer_pcid = true };
+    eg_guest g;
+    if (eg_create_opt(&g, 16 << 20, &o, NULL, NULL))
+        exit(1);
+    vmt_gfn root_a = g.pml4, root_b = eg_frame(&g);
+    const uint64_t nf = noflush ? 1ull << 63 : 0;
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RDI, 0);
+    eg_mov_imm(&c, EG_RSI, rounds);
+    size_t top = c.n;
+    for (int side = 0; side < 2; side++) {
+        eg_mov_imm(&c, EG_RAX, side == 0 ? (root_b << 12) | 2 | nf : (root_a << 12) | 1 | nf);
+        eg_mov_cr3(&c, EG_RAX);
+        for (unsigned p = 0; p < pages; p++) {
+            eg_mov_imm(&c, EG_RAX, DATA_VA + 4096ull * p);
+            eg_store(&c, EG_RAX, EG_RDI);
+        }
+    }
+    eg_inc(&c, EG_RDI);
+    eg_loop_below(&c, EG_RDI, EG_RSI, top);
+    eg_out_ucall(&c, EG_RDI);
+    eg_place(&g, CODE_VA, &c);
+    /* B: A's top level (the code) with its own tables for the data */
+    uint64_t pml4[512];
+    vmt_drv_read_phys(g.d, root_a << 12, pml4, sizeof pml4);
+    pml4[(DATA_VA >> 39) & 511] = 0;
+    eg_write(&g, root_b << 12, pml4, sizeof pml4);
+    for (int side = 0; side < 2; side++) {
+        g.pml4 = side ? root_b : root_a;
+        for (unsigned p = 0; p < pages; p++)
+            eg_map(&g, DATA_VA + 4096ull * p, eg_frame(&g), 0);
+    }
+    g.pml4 = root_a;
+    g.regs.cr4 |= 1ull << 17; /* PCIDE (CR3 starts at PCID 0) */
+    if (eg_start(&g, CODE_VA, 0))
+        exit(1);
+    vmt_emu_tlb_stats a, b;
+    vmt_emu_tlb_stats_get(g.d, &a);
+    double t0 = now_s();
+    vmt_event ev = next(&g);
+    double t = now_s() - t0;
+    vmt_emu_tlb_stats_get(g.d, &b);
+    if (ev.kind != VMT_EVENT_IO || ev.u.io.value != rounds) {
+        fprintf(stderr, "bench_emu: the CR3 ping-pong did not finish (%s)\n", vmt_event_kind_name(ev.kind));
+        exit(1);
+    }
+    eg_destroy(&g);
+    double switches = 2.0 * rounds;
+    pingpong_cost r = { (double)(b.walks - a.walks) / switches, (double)(b.fills - a.fills) / switches,
+                        t / switches * 1e6 };
+    return r;
+}
+
 static double exit_round_trip(unsigned n)
 {
     eg_guest g;
@@ -339,8 +405,20 @@ int main(void)
     double hit = hidden_hit_round_trip(2000);
     printf("hidden breakpoint hit (INT3 event + FAST_STEP in view 0): %.2f us = %.1f x an exit round trip, "
            "%.1f x a TLB refill\n", hit * 1e6, hit / rt, hit / per_miss);
+    pingpong_cost keep = { 0, 0, 1e9 }, drop = { 0, 0, 1e9 };
+    for (int rep = 0; rep < 3; rep++) {
+        pingpong_cost k = cr3_pingpong(16, 5000, true), f = cr3_pingpong(16, 5000, false);
+        keep = k.us < keep.us ? k : keep;
+        drop = f.us < drop.us ? f : drop;
+    }
+    printf("CR3 ping-pong, 2 address spaces x 16 pages under PCIDs 1/2, per switch:\n");
+    printf("  bit 63 set (keep):  %.2f guest walks, %.2f refills, %.2f us\n", keep.walks, keep.fills, keep.us);
+    printf("  bit 63 clear:       %.2f guest walks, %.2f refills, %.2f us  (%.2f x the time of keep)\n", drop.walks,
+           drop.fills, drop.us, drop.us / keep.us);
     printf("RESULT tlb_refill_us=%.3f hit_ratio=%.2f insns_per_s=%.0f loop_ips=%.0f bp100_ratio=%.3f "
-           "bp10k_ratio=%.3f exit_us=%.2f hidden_hit_us=%.2f\n",
-           per_miss * 1e6, t_miss / t_hit, uk, ips0, ips100 / ips0, ips10k / ips0, rt * 1e6, hit * 1e6);
+           "bp10k_ratio=%.3f exit_us=%.2f hidden_hit_us=%.2f cr3_keep_walks=%.2f cr3_flush_walks=%.2f "
+           "cr3_keep_refills=%.2f cr3_keep_us=%.2f cr3_flush_us=%.2f\n",
+           per_miss * 1e6, t_miss / t_hit, uk, ips0, ips100 / ips0, ips10k / ips0, rt * 1e6, hit * 1e6, keep.walks,
+           drop.walks, keep.fills, keep.us, drop.us);
     return 0;
 }

@@ -224,4 +224,51 @@ int cli_snapshot_save_main(int argc, char **argv);
 /* `vmtrap run --snapshot FILE ...` (tools/resume_cmd.c); argv[0] is "run". */
 int cli_resume_main(int argc, char **argv);
 
+/* ---- --watch-pages WHO:VA[,VA|START-END...] (tools/watch_pages.c) ---- */
+
+#define CLI_WATCH_MAX 256
+#define CLI_WATCH_GROUPS 8
+#define CLI_WATCH_TAG_BASE (1ull << 48) /* ptm tags of these watches (above any hook index) */
+
+typedef struct cli_watch_group {
+    char who[32];           /* as given: pid or comm */
+    int32_t pid;            /* parsed pid, -1 for a comm */
+    size_t first, count;    /* its VAs in cli_watch.va */
+    int32_t task_pid;       /* the task found */
+    char comm[17];
+    uint64_t root;          /* its mm->pgd, physical */
+    int want_stack, want_heap; /* symbolic regions given ("stack", "heap") */
+} cli_watch_group;
+
+typedef struct cli_watch_va {
+    uint64_t va;            /* page-aligned */
+    unsigned group;
+    int refused;
+    char why[160];
+    int present;
+    uint64_t pa;
+} cli_watch_va;
+
+typedef struct cli_watch {
+    cli_log *log;
+    cli_watch_group groups[CLI_WATCH_GROUPS];
+    unsigned ngroups;
+    cli_watch_va va[CLI_WATCH_MAX];
+    size_t n, refused;
+    unsigned region_refusals; /* "stack"/"heap" that could not be resolved */
+    vmt_view view;
+    uint64_t events[4];     /* by vmt_ptm_event_kind */
+} cli_watch;
+
+struct vmt_os;
+/* Add one --watch-pages value; -1 with a message on stderr. */
+int cli_watch_parse(cli_watch *w, const char *spec);
+/* Find each process (OS layer), monitor its VAs in `view`; prints one
+ * "watch" line per VA (watching or refused, with the reason). Returns the
+ * number of VAs watched. */
+int cli_watch_arm(cli_watch *w, struct vmt_os *os, vmt_ptm *ptm, vmt_view view);
+/* A page event: printed and counted when it is one of ours (returns 1). */
+int cli_watch_on_event(cli_watch *w, const vmt_ptm_event *ev);
+void cli_watch_summary(cli_watch *w, vmt_ptm *ptm);
+
 #endif

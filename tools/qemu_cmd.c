@@ -4,6 +4,13 @@
  *   vmtrap run --driver qemu --hook SYM[,SYM...] [--symbols FILE | --guest ELF]
  *              (--gdb unix:PATH [--qmp unix:PATH] [--ram MB] | -- QEMU ARGS...)
  *              [--limit SECONDS] [--json] [--quiet] [--no-icount] [--dump CORE]
+ *              [--watch-pages PID|COMM:VA[,VA|START-END...] [--map-base ADDR]]
+ *
+ * --watch-pages (tools/watch_pages.c): the page-table monitor on user pages
+ * of a Linux process under its own root, through the driver's write-only
+ * permission control (gdbstub watchpoints on the table frames through the
+ * direct map: page_offset_base from the OS layer over the live VM, or
+ * --map-base). Events are reported after the guest's store landed.
  *
  * Design: the qemu driver alone (no image is placed: the VM is QEMU's), one
  * gdbstub breakpoint per hook (invisible under TCG, no count limit). Symbols
@@ -36,6 +43,10 @@
 #include "vmtrap/image.h"
 #include "vmtrap/paging.h"
 #include "vmtrap/qemu.h"
+#include "vmtrap/session.h"
+#ifdef VMT_CLI_HAVE_OS
+#include "vmtrap/os.h"
+#endif
 
 typedef struct qhook {
     char name[128];
@@ -51,6 +62,8 @@ typedef struct qopts {
     qhook hooks[CLI_MAX_HOOKS];
     size_t nhooks;
     char **qemu_argv; /* points into argv (after "--") */
+    cli_watch watch;  /* --watch-pages */
+    uint64_t map_base; /* --map-base (0: the OS layer's page_offset_base) */
 } qopts;
 
 static volatile sig_atomic_t g_stop;
@@ -110,7 +123,7 @@ static int parse(int argc, char **argv, qopts *o)
                 o->qemu_argv = argv + i + 1;
             break;
         }
-    enum { OPT_GDB = 300, OPT_QMP, OPT_SYMBOLS, OPT_RAM, OPT_NOICOUNT, OPT_DUMP };
+    enum { OPT_GDB = 300, OPT_QMP, OPT_SYMBOLS, OPT_RAM, OPT_NOICOUNT, OPT_DUMP, OPT_WATCH, OPT_MAPBASE };
     static const struct option longopts[] = {
         { "driver", required_argument, NULL, 'd' }, { "hook", required_argument, NULL, 'k' },
         { "gdb", required_argument, NULL, OPT_GDB }, { "qmp", required_argument, NULL, OPT_QMP },
@@ -118,6 +131,7 @@ static int parse(int argc, char **argv, qopts *o)
         { "ram", required_argument, NULL, OPT_RAM }, { "limit", required_argument, NULL, 'l' },
         { "json", no_argument, NULL, 'j' }, { "quiet", no_argument, NULL, 'q' },
         { "no-icount", no_argument, NULL, OPT_NOICOUNT }, { "dump", required_argument, NULL, OPT_DUMP },
+        { "watch-pages", required_argument, NULL, OPT_WATCH }, { "map-base", required_argument, NULL, OPT_MAPBASE },
         { NULL, 0, NULL, 0 },
     };
     char **av = argv + 1;
@@ -139,6 +153,18 @@ static int parse(int argc, char **argv, qopts *o)
         case 'g': o->guest = optarg; break;
         case OPT_DUMP: o->dump = optarg; break;
         case OPT_NOICOUNT: o->no_icount = 1; break;
+        case OPT_WATCH:
+#ifdef VMT_CLI_HAVE_OS
+            if (cli_watch_parse(&o->watch, optarg))
+                return CLI_EXIT_USAGE;
+            break;
+#else
+            return usage_error("%s", "--watch-pages needs the OS layer, which this build lacks");
+#endif
+        case OPT_MAPBASE:
+            if (cli_parse_u64(optarg, &o->map_base) || !o->map_base || (o->map_base & 0xfff))
+                return usage_error("--map-base '%s': expected a page-aligned address", optarg);
+            break;
         case 'j': o->json = 1; break;
         case 'q': o->quiet = 1; break;
         case OPT_RAM:
@@ -159,8 +185,8 @@ static int parse(int argc, char **argv, qopts *o)
     }
     if (optind < ac)
         return usage_error("unexpected argument '%s' (QEMU's own arguments go after '--')", av[optind]);
-    if (!o->nhooks)
-        return usage_error("%s", "run: missing --hook SYMBOL");
+    if (!o->nhooks && !o->watch.ngroups)
+        return usage_error("%s", "run: missing --hook SYMBOL (or --watch-pages)");
     if (!o->gdb == !o->qemu_argv)
         return usage_error("%s", "--driver qemu needs either --gdb unix:PATH (attach) or '-- QEMU ARGS...' (launch)");
     if (o->gdb && strncmp(o->gdb, "unix:", 5) != 0)
@@ -363,6 +389,81 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+static void on_ptm_event(void *ctx, const vmt_ptm_event *ev)
+{
+    (void)cli_watch_on_event(ctx, ev);
+}
+
+/* --watch-pages: the OS layer over the live VM finds the process and
+ * page_offset_base (the direct map, through which the driver watches table
+ * frames, unless --map-base), then a session + page-table monitor on view 0
+ * (the driver's write-only permission control). The session takes the
+ * driver (also on failure: *d is then NULL). */
+static int watch_setup(qopts *o, vmt_driver **d, cli_log *log, vmt_session **ses, vmt_ptm **ptm, struct vmt_os **osp)
+{
+#ifdef VMT_CLI_HAVE_OS
+    char why[512];
+    vmt_os_config oc;
+    memset(&oc, 0, sizeof oc);
+    double t0 = now_s();
+    vmt_os *os = NULL;
+    if (vmt_os_open(*d, &oc, &os, why, sizeof why) != VMT_OK) {
+        fprintf(stderr, "vmtrap: --watch-pages: the guest's kernel was not found: %s\n", why);
+        return CLI_EXIT_FAIL;
+    }
+    *osp = os;
+    vmt_os_info oi;
+    vmt_os_get_info(os, &oi);
+    uint64_t mb = o->map_base ? o->map_base : oi.page_offset_base;
+    char msg[256];
+    snprintf(msg, sizeof msg, "OS layer over the live VM in %.1f s; frames watched through the linear map at 0x%" PRIx64
+             " (%s)", now_s() - t0, mb, o->map_base ? "--map-base" : "Linux page_offset_base");
+    cli_log_note(log, "watch-pages", msg);
+    if (!mb) {
+        fprintf(stderr, "vmtrap: --watch-pages: the kernel's page_offset_base was not found; give --map-base ADDR\n");
+        return CLI_EXIT_FAIL;
+    }
+    if (vmt_qemu_set_map_base(*d, mb) != VMT_OK) {
+        fprintf(stderr, "vmtrap: --map-base: %s\n", vmt_driver_error(*d));
+        return CLI_EXIT_FAIL;
+    }
+    vmt_driver *drv = *d;
+    *d = NULL;
+    if (vmt_session_create(drv, NULL, ses) != VMT_OK) {
+        fprintf(stderr, "vmtrap: cannot create the session\n");
+        return CLI_EXIT_FAIL;
+    }
+    *d = drv;
+    if (vmt_ptm_create(*ses, ptm) != VMT_OK) {
+        fprintf(stderr, "vmtrap: --watch-pages: the page-table monitor cannot run on this driver\n");
+        return CLI_EXIT_FAIL;
+    }
+    o->watch.log = log;
+    if (cli_watch_arm(&o->watch, os, *ptm, VMT_VIEW_DEFAULT) == 0) {
+        fprintf(stderr, "vmtrap: --watch-pages: no page could be watched (see the refused lines)\n");
+        return CLI_EXIT_FAIL;
+    }
+    return CLI_EXIT_OK;
+#else
+    (void)o, (void)d, (void)log, (void)ses, (void)ptm, (void)osp;
+    return CLI_EXIT_USAGE;
+#endif
+}
+
+static void teardown(vmt_driver *d, vmt_session *ses, vmt_ptm *ptm, struct vmt_os *os)
+{
+    vmt_ptm_destroy(ptm);
+#ifdef VMT_CLI_HAVE_OS
+    vmt_os_close(os);
+#else
+    (void)os;
+#endif
+    if (ses)
+        vmt_session_destroy(ses);
+    else
+        vmt_driver_destroy(d);
+}
+
 int cli_qemu_main(int argc, char **argv)
 {
     qopts o;
@@ -391,6 +492,14 @@ int cli_qemu_main(int argc, char **argv)
             vmt_driver_destroy(d);
             return CLI_EXIT_FAIL;
         }
+    }
+    cli_log log = { stdout, o.json, o.quiet, 0 };
+    vmt_session *ses = NULL;
+    vmt_ptm *ptm = NULL;
+    struct vmt_os *os = NULL;
+    if (o.watch.ngroups && (rc = watch_setup(&o, &d, &log, &ses, &ptm, &os))) {
+        teardown(d, ses, ptm, os);
+        return rc;
     }
     if (!o.quiet) {
         printf(o.json ? "{\"event\":\"note\",\"what\":\"run\",\"text\":\"driver qemu %s%s, pid %d, %s; %zu hooks\"}\n"
@@ -425,12 +534,15 @@ int cli_qemu_main(int argc, char **argv)
             rc = ev.u.stop.reason == VMT_STOP_SHUTDOWN ? CLI_EXIT_OK : CLI_EXIT_FAIL;
             break;
         }
-        for (size_t i = 0; i < o.nhooks; i++)
+        vmt_response resp = vmt_response_continue();
+        bool handled = false;
+        if (ptm && vmt_ptm_handle_event(ptm, &ev, &resp, on_ptm_event, &o.watch, &handled) != VMT_OK)
+            fprintf(stderr, "vmtrap: page-table monitor: %s\n", vmt_ptm_error(ptm));
+        for (size_t i = 0; i < o.nhooks && !handled; i++)
             if (ev.kind == VMT_EVENT_HW_BREAKPOINT && ev.u.hwbp.address == o.hooks[i].va) {
                 o.hooks[i].hits++;
                 log_hit(&o, &o.hooks[i], &ev, d);
             }
-        vmt_response resp = vmt_response_continue();
         if ((st = vmt_drv_respond(d, &ev, &resp))) {
             fprintf(stderr, "vmtrap: respond: %s\n", vmt_driver_error(d));
             rc = CLI_EXIT_FAIL;
@@ -454,6 +566,8 @@ int cli_qemu_main(int argc, char **argv)
     vmt_driver_stats ds;
     memset(&ds, 0, sizeof ds);
     vmt_drv_stats(d, &ds);
+    if (ptm)
+        cli_watch_summary(&o.watch, ptm);
     if (o.json) {
         printf("{\"event\":\"summary\",\"driver\":\"qemu\",\"end\":\"%s\",\"wall_seconds\":%.3f,\"exits\":%" PRIu64
                ",\"hooks\":[",
@@ -468,6 +582,6 @@ int cli_qemu_main(int argc, char **argv)
         for (size_t i = 0; i < o.nhooks; i++)
             printf("  %-32s 0x%016" PRIx64 " %10" PRIu64 " hits\n", o.hooks[i].name, o.hooks[i].va, o.hooks[i].hits);
     }
-    vmt_driver_destroy(d);
+    teardown(d, ses, ptm, os);
     return rc;
 }

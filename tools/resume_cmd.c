@@ -13,6 +13,9 @@
  * handler pages it in, the same call hits again and is reported once,
  * decoded, with "after K injected #PF"); at most N (default 2) #PFs per
  * page per run, after which it stays "paged out" with the reason.
+ * --watch-pages WHO:VA[,VA|START-END|stack|heap...] (tools/watch_pages.c): the
+ * page-table monitor on user pages of the process WHO (pid or comm) under
+ * its own root; every page-in/page-out/remap is printed, refusals too.
  * --runs N: N runs from the same starting point, the machine restored
  * (dirty pages, vCPU, devices, clock) between them; each run's console is
  * hashed and the summary says whether all runs printed the same. With
@@ -53,6 +56,7 @@ typedef struct resume_opts {
     size_t nhooks;
     char *hooks[CLI_MAX_HOOKS]; /* point into hook_buf */
     char hook_buf[1024];
+    cli_watch watch;          /* --watch-pages WHO:VA[,...] (tools/watch_pages.c) */
 } resume_opts;
 
 typedef struct resume_ctx {
@@ -62,6 +66,8 @@ typedef struct resume_ctx {
     uint64_t lines;
     uint64_t hash;   /* FNV-1a over this run's console lines */
     uint64_t hit_hash; /* FNV-1a over this run's hits (hook, entry/return, registers) */
+    cli_watch *watch; /* --watch-pages, or NULL */
+    vmt_os *task_os;  /* where --watch-pages finds its processes */
 } resume_ctx;
 
 static uint64_t fnv_u64(uint64_t h, uint64_t v)
@@ -74,7 +80,8 @@ static uint64_t fnv_u64(uint64_t h, uint64_t v)
 static void usage(FILE *f)
 {
     fputs("usage: vmtrap run --snapshot FILE [--state SIDECAR.json] [--instructions N] [--limit SECONDS]\n"
-          "                  [--runs N] [--save-at N --save OUT.vmts] [--hook SYMBOL[,SYMBOL...]] [--returns] [--inject-pf[=N]] [--json] [--quiet]\n",
+          "                  [--runs N] [--save-at N --save OUT.vmts] [--hook SYMBOL[,SYMBOL...]] [--returns] [--inject-pf[=N]] [--json] [--quiet]\n"
+          "                  [--watch-pages PID|COMM:VA[,VA|START-END|stack|heap...]]\n",
           f);
 }
 
@@ -121,6 +128,10 @@ static int parse(int argc, char **argv, resume_opts *o)
                 }
                 o->hooks[o->nhooks++] = tok;
             }
+            i++;
+        } else if (strcmp(a, "--watch-pages") == 0 && val) {
+            if (cli_watch_parse(&o->watch, val))
+                return -1;
             i++;
         } else if (strcmp(a, "--save") == 0 && val) {
             o->save = argv[++i];
@@ -275,7 +286,16 @@ static vmt_status on_hit(const vmt_hit *hit, void *user)
     return VMT_OK;
 }
 
-/* A monitor on the session with every --hook (and --returns) armed. */
+static void on_page(const vmt_ptm_event *ev, const char *symbol, void *user)
+{
+    (void)symbol;
+    resume_ctx *c = user;
+    if (c->watch)
+        (void)cli_watch_on_event(c->watch, ev);
+}
+
+/* A monitor on the session with every --hook (and --returns) armed, and
+ * the --watch-pages watches in its page-table monitor (its view). */
 static int setup_monitor(resume_ctx *c, const resume_opts *o, vmt_os *os, vmt_session *s, vmt_image *img,
                          vmt_monitor **out)
 {
@@ -300,6 +320,13 @@ static int setup_monitor(resume_ctx *c, const resume_opts *o, vmt_os *os, vmt_se
             return CLI_EXIT_USAGE;
         }
     }
+    if (c->watch) {
+        vmt_monitor_on_page_event(m, on_page, c);
+        if (cli_watch_arm(c->watch, c->task_os, vmt_monitor_ptm(m), vmt_monitor_view(m)) == 0) {
+            fprintf(stderr, "vmtrap: --watch-pages: no page could be watched (see the refused lines)\n");
+            return CLI_EXIT_FAIL;
+        }
+    }
     return CLI_EXIT_OK;
 }
 
@@ -316,8 +343,10 @@ static vmt_status run_bounded(vmt_driver *drv, vmt_monitor *m, double seconds, u
 }
 
 /* One run with hidden breakpoints on kernel functions named by kallsyms
- * (the OS layer over the snapshot's memory), arguments decoded from BTF. */
-static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
+ * (the OS layer over the snapshot's memory), arguments decoded from BTF,
+ * and/or the page-table monitor on user pages (--watch-pages) through the
+ * monitor's own ptm in its view. */
+static int run_hooked(resume_ctx *c, resume_opts *o, vmt_resume *r)
 {
     char why[512] = "";
     vmt_os *os = NULL, *live = NULL;
@@ -334,8 +363,10 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
     vmt_session *s = NULL;
     vmt_monitor *m = NULL;
     int rc = CLI_EXIT_USAGE;
-    if (vmt_os_symbols_image(os, (const char *const *)o->hooks, o->nhooks, rr[0].start + rr[0].size, &img, why,
-                             sizeof why) != VMT_OK) {
+    /* The monitor needs an image; with --watch-pages alone it holds _text and no hook is placed. */
+    static const char *const no_hooks[] = { "_text" };
+    if (vmt_os_symbols_image(os, o->nhooks ? (const char *const *)o->hooks : no_hooks, o->nhooks ? o->nhooks : 1,
+                             rr[0].start + rr[0].size, &img, why, sizeof why) != VMT_OK) {
         fprintf(stderr, "vmtrap: --hook: %s\n", why);
         goto out;
     }
@@ -353,6 +384,11 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
         goto out;
     }
     c->inject_pf = o->inject_pf != 0;
+    if (o->watch.ngroups) {
+        c->watch = &o->watch;
+        c->watch->log = &c->log;
+        c->task_os = live ? live : os;
+    }
     uint64_t first_serial = 0, first_hits = 0;
     uint64_t *hits1 = calloc(o->nhooks ? o->nhooks : 1, sizeof *hits1);
     if (!hits1) {
@@ -442,6 +478,8 @@ static int run_hooked(resume_ctx *c, const resume_opts *o, vmt_resume *r)
                      ms->pf_injected, ms->pf_refused, o->inject_pf);
             cli_log_note(&c->log, "inject-pf", msg);
         }
+        if (c->watch)
+            cli_watch_summary(c->watch, vmt_monitor_ptm(m));
         summary(c, o, run, d1.instructions - d0.instructions, vmt_resume_now_ns(r) - ns0, wall, &stop, r);
         if (st != VMT_OK || (stop.reason != VMT_STOP_INSN_LIMIT && stop.reason != VMT_STOP_TIME_LIMIT))
             rc = CLI_EXIT_FAIL;
@@ -493,7 +531,7 @@ int cli_resume_main(int argc, char **argv)
         fprintf(stderr, "vmtrap: %s\n", why);
         return CLI_EXIT_USAGE;
     }
-    if (o.nhooks) {
+    if (o.nhooks || o.watch.ngroups) {
         int hrc = run_hooked(&c, &o, r);
         vmt_resume_close(r);
         return hrc;

@@ -70,6 +70,14 @@ enum {
     VMT_CAP_PT_AD_BITS     = 1ull << 24, /* guest A/D updates into write-protected tables work */
     VMT_CAP_VCPU_STATE     = 1ull << 25, /* get/set the full vmt_vcpu_state (snapshots) */
     VMT_CAP_DIRTY_LOG      = 1ull << 26, /* guest-RAM frames written since the last clear */
+    /* Write traps (VIEW_PERM W) are reported AFTER the store landed in
+     * memory (a debugger watchpoint, e.g. QEMU's gdbstub), not before it as
+     * event.h describes: the memory already holds the written value, the
+     * response cannot DENY or redirect it, and CONTINUE simply goes on (no
+     * step, no emulation). Such a driver may restrict view 0 (it needs no
+     * unaltered view to let a write land). Write data, when present, is the
+     * value memory now holds. */
+    VMT_CAP_WRITE_AFTER    = 1ull << 27,
 };
 
 typedef struct vmt_caps {

@@ -41,7 +41,25 @@
  * breakpoints (hw_breakpoint op; DR0-3/DR7 in the registers mirror them and
  * cannot be changed through set_regs). CPUID is Unicorn's model (qemu64
  * unless vmt_emu_options.cpu_model says otherwise); SMAP, INVPCID and
- * XSAVE are not offered by qemu64.
+ * XSAVE are not offered by qemu64; PCID and INVPCID only when
+ * vmt_emu_options.offer_pcid / offer_invpcid ask (no Unicorn model offers
+ * them).
+ *
+ * Translations and PCIDs: the record is tagged with the PCID (and global
+ * for leaf G with CR4.PGE) and invalidated as the SDM says (MOV to CR3
+ * with/without bit 63, INVLPG, INVPCID types 0-3, CR4 writes), and also
+ * whenever the guest writes a table entry a recorded walk read — more than
+ * hardware: no translation outlives a change of the tables it was walked
+ * from, even without an invalidation. Non-global translations are used
+ * again only under the same PCID and CR3 root (a PCID reused with another
+ * root walks again); global ones under any PCID and root, like the CPU:
+ * they survive CR3 writes, and INVLPG, INVPCID type 2 and CR4 writes drop
+ * them. Unicorn's TLB (VA only) is flushed at every CR3 change and refilled
+ * from the record, so returning to a PCID with bit 63 set costs no guest
+ * walk; the record keeps other address spaces' translations, and their
+ * table frames stay watched (a guest write there is performed by the
+ * driver), until an invalidation drops them or the record fills
+ * (tlb_entries) and starts over.
  */
 #ifndef VMTRAP_EMU_H
 #define VMTRAP_EMU_H
@@ -67,6 +85,11 @@ typedef struct vmt_emu_options {
      * set_cpu_model. Default: qemu64, what QEMU's `-cpu qemu64` shows. */
     bool set_cpu_model;
     int cpu_model;
+    /* Offer PCID (CPUID.1:ECX[17]: CR4.PCIDE, PCIDs in CR3) and INVPCID
+     * (CPUID.7.0:EBX[10]) on top of the model: Unicorn 2.1.1 filters both
+     * out of every model; the driver performs them itself. */
+    bool offer_pcid;
+    bool offer_invpcid;
 } vmt_emu_options;
 
 /* Create the emulator driver for cfg (cfg->image is placed into RAM; its
@@ -96,6 +119,14 @@ typedef struct vmt_emu_tlb_stats {
     uint64_t guest_ns;       /* guest time now (virtual clock) */
     uint64_t engine_fpu_steps;/* of engine_steps, x87/MMX/SSE instructions
                                 (performed with the vCPU's FXSAVE state) */
+    uint64_t walks;          /* fills that walked the guest's page tables */
+    uint64_t record_hits;    /* fills answered from the record without a walk
+                                (after a flush of Unicorn's TLB, a CR3 switch
+                                back to a PCID it kept, INVLPG, ...) */
+    uint64_t cr3_writes;     /* MOV to CR3 */
+    uint64_t cr3_noflush;    /* of them, with CR4.PCIDE and bit 63 set (nothing invalidated) */
+    uint64_t invlpg;         /* INVLPG executed */
+    uint64_t invpcid;        /* INVPCID performed */
 } vmt_emu_tlb_stats;
 
 /* VMT_E_INVAL when d is not an emu driver. */
@@ -113,8 +144,11 @@ vmt_status vmt_emu_clock_set(vmt_driver *d, uint64_t now_ns);
 
 /* Invariant checker: every recorded translation gives rights within PTE ∩
  * view rights and no write permission on a page-table frame, page-table
- * reference counts match the record, the index matches the slots, views
- * are well formed. VMT_OK or VMT_E_INTERNAL with the reason in
+ * reference counts match the record, the index matches the slots (one
+ * translation per PCID and va, global ones only with CR4.PGE, PCID 0
+ * without CR4.PCIDE), every recorded translation is still what the guest
+ * tables give (each entry of its walk present, accessed and pointing where
+ * it did), views are well formed. VMT_OK or VMT_E_INTERNAL with the reason in
  * vmt_driver_error(d). */
 vmt_status vmt_emu_check(vmt_driver *d);
 

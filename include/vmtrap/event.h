@@ -7,7 +7,10 @@
  * and the response.
  *
  * Memory-access events are raised BEFORE the access happens (an EPT/altp2m
- * violation). What the response means for the trapped access:
+ * violation) — except on a driver declaring VMT_CAP_WRITE_AFTER (driver.h,
+ * e.g. the qemu driver's watchpoints), whose write events come after the
+ * store landed and whose CONTINUE just goes on. What the response means for
+ * the trapped access:
  *   CONTINUE   the access happens once, in the vCPU's current view, with the
  *              view's rights unchanged (the driver performs it: emulates the
  *              instruction or steps it with the right temporarily granted);

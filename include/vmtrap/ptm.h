@@ -35,6 +35,13 @@
  *    0; the SINGLESTEP event that follows re-reads the vCPU's dirty entries
  *    (top level first), emits the events and switches back (SWITCH_VIEW to
  *    the view the write trapped in).
+ *  - Writes reported after they landed (driver cap VMT_CAP_WRITE_AFTER, e.g.
+ *    the qemu driver's gdbstub watchpoints): memory already holds the new
+ *    entry; the monitor reads it back (applying the event's data on top, which
+ *    changes nothing), re-walks at once and answers CONTINUE — no step, no
+ *    view switch. Such a driver may have view 0 only, so monitor() accepts
+ *    view 0 then. A write without data re-reads the entry at gpa (gpa to
+ *    the end of its entry, or `size` bytes).
  *  - Partial writes (a 4-byte store into an 8-byte entry, by any vCPU) are
  *    judged like the hardware would: the entry's value is what memory holds
  *    with the written bytes applied, re-walked at once. Nothing is held
@@ -57,6 +64,7 @@
  * has NOT landed in memory while the sink runs (it lands when the driver
  * applies the response): take the new frame from the event's new_pa, not
  * from a fresh vmt_session_translate(), which still reads the old entry.
+ * (On a VMT_CAP_WRITE_AFTER driver it has landed already.)
  *
  * Guest tables are read in view 0 with the driver's read_phys (8 bytes per
  * entry; no frame cache to go stale) and walked with vmt_session_paging():
@@ -137,6 +145,7 @@ typedef struct vmt_ptm_stats {
     uint64_t no_change;        /* ... whose value did not change (dupes, failed CMPXCHG) */
     uint64_t rewalks;          /* translations re-walked */
     uint64_t hostile;          /* walks that hit hostile tables */
+    uint64_t writes_after;     /* write events reported after the store landed (VMT_CAP_WRITE_AFTER) */
     uint64_t events[4];        /* emitted, indexed by vmt_ptm_event_kind */
 } vmt_ptm_stats;
 

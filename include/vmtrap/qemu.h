@@ -43,6 +43,28 @@
  *    registers, at most 4) there and vmt_qemu_breakpoint() is refused.
  *  - no VIEWS, no FRAMES, no BREAKPOINT_EVENTS (a guest INT3 goes to the
  *    guest's own IDT), no EMULATE/FAST_STEP, no INJECT, no DETERMINISTIC.
+ *  - with a linear map (cfg.map_base or vmt_qemu_set_map_base(), Linux:
+ *    page_offset_base) a WRITE-ONLY permission control on view 0, for the
+ *    page-table monitor: VIEW_PERM with trap_access W alone (max_views 1,
+ *    still no VIEWS/REMAP/FRAMES), WRITE_DATA and WRITE_AFTER.
+ *    view_set_access(0, gfn, rights without W) sets a Z2 watch on
+ *    map_base + gfn*4096 (4096 bytes; refused with VMT_E_RANGE when
+ *    map_base + gfn*4096 does not translate to gfn*4096 under the current
+ *    CR3); rights with W remove it; view_get_access answers from the
+ *    driver's own table (rights RX or RWX, backing = gfn). A hit is
+ *    VMT_EVENT_MEM_ACCESS, access W, gpa of the 8-byte entry that changed,
+ *    has_data with the value memory now holds, size 8 — AFTER the store
+ *    (VMT_CAP_WRITE_AFTER: CONTINUE goes on, DENY is impossible). A store
+ *    that changed several entries (a 16-byte store, rep movs) is reported
+ *    as one event per changed entry, lowest first, the guest not running
+ *    between them; a store of the same value as one event without data at
+ *    the page start; a hit for a watch the driver no longer has (removed
+ *    meanwhile) is dropped and counted (info.stale_watch_hits). Limits:
+ *    only stores through that linear alias are seen (Linux writes its
+ *    tables through the direct map; a store through another alias, DMA, or
+ *    the CPU's own A/D-bit updates are not), and QEMU 7.2 flushes its
+ *    translated code at every watch insertion and removal. Without a map
+ *    base the driver declares none of this.
  * Write watchpoints (vmt_qemu_watch, gdbstub Z2 on guest-virtual addresses,
  * any length) are reported as VMT_EVENT_MEM_ACCESS with access W AFTER the
  * write happened (QEMU reports after the instruction, and only the
@@ -99,6 +121,8 @@ typedef struct vmt_qemu_config {
     /* both */
     int timeout_ms;                /* deadline of one exchange (0: 5000) */
     int no_nop_skip;               /* always resume from a breakpoint by a gdbstub step (for comparisons) */
+    vmt_va map_base;               /* a linear map of all guest RAM (Linux: page_offset_base); 0: none,
+                                    * no write-protection of frames (see VIEW_PERM above) */
 } vmt_qemu_config;
 
 vmt_status vmt_qemu_driver_create(const vmt_qemu_config *cfg, vmt_driver **out, char *why, size_t why_len);
@@ -121,6 +145,12 @@ vmt_status vmt_qemu_watch(vmt_driver *d, vmt_va va, uint64_t len, int enable);
  * Linux's page_offset_base): a watch on map_base + pa. */
 vmt_status vmt_qemu_watch_phys(vmt_driver *d, vmt_pa pa, uint64_t len, vmt_va map_base, int enable);
 
+/* Set (or with 0 clear) the linear map after create — e.g. once the OS
+ * layer found Linux's page_offset_base in the attached VM — and declare (or
+ * withdraw) the write-only VIEW_PERM control. VMT_E_BUSY while frames are
+ * write-protected through the old map base. */
+vmt_status vmt_qemu_set_map_base(vmt_driver *d, vmt_va map_base);
+
 typedef struct vmt_qemu_info {
     int launched;                  /* the driver started QEMU */
     int pid;                       /* QEMU's pid when launched, else 0 */
@@ -133,6 +163,10 @@ typedef struct vmt_qemu_info {
     uint64_t nop_skips;            /* breakpoint hits resumed by moving rip past a NOP */
     char qemu_version[48];         /* from QMP (empty without QMP) */
     char regs_missing[128];        /* vmt_regs fields the target description lacks */
+    vmt_va map_base;               /* the linear map used for frame watches (0: none) */
+    unsigned protected_frames;     /* frames write-protected through view_set_access */
+    uint64_t stale_watch_hits;     /* hits for a watch the driver no longer had (dropped) */
+    uint64_t watch_words;          /* changed 8-byte words reported by watch hits */
 } vmt_qemu_info;
 vmt_status vmt_qemu_get_info(vmt_driver *d, vmt_qemu_info *out);
 

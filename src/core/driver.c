@@ -58,6 +58,7 @@ static const struct {
     { VMT_CAP_PT_AD_BITS, "pt-ad-bits" },
     { VMT_CAP_VCPU_STATE, "vcpu-state" },
     { VMT_CAP_DIRTY_LOG, "dirty-log" },
+    { VMT_CAP_WRITE_AFTER, "write-after" },
 };
 
 const char *vmt_cap_name(uint64_t cap_flag)
@@ -143,8 +144,12 @@ static int caps_consistent(const vmt_driver_ops *o, const vmt_caps *c, char *why
             return 0;
         }
     }
-    if ((c->flags & (VMT_CAP_VIEW_REMAP | VMT_CAP_VIEW_PERM | VMT_CAP_VIEW_PER_VCPU)) &&
-        !(c->flags & VMT_CAP_VIEWS)) {
+    /* Permissions on view 0 alone make sense only where writes are reported
+     * after they landed (VMT_CAP_WRITE_AFTER): nothing needs an unaltered
+     * view to let them land. */
+    uint64_t view_features = VMT_CAP_VIEW_REMAP | VMT_CAP_VIEW_PER_VCPU |
+                             ((c->flags & VMT_CAP_WRITE_AFTER) ? 0 : VMT_CAP_VIEW_PERM);
+    if ((c->flags & view_features) && !(c->flags & VMT_CAP_VIEWS)) {
         vmt_why(why, why_len, "driver '%s' declares view features without views", o->name ? o->name : "?");
         return 0;
     }

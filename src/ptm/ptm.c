@@ -411,7 +411,8 @@ vmt_status vmt_ptm_create(vmt_session *s, vmt_ptm **out)
         return VMT_E_NOTSUP;
     bool can_step = (caps->flags & VMT_CAP_SINGLESTEP) != 0;
     bool can_land = (caps->flags & (VMT_CAP_EMULATE | VMT_CAP_FAST_STEP)) != 0;
-    if (!can_step && !((caps->flags & VMT_CAP_WRITE_DATA) && can_land))
+    bool landed = (caps->flags & VMT_CAP_WRITE_AFTER) != 0; /* reported after the store: nothing to land */
+    if (!can_step && !landed && !((caps->flags & VMT_CAP_WRITE_DATA) && can_land))
         return VMT_E_NOTSUP;
     vmt_ptm *p = calloc(1, sizeof *p);
     if (!p)
@@ -467,7 +468,10 @@ vmt_status vmt_ptm_monitor(vmt_ptm *p, vmt_addr_ctx ctx, vmt_view view, uint64_t
     if (!p)
         return VMT_E_INVAL;
     ctx.root &= VMT_CR3_ADDR_MASK;
-    if (view == VMT_VIEW_DEFAULT || view == VMT_VIEW_INVALID)
+    /* View 0 is where writes land (steps, emulation) — except on a driver
+     * that reports writes after they landed (VMT_CAP_WRITE_AFTER), which
+     * may have no other view. */
+    if (view == VMT_VIEW_INVALID || (view == VMT_VIEW_DEFAULT && !(p->caps & VMT_CAP_WRITE_AFTER)))
         return vmt_errbuf_set(&p->err, VMT_E_INVAL,
                               "ptm: cannot monitor in view %u (view 0 is the unaltered view)", view);
     if (!vmt_va_is_canonical(ctx.va, vmt_session_paging(p->s)->levels))

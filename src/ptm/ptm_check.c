@@ -57,8 +57,8 @@ static vmt_status check_watch(vmt_ptm *p, const ptm_watch_key *key, const ptm_wa
         FAIL("watch va 0x%" PRIx64 " has page size 0x%" PRIx64, w->ctx.va, w->page_size);
     if (w->path.depth == 0 && w->walk_status != VMT_E_BAD_PT && w->walk_status != VMT_E_RANGE)
         FAIL("watch va 0x%" PRIx64 " has an empty path after a sane walk", w->ctx.va);
-    if (w->view == VMT_VIEW_DEFAULT)
-        FAIL("watch va 0x%" PRIx64 " is in view 0", w->ctx.va);
+    if (w->view == VMT_VIEW_DEFAULT && !(p->caps & VMT_CAP_WRITE_AFTER))
+        FAIL("watch va 0x%" PRIx64 " is in view 0 (only a write-after driver allows it)", w->ctx.va);
     return VMT_OK;
 }
 

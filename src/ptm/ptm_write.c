@@ -31,6 +31,10 @@
  *    entries are read back (the value memory now holds, whatever wrote it),
  *    processed top level first, re-walked, and the vCPU switches back.
  *
+ *  - reported after it landed (VMT_CAP_WRITE_AFTER, e.g. QEMU's watchpoints):
+ *    memory already holds the new entries; they are read back (the data, if
+ *    any, applied on top — idempotent), re-walked at once, CONTINUE.
+ *
  * Limits: pieces are at most 8 bytes (the driver reports at most 8); a
  * write without a size is taken to cover gpa to the end of its entry.
  */
@@ -249,6 +253,35 @@ static vmt_status process_dirty(vmt_ptm *p, vmt_vcpu vcpu)
     return first;
 }
 
+/* A driver that reports writes after they landed (VMT_CAP_WRITE_AFTER): memory
+ * already holds the new entries. Each watched entry the write covers is read
+ * back (with data, the data is applied on top: idempotent, since memory has
+ * it) and its watches re-walked at once; the answer is CONTINUE, no step.
+ * The value before the write is gone, so such writes are not judged "no
+ * change" in the statistics (writes_after counts them). */
+static vmt_status write_after(vmt_ptm *p, const vmt_event *ev, const piece *pcs, unsigned n, bool data,
+                              vmt_response *resp)
+{
+    *resp = vmt_response_continue();
+    p->stats.writes_after++;
+    p->stamp++;
+    p->nbatch = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (!entry_watched(p, pcs[i].entry_pa))
+            continue;
+        uint64_t mem;
+        vmt_status st = ptm_read_entry(p, pcs[i].entry_pa, &mem);
+        if (st != VMT_OK)
+            return st;
+        uint64_t bits = data ? byte_mask_bits(pcs[i].mask) : 0;
+        uint64_t now = (mem & ~bits) | (pcs[i].bytes & bits);
+        st = entry_written(p, pcs[i].entry_pa, pcs[i].mask, ~now, now);
+        if (st != VMT_OK)
+            return st;
+    }
+    return p->nbatch ? ptm_rewalk_batch(p, ev->vcpu) : VMT_OK;
+}
+
 static vmt_status handle_write(vmt_ptm *p, const vmt_event *ev, vmt_response *resp)
 {
     const vmt_mem_access_info *m = &ev->u.mem;
@@ -265,6 +298,11 @@ static vmt_status handle_write(vmt_ptm *p, const vmt_event *ev, vmt_response *re
         n = cut_pieces(m->gpa, size, 0, pcs);
     }
     vmt_status st;
+    if (p->caps & VMT_CAP_WRITE_AFTER) {
+        if (data)
+            p->stats.writes_with_data++;
+        return write_after(p, ev, pcs, n, data, resp);
+    }
     if (data) {
         p->stats.writes_with_data++;
         /* Without EMULATE or FAST_STEP the write lands only at the step:

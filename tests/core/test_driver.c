@@ -52,6 +52,14 @@ static void test_create_refuses_caps_without_ops(void **state)
     bad.flags |= VMT_CAP_VIEW_REMAP;
     assert_int_equal(vmt_driver_set_caps(full, &bad), VMT_E_INVAL);
     assert_non_null(strstr(vmt_driver_error(full), "view features without views"));
+    /* Permissions on view 0 alone: only for a driver reporting writes after they landed. */
+    bad.flags = VMT_CAP_READ_PHYS | VMT_CAP_VIEW_PERM;
+    assert_int_equal(vmt_driver_set_caps(full, &bad), VMT_E_INVAL);
+    bad.flags |= VMT_CAP_WRITE_AFTER;
+    assert_int_equal(vmt_driver_set_caps(full, &bad), VMT_OK);
+    assert_string_equal(vmt_cap_name(VMT_CAP_WRITE_AFTER), "write-after");
+    bad.flags = VMT_CAP_READ_PHYS;
+    assert_int_equal(vmt_driver_set_caps(full, &bad), VMT_OK);
     bad.flags = VMT_CAP_READ_PHYS | VMT_CAP_VIEWS;
     bad.max_views = 1;
     assert_int_equal(vmt_driver_set_caps(full, &bad), VMT_E_INVAL);

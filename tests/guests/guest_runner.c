@@ -57,6 +57,8 @@ static vmt_status on_event(vmt_session *s, const vmt_event *ev, vmt_response *re
             r->cap = cap;
         }
         r->calls[r->ncalls++] = uc;
+        if (r->cfg && r->cfg->on_ucall)
+            r->cfg->on_ucall(r->cfg->on_ucall_ctx, vmt_session_driver(s), &uc);
         if (uc.cmd == VMT_UCALL_DONE) {
             r->done = 1;
             r->exit_code = (int64_t)uc.args[0];
@@ -78,12 +80,13 @@ static vmt_status on_event(vmt_session *s, const vmt_event *ev, vmt_response *re
     return VMT_OK;
 }
 
-static vmt_status create_driver(const char *driver, const vmt_machine_config *cfg, vmt_driver **d,
-                                char *why, size_t why_len)
+static vmt_status create_driver(const char *driver, const vmt_machine_config *cfg,
+                                const struct vmt_emu_options *emu_options, vmt_driver **d, char *why, size_t why_len)
 {
+    (void)emu_options;
     if (!strcmp(driver, "emu")) {
 #ifdef GUEST_RUNNER_HAVE_EMU
-        return vmt_emu_driver_create(cfg, d, why, why_len);
+        return vmt_emu_driver_create_ex(cfg, emu_options, d, why, why_len);
 #else
         snprintf(why, why_len, "the emulator driver is not built");
         return VMT_E_NOTSUP;
@@ -138,6 +141,23 @@ vmt_status guest_run_elf_hooked(const char *driver, const char *elf_path, uint64
                                 double time_limit_s, guest_driver_fn on_driver, void *on_driver_ctx,
                                 guest_run *out)
 {
+    guest_run_config c = { .driver = driver, .elf_path = elf_path, .ram_size = ram_size, .bus = bus,
+                           .clock = clock, .params = params, .nparams = nparams, .time_limit_s = time_limit_s,
+                           .on_driver = on_driver, .on_driver_ctx = on_driver_ctx };
+    return guest_run_config_elf(&c, out);
+}
+
+vmt_status guest_run_config_elf(const guest_run_config *c, guest_run *out)
+{
+    const char *driver = c->driver, *elf_path = c->elf_path;
+    uint64_t ram_size = c->ram_size;
+    const vmt_bus *bus = c->bus;
+    const vmt_clock_config *clock = c->clock;
+    const guest_param *params = c->params;
+    size_t nparams = c->nparams;
+    double time_limit_s = c->time_limit_s;
+    guest_driver_fn on_driver = c->on_driver;
+    void *on_driver_ctx = c->on_driver_ctx;
     memset(out, 0, sizeof(*out));
     out->ram_size = ram_size;
     vmt_image *img = NULL;
@@ -150,7 +170,7 @@ vmt_status guest_run_elf_hooked(const char *driver, const char *elf_path, uint64
     if (clock)
         cfg.clock = *clock;
     vmt_driver *d = NULL;
-    st = create_driver(driver, &cfg, &d, out->error, sizeof(out->error));
+    st = create_driver(driver, &cfg, c->emu_options, &d, out->error, sizeof(out->error));
     if (st) {
         vmt_image_destroy(img);
         return st;
@@ -184,7 +204,9 @@ vmt_status guest_run_elf_hooked(const char *driver, const char *elf_path, uint64
         snprintf(out->error, sizeof(out->error), "session: %s", vmt_strerror(st));
         return st;
     }
+    out->cfg = c;
     st = vmt_session_run(s, on_event, out);
+    out->cfg = NULL;
     if (st && !out->error[0])
         snprintf(out->error, sizeof(out->error), "run: %s: %s", vmt_strerror(st), vmt_session_error(s));
     /* the run left the session and the driver consistent */

@@ -41,6 +41,7 @@ typedef struct guest_run {
     uint64_t reinjected_bps;/* guest INT3s handed back to the guest */
     uint64_t caps_flags;    /* the driver's VMT_CAP_* */
     char error[512];        /* harness-level failure (bad ucall, driver error) */
+    const struct guest_run_config *cfg; /* what it runs with (during the run) */
 } guest_run;
 
 #define GUEST_KERNEL_VMA 0xffffffff80000000ULL
@@ -64,6 +65,27 @@ vmt_status guest_run_elf_hooked(const char *driver, const char *elf_path, uint64
                                 const vmt_clock_config *clock, const guest_param *params, size_t nparams,
                                 double time_limit_s, guest_driver_fn on_driver, void *on_driver_ctx,
                                 guest_run *out);
+/* Everything the entry points above take, plus (emu only) driver options
+ * and a callback at every ucall as it arrives, with the driver (to read its
+ * counters or vCPU state at that point of the guest). NULL/0: none. */
+struct vmt_emu_options;
+typedef void (*guest_ucall_fn)(void *ctx, vmt_driver *d, const vmt_ucall *uc);
+typedef struct guest_run_config {
+    const char *driver;
+    const char *elf_path;
+    uint64_t ram_size;
+    const vmt_bus *bus;
+    const vmt_clock_config *clock;
+    const guest_param *params;
+    size_t nparams;
+    double time_limit_s;
+    guest_driver_fn on_driver;
+    void *on_driver_ctx;
+    const struct vmt_emu_options *emu_options;
+    guest_ucall_fn on_ucall;
+    void *on_ucall_ctx;
+} guest_run_config;
+vmt_status guest_run_config_elf(const guest_run_config *c, guest_run *out);
 void guest_run_free(guest_run *r);
 
 /* The i-th ucall with this command (and name, when name is not NULL), or NULL. */

@@ -178,7 +178,51 @@ static void handle(fake_stub *s, char *p)
         }
         reply(s, "OK");
     } else if (strncmp(p, "Z2,", 3) == 0 || strncmp(p, "z2,", 3) == 0) {
+        unsigned long long a, l;
+        if (sscanf(p + 3, "%llx,%llx", &a, &l) != 2) {
+            reply(s, "E01");
+            return;
+        }
+        pthread_mutex_lock(&s->lock);
+        if (p[0] == 'Z' && s->nwatches < 64) {
+            s->watch_va[s->nwatches] = a;
+            s->watch_len[s->nwatches++] = l;
+        } else if (p[0] == 'z') {
+            for (unsigned i = 0; i < s->nwatches; i++)
+                if (s->watch_va[i] == a && s->watch_len[i] == l) {
+                    s->watch_va[i] = s->watch_va[--s->nwatches];
+                    s->watch_len[i] = s->watch_len[s->nwatches];
+                    break;
+                }
+        }
+        pthread_mutex_unlock(&s->lock);
         reply(s, "OK");
+    } else if (strcmp(p, "c") == 0 && s->next_store < s->nstores) {
+        /* The scripted stores, until one hits a watch. */
+        while (s->next_store < s->nstores) {
+            const struct fake_store *st = &s->stores[s->next_store++];
+            uint64_t pa = st->va - s->map_base;
+            if (pa + st->len <= FAKE_MEM)
+                memcpy(s->mem + pa, st->bytes, st->len);
+            uint64_t start = st->va;
+            bool hit = st->report_anyway;
+            for (unsigned i = 0; i < s->nwatches; i++)
+                if (st->va + st->len > s->watch_va[i] && st->va < s->watch_va[i] + s->watch_len[i]) {
+                    start = s->watch_va[i];
+                    hit = true;
+                    break;
+                }
+            if (hit) {
+                char r[80];
+                snprintf(r, sizeof r, "T05thread:p01.01;watch:%llx;", (unsigned long long)start);
+                reply(s, r);
+                return;
+            }
+        }
+        if (s->nbps) {
+            s->rip = s->bps[0];
+            reply(s, "T05thread:p01.01;");
+        }
     } else if (strcmp(p, "c") == 0) {
         if (s->mode == FAKE_EXIT_ON_CONT) {
             reply(s, "W00");
@@ -306,6 +350,20 @@ void fake_stub_stop(fake_stub *s)
     unlink(s->path);
     rmdir(s->dir);
     pthread_mutex_destroy(&s->lock);
+}
+
+void fake_stub_store(fake_stub *s, uint64_t va, unsigned len, uint64_t value, uint64_t hi, bool report_anyway)
+{
+    if (s->nstores >= sizeof s->stores / sizeof s->stores[0] || len < 1 || len > 16)
+        return;
+    struct fake_store *st = &s->stores[s->nstores];
+    memset(st, 0, sizeof *st);
+    st->va = va;
+    st->len = (uint8_t)len;
+    for (unsigned i = 0; i < len; i++)
+        st->bytes[i] = (uint8_t)(i < 8 ? value >> (8 * i) : hi >> (8 * (i - 8)));
+    st->report_anyway = report_anyway;
+    s->nstores++; /* the serving thread reads it at the next 'c' (the client sends it after this returns) */
 }
 
 unsigned fake_stub_count(fake_stub *s, const char *prefix)

@@ -7,7 +7,8 @@
  * small target description (GPRs, rip, eflags, selectors, bases, CRs,
  * efer; fetched through an xi:include like QEMU's). 'c' jumps rip to the
  * first breakpoint set (Z0) and reports T05 (or T02 on 0x03 when none is
- * set); 's' adds 1 to rip. Every packet received is logged.
+ * set), after performing the scripted stores (watch hits, see below); 's'
+ * adds 1 to rip. Every packet received is logged.
  */
 #ifndef VMT_TESTS_QEMU_FAKE_STUB_H
 #define VMT_TESTS_QEMU_FAKE_STUB_H
@@ -47,6 +48,22 @@ typedef struct fake_stub {
     uint32_t eflags;
     uint64_t bps[16];
     unsigned nbps;
+    /* Z2 watchpoints the client set (start, length). */
+    uint64_t watch_va[64], watch_len[64];
+    unsigned nwatches;
+    /* Scripted guest stores, done one by one at each 'c' (before any
+     * breakpoint): the bytes land in mem at va - map_base; when a watch
+     * covers va (or `report_anyway`), 'c' answers "T05...watch:START;" with
+     * the watch's start (QEMU 7.2's form; report_anyway without a watch
+     * reports va itself), else the next store follows. */
+    struct fake_store {
+        uint64_t va;
+        uint8_t len;
+        uint8_t bytes[16];
+        bool report_anyway;
+    } stores[16];
+    unsigned nstores, next_store;
+    uint64_t map_base;
     unsigned packets;
     char log[FAKE_LOG][64];
     unsigned nlog;
@@ -57,6 +74,8 @@ typedef struct fake_stub {
 int fake_stub_start(fake_stub *s, enum fake_mode mode, unsigned after);
 /* Stop serving, join, remove the socket. */
 void fake_stub_stop(fake_stub *s);
+/* Script a store of len bytes (1..16) of value (little-endian; bytes past 8 from hi). */
+void fake_stub_store(fake_stub *s, uint64_t va, unsigned len, uint64_t value, uint64_t hi, bool report_anyway);
 /* Number of logged packets starting with prefix. */
 unsigned fake_stub_count(fake_stub *s, const char *prefix);
 

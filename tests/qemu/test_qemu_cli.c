@@ -67,6 +67,20 @@ static void usage_errors_exit_2(void **state)
     assert_int_equal(run(cmd, &out), 2);
     assert_non_null(strstr(out, "--gdb"));
     free(out);
+    /* --watch-pages and --map-base: malformed values are usage errors naming the option. */
+    static const char *const bad_watch[][2] = {
+        { "--watch-pages 87", "expected PID:VA" },
+        { "--watch-pages 87:zzz", "not an address" },
+        { "--watch-pages 87:0x2000-0x1000", "empty range" },
+        { "--watch-pages 87:0x1000 --map-base 0x123", "--map-base" },
+    };
+    for (size_t i = 0; i < sizeof bad_watch / sizeof bad_watch[0]; i++) {
+        snprintf(cmd, sizeof cmd, "%s run --driver qemu %s --gdb unix:/nonexistent --ram 64 2>&1", VMT_CLI_PATH,
+                 bad_watch[i][0]);
+        assert_int_equal(run(cmd, &out), 2);
+        assert_non_null(strstr(out, bad_watch[i][1]));
+        free(out);
+    }
     /* A gdbstub that is not there: a clear error, exit 1, quickly. */
     snprintf(cmd, sizeof cmd, "%s run --driver qemu --hook 0x1000 --gdb unix:/nonexistent/gdb.sock --ram 64 2>&1",
              VMT_CLI_PATH);

@@ -63,8 +63,8 @@ static const uint8_t first_byte[256] = {
 #undef SP
 
 /* Second bytes after 0x0f that classify() or window_opens() look at: CR
- * moves, rdmsr/wrmsr, sysret/sysexit, rdtsc/rdtscp (0f 01 f9), and
- * sysret/sysexit again for the interrupt window. The other 0f opcodes
+ * moves, rdmsr/wrmsr, sysret/sysexit, rdtsc/rdtscp (0f 01 f9), invlpg
+ * (0f 01 /7), and sysret/sysexit again for the interrupt window. The other 0f opcodes
  * (jcc, movzx, cmov, setcc, nopl, SSE, ...) need no look. */
 static const uint8_t special_0f[256] = {
     [0x01] = 1, [0x05] = 1, [0x07] = 1, [0x20] = 1, [0x22] = 1,
@@ -116,6 +116,8 @@ static enum emu_special classify(const uint8_t *p, uint32_t size)
             return EMU_SP_SYSCALL;
         if (op2 == 0x31 || (op2 == 0x01 && i + 2 < size && p[i + 2] == 0xf9))
             return EMU_SP_TSC;
+        if (op2 == 0x01 && i + 2 < size && (p[i + 2] & 0x38) == 0x38 && (p[i + 2] >> 6) != 3)
+            return EMU_SP_INVLPG;
     }
     return EMU_SP_NONE;
 }
@@ -148,8 +150,7 @@ static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *
         return tmp;
     }
     if (page != e->code_va) {
-        const uint32_t *slot = vmt_hmap_get(&e->tlb_index, &page);
-        const emu_tlb_entry *t = slot ? &e->tlb[*slot] : NULL;
+        const emu_tlb_entry *t = emu_tlb_current(e, page);
         if (t && !t->is_mmio && !t->is_sink) {
             e->code_host = emu_frame_ptr(e, t->backing);
             e->code_gfn = t->gfn;
@@ -257,6 +258,10 @@ static __attribute__((noinline)) void hook_code_slow(emu *e, uint64_t addr, uint
         return;
     }
     enum emu_special sp = p ? classify(p, size) : EMU_SP_NONE;
+    if (sp == EMU_SP_INVLPG) { /* Unicorn runs it; the record's side first */
+        emu_invlpg_seen(e, addr, p, size);
+        sp = EMU_SP_NONE;
+    }
     if (p && (e->irq_waiting || e->nmi_blocked))
         window_opens(e, p, size);
     if (sp != EMU_SP_NONE) {
@@ -591,6 +596,15 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
         e->stats.exits++;
         e->stats.instructions = e->icount;
         emu_sync_selectors(e);
+        if (err == UC_ERR_INSN_INVALID && emu_insn_is_invpcid(e, emu_rip(e))) {
+            /* no Unicorn model has INVPCID: it ends the run as invalid
+             * (counted by the code hook); the driver performs it */
+            e->special = EMU_SP_INVPCID;
+            e->special_rip = emu_rip(e);
+            if (e->icount)
+                e->icount--;
+            err = UC_ERR_OK;
+        }
         if (e->flush_asap) {
             e->flush_asap = false;
             emu_tlb_flush(e);

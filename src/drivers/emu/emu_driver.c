@@ -396,6 +396,14 @@ vmt_status vmt_emu_driver_create_ex(const vmt_machine_config *cfg, const vmt_emu
         st = VMT_E_DRIVER;
         goto fail;
     }
+    {
+        char inner3[160];
+        st = emu_pcid_init(e, opt, inner3, sizeof inner3);
+        if (st) {
+            vmt_why(why, why_len, "emu: %s", inner3);
+            goto fail;
+        }
+    }
     vmt_regs regs;
     memset(&regs, 0, sizeof regs);
     regs.cr0 = VMT_CR0_PG | VMT_CR0_PE | VMT_CR0_WP | 0x10;

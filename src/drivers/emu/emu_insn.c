@@ -31,7 +31,7 @@ static const struct {
     { X86_REG_R15, UC_X86_REG_R15 },
 };
 
-static int uc_gpr(int cs_reg)
+int emu_uc_gpr(int cs_reg)
 {
     for (size_t i = 0; i < sizeof gpr_map / sizeof gpr_map[0]; i++)
         if (gpr_map[i].cs_reg == cs_reg)
@@ -224,6 +224,10 @@ static vmt_status regs_supported(const emu *e, const vmt_regs *r, char *why, siz
                  "the emulator runs 64-bit guests with paging on only (cr0 0x%" PRIx64 ", cr4 0x%" PRIx64
                  ", efer 0x%" PRIx64 ")",
                  r->cr0, r->cr4, r->efer);
+        return VMT_E_NOTSUP;
+    }
+    if ((r->cr4 & EMU_CR4_PCIDE) && !e->offer_pcid) {
+        snprintf(why, why_len, "CR4.PCIDE is set but this CPU does not offer PCID (vmt_emu_options.offer_pcid)");
         return VMT_E_NOTSUP;
     }
     if ((r->cs & 3) != 0 && (r->cs & 3) != 3) {
@@ -431,7 +435,7 @@ static emu_insn_result do_cr(emu *e, cs_insn *in, vmt_event *ev)
     int dst = x->operands[0].reg, src = x->operands[1].reg;
     bool to_cr = dst >= X86_REG_CR0 && dst <= X86_REG_CR15;
     int cr = to_cr ? dst - X86_REG_CR0 : src - X86_REG_CR0;
-    int gpr = uc_gpr(to_cr ? src : dst);
+    int gpr = emu_uc_gpr(to_cr ? src : dst);
     if (cr < 0 || cr > 8 || gpr < 0) {
         stop_with(e, VMT_STOP_GUEST_ERROR, "unsupported control-register access at rip 0x%" PRIx64 ": %s %s",
                   in->address, in->mnemonic, in->op_str);
@@ -449,13 +453,16 @@ static emu_insn_result do_cr(emu *e, cs_insn *in, vmt_event *ev)
         stop_with(e, VMT_STOP_GUEST_ERROR, "mov cr0 at rip 0x%" PRIx64 " turns paging off: not supported", in->address);
         return EMU_IR_STOP;
     }
-    if (cr == 4 && (((v ^ e->cr4) & VMT_CR4_LA57) || !(v & VMT_CR4_PAE)))
+    if (cr == 4 && (((v ^ e->cr4) & VMT_CR4_LA57) || !(v & VMT_CR4_PAE) || emu_cr4_write_faults(e, e->cr4, v)))
         return emu_deliver_exception(e, 13, true, 0, in->address) ? EMU_IR_DONE : EMU_IR_STOP;
-    if (cr == 3)
-        v &= ~(1ull << 63); /* PCID "no flush" is not stored */
     uint64_t old = slot ? *slot : 0;
-    if (slot)
+    if (cr == 3) {
+        /* PCID-aware invalidation; bit 63 ("no flush") is not stored */
+        if (!emu_cr3_write(e, v, &v))
+            return emu_deliver_exception(e, 13, true, 0, in->address) ? EMU_IR_DONE : EMU_IR_STOP;
+    } else if (slot) {
         *slot = v;
+    }
     emu_set_rip(e, in->address + in->size);
     e->icount++;
     if (cr == 0) {
@@ -466,9 +473,6 @@ static emu_insn_result do_cr(emu *e, cs_insn *in, vmt_event *ev)
         emu_wr(e, UC_X86_REG_CR4, v & ~(EMU_CR4_PCIDE | EMU_CR4_SMAP));
         if (old != v)
             emu_tlb_flush(e);
-    } else if (cr == 3) {
-        /* the record is not tagged by PCID: every switch flushes it */
-        emu_tlb_flush(e);
     }
     if (e->monitor_cr && (cr == 0 || cr == 3 || cr == 4)) {
         ev->kind = VMT_EVENT_CR_WRITE;
@@ -603,6 +607,9 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev)
     case X86_INS_RDMSR:
     case X86_INS_WRMSR:
         r = do_msr(e, in);
+        break;
+    case X86_INS_INVPCID:
+        r = emu_do_invpcid(e, in);
         break;
     default:
         stop_with(e, VMT_STOP_GUEST_ERROR, "unsupported instruction at rip 0x%" PRIx64 ": %s %s", rip, in->mnemonic,

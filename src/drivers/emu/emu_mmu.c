@@ -53,6 +53,19 @@
  * that the run loop performs before the next uc_emu_start, together with
  * removing translated code of pages whose backing or X right changed.
  *
+ * PCIDs (emu_pcid.c has the SDM rules): each translation is tagged with the
+ * PCID it was walked under, or global (leaf G with CR4.PGE), keyed by
+ * emu_tlb_key. The record may also hold translations Unicorn no longer has
+ * (other PCIDs, or the current one after a flush of Unicorn's TLB): since a
+ * guest or host write to any entry a recorded walk read drops translations
+ * (more than the hardware does) and view changes revalidate, a recorded
+ * translation is always what a walk would give now, so the fill answers
+ * from it without walking (reusable(): the current PCID's walked from the
+ * current root, or a global one) unless the walk has to write (D on a
+ * write to a clean leaf) or a step changes rights. MOV to CR3, INVLPG,
+ * INVPCID and CR4 drop what the SDM says (emu_tlb_invalidate); a CR3
+ * switch flushes Unicorn's TLB (keyed by VA only) and keeps the record.
+ *
  * Invariants: see emu_priv.h; checked by emu_mmu_check().
  */
 #include <inttypes.h>
@@ -89,11 +102,44 @@ void emu_tlb_free(emu *e)
     vmt_hmap_free(&e->tlb_index);
 }
 
-static uint32_t tlb_find(const emu *e, uint64_t va_page)
+static uint32_t tlb_find(const emu *e, uint64_t key)
 {
-    const uint32_t *s = vmt_hmap_get(&e->tlb_index, &va_page);
+    const uint32_t *s = vmt_hmap_get(&e->tlb_index, &key);
     return s ? *s : EMU_NO_SLOT;
 }
+
+static uint64_t entry_key(const emu_tlb_entry *t) { return emu_tlb_key(t->va, t->global, t->pcid); }
+
+/* The CR3 root (guest frame) translations are walked from now. */
+static vmt_gfn cur_root(const emu *e) { return (e->cr3 & 0x000ffffffffff000ull) >> 12; }
+
+const emu_tlb_entry *emu_tlb_current(const emu *e, uint64_t va_page)
+{
+    uint32_t s = tlb_find(e, emu_tlb_key(va_page, false, emu_pcid(e)));
+    if (s != EMU_NO_SLOT && e->tlb[s].ntables && e->tlb[s].table_gfns[0] == cur_root(e))
+        return &e->tlb[s];
+    s = tlb_find(e, emu_tlb_key(va_page, true, 0));
+    return s != EMU_NO_SLOT ? &e->tlb[s] : NULL;
+}
+
+/* Remove one recorded translation (the last slot moves into its place). */
+void emu_tlb_drop_slot(emu *e, uint32_t slot)
+{
+    emu_tlb_entry *t = &e->tlb[slot];
+    for (unsigned k = 0; k < t->ntables; k++)
+        e->pt_refs[t->tables[k]]--;
+    uint64_t key = entry_key(t);
+    vmt_hmap_del(&e->tlb_index, &key, NULL);
+    uint32_t last = --e->tlb_used;
+    if (slot != last) {
+        e->tlb[slot] = e->tlb[last];
+        uint64_t moved = entry_key(&e->tlb[slot]);
+        uint32_t *sv = vmt_hmap_get(&e->tlb_index, &moved);
+        *sv = slot;
+    }
+    e->tstats.invalidations++;
+}
+
 
 static uint32_t uc_perms_of(vmt_access a)
 {
@@ -135,7 +181,7 @@ static vmt_access view_rights(const emu *e, uint64_t va_page, vmt_gfn gfn, vmt_g
     return a;
 }
 
-static void code_cache_reset(emu *e)
+void emu_code_cache_reset(emu *e)
 {
     e->code_va = UINT64_MAX;
     e->code_host = NULL;
@@ -156,7 +202,7 @@ void emu_tlb_flush(emu *e)
     e->tlb_used = 0;
     e->uc_flush_pending = true;
     e->flush_asap = false;
-    code_cache_reset(e);
+    emu_code_cache_reset(e);
 }
 
 void emu_tlb_apply_flush(emu *e)
@@ -237,19 +283,38 @@ uint8_t emu_cpl(emu *e)
 }
 
 /* Rights the guest's tables give an access at `cpl` (U/S, WP, SMEP). */
-static vmt_access pte_rights_for(const emu *e, const vmt_walk *w, uint8_t cpl)
+static vmt_access rights_for(const emu *e, vmt_access walk_rights, bool user, uint8_t cpl)
 {
-    vmt_access a = w->rights;
+    vmt_access a = walk_rights;
     if (cpl == 3) {
-        if (!w->user)
+        if (!user)
             return VMT_ACCESS_NONE;
         return a;
     }
     if (!(e->cr0 & VMT_CR0_WP))
         a |= VMT_ACCESS_W;
-    if (w->user && (e->cr4 & EMU_CR4_SMEP))
+    if (user && (e->cr4 & EMU_CR4_SMEP))
         a &= (vmt_access)~VMT_ACCESS_X;
     return a;
+}
+
+static vmt_access pte_rights_for(const emu *e, const vmt_walk *w, uint8_t cpl)
+{
+    return rights_for(e, w->rights, w->user != 0, cpl);
+}
+
+/* A recorded translation the fill may answer from without walking: the
+ * record is coherent with the tables (invariants), so only what the walk
+ * would WRITE needs one: D for a write to a clean leaf. Steps with changed
+ * rights (grant, DENY, page-table write) always walk. */
+static const emu_tlb_entry *reusable(const emu *e, uint64_t va_page, vmt_access kind)
+{
+    if (e->grant_kinds || e->deny_active || e->ptw_va != UINT64_MAX)
+        return NULL;
+    const emu_tlb_entry *t = emu_tlb_current(e, va_page);
+    if (!t || t->is_sink || (kind == VMT_ACCESS_W && !t->dirty))
+        return NULL;
+    return t;
 }
 
 static vmt_status walk(emu *e, uint64_t va, vmt_walk *w, walk_ctx *wc)
@@ -279,10 +344,16 @@ static uint32_t trap_slot(emu *e, uint64_t va_page)
 
 bool emu_trap_slots_low(const emu *e) { return e->trap_next > EMU_TRAP_SLOTS / 2; }
 
-/* Record a translation handed to Unicorn. */
-static void record(emu *e, const emu_tlb_entry *n)
+/* Record a translation handed to Unicorn. After a walk (walked), the other
+ * kind for the va in this PCID (global / non-global) goes: the walk just
+ * said which one the current context uses. */
+static void record(emu *e, const emu_tlb_entry *n, bool walked)
 {
-    uint32_t slot = tlb_find(e, n->va);
+    uint32_t other = walked ? tlb_find(e, emu_tlb_key(n->va, !n->global, n->pcid)) : EMU_NO_SLOT;
+    if (other != EMU_NO_SLOT)
+        emu_tlb_drop_slot(e, other);
+    uint64_t key = entry_key(n);
+    uint32_t slot = tlb_find(e, key);
     if (slot != EMU_NO_SLOT) {
         emu_tlb_entry *t = &e->tlb[slot];
         for (unsigned k = 0; k < t->ntables; k++)
@@ -293,7 +364,7 @@ static void record(emu *e, const emu_tlb_entry *n)
         slot = e->tlb_used++;
         void *sv;
         bool existed;
-        vmt_hmap_put(&e->tlb_index, &n->va, &slot, &sv, &existed); /* reserved */
+        vmt_hmap_put(&e->tlb_index, &key, &slot, &sv, &existed); /* reserved */
     }
     for (unsigned k = 0; k < n->ntables; k++) {
         vmt_gfn f = n->tables[k];
@@ -317,11 +388,8 @@ static void record(emu *e, const emu_tlb_entry *n)
  * stores on one page would take turns replacing Unicorn's entry). */
 static bool fetched_before(const emu *e, uint64_t va_page, vmt_gfn backing)
 {
-    uint32_t slot = tlb_find(e, va_page);
-    if (slot == EMU_NO_SLOT)
-        return false;
-    const emu_tlb_entry *t = &e->tlb[slot];
-    return (t->uc_perms & UC_PROT_EXEC) && t->backing == backing && !t->is_mmio && !t->is_sink;
+    const emu_tlb_entry *t = emu_tlb_current(e, va_page);
+    return t && (t->uc_perms & UC_PROT_EXEC) && t->backing == backing && !t->is_mmio && !t->is_sink;
 }
 
 /* Whether handing out `perms` on backing at va_page would make the frame
@@ -357,10 +425,20 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
     }
     walk_ctx wc;
     vmt_walk w;
-    vmt_status st = walk(e, va_page, &w, &wc);
+    emu_tlb_entry n;
+    const emu_tlb_entry *hit = reusable(e, va_page, kind);
+    vmt_status st = VMT_OK;
+    if (hit) {
+        n = *hit; /* copied: record() below may move slots */
+        e->tstats.record_hits++;
+    } else {
+        st = walk(e, va_page, &w, &wc);
+        e->tstats.walks++;
+    }
     uint8_t cpl = emu_cpl(e);
-    vmt_access pte = st == VMT_OK ? pte_rights_for(e, &w, cpl) : VMT_ACCESS_NONE;
-    vmt_gfn gfn = st == VMT_OK ? w.pa >> 12 : 0;
+    vmt_access pte = hit ? rights_for(e, n.walk_rights, n.walk_user, cpl)
+                     : st == VMT_OK ? pte_rights_for(e, &w, cpl) : VMT_ACCESS_NONE;
+    vmt_gfn gfn = hit ? n.gfn : st == VMT_OK ? w.pa >> 12 : 0;
     vmt_gfn backing = gfn;
     bool ram = st == VMT_OK && emu_gfn_is_ram(e, gfn);
     vmt_access va_rights = ram ? view_rights(e, va_page, gfn, &backing) : VMT_ACCESS_RWX;
@@ -386,24 +464,30 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
         *perms = UC_PROT_READ | UC_PROT_WRITE;
         return true;
     }
-    set_ad_bits(e, &w, kind == VMT_ACCESS_W);
-    emu_tlb_entry n;
-    memset(&n, 0, sizeof n);
-    n.va = va_page;
-    n.gfn = gfn;
-    n.pte_rights = pte;
-    n.dirty = (w.steps[w.nsteps - 1].value & VMT_PTE_D) != 0;
-    for (unsigned i = 0; i < w.nsteps; i++) {
-        n.table_gfns[i] = w.steps[i].table_pa >> 12;
-        n.tables[i] = table_host_frame(e, n.table_gfns[i]);
-        n.entry_off[i] = (uint16_t)vmt_page_offset(w.steps[i].entry_pa);
+    if (!hit) {
+        set_ad_bits(e, &w, kind == VMT_ACCESS_W);
+        memset(&n, 0, sizeof n);
+        n.va = va_page;
+        n.gfn = gfn;
+        n.dirty = (w.steps[w.nsteps - 1].value & VMT_PTE_D) != 0;
+        n.global = (e->cr4 & EMU_CR4_PGE) && (w.steps[w.nsteps - 1].value & VMT_PTE_G);
+        n.pcid = emu_pcid(e);
+        n.walk_rights = w.rights;
+        n.walk_user = w.user != 0;
+        for (unsigned i = 0; i < w.nsteps; i++) {
+            n.table_gfns[i] = w.steps[i].table_pa >> 12;
+            n.tables[i] = table_host_frame(e, n.table_gfns[i]);
+            n.entry_off[i] = (uint16_t)vmt_page_offset(w.steps[i].entry_pa);
+        }
+        n.ntables = w.nsteps;
     }
-    n.ntables = w.nsteps;
+    n.pte_rights = pte;
+    n.is_sink = false;
     if (!ram) {
         n.is_mmio = true;
         n.backing = gfn;
         n.uc_perms = UC_PROT_READ | UC_PROT_WRITE;
-        record(e, &n);
+        record(e, &n, !hit);
         *paddr = gfn << 12;
         *perms = n.uc_perms;
         return true;
@@ -419,7 +503,7 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
         n.backing = backing;
         n.is_sink = true;
         n.uc_perms = UC_PROT_READ | UC_PROT_WRITE;
-        record(e, &n);
+        record(e, &n, !hit);
         *paddr = EMU_SINK_PA;
         *perms = n.uc_perms;
         return true;
@@ -432,7 +516,7 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
         e->flush_asap = true; /* this access goes on; the next instruction starts afresh */
     if (n.uc_perms & UC_PROT_EXEC)
         e->xframes[backing >> 3] |= (uint8_t)(1u << (backing & 7));
-    record(e, &n);
+    record(e, &n, !hit);
     *paddr = emu_phys_pa(e, backing);
     *perms = n.uc_perms;
     return true;
@@ -463,24 +547,31 @@ bool emu_mmu_trap(emu *e, vmt_access kind, uint64_t paddr, int size, int64_t val
     return false;
 }
 
-/* Only what the written bytes can change is dropped: a translation whose
- * walk read one of the written entries. Unicorn then forgets everything
- * (it cannot forget one page). */
+/* Only what the written bytes can change is dropped: the translations
+ * whose walk read one of the written entries (of any PCID). Unicorn then
+ * forgets everything (it cannot forget one page) and refills the rest from
+ * the record without walking. */
 void emu_tlb_range_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len)
 {
     if (len == 0 || off >= EMU_PAGE || !e->pt_refs || frame >= emu_total_frames(e) || !e->pt_refs[frame])
         return;
     if (len > EMU_PAGE - off)
         len = EMU_PAGE - off;
-    for (uint32_t i = 0; i < e->tlb_used; i++) {
+    bool dropped = false;
+    for (uint32_t i = e->tlb_used; i-- > 0;) {
         const emu_tlb_entry *t = &e->tlb[i];
         for (unsigned k = 0; k < t->ntables; k++) {
             if (t->tables[k] == frame && t->entry_off[k] < off + len && t->entry_off[k] + 8u > off) {
                 drop_code(e, t);
-                emu_tlb_flush(e);
-                return;
+                emu_tlb_drop_slot(e, i); /* the last slot moves to i, already looked at */
+                dropped = true;
+                break;
             }
         }
+    }
+    if (dropped) {
+        e->uc_flush_pending = true;
+        emu_code_cache_reset(e);
     }
 }
 
@@ -686,7 +777,7 @@ vmt_status emu_mmu_check(emu *e, char *why, size_t why_len)
     vmt_status st = VMT_OK;
     for (uint32_t i = 0; i < e->tlb_used && !st; i++) {
         const emu_tlb_entry *t = &e->tlb[i];
-        if (tlb_find(e, t->va) != i) {
+        if (tlb_find(e, entry_key(t)) != i) {
             snprintf(why, why_len, "tlb slot %u (va 0x%" PRIx64 ") is not in the index", i, t->va);
             st = VMT_E_INTERNAL;
         }
@@ -721,6 +812,8 @@ vmt_status emu_mmu_check(emu *e, char *why, size_t why_len)
         }
     }
     free(refs);
+    if (!st)
+        st = emu_tlb_check_tags(e, why, why_len);
     if (!st && vmt_hmap_count(&e->tlb_index) != e->tlb_used) {
         snprintf(why, why_len, "tlb counts disagree: used %u, index %zu", e->tlb_used, vmt_hmap_count(&e->tlb_index));
         st = VMT_E_INTERNAL;

@@ -13,6 +13,8 @@
  *   emu_irq.c        interrupts from the bus, HLT, deadlines
  *   emu_msr.c        MSRs and the virtual clock
  *   emu_state.c      VCPU_STATE and DIRTY_LOG
+ *   emu_pcid.c       PCID/INVPCID as the CPU offers them (CPUID), CR3
+ *                    writes with PCIDs, INVPCID, INVLPG's record side
  *
  * Unicorn 2.1.1 behaviour this driver relies on (measured on this machine;
  * the tests would catch a change):
@@ -55,7 +57,16 @@
  *    instruction.
  *
  * Invariants (vmt_emu_check):
- *  - tlb_index maps va page -> slot for exactly tlb[0 .. tlb_used);
+ *  - tlb_index maps emu_tlb_key(entry) -> slot for exactly tlb[0 ..
+ *    tlb_used): one entry per (PCID, va page) and one global entry per va
+ *    page; a global entry exists only while CR4.PGE is set, and every
+ *    non-global entry has PCID 0 while CR4.PCIDE is clear;
+ *  - every recorded translation is what its walk would read now: each
+ *    table entry on its path is present and points at the next recorded
+ *    table (the leaf at gfn), A is set on all of them, D on a dirty leaf,
+ *    G on the leaf exactly when the entry is global (guest page-table
+ *    writes drop the translations that walked them, so the record never
+ *    holds a translation the tables no longer give);
  *  - a recorded translation's rights ⊆ PTE rights ∩ view rights (∪ the
  *    current one-step grant), and never include W on a page-table frame
  *    (pt_refs[backing] > 0) unless a flush is already pending;
@@ -89,7 +100,10 @@
 #define EMU_TRAP_PA (1ull << 43)
 #define EMU_TRAP_SLOTS 64u
 #define EMU_CTL_VA (1ull << 63)  /* + physical: code removal (emu_code_written) */
+#define EMU_CR4_PGE (1ull << 7)
 #define EMU_CR4_PCIDE (1ull << 17)
+#define EMU_CR3_NOFLUSH (1ull << 63) /* MOV to CR3 with CR4.PCIDE: keep the PCID's translations */
+#define EMU_TLB_KEY_GLOBAL (1ull << 62) /* flips a canonical va: never a non-global key */
 #define EMU_CR4_SMEP (1ull << 20)
 #define EMU_CR4_SMAP (1ull << 21)
 #define EMU_NSTORED 34
@@ -120,7 +134,18 @@ typedef struct emu_tlb_entry {
     vmt_gfn table_gfns[5];/* the same tables as guest frames (pre-view) */
     uint16_t entry_off[5];/* byte offset of the entry the walk read in each table */
     uint32_t uc_perms;    /* UC_PROT_* handed to Unicorn */
+    uint16_t pcid;        /* the PCID it was walked under (0 with CR4.PCIDE clear) */
+    bool global;          /* leaf G with CR4.PGE: serves every PCID and root */
+    bool walk_user;       /* the walk's U/S over all levels */
+    vmt_access walk_rights;/* the walk's R/W/X over all levels (before CPL, WP, SMEP) */
 } emu_tlb_entry;
+
+/* Index key of a recorded translation: va page | PCID, or for a global one
+ * the va page with bit 62 flipped (non-canonical, so never a PCID key). */
+static inline uint64_t emu_tlb_key(uint64_t va_page, bool global, uint16_t pcid)
+{
+    return global ? va_page ^ EMU_TLB_KEY_GLOBAL : va_page | pcid;
+}
 
 /* A memory fault recorded by a Unicorn hook (handled after uc_emu_start). */
 typedef struct emu_fault {
@@ -145,6 +170,8 @@ enum emu_special {
     EMU_SP_HWBP,          /* a debug-register execute breakpoint */
     EMU_SP_INTN,          /* int n (n != 3) */
     EMU_SP_TSC,           /* rdtsc / rdtscp: the virtual clock */
+    EMU_SP_INVPCID,       /* invpcid (66 0f 38 82): Unicorn stops at it as invalid */
+    EMU_SP_INVLPG,        /* invlpg: the code hook drops the record's side, Unicorn runs it */
 };
 
 /* The one-instruction step the driver is running, if any. */
@@ -164,7 +191,7 @@ typedef struct emu {
     vmt_driver *drv;
     uc_engine *uc;
     csh cs;
-    uc_hook hooks[8];
+    uc_hook hooks[10];
     unsigned nhooks;
 
     /* memory: RAM frames then extra frames, one mapping */
@@ -196,6 +223,10 @@ typedef struct emu {
     uint64_t clock_icount;    /* icount when the clock was last set (start_ns) */
     uint64_t apic_base, tsc_deadline;
     uint64_t mcg_ctl, mce[4 * EMU_MCE_BANKS];
+    /* PCID / INVPCID offered in CPUID (emu_pcid.c): Unicorn's leaves 1 and
+     * 7.0 as its model reports them, answered with the bits added */
+    bool offer_pcid, offer_invpcid;
+    uint32_t cpuid1[4], cpuid7[4];
     uint32_t msr_ids[EMU_NSTORED];
     uint64_t msr_vals[EMU_NSTORED];
     uc_context *cpl_ctx;      /* scratch context for privilege switches */
@@ -363,6 +394,7 @@ vmt_status emu_engine_read(void *ctx, vmt_va va, void *buf, size_t len, vmt_acce
 vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len);
 
 /* emu_insn.c: instructions the driver performs itself */
+int emu_uc_gpr(int cs_reg);   /* Unicorn id of a 64-bit GPR (Capstone id), -1 */
 uint64_t emu_rd(emu *e, int reg);
 void emu_wr(emu *e, int reg, uint64_t v);
 uint64_t emu_msr_get(emu *e, uint32_t index);   /* Unicorn's MSR */
@@ -430,6 +462,50 @@ bool emu_irq_poll(emu *e);
 void emu_irq_after_bus(emu *e);
 /* The guest executed HLT (rip after it). */
 emu_hlt_result emu_irq_hlt(emu *e, uint64_t rip_after);
+
+/* emu_mmu.c: the record's PCID side */
+typedef enum emu_inval {
+    EMU_INVAL_ADDR,       /* (pcid, va) non-global */
+    EMU_INVAL_ADDR_GLOBAL,/* (pcid, va) and the global translation of va (INVLPG) */
+    EMU_INVAL_PCID,       /* every non-global translation of pcid */
+    EMU_INVAL_NON_GLOBAL, /* every non-global translation */
+} emu_inval;
+/* Drop what `what` names from the record; returns how many went. Unicorn's
+ * TLB is flushed before the next run when any did (flush_unicorn). */
+uint32_t emu_tlb_invalidate(emu *e, emu_inval what, uint16_t pcid, uint64_t va_page, bool flush_unicorn);
+/* The recorded translation the current context (PCID, CR3 root) uses for
+ * va_page, or NULL: the current PCID's (walked from the current root), else
+ * a global one. */
+const emu_tlb_entry *emu_tlb_current(const emu *e, uint64_t va_page);
+void emu_tlb_drop_slot(emu *e, uint32_t slot); /* the last slot moves into it */
+void emu_code_cache_reset(emu *e);             /* the code hook's page cache */
+/* CR3 changed (or was rewritten): Unicorn forgets its TLB. */
+void emu_tlb_cr3_switched(emu *e);
+/* Invariant checks of the tags and of the record's coherence with the
+ * guest tables (part of emu_mmu_check). */
+vmt_status emu_tlb_check_tags(const emu *e, char *why, size_t why_len);
+
+/* emu_pcid.c */
+static inline uint16_t emu_pcid(const emu *e)
+{
+    return (e->cr4 & EMU_CR4_PCIDE) ? (uint16_t)(e->cr3 & 0xfff) : 0;
+}
+/* Read Unicorn's CPUID leaves and offer PCID/INVPCID when opt asks. */
+vmt_status emu_pcid_init(emu *e, const vmt_emu_options *opt, char *why, size_t why_len);
+/* MOV to CR4: true when it must raise #GP (PCIDE rules). */
+bool emu_cr4_write_faults(const emu *e, uint64_t old, uint64_t v);
+/* MOV to CR3 of `v` (bit 63 included): false = #GP (reserved bits); else
+ * *stored is the value CR3 keeps and the record is invalidated as the SDM
+ * says (PCID-aware). */
+bool emu_cr3_write(emu *e, uint64_t v, uint64_t *stored);
+/* The instruction at rip is INVPCID (Unicorn ends a run there as invalid). */
+bool emu_insn_is_invpcid(emu *e, uint64_t rip);
+/* Perform the INVPCID at e->special_rip. */
+emu_insn_result emu_do_invpcid(emu *e, cs_insn *in);
+/* The code hook is in front of INVLPG (bytes p, size): drop the record's
+ * translations of its address (current PCID + global); Unicorn then runs
+ * the instruction (its own TLB drops the page; CPL checked natively). */
+void emu_invlpg_seen(emu *e, uint64_t rip, const uint8_t *p, uint32_t size);
 
 /* emu_state.c: VCPU_STATE and DIRTY_LOG */
 vmt_status emu_op_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s);

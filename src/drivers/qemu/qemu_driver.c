@@ -246,6 +246,10 @@ vmt_status vmt_qemu_get_info(vmt_driver *d, vmt_qemu_info *out)
     out->watchpoints = (unsigned)q->nwatches;
     out->packets = q->gdb.sent;
     out->nop_skips = q->nop_skips;
+    out->map_base = q->map_base;
+    out->protected_frames = q->nframes;
+    out->stale_watch_hits = q->stale_watch_hits;
+    out->watch_words = q->watch_words;
     if (q->have_qmp && !q->qmp.dead) {
         struct json_object *r = NULL, *v, *qv;
         if (qmp_execute(&q->qmp, "query-version", NULL, 0, &r) == VMT_OK && json_object_object_get_ex(r, "qemu", &qv)) {
@@ -341,6 +345,23 @@ vmt_status vmt_qemu_check(vmt_driver *d)
     if (q->event_pending && q->last.seq != q->seq)
         return vmt_driver_fail(d, VMT_E_INTERNAL, "pending event seq %llu is not the last (%llu)",
                                (unsigned long long)q->last.seq, (unsigned long long)q->seq);
+    unsigned frames = 0;
+    for (size_t i = 0; i < q->nwatches; i++) {
+        const qemu_watch *w = &q->watches[i];
+        if (!w->frame)
+            continue;
+        frames++;
+        if (!q->map_base || w->len != 4096 || w->va < q->map_base || ((w->va - q->map_base) & 0xfff) || !w->shadow)
+            return vmt_driver_fail(d, VMT_E_INTERNAL, "frame watch at 0x%llx is not a shadowed page of the map",
+                                   (unsigned long long)w->va);
+        for (size_t j = i + 1; j < q->nwatches; j++)
+            if (q->watches[j].frame && q->watches[j].va == w->va)
+                return vmt_driver_fail(d, VMT_E_INTERNAL, "frame 0x%llx is watched twice", (unsigned long long)w->va);
+    }
+    if (frames != q->nframes)
+        return vmt_driver_fail(d, VMT_E_INTERNAL, "%u frame watches, counted %u", frames, q->nframes);
+    if (q->qhead + q->qlen > QEMU_QUEUE_MAX || (q->qlen && !q->queue))
+        return vmt_driver_fail(d, VMT_E_INTERNAL, "watch-hit queue %zu+%zu is out of bounds", q->qhead, q->qlen);
     if (q->ram_bytes == 0 || q->ram_bytes % 4096)
         return vmt_driver_fail(d, VMT_E_INTERNAL, "RAM size 0x%llx is not whole pages", (unsigned long long)q->ram_bytes);
     return VMT_OK;
@@ -388,6 +409,7 @@ static void qemu_destroy(vmt_driver *d)
     for (size_t i = 0; i < q->nwatches; i++)
         qemu_watch_free(&q->watches[i]);
     free(q->watches);
+    free(q->queue);
     free(q->scratch);
     free(q->gbuf);
     qemu_nop_fini(q);
@@ -403,6 +425,8 @@ static const vmt_driver_ops qemu_ops = {
     .set_regs = qemu_set_regs,
     .pause = qemu_pause,
     .resume = qemu_resume,
+    .view_set_access = qemu_view_set_access,
+    .view_get_access = qemu_view_get_access,
     .hw_breakpoint = qemu_hw_breakpoint,
     .wait_event = qemu_wait_event,
     .respond = qemu_respond,
@@ -638,14 +662,14 @@ vmt_status vmt_qemu_driver_create(const vmt_qemu_config *cfg, vmt_driver **out, 
         }
         goto fail;
     }
-    vmt_caps c = { 0 };
-    c.flags = VMT_CAP_READ_PHYS | VMT_CAP_WRITE_PHYS | VMT_CAP_REGS_GET | VMT_CAP_REGS_SET | VMT_CAP_PAUSE |
-              VMT_CAP_EVENTS | VMT_CAP_SINGLESTEP | VMT_CAP_HW_BREAKPOINTS;
-    c.max_views = 1;
-    c.hw_breakpoints = QEMU_SLOTS;
-    c.vcpus = 1;
-    c.ram_frames = q->ram_bytes / 4096;
-    c.maxphyaddr = 40; /* qemu64's CPUID 0x80000008 phys-bits */
+    if (cfg->map_base & 0xfff) {
+        vmt_why(why, why_len, "qemu: map base 0x%llx is not page-aligned", (unsigned long long)cfg->map_base);
+        st = VMT_E_INVAL;
+        goto fail;
+    }
+    q->map_base = cfg->map_base;
+    vmt_caps c;
+    qemu_caps(q, &c);
     vmt_driver *d;
     if ((st = vmt_driver_create(&qemu_ops, q, &c, &d, why, why_len)))
         goto fail;

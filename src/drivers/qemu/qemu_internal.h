@@ -40,7 +40,11 @@ typedef struct qemu_watch {
     uint8_t *shadow;
     vmt_pa *page_pa;
     size_t npages;
+    bool frame;             /* set by view_set_access (a write-protected frame), else vmt_qemu_watch */
 } qemu_watch;
+
+/* Watch hits waiting to be reported: one store changed several words. */
+#define QEMU_QUEUE_MAX 512
 
 #define QEMU_WATCH_SHADOW_MAX (1u << 20)
 
@@ -75,6 +79,12 @@ typedef struct qemu_drv {
     size_t nbps, capbps;
     qemu_watch *watches;
     size_t nwatches, capwatches;
+    vmt_va map_base;        /* linear map for frame watches (0: no VIEW_PERM) */
+    unsigned nframes;       /* watches with .frame */
+    vmt_event *queue;       /* further words changed by the last watch hit */
+    size_t qhead, qlen;
+    uint64_t stale_watch_hits;
+    uint64_t watch_words;
     /* run state */
     bool paused;
     bool event_pending;
@@ -127,8 +137,15 @@ void qemu_nop_fini(qemu_drv *q);
 
 /* qemu_watch.c */
 void qemu_watch_free(qemu_watch *w);
-/* Fill a MEM_ACCESS event's address and data for a hit reported at watch_addr. */
-void qemu_watch_hit(vmt_driver *d, vmt_va watch_addr, vmt_event *ev);
+/* Fill a MEM_ACCESS event's address and data for a hit reported at
+ * watch_addr; further changed words go to the queue. 0: a hit for a watch
+ * the driver no longer has (nothing to report). */
+int qemu_watch_hit(vmt_driver *d, vmt_va watch_addr, vmt_event *ev);
+/* The write-only VIEW_PERM ops (view 0, frames through q->map_base). */
+vmt_status qemu_view_set_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_access allowed);
+vmt_status qemu_view_get_access(vmt_driver *d, vmt_view view, vmt_gfn gfn, vmt_access *allowed, vmt_gfn *backing);
+/* The caps record for the driver's state (map_base decides VIEW_PERM). */
+void qemu_caps(const qemu_drv *q, vmt_caps *c);
 
 /* qemu_launch.c */
 vmt_status qemu_launch(qemu_drv *q, const vmt_qemu_config *cfg, char *why, size_t why_len);

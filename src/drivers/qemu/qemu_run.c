@@ -90,11 +90,14 @@ static vmt_status classify(vmt_driver *d, const gdb_stop *stop, bool we_interrup
     if (st)
         return st;
     if (stop->has_watch) {
+        vmt_event hit;
+        memset(&hit, 0, sizeof hit);
+        if (!qemu_watch_hit(d, stop->watch_addr, &hit))
+            return VMT_OK; /* a watch we no longer have: internal, the guest goes on */
         fill_event(q, ev, VMT_EVENT_MEM_ACCESS);
-        ev->u.mem.gva = stop->watch_addr;
+        ev->u.mem = hit.u.mem;
         ev->u.mem.gva_valid = true;
         ev->u.mem.access = VMT_ACCESS_W;
-        qemu_watch_hit(d, stop->watch_addr, ev);
         *reported = true;
         return VMT_OK;
     }
@@ -166,7 +169,18 @@ vmt_status qemu_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
     vmt_status st = qemu_fetch_regs(d);
     if (st)
         return st;
+    if (q->qlen) {
+        /* Further words the last watch hit changed: reported before the guest runs. */
+        vmt_event hit = q->queue[q->qhead++];
+        q->qlen--;
+        if (!q->qlen)
+            q->qhead = 0;
+        fill_event(q, ev, VMT_EVENT_MEM_ACCESS);
+        ev->u.mem = hit.u.mem;
+        goto report;
+    }
     uint64_t t0 = qemu_now_ns();
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : t0 + (uint64_t)timeout_ms * 1000000ull;
     q->stats.ns_monitor += t0 - q->t_stop_ns;
     gdb_stop stop;
     bool reported;
@@ -219,6 +233,7 @@ vmt_status qemu_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             goto report;
         t0 = qemu_now_ns();
     }
+again:
     if ((st = gdb_send(&q->gdb, "c")))
         return lost(d, st, ev, "continuing");
     q->regs_valid = false;
@@ -242,6 +257,16 @@ vmt_status qemu_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
         return lost(d, st, ev, "waiting for the guest to stop");
     if ((st = classify(d, &stop, interrupted, ev, &reported)))
         return st;
+    if (!reported && !interrupted && stop.has_watch) {
+        /* A hit nobody asked for any more (stale watch): go on until the timeout. */
+        q->stats.internal_exits++;
+        t0 = qemu_now_ns();
+        if (t0 < deadline) {
+            uint64_t left_ms = deadline == UINT64_MAX ? 0 : (deadline - t0) / 1000000ull + 1;
+            timeout_ms = deadline == UINT64_MAX ? -1 : (int)left_ms;
+            goto again;
+        }
+    }
     if (!reported)
         return VMT_E_TIMEOUT;
 report:
