@@ -20,8 +20,11 @@
  * Cost: a hit's instruction is read from the frame the event names (no
  * walk); its decoding is cached per rip (256 slots, checked against the
  * bytes, so code that changes is decoded again); O(pages written)
- * translations (cached by the session). The Capstone handle and the cache
- * are made on first use and kept by the manager.
+ * translations. Those walks read the 8-byte entries straight from the
+ * driver (direct_walk) instead of through the session's frame cache: the
+ * session empties that cache at every event, so each walk would copy four
+ * whole table frames to read four entries. The Capstone handle and the
+ * cache are made on first use and kept by the manager.
  * Threading: the manager's (one thread).
  */
 #include <stdio.h>
@@ -133,6 +136,51 @@ static void note_frame(uint64_t fk, found *out)
     }
 }
 
+static vmt_status entry_read(void *ctx, vmt_pa pa, void *buf, size_t len)
+{
+    return vmt_drv_read_phys(ctx, pa, buf, len);
+}
+
+/* va -> pa under root with the session's paging, each table entry read
+ * from the driver (no frame copies). Errors as vmt_session_va_to_pa's
+ * (VMT_E_NOT_PRESENT: not mapped), the reason in b->err. */
+static vmt_status direct_walk(vmt_bpm *b, vmt_pa root, uint64_t va, vmt_pa *pa)
+{
+    vmt_phys_reader rd = { entry_read, b->d };
+    vmt_walk w;
+    char why[160];
+    vmt_status st = vmt_paging_walk(&rd, vmt_session_paging(b->s), root, va, &w, why, sizeof why);
+    if (st)
+        return vmt_errbuf_set(&b->err, st, "bpm: translating 0x%llx, where a stepped instruction stores: %s",
+                              (unsigned long long)va, why);
+    *pa = w.pa;
+    return VMT_OK;
+}
+
+/* Up to len instruction bytes at rip under root (fewer when the next page
+ * is not mapped): *done of them. */
+static vmt_status read_insn(vmt_bpm *b, vmt_pa root, uint64_t rip, uint8_t *buf, size_t len, size_t *done)
+{
+    *done = 0;
+    while (*done < len) {
+        uint64_t va = rip + *done;
+        size_t chunk = VMT_PAGE_SIZE - (size_t)vmt_page_offset(va);
+        if (chunk > len - *done)
+            chunk = len - *done;
+        vmt_pa pa;
+        vmt_status st = direct_walk(b, root, va, &pa);
+        if (st == VMT_E_NOT_PRESENT)
+            return VMT_OK;
+        if (!st && (st = vmt_drv_read_phys(b->d, pa, buf + *done, chunk)))
+            vmt_errbuf_set(&b->err, st, "bpm: reading the instruction at rip 0x%llx: %s", (unsigned long long)rip,
+                           vmt_driver_error(b->d));
+        if (st)
+            return st;
+        *done += chunk;
+    }
+    return VMT_OK;
+}
+
 /* The shadowed frames of view under [lo, hi) (virtual, root). */
 static vmt_status range_frames(vmt_bpm *b, vmt_view view, vmt_pa root, uint64_t lo, uint64_t hi, found *out)
 {
@@ -145,12 +193,11 @@ static vmt_status range_frames(vmt_bpm *b, vmt_view view, vmt_pa root, uint64_t 
     }
     for (uint64_t p = first; p <= last; p++) {
         vmt_pa pa;
-        vmt_status st = vmt_session_va_to_pa(b->s, vmt_addr_ctx_make(p << 12, root), &pa);
+        vmt_status st = direct_walk(b, root, p << 12, &pa);
         if (st == VMT_E_NOT_PRESENT)
             continue; /* the store faults, nothing lands */
         if (st)
-            return vmt_errbuf_set(&b->err, st, "bpm: translating 0x%llx, where a stepped instruction stores: %s",
-                                  (unsigned long long)(p << 12), vmt_session_error(b->s));
+            return st;
         uint64_t fk = bpm_fkey(view, vmt_pa_to_gfn(pa));
         bpm_frame f;
         if (bpm_frame_get(b, fk, &f) && f.shadow)
@@ -243,11 +290,8 @@ vmt_status bpm_displaced_writes(vmt_bpm *b, const vmt_event *ev, vmt_view view, 
             return vmt_errbuf_set(&b->err, st, "bpm: reading the instruction at pa 0x%llx: %s",
                                   (unsigned long long)code_pa, vmt_driver_error(b->d));
         done = 15;
-    } else {
-        st = vmt_session_read_va(b->s, vmt_addr_ctx_make(r->rip, root), bytes, 15, &done);
-        if (st && st != VMT_E_NOT_PRESENT)
-            return vmt_errbuf_set(&b->err, st, "bpm: reading the instruction at rip 0x%llx: %s",
-                                  (unsigned long long)r->rip, vmt_session_error(b->s));
+    } else if ((st = read_insn(b, root, r->rip, bytes, 15, &done))) {
+        return st;
     }
     if (!decoder(b))
         return vmt_errbuf_set(&b->err, VMT_E_NOMEM, "bpm: cannot open the instruction decoder");

@@ -333,6 +333,42 @@ static void self_modifying_code(void **state)
     eg_destroy(&g);
 }
 
+/* Self-modifying code through an alias: the function's frame is mapped at
+ * a second, writable virtual page, and the guest patches it there between
+ * calls. Unicorn re-protects only the writes of the page code runs from,
+ * so each patch must still reach the code the next call runs (the driver
+ * never keeps a frame executable at one page and writable at another). */
+static void self_modifying_code_through_an_alias(void **state)
+{
+    (void)state;
+    eg_guest g;
+    assert_int_equal(eg_create(&g, 4 << 20, 0, NULL, NULL), VMT_OK);
+    const uint64_t FUNC = CODE_VA + 0x3000, ALIAS = CODE_VA + 0x8000;
+    eg_code o = { .n = 0 };
+    eg_mov_imm(&o, EG_RCX, 0x1111); /* imm at FUNC + 2 */
+    eg_out_ucall(&o, EG_RCX);
+    eg_bytes(&o, "\xc3", 1);
+    vmt_gfn f = eg_place(&g, FUNC, &o);
+    eg_map(&g, ALIAS, f, 0);
+    eg_stack(&g, STACK_TOP, 1);
+    eg_code c = { .n = 0 };
+    eg_mov_imm(&c, EG_RSI, FUNC);
+    eg_mov_imm(&c, EG_RBX, ALIAS + 2);
+    eg_call(&c, EG_RSI); /* 0x1111 */
+    for (uint64_t v = 0x2222; v <= 0x5555; v += 0x1111) {
+        eg_mov_imm(&c, EG_RCX, v);
+        eg_store(&c, EG_RBX, EG_RCX); /* through the alias */
+        eg_call(&c, EG_RSI);          /* runs v */
+    }
+    eg_hlt(&c);
+    eg_place(&g, CODE_VA, &c);
+    assert_int_equal(eg_start(&g, CODE_VA, STACK_TOP), VMT_OK);
+    for (uint32_t v = 0x1111; v <= 0x5555; v += 0x1111)
+        expect_io(&g, v);
+    expect_halt(&g);
+    eg_destroy(&g);
+}
+
 /* A translation that reaches a gfn past RAM sees no memory: reads give
  * 0xff bytes and writes are dropped; execution there stops the guest. */
 static void memory_past_ram(void **state)
@@ -671,6 +707,7 @@ int main(void)
         cmocka_unit_test(nx_enforced_by_the_mmu),
         cmocka_unit_test(invalid_opcode_delivered),
         cmocka_unit_test(self_modifying_code),
+        cmocka_unit_test(self_modifying_code_through_an_alias),
         cmocka_unit_test(memory_past_ram),
         cmocka_unit_test(instruction_limit),
         cmocka_unit_test(refuses_what_unicorn_cannot_run),

@@ -62,7 +62,32 @@ static const uint8_t first_byte[256] = {
 #undef P1
 #undef SP
 
+/* Second bytes after 0x0f that classify() or window_opens() look at: CR
+ * moves, rdmsr/wrmsr, sysret/sysexit, rdtsc/rdtscp (0f 01 f9), invlpg
+ * (0f 01 /7), and sysret/sysexit again for the interrupt window. The other 0f opcodes
+ * (jcc, movzx, cmov, setcc, nopl, SSE, ...) need no look. */
+static const uint8_t special_0f[256] = {
+    [0x01] = 1, [0x05] = 1, [0x07] = 1, [0x20] = 1, [0x22] = 1,
+    [0x30] = 1, [0x31] = 1, [0x32] = 1, [0x34] = 1, [0x35] = 1,
+};
+
 static inline bool is_prefix(uint8_t b) { return first_byte[b] == 1; }
+
+/* The instruction needs no look by classify() / window_opens(): after its
+ * prefixes, an opcode of class 0, or 0x0f with a second byte not listed
+ * in special_0f (classify would answer EMU_SP_NONE and window_opens do
+ * nothing). */
+static inline bool plain_insn(const uint8_t *p, uint32_t size)
+{
+    uint32_t i = 0;
+    while (i < size && is_prefix(p[i]))
+        i++;
+    if (i >= size)
+        return false;
+    if (first_byte[p[i]] == 0)
+        return true;
+    return p[i] == 0x0f && i + 1 < size && !special_0f[p[i + 1]];
+}
 
 /* Opcode classification only (Capstone decodes the few matches later). */
 static enum emu_special classify(const uint8_t *p, uint32_t size)
@@ -128,6 +153,7 @@ static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *
         const emu_tlb_entry *t = emu_tlb_current(e, page);
         if (t && !t->is_mmio && !t->is_sink) {
             e->code_host = emu_frame_ptr(e, t->backing);
+            e->code_gfn = t->gfn;
         } else {
             /* translated code can run after a flush without a new fill
              * (jumps chained inside a page): translate here */
@@ -136,6 +162,7 @@ static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *
             if (emu_mmu_host_ptr(e, page, false, &h, &left) != VMT_OK)
                 return NULL;
             e->code_host = h;
+            e->code_gfn = UINT64_MAX;
         }
         e->code_va = page;
     }
@@ -176,10 +203,9 @@ static bool step_retired(emu *e, uint64_t addr)
     return false;
 }
 
-static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
+/* Every decision of the code hook (hook_code takes the common case). */
+static __attribute__((noinline)) void hook_code_slow(emu *e, uint64_t addr, uint32_t size)
 {
-    (void)uc;
-    emu *e = user;
     if (e->step != EMU_STEP_NONE) {
         if (e->step_started) {
             if (!step_retired(e, addr))
@@ -246,6 +272,28 @@ static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
         return;
     }
     e->icount++;
+}
+
+/* Before every guest instruction (a quarter of the time Linux runs): the
+ * common case — no step, no pending flush, no execute breakpoint, no
+ * instruction limit / interrupt check / deadline poll due, the instruction
+ * inside the cached code page and plain (plain_insn: REX and other
+ * prefixes, two-byte opcodes included) — only counts it, in a frame small
+ * enough to need no saved registers.
+ * Anything else takes hook_code_slow, which decides exactly as before. */
+static void hook_code(uc_engine *uc, uint64_t addr, uint32_t size, void *user)
+{
+    (void)uc;
+    emu *e = user;
+    uint64_t n = e->icount;
+    uint64_t off = addr & (EMU_PAGE - 1);
+    if (e->step == EMU_STEP_NONE && !e->flush_asap && !e->hwbp_mask && n < e->irq_check_at &&
+        (!e->insn_limit || n < e->insn_limit) && (!e->deadline_ns || (n & 0xffff) != 0) &&
+        addr - off == e->code_va && off + size <= EMU_PAGE && plain_insn(e->code_host + off, size)) {
+        e->icount = n + 1;
+        return;
+    }
+    hook_code_slow(e, addr, size);
 }
 
 static bool hook_fault(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
@@ -315,11 +363,6 @@ vmt_status emu_mmio_map(emu *e, uint64_t base, uint64_t size)
     return VMT_OK;
 }
 
-static void hook_noop(uc_engine *uc, uc_mem_type type, uint64_t addr, int size, int64_t value, void *user)
-{
-    (void)uc, (void)type, (void)addr, (void)size, (void)value, (void)user;
-}
-
 static void hook_intr(uc_engine *uc, uint32_t intno, void *user)
 {
     (void)uc;
@@ -353,8 +396,9 @@ vmt_status emu_cpu_init(emu *e)
     ADD(UC_HOOK_CODE, (void *)hook_code, e, 1, 0);
     ADD(UC_HOOK_MEM_UNMAPPED, (void *)hook_fault, e, 1, 0);
     ADD(UC_HOOK_TLB_FILL, (void *)hook_tlb_fill, e, 1, 0);
-    /* a no-op hook on a range nothing uses keeps RIP precise in hooks */
-    ADD(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, (void *)hook_noop, e, 0xfffffffffffff000ull, 0xffffffffffffffffull);
+    /* no UC_HOOK_MEM_READ/WRITE: any such hook sends every guest load and
+     * store through Unicorn's slow path (see emu_mmu.c on self-modifying
+     * code); the code hook keeps RIP exact for the trap and fault hooks */
     ADD(UC_HOOK_INTR, (void *)hook_intr, e, 1, 0);
     ADD(UC_HOOK_INSN, (void *)hook_in, e, 1, 0, UC_X86_INS_IN);
     ADD(UC_HOOK_INSN, (void *)hook_out, e, 1, 0, UC_X86_INS_OUT);
@@ -419,6 +463,7 @@ static vmt_status report(emu *e, vmt_event *ev)
     } else {
         e->awaiting_response = true;
         e->last = *ev;
+        e->regs_from_event = true;
     }
     e->ns_event_at = now_ns();
     return VMT_OK;
@@ -516,6 +561,7 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
     uint64_t last_fault_va = UINT64_MAX, last_fault_icount = 0;
     unsigned same_fault = 0;
     memset(ev, 0, sizeof *ev);
+    e->regs_from_event = false; /* the guest runs */
     for (;;) {
         e->fault.pending = false;
         e->special = EMU_SP_NONE;
@@ -538,6 +584,8 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             return report_stop(e, ev); /* restored in HLT: sleep first */
         if (!emu_irq_poll(e))
             return report_stop(e, ev);
+        if (emu_trap_slots_low(e))
+            emu_tlb_flush(e);
         emu_tlb_apply_flush(e);
         uint64_t rip = emu_rip(e);
         uint64_t t0 = now_ns();
@@ -594,8 +642,13 @@ vmt_status emu_op_wait_event(vmt_driver *d, int timeout_ms, vmt_event *ev)
             last_fault_icount = e->icount;
             uint32_t pf_err = 0;
             emu_fault_result r = emu_mmu_fault(e, &e->fault, ev, &pf_err);
-            if (e->fault.kind != VMT_ACCESS_X)
-                emu_tlb_flush(e); /* the trap slot's translation must go */
+            /* the trap slot's translation must go unless it still answers
+             * right: a memory event (the view forbids the access) keeps
+             * trapping the same way until the MMU context changes, which
+             * flushes (emu_tlb_revalidate); anything else (a retry, a
+             * page-table write, #PF, #GP) changes what the access does */
+            if (e->fault.kind != VMT_ACCESS_X && (r != EMU_FR_EVENT || emu_trap_slots_low(e)))
+                emu_tlb_flush(e);
             if (r == EMU_FR_RETRY) {
                 e->stats.internal_exits++;
                 continue;

@@ -109,6 +109,7 @@ void emu_set_cpl(emu *e, unsigned cpl, bool cs64)
     if (want == hf)
         return;
     memcpy((char *)e->cpl_ctx + e->hflags_off, &want, 4);
+    e->regs_from_event = false;
     uc_context_restore(e->uc, e->cpl_ctx);
 }
 

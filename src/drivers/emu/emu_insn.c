@@ -46,7 +46,11 @@ uint64_t emu_rd(emu *e, int reg)
     return v;
 }
 
-void emu_wr(emu *e, int reg, uint64_t v) { uc_reg_write(e->uc, reg, &v); }
+void emu_wr(emu *e, int reg, uint64_t v)
+{
+    e->regs_from_event = false;
+    uc_reg_write(e->uc, reg, &v);
+}
 
 uint64_t emu_rip(emu *e) { return emu_rd(e, UC_X86_REG_RIP); }
 void emu_set_rip(emu *e, uint64_t rip) { emu_wr(e, UC_X86_REG_RIP, rip); }
@@ -61,6 +65,7 @@ uint64_t emu_msr_get(emu *e, uint32_t index)
 void emu_msr_set(emu *e, uint32_t index, uint64_t value)
 {
     uc_x86_msr m = { index, value };
+    e->regs_from_event = false; /* FS/GS base */
     uc_reg_write(e->uc, UC_X86_REG_MSR, &m);
 }
 
@@ -108,26 +113,54 @@ void emu_regs_read_engine(emu *e, vmt_regs *r)
     r->gs_base = v[19];
 }
 
+/* Every register an event carries, in one Unicorn batch (each separate
+ * uc_reg_read call costs its own entry and exit): the engine's registers,
+ * the selectors (synced as emu_sync_selectors does), KERNEL_GS_BASE, GDTR
+ * and IDTR. */
 vmt_status emu_regs_read(emu *e, vmt_regs *r)
 {
     memset(r, 0, sizeof *r);
-    emu_sync_selectors(e);
-    emu_regs_read_engine(e, r);
+    enum { NSEL = 6, N = ENGINE_NREGS + NSEL + 3 };
+    uint64_t v[ENGINE_NREGS + NSEL] = { 0 };
+    uc_x86_msr kgs = { 0xc0000102, 0 };
+    uc_x86_mmr gdtr, idtr;
+    memset(&gdtr, 0, sizeof gdtr);
+    memset(&idtr, 0, sizeof idtr);
+    int ids[N];
+    void *p[N];
+    for (int i = 0; i < ENGINE_NREGS + NSEL; i++) {
+        ids[i] = i < ENGINE_NREGS ? engine_reg_ids[i] : sel_ids[i - ENGINE_NREGS];
+        p[i] = &v[i];
+    }
+    ids[N - 3] = UC_X86_REG_MSR;
+    p[N - 3] = &kgs;
+    ids[N - 2] = UC_X86_REG_GDTR;
+    p[N - 2] = &gdtr;
+    ids[N - 1] = UC_X86_REG_IDTR;
+    p[N - 1] = &idtr;
+    uc_reg_read_batch(e->uc, ids, p, N);
+    for (int i = 0; i < NSEL; i++) {
+        uint16_t s = (uint16_t)v[ENGINE_NREGS + i];
+        if (s != e->sel_snap[i]) {
+            e->sel[i] = s;
+            e->sel_snap[i] = s;
+        }
+    }
+    memcpy(&r->rax, v, 16 * sizeof v[0]);
+    r->rip = v[16];
+    r->rflags = v[17];
+    r->fs_base = v[18];
+    r->gs_base = v[19];
     r->cr0 = e->cr0;
     r->cr2 = e->cr2;
     r->cr3 = e->cr3;
     r->cr4 = e->cr4;
     r->efer = e->efer;
-    r->kernel_gs_base = emu_msr_get(e, 0xc0000102);
-    uc_x86_mmr m;
-    memset(&m, 0, sizeof m);
-    uc_reg_read(e->uc, UC_X86_REG_GDTR, &m);
-    r->gdtr_base = m.base;
-    r->gdtr_limit = (uint16_t)m.limit;
-    memset(&m, 0, sizeof m);
-    uc_reg_read(e->uc, UC_X86_REG_IDTR, &m);
-    r->idtr_base = m.base;
-    r->idtr_limit = (uint16_t)m.limit;
+    r->kernel_gs_base = kgs.value;
+    r->gdtr_base = gdtr.base;
+    r->gdtr_limit = (uint16_t)gdtr.limit;
+    r->idtr_base = idtr.base;
+    r->idtr_limit = (uint16_t)idtr.limit;
     r->cs = e->sel[0];
     r->ss = e->sel[1];
     r->ds = e->sel[2];
@@ -153,18 +186,33 @@ uint64_t emu_hwbp_dr7(const emu *e)
     return v;
 }
 
-void emu_regs_write_engine(emu *e, const vmt_regs *r)
+/* One instruction changes a few registers: only those are written (each
+ * Unicorn register write goes through its big per-register switch). */
+void emu_regs_write_engine(emu *e, const vmt_regs *before, const vmt_regs *r)
 {
-    uint64_t v[ENGINE_NREGS];
+    uint64_t old[ENGINE_NREGS], v[ENGINE_NREGS];
+    memcpy(old, &before->rax, 16 * sizeof old[0]);
+    old[16] = before->rip;
+    old[17] = before->rflags | 2;
+    old[18] = before->fs_base;
+    old[19] = before->gs_base;
     memcpy(v, &r->rax, 16 * sizeof v[0]);
     v[16] = r->rip;
     v[17] = r->rflags | 2;
     v[18] = r->fs_base;
     v[19] = r->gs_base;
+    int ids[ENGINE_NREGS];
     void *p[ENGINE_NREGS];
-    for (int i = 0; i < ENGINE_NREGS; i++)
-        p[i] = &v[i];
-    uc_reg_write_batch(e->uc, (int *)engine_reg_ids, p, ENGINE_NREGS);
+    int n = 0;
+    for (int i = 0; i < ENGINE_NREGS; i++) {
+        if (v[i] == old[i])
+            continue;
+        ids[n] = engine_reg_ids[i];
+        p[n++] = &v[i];
+    }
+    e->regs_from_event = false;
+    if (n)
+        uc_reg_write_batch(e->uc, ids, p, n);
 }
 
 /* What the emulator can run: checked for set_regs and images. */
@@ -475,11 +523,21 @@ emu_insn_result emu_insn_special(emu *e, vmt_event *ev)
     if (e->special == EMU_SP_INT3) {
         ev->kind = VMT_EVENT_BREAKPOINT;
         uint8_t b = 0;
-        (void)emu_va_read(e, rip, &b, 1);
+        vmt_pa gpa = 0;
+        bool have_gpa;
+        uint64_t off = rip & (EMU_PAGE - 1);
+        if (e->code_host && e->code_va == rip - off && e->code_gfn != UINT64_MAX) {
+            /* the code hook's page (from the record): no walk */
+            b = e->code_host[off];
+            gpa = (e->code_gfn << 12) | off;
+            have_gpa = true;
+        } else {
+            (void)emu_va_read(e, rip, &b, 1);
+            have_gpa = emu_mmu_gpa(e, rip, &gpa) == VMT_OK;
+        }
         ev->u.bp.insn_len = b == 0xcc ? 1 : 2;
         ev->u.bp.gva = rip;
-        vmt_pa gpa = 0;
-        if (emu_mmu_gpa(e, rip, &gpa) == VMT_OK) { /* the guest's gfn, before the view */
+        if (have_gpa) { /* the guest's gfn, before the view */
             ev->u.bp.gpa = gpa;
             ev->u.bp.gfn = gpa >> 12;
         }

@@ -11,17 +11,39 @@
  * R/W/X) and answers one of:
  *   - the physical page and rights (rights never include W when the frame
  *     is a page-table frame of a recorded translation, or the leaf is clean
- *     and the access is not a write; the write fill sets D);
+ *     and the access is not a write; the write fill sets D). EXEC only on
+ *     a fetch fill (and data refills of a page fetched since the last
+ *     flush): Unicorn keeps code rights apart (a later fetch asks again),
+ *     so xframes marks only frames code really ran from, and writes into
+ *     data frames (the engine's stack stores) never drop translated code
+ *     or flush Unicorn's TLB;
  *   - a TRAP SLOT: a physical page nothing is mapped at. The access that
  *     follows reaches Unicorn's UNMAPPED hook with the exact offset, size and
  *     value, which records the fault (va = the slot's page + offset) and
  *     aborts the instruction before it changed anything. Used for every
  *     data access the guest tables or the view forbid and for guest writes
- *     into page-table frames, so #PF (CR2) and memory events are exact;
+ *     into page-table frames, so #PF (CR2) and memory events are exact.
+ *     Slots are handed out fresh after each Unicorn TLB flush (never
+ *     renamed while a translation may reach them); a trap that became a
+ *     memory event stays in Unicorn's TLB (the access keeps trapping the
+ *     same way, so a monitored read costs no refills) until the MMU context
+ *     changes (emu_tlb_revalidate flushes then); every other outcome flushes;
  *   - false for a fetch the tables or view forbid (Unicorn aborts the
  *     instruction with UC_ERR_EXCEPTION; the fault is recorded here).
  * emu_mmu_fault() then decides what a recorded fault is (#PF, event, page-
  * table write to perform, or a retry after a flush).
+ *
+ * Self-modifying code: the driver installs no UC_HOOK_MEM_READ/WRITE hook
+ * (any one sends every guest load and store through Unicorn's slow path,
+ * ~3x slower). Unicorn 2.1.1 then notices a guest store into translated
+ * code this way: a write translation starts "not dirty" (slow path; the
+ * first store drops translated code of the frame, then the entry turns
+ * fast), and translating code re-marks the write translations of the SAME
+ * virtual page only. A fast write translation through another virtual
+ * page (an alias) would miss later code, so the driver never lets a frame
+ * be executable through one page and writable through another at once: a
+ * fill that would (alias_conflict) lets the access complete and stops the
+ * CPU before the next instruction to flush everything (flush_asap).
  *
  * The record (tlb[] + tlb_index) holds every translation handed to Unicorn
  * since its TLB was last flushed (a superset of Unicorn's TLB): it is how
@@ -189,6 +211,7 @@ void emu_tlb_apply_flush(emu *e)
         return;
     uc_ctl_flush_tlb(e->uc);
     e->uc_flush_pending = false;
+    e->trap_next = 0; /* no translation onto a trap slot is left */
     e->tstats.uc_flushes++;
 }
 
@@ -303,13 +326,23 @@ static vmt_status walk(emu *e, uint64_t va, vmt_walk *w, walk_ctx *wc)
     return vmt_paging_walk(&rd, &pc, e->cr3 & 0x000ffffffffff000ull, va, w, NULL, 0);
 }
 
+/* A trap slot for va_page: a fresh one since Unicorn's TLB was last
+ * flushed (translations onto older slots may still be in that TLB, so a
+ * slot is never renamed while one can reach it). The run loop flushes
+ * before the slots run low (emu_trap_slots_low); a run adds at most a few,
+ * since the first access through one ends it. */
 static uint32_t trap_slot(emu *e, uint64_t va_page)
 {
-    uint32_t s = e->trap_next;
-    e->trap_next = (e->trap_next + 1) % EMU_TRAP_SLOTS;
+    if (e->trap_next >= EMU_TRAP_SLOTS) {
+        e->trap_next = 0; /* not reached (see above); stop at once if it is */
+        e->flush_asap = true;
+    }
+    uint32_t s = e->trap_next++;
     e->trap_va[s] = va_page;
     return s;
 }
+
+bool emu_trap_slots_low(const emu *e) { return e->trap_next > EMU_TRAP_SLOTS / 2; }
 
 /* Record a translation handed to Unicorn. After a walk (walked), the other
  * kind for the va in this PCID (global / non-global) goes: the walk just
@@ -348,6 +381,35 @@ static void record(emu *e, const emu_tlb_entry *n, bool walked)
         e->flush_asap = true; /* the record is full: start over */
         e->tstats.evictions += e->tlb_used;
     }
+}
+
+/* Whether va_page's recorded translation onto backing already has EXEC:
+ * a data refill of a page code runs from keeps it (else fetches and
+ * stores on one page would take turns replacing Unicorn's entry). */
+static bool fetched_before(const emu *e, uint64_t va_page, vmt_gfn backing)
+{
+    const emu_tlb_entry *t = emu_tlb_current(e, va_page);
+    return t && (t->uc_perms & UC_PROT_EXEC) && t->backing == backing && !t->is_mmio && !t->is_sink;
+}
+
+/* Whether handing out `perms` on backing at va_page would make the frame
+ * executable through one virtual page and writable through another (see
+ * the opening comment on self-modifying code). */
+static bool alias_conflict(const emu *e, uint64_t va_page, vmt_gfn backing, uint32_t perms)
+{
+    uint32_t other = 0;
+    if (perms & UC_PROT_EXEC)
+        other |= UC_PROT_WRITE;
+    if ((perms & UC_PROT_WRITE) && (e->xframes[backing >> 3] >> (backing & 7) & 1))
+        other |= UC_PROT_EXEC;
+    if (!other)
+        return false;
+    for (uint32_t i = 0; i < e->tlb_used; i++) {
+        const emu_tlb_entry *t = &e->tlb[i];
+        if (t->backing == backing && t->va != va_page && (t->uc_perms & other) && !t->is_mmio && !t->is_sink)
+            return true;
+    }
+    return false;
 }
 
 /* Decide a translation for an access of `kind` to va_page. */
@@ -448,6 +510,10 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
     }
     n.backing = backing;
     n.uc_perms = uc_perms_of(a) | uc_perms_of(kind);
+    if (kind != VMT_ACCESS_X && !fetched_before(e, va_page, backing))
+        n.uc_perms &= ~(uint32_t)UC_PROT_EXEC; /* X only for code: see the opening comment */
+    if (alias_conflict(e, va_page, backing, n.uc_perms))
+        e->flush_asap = true; /* this access goes on; the next instruction starts afresh */
     if (n.uc_perms & UC_PROT_EXEC)
         e->xframes[backing >> 3] |= (uint8_t)(1u << (backing & 7));
     record(e, &n, !hit);
@@ -515,7 +581,9 @@ void emu_tlb_frame_written(emu *e, vmt_gfn frame) { emu_tlb_range_written(e, fra
  * now be answered differently makes Unicorn forget them all. */
 void emu_tlb_revalidate(emu *e)
 {
-    bool stale = false;
+    /* translations onto trap slots are not recorded: they last until the
+     * MMU context changes (see emu_op_wait_event's fault path) */
+    bool stale = e->trap_next != 0;
     for (uint32_t i = 0; i < e->tlb_used; i++) {
         const emu_tlb_entry *t = &e->tlb[i];
         bool s = t->is_sink;

@@ -38,7 +38,11 @@
  *    (it translates through the TLB/fill): the driver drops code over a
  *    physical page by answering a private non-canonical address (EMU_CTL_VA
  *    + physical) during that call. Guest stores into code are noticed by
- *    Unicorn itself.
+ *    Unicorn itself (a new write translation starts "not dirty"), but
+ *    translating code re-protects only writes through the same virtual
+ *    page: emu_mmu.c keeps a frame from being executable at one page and
+ *    writable at another. The driver has no UC_HOOK_MEM_READ/WRITE hook:
+ *    one sends every guest load and store through the slow path.
  *  - uc_emu_start's `until` makes Unicorn translate that address at every
  *    start (a fill): exits mode with no exits is used instead.
  *  - In 64-bit mode uc_reg_write of CS/SS/DS/ES sets only the selector; the
@@ -199,7 +203,7 @@ typedef struct emu {
     uint32_t *pt_refs;    /* per host frame */
     uint8_t *sink;        /* 4 KiB at EMU_SINK_PA: DENY-ed writes land here */
     uint8_t *dirty;       /* a bit per RAM frame written since the last clear */
-    uint8_t *xframes;     /* a bit per frame ever handed out executable */
+    uint8_t *xframes;     /* a bit per frame ever handed out executable (fetch fills only) */
     uint8_t maxphyaddr;
     vmt_ram_range *ranges;/* RAM blocks (nranges 0: one block 0..ram) */
     size_t nranges;
@@ -256,9 +260,10 @@ typedef struct emu {
     bool in_ctl;              /* inside a uc_ctl call: only EMU_CTL_VA fills */
     bool ctl_pa_valid;
     uint64_t trap_va[EMU_TRAP_SLOTS];
-    uint32_t trap_next;
+    uint32_t trap_next;       /* trap slots handed out since Unicorn's last TLB flush */
     uint64_t code_va;         /* 1-entry cache for the code hook */
     const uint8_t *code_host;
+    vmt_gfn code_gfn;         /* code_va's guest frame (UINT64_MAX: not known) */
     vmt_emu_tlb_stats tstats;
     vmt_emulator *engine;     /* one-instruction responses without a map change */
     vmt_fpu_state engine_fpu[2]; /* engine_one: the vCPU's FXSAVE state before / after */
@@ -301,6 +306,8 @@ typedef struct emu {
     /* events */
     bool awaiting_response;
     vmt_event last;           /* the event awaiting a response */
+    bool regs_from_event;     /* last.regs still hold Unicorn's engine registers
+                                 (cleared by every register write and run) */
     uint64_t seq;
     bool stopped;             /* sticky until set_regs / set_limit */
     vmt_stop_info stop;
@@ -359,6 +366,8 @@ emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32
  * next run by emu_tlb_apply_flush). */
 void emu_tlb_flush(emu *e);
 void emu_tlb_apply_flush(emu *e);
+/* More than half of the trap slots were handed out since the last flush. */
+bool emu_trap_slots_low(const emu *e);
 /* After a view/rights/grant change: flush when any translation changes. */
 void emu_tlb_revalidate(emu *e);
 /* Bytes [off, off + len) of a host frame were written: translations whose
@@ -415,8 +424,9 @@ bool emu_do_syscall(emu *e, uint64_t rip, uint32_t len);
 bool emu_do_sysenter(emu *e, uint64_t rip, uint32_t len);
 void emu_serial_flush(emu *e);
 uint64_t emu_hwbp_dr7(const emu *e);
-/* Load what the engine changes: GPRs, rip, rflags, fs/gs base. */
-void emu_regs_write_engine(emu *e, const vmt_regs *r);
+/* Load what the engine changes: GPRs, rip, rflags, fs/gs base; only those
+ * that differ from `before` (what emu_regs_read_engine gave). */
+void emu_regs_write_engine(emu *e, const vmt_regs *before, const vmt_regs *r);
 void emu_regs_read_engine(emu *e, vmt_regs *r); /* only what the engine uses (see emu_regs_write_engine) */
 /* Pick up selectors the guest loaded natively (iretq, far jumps, mov). */
 void emu_sync_selectors(emu *e);

@@ -35,8 +35,13 @@ bool emu_engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_va)
     if (e->no_engine || (!e->engine && vmt_emulator_create(&e->engine, NULL, 0) != VMT_OK))
         return false;
     vmt_regs r;
-    memset(&r, 0, sizeof r);
-    emu_regs_read_engine(e, &r);
+    if (e->regs_from_event) {
+        r = e->last.regs; /* read when the event was reported, unchanged since */
+    } else {
+        memset(&r, 0, sizeof r);
+        emu_regs_read_engine(e, &r);
+    }
+    const vmt_regs before = r;
     vmt_view saved_view = e->mmu_view;
     vmt_access saved_grant = e->grant_kinds;
     uint64_t saved_grant_va = e->grant_va;
@@ -61,7 +66,7 @@ bool emu_engine_one(emu *e, vmt_view view, vmt_access grant, uint64_t grant_va)
     e->grant_va = saved_grant_va;
     if (st != VMT_OK || res.stop != VMT_EMULATE_DONE || res.instructions != 1)
         return false;
-    emu_regs_write_engine(e, &r);
+    emu_regs_write_engine(e, &before, &r);
     if (fpu_used) {
         if (memcmp(&e->engine_fpu[0], &e->engine_fpu[1], sizeof e->engine_fpu[0]) != 0)
             emu_fpu_write(e, &e->engine_fpu[1]);
@@ -126,7 +131,7 @@ vmt_status emu_op_respond(vmt_driver *d, const vmt_event *ev, const vmt_response
         rax = (rax & ~mask) | (resp->io_value & mask);
         if (last->u.io.size == 4)
             rax &= 0xffffffffull; /* a 32-bit register write zero-extends */
-        uc_reg_write(e->uc, UC_X86_REG_RAX, &rax);
+        emu_wr(e, UC_X86_REG_RAX, rax);
     }
     if (a & VMT_RESP_REINJECT) {
         uint64_t ret = last->regs.rip + last->u.bp.insn_len;
