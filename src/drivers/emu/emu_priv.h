@@ -15,6 +15,7 @@
  *   emu_state.c      VCPU_STATE and DIRTY_LOG
  *   emu_pcid.c       PCID/INVPCID as the CPU offers them (CPUID), CR3
  *                    writes with PCIDs, INVPCID, INVLPG's record side
+ *   emu_cr4.c        CR4's reserved bits per the presented CPU, SMAP
  *
  * Unicorn 2.1.1 behaviour this driver relies on (measured on this machine;
  * the tests would catch a change):
@@ -106,6 +107,7 @@
 #define EMU_TLB_KEY_GLOBAL (1ull << 62) /* flips a canonical va: never a non-global key */
 #define EMU_CR4_SMEP (1ull << 20)
 #define EMU_CR4_SMAP (1ull << 21)
+#define EMU_RFLAGS_AC (1ull << 18)
 #define EMU_NSTORED 34
 #define EMU_MCE_BANKS 10
 #define EMU_TLB_SLACK 64u     /* fills one instruction may add past capacity */
@@ -227,6 +229,9 @@ typedef struct emu {
      * 7.0 as its model reports them, answered with the bits added */
     bool offer_pcid, offer_invpcid;
     uint32_t cpuid1[4], cpuid7[4];
+    uint32_t cpuid_max;       /* the model's last basic leaf */
+    int cpu_model;            /* UC_CPU_X86_* */
+    uint64_t cr4_reserved;    /* CR4 bits this CPU does not have (emu_cr4.c) */
     uint32_t msr_ids[EMU_NSTORED];
     uint64_t msr_vals[EMU_NSTORED];
     uc_context *cpl_ctx;      /* scratch context for privilege switches */
@@ -381,12 +386,18 @@ void emu_host_write(emu *e, vmt_gfn frame, uint32_t off, const void *buf, size_t
 void emu_code_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len);
 /* Translate va for the driver's own accesses (IDT, stack frames,
  * instruction bytes) as a supervisor access: host pointer of the byte,
- * bytes left in the page. Sets A (and D when write) bits. */
-vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, uint8_t **host, size_t *left);
+ * bytes left in the page. Sets A (and D when write) bits. smap: the access
+ * is a data access SMAP forbids on a user page now (emu_smap_explicit /
+ * _implicit): such a page gives VMT_E_CONFLICT (present, forbidden). */
+vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, bool smap, uint8_t **host, size_t *left);
 /* Guest-physical address of va under the guest's tables (no view). */
 vmt_status emu_mmu_gpa(emu *e, uint64_t va, vmt_pa *gpa);
+/* Supervisor reads/writes without SMAP (instruction bytes, host queries). */
 vmt_status emu_va_read(emu *e, uint64_t va, void *buf, size_t len);
 vmt_status emu_va_write(emu *e, uint64_t va, const void *buf, size_t len);
+/* The same as data accesses of the guest CPU: smap as emu_mmu_host_ptr. */
+vmt_status emu_va_read_data(emu *e, uint64_t va, void *buf, size_t len, bool smap);
+vmt_status emu_va_write_data(emu *e, uint64_t va, const void *buf, size_t len, bool smap);
 vmt_paging_config emu_paging_cfg(const emu *e);
 vmt_status emu_mmu_check(emu *e, char *why, size_t why_len);
 /* Memory accessors of the reusable engine over the MMU context. */
@@ -492,8 +503,6 @@ static inline uint16_t emu_pcid(const emu *e)
 }
 /* Read Unicorn's CPUID leaves and offer PCID/INVPCID when opt asks. */
 vmt_status emu_pcid_init(emu *e, const vmt_emu_options *opt, char *why, size_t why_len);
-/* MOV to CR4: true when it must raise #GP (PCIDE rules). */
-bool emu_cr4_write_faults(const emu *e, uint64_t old, uint64_t v);
 /* MOV to CR3 of `v` (bit 63 included): false = #GP (reserved bits); else
  * *stored is the value CR3 keeps and the record is invalidated as the SDM
  * says (PCID-aware). */
@@ -506,6 +515,24 @@ emu_insn_result emu_do_invpcid(emu *e, cs_insn *in);
  * translations of its address (current PCID + global); Unicorn then runs
  * the instruction (its own TLB drops the page; CPL checked natively). */
 void emu_invlpg_seen(emu *e, uint64_t rip, const uint8_t *p, uint32_t size);
+
+/* emu_cr4.c: CR4 as the presented CPU defines it, and SMAP */
+/* Compute cr4_reserved from the CPUID leaves (after emu_pcid_init read them). */
+void emu_cr4_init(emu *e);
+/* MOV to CR4 of v (from old): true when it must raise #GP (a reserved bit,
+ * PCIDE set with CR3[11:0] != 0). */
+bool emu_cr4_write_faults(const emu *e, uint64_t old, uint64_t v);
+/* set_regs / set_vcpu_state: VMT_OK, or VMT_E_NOTSUP with why naming the
+ * CR4 bits this CPU does not have and how to get them. */
+vmt_status emu_cr4_supported(const emu *e, uint64_t cr4, char *why, size_t why_len);
+/* SMAP (CR4.SMAP): whether a supervisor-mode data access to a user page
+ * faults now. Explicit accesses (the instruction's own, CPL0-2): unless
+ * EFLAGS.AC; cpl 3 is a user access (false). Implicit ones (IDT, GDT, TSS:
+ * supervisor accesses whatever the CPL): at CPL3 always, else unless AC. */
+bool emu_smap_explicit(const emu *e, uint8_t cpl);
+bool emu_smap_implicit(const emu *e, uint8_t cpl);
+/* The model's name ("qemu64", "broadwell", ...). */
+const char *emu_cpu_model_name(int model);
 
 /* emu_state.c: VCPU_STATE and DIRTY_LOG */
 vmt_status emu_op_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s);
