@@ -25,6 +25,12 @@
  *    to the caller), with AC = 1 it returns the value (hooked.pf,
  *    hooked.ok). The host hooks it with a hidden breakpoint: the monitor's
  *    way of performing the hooked instruction must fault the same way.
+ * Parameter smap_idt_user (host-patchable, default 0): 1 ends the SMAP part
+ * with the IDT copied into a user page (implicit supervisor accesses): with
+ * AC = 1 at CPL0 an exception is still delivered (SDM: AC lifts SMAP below
+ * CPL3, implicit accesses included; REPORT idt_user.ac1), with AC = 0 its
+ * delivery cannot read the gate, nor can #DF's: the CPU shuts down
+ * (triple fault; the host checks the stop). No DONE in that mode.
  */
 #include <stdint.h>
 
@@ -47,6 +53,14 @@
 #define FAULTED 0xfa017edfa017edULL
 #define NO_FAULT 0xffu
 #define SMAP_ROUNDS 32
+#define IDT_VA 0x00007f0000002000ULL
+
+__attribute__((section(".data"))) volatile uint32_t smap_idt_user = 0;
+
+struct desc_ptr {
+    uint16_t limit;
+    uint64_t base;
+} __attribute__((packed));
 
 uint64_t smap_hooked_read(const volatile uint64_t *p);
 /* alone in its 4 KiB page; its first instruction reads *p */
@@ -194,6 +208,39 @@ static unsigned reserved_bits_fault(void)
     return n;
 }
 
+static uint64_t try_ud2(void)
+{
+    fault_vector = NO_FAULT;
+    __asm__ volatile("lea 1f(%%rip), %%rcx\n\tmov %%rcx, fixup_rip(%%rip)\n\tud2\n\t"
+                     "movq $0, fixup_rip(%%rip)\n1:"
+                     : : : "rcx", "memory");
+    return fault_vector;
+}
+
+/* The IDT in a user page: its reads during delivery are implicit
+ * supervisor accesses. Does not return (triple fault at the end). */
+static void idt_in_user_page(uint64_t root)
+{
+    struct desc_ptr p;
+    __asm__ volatile("sidt %0" : "=m"(p));
+    GUEST_ASSERT(p.limit < PAGE_SIZE);
+    uint64_t f = pmm_alloc();
+    memcpy(phys_ptr(f), (void *)(uintptr_t)p.base, (size_t)p.limit + 1);
+    pt_map_4k(root, IDT_VA, f, PTE_LEAF | PTE_US | PTE_NX);
+    make_user(root, IDT_VA);
+    struct desc_ptr u = { p.limit, IDT_VA };
+    stac();
+    __asm__ volatile("lidt %0" : : "m"(u) : "memory");
+    GUEST_ASSERT_EQ(try_ud2(), 6); /* AC = 1 at CPL0: the gate is read */
+    __asm__ volatile("lidt %0" : : "m"(p) : "memory");
+    ucall_report("idt_user.ac1", 1);
+    __asm__ volatile("lidt %0" : : "m"(u) : "memory");
+    clac();
+    (void)try_ud2(); /* AC = 0: neither #UD's nor #DF's gate can be read */
+    __asm__ volatile("lidt %0" : : "m"(p) : "memory");
+    GUEST_ASSERT(0 && "the #UD with the IDT in a user page was delivered");
+}
+
 static void test_smap(uint64_t root)
 {
     uint64_t cr4 = read_cr4(), v = 0;
@@ -279,6 +326,8 @@ static void test_smap(uint64_t root)
     clac();
     ucall_report("hooked.ok", 1);
 
+    if (smap_idt_user)
+        idt_in_user_page(root);
     write_cr4(cr4);
     GUEST_ASSERT_EQ(try_read(DATA_VA, &v), NO_FAULT); /* SMAP off: allowed again */
     GUEST_ASSERT_EQ(v, DATA_MAGIC);

@@ -14,6 +14,8 @@
  * sees exactly the faults it sees without one, under each breakpoint
  * controller: the monitor's way of performing the hooked instruction (the
  * engine's EMULATE, or a step) applies SMAP like the CPU.
+ * Implicit supervisor accesses: with the IDT in a user page an exception is
+ * delivered with AC = 1 and shuts the CPU down (triple fault) with AC = 0.
  * On qemu64 CPUID has neither SMEP nor SMAP: setting them raises #GP, STAC
  * #UD. On Skylake-Server CPUID has no PKU (the driver has no protection
  * keys) and CR4.PKE raises #GP. set_regs with a CR4 bit the model lacks is
@@ -160,6 +162,33 @@ static void skylake_server_hides_pku(void **state)
     assert_report(&r, "cpuid.pku", 0);
     assert_report(&r, "reserved.gp", RESERVED_TRIED);
     assert_smap_phases(&r);
+    guest_run_free(&r);
+}
+
+/* The IDT in a user page (guests/smap's smap_idt_user): delivered with
+ * AC = 1, a triple fault with AC = 0 — the run stops and says why. */
+static void idt_in_a_user_page_is_an_implicit_access(void **state)
+{
+    (void)state;
+    host_view h;
+    memset(&h, 0, sizeof h);
+    vmt_emu_options opt = { .set_cpu_model = true, .cpu_model = UC_CPU_X86_BROADWELL };
+    guest_param p = { "smap_idt_user", 1 };
+    guest_run r;
+    guest_run_config c = { .driver = "emu", .elf_path = VMT_GUEST_DIR "/smap.elf", .ram_size = RAM_SIZE,
+                           .params = &p, .nparams = 1, .time_limit_s = 60.0, .emu_options = &opt,
+                           .on_ucall = on_ucall, .on_ucall_ctx = &h };
+    (void)guest_run_config_elf(&c, &r);
+    if (r.done || !r.stopped || r.stop.reason != VMT_STOP_TRIPLE_FAULT)
+        guest_run_dump(&r);
+    assert_int_equal(guest_run_count(&r, VMT_UCALL_ASSERT_FAIL, NULL), 0);
+    assert_smap_phases(&r);
+    assert_report(&r, "idt_user.ac1", 1);
+    assert_false(r.done);
+    assert_true(r.stopped);
+    assert_int_equal(r.stop.reason, VMT_STOP_TRIPLE_FAULT);
+    print_message("stop: %s\n", r.stop.message);
+    assert_non_null(strstr(r.stop.message, "user page under SMAP"));
     guest_run_free(&r);
 }
 
@@ -314,6 +343,7 @@ int main(void)
         cmocka_unit_test(qemu64_has_no_smep_or_smap),
         cmocka_unit_test(haswell_has_smep_only),
         cmocka_unit_test(skylake_server_hides_pku),
+        cmocka_unit_test(idt_in_a_user_page_is_an_implicit_access),
         cmocka_unit_test(set_regs_refuses_bits_the_model_lacks),
         cmocka_unit_test(hidden_breakpoint_shadow),
         cmocka_unit_test(hidden_breakpoint_exec),

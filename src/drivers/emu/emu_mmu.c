@@ -6,9 +6,9 @@
  * Design: guest memory is mapped into Unicorn once, physically (see
  * emu_phys_pa for the layout). Unicorn runs with UC_TLB_VIRTUAL: on every
  * miss of its own TLB it calls emu_mmu_fill(), which walks the guest's
- * tables (4/5 levels, 2M/1G, NX, U/S, WP, SMEP, reserved bits, A/D bits set
- * as hardware does, recursive tables allowed), applies the MMU view (remap +
- * R/W/X) and answers one of:
+ * tables (4/5 levels, 2M/1G, NX, U/S, WP, SMEP, SMAP, reserved bits, A/D
+ * bits set as hardware does, recursive tables allowed), applies the MMU
+ * view (remap + R/W/X) and answers one of:
  *   - the physical page and rights (rights never include W when the frame
  *     is a page-table frame of a recorded translation, or the leaf is clean
  *     and the access is not a write; the write fill sets D). EXEC only on
@@ -66,7 +66,19 @@
  * INVPCID and CR4 drop what the SDM says (emu_tlb_invalidate); a CR3
  * switch flushes Unicorn's TLB (keyed by VA only) and keeps the record.
  *
- * Invariants: see emu_priv.h; checked by emu_mmu_check().
+ * SMAP (emu_cr4.c): Unicorn's CR4 has SMAP whenever the guest's does, so
+ * its kernel TLB is two (EFLAGS.AC = 0 / 1, picked per access); the hook
+ * is not told which and reads AC (emu_smap_explicit) to answer for it. The
+ * record keeps one entry per (PCID, va) whatever the AC (or CPL) it was
+ * filled for: its pte_rights are those of the last fill, and reuse
+ * (reusable()) recomputes the rights for the current CPL and AC from
+ * walk_rights/walk_user, so a record hit never carries AC = 1 rights into
+ * an AC = 0 fill. The engine's accessors (EMULATE, FAST_STEP) and
+ * emu_mmu_fault apply the same rule as the fill.
+ *
+ * Invariants: see emu_priv.h; checked by emu_mmu_check() (which also checks
+ * that CR4 has no bit the CPU lacks and that Unicorn's CR4.SMAP is the
+ * guest's, what keeps the AC states apart).
  */
 #include <inttypes.h>
 #include <stdio.h>

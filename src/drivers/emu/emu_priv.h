@@ -53,6 +53,12 @@
  *    (UC_HOOK_INSN only); exceptions call UC_HOOK_INTR, never the guest
  *    IDT. So emu_set_cpl patches hflags in a saved context (offset found at
  *    creation by flipping CR0.TS/EM, mirrored in hflags bits 11/10).
+ *  - SMAP: Unicorn keeps CR4.SMAP only when its model has SMAP (then
+ *    HF_SMAP_MASK); its MMU index for CPL0-2 accesses is then "kernel SMAP"
+ *    with EFLAGS.AC = 0 and "kernel no-SMAP" with AC = 1, each with its own
+ *    TLB; translated blocks are keyed by AC and STAC/CLAC/POPF end a block;
+ *    STAC/CLAC end the run as an invalid instruction (#UD) without
+ *    CPUID.SMAP or at CPL > 0. The TLB-fill hook is not told the index.
  *  - hlt ends uc_emu_start with RIP after it; an invalid opcode ends it with
  *    UC_ERR_INSN_INVALID; uc_emu_stop from the code hook stops before that
  *    instruction.
@@ -73,7 +79,9 @@
  *    (pt_refs[backing] > 0) unless a flush is already pending;
  *  - pt_refs[f] == number of (recorded translation, table level) pairs
  *    whose walk read a table in host frame f;
- *  - the record holds at most tlb_cap + EMU_TLB_SLACK translations.
+ *  - the record holds at most tlb_cap + EMU_TLB_SLACK translations;
+ *  - CR4 has no bit of cr4_reserved, and Unicorn's CR4.SMAP equals the
+ *    guest's (translations made with AC = 1 are then never used with AC = 0).
  */
 #ifndef VMT_EMU_PRIV_H
 #define VMT_EMU_PRIV_H
