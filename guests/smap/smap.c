@@ -19,7 +19,11 @@
  *    set / POPF with AC clear, each followed by a read (smap.rounds);
  *  - a kernel call into a user page faults with SMEP (error 0x11), with
  *    AC = 1 too (smep.fetch_pf); with SMEP off and SMAP on it runs: SMAP
- *    does not apply to fetches (smap.fetch_ok);
+ *    does not apply to fetches (smap.fetch_ok); there, a page written with
+ *    AC = 1 and then run with AC = 0 (two of Unicorn's TLBs, different
+ *    rights) is write-protected by the host in a view (STEP protect, arg:
+ *    the frame) and written again with AC = 1 (STEP protected: the host
+ *    counts the write event);
  *  - smap_hooked_read(p), alone in its page, whose first instruction reads
  *    *p: with AC = 0 it faults at that instruction (the #PF handler returns
  *    to the caller), with AC = 1 it returns the value (hooked.pf,
@@ -313,6 +317,21 @@ static void test_smap(uint64_t root)
     write_cr4(read_cr4() & ~CR4_SMEP); /* SMAP alone: fetches are not data accesses */
     (void)try_call((fn_t)CODE_VA, 0);
     GUEST_ASSERT_EQ(fault_vector, NO_FAULT);
+    /* the same page written with AC = 1 and run with AC = 0: Unicorn's two
+     * kernel TLBs hold it with different rights; the host write-protects
+     * its frame in a view (STEP protect, arg: the frame), and the next
+     * write with AC = 1 must reach the host (STEP protected) */
+    reload_cr3(); /* Unicorn's TLBs start empty: the fetch below is the page's last fill */
+    stac();
+    *(volatile uint8_t *)(CODE_VA + 0x100) = 1;
+    clac();
+    (void)try_call((fn_t)CODE_VA, 0);
+    GUEST_ASSERT_EQ(fault_vector, NO_FAULT);
+    ucall_step("protect", "", 1, cf);
+    stac();
+    *(volatile uint8_t *)(CODE_VA + 0x100) = 2;
+    clac();
+    ucall_step("protected", "", 0);
     write_cr4(read_cr4() | CR4_SMEP);
     ucall_report("smap.fetch_ok", 1);
 

@@ -48,6 +48,12 @@
  * The record (tlb[] + tlb_index) holds every translation handed to Unicorn
  * since its TLB was last flushed (a superset of Unicorn's TLB): it is how
  * page-table writes, view changes and host writes find what to invalidate.
+ * Unicorn has one TLB per MMU index (CPL3; CPL0-2 with EFLAGS.AC = 0 / 1
+ * under SMAP) and may hold a page in several with different rights (SMEP,
+ * SMAP, CR0.WP depend on CPL and AC): a refill of the same translation
+ * keeps the union of what was handed out (uc_perms) and of the rights it
+ * was handed out under (pte_rights), so a view change finds rights another
+ * index still holds (a write with AC = 1 after a fetch with AC = 0).
  * Unicorn cannot forget one page, so any invalidation marks the whole TLB
  * for a flush (uc_ctl_flush_tlb: Unicorn's TLB only, not translated code)
  * that the run loop performs before the next uc_emu_start, together with
@@ -370,10 +376,18 @@ static void record(emu *e, const emu_tlb_entry *n, bool walked)
         emu_tlb_drop_slot(e, other);
     uint64_t key = entry_key(n);
     uint32_t slot = tlb_find(e, key);
+    uint32_t held_perms = 0;
+    vmt_access held_rights = VMT_ACCESS_NONE;
     if (slot != EMU_NO_SLOT) {
         emu_tlb_entry *t = &e->tlb[slot];
         for (unsigned k = 0; k < t->ntables; k++)
             e->pt_refs[t->tables[k]]--;
+        if (t->backing == n->backing && t->gfn == n->gfn && t->is_mmio == n->is_mmio && t->is_sink == n->is_sink) {
+            /* another of Unicorn's TLBs (CPL3, or kernel with the other
+             * EFLAGS.AC) may still hold what was handed out before */
+            held_perms = t->uc_perms;
+            held_rights = t->pte_rights;
+        }
     } else {
         if (e->tlb_used == e->tlb_cap + EMU_TLB_SLACK)
             return; /* cannot happen: flush_asap stops the CPU first */
@@ -392,6 +406,8 @@ static void record(emu *e, const emu_tlb_entry *n, bool walked)
         }
     }
     e->tlb[slot] = *n;
+    e->tlb[slot].uc_perms |= held_perms;
+    e->tlb[slot].pte_rights |= held_rights;
     e->tstats.fills++;
     if (e->tlb_used >= e->tlb_cap) {
         e->flush_asap = true; /* the record is full: start over */

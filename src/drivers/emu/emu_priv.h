@@ -137,13 +137,15 @@ typedef struct emu_tlb_entry {
     uint64_t va;          /* page-aligned guest-virtual address */
     vmt_gfn gfn;          /* guest frame from the guest's tables */
     vmt_gfn backing;      /* host frame (after the view) */
-    vmt_access pte_rights;/* R always, W, X from the walk */
+    vmt_access pte_rights;/* rights the guest tables gave the fills (CPL, AC
+                             applied; union over refills: see uc_perms) */
     bool dirty;           /* leaf D bit set (W may be mapped) */
     uint8_t ntables;
     vmt_gfn tables[5];    /* host frames of the tables the walk read */
     vmt_gfn table_gfns[5];/* the same tables as guest frames (pre-view) */
     uint16_t entry_off[5];/* byte offset of the entry the walk read in each table */
-    uint32_t uc_perms;    /* UC_PROT_* handed to Unicorn */
+    uint32_t uc_perms;    /* UC_PROT_* handed to Unicorn: the union over
+                             refills since its flush (one TLB per MMU index) */
     uint16_t pcid;        /* the PCID it was walked under (0 with CR4.PCIDE clear) */
     bool global;          /* leaf G with CR4.PGE: serves every PCID and root */
     bool walk_user;       /* the walk's U/S over all levels */
