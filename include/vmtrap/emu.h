@@ -115,6 +115,18 @@ typedef struct vmt_emu_options {
     bool offer_invpcid;
 } vmt_emu_options;
 
+/* The least CPU (model, PCID offer) that has every feature CR4 `cr4` uses,
+ * oldest first: qemu64 (left as it is when nothing is needed), Sandy Bridge
+ * (OSXSAVE), Ivy Bridge (SMEP, FSGSBASE), Broadwell (SMAP), Icelake-Server
+ * (LA57); PCIDE adds offer_pcid and offer_invpcid. For a vCPU state from
+ * elsewhere (a snapshot): set_vcpu_state refuses CR4 bits the model lacks.
+ * Only those fields of *opt change. VMT_E_NOTSUP (why names the bits) when
+ * no model has them (PKE, UMIP, VMXE, SMXE, ...). */
+vmt_status vmt_emu_options_for_cr4(uint64_t cr4, vmt_emu_options *opt, char *why, size_t why_len);
+
+/* The name of a UC_CPU_X86_* model ("qemu64", "broadwell", ...; "unknown"). */
+const char *vmt_emu_cpu_model_name(int model);
+
 /* Create the emulator driver for cfg (cfg->image is placed into RAM; its
  * registers become vCPU 0's). cfg->image may be NULL: RAM starts zeroed and
  * the registers are the boot-protocol defaults the caller then replaces with

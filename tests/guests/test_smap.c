@@ -23,7 +23,9 @@
  * On qemu64 CPUID has neither SMEP nor SMAP: setting them raises #GP, STAC
  * #UD. On Skylake-Server CPUID has no PKU (the driver has no protection
  * keys) and CR4.PKE raises #GP. set_regs with a CR4 bit the model lacks is
- * refused with a message naming the bit and the model.
+ * refused with a message naming the bit and the model;
+ * vmt_emu_options_for_cr4 (a snapshot's resume) picks the least model that
+ * has what a CR4 uses.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -266,6 +268,54 @@ static void set_regs_refuses_bits_the_model_lacks(void **state)
     vmt_driver_destroy(d);
 }
 
+/* The least model for a CR4 (what a snapshot's resume uses): each one
+ * accepts that CR4 through set_regs; bits no model has are named. */
+static void options_for_cr4_pick_the_least_model(void **state)
+{
+    (void)state;
+    const uint64_t base = 0x6f0; /* the Linux snapshot's (qemu64) */
+    static const struct {
+        uint64_t cr4;
+        bool set_model;
+        int model;
+        bool pcid;
+    } cases[] = {
+        { 0x6f0, false, UC_CPU_X86_QEMU64, false },
+        { 0x6f0 | 1ull << 18, true, UC_CPU_X86_SANDYBRIDGE, false },
+        { 0x6f0 | CR4_SMEP | 1ull << 16, true, UC_CPU_X86_IVYBRIDGE, false },
+        { 0x6f0 | CR4_SMEP | CR4_SMAP, true, UC_CPU_X86_BROADWELL, false },
+        { 0x6f0 | CR4_SMAP | 1ull << 17, true, UC_CPU_X86_BROADWELL, true },
+        { 0x6f0 | CR4_LA57 | CR4_SMAP, true, UC_CPU_X86_ICELAKE_SERVER, false },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        vmt_emu_options opt;
+        memset(&opt, 0, sizeof opt);
+        char why[256] = "";
+        assert_int_equal(vmt_emu_options_for_cr4(cases[i].cr4, &opt, why, sizeof why), VMT_OK);
+        assert_int_equal(opt.set_cpu_model, cases[i].set_model);
+        assert_int_equal(opt.cpu_model, cases[i].model);
+        assert_int_equal(opt.offer_pcid, cases[i].pcid);
+        vmt_machine_config cfg = { .ram_size = RAM_SIZE };
+        vmt_driver *d = NULL;
+        assert_int_equal(vmt_emu_driver_create_ex(&cfg, &opt, &d, why, sizeof why), VMT_OK);
+        vmt_regs regs;
+        assert_int_equal(vmt_drv_get_regs(d, 0, &regs), VMT_OK);
+        regs.cr4 = cases[i].cr4;
+        if (vmt_drv_set_regs(d, 0, &regs) != VMT_OK)
+            fail_msg("cr4 0x%llx on %s: %s", (unsigned long long)cases[i].cr4,
+                     vmt_emu_cpu_model_name(opt.cpu_model), vmt_driver_error(d));
+        vmt_driver_destroy(d);
+    }
+    vmt_emu_options opt;
+    memset(&opt, 0, sizeof opt);
+    char why[256] = "";
+    assert_int_equal(vmt_emu_options_for_cr4(base | 1ull << 22, &opt, why, sizeof why), VMT_E_NOTSUP);
+    assert_non_null(strstr(why, "PKE (bit 22)"));
+    assert_int_equal(vmt_emu_options_for_cr4(base | 1ull << 11 | CR4_SMAP, &opt, why, sizeof why), VMT_E_NOTSUP);
+    assert_non_null(strstr(why, "UMIP (bit 11)"));
+    assert_false(opt.set_cpu_model);
+}
+
 /* ---- the hooked first instruction under a monitor ---- */
 
 typedef struct hook_ctx {
@@ -375,6 +425,7 @@ int main(void)
         cmocka_unit_test(skylake_server_hides_pku),
         cmocka_unit_test(idt_in_a_user_page_is_an_implicit_access),
         cmocka_unit_test(set_regs_refuses_bits_the_model_lacks),
+        cmocka_unit_test(options_for_cr4_pick_the_least_model),
         cmocka_unit_test(hidden_breakpoint_shadow),
         cmocka_unit_test(hidden_breakpoint_exec),
         cmocka_unit_test(hidden_breakpoint_debug),

@@ -68,6 +68,8 @@ static const char *const model_names[] = {
     "dhyana",         "epyc-rome",
 };
 
+const char *vmt_emu_cpu_model_name(int model) { return emu_cpu_model_name(model); }
+
 const char *emu_cpu_model_name(int model)
 {
     if (model < 0 || (size_t)model >= sizeof model_names / sizeof model_names[0])
@@ -75,9 +77,11 @@ const char *emu_cpu_model_name(int model)
     return model_names[model];
 }
 
-void emu_cr4_init(emu *e)
+static const char *bit_name(unsigned bit);
+
+/* CR4's reserved bits for CPUID.1:ECX, CPUID.7.0:EBX/ECX as presented. */
+static uint64_t reserved_for(uint32_t ecx1, uint32_t ebx7, uint32_t ecx7)
 {
-    const uint32_t ecx1 = e->cpuid1[2], ebx7 = e->cpuid7[1], ecx7 = e->cpuid7[2];
     const struct {
         uint64_t bit;
         bool have;
@@ -90,7 +94,43 @@ void emu_cr4_init(emu *e)
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (!f[i].have)
             r |= f[i].bit;
-    e->cr4_reserved = r;
+    return r;
+}
+
+void emu_cr4_init(emu *e) { e->cr4_reserved = reserved_for(e->cpuid1[2], e->cpuid7[1], e->cpuid7[2]); }
+
+vmt_status vmt_emu_options_for_cr4(uint64_t cr4, vmt_emu_options *opt, char *why, size_t why_len)
+{
+    /* oldest first: the least CPU that has everything */
+    static const int models[] = { UC_CPU_X86_QEMU64, UC_CPU_X86_SANDYBRIDGE, UC_CPU_X86_IVYBRIDGE,
+                                  UC_CPU_X86_BROADWELL, UC_CPU_X86_ICELAKE_SERVER };
+    bool pcid = (cr4 & EMU_CR4_PCIDE) != 0;
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
+        uint32_t l1[4], l7[4], max = 0;
+        if (emu_probe_cpuid(models[i], l1, l7, &max) != VMT_OK)
+            continue;
+        if (max < 7)
+            memset(l7, 0, sizeof l7);
+        if (pcid)
+            l1[2] |= 1u << 17;
+        if (cr4 & reserved_for(l1[2], l7[1], l7[2]))
+            continue;
+        opt->set_cpu_model = models[i] != UC_CPU_X86_QEMU64 || opt->set_cpu_model;
+        opt->cpu_model = models[i];
+        if (pcid) /* a kernel that uses PCIDs had INVPCID too, or flushes without it */
+            opt->offer_pcid = opt->offer_invpcid = true;
+        return VMT_OK;
+    }
+    char names[160] = "";
+    size_t n = 0;
+    uint64_t bad = cr4 & (CR4_ALWAYS_RESERVED | CR4_UMIP | CR4_VMXE | CR4_SMXE); /* no model has these */
+    for (unsigned b = 0; b < 64 && n < sizeof names; b++)
+        if (bad >> b & 1)
+            n += (size_t)snprintf(names + n, sizeof names - n, "%s%s (bit %u)", n ? ", " : "", bit_name(b), b);
+    if (!n)
+        snprintf(names, sizeof names, "bits");
+    snprintf(why, why_len, "CR4 0x%" PRIx64 " sets %s: no CPU model of the emulator has it", cr4, names);
+    return VMT_E_NOTSUP;
 }
 
 bool emu_cr4_write_faults(const emu *e, uint64_t old, uint64_t v)

@@ -66,7 +66,7 @@
 #define CR4_OSXSAVE (1ull << 18)
 
 /* Leaves 1 and 7.0 as Unicorn's model reports them (a scratch engine). */
-static vmt_status probe_cpuid(int model, uint32_t leaf1[4], uint32_t leaf7[4], uint32_t *max_leaf)
+vmt_status emu_probe_cpuid(int model, uint32_t leaf1[4], uint32_t leaf7[4], uint32_t *max_leaf)
 {
     static const uint8_t code[] = {
         0x31, 0xc0, 0x31, 0xc9, 0x0f, 0xa2, 0x41, 0x89, 0xc0,             /* leaf 0: r8d = max */
@@ -130,7 +130,7 @@ vmt_status emu_pcid_init(emu *e, const vmt_emu_options *opt, char *why, size_t w
     int model = opt && opt->set_cpu_model ? opt->cpu_model : UC_CPU_X86_QEMU64;
     e->cpu_model = model;
     uint32_t max_leaf = 0;
-    if (probe_cpuid(model, e->cpuid1, e->cpuid7, &max_leaf) != VMT_OK) {
+    if (emu_probe_cpuid(model, e->cpuid1, e->cpuid7, &max_leaf) != VMT_OK) {
         snprintf(why, why_len, "cannot read CPUID of unicorn's model %d", model);
         return VMT_E_DRIVER;
     }

@@ -511,6 +511,8 @@ static inline uint16_t emu_pcid(const emu *e)
 {
     return (e->cr4 & EMU_CR4_PCIDE) ? (uint16_t)(e->cr3 & 0xfff) : 0;
 }
+/* Leaves 1 and 7.0 as Unicorn's model reports them (a scratch engine). */
+vmt_status emu_probe_cpuid(int model, uint32_t leaf1[4], uint32_t leaf7[4], uint32_t *max_leaf);
 /* Read Unicorn's CPUID leaves and offer PCID/INVPCID when opt asks. */
 vmt_status emu_pcid_init(emu *e, const vmt_emu_options *opt, char *why, size_t why_len);
 /* MOV to CR3 of `v` (bit 63 included): false = #GP (reserved bits); else
