@@ -10,8 +10,9 @@
  *    routed to cfg->bus); the extra frames sit high above, where no guest
  *    translation reaches them. Unicorn runs with UC_TLB_VIRTUAL: every miss
  *    of its TLB asks the driver, which walks the guest's tables (4/5 levels,
- *    2M/1G pages, NX, U/S, WP, SMEP, reserved bits, A/D bits set as the CPU
- *    does, recursive tables allowed) and applies the vCPU's current view
+ *    2M/1G pages, NX, U/S, WP, SMEP, SMAP with EFLAGS.AC, reserved bits, A/D
+ *    bits set as the CPU does, recursive tables allowed) and applies the
+ *    vCPU's current view
  *    (remap + R/W/X). The driver keeps a record of every translation it
  *    handed out since Unicorn's TLB was last flushed, so guest page-table
  *    writes (never handed out writable while a translation walked them),
@@ -40,10 +41,32 @@
  * changing LA57 at run time); string port I/O. Four debug-register execute
  * breakpoints (hw_breakpoint op; DR0-3/DR7 in the registers mirror them and
  * cannot be changed through set_regs). CPUID is Unicorn's model (qemu64
- * unless vmt_emu_options.cpu_model says otherwise); SMAP, INVPCID and
- * XSAVE are not offered by qemu64; PCID and INVPCID only when
+ * unless vmt_emu_options.cpu_model says otherwise) without PKU (no
+ * protection keys here); PCID and INVPCID only when
  * vmt_emu_options.offer_pcid / offer_invpcid ask (no Unicorn model offers
  * them).
+ *
+ * CR4: a bit whose feature CPUID (as presented) lacks is reserved: MOV to
+ * CR4 raises #GP(0) and set_regs / set_vcpu_state (a snapshot's resume)
+ * refuse, naming the bit and the model — the guest's kernel believes it
+ * has what it set, so dropping the bit silently would change what it runs
+ * on. Checked: UMIP, LA57, VMXE, SMXE, FSGSBASE, PCIDE, OSXSAVE, SMEP, SMAP;
+ * PKE, bits 15, 19 and 23-63 always. What Unicorn 2.1.1's models report
+ * (measured): qemu64, kvm64, Core 2, Nehalem, Westmere, Opteron G1-G3:
+ * none of them; Sandy Bridge, Opteron G4/G5: XSAVE (OSXSAVE); Ivy Bridge, Haswell,
+ * Knights Mill: + FSGSBASE, SMEP; Broadwell, Skylake-Client/Server,
+ * Cascadelake, Cooperlake, Icelake-Client, Denverton, Snowridge, EPYC(-Rome),
+ * Dhyana: + SMAP; Icelake-Server: + LA57. None has UMIP, VMX, SMX, PCID.
+ * The Linux snapshot (qemu64, CR4 0x6f0) needs none of them.
+ *
+ * SMEP and SMAP: with CR4.SMEP the kernel cannot fetch from a user page;
+ * with CR4.SMAP (Broadwell and later) its data accesses to user pages raise
+ * #PF (P, W/R, U/S = 0) unless EFLAGS.AC (STAC, CLAC, POPF run natively;
+ * STAC/CLAC raise #UD without SMAP). Unicorn keeps translations made with
+ * AC = 0 and AC = 1 apart, so a change of AC needs no flush. The driver's
+ * own accesses apply it too: the engine's (EMULATE, FAST_STEP), and
+ * exception delivery's IDT/TSS reads as implicit supervisor accesses (at
+ * CPL3 regardless of AC); a delivery that fails that way escalates to #DF.
  *
  * Translations and PCIDs: the record is tagged with the PCID (and global
  * for leaf G with CR4.PGE) and invalidated as the SDM says (MOV to CR3
@@ -91,6 +114,18 @@ typedef struct vmt_emu_options {
     bool offer_pcid;
     bool offer_invpcid;
 } vmt_emu_options;
+
+/* The least CPU (model, PCID offer) that has every feature CR4 `cr4` uses,
+ * oldest first: qemu64 (left as it is when nothing is needed), Sandy Bridge
+ * (OSXSAVE), Ivy Bridge (SMEP, FSGSBASE), Broadwell (SMAP), Icelake-Server
+ * (LA57); PCIDE adds offer_pcid and offer_invpcid. For a vCPU state from
+ * elsewhere (a snapshot): set_vcpu_state refuses CR4 bits the model lacks.
+ * Only those fields of *opt change. VMT_E_NOTSUP (why names the bits) when
+ * no model has them (PKE, UMIP, VMXE, SMXE, ...). */
+vmt_status vmt_emu_options_for_cr4(uint64_t cr4, vmt_emu_options *opt, char *why, size_t why_len);
+
+/* The name of a UC_CPU_X86_* model ("qemu64", "broadwell", ...; "unknown"). */
+const char *vmt_emu_cpu_model_name(int model);
 
 /* Create the emulator driver for cfg (cfg->image is placed into RAM; its
  * registers become vCPU 0's). cfg->image may be NULL: RAM starts zeroed and
@@ -148,7 +183,8 @@ vmt_status vmt_emu_clock_set(vmt_driver *d, uint64_t now_ns);
  * translation per PCID and va, global ones only with CR4.PGE, PCID 0
  * without CR4.PCIDE), every recorded translation is still what the guest
  * tables give (each entry of its walk present, accessed and pointing where
- * it did), views are well formed. VMT_OK or VMT_E_INTERNAL with the reason in
+ * it did), views are well formed, CR4 has no bit the CPU lacks and
+ * Unicorn's CR4.SMAP is the guest's. VMT_OK or VMT_E_INTERNAL with the reason in
  * vmt_driver_error(d). */
 vmt_status vmt_emu_check(vmt_driver *d);
 

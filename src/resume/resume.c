@@ -229,7 +229,15 @@ vmt_status vmt_resume_open(const char *path, const vmt_resume_config *cfg, vmt_r
     mc.bus = vmt_platform_bus(r->plat);
     mc.serial = r->cfg.serial;
     mc.serial_ctx = r->cfg.serial_ctx;
-    if ((st = vmt_emu_driver_create(&mc, &r->drv, inner, sizeof inner)))
+    /* a CPU with what the snapshot's CR4 uses (SMEP, SMAP, LA57, PCIDE ...) */
+    vmt_emu_options eo;
+    memset(&eo, 0, sizeof eo);
+    if ((st = vmt_emu_options_for_cr4(v0->regs.cr4, &eo, inner, sizeof inner)))
+        return fail(r, why, why_len, st, "resume: vcpu0: %s", inner);
+    if (eo.set_cpu_model || eo.offer_pcid)
+        resume_note(r, "vcpu0 cr4=0x%" PRIx64 ": CPU model %s%s (qemu64 lacks what it uses)", v0->regs.cr4,
+                    vmt_emu_cpu_model_name(eo.cpu_model), eo.offer_pcid ? " + PCID/INVPCID" : "");
+    if ((st = vmt_emu_driver_create_ex(&mc, &eo, &r->drv, inner, sizeof inner)))
         return fail(r, why, why_len, st, "resume: %s", inner);
     if ((st = vmt_snapshot_apply(r->snap, r->drv)))
         return fail(r, why, why_len, st, "resume: %s", vmt_snapshot_error(r->snap));

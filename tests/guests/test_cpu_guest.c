@@ -17,10 +17,12 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <unicorn/unicorn.h>
 
 #include "guest_runner.h"
 #include "vmtrap/bus.h"
 #include "vmtrap/driver.h"
+#include "vmtrap/emu.h"
 
 #define RAM_SIZE (64ULL << 20)
 #define TSC_HZ 2000000000ULL
@@ -104,7 +106,11 @@ static void run_cpu_guest(guest_run *r, test_bus *tb)
     vmt_clock_config clock = { .insns_per_sec = 1000000000ULL, .tsc_hz = TSC_HZ, .start_ns = 0 };
     char path[512];
     snprintf(path, sizeof path, "%s/cpu.elf", VMT_GUEST_DIR);
-    vmt_status st = guest_run_elf_machine("emu", path, RAM_SIZE, &bus, &clock, NULL, 0, 60.0, r);
+    /* Haswell: the guest turns on SMEP, which qemu64 does not have */
+    vmt_emu_options opt = { .set_cpu_model = true, .cpu_model = UC_CPU_X86_HASWELL };
+    guest_run_config c = { .driver = "emu", .elf_path = path, .ram_size = RAM_SIZE, .bus = &bus, .clock = &clock,
+                           .time_limit_s = 60.0, .emu_options = &opt };
+    vmt_status st = guest_run_config_elf(&c, r);
     if (st != VMT_OK) {
         guest_run_dump(r);
         fail_msg("cpu guest: %s (%s)", vmt_strerror(st), r->error);

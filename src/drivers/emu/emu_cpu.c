@@ -159,7 +159,7 @@ static const uint8_t *code_bytes(emu *e, uint64_t addr, uint32_t size, uint8_t *
              * (jumps chained inside a page): translate here */
             uint8_t *h;
             size_t left;
-            if (emu_mmu_host_ptr(e, page, false, &h, &left) != VMT_OK)
+            if (emu_mmu_host_ptr(e, page, false, false, &h, &left) != VMT_OK)
                 return NULL;
             e->code_host = h;
             e->code_gfn = UINT64_MAX;

@@ -104,7 +104,7 @@ static vmt_status op_set_regs(vmt_driver *d, vmt_vcpu vcpu, const vmt_regs *regs
     emu *e = impl(d);
     if (vcpu != 0)
         return vmt_driver_fail(d, VMT_E_NOTFOUND, "no vCPU %u (the emulator has one)", vcpu);
-    char why[192];
+    char why[224];
     vmt_status st = emu_regs_write(e, regs, why, sizeof why);
     if (st)
         return vmt_driver_fail(d, st, "%s", why);

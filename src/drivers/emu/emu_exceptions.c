@@ -113,7 +113,11 @@ void emu_set_cpl(emu *e, unsigned cpl, bool cs64)
     uc_context_restore(e->uc, e->cpl_ctx);
 }
 
-static bool read64(emu *e, uint64_t va, uint64_t *v) { return emu_va_read(e, va, v, 8) == VMT_OK; }
+/* An implicit supervisor read (TSS): SMAP applies as emu_smap_implicit says. */
+static bool read64_sys(emu *e, uint64_t va, uint64_t *v, uint8_t cpl)
+{
+    return emu_va_read_data(e, va, v, 8, emu_smap_implicit(e, cpl)) == VMT_OK;
+}
 
 /* One delivery attempt; false with *why set when the guest cannot take it
  * (the caller escalates to #DF / triple fault). */
@@ -127,9 +131,14 @@ static bool deliver_once(emu *e, uint8_t vector, bool has_err, uint32_t err, uin
         snprintf(why, why_len, "vector beyond the IDT limit 0x%x", idtr.limit);
         return false;
     }
+    emu_sync_selectors(e);
+    unsigned cpl = e->sel[0] & 3;
     uint8_t gate[16];
-    if (emu_va_read(e, idtr.base + (uint64_t)vector * 16, gate, sizeof gate)) {
-        snprintf(why, why_len, "IDT at 0x%" PRIx64 " not readable", idtr.base);
+    vmt_status rst = emu_va_read_data(e, idtr.base + (uint64_t)vector * 16, gate, sizeof gate,
+                                      emu_smap_implicit(e, (uint8_t)cpl));
+    if (rst) {
+        snprintf(why, why_len, "IDT at 0x%" PRIx64 " not readable%s", idtr.base,
+                 rst == VMT_E_CONFLICT ? " (a user page under SMAP)" : "");
         return false;
     }
     unsigned type = gate[5] & 0xf, dpl = (gate[5] >> 5) & 3;
@@ -137,8 +146,6 @@ static bool deliver_once(emu *e, uint8_t vector, bool has_err, uint32_t err, uin
         snprintf(why, why_len, "IDT gate not present or not a 64-bit interrupt/trap gate");
         return false;
     }
-    emu_sync_selectors(e);
-    unsigned cpl = e->sel[0] & 3;
     if (soft && dpl < cpl) {
         snprintf(why, why_len, "INT 0x%x from CPL%u through a DPL%u gate", vector, cpl, dpl);
         return false;
@@ -157,7 +164,7 @@ static bool deliver_once(emu *e, uint8_t vector, bool has_err, uint32_t err, uin
         memset(&tr, 0, sizeof tr);
         uc_reg_read(e->uc, UC_X86_REG_TR, &tr);
         uint64_t off = ist ? 0x24 + 8ull * (ist - 1) : 4 + 8ull * new_cpl;
-        if (off + 7 > tr.limit || !read64(e, tr.base + off, &new_rsp)) {
+        if (off + 7 > tr.limit || !read64_sys(e, tr.base + off, &new_rsp, (uint8_t)cpl)) {
             snprintf(why, why_len, "the TSS at 0x%" PRIx64 " (limit 0x%x) has no readable %s%u", tr.base, tr.limit,
                      ist ? "IST" : "RSP", ist ? ist : new_cpl);
             return false;
@@ -173,8 +180,11 @@ static bool deliver_once(emu *e, uint8_t vector, bool has_err, uint32_t err, uin
     frame[n++] = rsp;
     frame[n++] = e->sel[1];
     new_rsp = (new_rsp & ~(uint64_t)15) - 8ULL * n;
-    if (emu_va_write(e, new_rsp, frame, 8ULL * n)) {
-        snprintf(why, why_len, "stack at 0x%" PRIx64 " is not writable", new_rsp);
+    /* the pushes are supervisor accesses at the new CPL (AC unchanged) */
+    vmt_status wst = emu_va_write_data(e, new_rsp, frame, 8ULL * n, emu_smap_explicit(e, (uint8_t)new_cpl));
+    if (wst) {
+        snprintf(why, why_len, "stack at 0x%" PRIx64 " is not writable%s", new_rsp,
+                 wst == VMT_E_CONFLICT ? " (a user page under SMAP)" : "");
         return false;
     }
     rflags &= ~(VMT_RFLAGS_TF | VMT_RFLAGS_RF | RFLAGS_NT | RFLAGS_VM);

@@ -226,10 +226,9 @@ static vmt_status regs_supported(const emu *e, const vmt_regs *r, char *why, siz
                  r->cr0, r->cr4, r->efer);
         return VMT_E_NOTSUP;
     }
-    if ((r->cr4 & EMU_CR4_PCIDE) && !e->offer_pcid) {
-        snprintf(why, why_len, "CR4.PCIDE is set but this CPU does not offer PCID (vmt_emu_options.offer_pcid)");
-        return VMT_E_NOTSUP;
-    }
+    vmt_status cst = emu_cr4_supported(e, r->cr4, why, why_len);
+    if (cst)
+        return cst;
     if ((r->cs & 3) != 0 && (r->cs & 3) != 3) {
         snprintf(why, why_len, "CS 0x%x is CPL%u: the emulator runs CPL0 and CPL3 code", r->cs, r->cs & 3);
         return VMT_E_NOTSUP;
@@ -272,7 +271,7 @@ vmt_status emu_regs_write(emu *e, const vmt_regs *r, char *why, size_t why_len)
     /* Unicorn's paging stays off (the fill hook translates); the other
      * CR0/CR4 bits and EFER act natively (FPU/SSE, SYSRET) */
     emu_wr(e, UC_X86_REG_CR0, (r->cr0 & ~VMT_CR0_PG) | VMT_CR0_PE);
-    emu_wr(e, UC_X86_REG_CR4, r->cr4 & ~(EMU_CR4_PCIDE | EMU_CR4_SMAP));
+    emu_wr(e, UC_X86_REG_CR4, r->cr4 & ~EMU_CR4_PCIDE);
     emu_msr_set(e, 0xc0000080, r->efer | VMT_EFER_LMA);
     emu_msr_set(e, 0xc0000102, r->kernel_gs_base);
     uc_x86_mmr m;
@@ -470,7 +469,7 @@ static emu_insn_result do_cr(emu *e, cs_insn *in, vmt_event *ev)
         if ((old ^ v) & (VMT_CR0_WP | VMT_CR0_PG | VMT_CR0_PE))
             emu_tlb_flush(e);
     } else if (cr == 4) {
-        emu_wr(e, UC_X86_REG_CR4, v & ~(EMU_CR4_PCIDE | EMU_CR4_SMAP));
+        emu_wr(e, UC_X86_REG_CR4, v & ~EMU_CR4_PCIDE);
         if (old != v)
             emu_tlb_flush(e);
     }
@@ -635,9 +634,12 @@ bool emu_insn_is_undefined(emu *e, uint64_t rip, char *msg, size_t msg_len)
     cs_insn *in = decode(e, rip);
     if (!in)
         return true;
-    bool ud = in->id == X86_INS_UD2 || in->id == X86_INS_UD0 || in->id == X86_INS_INVALID;
+    /* Unicorn refuses STAC/CLAC exactly when the SDM says #UD: without
+     * CPUID.SMAP (the model's) or at CPL > 0 */
+    bool ud = in->id == X86_INS_UD2 || in->id == X86_INS_UD0 || in->id == X86_INS_INVALID ||
+              in->id == X86_INS_STAC || in->id == X86_INS_CLAC;
     if (!ud)
-        snprintf(msg, msg_len, "unsupported instruction at rip 0x%" PRIx64 ": %s %s (Unicorn 2.0.1 cannot run it)",
+        snprintf(msg, msg_len, "unsupported instruction at rip 0x%" PRIx64 ": %s %s (Unicorn cannot run it)",
                  rip, in->mnemonic, in->op_str);
     cs_free(in, 1);
     return ud;

@@ -6,9 +6,9 @@
  * Design: guest memory is mapped into Unicorn once, physically (see
  * emu_phys_pa for the layout). Unicorn runs with UC_TLB_VIRTUAL: on every
  * miss of its own TLB it calls emu_mmu_fill(), which walks the guest's
- * tables (4/5 levels, 2M/1G, NX, U/S, WP, SMEP, reserved bits, A/D bits set
- * as hardware does, recursive tables allowed), applies the MMU view (remap +
- * R/W/X) and answers one of:
+ * tables (4/5 levels, 2M/1G, NX, U/S, WP, SMEP, SMAP, reserved bits, A/D
+ * bits set as hardware does, recursive tables allowed), applies the MMU
+ * view (remap + R/W/X) and answers one of:
  *   - the physical page and rights (rights never include W when the frame
  *     is a page-table frame of a recorded translation, or the leaf is clean
  *     and the access is not a write; the write fill sets D). EXEC only on
@@ -48,6 +48,12 @@
  * The record (tlb[] + tlb_index) holds every translation handed to Unicorn
  * since its TLB was last flushed (a superset of Unicorn's TLB): it is how
  * page-table writes, view changes and host writes find what to invalidate.
+ * Unicorn has one TLB per MMU index (CPL3; CPL0-2 with EFLAGS.AC = 0 / 1
+ * under SMAP) and may hold a page in several with different rights (SMEP,
+ * SMAP, CR0.WP depend on CPL and AC): a refill of the same translation
+ * keeps the union of what was handed out (uc_perms) and of the rights it
+ * was handed out under (pte_rights), so a view change finds rights another
+ * index still holds (a write with AC = 1 after a fetch with AC = 0).
  * Unicorn cannot forget one page, so any invalidation marks the whole TLB
  * for a flush (uc_ctl_flush_tlb: Unicorn's TLB only, not translated code)
  * that the run loop performs before the next uc_emu_start, together with
@@ -66,7 +72,19 @@
  * INVPCID and CR4 drop what the SDM says (emu_tlb_invalidate); a CR3
  * switch flushes Unicorn's TLB (keyed by VA only) and keeps the record.
  *
- * Invariants: see emu_priv.h; checked by emu_mmu_check().
+ * SMAP (emu_cr4.c): Unicorn's CR4 has SMAP whenever the guest's does, so
+ * its kernel TLB is two (EFLAGS.AC = 0 / 1, picked per access); the hook
+ * is not told which and reads AC (emu_smap_explicit) to answer for it. The
+ * record keeps one entry per (PCID, va) whatever the AC (or CPL) it was
+ * filled for: its pte_rights are those of the last fill, and reuse
+ * (reusable()) recomputes the rights for the current CPL and AC from
+ * walk_rights/walk_user, so a record hit never carries AC = 1 rights into
+ * an AC = 0 fill. The engine's accessors (EMULATE, FAST_STEP) and
+ * emu_mmu_fault apply the same rule as the fill.
+ *
+ * Invariants: see emu_priv.h; checked by emu_mmu_check() (which also checks
+ * that CR4 has no bit the CPU lacks and that Unicorn's CR4.SMAP is the
+ * guest's, what keeps the AC states apart).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -282,8 +300,10 @@ uint8_t emu_cpl(emu *e)
     return (uint8_t)(cs & 3);
 }
 
-/* Rights the guest's tables give an access at `cpl` (U/S, WP, SMEP). */
-static vmt_access rights_for(const emu *e, vmt_access walk_rights, bool user, uint8_t cpl)
+/* Rights the guest's tables give an access at `cpl` (U/S, WP, SMEP, and
+ * SMAP: smap = supervisor data accesses to user pages fault now, see
+ * emu_smap_explicit; Unicorn keeps AC = 0 and AC = 1 translations apart). */
+static vmt_access rights_for(const emu *e, vmt_access walk_rights, bool user, uint8_t cpl, bool smap)
 {
     vmt_access a = walk_rights;
     if (cpl == 3) {
@@ -293,14 +313,16 @@ static vmt_access rights_for(const emu *e, vmt_access walk_rights, bool user, ui
     }
     if (!(e->cr0 & VMT_CR0_WP))
         a |= VMT_ACCESS_W;
+    if (user && smap)
+        a &= VMT_ACCESS_X;
     if (user && (e->cr4 & EMU_CR4_SMEP))
         a &= (vmt_access)~VMT_ACCESS_X;
     return a;
 }
 
-static vmt_access pte_rights_for(const emu *e, const vmt_walk *w, uint8_t cpl)
+static vmt_access pte_rights_for(const emu *e, const vmt_walk *w, uint8_t cpl, bool smap)
 {
-    return rights_for(e, w->rights, w->user != 0, cpl);
+    return rights_for(e, w->rights, w->user != 0, cpl, smap);
 }
 
 /* A recorded translation the fill may answer from without walking: the
@@ -354,10 +376,18 @@ static void record(emu *e, const emu_tlb_entry *n, bool walked)
         emu_tlb_drop_slot(e, other);
     uint64_t key = entry_key(n);
     uint32_t slot = tlb_find(e, key);
+    uint32_t held_perms = 0;
+    vmt_access held_rights = VMT_ACCESS_NONE;
     if (slot != EMU_NO_SLOT) {
         emu_tlb_entry *t = &e->tlb[slot];
         for (unsigned k = 0; k < t->ntables; k++)
             e->pt_refs[t->tables[k]]--;
+        if (t->backing == n->backing && t->gfn == n->gfn && t->is_mmio == n->is_mmio && t->is_sink == n->is_sink) {
+            /* another of Unicorn's TLBs (CPL3, or kernel with the other
+             * EFLAGS.AC) may still hold what was handed out before */
+            held_perms = t->uc_perms;
+            held_rights = t->pte_rights;
+        }
     } else {
         if (e->tlb_used == e->tlb_cap + EMU_TLB_SLACK)
             return; /* cannot happen: flush_asap stops the CPU first */
@@ -376,6 +406,8 @@ static void record(emu *e, const emu_tlb_entry *n, bool walked)
         }
     }
     e->tlb[slot] = *n;
+    e->tlb[slot].uc_perms |= held_perms;
+    e->tlb[slot].pte_rights |= held_rights;
     e->tstats.fills++;
     if (e->tlb_used >= e->tlb_cap) {
         e->flush_asap = true; /* the record is full: start over */
@@ -436,8 +468,9 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
         e->tstats.walks++;
     }
     uint8_t cpl = emu_cpl(e);
-    vmt_access pte = hit ? rights_for(e, n.walk_rights, n.walk_user, cpl)
-                     : st == VMT_OK ? pte_rights_for(e, &w, cpl) : VMT_ACCESS_NONE;
+    bool smap = emu_smap_explicit(e, cpl);
+    vmt_access pte = hit ? rights_for(e, n.walk_rights, n.walk_user, cpl, smap)
+                     : st == VMT_OK ? pte_rights_for(e, &w, cpl, smap) : VMT_ACCESS_NONE;
     vmt_gfn gfn = hit ? n.gfn : st == VMT_OK ? w.pa >> 12 : 0;
     vmt_gfn backing = gfn;
     bool ram = st == VMT_OK && emu_gfn_is_ram(e, gfn);
@@ -605,14 +638,16 @@ void emu_tlb_revalidate(emu *e)
         emu_tlb_flush(e);
 }
 
-vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, uint8_t **host, size_t *left)
+vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, bool smap, uint8_t **host, size_t *left)
 {
     walk_ctx wc;
     vmt_walk w;
     vmt_status st = walk(e, va, &w, &wc);
     if (st)
         return st;
-    if (write && !(pte_rights_for(e, &w, 0) & VMT_ACCESS_W))
+    if (smap && w.user)
+        return VMT_E_CONFLICT;
+    if (write && !(pte_rights_for(e, &w, 0, false) & VMT_ACCESS_W))
         return VMT_E_NOT_PRESENT;
     vmt_gfn gfn = w.pa >> 12;
     *left = EMU_PAGE - vmt_page_offset(va);
@@ -625,13 +660,15 @@ vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, uint8_t **host, siz
     return VMT_OK;
 }
 
-vmt_status emu_va_read(emu *e, uint64_t va, void *buf, size_t len)
+vmt_status emu_va_read(emu *e, uint64_t va, void *buf, size_t len) { return emu_va_read_data(e, va, buf, len, false); }
+
+vmt_status emu_va_read_data(emu *e, uint64_t va, void *buf, size_t len, bool smap)
 {
     uint8_t *out = buf;
     while (len) {
         uint8_t *h;
         size_t left;
-        vmt_status st = emu_mmu_host_ptr(e, va, false, &h, &left);
+        vmt_status st = emu_mmu_host_ptr(e, va, false, smap, &h, &left);
         if (st)
             return st;
         size_t n = left < len ? left : len;
@@ -673,11 +710,16 @@ void emu_code_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len)
 
 vmt_status emu_va_write(emu *e, uint64_t va, const void *buf, size_t len)
 {
+    return emu_va_write_data(e, va, buf, len, false);
+}
+
+vmt_status emu_va_write_data(emu *e, uint64_t va, const void *buf, size_t len, bool smap)
+{
     const uint8_t *in = buf;
     while (len) {
         uint8_t *h;
         size_t left;
-        vmt_status st = emu_mmu_host_ptr(e, va, true, &h, &left);
+        vmt_status st = emu_mmu_host_ptr(e, va, true, smap, &h, &left);
         if (st)
             return st;
         size_t n = left < len ? left : len;
@@ -741,7 +783,7 @@ emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32
         *pf_error = kind_bits | 1u | 8u; /* present + reserved bit */
         return EMU_FR_PAGE_FAULT;
     }
-    vmt_access pte = pte_rights_for(e, &w, cpl);
+    vmt_access pte = pte_rights_for(e, &w, cpl, emu_smap_explicit(e, cpl));
     if (!(pte & f->kind)) {
         *pf_error = kind_bits | 1u;
         return EMU_FR_PAGE_FAULT;
@@ -822,6 +864,18 @@ vmt_status emu_mmu_check(emu *e, char *why, size_t why_len)
         snprintf(why, why_len, "tlb record holds %u entries, more than %u", e->tlb_used, e->tlb_cap + EMU_TLB_SLACK);
         st = VMT_E_INTERNAL;
     }
+    if (!st && (e->cr4 & e->cr4_reserved)) {
+        snprintf(why, why_len, "CR4 0x%" PRIx64 " has bits this CPU does not have (0x%" PRIx64 ")", e->cr4,
+                 e->cr4 & e->cr4_reserved);
+        st = VMT_E_INTERNAL;
+    }
+    /* translations of user pages handed out with EFLAGS.AC = 1 are kept
+     * apart from AC = 0 ones only while Unicorn's CR4 has SMAP too */
+    if (!st && ((uint64_t)emu_rd(e, UC_X86_REG_CR4) & EMU_CR4_SMAP) != (e->cr4 & EMU_CR4_SMAP)) {
+        snprintf(why, why_len, "CR4.SMAP is %d but Unicorn's is %d: its TLB would mix EFLAGS.AC states",
+                 (e->cr4 & EMU_CR4_SMAP) != 0, (e->cr4 & EMU_CR4_SMAP) == 0);
+        st = VMT_E_INTERNAL;
+    }
     return st;
 }
 
@@ -855,7 +909,8 @@ vmt_status emu_engine_read(void *ctx, vmt_va va, void *buf, size_t len, vmt_acce
     if (!emu_gfn_is_ram(e, gfn))
         return VMT_E_RANGE;
     vmt_gfn b;
-    *allowed = view_rights(e, page, gfn, &b) & pte_rights_for(e, &w, emu_cpl(e));
+    uint8_t cpl = emu_cpl(e);
+    *allowed = view_rights(e, page, gfn, &b) & pte_rights_for(e, &w, cpl, emu_smap_explicit(e, cpl));
     set_ad_bits(e, &w, false);
     memcpy(buf, emu_frame_ptr(e, b) + vmt_page_offset(va), len);
     return VMT_OK;
@@ -866,6 +921,7 @@ vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len)
     emu *e = ctx;
     const uint8_t *in = buf;
     uint8_t cpl = emu_cpl(e);
+    bool smap = emu_smap_explicit(e, cpl);
     while (len) {
         walk_ctx wc;
         vmt_walk w;
@@ -874,7 +930,7 @@ vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len)
         if (st)
             return st;
         vmt_gfn gfn = w.pa >> 12, b;
-        if (!emu_gfn_is_ram(e, gfn) || !(view_rights(e, page, gfn, &b) & pte_rights_for(e, &w, cpl) & VMT_ACCESS_W))
+        if (!emu_gfn_is_ram(e, gfn) || !(view_rights(e, page, gfn, &b) & pte_rights_for(e, &w, cpl, smap) & VMT_ACCESS_W))
             return VMT_E_RANGE;
         set_ad_bits(e, &w, true);
         size_t n = EMU_PAGE - vmt_page_offset(va);

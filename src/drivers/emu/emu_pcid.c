@@ -8,8 +8,10 @@
  * Skylake, Cascadelake, Icelake, EPYC all report 0), and its paging is off
  * here anyway, so the driver performs both: vmt_emu_options.offer_pcid /
  * offer_invpcid add the bits to CPUID through a CPUID instruction hook
- * (leaves 1 and 7.0 are read once from a scratch engine of the same model;
- * OSXSAVE and OSPKE are recomputed from CR4 at each CPUID as the CPU does).
+ * (leaves 1 and 7.0 are read once from a scratch engine of the same model,
+ * at every creation: emu_cr4.c derives CR4's reserved bits from them;
+ * OSXSAVE is recomputed from CR4 at each CPUID as the CPU does). The hook
+ * always answers leaf 7.0 (without PKU/OSPKE: see emu_cr4.c).
  * Unicorn never sees CR4.PCIDE; the driver keeps the PCID in CR3[11:0].
  * Unicorn ends a run at INVPCID as an invalid instruction (its model never
  * has it, and the code hook sees a truncated size): the run loop hands it
@@ -24,7 +26,8 @@
  *     PCIDE=0) raise #GP.
  *   MOV to CR4: any change flushes everything (PGE or PCIDE cleared must;
  *     the others are rare enough not to be worth telling apart); setting
- *     PCIDE raises #GP without CPUID.PCID or with CR3[11:0] != 0.
+ *     PCIDE raises #GP without CPUID.PCID or with CR3[11:0] != 0 (the CR4
+ *     rules are in emu_cr4.c).
  *   INVLPG: the address in the current PCID and its global translation.
  *     Unicorn performs the instruction itself (its TLB drops the page, CPL
  *     checked natively); the code hook drops the record's side first.
@@ -61,10 +64,9 @@
 #define CPUID7_ECX_PKU (1u << 3)
 #define CPUID7_ECX_OSPKE (1u << 4)
 #define CR4_OSXSAVE (1ull << 18)
-#define CR4_PKE (1ull << 22)
 
 /* Leaves 1 and 7.0 as Unicorn's model reports them (a scratch engine). */
-static vmt_status probe_cpuid(int model, uint32_t leaf1[4], uint32_t leaf7[4], uint32_t *max_leaf)
+vmt_status emu_probe_cpuid(int model, uint32_t leaf1[4], uint32_t leaf7[4], uint32_t *max_leaf)
 {
     static const uint8_t code[] = {
         0x31, 0xc0, 0x31, 0xc9, 0x0f, 0xa2, 0x41, 0x89, 0xc0,             /* leaf 0: r8d = max */
@@ -95,7 +97,9 @@ static vmt_status probe_cpuid(int model, uint32_t leaf1[4], uint32_t leaf7[4], u
     return st;
 }
 
-/* CPUID: leaves 1 and 7.0 with the offered bits; the rest is Unicorn's. */
+/* CPUID: leaves 1 and 7.0 as the driver presents them (PCID / INVPCID
+ * added when offered, PKU taken away: the driver's walk has no protection
+ * keys, so CR4.PKE is reserved, see emu_cr4.c); the rest is Unicorn's. */
 static int hook_cpuid(uc_engine *uc, void *user)
 {
     (void)uc;
@@ -107,11 +111,8 @@ static int hook_cpuid(uc_engine *uc, void *user)
         r[2] &= ~CPUID1_ECX_OSXSAVE;
         if ((r[2] & CPUID1_ECX_XSAVE) && (emu_rd(e, UC_X86_REG_CR4) & CR4_OSXSAVE))
             r[2] |= CPUID1_ECX_OSXSAVE;
-    } else if (leaf == 7 && sub == 0 && e->offer_invpcid) {
-        memcpy(r, e->cpuid7, sizeof r);
-        r[2] &= ~CPUID7_ECX_OSPKE;
-        if ((r[2] & CPUID7_ECX_PKU) && (emu_rd(e, UC_X86_REG_CR4) & CR4_PKE))
-            r[2] |= CPUID7_ECX_OSPKE;
+    } else if (leaf == 7 && sub == 0 && e->cpuid_max >= 7) {
+        memcpy(r, e->cpuid7, sizeof r); /* PKU and OSPKE already cleared */
     } else {
         return 0; /* Unicorn answers */
     }
@@ -126,14 +127,16 @@ vmt_status emu_pcid_init(emu *e, const vmt_emu_options *opt, char *why, size_t w
 {
     e->offer_pcid = opt && opt->offer_pcid;
     e->offer_invpcid = opt && opt->offer_invpcid;
-    if (!e->offer_pcid && !e->offer_invpcid)
-        return VMT_OK;
-    int model = opt->set_cpu_model ? opt->cpu_model : UC_CPU_X86_QEMU64;
+    int model = opt && opt->set_cpu_model ? opt->cpu_model : UC_CPU_X86_QEMU64;
+    e->cpu_model = model;
     uint32_t max_leaf = 0;
-    if (probe_cpuid(model, e->cpuid1, e->cpuid7, &max_leaf) != VMT_OK) {
+    if (emu_probe_cpuid(model, e->cpuid1, e->cpuid7, &max_leaf) != VMT_OK) {
         snprintf(why, why_len, "cannot read CPUID of unicorn's model %d", model);
         return VMT_E_DRIVER;
     }
+    if (max_leaf < 7)
+        memset(e->cpuid7, 0, sizeof e->cpuid7); /* the model has no leaf 7: nothing from it */
+    e->cpuid_max = max_leaf;
     if (e->offer_invpcid && max_leaf < 7) {
         snprintf(why, why_len, "INVPCID needs CPUID leaf 7, the model's last leaf is %u", max_leaf);
         return VMT_E_NOTSUP;
@@ -142,6 +145,8 @@ vmt_status emu_pcid_init(emu *e, const vmt_emu_options *opt, char *why, size_t w
         e->cpuid1[2] |= CPUID1_ECX_PCID;
     if (e->offer_invpcid)
         e->cpuid7[1] |= CPUID7_EBX_INVPCID;
+    e->cpuid7[2] &= ~(CPUID7_ECX_PKU | CPUID7_ECX_OSPKE);
+    emu_cr4_init(e);
     if (e->nhooks == sizeof e->hooks / sizeof e->hooks[0] ||
         uc_hook_add(e->uc, &e->hooks[e->nhooks], UC_HOOK_INSN, (void *)hook_cpuid, e, 1, 0, UC_X86_INS_CPUID) !=
             UC_ERR_OK) {
@@ -192,15 +197,6 @@ void emu_tlb_cr3_switched(emu *e)
 {
     e->uc_flush_pending = true;
     emu_code_cache_reset(e);
-}
-
-bool emu_cr4_write_faults(const emu *e, uint64_t old, uint64_t v)
-{
-    if (!(v & EMU_CR4_PCIDE))
-        return false;
-    if (!e->offer_pcid)
-        return true; /* a reserved bit on this CPU */
-    return !(old & EMU_CR4_PCIDE) && (e->cr3 & 0xfff) != 0;
 }
 
 bool emu_cr3_write(emu *e, uint64_t v, uint64_t *stored)
@@ -313,11 +309,11 @@ emu_insn_result emu_do_invpcid(emu *e, cs_insn *in)
         return fault(e, 13, true, 0, rip);
     uint64_t desc[2];
     for (unsigned i = 0; i < 16; i++) {
-        vmt_status st = emu_va_read(e, ea + i, (uint8_t *)desc + i, 1);
-        if (st == VMT_E_NOT_PRESENT || st == VMT_E_FORMAT || st == VMT_E_INVAL) {
+        vmt_status st = emu_va_read_data(e, ea + i, (uint8_t *)desc + i, 1, emu_smap_explicit(e, 0));
+        if (st == VMT_E_NOT_PRESENT || st == VMT_E_FORMAT || st == VMT_E_INVAL || st == VMT_E_CONFLICT) {
             e->cr2 = ea + i;
             e->tstats.pf_injected++;
-            return fault(e, 14, true, st == VMT_E_NOT_PRESENT ? 0u : 9u, rip);
+            return fault(e, 14, true, st == VMT_E_NOT_PRESENT ? 0u : st == VMT_E_CONFLICT ? 1u : 9u, rip);
         }
         if (st) {
             e->stop.reason = VMT_STOP_GUEST_ERROR;

@@ -15,6 +15,7 @@
  *   emu_state.c      VCPU_STATE and DIRTY_LOG
  *   emu_pcid.c       PCID/INVPCID as the CPU offers them (CPUID), CR3
  *                    writes with PCIDs, INVPCID, INVLPG's record side
+ *   emu_cr4.c        CR4's reserved bits per the presented CPU, SMAP
  *
  * Unicorn 2.1.1 behaviour this driver relies on (measured on this machine;
  * the tests would catch a change):
@@ -52,6 +53,12 @@
  *    (UC_HOOK_INSN only); exceptions call UC_HOOK_INTR, never the guest
  *    IDT. So emu_set_cpl patches hflags in a saved context (offset found at
  *    creation by flipping CR0.TS/EM, mirrored in hflags bits 11/10).
+ *  - SMAP: Unicorn keeps CR4.SMAP only when its model has SMAP (then
+ *    HF_SMAP_MASK); its MMU index for CPL0-2 accesses is then "kernel SMAP"
+ *    with EFLAGS.AC = 0 and "kernel no-SMAP" with AC = 1, each with its own
+ *    TLB; translated blocks are keyed by AC and STAC/CLAC/POPF end a block;
+ *    STAC/CLAC end the run as an invalid instruction (#UD) without
+ *    CPUID.SMAP or at CPL > 0. The TLB-fill hook is not told the index.
  *  - hlt ends uc_emu_start with RIP after it; an invalid opcode ends it with
  *    UC_ERR_INSN_INVALID; uc_emu_stop from the code hook stops before that
  *    instruction.
@@ -72,7 +79,9 @@
  *    (pt_refs[backing] > 0) unless a flush is already pending;
  *  - pt_refs[f] == number of (recorded translation, table level) pairs
  *    whose walk read a table in host frame f;
- *  - the record holds at most tlb_cap + EMU_TLB_SLACK translations.
+ *  - the record holds at most tlb_cap + EMU_TLB_SLACK translations;
+ *  - CR4 has no bit of cr4_reserved, and Unicorn's CR4.SMAP equals the
+ *    guest's (translations made with AC = 1 are then never used with AC = 0).
  */
 #ifndef VMT_EMU_PRIV_H
 #define VMT_EMU_PRIV_H
@@ -106,6 +115,7 @@
 #define EMU_TLB_KEY_GLOBAL (1ull << 62) /* flips a canonical va: never a non-global key */
 #define EMU_CR4_SMEP (1ull << 20)
 #define EMU_CR4_SMAP (1ull << 21)
+#define EMU_RFLAGS_AC (1ull << 18)
 #define EMU_NSTORED 34
 #define EMU_MCE_BANKS 10
 #define EMU_TLB_SLACK 64u     /* fills one instruction may add past capacity */
@@ -127,13 +137,15 @@ typedef struct emu_tlb_entry {
     uint64_t va;          /* page-aligned guest-virtual address */
     vmt_gfn gfn;          /* guest frame from the guest's tables */
     vmt_gfn backing;      /* host frame (after the view) */
-    vmt_access pte_rights;/* R always, W, X from the walk */
+    vmt_access pte_rights;/* rights the guest tables gave the fills (CPL, AC
+                             applied; union over refills: see uc_perms) */
     bool dirty;           /* leaf D bit set (W may be mapped) */
     uint8_t ntables;
     vmt_gfn tables[5];    /* host frames of the tables the walk read */
     vmt_gfn table_gfns[5];/* the same tables as guest frames (pre-view) */
     uint16_t entry_off[5];/* byte offset of the entry the walk read in each table */
-    uint32_t uc_perms;    /* UC_PROT_* handed to Unicorn */
+    uint32_t uc_perms;    /* UC_PROT_* handed to Unicorn: the union over
+                             refills since its flush (one TLB per MMU index) */
     uint16_t pcid;        /* the PCID it was walked under (0 with CR4.PCIDE clear) */
     bool global;          /* leaf G with CR4.PGE: serves every PCID and root */
     bool walk_user;       /* the walk's U/S over all levels */
@@ -227,6 +239,9 @@ typedef struct emu {
      * 7.0 as its model reports them, answered with the bits added */
     bool offer_pcid, offer_invpcid;
     uint32_t cpuid1[4], cpuid7[4];
+    uint32_t cpuid_max;       /* the model's last basic leaf */
+    int cpu_model;            /* UC_CPU_X86_* */
+    uint64_t cr4_reserved;    /* CR4 bits this CPU does not have (emu_cr4.c) */
     uint32_t msr_ids[EMU_NSTORED];
     uint64_t msr_vals[EMU_NSTORED];
     uc_context *cpl_ctx;      /* scratch context for privilege switches */
@@ -381,12 +396,18 @@ void emu_host_write(emu *e, vmt_gfn frame, uint32_t off, const void *buf, size_t
 void emu_code_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len);
 /* Translate va for the driver's own accesses (IDT, stack frames,
  * instruction bytes) as a supervisor access: host pointer of the byte,
- * bytes left in the page. Sets A (and D when write) bits. */
-vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, uint8_t **host, size_t *left);
+ * bytes left in the page. Sets A (and D when write) bits. smap: the access
+ * is a data access SMAP forbids on a user page now (emu_smap_explicit /
+ * _implicit): such a page gives VMT_E_CONFLICT (present, forbidden). */
+vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, bool smap, uint8_t **host, size_t *left);
 /* Guest-physical address of va under the guest's tables (no view). */
 vmt_status emu_mmu_gpa(emu *e, uint64_t va, vmt_pa *gpa);
+/* Supervisor reads/writes without SMAP (instruction bytes, host queries). */
 vmt_status emu_va_read(emu *e, uint64_t va, void *buf, size_t len);
 vmt_status emu_va_write(emu *e, uint64_t va, const void *buf, size_t len);
+/* The same as data accesses of the guest CPU: smap as emu_mmu_host_ptr. */
+vmt_status emu_va_read_data(emu *e, uint64_t va, void *buf, size_t len, bool smap);
+vmt_status emu_va_write_data(emu *e, uint64_t va, const void *buf, size_t len, bool smap);
 vmt_paging_config emu_paging_cfg(const emu *e);
 vmt_status emu_mmu_check(emu *e, char *why, size_t why_len);
 /* Memory accessors of the reusable engine over the MMU context. */
@@ -490,10 +511,10 @@ static inline uint16_t emu_pcid(const emu *e)
 {
     return (e->cr4 & EMU_CR4_PCIDE) ? (uint16_t)(e->cr3 & 0xfff) : 0;
 }
+/* Leaves 1 and 7.0 as Unicorn's model reports them (a scratch engine). */
+vmt_status emu_probe_cpuid(int model, uint32_t leaf1[4], uint32_t leaf7[4], uint32_t *max_leaf);
 /* Read Unicorn's CPUID leaves and offer PCID/INVPCID when opt asks. */
 vmt_status emu_pcid_init(emu *e, const vmt_emu_options *opt, char *why, size_t why_len);
-/* MOV to CR4: true when it must raise #GP (PCIDE rules). */
-bool emu_cr4_write_faults(const emu *e, uint64_t old, uint64_t v);
 /* MOV to CR3 of `v` (bit 63 included): false = #GP (reserved bits); else
  * *stored is the value CR3 keeps and the record is invalidated as the SDM
  * says (PCID-aware). */
@@ -506,6 +527,24 @@ emu_insn_result emu_do_invpcid(emu *e, cs_insn *in);
  * translations of its address (current PCID + global); Unicorn then runs
  * the instruction (its own TLB drops the page; CPL checked natively). */
 void emu_invlpg_seen(emu *e, uint64_t rip, const uint8_t *p, uint32_t size);
+
+/* emu_cr4.c: CR4 as the presented CPU defines it, and SMAP */
+/* Compute cr4_reserved from the CPUID leaves (after emu_pcid_init read them). */
+void emu_cr4_init(emu *e);
+/* MOV to CR4 of v (from old): true when it must raise #GP (a reserved bit,
+ * PCIDE set with CR3[11:0] != 0). */
+bool emu_cr4_write_faults(const emu *e, uint64_t old, uint64_t v);
+/* set_regs / set_vcpu_state: VMT_OK, or VMT_E_NOTSUP with why naming the
+ * CR4 bits this CPU does not have and how to get them. */
+vmt_status emu_cr4_supported(const emu *e, uint64_t cr4, char *why, size_t why_len);
+/* SMAP (CR4.SMAP): whether a supervisor-mode data access to a user page
+ * faults now. Explicit accesses (the instruction's own, CPL0-2): unless
+ * EFLAGS.AC; cpl 3 is a user access (false). Implicit ones (IDT, GDT, TSS:
+ * supervisor accesses whatever the CPL): at CPL3 always, else unless AC. */
+bool emu_smap_explicit(const emu *e, uint8_t cpl);
+bool emu_smap_implicit(const emu *e, uint8_t cpl);
+/* The model's name ("qemu64", "broadwell", ...). */
+const char *emu_cpu_model_name(int model);
 
 /* emu_state.c: VCPU_STATE and DIRTY_LOG */
 vmt_status emu_op_get_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, vmt_vcpu_state *s);

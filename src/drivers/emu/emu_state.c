@@ -209,7 +209,7 @@ vmt_status emu_op_set_vcpu_state(vmt_driver *d, vmt_vcpu vcpu, const vmt_vcpu_st
     emu *e = impl(d);
     if (vcpu != 0)
         return vmt_driver_fail(d, VMT_E_NOTFOUND, "no vCPU %u (the emulator has one)", vcpu);
-    char why[192];
+    char why[224];
     if (vmt_vcpu_state_check(s, why, sizeof why) != VMT_OK)
         return vmt_driver_fail(d, VMT_E_INVAL, "vCPU state refused: %s", why);
     uint32_t k = s->known;
