@@ -82,6 +82,10 @@
  * an AC = 0 fill. The engine's accessors (EMULATE, FAST_STEP) and
  * emu_mmu_fault apply the same rule as the fill.
  *
+ * Files: the guest walk and the rights an access gets are in emu_walk.c;
+ * guest memory for the host and the engine in emu_access.c; PCID and
+ * invalidation instructions in emu_pcid.c; CR4 rules in emu_cr4.c.
+ *
  * Invariants: see emu_priv.h; checked by emu_mmu_check() (which also checks
  * that CR4 has no bit the CPU lacks and that Unicorn's CR4.SMAP is the
  * guest's, what keeps the AC states apart).
@@ -190,15 +194,6 @@ uint64_t emu_phys_pa(const emu *e, vmt_gfn frame)
     return EMU_EXTRA_PA + ((frame - e->ram_frames) << 12);
 }
 
-/* The view part of an entry's rights in the MMU's current context. */
-static vmt_access view_rights(const emu *e, uint64_t va_page, vmt_gfn gfn, vmt_gfn *backing)
-{
-    vmt_access a = emu_view_resolve(e, e->mmu_view, gfn, backing);
-    if (e->grant_kinds && (e->grant_va == UINT64_MAX || e->grant_va == va_page))
-        a |= e->grant_kinds;
-    return a;
-}
-
 void emu_code_cache_reset(emu *e)
 {
     e->code_va = UINT64_MAX;
@@ -241,90 +236,6 @@ static void drop_code(emu *e, const emu_tlb_entry *t)
         emu_code_written(e, t->backing, 0, EMU_PAGE);
 }
 
-/* ---- the guest walk ---- */
-
-typedef struct walk_ctx {
-    emu *e;
-    bool pt_violation;     /* the view forbids reading a table frame */
-    vmt_pa violation_pa;
-} walk_ctx;
-
-static vmt_status walk_read(void *ctx, vmt_pa pa, void *buf, size_t len)
-{
-    walk_ctx *w = ctx;
-    emu *e = w->e;
-    vmt_gfn gfn = pa >> 12;
-    if (!emu_gfn_is_ram(e, gfn) || vmt_page_offset(pa) + len > EMU_PAGE)
-        return VMT_E_RANGE;
-    vmt_gfn b;
-    vmt_access a = view_rights(e, UINT64_MAX - 1, gfn, &b);
-    if (!(a & VMT_ACCESS_R)) {
-        w->pt_violation = true;
-        w->violation_pa = pa;
-        return VMT_E_BUSY;
-    }
-    memcpy(buf, emu_frame_ptr(e, b) + vmt_page_offset(pa), len);
-    return VMT_OK;
-}
-
-/* Host frame of a guest table frame through the MMU view. */
-static vmt_gfn table_host_frame(const emu *e, vmt_gfn gfn)
-{
-    vmt_gfn b;
-    (void)view_rights(e, UINT64_MAX - 1, gfn, &b);
-    return b;
-}
-
-/* Set A on every entry of the walk and D on the leaf when writing. These
- * writes go straight to host memory: they are never memory events. */
-static void set_ad_bits(emu *e, vmt_walk *w, bool write)
-{
-    for (unsigned i = 0; i < w->nsteps; i++) {
-        vmt_walk_step *s = &w->steps[i];
-        uint64_t bits = VMT_PTE_A;
-        if (write && i + 1 == w->nsteps)
-            bits |= VMT_PTE_D;
-        if ((s->value & bits) == bits)
-            continue;
-        s->value |= bits;
-        vmt_gfn tf = table_host_frame(e, s->table_pa >> 12);
-        memcpy(emu_frame_ptr(e, tf) + vmt_page_offset(s->entry_pa), &s->value, 8);
-        emu_dirty_mark(e, tf);
-    }
-}
-
-uint8_t emu_cpl(emu *e)
-{
-    uint64_t cs = 0;
-    uc_reg_read(e->uc, UC_X86_REG_CS, &cs);
-    return (uint8_t)(cs & 3);
-}
-
-/* Rights the guest's tables give an access at `cpl` (U/S, WP, SMEP, and
- * SMAP: smap = supervisor data accesses to user pages fault now, see
- * emu_smap_explicit; Unicorn keeps AC = 0 and AC = 1 translations apart). */
-static vmt_access rights_for(const emu *e, vmt_access walk_rights, bool user, uint8_t cpl, bool smap)
-{
-    vmt_access a = walk_rights;
-    if (cpl == 3) {
-        if (!user)
-            return VMT_ACCESS_NONE;
-        return a;
-    }
-    if (!(e->cr0 & VMT_CR0_WP))
-        a |= VMT_ACCESS_W;
-    if (user && smap)
-        a &= VMT_ACCESS_X;
-    if (user && (e->cr4 & EMU_CR4_SMEP))
-        a &= (vmt_access)~VMT_ACCESS_X;
-    return a;
-}
-
-static vmt_access pte_rights_for(const emu *e, const vmt_walk *w, uint8_t cpl, bool smap)
-{
-    return rights_for(e, w->rights, w->user != 0, cpl, smap);
-}
-
 /* A recorded translation the fill may answer from without walking: the
  * record is coherent with the tables (invariants), so only what the walk
  * would WRITE needs one: D for a write to a clean leaf. Steps with changed
@@ -337,15 +248,6 @@ static const emu_tlb_entry *reusable(const emu *e, uint64_t va_page, vmt_access 
     if (!t || t->is_sink || (kind == VMT_ACCESS_W && !t->dirty))
         return NULL;
     return t;
-}
-
-static vmt_status walk(emu *e, uint64_t va, vmt_walk *w, walk_ctx *wc)
-{
-    vmt_paging_config pc = emu_paging_cfg(e);
-    wc->e = e;
-    wc->pt_violation = false;
-    vmt_phys_reader rd = { walk_read, wc };
-    return vmt_paging_walk(&rd, &pc, e->cr3 & 0x000ffffffffff000ull, va, w, NULL, 0);
 }
 
 /* A trap slot for va_page: a fresh one since Unicorn's TLB was last
@@ -455,7 +357,7 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
         *perms = UC_PROT_ALL;
         return true;
     }
-    walk_ctx wc;
+    emu_walk_ctx wc;
     vmt_walk w;
     emu_tlb_entry n;
     const emu_tlb_entry *hit = reusable(e, va_page, kind);
@@ -464,17 +366,17 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
         n = *hit; /* copied: record() below may move slots */
         e->tstats.record_hits++;
     } else {
-        st = walk(e, va_page, &w, &wc);
+        st = emu_walk(e, va_page, &w, &wc);
         e->tstats.walks++;
     }
     uint8_t cpl = emu_cpl(e);
     bool smap = emu_smap_explicit(e, cpl);
-    vmt_access pte = hit ? rights_for(e, n.walk_rights, n.walk_user, cpl, smap)
-                     : st == VMT_OK ? pte_rights_for(e, &w, cpl, smap) : VMT_ACCESS_NONE;
+    vmt_access pte = hit ? emu_rights_for(e, n.walk_rights, n.walk_user, cpl, smap)
+                     : st == VMT_OK ? emu_pte_rights_for(e, &w, cpl, smap) : VMT_ACCESS_NONE;
     vmt_gfn gfn = hit ? n.gfn : st == VMT_OK ? w.pa >> 12 : 0;
     vmt_gfn backing = gfn;
     bool ram = st == VMT_OK && emu_gfn_is_ram(e, gfn);
-    vmt_access va_rights = ram ? view_rights(e, va_page, gfn, &backing) : VMT_ACCESS_RWX;
+    vmt_access va_rights = ram ? emu_view_rights(e, va_page, gfn, &backing) : VMT_ACCESS_RWX;
     bool deny = e->deny_active && e->deny_va == va_page && e->deny_kind == kind;
     bool ok = st == VMT_OK && (pte & kind) && ((va_rights & kind) || deny);
     if (ok && kind == VMT_ACCESS_X && !ram)
@@ -498,7 +400,7 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
         return true;
     }
     if (!hit) {
-        set_ad_bits(e, &w, kind == VMT_ACCESS_W);
+        emu_set_ad_bits(e, &w, kind == VMT_ACCESS_W);
         memset(&n, 0, sizeof n);
         n.va = va_page;
         n.gfn = gfn;
@@ -509,7 +411,7 @@ bool emu_mmu_fill(emu *e, uint64_t va_page, vmt_access kind, uint64_t *paddr, ui
         n.walk_user = w.user != 0;
         for (unsigned i = 0; i < w.nsteps; i++) {
             n.table_gfns[i] = w.steps[i].table_pa >> 12;
-            n.tables[i] = table_host_frame(e, n.table_gfns[i]);
+            n.tables[i] = emu_table_host_frame(e, n.table_gfns[i]);
             n.entry_off[i] = (uint16_t)vmt_page_offset(w.steps[i].entry_pa);
         }
         n.ntables = w.nsteps;
@@ -622,12 +524,12 @@ void emu_tlb_revalidate(emu *e)
         bool s = t->is_sink;
         for (unsigned k = 0; k < t->ntables && !s; k++) {
             vmt_gfn b;
-            vmt_access a = view_rights(e, UINT64_MAX - 1, t->table_gfns[k], &b);
+            vmt_access a = emu_view_rights(e, UINT64_MAX - 1, t->table_gfns[k], &b);
             s = b != t->tables[k] || !(a & VMT_ACCESS_R);
         }
         if (!s && !t->is_mmio) {
             vmt_gfn b;
-            vmt_access a = view_rights(e, t->va, t->gfn, &b) & t->pte_rights;
+            vmt_access a = emu_view_rights(e, t->va, t->gfn, &b) & t->pte_rights;
             s = b != t->backing || (uc_perms_of(a) & t->uc_perms) != t->uc_perms;
             if (b != t->backing || ((t->uc_perms & UC_PROT_EXEC) && !(a & VMT_ACCESS_X)))
                 drop_code(e, t);
@@ -636,100 +538,6 @@ void emu_tlb_revalidate(emu *e)
     }
     if (stale)
         emu_tlb_flush(e);
-}
-
-vmt_status emu_mmu_host_ptr(emu *e, uint64_t va, bool write, bool smap, uint8_t **host, size_t *left)
-{
-    walk_ctx wc;
-    vmt_walk w;
-    vmt_status st = walk(e, va, &w, &wc);
-    if (st)
-        return st;
-    if (smap && w.user)
-        return VMT_E_CONFLICT;
-    if (write && !(pte_rights_for(e, &w, 0, false) & VMT_ACCESS_W))
-        return VMT_E_NOT_PRESENT;
-    vmt_gfn gfn = w.pa >> 12;
-    *left = EMU_PAGE - vmt_page_offset(va);
-    if (!emu_gfn_is_ram(e, gfn))
-        return VMT_E_RANGE;
-    set_ad_bits(e, &w, write);
-    vmt_gfn b;
-    (void)view_rights(e, va & ~(uint64_t)(EMU_PAGE - 1), gfn, &b);
-    *host = emu_frame_ptr(e, b) + vmt_page_offset(va);
-    return VMT_OK;
-}
-
-vmt_status emu_va_read(emu *e, uint64_t va, void *buf, size_t len) { return emu_va_read_data(e, va, buf, len, false); }
-
-vmt_status emu_va_read_data(emu *e, uint64_t va, void *buf, size_t len, bool smap)
-{
-    uint8_t *out = buf;
-    while (len) {
-        uint8_t *h;
-        size_t left;
-        vmt_status st = emu_mmu_host_ptr(e, va, false, smap, &h, &left);
-        if (st)
-            return st;
-        size_t n = left < len ? left : len;
-        memcpy(out, h, n);
-        out += n;
-        va += n;
-        len -= n;
-    }
-    return VMT_OK;
-}
-
-/* A write into host memory the guest may execute or walk: through Unicorn
- * (which drops translated code over it), then the record. */
-void emu_host_write(emu *e, vmt_gfn frame, uint32_t off, const void *buf, size_t len)
-{
-    memcpy(emu_frame_ptr(e, frame) + off, buf, len);
-    emu_dirty_mark(e, frame);
-    emu_code_written(e, frame, off, (uint32_t)len);
-    emu_tlb_range_written(e, frame, off, (uint32_t)len);
-}
-
-/* Unicorn keeps translated code by physical address and does not notice
- * writes it did not make (uc_mem_write does not either, in 2.1.1), and its
- * only way to drop code takes a virtual address: translate a private
- * non-canonical address onto the frame for the call (the fill hook answers
- * it while in_ctl), then forget that translation with the next flush. */
-void emu_code_written(emu *e, vmt_gfn frame, uint32_t off, uint32_t len)
-{
-    if (!len || frame >= emu_total_frames(e) || !(e->xframes[frame >> 3] >> (frame & 7) & 1))
-        return; /* never handed out executable: Unicorn has no code of it */
-    uint64_t va = EMU_CTL_VA | emu_phys_pa(e, frame);
-    e->in_ctl = true;
-    e->ctl_pa_valid = true;
-    uc_ctl_remove_cache(e->uc, va + off, va + off + len);
-    e->ctl_pa_valid = false;
-    e->in_ctl = false;
-    e->uc_flush_pending = true;
-}
-
-vmt_status emu_va_write(emu *e, uint64_t va, const void *buf, size_t len)
-{
-    return emu_va_write_data(e, va, buf, len, false);
-}
-
-vmt_status emu_va_write_data(emu *e, uint64_t va, const void *buf, size_t len, bool smap)
-{
-    const uint8_t *in = buf;
-    while (len) {
-        uint8_t *h;
-        size_t left;
-        vmt_status st = emu_mmu_host_ptr(e, va, true, smap, &h, &left);
-        if (st)
-            return st;
-        size_t n = left < len ? left : len;
-        size_t at = (size_t)(h - e->mem);
-        emu_host_write(e, (vmt_gfn)(at / EMU_PAGE), (uint32_t)(at % EMU_PAGE), in, n);
-        in += n;
-        va += n;
-        len -= n;
-    }
-    return VMT_OK;
 }
 
 static void fill_mem_event(const emu_fault *f, const vmt_walk *w, vmt_event *ev)
@@ -751,7 +559,7 @@ emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32
 {
     uint64_t page = f->va & ~(uint64_t)(EMU_PAGE - 1);
     uint8_t cpl = emu_cpl(e);
-    walk_ctx wc;
+    emu_walk_ctx wc;
     vmt_walk w;
     uint32_t kind_bits = (f->kind == VMT_ACCESS_W ? 2u : 0) | (f->kind == VMT_ACCESS_X ? 0x10u : 0) |
                          (cpl == 3 ? 4u : 0);
@@ -763,7 +571,7 @@ emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32
     }
     if (!vmt_va_is_canonical(f->va, (e->cr4 & VMT_CR4_LA57) ? 5 : 4))
         return EMU_FR_GP;
-    vmt_status st = walk(e, page, &w, &wc);
+    vmt_status st = emu_walk(e, page, &w, &wc);
     if (wc.pt_violation) {
         memset(&ev->u.mem, 0, sizeof ev->u.mem);
         ev->u.mem.gpa = wc.violation_pa;
@@ -783,7 +591,7 @@ emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32
         *pf_error = kind_bits | 1u | 8u; /* present + reserved bit */
         return EMU_FR_PAGE_FAULT;
     }
-    vmt_access pte = pte_rights_for(e, &w, cpl, emu_smap_explicit(e, cpl));
+    vmt_access pte = emu_pte_rights_for(e, &w, cpl, emu_smap_explicit(e, cpl));
     if (!(pte & f->kind)) {
         *pf_error = kind_bits | 1u;
         return EMU_FR_PAGE_FAULT;
@@ -799,7 +607,7 @@ emu_fault_result emu_mmu_fault(emu *e, const emu_fault *f, vmt_event *ev, uint32
         return EMU_FR_RETRY;
     }
     vmt_gfn backing;
-    vmt_access va_rights = view_rights(e, page, gfn, &backing);
+    vmt_access va_rights = emu_view_rights(e, page, gfn, &backing);
     bool denied = e->deny_active && e->deny_va == page && e->deny_kind == f->kind;
     if (!(va_rights & f->kind) && !denied) {
         fill_mem_event(f, &w, ev);
@@ -877,69 +685,4 @@ vmt_status emu_mmu_check(emu *e, char *why, size_t why_len)
         st = VMT_E_INTERNAL;
     }
     return st;
-}
-
-vmt_status emu_mmu_gpa(emu *e, uint64_t va, vmt_pa *gpa)
-{
-    walk_ctx wc;
-    vmt_walk w;
-    vmt_status st = walk(e, va, &w, &wc);
-    if (st == VMT_OK)
-        *gpa = w.pa;
-    return st;
-}
-
-/* ---- accessors for the reusable engine (vmtrap/emulate.h) ----
- * A page as the vCPU would see it under the MMU context (view + grants):
- * rights = guest PTE rights ∩ view rights; the walk sets A, a write sets D.
- * Memory outside RAM and failed walks fail: the caller falls back to a step. */
-
-vmt_status emu_engine_read(void *ctx, vmt_va va, void *buf, size_t len, vmt_access *allowed)
-{
-    emu *e = ctx;
-    walk_ctx wc;
-    vmt_walk w;
-    uint64_t page = va & ~(uint64_t)(EMU_PAGE - 1);
-    if (len > EMU_PAGE || vmt_page_offset(va) + len > EMU_PAGE)
-        return VMT_E_INVAL;
-    vmt_status st = walk(e, page, &w, &wc);
-    if (st)
-        return st;
-    vmt_gfn gfn = w.pa >> 12;
-    if (!emu_gfn_is_ram(e, gfn))
-        return VMT_E_RANGE;
-    vmt_gfn b;
-    uint8_t cpl = emu_cpl(e);
-    *allowed = view_rights(e, page, gfn, &b) & pte_rights_for(e, &w, cpl, emu_smap_explicit(e, cpl));
-    set_ad_bits(e, &w, false);
-    memcpy(buf, emu_frame_ptr(e, b) + vmt_page_offset(va), len);
-    return VMT_OK;
-}
-
-vmt_status emu_engine_write(void *ctx, vmt_va va, const void *buf, size_t len)
-{
-    emu *e = ctx;
-    const uint8_t *in = buf;
-    uint8_t cpl = emu_cpl(e);
-    bool smap = emu_smap_explicit(e, cpl);
-    while (len) {
-        walk_ctx wc;
-        vmt_walk w;
-        uint64_t page = va & ~(uint64_t)(EMU_PAGE - 1);
-        vmt_status st = walk(e, page, &w, &wc);
-        if (st)
-            return st;
-        vmt_gfn gfn = w.pa >> 12, b;
-        if (!emu_gfn_is_ram(e, gfn) || !(view_rights(e, page, gfn, &b) & pte_rights_for(e, &w, cpl, smap) & VMT_ACCESS_W))
-            return VMT_E_RANGE;
-        set_ad_bits(e, &w, true);
-        size_t n = EMU_PAGE - vmt_page_offset(va);
-        if (n > len)
-            n = len;
-        emu_host_write(e, b, (uint32_t)vmt_page_offset(va), in, n);
-        in += n;
-        va += n;
-        len -= n;
-    }
-    return VMT_OK;
 }

@@ -368,6 +368,20 @@ bool emu_gfn_is_ram(const emu *e, vmt_gfn gfn);
 /* Unicorn physical address of a host frame (RAM or extra). */
 uint64_t emu_phys_pa(const emu *e, vmt_gfn frame);
 uint8_t emu_cpl(emu *e);
+
+/* ---- the guest walk (emu_walk.c) ---- */
+typedef struct emu_walk_ctx {
+    emu *e;
+    bool pt_violation;     /* the view forbids reading a table frame */
+    vmt_pa violation_pa;
+} emu_walk_ctx;
+vmt_access emu_view_rights(const emu *e, uint64_t va_page, vmt_gfn gfn, vmt_gfn *backing);
+vmt_gfn emu_table_host_frame(const emu *e, vmt_gfn gfn);
+void emu_set_ad_bits(emu *e, vmt_walk *w, bool write);
+vmt_access emu_rights_for(const emu *e, vmt_access walk_rights, bool user, uint8_t cpl, bool smap);
+vmt_access emu_pte_rights_for(const emu *e, const vmt_walk *w, uint8_t cpl, bool smap);
+vmt_status emu_walk(emu *e, uint64_t va, vmt_walk *w, emu_walk_ctx *wc);
+
 /* The TLB-fill hook's decision for an access of `kind` to va_page: true
  * with *paddr / *perms for Unicorn, or false (a fetch that faults; the
  * fault is recorded in e->fault). */
