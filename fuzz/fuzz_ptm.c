@@ -4,7 +4,9 @@
  * A mem-driver VM (64 frames, 2 vCPUs, both in the monitored view 1) with
  * 4-level tables mapping four VAs through shared tables. The input is a
  * program: byte 0 picks the driver's capabilities (with or without write
- * data, EMULATE / FAST_STEP / plain STEP), then each op is 12 bytes:
+ * data, EMULATE / FAST_STEP / plain STEP; bit 2: a write-after driver, like
+ * the qemu driver's watchpoints: the store lands first and is reported after,
+ * answered CONTINUE), then each op is 12 bytes:
  * a guest store of 1..8 bytes anywhere in the table pages (by either vCPU,
  * value raw or shaped like an entry: loops, self-maps, frames past RAM,
  * reserved bits), a stepped store left half-done while the other vCPU
@@ -48,6 +50,7 @@ typedef struct vm {
     vmt_view view;
     vmt_pa root;
     bool with_data;
+    bool after;           /* VMT_CAP_WRITE_AFTER: stores land, then trap */
     bool watched[NVA];
     bool behind;          /* an injected failure / host write not resynced yet */
     /* A vCPU stopped between its trap (STEP response) and its step. */
@@ -198,6 +201,8 @@ static void guest_store(vm *v, unsigned cpu, vmt_pa pa, unsigned size, uint64_t 
         store_bytes(v, pa, size, value);
         return;
     }
+    if (v->after)
+        store_bytes(v, pa, size, value); /* reported after it landed */
     vmt_event ev;
     memset(&ev, 0, sizeof ev);
     ev.kind = VMT_EVENT_MEM_ACCESS;
@@ -210,6 +215,10 @@ static void guest_store(vm *v, unsigned cpu, vmt_pa pa, unsigned size, uint64_t 
     vmt_response r = deliver(v, &ev);
     if (getenv("FUZZ_PTM_TRACE"))
         fprintf(stderr, "  trap cpu %u pa 0x%llx: actions 0x%x\n", cpu, (unsigned long long)pa, r.actions);
+    if (v->after) {
+        CHECK(r.actions == VMT_RESP_CONTINUE, "write-after driver: response 0x%x, not CONTINUE", r.actions);
+        return;
+    }
     if (r.actions & VMT_RESP_STEP) {
         v->pending[cpu] = true;
         v->pend_pa[cpu] = pa;
@@ -248,6 +257,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cfg.max_views = 3;
     cfg.caps_remove = caps_variants[data[0] & 3];
     v.with_data = (data[0] & 3) != 3;
+    v.after = (data[0] & 4) != 0;
+    cfg.write_after = v.after;
     char why[256];
     CHECK(vmt_mem_driver_create(&cfg, &v.d, why, sizeof why) == VMT_OK, "driver: %s", why);
     vmt_session_config scfg = { .frame_cache_frames = 8, .v2p_cache_entries = 16 };

@@ -96,6 +96,9 @@ typedef struct vmt_mem_config {
     uint64_t caps_remove;    /* VMT_CAP_* flags NOT to declare (their
                                 dependents go too: VIEWS takes REMAP, PERM and
                                 PER_VCPU; EVENTS takes every event/response cap) */
+    bool write_after;        /* also declare VMT_CAP_WRITE_AFTER: the caller's
+                                scripted CPU stores first and reports the write
+                                after it landed (as the qemu driver does) */
     bool noop;               /* no-op mode (see above) */
     uint32_t log_limit;      /* keep only the newest log_limit calls (a ring,
                                 for long runs); 0: keep all */

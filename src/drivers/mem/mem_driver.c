@@ -404,7 +404,7 @@ static vmt_caps caps_from(const vmt_mem_config *c)
     if (remove & VMT_CAP_EVENTS)
         remove |= MEM_EVENT_DEPENDENTS;
     vmt_caps caps = {
-        .flags = MEM_ALL_CAPS & ~remove,
+        .flags = (MEM_ALL_CAPS & ~remove) | (c->write_after ? VMT_CAP_WRITE_AFTER : 0),
         .trap_access = c->trap_access,
         .max_views = c->max_views,
         .hw_breakpoints = c->hw_breakpoints,
