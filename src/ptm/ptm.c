@@ -354,31 +354,6 @@ vmt_status ptm_rewalk_batch(vmt_ptm *p, vmt_vcpu vcpu)
     return first;
 }
 
-/* Delete the keys of `m` (ptm_vcpu_entry keys) whose entry no watch uses. */
-static void prune_map(vmt_ptm *p, vmt_hmap *m)
-{
-    bool again = true;
-    while (again) {
-        again = false;
-        size_t it = 0;
-        void *k, *v;
-        while (vmt_hmap_next(m, &it, &k, &v)) {
-            ptm_vcpu_entry key;
-            memcpy(&key, k, sizeof key);
-            if (vmt_hmap_get(&p->entries, &key.entry_pa))
-                continue;
-            vmt_hmap_del(m, &key, NULL);
-            again = true;
-            break;
-        }
-    }
-}
-
-void ptm_prune_orphans(vmt_ptm *p)
-{
-    prune_map(p, &p->dirty);
-}
-
 void ptm_flush_events(vmt_ptm *p, vmt_ptm_sink sink, void *sink_ctx)
 {
     /* Copy first: a sink may call back into the monitor and queue more. */
@@ -527,7 +502,6 @@ vmt_status vmt_ptm_unmonitor(vmt_ptm *p, vmt_addr_ctx ctx, vmt_view view, uint64
     vmt_hmap_del(&p->watches, &key, NULL);
     release_path(p, w);
     free(w);
-    ptm_prune_orphans(p);
     p->stats.watches = vmt_hmap_count(&p->watches);
     return VMT_OK;
 }
@@ -585,7 +559,6 @@ vmt_status vmt_ptm_resync(vmt_ptm *p, vmt_ptm_sink sink, void *sink_ctx)
     }
     st = ptm_rewalk_batch(p, VMT_VCPU_ALL);
     p->noverlay = mark;
-    ptm_prune_orphans(p);
     ptm_flush_events(p, sink, sink_ctx);
     return st;
 }

@@ -24,8 +24,10 @@
  *            val  ptm_dirty {before, mask, level}
  *            The vCPU wrote the entry without reporting the value and is
  *            stepping; `before` = entry before the write, `mask` = bytes the
- *            write covers. Only for entries in `entries`, only for vCPUs in
- *            `steps`.
+ *            write covers. Only for vCPUs in `steps`; kept until that
+ *            vCPU's SINGLESTEP even when no watch uses the entry any more
+ *            (a watch added through it before the step read the old value:
+ *            the step must re-read it).
  *
  *  steps     key  vmt_vcpu
  *            val  ptm_step {return_view}
@@ -157,7 +159,6 @@ vmt_status ptm_rewalk_batch(vmt_ptm *p, vmt_vcpu vcpu);
  * per stamp). */
 vmt_status ptm_batch_add_entry(vmt_ptm *p, vmt_pa entry_pa);
 /* Drop dirty state of entries no watch uses any more. */
-void ptm_prune_orphans(vmt_ptm *p);
 /* Retry unrestricts that failed before. */
 void ptm_retry_zombies(vmt_ptm *p);
 /* Deliver and clear the queued events. */

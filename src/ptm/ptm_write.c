@@ -355,7 +355,6 @@ vmt_status vmt_ptm_handle_event(vmt_ptm *p, const vmt_event *ev, vmt_response *r
         return VMT_OK;
     }
     p->nbatch = 0;
-    ptm_prune_orphans(p);
     /* The overlay stays while the sink runs: a write that has not landed
      * yet is what a vmt_ptm_monitor() from the sink must see. */
     ptm_flush_events(p, sink, sink_ctx);
